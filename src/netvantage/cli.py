@@ -1,0 +1,264 @@
+"""The ``netvantage`` command: a thin shell that parses arguments and calls the library.
+
+Exit codes (stable, for scripts):
+
+* 0 – the command ran; every measurement produced a record (whatever its status)
+* 1 – ``--fail-on-error`` was given and at least one record's status is not ``ok``
+* 2 – bad usage or bad input (a malformed target, an invalid file)
+* 3 – missing privilege (no ICMP socket could be opened)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn, TypeVar
+
+import click
+
+from . import __version__
+from .errors import PrivilegeError, SchemaError, TargetError
+from .measure.common import Origin
+from .measure.ping import PingOptions, ping_many
+from .measure.target import Target, parse_target
+from .measure.tcp import TcpOptions, tcp_many
+from .results import (
+    AnyRecord,
+    PingRecord,
+    Record,
+    encode_record,
+    json_schema_text,
+    read_jsonl,
+    write_jsonl,
+)
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PRIVILEGE", "EXIT_USAGE", "cli", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PRIVILEGE = 0, 1, 2, 3
+
+T = TypeVar("T")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _die(message: str, code: int) -> NoReturn:
+    click.echo(f"netvantage: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except PrivilegeError as exc:
+        _die(str(exc), EXIT_PRIVILEGE)
+
+
+def _targets(texts: Sequence[str], *, require_port: bool) -> list[Target]:
+    out: list[Target] = []
+    problems: list[str] = []
+    for text in texts:
+        try:
+            out.append(parse_target(text, require_port=require_port))
+        except TargetError as exc:
+            problems.append(str(exc))
+    if problems:
+        _die("bad target(s):\n  " + "\n  ".join(problems), EXIT_USAGE)
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _table(records: Sequence[AnyRecord]) -> str:
+    rows = [("KIND", "TARGET", "ADDRESS", "STATUS", "SENT", "OK", "LOSS", "MIN", "MEDIAN",
+             "MAX", "JITTER", "ERROR")]
+    for r in records:
+        if isinstance(r, PingRecord):
+            sent, got = r.body.sent, r.body.received
+            loss = "-" if r.body.loss_ratio is None else f"{r.body.loss_ratio:.0%}"
+            stats = r.body.stats
+            target = r.target
+        else:
+            sent, got = len(r.body.attempts), r.body.succeeded
+            loss = "-" if not sent else f"{1 - got / sent:.0%}"
+            stats = r.body.stats
+            target = str(Target(r.target, r.body.port))
+        rows.append((r.kind, target, r.address or "-", r.status, str(sent), str(got), loss,
+                     _fmt(stats.min_ms), _fmt(stats.median_ms), _fmt(stats.max_ms),
+                     _fmt(stats.jitter_ms), r.error or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.append("(times in ms)")
+    return "\n".join(lines)
+
+
+def _emit(records: Sequence[AnyRecord], output: Path | None, table: bool,
+          fail_on_error: bool) -> None:
+    if output is not None:
+        write_jsonl(records, output)
+    if table:
+        click.echo(_table(records))
+    elif output is None:
+        out = sys.stdout.buffer
+        for record in records:
+            out.write(encode_record(record) + b"\n")
+        out.flush()
+    if fail_on_error and any(r.status != "ok" for r in records):
+        sys.exit(EXIT_FAILED)
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+@click.group(context_settings=CONTEXT, epilog="""\b
+Example:
+  netvantage measure ping 127.0.0.1 --count 5
+\b
+Exit codes: 0 ran, 1 a record is not ok (with --fail-on-error),
+2 bad usage or input, 3 missing privilege.""")
+@click.version_option(__version__, "-V", "--version", prog_name="netvantage")
+def cli() -> None:
+    """Network path diagnostics and data-centre comparison, from the clients' side."""
+
+
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure ping 192.0.2.10 --count 10
+  netvantage measure tcp mail.example.net:25 --table""")
+def measure() -> None:
+    """One-shot measurements; JSON Lines (one record per target) on stdout."""
+
+
+def _common_options(f: Any) -> Any:
+    options = [
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write JSON Lines to FILE (replaced whole) instead of stdout."),
+        click.option("--table", is_flag=True, help="Print a readable table instead of JSON."),
+        click.option("--fail-on-error", is_flag=True,
+                     help="Exit 1 if any record's status is not ok."),
+        click.option("--agent", default=None, help="Agent name in the records [host name]."),
+        click.option("--region", default=None, help="Region label in the records."),
+        click.option("-c", "--concurrency", type=click.IntRange(1, 256), default=8,
+                     show_default=True, help="Targets measured at once."),
+        click.option("-4", "family", flag_value=4, help="IPv4 only."),
+        click.option("-6", "family", flag_value=6, help="IPv6 only."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _origin(agent: str | None, region: str | None) -> Origin:
+    local = Origin.local(region)
+    return Origin(agent=agent or local.agent, region=region)
+
+
+@measure.command("ping", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure ping 127.0.0.1 --count 5
+  netvantage measure ping 192.0.2.1 2001:db8::1 --interval 0.2 --table
+  netvantage measure ping 10.0.0.1 --timeout 1 --fail-on-error -o ping.jsonl
+\b
+Without root or CAP_NET_RAW, unprivileged ICMP sockets are used where
+net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.""")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
+@click.option("-n", "--count", type=click.IntRange(1, 10_000), default=5, show_default=True,
+              help="Echo requests per target.")
+@click.option("-i", "--interval", type=click.FloatRange(0.01), default=1.0, show_default=True,
+              help="Seconds between requests to one target.")
+@click.option("-W", "--timeout", type=click.FloatRange(0.001, 60), default=2.0,
+              show_default=True, help="Seconds to wait for each reply.")
+@click.option("-s", "--size", type=click.IntRange(0, 65_000), default=56, show_default=True,
+              help="ICMP payload bytes.")
+@click.option("--ttl", type=click.IntRange(1, 255), default=64, show_default=True)
+@click.option("--df", "dont_fragment", is_flag=True, help="Set Don't Fragment (IPv4 PMTU).")
+@click.option("--socket", "socket_kind", type=click.Choice(["auto", "raw", "dgram"]),
+              default="auto", show_default=True,
+              help="raw needs CAP_NET_RAW; dgram needs net.ipv4.ping_group_range.")
+@_common_options
+def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: float,
+                 size: int, ttl: int, dont_fragment: bool,
+                 socket_kind: Literal["auto", "raw", "dgram"], output: Path | None,
+                 table: bool, fail_on_error: bool, agent: str | None, region: str | None,
+                 concurrency: int, family: Literal[4, 6] | None) -> None:
+    """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
+    targets = _targets(hosts, require_port=False)
+    opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
+                       ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind)
+    records = _run(ping_many(targets, opts, origin=_origin(agent, region), family=family,
+                             concurrency=concurrency))
+    _emit(records, output, table, fail_on_error)
+
+
+@measure.command("tcp", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure tcp 127.0.0.1:22
+  netvantage measure tcp mx.example.net:25 [2001:db8::25]:465 --attempts 5 --table
+\b
+Each attempt is ok, refused (RST), unreachable (ICMP error or no route) or
+timeout (no answer). No privilege needed.""")
+@click.argument("endpoints", nargs=-1, required=True, metavar="HOST:PORT...")
+@click.option("-n", "--attempts", type=click.IntRange(1, 1_000), default=3, show_default=True,
+              help="Connections per target.")
+@click.option("-i", "--interval", type=click.FloatRange(0.05), default=0.5, show_default=True,
+              help="Seconds between attempts to one target.")
+@click.option("-W", "--timeout", type=click.FloatRange(0.001, 120), default=3.0,
+              show_default=True, help="Seconds to wait for each connection.")
+@_common_options
+def measure_tcp(endpoints: tuple[str, ...], attempts: int, interval: float, timeout: float,
+                output: Path | None, table: bool, fail_on_error: bool, agent: str | None,
+                region: str | None, concurrency: int, family: Literal[4, 6] | None) -> None:
+    """TCP connect time per attempt (application view and kernel handshake RTT)."""
+    targets = _targets(endpoints, require_port=True)
+    opts = TcpOptions(attempts=attempts, interval_s=interval, timeout_s=timeout)
+    records = _run(tcp_many(targets, opts, origin=_origin(agent, region), family=family,
+                            concurrency=concurrency))
+    _emit(records, output, table, fail_on_error)
+
+
+@cli.command("schema", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage schema > result.schema.json
+  netvantage schema --validate results.jsonl""")
+@click.option("--validate", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Check JSON Lines FILE(s) against the schema instead (repeatable).")
+def schema_cmd(files: tuple[str, ...]) -> None:
+    """Print the JSON Schema of a result record, or validate JSON Lines files."""
+    if not files:
+        click.echo(json_schema_text(), nl=False)
+        return
+    failed = False
+    for name in files:
+        try:
+            records: list[Record] = list(read_jsonl(name))
+        except SchemaError as exc:
+            click.echo(f"netvantage: error: {exc}", err=True)
+            failed = True
+        else:
+            click.echo(f"{name}: {len(records)} valid record(s)")
+    if failed:
+        sys.exit(EXIT_USAGE)
+
+
+@cli.command("demo", context_settings=CONTEXT, epilog="""\b
+Example:
+  netvantage demo --out out/""")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("out"), show_default=True, help="Where the demo writes its files.")
+def demo_cmd(out_dir: Path) -> None:
+    """Measure this machine for real (loopback ICMP and TCP) and show the results."""
+    from .demo import run_demo
+
+    result = run_demo(out_dir)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(_table(result.records))
+    click.echo(f"\n{len(result.records)} records written to {result.output}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="netvantage")

@@ -1,0 +1,456 @@
+"""The result schema: one envelope for every measurement, a typed body per kind.
+
+A record is one JSON object (one line of JSON Lines)::
+
+    {"kind": "ping", "id": "0193…", "schema": 1, "agent": "lusaka-1",
+     "region": "ZM-LUN", "target": "ams.example", "address": "192.0.2.7",
+     "started_at": "2026-11-28T19:00:00.123456Z", "duration_ms": 4012.5,
+     "status": "ok", "error": null, "source": "netvantage",
+     "body": {...}}
+
+Rules every record obeys (checked when a record is built *and* when it is read):
+
+* ``id`` is assigned once, when the measurement starts, and never changes, so
+  that an upload that is retried is recognisable as the same record.
+* ``schema`` is :data:`SCHEMA_VERSION`; a reader refuses a newer one.
+* ``started_at`` is UTC wall-clock time (the *when*); every duration is taken
+  from a monotonic clock or from kernel timestamps (the *how long*).
+* Units live in field names (``_ms``, ``_ratio``, ``_bytes``, ``_s``).
+* Missing is missing: a lost packet has ``null`` RTT, never 0; statistics
+  are derived from the stored samples and are checked against them.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Annotated, Any, Literal, TypeAlias
+
+import msgspec
+
+from .errors import SchemaError
+
+__all__ = [
+    "KINDS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "IcmpError",
+    "PingBody",
+    "PingRecord",
+    "Record",
+    "RttStats",
+    "Status",
+    "TcpAttempt",
+    "TcpBody",
+    "TcpRecord",
+    "decode_record",
+    "encode_record",
+    "json_schema",
+    "new_id",
+    "read_jsonl",
+    "rtt_stats",
+    "utc_now",
+    "write_jsonl",
+]
+
+#: Version of the record layout.  Bump it on any change a reader must know about.
+SCHEMA_VERSION = 1
+
+Status: TypeAlias = Literal[
+    "ok", "timeout", "refused", "unreachable", "tls_error", "protocol_error", "error"
+]
+STATUSES: tuple[str, ...] = (
+    "ok", "timeout", "refused", "unreachable", "tls_error", "protocol_error", "error",
+)
+
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+# Durations are stored to the microsecond: finer than any network effect we
+# measure, coarser than the float noise of arithmetic on nanoseconds.
+_MS_DECIMALS = 3
+_TOLERANCE_MS = 0.0015
+
+
+def ms(ns: int) -> float:
+    """Nanoseconds (monotonic or kernel clock difference) to milliseconds, 1 µs resolution."""
+    return round(ns / 1e6, _MS_DECIMALS)
+
+
+def utc_now() -> datetime:
+    """The wall-clock *when* of a measurement, aware and in UTC, to the microsecond."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A UUIDv7 string (RFC 9562): 48-bit Unix milliseconds, then 74 random bits.
+
+    Time-ordered, so records sort by creation and indexes stay compact; random
+    enough that agents never collide.
+    """
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # RFC 9562 variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class RttStats(msgspec.Struct, frozen=True):
+    """Summary of a sequence of RTT samples; every field is ``None`` without samples."""
+
+    min_ms: float | None
+    median_ms: float | None
+    mean_ms: float | None
+    max_ms: float | None
+    jitter_ms: float | None
+
+
+def rtt_stats(samples: Sequence[float | None]) -> RttStats:
+    """Statistics over the received samples, in sending order.
+
+    Jitter is the mean absolute difference between consecutive received RTTs,
+    the quantity RFC 3550 (section 6.4.1) smooths into its interarrival jitter;
+    lost probes are skipped, not counted as zero.  It needs two samples.
+    """
+    got = [s for s in samples if s is not None]
+    if not got:
+        return RttStats(None, None, None, None, None)
+    jitter = None
+    if len(got) >= 2:
+        jitter = statistics.fmean(abs(b - a) for a, b in itertools.pairwise(got))
+        jitter = round(jitter, _MS_DECIMALS)
+    return RttStats(
+        min_ms=min(got),
+        median_ms=round(statistics.median(got), _MS_DECIMALS),
+        mean_ms=round(statistics.fmean(got), _MS_DECIMALS),
+        max_ms=max(got),
+        jitter_ms=jitter,
+    )
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= _TOLERANCE_MS
+
+
+def _check_stats(where: str, given: RttStats, samples: Sequence[float | None]) -> None:
+    want = rtt_stats(samples)
+    for field in RttStats.__struct_fields__:
+        g, w = getattr(given, field), getattr(want, field)
+        if not _close(g, w):
+            raise ValueError(f"{where}.{field} is {g!r} but the samples give {w!r}")
+
+
+# --------------------------------------------------------------------------- ping
+
+
+class IcmpError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An ICMP error received instead of an echo reply (e.g. type 3 destination unreachable)."""
+
+    seq: NonNegInt
+    from_address: str
+    icmp_type: NonNegInt
+    icmp_code: NonNegInt
+
+
+class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """ICMP echo: every sample kept, in sending order, ``None`` where no reply came."""
+
+    ip_version: Literal[4, 6]
+    #: ``raw``: SOCK_RAW (root or CAP_NET_RAW); ``dgram``: unprivileged ICMP
+    #: socket; ``None`` when no packet was sent (e.g. the name did not resolve).
+    socket: Literal["raw", "dgram"] | None
+    payload_bytes: NonNegInt
+    interval_s: NonNegFloat
+    timeout_s: NonNegFloat
+    dont_fragment: bool
+    sent: NonNegInt
+    received: NonNegInt
+    duplicates: NonNegInt = 0
+    rtts_ms: list[NonNegFloat | None]
+    stats: RttStats
+    loss_ratio: Ratio | None
+    icmp_errors: list[IcmpError] = []
+    #: Where receive times came from: ``kernel`` (SO_TIMESTAMPNS) for every
+    #: reply, ``user`` (monotonic clock after recvmsg) when the kernel stamp
+    #: was missing or implausible, ``mixed`` for some of each; ``None`` without replies.
+    rx_clock: Literal["kernel", "user", "mixed"] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.rtts_ms) != self.sent:
+            raise ValueError(f"rtts_ms has {len(self.rtts_ms)} entries for {self.sent} sent")
+        got = sum(r is not None for r in self.rtts_ms)
+        if got != self.received:
+            raise ValueError(f"received is {self.received} but rtts_ms holds {got} replies")
+        want_loss = None if self.sent == 0 else round(1 - self.received / self.sent, 6)
+        if not (
+            (want_loss is None and self.loss_ratio is None)
+            or (want_loss is not None and self.loss_ratio is not None
+                and abs(want_loss - self.loss_ratio) < 1e-6)
+        ):
+            raise ValueError(f"loss_ratio is {self.loss_ratio} but sent/received give {want_loss}")
+        _check_stats("stats", self.stats, self.rtts_ms)
+
+    @classmethod
+    def from_samples(cls, rtts_ms: Sequence[float | None], **fields: Any) -> PingBody:
+        """Build a body whose counts and statistics are derived from ``rtts_ms``."""
+        samples = [None if r is None else round(r, _MS_DECIMALS) for r in rtts_ms]
+        sent = len(samples)
+        received = sum(r is not None for r in samples)
+        return cls(
+            sent=sent,
+            received=received,
+            rtts_ms=samples,
+            stats=rtt_stats(samples),
+            loss_ratio=None if sent == 0 else round(1 - received / sent, 6),
+            **fields,
+        )
+
+
+# --------------------------------------------------------------------------- tcp
+
+
+class TcpAttempt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One TCP connect.
+
+    ``connect_ms`` is what an application waits: from just before ``connect()``
+    to the socket becoming writable.  ``handshake_rtt_ms`` is the kernel's own
+    SYN → SYN/ACK round trip (``TCP_INFO.tcpi_rtt``), free of any user-space
+    scheduling; ``None`` where the kernel does not report it.
+    """
+
+    status: Status
+    connect_ms: NonNegFloat | None = None
+    handshake_rtt_ms: NonNegFloat | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status == "ok" and self.connect_ms is None:
+            raise ValueError("a successful attempt needs connect_ms")
+        if self.status != "ok" and self.connect_ms is not None:
+            raise ValueError(f"a {self.status} attempt has no connect_ms")
+
+
+class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """TCP connect time to one port, attempt by attempt."""
+
+    port: Port
+    ip_version: Literal[4, 6]
+    timeout_s: NonNegFloat
+    attempts: list[TcpAttempt]
+    succeeded: NonNegInt
+    stats: RttStats
+
+    def __post_init__(self) -> None:
+        ok = sum(a.status == "ok" for a in self.attempts)
+        if ok != self.succeeded:
+            raise ValueError(f"succeeded is {self.succeeded} but {ok} attempts are ok")
+        _check_stats("stats", self.stats, [a.connect_ms for a in self.attempts])
+
+    @classmethod
+    def from_attempts(cls, attempts: Sequence[TcpAttempt], **fields: Any) -> TcpBody:
+        return cls(
+            attempts=list(attempts),
+            succeeded=sum(a.status == "ok" for a in attempts),
+            stats=rtt_stats([a.connect_ms for a in attempts]),
+            **fields,
+        )
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+class Record(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+):
+    """The envelope shared by every kind; subclasses add a typed ``body``."""
+
+    id: Annotated[str, msgspec.Meta(min_length=8, max_length=64, pattern=r"^[0-9A-Za-z._:-]+$")]
+    schema: int = SCHEMA_VERSION
+    agent: Name
+    region: Name | None = None
+    target: Name
+    address: str | None = None
+    started_at: UtcDatetime
+    duration_ms: NonNegFloat
+    status: Status
+    error: str | None = None
+    #: Who produced the record: ``netvantage`` for our agents, ``atlas`` for imports.
+    source: Name = "netvantage"
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA_VERSION:
+            raise ValueError(f"schema {self.schema} is not {SCHEMA_VERSION}")
+        offset = self.started_at.utcoffset()
+        if offset is None or offset.total_seconds() != 0:
+            raise ValueError("started_at must be in UTC")
+        if self.status == "ok" and self.error is not None:
+            raise ValueError("an ok record carries no error text")
+
+    @property
+    def kind(self) -> str:
+        tag = type(self).__struct_config__.tag
+        return str(tag)
+
+
+class PingRecord(Record, tag="ping", frozen=True):
+    body: PingBody
+
+
+class TcpRecord(Record, tag="tcp", frozen=True):
+    body: TcpBody
+
+
+AnyRecord: TypeAlias = PingRecord | TcpRecord
+_RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord)
+KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyRecord)
+
+
+class _Head(msgspec.Struct):
+    """Just enough of a line to explain why the full decode failed."""
+
+    schema: Any = None
+    kind: Any = None
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+
+
+def encode_record(record: Record) -> bytes:
+    """One record as compact JSON (no newline)."""
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes | str) -> AnyRecord:
+    """Parse and validate one record; raises :class:`SchemaError` saying why not."""
+    try:
+        record: AnyRecord = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SchemaError(_explain(data, exc)) from None
+    return record
+
+
+def _explain(data: bytes | str, exc: msgspec.DecodeError) -> str:
+    try:
+        head = _head_decoder.decode(data)
+    except msgspec.DecodeError:
+        return f"not a JSON object: {exc}"
+    newer = (isinstance(head.schema, int) and not isinstance(head.schema, bool)
+             and head.schema > SCHEMA_VERSION)
+    if newer:
+        return (
+            f"schema {head.schema} is newer than this netvantage reads "
+            f"(schema {SCHEMA_VERSION}); upgrade netvantage to read it"
+        )
+    if head.kind is not None and head.kind not in KINDS:
+        return f"unknown kind {head.kind!r} (known: {', '.join(KINDS)})"
+    return str(exc)
+
+
+def write_jsonl(records: Iterable[Record], out: IO[bytes] | str | Path) -> int:
+    """Write records as JSON Lines; returns how many were written.
+
+    With a path the file is written whole or not at all (temporary file, fsync,
+    rename), so a reader never sees half of it.
+    """
+    if isinstance(out, str | Path):
+        path = Path(out)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                n = write_jsonl(records, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return n
+    n = 0
+    for record in records:
+        out.write(_encoder.encode(record) + b"\n")
+        n += 1
+    return n
+
+
+def _lines(source: IO[bytes] | str | Path) -> Iterator[tuple[int, bytes]]:
+    if isinstance(source, str | Path):
+        with open(source, "rb") as fh:
+            yield from _lines(fh)
+        return
+    yield from enumerate(source, start=1)
+
+
+def read_jsonl(source: IO[bytes] | str | Path, *, max_problems: int = 20) -> list[AnyRecord]:
+    """Read a whole JSON Lines file, all or nothing.
+
+    Every line is checked; if any fails (malformed JSON, a torn last line, a
+    newer schema, a value out of range) nothing is returned and a
+    :class:`SchemaError` lists the first ``max_problems`` problems, each with
+    its line number.  Blank lines are allowed.
+    """
+    name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "<stream>")
+    records: list[AnyRecord] = []
+    problems: list[str] = []
+    bad = 0
+    for number, raw in _lines(source):
+        line = raw.strip()
+        if not line:
+            continue
+        if not raw.endswith(b"\n"):
+            # A writer that died mid-line leaves an unterminated tail.
+            try:
+                records.append(decode_record(line))
+            except SchemaError as exc:
+                bad += 1
+                problems.append(f"line {number}: unterminated last line (torn write?): {exc}")
+            continue
+        try:
+            records.append(decode_record(line))
+        except SchemaError as exc:
+            bad += 1
+            if len(problems) < max_problems:
+                problems.append(f"line {number}: {exc}")
+    if bad:
+        more = f" (showing {len(problems)})" if bad > len(problems) else ""
+        raise SchemaError(f"{name}: {bad} bad line(s), nothing loaded{more}", problems)
+    return records
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a record (any kind), generated from these classes."""
+    schema = msgspec.json.schema(AnyRecord)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"netvantage result record, schema {SCHEMA_VERSION}"
+    return schema
+
+
+def json_schema_text() -> str:
+    """The JSON Schema as the stable text committed under ``docs/``."""
+    buf = io.StringIO()
+
+    json.dump(json_schema(), buf, indent=2, sort_keys=True)
+    buf.write("\n")
+    return buf.getvalue()

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netns import Namespaces, ns_exec, remove_stale, require_root_netns
+
+ROOT = Path(__file__).resolve().parents[1]
+NETVANTAGE = str(Path(sys.executable).with_name("netvantage"))
+
+
+def run_cli(*args: str, ns: str | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``netvantage`` command, optionally inside a namespace."""
+    cmd = [NETVANTAGE, *args]
+    if ns is not None:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def paths() -> Iterator[Namespaces]:
+    """client ── router ── server, plus routes so that:
+
+    * 10.231.2.2 / fd00:231:2::2 (server) answers ping and has a TCP listener on 2525;
+    * 10.231.3.0/24 is *unreachable* at the router (ICMP type 3 from 10.231.1.1);
+    * 10.231.2.3 answers nothing: the server drops every packet to it (timeouts).
+    """
+    require_root_netns()
+    if shutil.which("nft") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nft missing: make test installs nftables")
+        pytest.skip("needs nftables")
+    remove_stale()
+    ns = Namespaces(["client", "router", "server"])
+    try:
+        ns.create()
+        ns.link("client", ["10.231.1.2/24", "fd00:231:1::2/64"],
+                "router", ["10.231.1.1/24", "fd00:231:1::1/64"])
+        ns.link("router", ["10.231.2.1/24", "fd00:231:2::1/64"],
+                "server", ["10.231.2.2/24", "10.231.2.3/24", "fd00:231:2::2/64"])
+        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+            ns_exec(ns["router"], "sysctl", "-qw", key)
+        ns_exec(ns["client"], "ip", "route", "add", "10.231.0.0/16", "via", "10.231.1.1")
+        ns_exec(ns["client"], "ip", "-6", "route", "add", "fd00:231::/32", "via",
+                "fd00:231:1::1")
+        ns_exec(ns["server"], "ip", "route", "add", "10.231.0.0/16", "via", "10.231.2.1")
+        ns_exec(ns["server"], "ip", "-6", "route", "add", "fd00:231::/32", "via",
+                "fd00:231:2::1")
+        ns_exec(ns["router"], "ip", "route", "add", "unreachable", "10.231.3.0/24")
+        ns_exec(ns["router"], "ip", "-6", "route", "add", "unreachable", "fd00:231:3::/64")
+        subprocess.run(
+            ["ip", "netns", "exec", ns["server"], "nft", "-f", "-"],
+            input=("table inet nvt {\n chain inbound {\n"
+                   "  type filter hook input priority 0;\n"
+                   "  ip daddr 10.231.2.3 drop\n }\n}\n"),
+            text=True, check=True, capture_output=True, timeout=30,
+        )
+        yield ns
+    finally:
+        ns.destroy()
+
+
+@pytest.fixture
+def listener_in(paths: Namespaces) -> Iterator[int]:
+    """A real TCP listener on 2525 inside the server namespace (both families)."""
+    code = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+        "s.bind(('::',2525)); s.listen(64); print('ready',flush=True)\n"
+        "s.settimeout(120)\n"
+        "while True:\n"
+        "    try: c,_=s.accept(); c.close()\n"
+        "    except OSError: break\n"
+    )
+    proc = subprocess.Popen(["ip", "netns", "exec", paths["server"], sys.executable, "-c", code],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        yield 2525
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -1,0 +1,198 @@
+"""The result schema: round trips, validation, the JSON Lines reader's refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import jsonschema
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netvantage.errors import SchemaError
+from netvantage.results import (
+    SCHEMA_VERSION,
+    STATUSES,
+    PingBody,
+    PingRecord,
+    TcpAttempt,
+    TcpBody,
+    TcpRecord,
+    decode_record,
+    encode_record,
+    json_schema,
+    json_schema_text,
+    new_id,
+    read_jsonl,
+    rtt_stats,
+    write_jsonl,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+rtts = st.lists(
+    st.one_of(st.none(), st.floats(min_value=0, max_value=60_000, allow_nan=False)),
+    max_size=50,
+)
+names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                min_size=1, max_size=40)
+when = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                    timezones=st.just(UTC))
+statuses = st.sampled_from(STATUSES)
+
+
+def ping_record(samples: list[float | None], **env: object) -> PingRecord:
+    body = PingBody.from_samples(samples, ip_version=4, socket="raw", payload_bytes=56,
+                                 interval_s=1.0, timeout_s=2.0, dont_fragment=False)
+    fields: dict[str, object] = dict(id=new_id(), agent="a1", target="t", address="192.0.2.1",
+                                     started_at=datetime(2026, 1, 1, tzinfo=UTC),
+                                     duration_ms=1.0, status="ok", body=body)
+    fields.update(env)
+    return PingRecord(**fields)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200)
+@given(samples=rtts, agent=names, region=st.one_of(st.none(), names), started=when,
+       status=statuses)
+def test_ping_record_round_trips(samples, agent, region, started, status):
+    rec = ping_record(samples, agent=agent, region=region, started_at=started, status=status,
+                      error=None if status == "ok" else "why")
+    again = decode_record(encode_record(rec))
+    assert again == rec
+    assert again.body.rtts_ms == [None if s is None else round(s, 3) for s in samples]
+    assert again.body.received == sum(s is not None for s in samples)
+
+
+@settings(max_examples=200)
+@given(attempts=st.lists(
+    st.one_of(
+        st.builds(TcpAttempt, status=st.just("ok"),
+                  connect_ms=st.floats(0, 1e5).map(lambda x: round(x, 3)),
+                  handshake_rtt_ms=st.one_of(st.none(), st.floats(0, 1e5))),
+        st.builds(TcpAttempt, status=st.sampled_from(["refused", "timeout", "unreachable"]),
+                  error=st.text(max_size=20)),
+    ), max_size=10),
+    port=st.integers(1, 65535))
+def test_tcp_record_round_trips(attempts, port):
+    body = TcpBody.from_attempts(attempts, port=port, ip_version=6, timeout_s=3.0)
+    rec = TcpRecord(id=new_id(), agent="a", target="mx", started_at=datetime.now(UTC),
+                    duration_ms=2.5, status="ok" if body.succeeded else "timeout",
+                    error=None if body.succeeded else "x", body=body)
+    assert decode_record(encode_record(rec)) == rec
+
+
+def test_lost_packets_are_null_and_stats_ignore_them():
+    rec = ping_record([10.0, None, 30.0, None])
+    data = json.loads(encode_record(rec))
+    assert data["body"]["rtts_ms"] == [10.0, None, 30.0, None]
+    assert data["body"]["loss_ratio"] == 0.5
+    stats = data["body"]["stats"]
+    assert stats == {"min_ms": 10.0, "median_ms": 20.0, "mean_ms": 20.0, "max_ms": 30.0,
+                     "jitter_ms": 20.0}
+
+
+def test_jitter_is_mean_absolute_difference_of_consecutive_replies():
+    assert rtt_stats([1.0, 3.0, 2.0, 6.0]).jitter_ms == pytest.approx((2 + 1 + 4) / 3, abs=1e-3)
+    assert rtt_stats([5.0]).jitter_ms is None
+    assert rtt_stats([None, None]).min_ms is None
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["body"].update(received=3), "received is 3"),
+    (lambda d: d["body"]["stats"].update(min_ms=0.0), "stats.min_ms"),
+    (lambda d: d["body"].update(loss_ratio=0.0), "loss_ratio"),
+    (lambda d: d["body"]["rtts_ms"].__setitem__(0, -1.0), ">= 0"),
+    (lambda d: d.update(status="slow"), "Invalid enum value 'slow'"),
+    (lambda d: d.update(started_at="2026-01-01T00:00:00"), "timezone"),
+    (lambda d: d.update(started_at="2026-01-01T02:00:00+02:00"), "UTC"),
+    (lambda d: d.update(extra=1), "unknown field"),
+    (lambda d: d.update(kind="smoke"), "unknown kind 'smoke'"),
+    (lambda d: d.update(schema=SCHEMA_VERSION + 1), "newer than this netvantage reads"),
+    (lambda d: d.pop("agent"), "missing required field `agent`"),
+])
+def test_invalid_records_are_refused_with_a_reason(mutate, message):
+    data = json.loads(encode_record(ping_record([1.0, None, 2.0])))
+    mutate(data)
+    with pytest.raises(SchemaError, match=message):
+        decode_record(json.dumps(data))
+
+
+def test_non_utc_datetime_refused_when_built():
+    with pytest.raises(ValueError, match="UTC"):
+        ping_record([1.0], started_at=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=1))))
+
+
+def test_ids_are_unique_uuid7():
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    sample = next(iter(ids))
+    assert sample[14] == "7" and sample[19] in "89ab"
+
+
+def test_jsonl_round_trip_through_a_file(tmp_path):
+    records = [ping_record([1.0, 2.0]), ping_record([None])]
+    path = tmp_path / "r.jsonl"
+    assert write_jsonl(records, path) == 2
+    assert read_jsonl(path) == records
+    assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
+
+
+def _lines(*records: PingRecord) -> list[bytes]:
+    return [encode_record(r) + b"\n" for r in records]
+
+
+def test_reader_names_every_bad_line_and_loads_nothing():
+    good = _lines(ping_record([1.0]), ping_record([2.0]))
+    newer = json.loads(good[0])
+    newer["schema"] = SCHEMA_VERSION + 1
+    data = b"".join([good[0], b"{not json\n", good[1], json.dumps(newer).encode() + b"\n"])
+    with pytest.raises(SchemaError) as info:
+        read_jsonl(io.BytesIO(data))
+    text = str(info.value)
+    assert "2 bad line(s), nothing loaded" in text
+    assert "line 2: not a JSON object" in text
+    assert "line 4: schema 2 is newer" in text
+    assert info.value.problems[0].startswith("line 2")
+
+
+def test_reader_refuses_a_torn_last_line(tmp_path):
+    good = _lines(ping_record([1.0]), ping_record([2.0]))
+    path = tmp_path / "torn.jsonl"
+    path.write_bytes(good[0] + good[1][: len(good[1]) // 2])
+    with pytest.raises(SchemaError, match=r"line 2: unterminated last line \(torn write\?\)"):
+        read_jsonl(path)
+
+
+def test_reader_accepts_a_complete_unterminated_last_line_and_blank_lines():
+    good = _lines(ping_record([1.0]), ping_record([2.0]))
+    data = good[0] + b"\n" + good[1].rstrip(b"\n")
+    assert len(read_jsonl(io.BytesIO(data))) == 2
+
+
+def test_generated_json_schema_validates_records_and_rejects_bad_ones():
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    good = json.loads(encode_record(ping_record([1.0, None])))
+    validator.validate(good)
+    bad = dict(good, status="slow")
+    assert not validator.is_valid(bad)
+
+
+def test_committed_schema_document_is_current():
+    committed = (ROOT / "docs" / "result.schema.json").read_text()
+    assert committed == json_schema_text(), "run: netvantage schema > docs/result.schema.json"
+
+
+def test_decoder_uses_kind_to_pick_the_body():
+    rec = ping_record([1.0])
+    data = json.loads(encode_record(rec))
+    data["kind"] = "tcp"
+    with pytest.raises(SchemaError):
+        decode_record(json.dumps(data))
+    assert isinstance(decode_record(encode_record(rec)), PingRecord)
+    assert msgspec.json.decode(encode_record(rec))["kind"] == "ping"
