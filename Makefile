@@ -9,7 +9,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # What the measurements and the tests need from Debian.
-DEBIAN_PACKAGES := iproute2 nftables iputils-ping
+DEBIAN_PACKAGES := iproute2 nftables iptables iputils-ping iputils-tracepath traceroute \
+                   mtr-tiny tcpdump openssl postfix dovecot-imapd fping scamper
 
 .PHONY: demo test lint typecheck pytest debian-packages clean
 

@@ -1,0 +1,1 @@
+"""The emulated internet: client regions, routers and data centres in network namespaces."""
