@@ -90,3 +90,30 @@ def listener_in(paths: Namespaces) -> Iterator[int]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def require_lab_tools() -> None:
+    """The lab also needs nft, Postfix, Dovecot and openssl: same skip/fail rule as root."""
+    require_root_netns()
+    missing = [t for t in ("nft", "postfix", "dovecot", "openssl", "traceroute", "ping")
+               if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
+    if missing:
+        message = f"lab tools missing: {', '.join(missing)} (make test installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The default topology, up once for the session under its own prefix; always torn down."""
+    require_lab_tools()
+    from netvantage.lab.core import Lab
+
+    lab = Lab("nvtl")
+    lab.down()  # a stale lab of *our* prefix from a crashed run
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()

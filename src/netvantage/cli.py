@@ -11,6 +11,7 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -258,6 +259,149 @@ def demo_cmd(out_dir: Path) -> None:
         click.echo(f"note: {note}", err=True)
     click.echo(_table(result.records))
     click.echo(f"\n{len(result.records)} records written to {result.output}")
+
+
+# ----------------------------------------------------------------------------- lab
+
+
+def _lab(prefix: str) -> Any:
+    from .lab.core import Lab, LabError
+
+    try:
+        return Lab(prefix)
+    except LabError as exc:
+        _die(str(exc), EXIT_USAGE)
+
+
+_prefix_option = click.option(
+    "--prefix", default="nvl", show_default=True,
+    help="Namespace prefix of this lab (namespaces are PREFIX-NODE).")
+
+
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sudo netvantage lab up
+  sudo netvantage lab exec lun -- ping -c 3 10.10.255.15
+  sudo netvantage lab link r-los r-lis --loss 0.2 --delay 90
+  sudo netvantage lab down""")
+def lab() -> None:
+    """The emulated internet: client regions, routers and data centres in namespaces."""
+
+
+@lab.command("up", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sudo netvantage lab up
+  sudo netvantage lab up data/lab/default.toml --no-mail""")
+@click.argument("topology", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--mail/--no-mail", default=True, show_default=True,
+              help="Start Postfix and Dovecot in every data centre.")
+@_prefix_option
+def lab_up(topology: str | None, mail: bool, prefix: str) -> None:
+    """Build the lab from a topology file (default: the bundled africa-amsterdam story)."""
+    from .lab.core import Lab, LabError
+    from .lab.topology import TopologyError, load_topology
+
+    try:
+        topo = load_topology(topology)
+        lab_ = Lab(prefix, topo)
+        state = lab_.up(mail=mail, progress=lambda m: click.echo(f"  {m}", err=True))
+    except (LabError, TopologyError) as exc:
+        _die(str(exc), EXIT_USAGE)
+    click.echo(f"lab {prefix!r} up in {state['up_seconds']:.2f} s: {len(topo.nodes)} nodes, "
+               f"{len(topo.links)} links (delay: {state['delay_method']})")
+    _print_nodes(topo)
+    if state.get("ca"):
+        click.echo(f"lab CA certificate: {state['ca']}")
+
+
+def _print_nodes(topo: Any) -> None:
+    for role in ("client", "router", "dc"):
+        for node in topo.of_role(role):
+            where = ", ".join(x for x in (node.city, node.country) if x)
+            click.echo(f"  {role:<6}  {node.name:<8} {node.v4:<14} {node.v6:<16} {where}")
+
+
+@lab.command("down", context_settings=CONTEXT, epilog="""\b
+Example:
+  sudo netvantage lab down""")
+@_prefix_option
+def lab_down(prefix: str) -> None:
+    """Remove every namespace, process and file of the lab (also a half-built one)."""
+    done = _lab(prefix).down()
+    for line in done:
+        click.echo(f"  {line}")
+    click.echo(f"lab {prefix!r} is down" if done else f"lab {prefix!r} was not up")
+
+
+@lab.command("status", context_settings=CONTEXT, epilog="""\b
+Example:
+  sudo netvantage lab status""")
+@_prefix_option
+def lab_status(prefix: str) -> None:
+    """Say whether the lab is up, and list its nodes and addresses."""
+    from .lab.core import LabError
+
+    lab_ = _lab(prefix)
+    try:
+        st = lab_.status()
+    except LabError as exc:
+        _die(str(exc), EXIT_USAGE)
+    if not st.namespaces and not st.state:
+        click.echo(f"lab {prefix!r} is down")
+        sys.exit(EXIT_FAILED)
+    phase = st.state.get("phase", "unknown (no state file)")
+    click.echo(f"lab {prefix!r}: {phase}, {len(st.namespaces)} namespace(s), "
+               f"delay: {st.state.get('delay_method', '?')}")
+    if st.state.get("topology"):
+        _print_nodes(lab_.topology)
+    for key in ("loss_overrides", "delay_overrides"):
+        if st.state.get(key):
+            click.echo(f"  {key}: {json.dumps(st.state[key])}")
+    if not st.up:
+        sys.exit(EXIT_FAILED)
+
+
+@lab.command("exec", context_settings={**CONTEXT, "ignore_unknown_options": True},
+             epilog="""\b
+Examples:
+  sudo netvantage lab exec lun -- traceroute -n 10.10.255.15
+  sudo netvantage lab exec jnb -- netvantage measure ping 10.10.255.16""")
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_prefix_option
+def lab_exec(node: str, command: tuple[str, ...], prefix: str) -> None:
+    """Run COMMAND inside NODE's namespace; exits with its exit code."""
+    from .lab.core import LabError
+
+    try:
+        sys.exit(_lab(prefix).exec(node, command))
+    except LabError as exc:
+        _die(str(exc), EXIT_USAGE)
+
+
+@lab.command("link", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sudo netvantage lab link r-los r-lis --loss 0.10
+  sudo netvantage lab link r-lon r-ams --delay 25 --jitter 5""")
+@click.argument("a")
+@click.argument("b")
+@click.option("--delay", "delay_ms", type=click.FloatRange(0, 10_000),
+              help="One-way delay in ms.")
+@click.option("--jitter", "jitter_ms", type=click.FloatRange(0, 10_000), help="Jitter in ms.")
+@click.option("--loss", type=click.FloatRange(0, 1), help="Loss ratio each way (0..1).")
+@_prefix_option
+def lab_link(a: str, b: str, delay_ms: float | None, jitter_ms: float | None,
+             loss: float | None, prefix: str) -> None:
+    """Change a link's delay, jitter or loss while the lab runs."""
+    from .lab.core import LabError
+
+    if delay_ms is None and jitter_ms is None and loss is None:
+        _die("give at least one of --delay, --jitter, --loss", EXIT_USAGE)
+    try:
+        link = _lab(prefix).set_link(a, b, delay_ms=delay_ms, jitter_ms=jitter_ms, loss=loss)
+    except LabError as exc:
+        _die(str(exc), EXIT_USAGE)
+    click.echo(f"link {link.a}-{link.b} changed")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
