@@ -32,7 +32,15 @@ from ..errors import NetvantageError
 
 __all__ = ["DEFAULT_TOPOLOGY", "Link", "Node", "Topology", "TopologyError", "load_topology"]
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[3] / "data" / "lab" / "default.toml"
+def _default_topology() -> Path:
+    """The bundled topology: inside the wheel, or in the source tree for a checkout."""
+    packaged = Path(__file__).resolve().parent / "topologies" / "default.toml"
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "data" / "lab" / "default.toml"
+
+
+DEFAULT_TOPOLOGY = _default_topology()
 
 Role = Literal["client", "router", "dc"]
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
