@@ -109,8 +109,9 @@ def lab():
     """The default topology, up once for the session under its own prefix; always torn down."""
     require_lab_tools()
     from netvantage.lab.core import Lab
+    from netvantage.lab.topology import load_topology
 
-    lab = Lab("nvtl")
+    lab = Lab("nvtl", load_topology())
     lab.down()  # a stale lab of *our* prefix from a crashed run
     try:
         lab.up()

@@ -27,8 +27,11 @@ from .measure.target import Target, parse_target
 from .measure.tcp import TcpOptions, tcp_many
 from .results import (
     AnyRecord,
+    ImapRecord,
     PingRecord,
     Record,
+    SmtpRecord,
+    TcpRecord,
     encode_record,
     json_schema_text,
     read_jsonl,
@@ -73,10 +76,37 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _mail_table(records: Sequence[AnyRecord]) -> list[str]:
+    rows = [("KIND", "TARGET", "MODE", "STATUS", "TOTAL", "PHASES (ms)", "TLS", "CERT", "ERROR")]
+    for r in records:
+        if not isinstance(r, SmtpRecord | ImapRecord):
+            continue
+        b = r.body
+        phases = " ".join(f"{p.name}={_fmt(p.duration_ms)}" if p.ok else f"{p.name}=FAILED"
+                          for p in b.phases)
+        tls = b.tls.version or "-" if b.tls else "-"
+        cert = "-"
+        if b.tls is not None and b.tls.verified is not None:
+            cert = "verified" if b.tls.verified else "REFUSED"
+        rows.append((r.kind, str(Target(r.target, b.port)), b.mode, r.status,
+                     _fmt(r.duration_ms), phases, tls, cert, r.error or ""))
+    return _columns(rows) if len(rows) > 1 else []
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
 def _table(records: Sequence[AnyRecord]) -> str:
+    mail = _mail_table(records)
+    measured = [r for r in records if isinstance(r, PingRecord | TcpRecord)]
+    if not measured:
+        return "\n".join([*mail, "(times in ms)"])
     rows = [("KIND", "TARGET", "ADDRESS", "STATUS", "SENT", "OK", "LOSS", "MIN", "MEDIAN",
              "MAX", "JITTER", "ERROR")]
-    for r in records:
+    for r in measured:
         if isinstance(r, PingRecord):
             sent, got = r.body.sent, r.body.received
             loss = "-" if r.body.loss_ratio is None else f"{r.body.loss_ratio:.0%}"
@@ -90,9 +120,9 @@ def _table(records: Sequence[AnyRecord]) -> str:
         rows.append((r.kind, target, r.address or "-", r.status, str(sent), str(got), loss,
                      _fmt(stats.min_ms), _fmt(stats.median_ms), _fmt(stats.max_ms),
                      _fmt(stats.jitter_ms), r.error or ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = _columns(rows)
+    if mail:
+        lines += ["", *mail]
     lines.append("(times in ms)")
     return "\n".join(lines)
 
@@ -219,6 +249,76 @@ def measure_tcp(endpoints: tuple[str, ...], attempts: int, interval: float, time
     records = _run(tcp_many(targets, opts, origin=_origin(agent, region), family=family,
                             concurrency=concurrency))
     _emit(records, output, table, fail_on_error)
+
+
+def _mail_command(protocol: str) -> Any:
+    default = {"smtp": 25, "imap": 143}[protocol]
+    tls_port = {"smtp": 465, "imap": 993}[protocol]
+    examples = {
+        "smtp": ("netvantage measure smtp mx.example.net --ca lab-ca.pem",
+                 "netvantage measure smtp 10.10.255.15:587 10.10.255.15:465 --table"),
+        "imap": ("netvantage measure imap imap.example.net:993",
+                 "netvantage measure imap 10.10.255.15:143 --ca ca.pem --user probe "
+                 "--password-env IMAP_PASSWORD"),
+    }[protocol]
+
+    @measure.command(protocol, context_settings=CONTEXT, epilog=f"""\b
+Examples:
+  {examples[0]}
+  {examples[1]}
+\b
+Port {default} is the default; ports {tls_port} use implicit TLS, others STARTTLS, unless
+--tls/--starttls/--plain says otherwise. Never sends mail; logs in only with --user.""")
+    @click.argument("endpoints", nargs=-1, required=True, metavar="HOST[:PORT]...")
+    @click.option("--starttls", "mode", flag_value="starttls", help="Plain connect, then STARTTLS.")
+    @click.option("--tls", "mode", flag_value="tls", help="TLS from the first byte.")
+    @click.option("--plain", "mode", flag_value="plain", help="No TLS at all.")
+    @click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="Verify against this CA file instead of the system's trust store.")
+    @click.option("--server-name", help="Name (or IP) the certificate must carry [the HOST].")
+    @click.option("--helo", help="EHLO name (SMTP) [an address literal of our address].")
+    @click.option("--user", "username", help="Log in as USER (only over TLS).")
+    @click.option("--password-env", help="Environment variable holding the password.")
+    @click.option("-W", "--timeout", type=click.FloatRange(0.1, 600), default=20.0,
+                  show_default=True, help="Deadline for the whole probe, in seconds.")
+    @click.option("--phase-timeout", type=click.FloatRange(0.1, 600), default=10.0,
+                  show_default=True, help="Limit for each phase, in seconds.")
+    @_common_options
+    def command(endpoints: tuple[str, ...], mode: str | None, ca_file: Path | None,
+                server_name: str | None, helo: str | None, username: str | None,
+                password_env: str | None, timeout: float, phase_timeout: float,
+                output: Path | None, table: bool, fail_on_error: bool, agent: str | None,
+                region: str | None, concurrency: int, family: Literal[4, 6] | None) -> None:
+        import os
+
+        from .measure.mail import MailOptions, mail_many
+
+        targets = _targets(endpoints, require_port=False)
+        password = None
+        if username is not None:
+            if not password_env or password_env not in os.environ:
+                _die("--user needs --password-env NAME of a set environment variable",
+                     EXIT_USAGE)
+            password = os.environ[password_env]
+        try:
+            opts = MailOptions(mode=mode, timeout_s=timeout,  # type: ignore[arg-type]
+                               phase_timeout_s=phase_timeout, ca_file=ca_file,
+                               server_name=server_name, helo=helo, username=username,
+                               password=password)
+        except ValueError as exc:
+            _die(str(exc), EXIT_USAGE)
+        records = _run(mail_many(protocol, list(targets), opts,  # type: ignore[arg-type]
+                                 origin=_origin(agent, region), family=family,
+                                 concurrency=concurrency))
+        _emit(records, output, table, fail_on_error)
+
+    command.__doc__ = (f"{protocol.upper()} handshake, phase by phase: TLS version, cipher, "
+                       "certificate and its verification.")
+    return command
+
+
+measure_smtp = _mail_command("smtp")
+measure_imap = _mail_command("imap")
 
 
 @cli.command("schema", context_settings=CONTEXT, epilog="""\b

@@ -41,15 +41,21 @@ __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
     "STATUSES",
+    "CertInfo",
     "IcmpError",
+    "ImapRecord",
+    "MailBody",
+    "Phase",
     "PingBody",
     "PingRecord",
     "Record",
     "RttStats",
+    "SmtpRecord",
     "Status",
     "TcpAttempt",
     "TcpBody",
     "TcpRecord",
+    "TlsInfo",
     "decode_record",
     "encode_record",
     "json_schema",
@@ -273,6 +279,95 @@ class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         )
 
 
+# --------------------------------------------------------------------------- smtp / imap
+
+PHASES_SMTP = ("dns", "connect", "greeting", "ehlo", "starttls", "tls_handshake", "ehlo_tls",
+               "auth", "quit")
+PHASES_IMAP = ("dns", "connect", "greeting", "capability", "starttls", "tls_handshake",
+               "capability_tls", "login", "logout")
+
+
+class Phase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One timed step of a dialogue: from the command sent (or the step begun) to its answer.
+
+    ``duration_ms`` is ``None`` when the phase never ended (it failed or timed out
+    before an answer: then ``ok`` is false and ``error`` says why).  ``reply`` is
+    the first line of the server's answer, cut to 200 characters.
+    """
+
+    name: Name
+    ok: bool
+    duration_ms: NonNegFloat | None
+    reply: str | None = None
+    code: str | None = None
+    error: str | None = None
+
+
+class CertInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The server's leaf certificate as presented."""
+
+    subject: str
+    issuer: str
+    san_dns: list[str] = []
+    san_ip: list[str] = []
+    not_before: UtcDatetime
+    not_after: UtcDatetime
+    serial: str
+    sha256: str
+    key: str
+
+
+class TlsInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the TLS handshake agreed and whether the certificate verified.
+
+    ``verified`` is checked against ``trust`` (``system`` or the CA file given)
+    and the expected ``server_name`` (a DNS name or an IP address).  When
+    verification fails the handshake is repeated without verification only to
+    read the certificate (``cert_from_second_handshake``), so that the record
+    still says *which* certificate was wrong.
+    """
+
+    version: str | None = None
+    cipher: str | None = None
+    server_name: str | None = None
+    trust: str = "system"
+    verified: bool | None = None
+    verify_error: str | None = None
+    cert: CertInfo | None = None
+    cert_from_second_handshake: bool = False
+
+
+class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An SMTP or IMAP handshake, phase by phase.  Never sends mail; logs in only when asked."""
+
+    port: Port
+    ip_version: Literal[4, 6] | None
+    mode: Literal["starttls", "tls", "plain"]
+    timeout_s: NonNegFloat
+    phases: list[Phase]
+    failed_phase: str | None = None
+    greeting: str | None = None
+    capabilities: list[str] = []
+    capabilities_tls: list[str] = []
+    tls: TlsInfo | None = None
+    auth: Literal["ok", "failed"] | None = None
+    bytes_received: NonNegInt = 0
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.phases]
+        if len(names) != len(set(names)):
+            raise ValueError(f"a phase is listed twice: {names}")
+        failed = [p.name for p in self.phases if not p.ok]
+        if self.failed_phase is None and failed:
+            raise ValueError(f"phases {failed} failed but failed_phase is null")
+        if self.failed_phase is not None and failed != [self.failed_phase]:
+            raise ValueError(f"failed_phase is {self.failed_phase!r} but failed phases are "
+                             f"{failed}")
+
+    def phase(self, name: str) -> Phase | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+
 # --------------------------------------------------------------------------- envelope
 
 
@@ -321,8 +416,16 @@ class TcpRecord(Record, tag="tcp", frozen=True):
     body: TcpBody
 
 
-AnyRecord: TypeAlias = PingRecord | TcpRecord
-_RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord)
+class SmtpRecord(Record, tag="smtp", frozen=True):
+    body: MailBody
+
+
+class ImapRecord(Record, tag="imap", frozen=True):
+    body: MailBody
+
+
+AnyRecord: TypeAlias = PingRecord | TcpRecord | SmtpRecord | ImapRecord
+_RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, SmtpRecord, ImapRecord)
 KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)
 
 _encoder = msgspec.json.Encoder()

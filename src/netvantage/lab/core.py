@@ -122,7 +122,11 @@ class Lab:
                            "`netvantage lab down` still cleans up by prefix") from None
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Searchable but not listable: Postfix and Dovecot drop privileges and must
+        # reach their directories below; secrets (the CA key) are 0600 files.
+        for directory in (self.state_dir.parent, self.state_dir):
+            directory.mkdir(exist_ok=True, mode=0o711)
+            directory.chmod(0o711)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         os.replace(tmp, self.state_file)
@@ -293,8 +297,10 @@ class Lab:
                  "  type filter hook postrouting priority 0;"]
         for link in topo.links_of(node):
             loss = (overrides or {}).get(link.index, link.loss)
-            if loss > 0:
-                per_million = round(loss * 1_000_000)
+            per_million = round(loss * 1_000_000)
+            if per_million >= 1_000_000:
+                lines.append(f'  oifname "{link.dev(node)}" counter drop')
+            elif per_million > 0:
                 lines.append(f'  oifname "{link.dev(node)}" numgen random mod 1000000 '
                              f"< {per_million} counter drop")
         lines += [" }", "}"]

@@ -37,7 +37,7 @@ from ..results import Status, TcpAttempt, TcpBody, TcpRecord, ms, new_id, utc_no
 from .common import Origin, bounded_gather, describe, status_of
 from .target import Target, parse_target, resolve
 
-__all__ = ["TcpOptions", "tcp_connect", "tcp_many"]
+__all__ = ["TcpOptions", "open_tcp", "tcp_connect", "tcp_many"]
 
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 # struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32s; tcpi_rtt is
@@ -77,7 +77,13 @@ def _handshake_rtt_ms(sock: socket.socket) -> float | None:
     return round(rtt_us / 1000, 3) if rtt_us else None
 
 
-async def _attempt(address: str, port: int, ip_version: int, timeout_s: float) -> TcpAttempt:
+async def open_tcp(address: str, port: int, ip_version: int,
+                   timeout_s: float) -> tuple[socket.socket | None, TcpAttempt]:
+    """Connect once; the socket (connected, non-blocking) on success, else ``None``.
+
+    The caller owns and closes the socket it gets.  See the module docstring
+    for what ``connect_ms`` includes.
+    """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET if ip_version == 4 else socket.AF_INET6
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -91,12 +97,14 @@ async def _attempt(address: str, port: int, ip_version: int, timeout_s: float) -
         if not done.done():
             done.set_result(end)
 
+    attempt: TcpAttempt | None = None
     try:
         start = time.perf_counter_ns()
         rc = sock.connect_ex((address, port))
         if rc not in (0, errno.EINPROGRESS):
             err = OSError(rc, os.strerror(rc))
-            return TcpAttempt(status=status_of(err), error=describe(err))
+            attempt = TcpAttempt(status=status_of(err), error=describe(err))
+            return None, attempt
         if rc == 0:
             end = time.perf_counter_ns()
         else:
@@ -104,18 +112,29 @@ async def _attempt(address: str, port: int, ip_version: int, timeout_s: float) -
             try:
                 end = await asyncio.wait_for(done, timeout_s)
             except TimeoutError:
-                return TcpAttempt(status="timeout",
-                                  error=f"no answer to SYN within {timeout_s:g} s")
+                attempt = TcpAttempt(status="timeout",
+                                     error=f"no answer to SYN within {timeout_s:g} s")
+                return None, attempt
             finally:
                 loop.remove_writer(fd)
         so_error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if so_error:
             err = OSError(so_error, os.strerror(so_error))
-            return TcpAttempt(status=status_of(err), error=describe(err))
-        return TcpAttempt(status="ok", connect_ms=ms(end - start),
-                          handshake_rtt_ms=_handshake_rtt_ms(sock))
+            attempt = TcpAttempt(status=status_of(err), error=describe(err))
+            return None, attempt
+        attempt = TcpAttempt(status="ok", connect_ms=ms(end - start),
+                             handshake_rtt_ms=_handshake_rtt_ms(sock))
+        return sock, attempt
     finally:
+        if attempt is None or attempt.status != "ok":
+            sock.close()
+
+
+async def _attempt(address: str, port: int, ip_version: int, timeout_s: float) -> TcpAttempt:
+    sock, attempt = await open_tcp(address, port, ip_version, timeout_s)
+    if sock is not None:
         sock.close()
+    return attempt
 
 
 def _overall(attempts: Sequence[TcpAttempt]) -> tuple[Status, str | None]:
