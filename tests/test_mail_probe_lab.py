@@ -1,0 +1,142 @@
+"""SMTP and IMAP probes against the lab's real Postfix and Dovecot, through the
+emulated network: every port mode, phase names and sums, certificate fields,
+round trips growing with the path's RTT, and verification failures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import NETVANTAGE
+
+pytestmark = pytest.mark.lab
+
+EXPECTED_PHASES = {
+    ("smtp", "starttls"): ["connect", "greeting", "ehlo", "starttls", "tls_handshake",
+                           "ehlo_tls", "quit"],
+    ("smtp", "tls"): ["connect", "tls_handshake", "greeting", "ehlo", "quit"],
+    ("imap", "starttls"): ["connect", "greeting", "capability", "starttls", "tls_handshake",
+                           "capability_tls", "logout"],
+    ("imap", "tls"): ["connect", "tls_handshake", "greeting", "capability", "logout"],
+}
+MODES = [("smtp", 25, "starttls"), ("smtp", 587, "starttls"), ("smtp", 465, "tls"),
+         ("imap", 143, "starttls"), ("imap", 993, "tls")]
+
+
+def probe(lab, node: str, protocol: str, address: str, port: int, *args: str,
+          env: dict[str, str] | None = None) -> dict:
+    host = f"[{address}]" if ":" in address else address
+    proc = subprocess.run(
+        ["ip", "netns", "exec", lab.ns(node), NETVANTAGE, "measure", protocol,
+         f"{host}:{port}", *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    return json.loads(line)
+
+
+@pytest.mark.parametrize("protocol, port, mode", MODES)
+def test_every_port_mode_against_real_servers(lab, protocol, port, mode):
+    ca = lab.read_state()["ca"]
+    topo = lab.topology
+    for dc in topo.of_role("dc"):
+        for address in (dc.v4, dc.v6):
+            rec = probe(lab, "lon", protocol, address, port, "--ca", ca)
+            body = rec["body"]
+            assert rec["status"] == "ok", rec
+            assert body["mode"] == mode and body["failed_phase"] is None
+            assert [p["name"] for p in body["phases"]] == EXPECTED_PHASES[(protocol, mode)]
+            total = sum(p["duration_ms"] for p in body["phases"])
+            # Phases follow each other: they add up to the whole, less bookkeeping.
+            assert rec["duration_ms"] - 5.0 <= total <= rec["duration_ms"], rec
+            tls = body["tls"]
+            assert tls["version"] == "TLSv1.3" and tls["verified"] is True
+            cert = tls["cert"]
+            assert address in cert["san_ip"] and f"mail.{dc.name}.lab" in cert["san_dns"]
+            assert "netvantage lab CA" in cert["issuer"]
+            assert datetime.fromisoformat(cert["not_after"]) > datetime.now(UTC)
+            if protocol == "smtp":
+                assert f"mail.{dc.name}.lab" in body["greeting"]
+            else:
+                assert body["greeting"].startswith("* OK")
+            if mode == "starttls":
+                assert "STARTTLS" in " ".join(body["capabilities"])
+                assert "STARTTLS" not in " ".join(body["capabilities_tls"])
+            if protocol == "imap" and mode == "starttls":
+                assert "LOGINDISABLED" in body["capabilities"]
+                assert "LOGINDISABLED" not in body["capabilities_tls"]
+
+
+def _path_rtt(lab, node: str, address: str) -> float:
+    out = subprocess.run(["ip", "netns", "exec", lab.ns(node), "ping", "-n", "-c", "10", "-i",
+                          "0.05", address], capture_output=True, text=True, timeout=30).stdout
+    rtts = [float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x]
+    return statistics.median(rtts)
+
+
+def test_phase_times_grow_by_round_trips_with_the_path(lab):
+    """One-round-trip phases take one RTT; the STARTTLS dialogue about eight."""
+    ca = lab.read_state()["ca"]
+    ams = lab.topology.nodes["dc-ams"].v4
+    for region in ("lon", "yyz"):
+        rtt = _path_rtt(lab, region, ams)
+        rec = probe(lab, region, "smtp", ams, 25, "--ca", ca)
+        assert rec["status"] == "ok"
+        phases = {p["name"]: p["duration_ms"] for p in rec["body"]["phases"]}
+        for name in ("connect", "ehlo", "starttls", "quit"):
+            assert abs(phases[name] - rtt) < 3.0, (region, name, phases[name], rtt)
+        # TLS 1.3: one round trip plus the two sides' crypto.
+        assert rtt - 1 < phases["tls_handshake"] < rtt + 15
+        if region == "yyz":
+            rounds = rec["duration_ms"] / rtt
+            assert 6.5 <= rounds <= 9.5, (rounds, phases)
+
+
+def test_wrong_name_is_a_tls_error_with_the_refused_certificate(lab):
+    ca = lab.read_state()["ca"]
+    dc = lab.topology.nodes["dc-jnb"]
+    rec = probe(lab, "jnb", "smtp", dc.v4, 25, "--ca", ca, "--server-name", "mail.wrong.lab")
+    body = rec["body"]
+    assert rec["status"] == "tls_error" and body["failed_phase"] == "tls_handshake"
+    assert body["tls"]["verified"] is False
+    assert "mismatch" in body["tls"]["verify_error"].lower()
+    assert body["tls"]["cert_from_second_handshake"] is True
+    assert "mail.dc-jnb.lab" in body["tls"]["cert"]["san_dns"]
+    # The refused connection went no further than the handshake.
+    assert [p["name"] for p in body["phases"]][-1] == "tls_handshake"
+
+
+def test_unknown_ca_against_the_system_store(lab):
+    dc = lab.topology.nodes["dc-jnb"]
+    rec = probe(lab, "jnb", "imap", dc.v4, 993)
+    assert rec["status"] == "tls_error"
+    # The server sends its chain with the lab root: OpenSSL calls it self-signed.
+    error = rec["body"]["tls"]["verify_error"]
+    assert "local issuer" in error or "self-signed certificate in certificate chain" in error
+    assert rec["body"]["tls"]["trust"] == "system"
+
+
+def test_imap_login_only_with_credentials(lab):
+    ca = lab.read_state()["ca"]
+    dc = lab.topology.nodes["dc-yyz"]
+    creds = json.loads((Path(lab.read_state()["mail"][2]["state_dir"])
+                        / "imap-credentials.json").read_text())
+    user, password = creds["user"], creds["password"]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NV_PW": password}
+    rec = probe(lab, "yyz", "imap", dc.v4, 143, "--ca", ca, "--user", user,
+                "--password-env", "NV_PW", env=env)
+    assert rec["status"] == "ok" and rec["body"]["auth"] == "ok"
+    assert "login" in [p["name"] for p in rec["body"]["phases"]]
+    env["NV_PW"] = password + "-wrong"
+    rec = probe(lab, "yyz", "imap", dc.v4, 143, "--ca", ca, "--user", user,
+                "--password-env", "NV_PW", env=env)
+    assert rec["status"] == "protocol_error" and rec["body"]["failed_phase"] == "login"
+    assert rec["body"]["auth"] == "failed"
+    no_creds = probe(lab, "yyz", "imap", dc.v4, 143, "--ca", ca)
+    assert "login" not in [p["name"] for p in no_creds["body"]["phases"]]

@@ -1,0 +1,120 @@
+"""The sans-I/O dialogues, driven by real servers' bytes (tests/transcripts/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netvantage.measure.proto import Done, Fail, ProtocolError, Send, StartTls, Wait
+from netvantage.measure.proto.imap import ImapDialogue, ResponseReader
+from netvantage.measure.proto.smtp import ReplyReader, SmtpDialogue
+
+TRANSCRIPTS = Path(__file__).parent / "transcripts"
+
+
+def test_postfix_transcript_drives_smtp_to_starttls():
+    data = (TRANSCRIPTS / "postfix-3.7-smtp25.txt").read_bytes()
+    reader, dialogue = ReplyReader(), SmtpDialogue(mode="starttls", helo="probe.example")
+    assert dialogue.start() == Wait("greeting")
+    replies = reader.feed(data)
+    assert [r.code for r in replies] == [220, 250, 220]
+    assert dialogue.on_reply(replies[0]) == Send(b"EHLO probe.example\r\n", "ehlo")
+    assert dialogue.on_reply(replies[1]) == Send(b"STARTTLS\r\n", "starttls")
+    assert "STARTTLS" in dialogue.capabilities and "SIZE 10240000" in dialogue.capabilities
+    assert dialogue.on_reply(replies[2]) == StartTls()
+    assert dialogue.tls_established() == Send(b"EHLO probe.example\r\n", "ehlo_tls")
+    assert reader.buffered == 0
+
+
+def test_postfix_transcript_parses_the_same_split_at_every_byte():
+    data = (TRANSCRIPTS / "postfix-3.7-smtp25.txt").read_bytes()
+    whole = ReplyReader().feed(data)
+    for cut in range(1, len(data)):
+        reader = ReplyReader()
+        assert reader.feed(data[:cut]) + reader.feed(data[cut:]) == whole
+
+
+def test_dovecot_transcript_drives_imap_to_starttls():
+    data = (TRANSCRIPTS / "dovecot-2.3-imap143.txt").read_bytes()
+    reader, dialogue = ResponseReader(), ImapDialogue(mode="starttls")
+    responses = reader.feed(data)
+    assert [(r.kind, r.word) for r in responses] == [
+        ("untagged", "OK"), ("untagged", "CAPABILITY"), ("tagged", "OK"), ("tagged", "OK")]
+    assert dialogue.start() == Wait("greeting")
+    assert dialogue.on_response(responses[0]) == Send(b"a1 CAPABILITY\r\n", "capability")
+    assert dialogue.on_response(responses[1]) == Wait("capability")
+    # The transcript's tags were a001/a002; ours are a1/a2: re-tag to replay it.
+    tagged = [type(r)(r.kind, f"a{i}", r.word, r.text) for i, r in enumerate(responses[2:], 1)]
+    assert dialogue.on_response(tagged[0]) == Send(b"a2 STARTTLS\r\n", "starttls")
+    assert "LOGINDISABLED" in dialogue.capabilities
+    assert dialogue.on_response(tagged[1]) == StartTls()
+    assert dialogue.tls_established() == Send(b"a3 CAPABILITY\r\n", "capability_tls")
+
+
+@pytest.mark.parametrize("greeting, status", [
+    (b"421 4.3.2 Service not available\r\n", "protocol_error"),
+    (b"554 5.7.1 No SMTP service here\r\n", "protocol_error"),
+])
+def test_smtp_greeting_refusals(greeting, status):
+    dialogue = SmtpDialogue()
+    (reply,) = ReplyReader().feed(greeting)
+    action = dialogue.on_reply(reply)
+    assert isinstance(action, Fail)
+    assert (action.status, action.phase, action.code) == (status, "greeting", greeting[:3].decode())
+
+
+def test_smtp_without_starttls_offered_is_a_tls_error():
+    dialogue = SmtpDialogue(mode="starttls")
+    reader = ReplyReader()
+    dialogue.on_reply(reader.feed(b"220 hi\r\n")[0])
+    action = dialogue.on_reply(reader.feed(b"250-hi\r\n250 PIPELINING\r\n")[0])
+    assert isinstance(action, Fail) and action.status == "tls_error"
+
+
+def test_smtp_credentials_never_go_out_in_clear():
+    dialogue = SmtpDialogue(mode="plain", username="u", password="p")
+    reader = ReplyReader()
+    dialogue.on_reply(reader.feed(b"220 hi\r\n")[0])
+    action = dialogue.on_reply(reader.feed(b"250 hi\r\n")[0])
+    assert isinstance(action, Fail) and "without TLS" in action.reason
+
+
+def test_smtp_quit_then_done():
+    dialogue = SmtpDialogue(mode="plain")
+    reader = ReplyReader()
+    dialogue.on_reply(reader.feed(b"220 hi\r\n")[0])
+    assert dialogue.on_reply(reader.feed(b"250 hi\r\n")[0]) == Send(b"QUIT\r\n", "quit")
+    assert dialogue.on_reply(reader.feed(b"221 bye\r\n")[0]) == Done()
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"250-a\r\n251 b\r\n", "changed code"),
+    (b"hello\r\n", "malformed reply line"),
+    (b"999 x\r\n", "outside 2xx-5xx"),
+    (b"2" * 5000, "longer than 4096"),
+])
+def test_smtp_reader_refusals(data, message):
+    with pytest.raises(ProtocolError, match=message):
+        ReplyReader().feed(data)
+
+
+def test_imap_literals_are_folded_and_bounded():
+    reader = ResponseReader(max_literal=10)
+    (r,) = reader.feed(b"* OK {5}\r\nab\r\nc tail\r\n")
+    assert r.word == "OK" and "ab\r\nc" in r.text
+    with pytest.raises(ProtocolError, match="exceeds 10"):
+        ResponseReader(max_literal=10).feed(b"* OK {11}\r\n")
+
+
+def test_imap_bye_greeting_and_refused_starttls():
+    d = ImapDialogue(mode="starttls")
+    action = d.on_response(ResponseReader().feed(b"* BYE go away\r\n")[0])
+    assert isinstance(action, Fail) and action.phase == "greeting"
+    d = ImapDialogue(mode="starttls")
+    reader = ResponseReader()
+    d.on_response(reader.feed(b"* OK hi\r\n")[0])
+    d.on_response(reader.feed(b"* CAPABILITY IMAP4rev1 STARTTLS\r\n")[0])
+    d.on_response(reader.feed(b"a1 OK done\r\n")[0])
+    action = d.on_response(reader.feed(b"a2 NO not now\r\n")[0])
+    assert isinstance(action, Fail) and (action.status, action.phase) == ("tls_error", "starttls")
