@@ -41,7 +41,9 @@ __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
     "STATUSES",
+    "Annotation",
     "CertInfo",
+    "Hop",
     "IcmpError",
     "ImapRecord",
     "MailBody",
@@ -49,6 +51,7 @@ __all__ = [
     "PingBody",
     "PingRecord",
     "Record",
+    "Responder",
     "RttStats",
     "SmtpRecord",
     "Status",
@@ -56,6 +59,9 @@ __all__ = [
     "TcpBody",
     "TcpRecord",
     "TlsInfo",
+    "TraceBody",
+    "TraceProbe",
+    "TraceRecord",
     "decode_record",
     "encode_record",
     "json_schema",
@@ -279,6 +285,114 @@ class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         )
 
 
+# --------------------------------------------------------------------------- trace
+
+
+class Annotation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What databases say about an address; added by ``netvantage annotate``, never by probing.
+
+    ``source`` names the databases (file names and build dates) so that a trace
+    annotated with an old database can be recognised and annotated again.
+    """
+
+    asn: NonNegInt | None = None
+    as_org: str | None = None
+    country: str | None = None
+    city: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    rdns: str | None = None
+    source: str | None = None
+
+
+class TraceProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One probe at one TTL: who answered, how fast, with which ICMP message.
+
+    ``address`` and ``rtt_ms`` are ``None`` for a probe nobody answered.  For
+    the destination's own answer ``icmp_type`` is the echo reply (ICMP mode),
+    port unreachable (UDP) or ``None`` with ``tcp_flags`` (TCP: SYN/ACK or RST).
+    """
+
+    cycle: NonNegInt = 0
+    address: str | None = None
+    rtt_ms: NonNegFloat | None = None
+    icmp_type: NonNegInt | None = None
+    icmp_code: NonNegInt | None = None
+    tcp_flags: str | None = None
+    reply_ttl: NonNegInt | None = None
+
+
+class Responder(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Statistics of one address answering at one TTL (mtr keys them by TTL only: we don't,
+    so a path that changes mid-run shows two responders, not false loss)."""
+
+    address: str
+    replies: NonNegInt
+    stats: RttStats
+    annotation: Annotation | None = None
+
+
+class Hop(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One TTL: every probe (answered or not) and the responders derived from them."""
+
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=255)]
+    probes: list[TraceProbe]
+    responders: list[Responder]
+    loss_ratio: Ratio | None
+
+    @classmethod
+    def from_probes(cls, ttl: int, probes: Sequence[TraceProbe],
+                    annotations: dict[str, Annotation] | None = None) -> Hop:
+        by_address: dict[str, list[float | None]] = {}
+        for p in probes:
+            if p.address is not None:
+                by_address.setdefault(p.address, []).append(p.rtt_ms)
+        responders = [
+            Responder(address=a, replies=len(rtts), stats=rtt_stats(rtts),
+                      annotation=(annotations or {}).get(a))
+            for a, rtts in by_address.items()
+        ]
+        answered = sum(p.address is not None for p in probes)
+        loss = None if not probes else round(1 - answered / len(probes), 6)
+        return cls(ttl=ttl, probes=list(probes), responders=responders, loss_ratio=loss)
+
+    def __post_init__(self) -> None:
+        answered = sum(p.address is not None for p in self.probes)
+        if sum(r.replies for r in self.responders) != answered:
+            raise ValueError(f"hop {self.ttl}: responders do not add up to the answered probes")
+
+
+class TraceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A Paris traceroute: one flow per trace, every TTL and probe kept.
+
+    ``flow`` records the fields held constant (ports, ICMP identifier and
+    checksum) so that per-flow load balancers keep the path.  ``stop_reason``:
+    ``reached`` (the destination answered), ``unreachable`` (an ICMP
+    unreachable from a router), ``gap`` (too many silent TTLs in a row),
+    ``max_ttl`` or ``deadline``.
+    """
+
+    protocol: Literal["icmp", "udp", "tcp"]
+    ip_version: Literal[4, 6]
+    port: Port | None = None
+    flow: dict[str, int] = {}
+    method: Literal["raw", "recverr"]
+    probes_per_hop: Annotated[int, msgspec.Meta(ge=1, le=64)]
+    cycles: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
+    max_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)]
+    reached: bool
+    dest_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)] | None = None
+    stop_reason: Literal["reached", "unreachable", "gap", "max_ttl", "deadline"]
+    hops: list[Hop]
+
+    def __post_init__(self) -> None:
+        ttls = [h.ttl for h in self.hops]
+        if ttls != list(range(1, len(ttls) + 1)):
+            raise ValueError("hops must be TTL 1, 2, 3, … without gaps (a silent hop is a row)")
+        if self.reached != (self.dest_ttl is not None):
+            raise ValueError("reached and dest_ttl disagree")
+
+
 # --------------------------------------------------------------------------- smtp / imap
 
 PHASES_SMTP = ("dns", "connect", "greeting", "ehlo", "starttls", "tls_handshake", "ehlo_tls",
@@ -416,6 +530,10 @@ class TcpRecord(Record, tag="tcp", frozen=True):
     body: TcpBody
 
 
+class TraceRecord(Record, tag="trace", frozen=True):
+    body: TraceBody
+
+
 class SmtpRecord(Record, tag="smtp", frozen=True):
     body: MailBody
 
@@ -424,8 +542,9 @@ class ImapRecord(Record, tag="imap", frozen=True):
     body: MailBody
 
 
-AnyRecord: TypeAlias = PingRecord | TcpRecord | SmtpRecord | ImapRecord
-_RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, SmtpRecord, ImapRecord)
+AnyRecord: TypeAlias = PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapRecord
+_RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, TraceRecord, SmtpRecord,
+                                           ImapRecord)
 KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)
 
 _encoder = msgspec.json.Encoder()
