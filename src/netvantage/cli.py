@@ -32,6 +32,7 @@ from .results import (
     Record,
     SmtpRecord,
     TcpRecord,
+    TraceRecord,
     encode_record,
     json_schema_text,
     read_jsonl,
@@ -100,7 +101,7 @@ def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _table(records: Sequence[AnyRecord]) -> str:
-    mail = _mail_table(records)
+    mail = _mail_table(records) + _trace_table(records)
     measured = [r for r in records if isinstance(r, PingRecord | TcpRecord)]
     if not measured:
         return "\n".join([*mail, "(times in ms)"])
@@ -251,6 +252,86 @@ def measure_tcp(endpoints: tuple[str, ...], attempts: int, interval: float, time
     _emit(records, output, table, fail_on_error)
 
 
+def _trace_table(records: Sequence[AnyRecord]) -> list[str]:
+    lines: list[str] = []
+    for r in records:
+        if not isinstance(r, TraceRecord):
+            continue
+        b = r.body
+        port = f":{b.port}" if b.port else ""
+        lines.append(f"trace {b.protocol}{port} to {r.target} ({r.address or '-'}): {r.status}"
+                     f", {b.stop_reason}" + (f" at TTL {b.dest_ttl}" if b.dest_ttl else ""))
+        rows = [("TTL", "ADDRESS", "ASN", "CITY", "LOSS", "SENT", "BEST", "MEDIAN", "WORST")]
+        for hop in b.hops:
+            sent = str(len(hop.probes))
+            loss = "-" if hop.loss_ratio is None else f"{hop.loss_ratio:.0%}"
+            if not hop.responders:
+                rows.append((str(hop.ttl), "*", "", "", loss, sent, "-", "-", "-"))
+            for k, resp in enumerate(hop.responders):
+                note = resp.annotation
+                rows.append((str(hop.ttl) if k == 0 else "", resp.address,
+                             f"AS{note.asn}" if note and note.asn else "",
+                             (note.city or "") if note else "", loss if k == 0 else "",
+                             sent if k == 0 else "", _fmt(resp.stats.min_ms),
+                             _fmt(resp.stats.median_ms), _fmt(resp.stats.max_ms)))
+        lines += ["  " + line for line in _columns(rows)]
+    return lines
+
+
+@measure.command("trace", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure trace 10.10.255.15 --table
+  netvantage measure trace mx.example.net --protocol tcp --port 25
+  netvantage measure trace 192.0.2.1 --cycles 10 --protocol udp --table
+  netvantage measure trace 192.0.2.1 --method recverr   # no privilege needed
+\b
+Paris traceroute: one flow per trace; every TTL and probe kept; loss and RTT per
+(TTL, responder). raw needs root or CAP_NET_RAW; recverr (UDP or ICMP) needs none.""")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
+@click.option("-P", "--protocol", type=click.Choice(["icmp", "udp", "tcp"]), default="icmp",
+              show_default=True)
+@click.option("-p", "--port", type=click.IntRange(1, 65535),
+              help="Destination port (UDP: 33434, TCP: 80 by default).")
+@click.option("-q", "--probes", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="Probes per TTL.")
+@click.option("--cycles", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="Repeat the trace (mtr style), one cycle per --cycle-interval.")
+@click.option("--cycle-interval", type=click.FloatRange(0.05, 3600), default=1.0,
+              show_default=True)
+@click.option("-m", "--max-ttl", type=click.IntRange(1, 255), default=30, show_default=True)
+@click.option("--window", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="TTLs in flight at once.")
+@click.option("--pps", type=click.FloatRange(0.1, 10_000), default=100.0, show_default=True,
+              help="Probes per second, for the whole run.")
+@click.option("-W", "--timeout", type=click.FloatRange(0.01, 60), default=2.0,
+              show_default=True, help="Seconds to wait for each window's answers.")
+@click.option("--deadline", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True, help="Seconds for the whole run.")
+@click.option("--method", type=click.Choice(["auto", "raw", "recverr"]), default="auto",
+              show_default=True)
+@_common_options
+def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probes: int,
+                  cycles: int, cycle_interval: float, max_ttl: int, window: int, pps: float,
+                  timeout: float, deadline: float, method: str, output: Path | None,
+                  table: bool, fail_on_error: bool, agent: str | None, region: str | None,
+                  concurrency: int, family: Literal[4, 6] | None) -> None:
+    """Paris traceroute (ICMP, UDP, TCP SYN): per-hop RTT and loss, every probe kept."""
+    from .measure.trace import TraceOptions, trace_many
+
+    targets = _targets(hosts, require_port=False)
+    try:
+        opts = TraceOptions(protocol=protocol,  # type: ignore[arg-type]
+                            port=port, probes_per_hop=probes, cycles=cycles,
+                            cycle_interval_s=cycle_interval, max_ttl=max_ttl, window=window,
+                            pps=pps, probe_timeout_s=timeout, deadline_s=deadline,
+                            method=method)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _die(str(exc), EXIT_USAGE)
+    records = _run(trace_many(list(targets), opts, origin=_origin(agent, region),
+                              family=family, concurrency=concurrency))
+    _emit(records, output, table, fail_on_error)
+
+
 def _mail_command(protocol: str) -> Any:
     default = {"smtp": 25, "imap": 143}[protocol]
     tls_port = {"smtp": 465, "imap": 993}[protocol]
@@ -319,6 +400,47 @@ Port {default} is the default; ports {tls_port} use implicit TLS, others STARTTL
 
 measure_smtp = _mail_command("smtp")
 measure_imap = _mail_command("imap")
+
+
+@cli.command("annotate", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage annotate traces.jsonl --asn-db GeoLite2-ASN.mmdb --city-db GeoLite2-City.mmdb \\
+      -o annotated.jsonl
+  netvantage annotate old.jsonl --asn-db dbip-asn-lite.mmdb --rdns > annotated.jsonl
+  netvantage measure trace 192.0.2.1 | netvantage annotate - --city-db GeoLite2-City.mmdb
+\b
+Every responder of every trace gets its AS number and organisation, country, city
+and coordinates (an annotation already there is replaced); other records pass
+unchanged. Databases: MaxMind DB files, e.g. GeoLite2 (data created by MaxMind,
+https://www.maxmind.com) or DB-IP Lite (IP Geolocation by DB-IP, https://db-ip.com).""")
+@click.argument("source", metavar="IN.jsonl",
+                type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--asn-db", type=click.Path(path_type=Path),
+              help="ASN database (GeoLite2-ASN, DB-IP ASN Lite, the lab's).")
+@click.option("--city-db", type=click.Path(path_type=Path),
+              help="City database (GeoLite2-City, GeoIP2-City, DB-IP City Lite, the lab's).")
+@click.option("--rdns", is_flag=True, help="Also look up reverse DNS names (sends queries).")
+@click.option("--rdns-timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+              help="Seconds allowed for each reverse DNS lookup.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write JSON Lines to FILE (replaced whole) instead of stdout.")
+def annotate_cmd(source: Path, asn_db: Path | None, city_db: Path | None, rdns: bool,
+                 rdns_timeout: float, output: Path | None) -> None:
+    """Add AS, organisation, place (and reverse DNS) to the hops of traces."""
+    from .annotate import GeoDatabaseError, GeoDatabases, annotate_records
+
+    if asn_db is None and city_db is None and not rdns:
+        _die("give --asn-db, --city-db or --rdns (or several)", EXIT_USAGE)
+    try:
+        records = read_jsonl(sys.stdin.buffer if str(source) == "-" else source)
+        with GeoDatabases(asn_db, city_db, rdns_timeout_s=rdns_timeout) as dbs:
+            annotated = annotate_records(records, dbs, rdns=rdns)
+    except (SchemaError, GeoDatabaseError) as exc:
+        _die(str(exc), EXIT_USAGE)
+    write_jsonl(annotated, output if output is not None else sys.stdout.buffer)
+    traces = sum(r.kind == "trace" for r in annotated)
+    click.echo(f"netvantage: annotated {traces} trace(s) of {len(annotated)} record(s)",
+               err=True)
 
 
 @cli.command("schema", context_settings=CONTEXT, epilog="""\b

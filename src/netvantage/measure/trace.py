@@ -10,10 +10,12 @@ How a trace runs (``method="raw"``)
   probe's TTL can never be mistaken for another's.
 * TTLs go out a *window* at a time, all of the window's TTLs and probes in
   flight together, paced by a global token rate (``pps``) shared by every
-  trace of the run.  When every probe of a window has answered or timed out,
-  the trace stops if the destination answered (``reached``), a router said
-  unreachable, or ``gap_limit`` TTLs in a row were silent; otherwise the next
-  window goes out, up to ``max_ttl``.  One deadline bounds the whole run.
+  trace of the run; a probe whose turn comes after its trace heard the
+  destination at a lower TTL is not sent, and its slot goes to the next.
+  When every probe of a window has answered or timed out, the trace stops
+  if the destination answered (``reached``), a router said unreachable, or
+  ``gap_limit`` TTLs in a row were silent; otherwise the next window goes
+  out, up to ``max_ttl``.  One deadline bounds the whole run.
 * ``cycles`` > 1 repeats the trace (mtr style) at ``cycle_interval_s``; every
   probe is kept with its cycle, and statistics are per (TTL, responder).
 
@@ -50,6 +52,7 @@ import random
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -204,6 +207,9 @@ class _RawEngine:
         self.by_dst: dict[str, list[_Trace]] = {}
         self._next_send = 0.0
         self._interval = 1.0 / opts.pps
+        # Probes waiting for a send slot, in order; see _pace().
+        self._queue: deque[tuple[asyncio.Future[bool], _Probe]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._open()
 
     def _open(self) -> None:
@@ -245,6 +251,9 @@ class _RawEngine:
         return s
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for s in self.socks.values():
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(s.fileno())
@@ -253,13 +262,40 @@ class _RawEngine:
 
     # -- sending ---------------------------------------------------------------
 
-    async def _pace(self) -> None:
-        # Reserve the slot before sleeping, so concurrent traces never share one.
+    async def _pace(self, probe: _Probe) -> bool:
+        """Wait for this probe's send slot (first come, first served, ``pps`` a second).
+
+        False if, by the time its slot comes, the probe has become useless: its
+        trace heard the destination (or an unreachable) at a lower TTL.  Such a
+        probe gives its slot to the next in line, so when many traces share the
+        rate, the TTLs of a window beyond the destination cost no time.
+        """
+        fut: asyncio.Future[bool] = self.loop.create_future()
+        if not self._queue:  # idle until now: the next slot is no earlier than now
+            self._next_send = max(self._next_send, self.loop.time())
+        self._queue.append((fut, probe))
+        if self._timer is None:
+            self._dispatch()
+        return await fut
+
+    def _dispatch(self) -> None:
+        """Hand out the slot that is due (at most one), then wait for the next."""
+        self._timer = None
         now = self.loop.time()
-        slot = max(self._next_send, now)
-        self._next_send = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        if now >= self._next_send:
+            while self._queue:
+                fut, probe = self._queue.popleft()
+                if fut.done():  # its task was cancelled
+                    continue
+                if not _wanted(probe):
+                    fut.set_result(False)
+                    continue
+                fut.set_result(True)
+                # A fixed schedule while busy: a timer that fires late does not slow the rate.
+                self._next_send += self._interval
+                break
+        if self._queue:
+            self._timer = self.loop.call_at(self._next_send, self._dispatch)
 
     def _packet(self, t: _Trace, pid: int, ttl: int) -> bytes:
         o = self.opts
@@ -278,7 +314,8 @@ class _RawEngine:
         return body
 
     async def send(self, t: _Trace, probe: _Probe, pid: int) -> None:
-        await self._pace()
+        if not await self._pace(probe):
+            return  # not sent: see _pace()
         data = self._packet(t, pid, probe.ttl)
         sock = self.socks["tx4" if t.version == 4 else "tx6"]
         # Clocks read right against the system call: see the module docstring.
@@ -370,6 +407,15 @@ class _RawEngine:
             t.window_done.set()
 
 
+def _wanted(probe: _Probe) -> bool:
+    """Whether a probe can still tell anything: not past where its trace ended."""
+    t = probe.trace
+    limit = t.dest_ttl.get(probe.cycle)
+    if t.unreachable_ttl is not None:
+        limit = min(limit or t.unreachable_ttl, t.unreachable_ttl)
+    return limit is None or probe.ttl <= limit
+
+
 def _tcp_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     """A TCP SYN with an MSS option, checksummed by scapy (loaded only in TCP mode)."""
     from scapy.layers.inet import (
@@ -441,6 +487,8 @@ async def _run_raw(engine: _RawEngine, t: _Trace, deadline: float) -> None:
                     probe.result = TraceProbe(cycle=cycle)
             t.outstanding = 0
             if cycle in t.dest_ttl:
+                if o.protocol == "tcp":
+                    await _confirm_tcp_destination(engine, t, cycle, low, deadline)
                 break
             if t.unreachable_ttl is not None or t.stop_reason == "unreachable":
                 t.stop_reason = "unreachable"
@@ -456,6 +504,50 @@ async def _run_raw(engine: _RawEngine, t: _Trace, deadline: float) -> None:
                 t.stop_reason = "deadline"
                 return
             low = high + 1
+
+
+async def _confirm_tcp_destination(engine: _RawEngine, t: _Trace, cycle: int, low: int,
+                                   deadline: float) -> None:
+    """Re-probe a silent TTL just before the destination (TCP mode only).
+
+    All probes of a trace share one 4-tuple (Paris), and a listening destination
+    answers the first SYN that reaches it with a SYN/ACK; SYNs that arrive while
+    that half-open connection exists get the *same* SYN/ACK again (acknowledging
+    the first SYN), which no other probe can claim.  If the first SYN to arrive
+    had a higher TTL, the TTLs below it look silent and the destination one hop
+    too far.  Once our kernel has reset the half-open connection (one round
+    trip), a fresh probe at the silent TTL answers for itself.
+    """
+    o = engine.opts
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        d = t.dest_ttl[cycle]
+        below = d - 1
+        if below < low:
+            return
+        heard = any(p.result is not None and p.result.address is not None
+                    for p in t.probes.values() if p.cycle == cycle and p.ttl == below)
+        if heard:
+            return
+        pause = min(o.probe_timeout_s, max(0.0, deadline - loop.time()))
+        await asyncio.sleep(pause)
+        batch = [t.new_probe(cycle, below, o.probes_per_hop + k) for k in range(1)]
+        t.window_done.clear()
+        for pid, probe in batch:
+            await engine.send(t, probe, pid)
+        end = min(loop.time() + o.probe_timeout_s, deadline)
+        while t.outstanding > 0 and loop.time() < end:
+            t.window_done.clear()
+            try:
+                await asyncio.wait_for(t.window_done.wait(), end - loop.time())
+            except TimeoutError:
+                break
+        for _pid, probe in batch:
+            if probe.result is None:
+                probe.result = TraceProbe(cycle=cycle)
+        t.outstanding = 0
+        if t.dest_ttl[cycle] == d:
+            return
 
 
 # ----------------------------------------------------------------------------- recverr

@@ -1,0 +1,145 @@
+"""Paris traceroute in the lab: hop lists equal Debian traceroute's in every mode,
+loss shows first at the lossy link, a path change is not false loss, and the
+unprivileged mode works."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import NETVANTAGE
+
+pytestmark = pytest.mark.lab
+
+MODES = {
+    "icmp": ([], ["-I"]),
+    "udp": (["--protocol", "udp"], []),
+    "tcp25": (["--protocol", "tcp", "--port", "25"], ["-T", "-p", "25"]),
+}
+
+
+def ours(lab, node: str, addresses: list[str], *args: str, user: str | None = None) -> list[dict]:
+    cmd = ["ip", "netns", "exec", lab.ns(node)]
+    if user:
+        cmd += ["setpriv", f"--reuid={user}", "--regid=65534", "--clear-groups"]
+    cmd += [NETVANTAGE, "measure", "trace", *addresses, "--pps", "500", "-W", "1", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def debian(lab, node: str, address: str, *args: str) -> list[str | None]:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", lab.ns(node), "traceroute", "-n", "-q", "3", "-w", "1",
+         "-m", "16", *args, address], capture_output=True, text=True, timeout=120)
+    hops: list[str | None] = []
+    for line in proc.stdout.splitlines()[1:]:
+        found = re.findall(r"\s(\d+\.\d+\.\d+\.\d+|[0-9a-f]*:[0-9a-f:]+)\s", line + " ")
+        hops.append(found[0] if found else None)
+    return hops
+
+
+def first_responders(record: dict) -> list[str | None]:
+    return [h["responders"][0]["address"] if h["responders"] else None
+            for h in record["body"]["hops"]]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_hop_lists_equal_debian_traceroute_for_every_pair(lab, mode):
+    topo = lab.topology
+    ours_args, theirs_args = MODES[mode]
+    regions = [c.name for c in topo.of_role("client")]
+    dcs = topo.of_role("dc")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        mine = dict(zip(regions, pool.map(
+            lambda r: ours(lab, r, [d.v4 for d in dcs], *ours_args), regions), strict=True))
+        pairs = [(r, d) for r in regions for d in dcs]
+        theirs = dict(zip(pairs, pool.map(
+            lambda p: debian(lab, p[0], p[1].v4, *theirs_args), pairs), strict=True))
+    for region in regions:
+        for dc, record in zip(dcs, mine[region], strict=True):
+            assert record["status"] == "ok", record["error"]
+            expected = [topo.nodes[n].v4 for n in topo.path(region, dc.name)[1:]]
+            assert first_responders(record) == expected, (region, dc.name)
+            assert theirs[(region, dc)] == expected, (region, dc.name, "Debian traceroute")
+            hops = record["body"]["hops"]
+            answers = {(p["icmp_type"], p["icmp_code"], p["tcp_flags"])
+                       for p in hops[-1]["probes"] if p["address"]}
+            expected_answer = {"icmp": (0, 0, None), "udp": (3, 3, None),
+                               "tcp25": (None, None, "SA")}[mode]  # Postfix listens on 25
+            assert answers == {expected_answer}, (region, dc.name, answers)
+            for hop in hops[:-1]:
+                assert {p["icmp_type"] for p in hop["probes"] if p["address"]} == {11}
+
+
+def test_ipv6_hop_list(lab):
+    topo = lab.topology
+    (record,) = ours(lab, "yyz", [topo.nodes["dc-jnb"].v6])
+    assert first_responders(record) == [topo.nodes[n].v6 for n in
+                                        topo.path("yyz", "dc-jnb")[1:]]
+    assert {p["icmp_type"] for p in record["body"]["hops"][0]["probes"]} == {3}
+
+
+def test_loss_first_shows_at_the_lossy_link(lab):
+    topo = lab.topology
+    (record,) = ours(lab, "lun", [topo.nodes["dc-ams"].v4], "--cycles", "40",
+                     "--cycle-interval", "0.05", "-q", "3", "--pps", "1000")
+    path = topo.path("lun", "dc-ams")[1:]
+    loss = {path[h["ttl"] - 1]: h["loss_ratio"] for h in record["body"]["hops"]}
+    first_lossy = next(n for n in path if loss[n] > 0)
+    # Probes to r-lis are the first to cross the Lagos-Lisbon link.
+    assert first_lossy == "r-lis", loss
+    assert all(loss[n] == 0 for n in path[:path.index("r-lis")])
+    assert len(record["body"]["hops"][0]["probes"]) == 120
+
+
+def test_a_path_change_is_two_responders_not_loss(lab):
+    topo = lab.topology
+    dst = topo.nodes["dc-ams"]
+    link = topo.link("r-jnb", "r-mrs")
+    via = link.addresses("r-mrs")[0]
+    jnb = topo.nodes["r-jnb"]
+
+    def switch() -> None:
+        time.sleep(1.0)
+        subprocess.run(["ip", "-n", lab.ns("r-jnb"), "route", "replace", f"{dst.v4}/32", "via",
+                        via, "dev", link.dev("r-jnb"), "src", jnb.v4], check=True)
+
+    changer = threading.Thread(target=switch)
+    changer.start()
+    try:
+        (record,) = ours(lab, "jnb", [dst.v4], "--cycles", "12", "--cycle-interval", "0.2",
+                         "-q", "1", "--max-ttl", "3")
+    finally:
+        changer.join()
+        old = topo.link("r-jnb", "r-cpt")
+        subprocess.run(["ip", "-n", lab.ns("r-jnb"), "route", "replace", f"{dst.v4}/32", "via",
+                        old.addresses("r-cpt")[0], "dev", old.dev("r-jnb"), "src", jnb.v4],
+                       check=True)
+    hop2 = record["body"]["hops"][1]
+    responders = {r["address"]: r["replies"] for r in hop2["responders"]}
+    assert set(responders) == {topo.nodes["r-cpt"].v4, topo.nodes["r-mrs"].v4}, hop2
+    assert hop2["loss_ratio"] == 0.0
+    assert sum(responders.values()) == 12
+
+
+def test_unprivileged_user_traces_with_recverr(lab):
+    topo = lab.topology
+    dst = topo.nodes["dc-yyz"].v4
+    expected = [topo.nodes[n].v4 for n in topo.path("lon", "dc-yyz")[1:]]
+    for args in ([], ["--protocol", "icmp", "--method", "recverr"]):
+        (record,) = ours(lab, "lon", [dst], *args, user="nobody")
+        assert record["body"]["method"] == "recverr"
+        assert record["status"] == "ok" and first_responders(record) == expected
+
+
+def test_unrouted_destination_stops_as_unreachable(lab):
+    (record,) = ours(lab, "lon", ["10.10.200.1"])
+    assert record["status"] == "unreachable"
+    assert record["body"]["reached"] is False
