@@ -143,3 +143,25 @@ def test_unrouted_destination_stops_as_unreachable(lab):
     (record,) = ours(lab, "lon", ["10.10.200.1"])
     assert record["status"] == "unreachable"
     assert record["body"]["reached"] is False
+
+
+def test_annotated_hops_carry_the_lab_asn_and_city(lab, tmp_path):
+    topo = lab.topology
+    geo = lab.read_state()["geo"]
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("\n".join(json.dumps(r) for r in
+                                ours(lab, "lun", [topo.nodes["dc-ams"].v4])) + "\n")
+    out = tmp_path / "annotated.jsonl"
+    proc = subprocess.run([NETVANTAGE, "annotate", str(traces), "--asn-db", geo["asn"],
+                           "--city-db", geo["city"], "-o", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    path = topo.path("lun", "dc-ams")[1:]
+    for hop, name in zip(record["body"]["hops"], path, strict=True):
+        node = topo.nodes[name]
+        (responder,) = hop["responders"]
+        note = responder["annotation"]
+        assert (note["asn"], note["as_org"], note["city"], note["country"]) == (
+            node.asn, node.org, node.city, node.country), name
+        assert abs(note["lat"] - node.lat) < 1e-3 and abs(note["lon"] - node.lon) < 1e-3

@@ -534,6 +534,9 @@ def lab_up(topology: str | None, mail: bool, prefix: str) -> None:
     _print_nodes(topo)
     if state.get("ca"):
         click.echo(f"lab CA certificate: {state['ca']}")
+    if state.get("geo"):
+        click.echo(f"lab geo databases: --asn-db {state['geo']['asn']} "
+                   f"--city-db {state['geo']['city']}")
 
 
 def _print_nodes(topo: Any) -> None:

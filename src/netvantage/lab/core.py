@@ -12,7 +12,10 @@ directory *before* it is taken, so that ``down`` can undo a half-built lab):
    :mod:`netvantage.lab.topology` for the plan);
 4. loss: an nftables rule per lossy interface, ``numgen random`` in the
    postrouting hook, so each direction of a link drops independently;
-5. a lab CA, and Postfix and Dovecot in every data centre.
+5. MaxMind-format ASN and City databases for the lab's addresses (from the
+   topology's ``asn``/``org``/``city``/``lat``/``lon``), so that hop annotation
+   is tested for real;
+6. a lab CA, and Postfix and Dovecot in every data centre.
 
 The lab has only its own prefixes, no default route and no link to the root
 namespace: nothing it sends can leave it.  ``down`` stops the recorded
@@ -167,6 +170,10 @@ class Lab:
             self._make_links(topo, state, netem)
             self._address_and_route(topo)
             self._apply_loss(topo)
+            from .geodb import write_lab_databases
+
+            asn_db, city_db = write_lab_databases(topo, self.state_dir / "geo")
+            state["geo"] = {"asn": str(asn_db), "city": str(city_db)}
             if mail and topo.of_role("dc"):
                 say(f"mail servers: {len(topo.of_role('dc'))} data centre(s)")
                 self._start_mail(topo, state)
