@@ -57,6 +57,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from ..errors import PrivilegeError
 from ..results import Hop, Status, TraceBody, TraceProbe, TraceRecord, ms, new_id, utc_now
 from .common import Origin, describe, status_of
@@ -799,8 +801,11 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = Trace
 
 
 async def trace(target: Target | str, opts: TraceOptions = TraceOptions(), *,
-                origin: Origin | None = None,
-                family: Literal[4, 6] | None = None) -> TraceRecord:
+                origin: Origin | None = None, family: Literal[4, 6] | None = None,
+                name: str | None = None) -> TraceRecord:
+    """Trace one target; ``name`` (e.g. the data centre's) replaces the host in the record."""
     (record,) = await trace_many([target], opts, origin=origin, family=family)
+    if name is not None:
+        record = msgspec.structs.replace(record, target=name)
     return record
 

@@ -1,0 +1,216 @@
+"""The probe agent: runs its plan on a schedule, spools every result, uploads.
+
+Scheduling: every job (target × address × test) first runs at a random
+offset within ``start_spread_s`` (so a fleet restarted together does not
+measure in lockstep), then every ``interval_s`` ± ``jitter_s``, measured from
+its previous *due* time so the schedule does not drift.  At most
+``concurrency`` measurements run at once and at most ``max_starts_per_s``
+start per second; each probe module paces its own packets.  A job whose
+previous run is still going when it is due again is skipped for that round
+(counted), never stacked.
+
+Every result goes to the spool before anything else happens to it; the
+uploader drains the spool in the background.  SIGTERM or SIGINT: stop
+starting measurements, let running ones finish (bounded), try one last
+upload (bounded), close the spool.  A ``kill -9`` loses only measurements
+that had not reached the spool yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..errors import PrivilegeError
+from ..measure.common import Origin
+from ..measure.target import Target
+from ..results import AnyRecord
+from .plan import Job, Plan
+from .spool import Spool
+from .upload import Uploader
+
+__all__ = ["Agent", "AgentStats"]
+
+
+@dataclass
+class AgentStats:
+    started: float = field(default_factory=time.time)
+    measured: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    skipped_busy: int = 0
+    disabled: dict[str, str] = field(default_factory=dict)
+
+
+def _options(plan: Plan, kind: str, **overrides: Any) -> dict[str, Any]:
+    merged = dict(plan.options.get(kind, {}))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return merged
+
+
+async def measure_job(job: Job, plan: Plan, origin: Origin) -> AnyRecord:
+    """Run one job once; network failures come back as records."""
+    test, target = job.test, job.target
+    name = target.name
+    if test.kind == "ping":
+        from ..measure.ping import PingOptions, ping
+
+        return await ping(job.address, PingOptions(**_options(plan, "ping")), origin=origin,
+                          name=name)
+    if test.kind == "tcp":
+        from ..measure.tcp import TcpOptions, tcp_connect
+
+        return await tcp_connect(Target(job.address, test.port),
+                                 TcpOptions(**_options(plan, "tcp")), origin=origin, name=name)
+    if test.kind == "trace":
+        from ..measure.trace import TraceOptions, trace
+
+        opts = TraceOptions(**_options(plan, "trace", protocol=test.protocol, port=test.port))
+        return await trace(Target(job.address), opts, origin=origin, name=name)
+    from ..measure.mail import MailOptions, imap_probe, smtp_probe
+
+    creds = target.credentials
+    mail = MailOptions(**_options(plan, test.kind, ca_file=target.ca_file,
+                                  server_name=target.server_name,
+                                  username=creds.user if creds else None,
+                                  password=creds.password if creds else None))
+    probe = smtp_probe if test.kind == "smtp" else imap_probe
+    return await probe(Target(job.address, test.port), mail, origin=origin, name=name)
+
+
+class Agent:
+    def __init__(self, plan: Plan, *, audit: bool = False, status_interval_s: float = 10.0,
+                 out: IO[str] | None = None,
+                 measure: Callable[[Job, Plan, Origin], Awaitable[AnyRecord]] = measure_job,
+                 ) -> None:
+        self.plan = plan
+        self.spool = Spool(plan.spool, audit=audit)
+        self.origin = Origin(agent=plan.agent, region=plan.region)
+        self.stats = AgentStats()
+        self.status_interval_s = status_interval_s
+        self.out = out or sys.stderr
+        self.measure = measure
+        self.uploader = (Uploader(plan.collector_url, plan.token or "", self.spool,
+                                  batch_size=plan.batch_size,
+                                  interval_s=plan.upload_interval_s,
+                                  timeout_s=plan.upload_timeout_s, ca_file=plan.collector_ca)
+                         if plan.collector_url else None)
+        self.stop = asyncio.Event()
+        self._running: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def say(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} [{self.plan.agent}] {message}", file=self.out, flush=True)
+
+    def status_line(self) -> str:
+        s = self.stats
+        up = self.uploader.stats if self.uploader else None
+        ok = s.statuses.get("ok", 0)
+        parts = [f"measured {s.measured} (ok {ok})", f"spool {self.spool.depth()}"]
+        if up is not None:
+            parts.append(f"uploaded {up.uploaded}")
+            if up.last_error and (up.last_ok is None or up.failures):
+                parts.append(f"last upload error: {up.last_error}")
+        if s.skipped_busy:
+            parts.append(f"skipped (still running) {s.skipped_busy}")
+        return ", ".join(parts)
+
+    async def _run_job(self, job: Job, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            try:
+                record = await self.measure(job, self.plan, self.origin)
+            except PrivilegeError as exc:
+                # Configuration, not the network: say it once, stop that job.
+                self.stats.disabled[job.key] = str(exc)
+                self.say(f"disabled {job.key}: {exc}")
+                return
+            finally:
+                self._running.discard(job.key)
+            await asyncio.to_thread(self.spool.put, record)
+            self.stats.measured += 1
+            self.stats.statuses[record.status] += 1
+            self.stats.kinds[record.kind] += 1
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        plan = self.plan
+        gate = asyncio.Semaphore(plan.concurrency)
+        now = loop.time()
+        due = {job.key: now + random.uniform(0, plan.start_spread_s) for job in plan.jobs}
+        by_key = {job.key: job for job in plan.jobs}
+        min_gap = 1.0 / plan.max_starts_per_s
+        last_start = -1e9
+        while not self.stop.is_set():
+            key = min(due, key=due.__getitem__) if due else None
+            if key is None:
+                await self.stop.wait()
+                return
+            wait = max(due[key], last_start + min_gap) - loop.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), wait)
+                continue
+            job = by_key[key]
+            interval = job.target.interval_s
+            due[key] += interval + random.uniform(-plan.jitter_s, plan.jitter_s)
+            if key in self.stats.disabled:
+                del due[key]
+                continue
+            if key in self._running:
+                self.stats.skipped_busy += 1
+                continue
+            self._running.add(key)
+            last_start = loop.time()
+            task = asyncio.create_task(self._run_job(job, gate))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _report(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.status_interval_s)
+            self.say(self.status_line())
+
+    async def run(self, *, duration_s: float | None = None, drain_s: float = 10.0) -> AgentStats:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop.set)
+        self.say(f"{len(self.plan.jobs)} measurement(s) every {self.plan.interval_s:g} s, "
+                 f"spool {self.plan.spool}, collector {self.plan.collector_url or 'none'}")
+        background = [asyncio.create_task(self._schedule()), asyncio.create_task(self._report())]
+        if self.uploader is not None:
+            background.append(asyncio.create_task(self.uploader.run(self.stop)))
+        try:
+            if duration_s is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), duration_s)
+                self.stop.set()
+            else:
+                await self.stop.wait()
+            self.say("stopping: letting running measurements finish")
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=drain_s)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if self.uploader is not None:
+                await self.uploader.drain(drain_s)
+            self.say(f"stopped: {self.status_line()}")
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            self.spool.close()
+        return self.stats
