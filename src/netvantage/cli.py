@@ -174,7 +174,7 @@ def _common_options(f: Any) -> Any:
                      help="Exit 1 if any record's status is not ok."),
         click.option("--agent", default=None, help="Agent name in the records [host name]."),
         click.option("--region", default=None, help="Region label in the records."),
-        click.option("-c", "--concurrency", type=click.IntRange(1, 256), default=8,
+        click.option("-c", "--concurrency", type=click.IntRange(1, 4096), default=8,
                      show_default=True, help="Targets measured at once."),
         click.option("-4", "family", flag_value=4, help="IPv4 only."),
         click.option("-6", "family", flag_value=6, help="IPv6 only."),
@@ -208,19 +208,21 @@ net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to
               help="ICMP payload bytes.")
 @click.option("--ttl", type=click.IntRange(1, 255), default=64, show_default=True)
 @click.option("--df", "dont_fragment", is_flag=True, help="Set Don't Fragment (IPv4 PMTU).")
+@click.option("--pace", type=click.FloatRange(0.0001, 10), default=0.001, show_default=True,
+              help="Minimum seconds between any two requests of the run (like fping -i).")
 @click.option("--socket", "socket_kind", type=click.Choice(["auto", "raw", "dgram"]),
               default="auto", show_default=True,
               help="raw needs CAP_NET_RAW; dgram needs net.ipv4.ping_group_range.")
 @_common_options
 def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: float,
-                 size: int, ttl: int, dont_fragment: bool,
+                 size: int, ttl: int, dont_fragment: bool, pace: float,
                  socket_kind: Literal["auto", "raw", "dgram"], output: Path | None,
                  table: bool, fail_on_error: bool, agent: str | None, region: str | None,
                  concurrency: int, family: Literal[4, 6] | None) -> None:
     """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
     targets = _targets(hosts, require_port=False)
     opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
-                       ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind)
+                       ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind, pace_s=pace)
     records = _run(ping_many(targets, opts, origin=_origin(agent, region), family=family,
                              concurrency=concurrency))
     _emit(records, output, table, fail_on_error)
@@ -250,6 +252,56 @@ def measure_tcp(endpoints: tuple[str, ...], attempts: int, interval: float, time
     records = _run(tcp_many(targets, opts, origin=_origin(agent, region), family=family,
                             concurrency=concurrency))
     _emit(records, output, table, fail_on_error)
+
+
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Example:
+  netvantage agent run --plan probes/example-plan.toml""")
+def agent() -> None:
+    """The probe agent: measures its plan on a schedule and uploads to a collector."""
+
+
+@agent.command("run", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage agent run --plan /etc/netvantage/plan.toml
+  netvantage agent run --plan plan.toml --duration 300 --status-interval 30
+\b
+Every result is written to the spool (SQLite) before it is uploaded; it leaves
+the spool only when the collector acknowledges it. SIGTERM stops cleanly.""")
+@click.option("--plan", "plan_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--duration", type=click.FloatRange(0.1), help="Stop after this many seconds.")
+@click.option("--status-interval", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds between status lines on stderr.")
+@click.option("--audit", is_flag=True,
+              help="Keep every spooled id in the spool's audit table (for tests).")
+@click.option("--check", is_flag=True, help="Only check the plan and list its measurements.")
+def agent_run(plan_path: Path, duration: float | None, status_interval: float, audit: bool,
+              check: bool) -> None:
+    """Run the measurement plan until stopped (or for --duration seconds)."""
+    from .agent.plan import PlanError, load_plan
+    from .agent.run import Agent
+    from .agent.spool import SpoolError
+
+    try:
+        plan = load_plan(plan_path)
+    except PlanError as exc:
+        _die(str(exc), EXIT_USAGE)
+    if check:
+        click.echo(f"plan {plan_path}: agent {plan.agent} ({plan.region or 'no region'}), "
+                   f"{len(plan.jobs)} measurement(s):")
+        for job in plan.jobs:
+            click.echo(f"  {job.key} every {job.target.interval_s:g} s")
+        return
+
+    async def main() -> None:
+        try:
+            runner = Agent(plan, audit=audit, status_interval_s=status_interval)
+        except SpoolError as exc:
+            _die(str(exc), EXIT_USAGE)
+        await runner.run(duration_s=duration)
+
+    asyncio.run(main())
 
 
 def _trace_table(records: Sequence[AnyRecord]) -> list[str]:
@@ -441,6 +493,123 @@ def annotate_cmd(source: Path, asn_db: Path | None, city_db: Path | None, rdns: 
     traces = sum(r.kind == "trace" for r in annotated)
     click.echo(f"netvantage: annotated {traces} trace(s) of {len(annotated)} record(s)",
                err=True)
+
+
+# ----------------------------------------------------------------------------- collector
+
+
+_store_option = click.option(
+    "--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The collector's SQLite file (created if missing).")
+
+
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector add-agent lusaka-1 --store results.db
+  netvantage collector serve --store results.db --host 0.0.0.0 \\
+      --tls-cert collector.pem --tls-key collector.key""")
+def collector() -> None:
+    """The ingest service agents upload to, and its agent tokens."""
+
+
+@collector.command("serve", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector serve --store results.db
+  netvantage collector serve --store results.db --host 0.0.0.0 --port 8750 \\
+      --tls-cert /etc/netvantage/cert.pem --tls-key /etc/netvantage/key.pem
+\b
+API: POST /v1/records (Authorization: Bearer TOKEN, Content-Type: application/x-ndjson,
+one record per line) answers {"accepted", "duplicates", "ids"}; GET /v1/health.
+A refused batch (401, 403, 400, 422, 413, 415) stores nothing and says why, line by line.
+SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store closes.""")
+@_store_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 or :: for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True,
+              help="TCP port (0: any free port, printed at start).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) for HTTPS; needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM private key for HTTPS.")
+@click.option("--max-body-mb", type=click.FloatRange(0.001, 1024), default=16.0,
+              show_default=True, help="Largest batch accepted, in MiB (larger: 413).")
+@click.option("--synchronous", type=click.Choice(["full", "normal"]), default="full",
+              show_default=True,
+              help="full: every acknowledged batch is on disk (survives power loss); normal: "
+                   "faster, a power loss may lose the last acknowledged batches.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes sharing the port (decoding uses one CPU per process).")
+def collector_serve(store_path: Path, host: str, port: int, tls_cert: Path | None,
+                    tls_key: Path | None, max_body_mb: float, synchronous: str,
+                    workers: int) -> None:
+    """Receive agents' records over HTTP(S) and store them."""
+    from .collector.serve import serve
+    from .collector.store import StoreError
+
+    try:
+        serve(store_path, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+              max_body_bytes=int(max_body_mb * 1024 * 1024),
+              synchronous="normal" if synchronous == "normal" else "full", workers=workers,
+              announce=lambda line: click.echo(line))
+    except StoreError as exc:
+        _die(str(exc), EXIT_USAGE)
+
+
+@collector.command("add-agent", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector add-agent lusaka-1 --store results.db
+  netvantage collector add-agent lusaka-1 --store results.db --rotate
+\b
+The token is printed once, on stdout; the store keeps only its SHA-256.
+Give it to the agent (e.g. in its plan's token file).""")
+@click.argument("name")
+@_store_option
+@click.option("--rotate", is_flag=True,
+              help="Replace the token of an existing agent (the old one stops working).")
+def collector_add_agent(name: str, store_path: Path, rotate: bool) -> None:
+    """Create an agent and print its new upload token."""
+    from .collector.store import Store, StoreError
+
+    try:
+        with Store(store_path) as store:
+            token = store.add_agent(name, rotate=rotate)
+    except StoreError as exc:
+        _die(str(exc), EXIT_USAGE)
+    click.echo(token)
+    click.echo(f"netvantage: {'new token for' if rotate else 'created'} agent {name!r} in "
+               f"{store_path}; this token is shown only now", err=True)
+
+
+@cli.command("export", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage export --store results.db --format parquet -o dataset/
+  netvantage export --store results.db --format jsonl --kind ping -o ping.jsonl
+  netvantage export --store results.db --format csv -o - | head
+\b
+Parquet: a dataset partitioned by kind and date (dataset/kind=ping/date=2026-11-28/
+part-0.parquet), envelope columns flattened, the body as a JSON string column.
+JSON Lines: the records as the schema writes them. CSV: envelope columns + body JSON.
+The store may be in use by a running collector: the export reads one snapshot.""")
+@_store_option
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "csv"]),
+              required=True, help="Output format.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True),
+              help="Output file (jsonl, csv; '-' for stdout) or directory (parquet, must not "
+                   "exist yet).")
+@click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap"]),
+              help="Only records of this kind.")
+def export_cmd(store_path: Path, fmt: str, output: Path, kind: str | None) -> None:
+    """Write the store's records as Parquet, JSON Lines or CSV."""
+    from .collector.export import export
+    from .collector.store import Store, StoreError
+
+    target: Path | Any = sys.stdout.buffer if str(output) == "-" else output
+    try:
+        with Store(store_path, create=False) as store:
+            n = export(store, fmt, target, kind=kind)  # type: ignore[arg-type]
+    except (StoreError, SchemaError) as exc:
+        _die(str(exc), EXIT_USAGE)
+    click.echo(f"netvantage: exported {n} record(s) as {fmt} to {output}", err=True)
 
 
 @cli.command("schema", context_settings=CONTEXT, epilog="""\b

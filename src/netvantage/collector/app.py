@@ -1,0 +1,291 @@
+"""The ingest API: a Starlette app over a :class:`~netvantage.collector.store.Store`.
+
+``POST /v1/records``
+    ``Authorization: Bearer TOKEN``, ``Content-Type: application/x-ndjson``,
+    body: JSON Lines, one record per line.  200 answers
+    ``{"accepted": N, "duplicates": M, "ids": [every id of the batch]}``;
+    duplicates (ids already stored) are acknowledged and not stored twice.
+
+``GET /v1/health``
+    ``{"ok": true}``, no token needed.
+
+Every refusal is ``{"error": "...", "problems": [{"line", "id", "reason"}]}``
+and stores nothing of the batch.  The checks run in this order, and the
+first that fails decides the status:
+
+====  ==================================================================
+401   no ``Authorization: Bearer`` token, or a token no agent holds
+415   a content type other than ``application/x-ndjson``
+413   a body over the limit (by ``Content-Length`` or as streamed)
+400   a line that is not JSON (every such line listed)
+422   a line that is JSON but not a valid record (every such line listed)
+403   a valid record naming another agent than the token's (line listed)
+====  ==================================================================
+
+Lines are numbered from 1; blank lines are skipped but counted.  Parsing,
+validation and the store write run in a worker thread so that the event loop
+never waits on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import SchemaError
+from ..results import AnyRecord, decode_record
+from .store import Store
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DEFAULT_MAX_BODY_BYTES",
+    "MAX_PROBLEMS",
+    "Problem",
+    "Rejection",
+    "check_batch",
+    "create_app",
+]
+
+CONTENT_TYPE = "application/x-ndjson"
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Problems listed in one answer at most (the count in ``error`` is always exact):
+#: a 16 MiB body of two-byte lines would otherwise answer with a gigabyte.
+MAX_PROBLEMS = 1000
+
+log = logging.getLogger("netvantage.collector")
+
+_batch_decoder = msgspec.json.Decoder(AnyRecord)
+_any_decoder = msgspec.json.Decoder()
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    line: int | None
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a batch was refused: the HTTP status, one sentence, every problem found."""
+
+    status: int
+    error: str
+    problems: list[Problem] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> Response:
+        shown = self.problems[:MAX_PROBLEMS]
+        body = {"error": self.error,
+                "problems": [{"line": p.line, "id": p.id, "reason": p.reason} for p in shown]}
+        return Response(_json.encode(body), status_code=self.status,
+                        media_type="application/json", headers=self.headers)
+
+
+def _id_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        got = value.get("id")
+        if isinstance(got, str):
+            return got
+    return None
+
+
+def check_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
+    """Decode and validate a JSON Lines batch sent with ``agent``'s token.
+
+    Returns every record, or the :class:`Rejection` listing every bad line.
+    """
+    try:
+        # Fast path: one call for the whole batch (the usual case, all good).
+        records: list[AnyRecord] = _batch_decoder.decode_lines(body)
+    except msgspec.DecodeError:
+        return _explain_batch(body, agent)
+    if any(r.agent != agent for r in records):
+        return _explain_batch(body, agent)
+    return records
+
+
+def _explain_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
+    """The slow path: line by line, collecting every problem with its line number."""
+    malformed: list[Problem] = []
+    invalid: list[Problem] = []
+    foreign: list[Problem] = []
+    records: list[AnyRecord] = []
+    for number, raw in enumerate(body.split(b"\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            record = decode_record(line)
+        except SchemaError as exc:
+            try:
+                value = _any_decoder.decode(line)
+            except msgspec.DecodeError as bad:
+                malformed.append(Problem(number, None, f"malformed JSON: {bad}"))
+                continue
+            invalid.append(Problem(number, _id_of(value), str(exc)))
+            continue
+        if record.agent != agent:
+            foreign.append(Problem(
+                number, record.id,
+                f"record names agent {record.agent!r} but the token belongs to {agent!r}"))
+            continue
+        records.append(record)
+    total = len(malformed) + len(invalid) + len(foreign)
+    every = sorted([*malformed, *invalid, *foreign], key=lambda p: p.line or 0)
+    nothing = "nothing of this batch was stored"
+    if malformed:
+        return Rejection(400, f"{len(malformed)} line(s) are not JSON ({total} bad line(s) in "
+                              f"all); {nothing}", every)
+    if invalid:
+        return Rejection(422, f"{len(invalid)} line(s) do not fit the result schema ({total} "
+                              f"bad line(s) in all); {nothing}", every)
+    if foreign:
+        return Rejection(403, f"{len(foreign)} record(s) name another agent than the token's "
+                              f"({agent!r}); an agent writes only in its own name; {nothing}",
+                         every)
+    return records
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+async def _read_body(request: Request, limit: int) -> bytes | Rejection:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            return Rejection(400, f"Content-Length {declared!r} is not a number")
+        if length > limit:
+            await _drain(request, length if length <= 2 * limit else 0)
+            return _too_large(limit, f"Content-Length is {length} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            await _drain(request, 2 * limit - size)
+            return _too_large(limit, f"the body passed {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _drain(request: Request, budget: int) -> None:
+    """Read and drop up to ``budget`` more bytes of a refused body.
+
+    A client that is still sending when the server closes gets a reset and
+    may never read the 413; reading a bounded amount more (the body up to
+    twice the limit) lets a well-behaved client see why.  Past that the
+    connection is simply closed.
+    """
+    if budget <= 0:
+        return
+    async for chunk in request.stream():
+        budget -= len(chunk)
+        if budget < 0:
+            return
+
+
+def _too_large(limit: int, what: str) -> Rejection:
+    return Rejection(413, f"{what}; the limit is {limit} bytes ({limit / 2**20:g} MiB): "
+                          "send smaller batches; nothing of this batch was stored",
+                     headers={"Connection": "close"})
+
+
+def _ingest(store: Store, body: bytes, agent: str) -> Response:
+    checked = check_batch(body, agent)
+    if isinstance(checked, Rejection):
+        log.warning("batch from %s refused (%d): %s", agent, checked.status, checked.error)
+        return checked.response()
+    result = store.add_records(checked)
+    log.info("batch from %s: %d accepted, %d duplicate(s)", agent, len(result.accepted),
+             len(result.duplicates))
+    answer = {"accepted": len(result.accepted), "duplicates": len(result.duplicates),
+              "ids": [r.id for r in checked]}
+    return Response(_json.encode(answer), media_type="application/json")
+
+
+def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               ingest_threads: int = 3, close_store: bool = False) -> Starlette:
+    """The collector's ASGI app, writing to ``store``.
+
+    The caller owns (and closes) the store, unless ``close_store``: then the
+    app closes it at lifespan shutdown (for servers that build the app, such
+    as uvicorn's worker processes).
+    """
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
+    # Decoding and validating is pure Python under the GIL and the store has
+    # one writer: a few threads keep one batch decoding while another is being
+    # written (SQLite releases the GIL); forty would only fight over the GIL.
+    limiter = anyio.CapacityLimiter(ingest_threads)
+
+    async def post_records(request: Request) -> Response:
+        token = _bearer(request)
+        if token is None:
+            return Rejection(401, "no bearer token: send 'Authorization: Bearer TOKEN' (create "
+                                  "one with 'netvantage collector add-agent NAME')",
+                             headers={"WWW-Authenticate": "Bearer"}).response()
+        agent = await run_in_threadpool(store.agent_for_token, token)
+        if agent is None:
+            return Rejection(401, "unknown token: no agent holds it (was it rotated?)",
+                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+                             ).response()
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != CONTENT_TYPE:
+            return Rejection(415, f"content type {media or 'none'!r} is not {CONTENT_TYPE!r} "
+                                  "(JSON Lines, one record per line)").response()
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except ClientDisconnect:
+            log.warning("batch from %s: the client went away mid-body; nothing stored", agent)
+            return Response(status_code=400)  # nobody is left to read it
+        if isinstance(body, Rejection):
+            log.warning("batch from %s refused (413): %s", agent, body.error)
+            return body.response()
+        return await anyio.to_thread.run_sync(_ingest, store, body, agent, limiter=limiter)
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"ok":true}', media_type="application/json")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Unknown paths and methods answer in the same JSON shape as refusals.
+        assert isinstance(exc, HTTPException)
+        return Rejection(exc.status_code, str(exc.detail), headers=dict(exc.headers or {})
+                         ).response()
+
+    routes = [
+        Route("/v1/records", post_records, methods=["POST"]),
+        Route("/v1/health", health, methods=["GET"]),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_store:
+                store.close()
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error},
+                     lifespan=lifespan)

@@ -1,0 +1,175 @@
+"""The store's records as files for analysis: Parquet, JSON Lines, CSV.
+
+* **Parquet**: a dataset partitioned by kind and by UTC date of ``started_at``
+  (hive style, ``OUT/kind=ping/date=2026-11-28/part-0.parquet``), so a reader
+  (pyarrow, pandas, Dask) loads one kind and a range of days without opening
+  the rest.  Columns: the envelope flattened (:data:`ENVELOPE` less ``kind``,
+  which is the partition key) and ``body``, the kind's body as a JSON string.
+  Times are ``timestamp[us, UTC]``.
+* **JSON Lines**: the records exactly as the schema writes them.
+* **CSV**: the envelope columns and ``body`` as JSON text.
+
+Files are written whole or not at all (a temporary name, then a rename), so a
+reader never sees half an export.  pyarrow is imported only for Parquet.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import msgspec
+
+from ..results import write_jsonl
+from .store import Store, StoredRow, StoreError
+
+__all__ = ["ENVELOPE", "FORMATS", "export", "export_csv", "export_jsonl", "export_parquet",
+           "flat_row"]
+
+FORMATS = ("parquet", "jsonl", "csv")
+Format = Literal["parquet", "jsonl", "csv"]
+
+#: The flattened columns, in order; ``body`` follows them.
+ENVELOPE = ("id", "schema", "kind", "agent", "region", "target", "address", "started_at",
+            "duration_ms", "status", "error", "source", "received_at")
+
+_json = msgspec.json.Encoder()
+
+
+def flat_row(row: StoredRow) -> dict[str, Any]:
+    """One stored record as envelope columns plus ``body`` (JSON text)."""
+    r = row.record
+    return {
+        "id": r.id, "schema": r.schema, "kind": r.kind, "agent": r.agent, "region": r.region,
+        "target": r.target, "address": r.address, "started_at": r.started_at,
+        "duration_ms": r.duration_ms, "status": r.status, "error": r.error,
+        "source": r.source, "received_at": datetime.fromisoformat(row.received_at),
+        "body": _json.encode(r.body).decode("utf-8"),
+    }
+
+
+def export_jsonl(store: Store, out: str | Path | IO[bytes], *, kind: str | None = None,
+                 since: datetime | None = None) -> int:
+    """Records as JSON Lines; returns how many."""
+    return write_jsonl(store.iter_records(kind=kind, since=since), out)
+
+
+def export_csv(store: Store, out: str | Path | IO[bytes], *, kind: str | None = None,
+               since: datetime | None = None) -> int:
+    """Envelope columns and the body as JSON; returns how many rows (header excluded)."""
+    if not isinstance(out, str | Path):
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        try:
+            return _write_csv(store, text, kind, since)
+        finally:
+            text.detach()
+    path = Path(out)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            n = _write_csv(store, fh, kind, since)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def _write_csv(store: Store, fh: IO[str], kind: str | None, since: datetime | None) -> int:
+    writer = csv.writer(fh)
+    writer.writerow([*ENVELOPE, "body"])
+    n = 0
+    for row in store.iter_rows(kind=kind, since=since):
+        flat = flat_row(row)
+        for key in ("started_at", "received_at"):
+            flat[key] = flat[key].isoformat().replace("+00:00", "Z")
+        writer.writerow(["" if flat[c] is None else flat[c] for c in (*ENVELOPE, "body")])
+        n += 1
+    return n
+
+
+def _partitions(store: Store, kind: str | None, since: datetime | None, size: int
+                ) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
+    """(kind, date, rows) chunks of at most ``size`` rows.
+
+    The store yields rows ordered by kind then ``started_at``, so each
+    (kind, date) arrives as one run and memory holds one chunk at a time.
+    """
+    key: tuple[str, str] | None = None
+    rows: list[dict[str, Any]] = []
+    for stored in store.iter_rows(kind=kind, since=since):
+        flat = flat_row(stored)
+        here = (flat["kind"], flat["started_at"].date().isoformat())
+        if key is not None and (here != key or len(rows) >= size):
+            yield key[0], key[1], rows
+            rows = []
+        key = here
+        rows.append(flat)
+    if key is not None and rows:
+        yield key[0], key[1], rows
+
+
+def export_parquet(store: Store, out_dir: str | Path, *, kind: str | None = None,
+                   since: datetime | None = None, rows_per_file: int = 250_000
+                   ) -> dict[tuple[str, str], int]:
+    """A hive-partitioned Parquet dataset; returns rows per (kind, date).
+
+    ``out_dir`` must not exist yet (or be empty): the dataset is built beside
+    it and renamed into place when complete.
+    """
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StoreError(f"{out} already exists and is not an empty directory; "
+                         "remove it or choose another -o")
+    utc = pa.timestamp("us", tz="UTC")
+    schema = pa.schema([
+        ("id", pa.string()), ("schema", pa.int32()), ("agent", pa.string()),
+        ("region", pa.string()), ("target", pa.string()), ("address", pa.string()),
+        ("started_at", utc), ("duration_ms", pa.float64()), ("status", pa.string()),
+        ("error", pa.string()), ("source", pa.string()), ("received_at", utc),
+        ("body", pa.string()),
+    ])
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    written: dict[tuple[str, str], int] = {}
+    try:
+        tmp.mkdir(parents=True)
+        files: dict[tuple[str, str], int] = {}
+        for k, day, rows in _partitions(store, kind, since, rows_per_file):
+            part_dir = tmp / f"kind={k}" / f"date={day}"
+            part_dir.mkdir(parents=True, exist_ok=True)
+            number = files.get((k, day), 0)
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema),
+                           part_dir / f"part-{number}.parquet")
+            files[(k, day)] = number + 1
+            written[(k, day)] = written.get((k, day), 0) + len(rows)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def export(store: Store, fmt: Format, out: str | Path | IO[bytes], *, kind: str | None = None,
+           since: datetime | None = None) -> int:
+    """Any format; returns the number of records written."""
+    if fmt == "parquet":
+        if not isinstance(out, str | Path):
+            raise StoreError("Parquet is a directory of files: give -o DIR, not a stream")
+        return sum(export_parquet(store, out, kind=kind, since=since).values())
+    if fmt == "jsonl":
+        return export_jsonl(store, out, kind=kind, since=since)
+    if fmt == "csv":
+        return export_csv(store, out, kind=kind, since=since)
+    raise StoreError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")

@@ -1,0 +1,206 @@
+"""Agents in lab regions upload to a collector in a lab data centre: a campaign lands with
+the right counts; kill -9 of the agent and an outage of the collector lose and duplicate
+nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import NETVANTAGE
+from netvantage.agent.spool import Spool
+from netvantage.results import decode_record
+
+pytestmark = pytest.mark.lab
+PORT = 8750
+
+
+class Collector:
+    """``netvantage collector serve`` inside the dc-ams namespace, at its node address."""
+
+    def __init__(self, lab, store: Path) -> None:
+        self.lab, self.store = lab, store
+        self.host = lab.topology.nodes["dc-ams"].v4
+        self.url = f"http://{self.host}:{PORT}"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.ns("dc-ams"), NETVANTAGE, "collector", "serve",
+             "--store", str(self.store), "--host", self.host, "--port", str(PORT)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        probe = ("import http.client,sys\n"
+                 f"c=http.client.HTTPConnection('{self.host}',{PORT},timeout=1)\n"
+                 "c.request('GET','/v1/health'); sys.exit(c.getresponse().status!=200)")
+        for _ in range(100):
+            ok = subprocess.run(["ip", "netns", "exec", self.lab.ns("dc-ams"), sys.executable,
+                                 "-c", probe], capture_output=True, timeout=10).returncode == 0
+            if ok:
+                return
+            time.sleep(0.1)
+        raise AssertionError("collector did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def add_agent(self, name: str) -> str:
+        out = subprocess.run([NETVANTAGE, "collector", "add-agent", name, "--store",
+                              str(self.store)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    def rows(self) -> list[tuple[str, str, str, str, str]]:
+        with sqlite3.connect(self.store) as db:
+            return db.execute("SELECT id, agent, kind, target, json FROM records").fetchall()
+
+
+@pytest.fixture
+def collector(lab, tmp_path):
+    tmp_path.chmod(0o755)
+    c = Collector(lab, tmp_path / "store.sqlite")
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def write_plan(lab, tmp_path: Path, collector: Collector, agent: str, region: str,
+               tests: list[str], interval: float = 5.0) -> Path:
+    token = collector.add_agent(agent)
+    (tmp_path / f"{agent}.token").write_text(token)
+    ca = lab.read_state()["ca"]
+    targets = "\n".join(f"""
+[[targets]]
+name = "{dc.name}"
+addresses = ["{dc.v4}"]
+tests = {json.dumps(tests)}
+server_name = "mail.{dc.name}.lab"
+ca_file = "{ca}"
+""" for dc in lab.topology.of_role("dc"))
+    plan = tmp_path / f"{agent}.toml"
+    plan.write_text(f"""
+[agent]
+name = "{agent}"
+region = "{region}"
+spool = "{agent}.spool.sqlite"
+[collector]
+url = "{collector.url}"
+token_file = "{agent}.token"
+upload_interval_s = 0.5
+timeout_s = 5
+[schedule]
+interval_s = {interval}
+start_spread_s = 0.5
+concurrency = 8
+max_starts_per_s = 50
+[defaults]
+ping = {{ count = 3, interval_s = 0.1, timeout_s = 1.0 }}
+tcp = {{ attempts = 2, interval_s = 0.1, timeout_s = 2.0 }}
+trace = {{ probes_per_hop = 1, probe_timeout_s = 1.0, pps = 200 }}
+smtp = {{ timeout_s = 10.0 }}
+{targets}
+""")
+    return plan
+
+
+def run_agent(lab, region: str, plan: Path, duration: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns(region), NETVANTAGE, "agent", "run", "--plan", str(plan),
+         "--audit", "--duration", str(duration), "--status-interval", "5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def audit(plan: Path, agent: str) -> tuple[Counter[tuple[str, str, str]], set[str], int]:
+    spool = Spool(plan.parent / f"{agent}.spool.sqlite")
+    try:
+        rows = spool.audit_ids()
+        depth = spool.depth()
+    finally:
+        spool.close()
+    return Counter((agent, kind, target) for _, kind, target in rows), {r[0] for r in rows}, depth
+
+
+def test_campaign_of_three_agents_lands_with_the_right_counts(lab, collector, tmp_path):
+    regions = {"lun-1": "lun", "jnb-1": "jnb", "lon-1": "lon"}
+    plans = {a: write_plan(lab, tmp_path, collector, a, r,
+                           ["ping", "tcp:25", "smtp:25", "trace"], interval=5.0)
+             for a, r in regions.items()}
+    procs = {a: run_agent(lab, regions[a], plans[a], 20) for a in regions}
+    for proc in procs.values():
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+    stored = Counter((agent, kind, target) for _, agent, kind, target, _ in collector.rows())
+    expected: Counter[tuple[str, str, str]] = Counter()
+    for agent, plan in plans.items():
+        counts, _, depth = audit(plan, agent)
+        assert depth == 0, f"{agent} left {depth} record(s) in its spool"
+        expected += counts
+    assert stored == expected
+    # 3 agents x 3 data centres x 4 tests, each at least 4 times in 20 s at a 5 s interval.
+    assert len(expected) == 36 and min(expected.values()) >= 4, expected
+    for *_, data in collector.rows()[:50]:
+        decode_record(data)
+
+
+def test_kill_9_twenty_times_loses_and_duplicates_nothing(lab, collector, tmp_path):
+    rng = random.Random(20261128)
+    plan = write_plan(lab, tmp_path, collector, "lon-k", "GB-LON", ["ping", "tcp:25"])
+    kills = 0
+    for _ in range(20):
+        proc = run_agent(lab, "lon", plan, 60)
+        time.sleep(rng.uniform(0.3, 2.5))
+        # ip netns exec execs the agent: the pid is the agent's own.
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        kills += 1
+    final = run_agent(lab, "lon", plan, 3)
+    _, err = final.communicate(timeout=60)
+    assert final.returncode == 0, err
+    _counts, ids, depth = audit(plan, "lon-k")
+    rows = collector.rows()
+    stored_ids = [r[0] for r in rows if r[1] == "lon-k"]
+    print(f"\nkill -9 x{kills}: {len(ids)} results spooled, {len(stored_ids)} stored, "
+          f"spool depth {depth}")
+    assert depth == 0
+    assert len(stored_ids) == len(set(stored_ids)), "a record was stored twice"
+    assert set(stored_ids) == ids, "lost or unknown records"
+    for row in rows:
+        decode_record(row[4])  # nothing corrupt
+    assert len(ids) > 20
+
+
+def test_collector_outage_then_drain(lab, collector, tmp_path):
+    plan = write_plan(lab, tmp_path, collector, "jnb-o", "ZA-JNB", ["ping", "tcp:25"])
+    proc = run_agent(lab, "jnb", plan, 24)
+    time.sleep(6)
+    collector.stop()
+    during = len(collector.rows())
+    time.sleep(8)
+    _, _, depth_during = audit(plan, "jnb-o")
+    collector.start()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    _counts, ids, depth = audit(plan, "jnb-o")
+    stored = [r[0] for r in collector.rows() if r[1] == "jnb-o"]
+    print(f"\noutage: {during} stored before, {depth_during} spooled during the outage, "
+          f"{len(stored)} stored in the end of {len(ids)} measured")
+    assert depth_during > 0, "the outage should have left records in the spool"
+    assert depth == 0 and sorted(stored) == sorted(ids)
