@@ -1,0 +1,67 @@
+"""The tidy frames every analysis function takes and returns: their columns, written once.
+
+A :class:`Campaign` holds four frames, built by :mod:`netvantage.analysis.load`
+from JSON Lines, the collector's store or an exported Parquet dataset:
+
+``measurements`` — one row per record
+    id, kind, agent, region, target, address, port (Int64, <NA> for ping/ICMP
+    trace), started_at (datetime64[ns, UTC]), duration_ms, status, ok (bool),
+    source, and the measurement's headline figures (float, NaN when missing):
+    rtt_ms (ping: median RTT; tcp: median connect; trace: median RTT of the
+    destination hop; smtp/imap: total handshake time), rtt_min_ms, loss_ratio
+    (ping: lost/sent; tcp: failed attempts/attempts; trace: destination hop
+    loss), jitter_ms, sent, received (Int64), handshake_ms (smtp/imap: sum of
+    phases when ok), failed_phase, tls_version, cert_verified (boolean, <NA>).
+
+``samples`` — one row per RTT sample (ping echo, tcp attempt)
+    id, kind, region, target, port, started_at, seq, rtt_ms (NaN = lost).
+
+``hops`` — one row per (trace, TTL, responder); a silent TTL is one row with address <NA>
+    id, region, target, started_at, protocol, ttl, address, replies, sent,
+    loss_ratio (of the TTL), rtt_min_ms, rtt_median_ms, icmp_type,
+    is_destination, asn, as_org, country, city, lat, lon.
+
+``phases`` — one row per handshake phase
+    id, kind, region, target, port, mode, started_at, phase, duration_ms (NaN if
+    the phase failed), ok.
+
+``locations`` (given by the user or ``data/locations/``) — one row per place
+    name (a region label or a target name), role ("region" or "dc"), lat, lon,
+    country, continent, iata.
+
+Categorical dtypes are used for the repeated strings (kind, agent, region,
+target, status, phase): the group-bys over millions of rows are made of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["HOP_COLUMNS", "MEASUREMENT_COLUMNS", "PHASE_COLUMNS", "SAMPLE_COLUMNS", "Campaign"]
+
+MEASUREMENT_COLUMNS = (
+    "id", "kind", "agent", "region", "target", "address", "port", "started_at", "duration_ms",
+    "status", "ok", "source", "rtt_ms", "rtt_min_ms", "loss_ratio", "jitter_ms", "sent",
+    "received", "handshake_ms", "failed_phase", "tls_version", "cert_verified",
+)
+SAMPLE_COLUMNS = ("id", "kind", "region", "target", "port", "started_at", "seq", "rtt_ms")
+HOP_COLUMNS = (
+    "id", "region", "target", "started_at", "protocol", "ttl", "address", "replies", "sent",
+    "loss_ratio", "rtt_min_ms", "rtt_median_ms", "icmp_type", "is_destination", "asn",
+    "as_org", "country", "city", "lat", "lon",
+)
+PHASE_COLUMNS = ("id", "kind", "region", "target", "port", "mode", "started_at", "phase",
+                 "duration_ms", "ok")
+LOCATION_COLUMNS = ("name", "role", "lat", "lon", "country", "continent", "iata")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign's results as tidy frames (see the module docstring for the columns)."""
+
+    measurements: pd.DataFrame
+    samples: pd.DataFrame
+    hops: pd.DataFrame
+    phases: pd.DataFrame
