@@ -395,7 +395,10 @@ def run(duration: float) -> int:
                     rollup = smaps_rollup(agent.pid) or rollup
                 if not natives and s.t > 45:  # every probe module has run by now
                     natives = native_modules(agent.pid)
-            time.sleep(1.0 - (time.monotonic() - t0) % 1.0)
+            if not any("measurement(s) every" in line for _, line in reader.lines):
+                time.sleep(0.05)  # fine-grained until start-up is over
+            else:
+                time.sleep(1.0 - (time.monotonic() - t0) % 1.0)
         agent.wait()
         reader.join(timeout=5)
         rc = agent.returncode
@@ -434,7 +437,7 @@ def report(samples: list[Sample], lines: list[tuple[float, str]], rollup: dict[s
     final = next((line for _, line in reversed(lines) if "stopped:" in line), "")
     m = re.search(r"measured (\d+) \(ok (\d+)\).*?spool (\d+).*?uploaded (\d+)", final)
     print(f"\nagent in {PREFIX}-{REGION}: {n_targets} targets x {len(TESTS)} tests = "
-          f"{n_targets * len(TESTS)} jobs, {len(samples)} samples (1/s)")
+          f"{n_targets * len(TESTS)} jobs, {len(samples)} samples (1/s after start-up)")
     print(f"  RSS after start-up ({startup.t:.1f} s, first log line)  {mb(startup.rss_kb):6.1f} MB")
     course = []
     for mark in range(30, int(duration) + 1, 30):

@@ -26,6 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -182,6 +183,10 @@ class Agent:
 
     async def run(self, *, duration_s: float | None = None, drain_s: float = 10.0) -> AgentStats:
         loop = asyncio.get_running_loop()
+        # Spool writes and uploads are the only blocking calls: two threads are
+        # plenty, and each thread more costs a malloc arena's worth of memory.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2,
+                                                     thread_name_prefix="nv-agent"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop.set)
