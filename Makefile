@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed
 
 # What the measurements and the tests need from Debian.
 DEBIAN_PACKAGES := iproute2 nftables iptables iputils-ping iputils-tracepath traceroute \
-                   mtr-tiny tcpdump openssl postfix dovecot-imapd fping scamper
+                   mtr-tiny tcpdump openssl postfix dovecot-imapd fping scamper \
+                   chromium
 
 .PHONY: demo test lint typecheck pytest debian-packages clean
 

@@ -304,6 +304,104 @@ def agent_run(plan_path: Path, duration: float | None, status_interval: float, a
     asyncio.run(main())
 
 
+def _parse_weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            _die(f"--weights: {part!r} is not REGION=NUMBER", EXIT_USAGE)
+    return weights
+
+
+def _load_campaign_and_places(data: tuple[str, ...], locations_path: Path | None) -> Any:
+    from .analysis.geo import locations as read_locations
+    from .analysis.load import LoadError, load
+
+    try:
+        campaign = load(list(data) if len(data) > 1 else data[0])
+        places = read_locations(locations_path) if locations_path else None
+    except (LoadError, SchemaError, OSError) as exc:
+        _die(str(exc), EXIT_USAGE)
+    return campaign, places
+
+
+@cli.command("analyse", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage analyse data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv
+  netvantage analyse results.db --weights ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1
+  netvantage analyse dataset/ --format json > analysis.json
+\b
+DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.""")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="CSV of regions and data centres (name, role, lat, lon "
+              "or iata): enables the physical-bound tests.")
+@click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
+                window: str | None, fmt: str) -> None:
+    """Rank the data centres for the client mix and flag degraded regions, with evidence."""
+    from .analysis.summary import analyse
+
+    campaign, places = _load_campaign_and_places(data, locations_path)
+    result = analyse(campaign, weights=_parse_weights(weights), locations=places, window=window)
+    if fmt == "json":
+        import json as _json
+
+        out = {
+            "weights": result.weights, "winner": result.winner, "notes": result.notes,
+            "ranking": _json.loads(result.ranking.table.to_json(orient="records")),
+            "breakdown": _json.loads(result.ranking.breakdown.to_json(orient="records")),
+            "flags": _json.loads(result.flags.to_json(orient="records", date_format="iso")),
+        }
+        click.echo(_json.dumps(out, indent=2, default=str))
+        return
+    for line in _analysis_text(result):
+        click.echo(line)
+
+
+def _analysis_text(result: Any) -> list[str]:
+    lines = ["Which data centre serves this client mix best?",
+             "  weights: " + ", ".join(f"{r} {w:.2f}" for r, w in result.weights.items()), ""]
+    table = result.ranking.table.sort_values("rank")
+    rows: list[tuple[str, ...]] = [
+        ("RANK", "DATA CENTRE", "SCORE", "95% CI", "P(BEST)", "THRESHOLDS")]
+    for r in table.itertuples():
+        rows.append((str(r.rank), str(r.target), f"{r.score:.0f}",
+                     f"{r.score_lo:.0f}-{r.score_hi:.0f}", f"{r.p_best:.0%}",
+                     "met" if r.meets_thresholds else f"not met: {r.fails}"))
+    lines += _columns(rows)
+    st = result.stability
+    lines += ["", f"winner {st.winner}: stays first in {st.dirichlet_share:.0%} of perturbed "
+              f"weightings, {st.leave_one_out_share:.0%} of leave-one-region-out checks", "",
+              "Per region (cost in ms-equivalents; lower is better):"]
+    b = result.ranking.breakdown
+    rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95", "COST")]
+    for r in b.sort_values(["region", "cost"]).itertuples():
+        rows.append((str(r.region), str(r.target), _fmt(r.rtt_p50_ms), _fmt(r.rtt_p95_ms),
+                     f"{r.loss_pct:.1f}", _fmt(r.handshake_p95_ms), f"{r.cost:.0f}"))
+    lines += _columns(rows)
+    lines += ["", f"Flags ({len(result.flags)}; history window {result.window}):"]
+    if result.flags.empty:
+        lines.append("  none")
+    for (region, target), group in result.flags.groupby(["region", "target"], sort=True):
+        lines.append(f"  {region} -> {target}:")
+        for f in group.itertuples():
+            lines.append(f"    [{f.test}/{f.kind}] {f.evidence}")
+        where = group["where"].dropna()
+        if not where.empty:
+            lines.append(f"    where: {where.iloc[0]}")
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    return lines
+
+
 def _trace_table(records: Sequence[AnyRecord]) -> list[str]:
     lines: list[str] = []
     for r in records:

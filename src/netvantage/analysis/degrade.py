@@ -1,0 +1,407 @@
+"""Flag degraded (region, data centre) paths, each flag with its evidence.
+
+Pure functions over the ``measurements`` frame (see :mod:`netvantage.analysis.frames`).
+Three tests, each run per (region, target, kind) for the kinds that carry an RTT and a loss
+ratio (ping and tcp by default):
+
+``peers``
+    The region is worse than the other regions measuring the same data centre, after allowing
+    for distance.  Distance is allowed for by one campaign-wide line fitted robustly
+    (Theil–Sen) through every pair's median RTT against its physical floor,
+    ``expected = a + b × floor_ms`` (``b`` is the typical inflation, ``a`` the fixed overhead
+    of last miles and equipment, which a plain ratio would blow up on short paths).  A pair's
+    *residual* is its RTT minus that line; the region's median residual is compared with the
+    median of the other regions' residuals to the same data centre.  Significance: a
+    one-sided Mann–Whitney U of the region's per-record residuals against its peers'.  Loss:
+    an exact one-sided binomial test of the region's lost packets against the peers' median
+    loss ratio.
+
+``bound``
+    The pair's minimum RTT is far above what the campaign's typical inflation gives for its
+    distance (the same line, fitted through minimum RTTs: a detour).  Significance: a sign
+    test on the per-record minimum RTTs against the line.
+
+``history``
+    The pair is worse than its own recent past: the records are cut into ``window``-long
+    windows; at each boundary leaving at least ``min_windows`` windows on each side the
+    records before and after are compared (Mann–Whitney U for RTT, Fisher's exact test on lost
+    and received packets for loss), the p-value multiplied by the number of boundaries
+    tried (Bonferroni) and the best boundary kept.  ``since`` is the start of the first window
+    after it.
+
+A flag needs all of: an adjusted p-value below ``alpha``; an effect of at least
+``min_effect_ms`` *and* ``min_effect_ratio`` of the reference RTT (loss: ``min_loss`` in
+absolute terms and twice the reference); for peers and bound also a robust z-score (effect
+over 1.4826 × the campaign-wide MAD of residuals, at least ``min_scale_ms``) of at least
+``z_min``.  The p-values of peers and bound are multiplied by the number of pairs tested
+(Bonferroni).  The effect guards are what keep a healthy campaign quiet: with hundreds of
+records a few milliseconds of real difference is "significant" but is not a degradation.
+
+Peers and bound need the physical floor of each pair: pass ``inflation`` (the frame of
+:func:`netvantage.analysis.geo.inflation`: region, target, floor_ms or distance_km, …).
+Without it only the loss-vs-peers and the history tests run.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats
+
+__all__ = ["FLAG_COLUMNS", "degradation_flags"]
+
+FLAG_COLUMNS = ("region", "target", "kind", "metric", "test", "value", "reference", "effect",
+                "evidence", "since", "p_value", "where")
+
+FloatArray = npt.NDArray[np.float64]
+
+# Columns of a path-evidence frame (paths.where_it_starts) worth quoting, in this order.
+_WHERE_COLUMNS = ("ttl", "address", "asn", "as_org", "city", "country", "metric", "jump_ms",
+                  "share", "how_often")
+
+
+def degradation_flags(
+    measurements: pd.DataFrame,
+    *,
+    inflation: pd.DataFrame | None = None,
+    path_evidence: pd.DataFrame | Mapping[tuple[str, str], str] | None = None,
+    window: str | pd.Timedelta = "5min",
+    alpha: float = 0.001,
+    kinds: tuple[str, ...] = ("ping", "tcp"),
+    min_effect_ms: float = 10.0,
+    min_effect_ratio: float = 0.25,
+    min_loss: float = 0.01,
+    z_min: float = 3.0,
+    min_scale_ms: float = 5.0,
+    min_windows: int = 3,
+    min_records: int = 5,
+) -> pd.DataFrame:
+    """One row per flag (columns :data:`FLAG_COLUMNS`), empty when all is well.
+
+    ``value`` and ``reference`` are the pair's figure and what it is compared with (ms for
+    RTT, a ratio for loss), ``effect`` their difference, ``evidence`` the same in words,
+    ``since`` the start of a change (history only), ``p_value`` the adjusted p-value, and
+    ``where`` the place on the path where latency or loss first jumps, from
+    ``path_evidence`` when given: a frame with region and target columns (such as a list of
+    :func:`netvantage.analysis.paths.where_it_starts` results, whose ``jump_evidence`` and
+    ``loss_evidence`` sentences are quoted; other frames have their hop columns listed), or
+    a mapping (region, target) → text.
+
+    Defaults: ``alpha`` = 0.001 and the effect guards (10 ms and 25 % of the reference; 1
+    percentage point of loss) make false flags rare on a healthy campaign; ``window`` = 5 min
+    suits a campaign of hours — choose about a tenth of the campaign's length, with
+    ``min_windows`` = 3 windows on each side of a change.
+    """
+    missing = {"kind", "region", "target", "started_at", "rtt_ms", "rtt_min_ms",
+               "loss_ratio"} - set(measurements.columns)
+    if missing:
+        raise ValueError(f"measurements lack the columns {sorted(missing)}")
+    opts = _Options(alpha, min_effect_ms, min_effect_ratio, min_loss, z_min, min_scale_ms,
+                    min_windows, min_records)
+    data = measurements[measurements["kind"].astype(str).isin(kinds)]
+    flags: list[dict[str, Any]] = []
+    floors = _floors(inflation) if inflation is not None else None
+    for kind, frame in data.groupby(data["kind"].astype(str), sort=True):
+        frame = _with_counts(frame)
+        if floors is not None:
+            flags += _peers_rtt(frame, str(kind), floors, opts)
+            flags += _bound(frame, str(kind), floors, opts)
+        flags += _peers_loss(frame, str(kind), opts)
+        flags += _history(frame, str(kind), pd.Timedelta(window), opts)
+    out = pd.DataFrame(flags, columns=list(FLAG_COLUMNS))
+    out["since"] = pd.to_datetime(out["since"], utc=True)
+    out["where"] = [_where(path_evidence, r, t) for r, t in
+                    zip(out["region"], out["target"], strict=True)]
+    out["where"] = out["where"].astype("string")
+    return out.sort_values(["region", "target", "kind", "test", "metric"],
+                           kind="stable").reset_index(drop=True)
+
+
+class _Options:
+    __slots__ = ("alpha", "min_effect_ms", "min_effect_ratio", "min_loss", "min_records",
+                 "min_scale_ms", "min_windows", "z_min")
+
+    def __init__(self, alpha: float, min_effect_ms: float, min_effect_ratio: float,
+                 min_loss: float, z_min: float, min_scale_ms: float, min_windows: int,
+                 min_records: int) -> None:
+        self.alpha = alpha
+        self.min_effect_ms = min_effect_ms
+        self.min_effect_ratio = min_effect_ratio
+        self.min_loss = min_loss
+        self.z_min = z_min
+        self.min_scale_ms = min_scale_ms
+        self.min_windows = min_windows
+        self.min_records = min_records
+
+    def big_rtt(self, effect: float, reference: float) -> bool:
+        return bool(effect >= self.min_effect_ms
+                    and effect >= self.min_effect_ratio * max(reference, 0.0))
+
+    def big_loss(self, value: float, reference: float) -> bool:
+        return bool(value - reference >= self.min_loss and value >= 2.0 * reference)
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+def _floors(inflation: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(region, target) → round-trip floor in ms (1 ms per 100 km when only distance is given)."""
+    if "floor_ms" in inflation.columns:
+        floor = inflation["floor_ms"].astype("float64")
+    elif "distance_km" in inflation.columns:
+        floor = inflation["distance_km"].astype("float64") / 100.0
+    else:
+        raise ValueError("inflation needs a floor_ms or a distance_km column")
+    return {(str(r), str(t)): float(f)
+            for r, t, f in zip(inflation["region"], inflation["target"], floor, strict=True)
+            if np.isfinite(f)}
+
+
+def _with_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add lost and trials: from sent and loss_ratio, one trial per record without ``sent``."""
+    loss = frame["loss_ratio"].astype("float64")
+    if "sent" in frame.columns:
+        trials = pd.to_numeric(frame["sent"], errors="coerce").astype("float64").fillna(1.0)
+    else:
+        trials = pd.Series(1.0, index=frame.index)
+    trials = trials.where(loss.notna(), 0.0).clip(lower=0.0)
+    lost = (loss.fillna(0.0) * trials).round()
+    frame = frame.assign(_lost=lost, _trials=trials,
+                         _rtt=frame["rtt_ms"].astype("float64"),
+                         _rtt_min=frame["rtt_min_ms"].astype("float64").fillna(
+                             frame["rtt_ms"].astype("float64")))
+    return frame
+
+
+def _fit_line(floor: FloatArray, rtt: FloatArray) -> tuple[float, float]:
+    """Robust ``rtt ≈ a + b × floor`` (Theil–Sen); b = 1 and a = median excess if degenerate."""
+    ok = np.isfinite(floor) & np.isfinite(rtt)
+    floor, rtt = floor[ok], rtt[ok]
+    if len(np.unique(floor)) >= 3:
+        slope, intercept, _, _ = stats.theilslopes(rtt, floor)
+        if np.isfinite(slope) and slope > 0:
+            return float(intercept), float(slope)
+    if len(rtt) == 0:
+        return 0.0, 1.0
+    return float(np.median(rtt - floor)), 1.0
+
+
+def _mad_scale(residuals: FloatArray, minimum: float) -> float:
+    residuals = residuals[np.isfinite(residuals)]
+    if len(residuals) == 0:
+        return minimum
+    mad = float(np.median(np.abs(residuals - np.median(residuals))))
+    return max(1.4826 * mad, minimum)
+
+
+def _pairs(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    return {(str(r), str(t)): g for (r, t), g in
+            frame.groupby([frame["region"].astype(str), frame["target"].astype(str)],
+                          sort=True)}
+
+
+def _flag(region: str, target: str, kind: str, metric: str, test: str, value: float,
+          reference: float, evidence: str, p: float, since: Any = None) -> dict[str, Any]:
+    return {"region": region, "target": target, "kind": kind, "metric": metric, "test": test,
+            "value": value, "reference": reference, "effect": value - reference,
+            "evidence": evidence, "since": since, "p_value": p, "where": None}
+
+
+def _one_sided_mwu(worse: FloatArray, better: FloatArray) -> float:
+    worse = worse[np.isfinite(worse)]
+    better = better[np.isfinite(better)]
+    if len(worse) == 0 or len(better) == 0:
+        return 1.0
+    return float(stats.mannwhitneyu(worse, better, alternative="greater").pvalue)
+
+
+# ---------------------------------------------------------------------------------------
+# The tests
+
+
+def _peers_rtt(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], float],
+               opts: _Options) -> list[dict[str, Any]]:
+    pairs = {k: g for k, g in _pairs(frame).items()
+             if k in floors and int(g["_rtt"].notna().sum()) >= opts.min_records}
+    if len(pairs) < 2:
+        return []
+    keys = list(pairs)
+    floor = np.array([floors[k] for k in keys])
+    median = np.array([float(pairs[k]["_rtt"].median()) for k in keys])
+    a, b = _fit_line(floor, median)
+    resid = median - (a + b * floor)
+    scale = _mad_scale(resid, opts.min_scale_ms)
+    candidates = []
+    for i, (region, target) in enumerate(keys):
+        peers = [j for j, k in enumerate(keys) if k[1] == target and j != i]
+        if not peers:
+            continue
+        reference = float(np.median(resid[peers]))
+        effect = float(resid[i] - reference)
+        expected = a + b * floor[i] + reference  # the RTT this region would have, like its peers
+        if not (opts.big_rtt(effect, expected) and effect / scale >= opts.z_min):
+            continue
+        own = pairs[keys[i]]["_rtt"].to_numpy(dtype=np.float64) - (a + b * floor[i])
+        theirs = np.concatenate([pairs[keys[j]]["_rtt"].to_numpy(dtype=np.float64)
+                                 - (a + b * floor[j]) for j in peers])
+        p = _one_sided_mwu(own, theirs)
+        peer_rtts = ", ".join(f"{keys[j][0]} {median[j]:.0f} ms" for j in peers)
+        evidence = (f"median RTT {median[i]:.0f} ms where peers' excess over distance predicts "
+                    f"{expected:.0f} ms (+{effect:.0f} ms, z={effect / scale:.1f}); peers: "
+                    f"{peer_rtts}; floor {floor[i]:.0f} ms")
+        candidates.append(_flag(region, target, kind, "rtt_ms", "peers", float(median[i]),
+                                float(expected), evidence, p))
+    return _bonferroni(candidates, len(keys), opts.alpha)
+
+
+def _bound(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], float],
+           opts: _Options) -> list[dict[str, Any]]:
+    pairs = {k: g for k, g in _pairs(frame).items()
+             if k in floors and int(g["_rtt_min"].notna().sum()) >= opts.min_records}
+    if len(pairs) < 3:
+        return []
+    keys = list(pairs)
+    floor = np.array([floors[k] for k in keys])
+    minimum = np.array([float(pairs[k]["_rtt_min"].min()) for k in keys])
+    a, b = _fit_line(floor, minimum)
+    expected = a + b * floor
+    resid = minimum - expected
+    scale = _mad_scale(resid, opts.min_scale_ms)
+    candidates = []
+    for i, (region, target) in enumerate(keys):
+        effect = float(resid[i])
+        if not (opts.big_rtt(effect, float(expected[i])) and effect / scale >= opts.z_min):
+            continue
+        values = pairs[keys[i]]["_rtt_min"].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        above = int((values > expected[i]).sum())
+        p = float(stats.binomtest(above, len(values), 0.5, alternative="greater").pvalue)
+        inflation = minimum[i] / floor[i] if floor[i] > 0 else math.inf
+        evidence = (f"minimum RTT {minimum[i]:.0f} ms over a {floor[i]:.0f} ms floor "
+                    f"(inflation {inflation:.1f}) where the campaign's typical inflation "
+                    f"({b:.2f} × floor + {a:.0f} ms) gives {expected[i]:.0f} ms "
+                    f"(+{effect:.0f} ms, z={effect / scale:.1f}): a detour")
+        candidates.append(_flag(region, target, kind, "rtt_min_ms", "bound", float(minimum[i]),
+                                float(expected[i]), evidence, p))
+    return _bonferroni(candidates, len(keys), opts.alpha)
+
+
+def _peers_loss(frame: pd.DataFrame, kind: str, opts: _Options) -> list[dict[str, Any]]:
+    pairs = {k: g for k, g in _pairs(frame).items() if float(g["_trials"].sum()) > 0}
+    lost = {k: float(g["_lost"].sum()) for k, g in pairs.items()}
+    trials = {k: float(g["_trials"].sum()) for k, g in pairs.items()}
+    candidates = []
+    for key in pairs:
+        peers = [k for k in pairs if k[1] == key[1] and k != key]
+        if not peers:
+            continue
+        ratio = lost[key] / trials[key]
+        reference = float(np.median([lost[k] / trials[k] for k in peers]))
+        if not opts.big_loss(ratio, reference):
+            continue
+        # A rate never seen among the peers is taken as half a packet in all they sent.
+        p0 = max(reference, 0.5 / sum(trials[k] for k in peers))
+        p = float(stats.binomtest(int(lost[key]), int(trials[key]), min(p0, 1.0),
+                                  alternative="greater").pvalue)
+        evidence = (f"loss {100 * ratio:.1f} % vs {100 * reference:.1f} % from peers "
+                    f"({', '.join(f'{k[0]} {100 * lost[k] / trials[k]:.1f} %' for k in peers)}; "
+                    f"{int(lost[key])} of {int(trials[key])} lost)")
+        candidates.append(_flag(key[0], key[1], kind, "loss_ratio", "peers", ratio, reference,
+                                evidence, p))
+    return _bonferroni(candidates, len(pairs), opts.alpha)
+
+
+def _history(frame: pd.DataFrame, kind: str, window: pd.Timedelta,
+             opts: _Options) -> list[dict[str, Any]]:
+    flags = []
+    for (region, target), group in _pairs(frame).items():
+        started = pd.to_datetime(group["started_at"], utc=True)
+        bins = started.dt.floor(window)
+        edges = sorted(bins.unique())
+        splits = edges[opts.min_windows:len(edges) - opts.min_windows + 1]
+        if not splits:
+            continue
+        rtt = group["_rtt"].to_numpy(dtype=np.float64)
+        lost = group["_lost"].to_numpy(dtype=np.float64)
+        trials = group["_trials"].to_numpy(dtype=np.float64)
+        best_rtt: tuple[float, Any, float, float] | None = None
+        best_loss: tuple[float, Any, float, float] | None = None
+        for edge in splits:
+            after = (bins >= edge).to_numpy(dtype=bool)
+            before_rtt, after_rtt = rtt[~after], rtt[after]
+            if (np.isfinite(before_rtt).sum() >= opts.min_records
+                    and np.isfinite(after_rtt).sum() >= opts.min_records):
+                p = _one_sided_mwu(after_rtt, before_rtt)
+                if best_rtt is None or p < best_rtt[0]:
+                    best_rtt = (p, edge, float(np.nanmedian(before_rtt)),
+                                float(np.nanmedian(after_rtt)))
+            lb, tb = lost[~after].sum(), trials[~after].sum()
+            la, ta = lost[after].sum(), trials[after].sum()
+            if tb > 0 and ta > 0:
+                table = np.array([[la, ta - la], [lb, tb - lb]], dtype=np.int64)
+                p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+                if best_loss is None or p < best_loss[0]:
+                    best_loss = (p, edge, lb / tb, la / ta)
+        n = len(splits)
+        if best_rtt is not None:
+            p, edge, before, after_value = best_rtt
+            p = min(1.0, p * n)
+            if p < opts.alpha and opts.big_rtt(after_value - before, before):
+                evidence = (f"median RTT {after_value:.0f} ms since {edge:%Y-%m-%d %H:%M:%S} "
+                            f"vs {before:.0f} ms before (+{after_value - before:.0f} ms)")
+                flags.append(_flag(region, target, kind, "rtt_ms", "history", after_value,
+                                   before, evidence, p, edge))
+        if best_loss is not None:
+            p, edge, before, after_value = best_loss
+            p = min(1.0, p * n)
+            if p < opts.alpha and opts.big_loss(after_value, before):
+                evidence = (f"loss {100 * after_value:.1f} % since {edge:%Y-%m-%d %H:%M:%S} "
+                            f"vs {100 * before:.1f} % before")
+                flags.append(_flag(region, target, kind, "loss_ratio", "history", after_value,
+                                   before, evidence, p, edge))
+    return flags
+
+
+def _bonferroni(candidates: list[dict[str, Any]], m: int, alpha: float) -> list[dict[str, Any]]:
+    kept = []
+    for flag in candidates:
+        flag["p_value"] = min(1.0, flag["p_value"] * m)
+        if flag["p_value"] < alpha:
+            kept.append(flag)
+    return kept
+
+
+def _where(evidence: pd.DataFrame | Mapping[tuple[str, str], str] | None, region: str,
+           target: str) -> str | None:
+    if evidence is None:
+        return None
+    if isinstance(evidence, pd.DataFrame):
+        rows = evidence[(evidence["region"].astype(str) == region)
+                        & (evidence["target"].astype(str) == target)]
+        if rows.empty:
+            return None
+        row = rows.iloc[0]
+        # paths.where_it_starts writes its findings as sentences: quote those when present.
+        sentences = [str(row[c]) for c in ("jump_evidence", "loss_evidence")
+                     if c in rows.columns and not _isna(row[c]) and str(row[c])]
+        if sentences:
+            return "; ".join(sentences)
+        parts = [f"{c} {row[c]}" for c in _WHERE_COLUMNS
+                 if c in rows.columns and not _isna(row[c])]
+        return ", ".join(parts) if parts else None
+    text = evidence.get((region, target))
+    return None if text is None else str(text)
+
+
+def _isna(value: Any) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pd.isna(value)
+    return bool(result) if isinstance(result, bool | np.bool_) else False

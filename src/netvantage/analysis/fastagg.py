@@ -1,0 +1,230 @@
+"""Per-group RTT statistics over the ``samples`` frame, fast enough for tens of millions of rows.
+
+:func:`sample_quantiles` computes what ``samples.groupby(by)["rtt_ms"]`` would give for
+count, lost, loss ratio, mean and exact quantiles, with the same numbers as pandas
+(linear interpolation, ``quantile_cont`` in SQL terms), but without pandas' group-by
+machinery:
+
+1. every key column becomes integer codes: a categorical column's codes are used as they
+   are (free; the ``samples`` frame stores its repeated strings as categoricals), any other
+   column is factorized once (the slow step on strings, which is why categoricals matter);
+2. the codes are combined into one small integer group code per row;
+3. counts, lost counts and sums come from :func:`numpy.bincount`;
+4. the received RTTs are ordered by group code with a stable sort (a radix sort for 8- and
+   16-bit codes, linear time) and each group's quantiles are read from its slice with
+   :func:`numpy.partition` at the two order statistics around each quantile's position,
+   which is cheaper than sorting the slice.
+
+Measured on a 10-million-row campaign (``bench/analysis_scale.py``) this is several times
+faster than ``groupby(...).quantile`` and needs a fraction of its memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["quantile_column", "sample_quantiles"]
+
+# Combined group codes are used directly when there are at most this many possible key
+# combinations (the product of the key cardinalities); beyond it the observed combinations
+# are numbered first, so that the per-group arrays stay as small as the result.
+_DENSE_LIMIT = 1 << 20
+
+
+def quantile_column(q: float) -> str:
+    """The result column of quantile ``q``: 0.5 → ``p50``, 0.999 → ``p99.9``."""
+    return f"p{round(q * 100, 6):g}"
+
+
+def _codes(column: pd.Series) -> tuple[npt.NDArray[np.integer], pd.Index]:
+    """Integer codes (−1 for a missing key) and the values they stand for."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), pd.Index(column.cat.categories)
+    codes, uniques = pd.factorize(column, sort=True, use_na_sentinel=True)
+    return np.asarray(codes), pd.Index(uniques)
+
+
+def _key_column(
+    source: pd.Series,
+    values: pd.Index,
+    codes: npt.NDArray[np.int64],
+) -> object:
+    """The result's key column, in the input column's dtype."""
+    if isinstance(source.dtype, pd.CategoricalDtype):
+        return pd.Categorical.from_codes(codes, dtype=source.dtype)
+    return pd.Series(values.take(codes), dtype=source.dtype)
+
+
+def _group_order(
+    group: npt.NDArray[np.intp], n_groups: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """The rows ordered by group (stably; rows of group −1 left out) and each group's size.
+
+    pandas' counting sort (what its own group-bys use) is linear and several times faster
+    than numpy's stable argsort; numpy's is the fallback should pandas move it.
+    """
+    try:
+        from pandas._libs.algos import groupsort_indexer  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - a private pandas function
+        valid = group >= 0
+        sizes = np.bincount(group[valid], minlength=n_groups).astype(np.int64)
+        order = np.argsort(group, kind="stable")[len(group) - int(sizes.sum()):]
+        return order, sizes
+    order, counts = groupsort_indexer(group, n_groups)
+    return order[int(counts[0]):], np.asarray(counts[1:], dtype=np.int64)
+
+
+def _segment_statistics(
+    values: npt.NDArray[np.float64],
+    starts: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    received: npt.NDArray[np.int64],
+    qs: Sequence[float],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean and exact quantiles (linear interpolation) of each group's received values.
+
+    Group i is ``values[starts[i]:starts[i] + sizes[i]]`` (NaN for a lost sample,
+    ``received[i]`` not NaN), reordered in place.  Returns the means (groups) and the
+    quantiles (groups × quantiles), NaN for a group without a received value.
+    """
+    means = np.full(len(sizes), np.nan)
+    out = np.full((len(sizes), len(qs)), np.nan)
+    q = np.asarray(qs, dtype=np.float64)
+    groups = zip(starts.tolist(), sizes.tolist(), received.tolist(), strict=True)
+    for i, (start, size, n) in enumerate(groups):
+        segment = values[start:start + size]
+        if n == 0:
+            continue
+        position = q * (n - 1)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, n - 1)
+        # NaN sorts last, so with n − 1 among the kth the received values are segment[:n].
+        segment.partition(np.unique(np.concatenate([low, high, [n - 1]])))
+        below = segment[low]
+        above = segment[high]
+        # The same formula as numpy's "linear" method (and pandas'): exact at the ends.
+        out[i] = below + (above - below) * (position - low)
+        means[i] = segment[:n].sum() / n
+    return means, out
+
+
+def sample_quantiles(
+    samples: pd.DataFrame,
+    by: Sequence[str] = ("region", "target", "kind"),
+    qs: Sequence[float] = (0.5, 0.9, 0.95, 0.99),
+    value: str = "rtt_ms",
+) -> pd.DataFrame:
+    """Per-group sample statistics of ``samples[value]`` (NaN = lost).
+
+    One row per observed combination of the ``by`` columns (rows with a missing key are
+    dropped, as ``groupby`` does), sorted by the keys, with the ``by`` columns (in their
+    input dtypes) then:
+
+    ``count``       samples in the group, lost ones included (int64)
+    ``lost``        samples whose value is NaN (int64)
+    ``loss_ratio``  lost / count
+    ``mean``        mean of the received values (NaN if all were lost)
+    ``p50`` …       exact quantiles of the received values, linear interpolation between
+                    order statistics (pandas' and numpy's default, ``quantile_cont`` in
+                    DuckDB); NaN if all were lost.  Named by :func:`quantile_column`.
+    """
+    by = list(by)
+    qs = [float(q) for q in qs]
+    if not by:
+        raise ValueError("sample_quantiles needs at least one key column")
+    if any(not 0.0 <= q <= 1.0 for q in qs):
+        raise ValueError(f"quantiles must be within [0, 1]: {qs}")
+
+    codes: list[npt.NDArray[np.integer]] = []
+    values: list[pd.Index] = []
+    for name in by:
+        c, v = _codes(samples[name])
+        codes.append(c)
+        values.append(v)
+    sizes = [max(len(v), 1) for v in values]
+    n_combinations = int(np.prod(np.asarray(sizes, dtype=np.float64)))
+
+    # One group code per row: the keys' codes in mixed radix (row-major, so that the
+    # group codes sort as the key tuples do), −1 for a row with a missing key (dropped).
+    rtt = samples[value].to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.zeros(len(samples), dtype=bool)
+    for c in codes:
+        missing |= c < 0
+    any_missing = bool(missing.any())
+    first_row: npt.NDArray[np.intp] | None = None
+    if n_combinations <= _DENSE_LIMIT:
+        group = np.zeros(len(samples), dtype=np.intp)
+        for c, size in zip(codes, sizes, strict=True):
+            group *= size
+            group += c
+        if any_missing:
+            group[missing] = -1
+        n_groups = n_combinations
+        combination = np.arange(n_groups, dtype=np.int64)
+    else:
+        # Too many possible combinations for dense per-group arrays: number the observed.
+        if any_missing:
+            keep = ~missing
+            rtt = rtt[keep]
+            codes = [c[keep] for c in codes]
+        if n_combinations < 1 << 62:
+            mixed = np.zeros(len(rtt), dtype=np.int64)
+            for c, size in zip(codes, sizes, strict=True):
+                mixed *= size
+                mixed += c
+            combination, inverse = np.unique(mixed, return_inverse=True)
+            del mixed
+        else:
+            # Mixed-radix codes would overflow: let pandas number the groups (sorted by key).
+            keyed = pd.DataFrame(dict(enumerate(codes)))
+            numbers = keyed.groupby(list(keyed.columns), sort=True).ngroup().to_numpy()
+            combination, first_row, inverse = np.unique(
+                numbers, return_index=True, return_inverse=True)
+        group = np.asarray(inverse, dtype=np.intp)
+        n_groups = len(combination)
+    del missing
+
+    order, count = _group_order(group, n_groups)
+    lost_rows = np.isnan(rtt)
+    if any_missing and n_combinations <= _DENSE_LIMIT:
+        lost_rows &= group >= 0
+    lost_all = np.bincount(group[lost_rows], minlength=n_groups).astype(np.int64)
+    del lost_rows, group
+    values_by_group = rtt.take(order)
+    del order
+    starts = np.zeros(n_groups, dtype=np.int64)
+    np.cumsum(count[:-1], out=starts[1:])
+    observed = np.flatnonzero(count)
+    mean, quantiles = _segment_statistics(
+        values_by_group, starts[observed], count[observed], count[observed] - lost_all[observed],
+        qs)
+    del values_by_group
+
+    key_codes: list[npt.NDArray[np.int64]] = []
+    if first_row is not None:
+        key_codes = [np.asarray(c[first_row[observed]], dtype=np.int64) for c in codes]
+    else:
+        # The key codes back from the combination numbers (mixed radix, last key fastest).
+        remaining = np.asarray(combination[observed], dtype=np.int64)
+        for size in reversed(sizes):
+            key_codes.append(remaining % size)
+            remaining = remaining // size
+        key_codes.reverse()
+
+    count_o = count[observed]
+    lost = lost_all[observed]
+    columns: dict[str, object] = {
+        name: _key_column(samples[name], v, c)
+        for name, v, c in zip(by, values, key_codes, strict=True)
+    }
+    columns["count"] = count_o
+    columns["lost"] = lost
+    columns["loss_ratio"] = lost / count_o
+    columns["mean"] = mean
+    for j, q in enumerate(qs):
+        columns[quantile_column(q)] = quantiles[:, j]
+    return pd.DataFrame(columns)

@@ -1,0 +1,383 @@
+"""Per-group network metrics with bootstrap confidence intervals: frames in, frame out.
+
+:func:`metrics` summarises a campaign per group (by default
+``region × target × kind × port``), one row per group, the group's columns first:
+
+===================  ===============================================================
+column               meaning
+===================  ===============================================================
+records              measurements (records) in the group
+success_rate         share of records whose status is ``ok``
+rtt_samples          RTT observations behind the percentiles (below)
+rtt_p50_ms …         percentiles p50, p90, p95, p99 of the RTT observations
+rtt_p99_ms
+sent, lost           probes sent and lost (Int64; <NA> when no record counts probes)
+loss_ratio           lost / sent, over the group's probes (not a mean of ratios)
+jitter_ms            mean of the records' jitter (records without one skipped)
+handshake_p50_ms,    percentiles of smtp/imap ``handshake_ms``
+handshake_p95_ms
+rtt_p50_lo/_hi,      percentile-bootstrap confidence interval (level ``ci``) of
+rtt_p95_lo/_hi,      rtt_p50_ms, rtt_p95_ms and loss_ratio
+loss_ratio_lo/_hi
+===================  ===============================================================
+
+**RTT observations.** For ping and tcp every sample of the ``samples`` frame is
+one observation (an echo's RTT, a connect time); a lost sample is no
+observation (missing is missing: it is never 0 ms) but is counted in ``lost``.
+For trace, smtp and imap each record's headline ``measurements.rtt_ms`` is one
+observation.  A group that mixes kinds pools them (group by ``kind`` to avoid it).
+Percentiles interpolate linearly between order statistics (numpy's and pandas'
+default, "type 7").
+
+**Confidence intervals** come from a percentile bootstrap that resamples
+*records*, not samples: the ten echoes of one ping share its path, its queue and
+its moment, so they are not independent, and resampling them one by one would
+give intervals far narrower than the data support.  Each replicate draws the
+group's ``n`` records with replacement (multinomial counts), pools the drawn
+records' observations (a record drawn twice counts twice) and computes the
+statistic exactly as for the point estimate.  It is vectorised with numpy:
+replicate weights of the sorted observations, their cumulative sums, and the
+order statistics found by one binary search over all replicates.  A group of
+fewer than two records has no interval (NaN): one record resampled is itself,
+an interval of zero width that would claim a certainty the data do not give.
+The random stream of each group is seeded from ``seed`` and the group's own
+key, so a group's interval does not change when other groups are added or
+removed.  Percentile intervals need not be symmetric, and with few records a
+skewed statistic's interval may even miss its point estimate: read them with
+the ``records`` column beside them.
+
+The point metrics are plain group-by aggregations (size, sum, mean, quantile)
+over records and over observations — the operations a Dask DataFrame offers as
+well — and the bootstrap is a separate step (:func:`bootstrap_ci`) over the
+per-record table.  :func:`windowed` gives the same metrics per time window;
+:func:`phase_metrics` gives one row per (group, handshake phase).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from ..errors import NetvantageError
+from .frames import Campaign
+
+__all__ = ["BOOTSTRAP_COLUMNS", "DEFAULT_BY", "METRIC_COLUMNS", "MetricsError",
+           "bootstrap_ci", "metrics", "phase_metrics", "point_metrics", "rtt_observations",
+           "windowed"]
+
+DEFAULT_BY: tuple[str, ...] = ("region", "target", "kind", "port")
+
+#: Point-metric columns of :func:`metrics`, after the group's own columns.
+METRIC_COLUMNS = (
+    "records", "success_rate", "rtt_samples", "rtt_p50_ms", "rtt_p90_ms", "rtt_p95_ms",
+    "rtt_p99_ms", "sent", "lost", "loss_ratio", "jitter_ms", "handshake_p50_ms",
+    "handshake_p95_ms",
+)
+#: Interval columns of :func:`metrics` (and of :func:`bootstrap_ci`).
+BOOTSTRAP_COLUMNS = ("rtt_p50_lo", "rtt_p50_hi", "rtt_p95_lo", "rtt_p95_hi", "loss_ratio_lo",
+                     "loss_ratio_hi")
+
+_RTT_QUANTILES = {"rtt_p50_ms": 0.50, "rtt_p90_ms": 0.90, "rtt_p95_ms": 0.95,
+                  "rtt_p99_ms": 0.99}
+_BOOT_QUANTILES = (0.50, 0.95)
+_SAMPLED_KINDS = ("ping", "tcp")
+# Cells of one bootstrap chunk (replicates × observations): bounds memory to a
+# few tens of MB whatever the group's size.
+_CHUNK_CELLS = 2_000_000
+
+Frames = Campaign | Mapping[str, pd.DataFrame]
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class MetricsError(NetvantageError, ValueError):
+    """Bad arguments to a metric (an unknown column, a level outside (0, 1))."""
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY, ci: float = 0.95,
+            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Point metrics and bootstrap intervals per group (see the module docstring)."""
+    measurements, samples = _frames(data)
+    return _with_intervals(measurements, samples, tuple(by), ci, n_boot, seed)
+
+
+def windowed(data: Frames, freq: str = "5min", *, by: Sequence[str] = DEFAULT_BY,
+             ci: float = 0.95, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`metrics` per time window: a ``window`` column (UTC start) after the group's.
+
+    A record belongs to the window its ``started_at`` falls in (windows are
+    aligned on multiples of ``freq`` since the epoch, as ``Series.dt.floor``
+    does); its samples go with it.  Windows without records have no row.
+    """
+    measurements, samples = _frames(data)
+    _need(measurements, by)
+    try:
+        window = measurements["started_at"].dt.floor(freq)
+    except ValueError as exc:
+        raise MetricsError(f"freq {freq!r} is not a fixed time span ({exc})") from None
+    return _with_intervals(measurements.assign(window=window), samples, (*by, "window"), ci,
+                           n_boot, seed)
+
+
+def point_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
+    """The point metrics of :func:`metrics` without the intervals (no resampling)."""
+    measurements, samples = _frames(data)
+    keys, gid = _groups(measurements, tuple(by))
+    return _point(measurements, samples, keys, gid)
+
+
+def bootstrap_ci(data: Frames, *, by: Sequence[str] = DEFAULT_BY, ci: float = 0.95,
+                 n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The group's columns and :data:`BOOTSTRAP_COLUMNS` only."""
+    measurements, samples = _frames(data)
+    keys, gid = _groups(measurements, tuple(by))
+    _check_level(ci, n_boot)
+    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed)
+    return pd.concat([keys, boot], axis=1).reset_index(drop=True)
+
+
+def phase_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
+    """One row per (group, handshake phase) of the smtp/imap records.
+
+    Columns: the group's, ``phase``, ``phases`` (how many records ran it),
+    ``ok_rate`` (share that completed), ``duration_p50_ms``, ``duration_p95_ms``
+    (over the completed ones; a failed phase has no duration).
+    """
+    measurements, _ = _frames(data)
+    if isinstance(data, Campaign):
+        phases = data.phases
+    elif "phases" in data:
+        phases = data["phases"]
+    else:
+        raise MetricsError("phase_metrics needs the phases frame")
+    by = tuple(by)
+    _need(measurements, by)
+    # The group's columns come from the record, so any measurement column can group.
+    rows = phases[["id", "phase", "duration_ms", "ok"]].merge(
+        measurements[["id", *by]], on="id", how="inner", validate="many_to_one")
+    keys, gid = _groups(rows, (*by, "phase"))
+    grouped = rows.groupby(gid.to_numpy(), sort=True)
+    out = pd.DataFrame({
+        "phases": grouped.size(),
+        "ok_rate": grouped["ok"].mean(),
+        "duration_p50_ms": grouped["duration_ms"].quantile(0.50),
+        "duration_p95_ms": grouped["duration_ms"].quantile(0.95),
+    })
+    return pd.concat([keys, out.reindex(keys.index)], axis=1).reset_index(drop=True)
+
+
+def rtt_observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """The long table of RTT observations: ``id``, ``rtt_ms`` (NaN rows = lost samples).
+
+    Samples of ping and tcp records; the headline ``rtt_ms`` of the others.
+    """
+    sampled = measurements["kind"].isin(_SAMPLED_KINDS)
+    ids = measurements.loc[sampled, "id"]
+    from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
+    from_records = measurements.loc[~sampled, ["id", "rtt_ms"]]
+    return pd.concat([from_samples, from_records], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- point metrics
+
+
+def _frames(data: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if isinstance(data, Campaign):
+        return data.measurements, data.samples
+    try:
+        return data["measurements"], data["samples"]
+    except KeyError as exc:
+        raise MetricsError(f"metrics need the measurements and samples frames; "
+                           f"missing {exc}") from None
+
+
+def _need(frame: pd.DataFrame, by: Sequence[str]) -> None:
+    missing = [c for c in by if c not in frame.columns]
+    if missing:
+        raise MetricsError(f"cannot group by {missing}: not columns of the frame "
+                           f"(columns: {', '.join(map(str, frame.columns))})")
+
+
+def _groups(frame: pd.DataFrame, by: tuple[str, ...]) -> tuple[pd.DataFrame, pd.Series]:
+    """(the groups' key columns indexed by group number, each row's group number).
+
+    Numbering the groups once lets every later step group by one integer,
+    whatever the key columns hold (a missing region or port is a group of its own).
+    """
+    _need(frame, by)
+    if not by:
+        zeros = pd.Series(np.zeros(len(frame), dtype=np.int64), index=frame.index)
+        return pd.DataFrame(index=pd.RangeIndex(1 if len(frame) else 0)), zeros
+    gid = frame.groupby(list(by), observed=True, dropna=False, sort=True).ngroup()
+    first = ~gid.duplicated()
+    keys = frame.loc[first, list(by)].set_axis(gid[first].to_numpy()).sort_index()
+    return keys, gid.astype(np.int64)
+
+
+def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
+           gid: pd.Series) -> pd.DataFrame:
+    g = gid.to_numpy()
+    per = measurements.groupby(g, sort=True)
+    sent = per["sent"].sum(min_count=1).astype("Int64")
+    received = per["received"].sum(min_count=1).astype("Int64")
+    lost = sent - received
+    records = per.size()
+    out = pd.DataFrame({
+        "records": records.astype(np.int64),
+        "success_rate": per["ok"].sum() / records,
+    })
+    obs = _observations(measurements, samples, gid)
+    by_obs = obs.groupby("_g", sort=True)["rtt_ms"]
+    out["rtt_samples"] = by_obs.count().reindex(out.index, fill_value=0).astype(np.int64)
+    for column, q in _RTT_QUANTILES.items():
+        out[column] = by_obs.quantile(q).reindex(out.index).astype(np.float64)
+    out["sent"] = sent
+    out["lost"] = lost
+    ratio = lost.astype("Float64") / sent.astype("Float64").where(sent > 0)
+    out["loss_ratio"] = ratio.astype(np.float64)
+    out["jitter_ms"] = per["jitter_ms"].mean()
+    out["handshake_p50_ms"] = per["handshake_ms"].quantile(0.50)
+    out["handshake_p95_ms"] = per["handshake_ms"].quantile(0.95)
+    return pd.concat([keys, out.reindex(keys.index)], axis=1).reset_index(drop=True)
+
+
+def _observations(measurements: pd.DataFrame, samples: pd.DataFrame,
+                  gid: pd.Series) -> pd.DataFrame:
+    """Observations with their record's group number and position in the group."""
+    obs = rtt_observations(measurements, samples)
+    records = pd.DataFrame({
+        "id": measurements["id"].to_numpy(),
+        "_g": gid.to_numpy(),
+        "_r": gid.groupby(gid.to_numpy()).cumcount().to_numpy(),
+    })
+    return obs.merge(records, on="id", how="inner", validate="many_to_one")
+
+
+def _with_intervals(measurements: pd.DataFrame, samples: pd.DataFrame, by: tuple[str, ...],
+                    ci: float, n_boot: int, seed: int) -> pd.DataFrame:
+    _check_level(ci, n_boot)
+    keys, gid = _groups(measurements, by)
+    point = _point(measurements, samples, keys, gid)
+    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed)
+    return pd.concat([point, boot.reset_index(drop=True)], axis=1)
+
+
+def _check_level(ci: float, n_boot: int) -> None:
+    if not 0 < ci < 1:
+        raise MetricsError(f"ci is a confidence level between 0 and 1 (e.g. 0.95), not {ci}")
+    if n_boot < 0:
+        raise MetricsError(f"n_boot is a number of replicates (0 for none), not {n_boot}")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
+               gid: pd.Series, ci: float, n_boot: int, seed: int) -> pd.DataFrame:
+    result = np.full((len(keys), len(BOOTSTRAP_COLUMNS)), np.nan)
+    if n_boot == 0 or keys.empty:
+        return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
+    g = gid.to_numpy()
+    order = np.argsort(g, kind="stable")  # records by group, in their frame order
+    sent = measurements["sent"].to_numpy(dtype=np.float64, na_value=0.0)
+    received = measurements["received"].to_numpy(dtype=np.float64, na_value=0.0)
+    rec_sent, rec_lost, rec_g = sent[order], (sent - received)[order], g[order]
+    rec_bounds = np.searchsorted(rec_g, keys.index.to_numpy(), side="left")
+    rec_ends = np.searchsorted(rec_g, keys.index.to_numpy(), side="right")
+
+    obs = _observations(measurements, samples, gid).dropna(subset=["rtt_ms"])
+    obs = obs.sort_values(["_g", "rtt_ms"], kind="stable")
+    obs_g = obs["_g"].to_numpy()
+    obs_v = obs["rtt_ms"].to_numpy(dtype=np.float64)
+    obs_r = obs["_r"].to_numpy(dtype=np.int64)
+    obs_bounds = np.searchsorted(obs_g, keys.index.to_numpy(), side="left")
+    obs_ends = np.searchsorted(obs_g, keys.index.to_numpy(), side="right")
+
+    alpha = 1 - ci
+    levels = (alpha / 2, 1 - alpha / 2)
+    for i, row in enumerate(keys.itertuples(index=False)):
+        n = int(rec_ends[i] - rec_bounds[i])
+        if n < 2:
+            continue
+        rng = np.random.default_rng([seed, _key_hash(tuple(row))])
+        a, b = obs_bounds[i], obs_ends[i]
+        rtt, loss = _replicates(rng, n, obs_r[a:b], obs_v[a:b],
+                                rec_lost[rec_bounds[i]:rec_ends[i]],
+                                rec_sent[rec_bounds[i]:rec_ends[i]], n_boot)
+        # columns in BOOTSTRAP_COLUMNS order: p50 lo/hi, p95 lo/hi, loss lo/hi
+        result[i, 0:2] = _interval(rtt[:, 0], levels)
+        result[i, 2:4] = _interval(rtt[:, 1], levels)
+        result[i, 4:6] = _interval(loss, levels)
+    return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
+
+
+def _key_hash(key: tuple[Any, ...]) -> int:
+    return zlib.crc32("\x1f".join(map(str, key)).encode("utf-8"))
+
+
+def _replicates(rng: np.random.Generator, n: int, rec: IntArray, values: FloatArray,
+                lost: FloatArray, sent: FloatArray, n_boot: int
+                ) -> tuple[FloatArray, FloatArray]:
+    """Bootstrap replicates of (p50, p95) and of the loss ratio, resampling ``n`` records.
+
+    ``values`` are the group's observations sorted ascending and ``rec`` the
+    record (0 … n-1) each belongs to; ``lost``/``sent`` are per record.
+    """
+    m = len(values)
+    rtt = np.full((n_boot, len(_BOOT_QUANTILES)), np.nan)
+    loss = np.full(n_boot, np.nan)
+    chunk = max(1, _CHUNK_CELLS // max(n, m, 1))
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        counts = _draw_counts(rng, n, size)  # (size, n): times each record is drawn
+        s = counts @ sent
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss[start:start + size] = np.where(s > 0, (counts @ lost) / s, np.nan)
+        if m == 0:
+            continue
+        # Observation j of the sorted list appears counts[rec[j]] times in the
+        # replicate; the k-th (0-based) value of the pooled replicate is the first
+        # observation whose cumulative weight exceeds k.  One cumulative sum runs
+        # over all the chunk's rows, so row b starts where row b-1 ended (at
+        # ``offset[b]``) and one searchsorted finds every row's order statistic.
+        flat = np.cumsum(counts[:, rec], axis=None, dtype=np.int64)
+        ends = flat[m - 1::m]
+        total = np.diff(ends, prepend=0)
+        offset = ends - total
+        base = np.arange(size, dtype=np.int64) * m
+        for j, q in enumerate(_BOOT_QUANTILES):
+            h = (total - 1) * q
+            below = np.floor(h).astype(np.int64)
+            frac = h - below
+            above = np.minimum(below + 1, total - 1)
+            lo = np.clip(np.searchsorted(flat, offset + below, side="right") - base, 0, m - 1)
+            hi = np.clip(np.searchsorted(flat, offset + above, side="right") - base, 0, m - 1)
+            est = values[lo] + frac * (values[hi] - values[lo])
+            rtt[start:start + size, j] = np.where(total > 0, est, np.nan)
+    return rtt, loss
+
+
+def _draw_counts(rng: np.random.Generator, n: int, size: int) -> IntArray:
+    """``size`` bootstrap draws of ``n`` records with replacement, as counts per record.
+
+    (Uniform indices and a bincount: the same multinomial counts as
+    ``rng.multinomial`` gives, for a fraction of its cost with many records.)
+    """
+    drawn = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+    return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
+
+
+def _interval(replicates: FloatArray, levels: tuple[float, float]) -> list[float]:
+    finite = replicates[~np.isnan(replicates)]
+    if finite.size == 0:
+        return [np.nan, np.nan]
+    lo, hi = np.quantile(finite, levels)
+    return [float(lo), float(hi)]

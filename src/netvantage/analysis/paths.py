@@ -1,0 +1,420 @@
+"""Paths: where on a traceroute the latency or the loss starts, which ASes and places it crosses.
+
+Every function takes the ``hops`` frame (:mod:`netvantage.analysis.frames`: one
+row per trace, TTL and responder; a silent TTL is one row with address <NA>)
+and returns a DataFrame or a dict; none reads files or the network.
+
+The rules, and why
+------------------
+*Per TTL* the representative responder is the one with the most replies (a
+per-packet load balancer can give several); the TTL's RTT is the smallest
+``rtt_min_ms`` of its responders (the minimum is the least disturbed by
+queueing noise, yet a *standing* queue still shows in it); its loss is
+1 - replies / sent.
+
+*First RTT jump.*  A step is the RTT increase from the previous answering TTL
+(from 0 ms at the source for the first).  When both ends of a step have a
+trusted location, the fibre floor of the distance between them is taken off
+the step: a long submarine cable is expected to cost its length, a queue is
+not.  The first step larger than ``max(JUMP_MIN_MS, JUMP_FACTOR × typical)``
+is the jump, ``typical`` being the median of the trace's positive steps.  With
+10 ms and 3 ×, the Lagos-Lisbon segment of the lab (about 60 ms of excess on
+a 5-10 ms typical step) is found, ordinary steps of a few ms are not, and a
+router whose ICMP answers are slow but whose later hops are not fast again is
+not mistaken (only increases from the previous hop count).
+
+*First persistent loss.*  Loss "shows" at a TTL when some probe there went
+unanswered; it "persists" when at least half of the later TTLs, and at least
+half of the next ``LOSS_WINDOW`` (3) TTLs, lose at least ``LOSS_CARRY_FRACTION``
+(half) as much.  A router that rate-limits its ICMP replies, or never answers,
+loses alone and is skipped, even when a lossy link further on makes most of
+the path behind it lose too (hence the window); a congested link loses at its
+far end and at everything behind it.  With two or three probes per TTL
+one trace rarely sees loss of a few percent, so :func:`where_it_starts` pools
+the probes of all traces of a (region, target) per TTL and applies the same
+rule to the pooled ratios.
+
+*Geography sanity.*  A hop located ``d`` km from the source cannot answer
+faster than light in fibre: ``d ≤ rtt_min_ms / 2 × 200 km/ms``.  A hop beyond
+that plus ``GEO_TOLERANCE_KM`` (the region's own extent and a database's
+city-level error) is a ``geo_violation``; its location is not used for the
+countries, the continents, the detour test or the step correction.  Without a
+``locations`` frame the source is unknown and nothing can be checked.
+
+*Continental detour.*  Source and destination on one continent (from
+``locations``, else from the first and last located hops) and a trusted hop on
+another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .geo import continent_of, great_circle_km, rtt_floor_ms
+
+__all__ = [
+    "GEO_TOLERANCE_KM",
+    "JUMP_FACTOR",
+    "JUMP_MIN_MS",
+    "LOSS_CARRY_FRACTION",
+    "LOSS_PERSIST_SHARE",
+    "LOSS_WINDOW",
+    "path_changes",
+    "path_summary",
+    "where_it_starts",
+]
+
+JUMP_MIN_MS = 10.0
+JUMP_FACTOR = 3.0
+LOSS_CARRY_FRACTION = 0.5
+LOSS_PERSIST_SHARE = 0.5
+LOSS_WINDOW = 3
+GEO_TOLERANCE_KM = 500.0
+SILENT = "*"
+
+_HOP_INFO = ("address", "asn", "as_org", "city", "country")
+
+
+def _nz(value: object) -> Any:
+    """``None`` for any kind of missing value (pd.NA, NaN, None), the value otherwise."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- per TTL
+
+def _per_ttl(hops: pd.DataFrame) -> pd.DataFrame:
+    """One row per (trace, TTL): representative responder, RTT, loss and the responder set."""
+    h = hops.copy()
+    h["address"] = h["address"].astype("string")
+    h["replies"] = pd.to_numeric(h["replies"]).fillna(0).astype("float64")
+    h["sent"] = pd.to_numeric(h["sent"]).astype("float64")
+    h["rtt_min_ms"] = pd.to_numeric(h["rtt_min_ms"]).astype("float64")
+    h["lat"] = pd.to_numeric(h["lat"]).astype("float64")
+    h["lon"] = pd.to_numeric(h["lon"]).astype("float64")
+    h["id"] = h["id"].astype("string")
+    # The representative comes first: most replies, then the address for determinism.
+    h = h.sort_values(["id", "ttl", "replies", "address"], ascending=[True, True, False, True],
+                      na_position="last", kind="mergesort")
+    g = h.groupby(["id", "ttl"], sort=True)
+    first = g.first()  # first non-null per column; the fields below are taken from one row
+    rep = g.head(1).set_index(["id", "ttl"])
+    out = pd.DataFrame(index=first.index)
+    for c in ("region", "target", "started_at", "protocol"):
+        out[c] = first[c] if c in first.columns else pd.NA
+    for c in (*_HOP_INFO, "lat", "lon"):
+        out[c] = rep[c]
+    out["rtt_ms"] = g["rtt_min_ms"].min()
+    out["replies"] = g["replies"].sum()
+    out["sent"] = g["sent"].max()
+    out["loss"] = 1.0 - out["replies"] / out["sent"].where(out["sent"] > 0)
+    silent = out["rtt_ms"].isna() & out["replies"].eq(0)
+    out["loss"] = out["loss"].where(~(silent & out["loss"].isna()), 1.0)
+    out["is_destination"] = g["is_destination"].max().astype("boolean").fillna(False)
+    out["responders"] = g["address"].agg(
+        lambda s: "|".join(sorted(a for a in s.dropna().unique())) or SILENT)
+    return out.reset_index()
+
+
+def _located(lat: object, lon: object) -> bool:
+    return _nz(lat) is not None and _nz(lon) is not None
+
+
+def _first_jump(rtts: list[float | None], coords: list[tuple[float, float] | None],
+                source: tuple[float, float] | None,
+                jump_min_ms: float, jump_factor: float) -> tuple[int, float] | None:
+    """Index into the TTL list of the first jump and its (excess) step, or None."""
+    steps: list[tuple[int, float]] = []
+    prev_rtt, prev_at = 0.0, source
+    for i, rtt in enumerate(rtts):
+        if rtt is None:
+            continue
+        step = rtt - prev_rtt
+        here = coords[i]
+        if prev_at is not None and here is not None:
+            step -= rtt_floor_ms(great_circle_km(prev_at[0], prev_at[1], here[0], here[1]))
+        steps.append((i, step))
+        prev_rtt, prev_at = rtt, here
+    positive = [s for _, s in steps if s > 0]
+    if not positive:
+        return None
+    limit = max(jump_min_ms, jump_factor * float(np.median(positive)))
+    for i, s in steps:
+        if s > limit:
+            return i, s
+    return None
+
+
+def _first_loss(losses: list[float | None], carry: float, share: float) -> int | None:
+    """Index of the first TTL whose loss persists over at least ``share`` of the later TTLs."""
+    for i, loss in enumerate(losses):
+        if loss is None or loss <= 0:
+            continue
+        later = [x >= carry * loss for x in losses[i + 1:] if x is not None]
+        near = later[:LOSS_WINDOW]
+        if not later or (sum(later) >= share * len(later) and sum(near) >= share * len(near)):
+            return i
+    return None
+
+
+# --------------------------------------------------------------------------- per trace
+
+def _place_index(locations: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    if locations is None:
+        return {}
+    return {str(r["name"]): {str(k): v for k, v in r.items()}
+            for r in locations.to_dict("records")}
+
+
+def path_summary(hops: pd.DataFrame, locations: pd.DataFrame | None = None, *,
+                 jump_min_ms: float = JUMP_MIN_MS, jump_factor: float = JUMP_FACTOR,
+                 geo_tolerance_km: float = GEO_TOLERANCE_KM) -> pd.DataFrame:
+    """One row per trace id: its path, where RTT jumps and loss starts, what it crosses.
+
+    Columns: id, region, target, started_at, protocol, ttls, reached,
+    responders (tuple, one entry per TTL: an address, "a|b" for several, "*"
+    silent), as_path (tuple of ASNs, consecutive repeats and unknowns dropped),
+    countries and continents (tuples, in path order, repeats dropped, trusted
+    hops only), src_continent, dst_continent, continental_detour (boolean,
+    <NA> when a continent is unknown), geo_violation (bool) and
+    geo_violation_ttls (tuple), then for the first jump ``jump_ttl``,
+    ``jump_step_ms`` and ``jump_address``/``_asn``/``_as_org``/``_city``/``_country``
+    and the same ``loss_*`` fields with ``loss_ratio`` for the first persistent
+    loss (all <NA> when none was found).  The rules are in the module docstring.
+    """
+    per = _per_ttl(hops)
+    places = _place_index(locations)
+    rows: list[dict[str, Any]] = []
+    for tid, t in per.groupby("id", sort=False):
+        t = t.sort_values("ttl")
+        recs = [{str(k): v for k, v in r.items()} for r in t.to_dict("records")]
+        region, target = _nz(recs[0]["region"]), _nz(recs[0]["target"])
+        src = places.get(str(region)) if region is not None else None
+        dst = places.get(str(target)) if target is not None else None
+        source = (float(src["lat"]), float(src["lon"])) if src and _located(
+            src["lat"], src["lon"]) else None
+        coords: list[tuple[float, float] | None] = []
+        violations: list[int] = []
+        for r in recs:
+            here = (float(r["lat"]), float(r["lon"])) if _located(r["lat"], r["lon"]) else None
+            rtt = _nz(r["rtt_ms"])
+            if here is not None and source is not None and rtt is not None:
+                km = great_circle_km(source[0], source[1], here[0], here[1])
+                if km > rtt / 2 * 200.0 + geo_tolerance_km:
+                    violations.append(int(r["ttl"]))
+                    here = None
+            coords.append(here)
+        trusted = [r for r, c in zip(recs, coords, strict=True) if c is not None]
+        countries = _dedup(_nz(r["country"]) for r in trusted)
+        hop_continents = continent_of(_nz(r["country"]) for r in trusted)
+        continents = _dedup(hop_continents)
+        src_cont = _nz(src["continent"]) if src else (hop_continents[0] if hop_continents
+                                                      else None)
+        dst_cont = _nz(dst["continent"]) if dst else (hop_continents[-1] if hop_continents
+                                                      else None)
+        detour: object = pd.NA
+        if src_cont is not None and dst_cont is not None:
+            detour = src_cont == dst_cont and any(c not in (None, src_cont) for c in continents)
+        row: dict[str, Any] = {
+            "id": tid, "region": region, "target": target,
+            "started_at": recs[0]["started_at"], "protocol": _nz(recs[0]["protocol"]),
+            "ttls": len(recs), "reached": bool(any(r["is_destination"] for r in recs)),
+            "responders": tuple(str(r["responders"]) for r in recs),
+            "as_path": tuple(int(a) for a in _dedup(_nz(r["asn"]) for r in recs)),
+            "countries": tuple(countries), "continents": tuple(continents),
+            "src_continent": src_cont, "dst_continent": dst_cont,
+            "continental_detour": detour,
+            "geo_violation": bool(violations), "geo_violation_ttls": tuple(violations),
+        }
+        jump = _first_jump([_nz(r["rtt_ms"]) for r in recs], coords, source,
+                           jump_min_ms, jump_factor)
+        row.update(_hop_fields("jump", recs[jump[0]] if jump else None))
+        row["jump_step_ms"] = jump[1] if jump else math.nan
+        loss = _first_loss([_nz(r["loss"]) for r in recs], LOSS_CARRY_FRACTION,
+                           LOSS_PERSIST_SHARE)
+        row.update(_hop_fields("loss", recs[loss] if loss is not None else None))
+        row["loss_ratio"] = float(recs[loss]["loss"]) if loss is not None else math.nan
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=_SUMMARY_COLUMNS)
+    out["continental_detour"] = out["continental_detour"].astype("boolean")
+    for c in ("jump_ttl", "loss_ttl", "jump_asn", "loss_asn"):
+        out[c] = out[c].astype("Int64")
+    for c in ("jump_step_ms", "loss_ratio"):
+        out[c] = out[c].astype("float64")
+    return out
+
+
+_SUMMARY_COLUMNS = [
+    "id", "region", "target", "started_at", "protocol", "ttls", "reached", "responders",
+    "as_path", "countries", "continents", "src_continent", "dst_continent",
+    "continental_detour", "geo_violation", "geo_violation_ttls",
+    "jump_ttl", "jump_step_ms", *(f"jump_{f}" for f in _HOP_INFO),
+    "loss_ttl", "loss_ratio", *(f"loss_{f}" for f in _HOP_INFO),
+]
+
+
+def _dedup(values: Any) -> list[Any]:
+    """Consecutive repeats removed, unknowns (None) skipped."""
+    out: list[Any] = []
+    for v in values:
+        if v is not None and (not out or out[-1] != v):
+            out.append(v)
+    return out
+
+
+def _hop_fields(prefix: str, rec: dict[str, Any] | None) -> dict[str, Any]:
+    fields = {f"{prefix}_ttl": int(rec["ttl"]) if rec else None}
+    for f in _HOP_INFO:
+        fields[f"{prefix}_{f}"] = _nz(rec[f]) if rec else None
+    return fields
+
+
+# --------------------------------------------------------------------------- aggregates
+
+def _describe(ttl: int, info: dict[str, Any]) -> str:
+    where = [f"AS{info['asn']}" if info.get("asn") is not None else None,
+             info.get("as_org"), info.get("city")]
+    label = " ".join(w for w in where[:2] if w)
+    place = ", ".join(w for w in (label, where[2]) if w)
+    address = info.get("address") or "(silent)"
+    return f"TTL {ttl}, {address}" + (f" ({place})" if place else "")
+
+
+def where_it_starts(hops: pd.DataFrame, region: str, target: str,
+                    locations: pd.DataFrame | None = None, *,
+                    jump_min_ms: float = JUMP_MIN_MS, jump_factor: float = JUMP_FACTOR,
+                    ) -> dict[str, Any]:
+    """Where, over all traces of one (region, target), the RTT jumps and the loss starts.
+
+    Returns a flat dict (a list of them makes a DataFrame):
+
+    * ``traces``: how many traces there are;
+    * ``jump_ttl``, ``jump_address``/``_asn``/``_as_org``/``_city``/``_country``:
+      the modal first-jump hop of :func:`path_summary` (by TTL and address),
+      ``jump_traces`` how many traces found it there, ``jump_step_ms`` their
+      median step, ``jump_evidence`` a sentence;
+    * ``loss_ttl`` and the same hop fields: the first TTL whose **pooled** loss
+      (all probes of all traces at that TTL) shows and persists (the rule of
+      the module docstring), ``loss_lost``/``loss_sent`` there,
+      ``loss_before_lost``/``loss_before_sent`` over the TTLs before it,
+      ``loss_traces`` how many traces lost a probe there, ``loss_evidence``.
+
+    Hop fields are ``None`` and counts 0 when nothing was found (or there are
+    no traces).  Filter ``hops`` by time first to ask about a period.
+    """
+    sel = hops[(hops["region"].astype("string") == region)
+               & (hops["target"].astype("string") == target)]
+    out: dict[str, Any] = {"region": region, "target": target,
+                           "traces": int(sel["id"].nunique())}
+    summary = path_summary(sel, locations, jump_min_ms=jump_min_ms, jump_factor=jump_factor)
+    found = summary[summary["jump_ttl"].notna()]
+    keys = Counter((int(r["jump_ttl"]), _nz(r["jump_address"])) for _, r in found.iterrows())
+    out.update(_hop_fields("jump", None))
+    out.update(jump_traces=0, jump_step_ms=math.nan, jump_evidence=None)
+    if keys:
+        (ttl, address), count = max(keys.items(), key=lambda kv: (kv[1], -kv[0][0]))
+        these = found[(found["jump_ttl"] == ttl) & _same(found["jump_address"], address)]
+        info = {f: _nz(these.iloc[0][f"jump_{f}"]) for f in _HOP_INFO}
+        out.update({"jump_ttl": ttl, **{f"jump_{f}": v for f, v in info.items()}})
+        step = float(these["jump_step_ms"].median())
+        out.update(jump_traces=count, jump_step_ms=step, jump_evidence=(
+            f"RTT first jumps at {_describe(ttl, info)}: +{step:.0f} ms beyond the previous "
+            f"hop (median), in {count} of {out['traces']} traces"))
+    out.update(_hop_fields("loss", None))
+    out.update(loss_lost=0, loss_sent=0, loss_before_lost=0, loss_before_sent=0,
+               loss_traces=0, loss_evidence=None)
+    if not len(sel):
+        return out
+    per = _per_ttl(sel)
+    per["lost"] = (per["sent"] - per["replies"]).clip(lower=0)
+    pooled = per.groupby("ttl", sort=True).agg(lost=("lost", "sum"), sent=("sent", "sum"),
+                                               traces=("lost", lambda s: int((s > 0).sum())))
+    lost_at = pooled["lost"].to_numpy(dtype=np.float64)
+    sent_at = pooled["sent"].to_numpy(dtype=np.float64)
+    ratios = [float(lo / se) if se > 0 else None for lo, se in zip(lost_at, sent_at, strict=True)]
+    first = _first_loss(ratios, LOSS_CARRY_FRACTION, LOSS_PERSIST_SHARE)
+    if first is None:
+        return out
+    ttl = int(pooled.index[first])
+    at = per[per["ttl"] == ttl]
+    answered = at[at["address"].notna()]
+    info = {f: None for f in _HOP_INFO}
+    if len(answered):
+        modal = answered["address"].mode().iloc[0]
+        info = {f: _nz(answered[answered["address"] == modal].iloc[0][f]) for f in _HOP_INFO}
+    before = pooled.iloc[:first]
+    lost, sent = int(pooled.iloc[first]["lost"]), int(pooled.iloc[first]["sent"])
+    traces_with = int(pooled.iloc[first]["traces"])
+    out.update({"loss_ttl": ttl, **{f"loss_{f}": v for f, v in info.items()}})
+    out.update(loss_lost=lost, loss_sent=sent, loss_before_lost=int(before["lost"].sum()),
+               loss_before_sent=int(before["sent"].sum()), loss_traces=traces_with)
+    later_text = ", ".join(f"{x:.0%}" for x in ratios[first + 1:] if x is not None)
+    out["loss_evidence"] = (
+        f"loss first shows at {_describe(ttl, info)}: {lost} of {sent} probes "
+        f"({lost / sent:.1%}) lost there, in {traces_with} of {out['traces']} traces; "
+        f"{out['loss_before_lost']} of {out['loss_before_sent']} before it"
+        + (f"; later hops {later_text}" if later_text else ""))
+    return out
+
+
+def _same(series: pd.Series, value: Hashable) -> pd.Series:
+    if value is None:
+        return series.isna()
+    return series.astype("string") == value
+
+
+def path_changes(hops: pd.DataFrame) -> pd.DataFrame:
+    """Per (region, target), each pair of consecutive traces whose paths differ.
+
+    Columns: region, target, id_before, id_after, started_at (of the later
+    trace), before, after (the responder tuples of :func:`path_summary`) and
+    ttls (the TTLs that changed).  A TTL changed when both traces have
+    responders there and they share none, or when one trace has a responder at
+    a TTL the other did not reach.  A silent TTL ("*") matches anything: a lost
+    probe is not a new path.
+    """
+    per = _per_ttl(hops)
+    rows: list[dict[str, Any]] = []
+    traces = []
+    for tid, t in per.groupby("id", sort=False):
+        first = t.iloc[0]
+        traces.append((str(first["region"]), str(first["target"]), first["started_at"], tid,
+                       dict(zip(t["ttl"].astype(int), t["responders"].astype(str),
+                                strict=True))))
+    traces.sort(key=lambda x: (x[0], x[1], x[2]))
+    for i in range(1, len(traces)):
+        (r0, t0, _, id0, a), (r1, t1, at, id1, b) = traces[i - 1], traces[i]
+        if (r0, t0) != (r1, t1):
+            continue
+        changed = _changed_ttls(a, b)
+        if changed:
+            rows.append({"region": r1, "target": t1, "id_before": id0, "id_after": id1,
+                         "started_at": at, "before": _as_tuple(a), "after": _as_tuple(b),
+                         "ttls": tuple(changed)})
+    return pd.DataFrame(rows, columns=["region", "target", "id_before", "id_after",
+                                       "started_at", "before", "after", "ttls"])
+
+
+def _as_tuple(seq: dict[int, str]) -> tuple[str, ...]:
+    return tuple(seq[k] for k in sorted(seq))
+
+
+def _changed_ttls(a: dict[int, str], b: dict[int, str]) -> list[int]:
+    """TTLs where the two traces' responders disagree (see :func:`path_changes`)."""
+    changed: list[int] = []
+    for ttl in sorted(set(a) | set(b)):
+        x, y = a.get(ttl), b.get(ttl)
+        if x == SILENT or y == SILENT:
+            continue
+        if x is None or y is None or not set(x.split("|")) & set(y.split("|")):
+            changed.append(ttl)
+    return changed

@@ -1,0 +1,82 @@
+"""The whole analysis on the recorded lab campaign, and the `analyse` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from netvantage import analysis as nva
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
+LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
+AFRICA = {"ZM-LUN": 0.45, "ZA-JNB": 0.45, "GB-LHR": 0.05, "CA-YYZ": 0.05}
+EUROPE = {"GB-LHR": 0.8, "CA-YYZ": 0.1, "ZM-LUN": 0.05, "ZA-JNB": 0.05}
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    return nva.load(SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def result(campaign):
+    return nva.analyse(campaign, weights=AFRICA, locations=nva.locations(LOCATIONS), n_boot=200)
+
+
+def test_johannesburg_first_for_an_african_client_mix(result):
+    assert result.winner == "dc-jnb"
+    assert result.stability.winner == "dc-jnb"
+
+
+def test_amsterdam_first_for_a_european_mix_before_the_degradation(campaign):
+    meta = json.loads(SAMPLE.with_suffix("").with_suffix(".meta.json").read_text())
+    degraded = pd.Timestamp(meta["degradation"]["at"])
+    before = nva.Campaign(*(frame[frame["started_at"] < degraded] for frame in (
+        campaign.measurements, campaign.samples, campaign.hops, campaign.phases)))
+    result = nva.analyse(before, weights=EUROPE, locations=nva.locations(LOCATIONS), n_boot=100)
+    assert result.winner == "dc-ams"
+
+
+def test_african_regions_flagged_towards_amsterdam_with_the_hop(result):
+    flags = result.flags
+    african = flags[flags["region"].isin(["ZM-LUN", "ZA-JNB"])]
+    assert set(african["target"]) == {"dc-ams"}
+    assert set(african["region"]) == {"ZM-LUN", "ZA-JNB"}
+    for where in african["where"]:
+        assert "Lisbon" in where and "AS64710" in where
+    healthy = flags[~flags["target"].isin(["dc-ams"])]
+    assert healthy.empty, healthy[["region", "target", "test"]]
+
+
+def test_mid_campaign_degradation_flagged_with_its_start(result):
+    meta = json.loads(SAMPLE.with_suffix("").with_suffix(".meta.json").read_text())
+    degraded = pd.Timestamp(meta["degradation"]["at"])
+    history = result.flags[(result.flags["test"] == "history")
+                           & (result.flags["region"] == "GB-LHR")]
+    assert not history.empty
+    for since in history["since"]:
+        assert abs(since - degraded) <= 2 * result.window, (since, degraded)
+
+
+def test_analyse_command_prints_ranking_table_and_flags():
+    proc = run_cli("analyse", str(SAMPLE), "--locations", str(LOCATIONS), "--weights",
+                   ",".join(f"{k}={v}" for k, v in AFRICA.items()), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.index("RANK") < out.index("dc-jnb") < out.index("dc-yyz")
+    assert "Per region" in out and "ZM-LUN -> dc-ams:" in out and "Lisbon" in out
+    as_json = run_cli("analyse", str(SAMPLE), "--format", "json", timeout=180)
+    data = json.loads(as_json.stdout)
+    assert data["winner"] and data["ranking"] and "flags" in data
+
+
+def test_analyse_refuses_a_broken_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "ping"}\n')
+    proc = run_cli("analyse", str(bad))
+    assert proc.returncode == 2 and "line 1" in proc.stderr
