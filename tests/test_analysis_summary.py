@@ -80,3 +80,28 @@ def test_analyse_refuses_a_broken_file(tmp_path):
     bad.write_text('{"kind": "ping"}\n')
     proc = run_cli("analyse", str(bad))
     assert proc.returncode == 2 and "line 1" in proc.stderr
+
+
+def test_imported_atlas_results_are_analysed(tmp_path):
+    atlas = ROOT / "tests" / "data" / "atlas"
+    out = tmp_path / "atlas.jsonl"
+    imported = run_cli("import", "atlas", str(atlas / "tmp_ping.json"),
+                       *(str(p) for p in sorted(atlas.glob("trace_*.json"))),
+                       "--probes", str(atlas / "probes.json"),
+                       "--targets", str(atlas / "datacenters.csv"), "-o", str(out),
+                       timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    campaign = nva.load(out)
+    assert set(campaign.measurements["source"].astype(str)) == {"atlas"}
+    result = nva.analyse(campaign, n_boot=100)
+    assert any("traces' destination RTT" in note for note in result.notes)
+    # This small subset has no region that measured every data centre: the analysis says
+    # so; weights on the African probes that traced Cape Town give that data centre a score.
+    assert set(result.ranking.table["target"]) == set(campaign.measurements["target"])
+    assert any("no score" in note for note in result.notes)
+    african = {"AO": 0.5, "NA": 0.5}
+    covered = nva.analyse(campaign, weights=african, n_boot=100)
+    scored = covered.ranking.table.dropna(subset=["score"])
+    assert "af-south-1.ec2.cloudharmony.net" in set(scored["target"])
+    proc = run_cli("analyse", str(out), timeout=180)
+    assert proc.returncode == 0 and "RANK" in proc.stdout, proc.stderr

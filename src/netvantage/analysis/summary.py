@@ -44,19 +44,42 @@ class Analysis:
         return None if table.empty else str(table.sort_values("rank").iloc[0]["target"])
 
 
-def equal_weights(campaign: Campaign) -> dict[str, float]:
-    regions = sorted(str(r) for r in campaign.measurements["region"].dropna().unique())
-    return {r: 1.0 / len(regions) for r in regions} if regions else {}
+def equal_weights(campaign: Campaign,
+                  kinds: tuple[str, ...] = ("ping", "tcp", "trace")) -> dict[str, float]:
+    """Every region counts the same — among the regions that measured every target.
+
+    A region that never measured some candidate cannot score it; counting it would
+    leave every candidate without a score.  (Public probes, such as RIPE Atlas ones,
+    often cover only some pairs.)  If no region covers every target, all count.
+    """
+    m = campaign.measurements
+    m = m[m["kind"].astype(str).isin(kinds) & m["rtt_ms"].notna()]
+    regions = sorted(str(r) for r in m["region"].dropna().unique())
+    targets = {str(t) for t in m["target"].dropna().unique()}
+    complete = [r for r in regions
+                if {str(t) for t in m.loc[m["region"] == r, "target"].unique()} >= targets]
+    chosen = complete or regions
+    return {r: 1.0 / len(chosen) for r in chosen} if chosen else {}
+
+
+def _latency_kinds(campaign: Campaign) -> tuple[str, ...]:
+    """ping and tcp where every target has them; otherwise traces' destination RTT too."""
+    m = campaign.measurements
+    direct = m[m["kind"].astype(str).isin(["ping", "tcp"]) & m["rtt_ms"].notna()]
+    targets = {str(t) for t in m["target"].dropna().unique()}
+    if targets and {str(t) for t in direct["target"].unique()} >= targets:
+        return ("ping", "tcp")
+    return ("ping", "tcp", "trace")
 
 
 def default_window(campaign: Campaign) -> pd.Timedelta:
-    """About a tenth of the campaign's length, between one minute and one hour."""
+    """About a tenth of the campaign's length (in 10 s steps), between 10 s and one hour."""
     started = campaign.measurements["started_at"]
     if started.empty:
         return pd.Timedelta("5min")
     span = started.max() - started.min()
-    window = pd.Timedelta((span / 10).ceil("1min"))
-    return pd.Timedelta(min(max(window, pd.Timedelta("1min")), pd.Timedelta("1h")))
+    window = pd.Timedelta((span / 10).ceil("10s"))
+    return pd.Timedelta(min(max(window, pd.Timedelta("10s")), pd.Timedelta("1h")))
 
 
 def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.DataFrame:
@@ -80,12 +103,27 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     ``cost`` and ``thresholds`` default to :class:`CostModel` and :class:`Thresholds`'
     documented defaults; ``window`` to a tenth of the campaign (see :func:`default_window`).
     """
-    cost = cost or CostModel()
-    thresholds = thresholds or Thresholds()
     notes: list[str] = []
-    w = dict(weights) if weights else equal_weights(campaign)
+    if cost is None:
+        kinds = _latency_kinds(campaign)
+        cost = CostModel(latency_kinds=kinds)
+        if "trace" in kinds:
+            notes.append("some targets have no ping or TCP measurements: latency terms also "
+                         "use the traces' destination RTT")
+    if thresholds is None:
+        thresholds = Thresholds()
+        measured = set(campaign.measurements["kind"].astype(str).unique())
+        if not measured & set(thresholds.handshake_kinds):
+            # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
+            thresholds = Thresholds(handshake_p95_ms=None)
+            notes.append("no SMTP measurements: the handshake threshold is not applied")
+    w = dict(weights) if weights else equal_weights(campaign, cost.latency_kinds)
     if not weights:
-        notes.append("no client weights given: every region counts the same")
+        all_regions = campaign.measurements["region"].dropna().nunique()
+        notes.append(f"no client weights given: every region counts the same ({len(w)} of "
+                     f"{all_regions} regions: those that measured every target)"
+                     if len(w) < all_regions else
+                     "no client weights given: every region counts the same")
     m = campaign.measurements
     span = (m["started_at"].min(), m["started_at"].max()) if not m.empty else None
     win = pd.Timedelta(window) if window is not None else default_window(campaign)
@@ -96,6 +134,10 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
         notes.append("no locations given: the physical-bound and distance tests are skipped")
     evidence = _path_evidence(campaign, locations)
     ranking = rank(m, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed)
+    if ranking.table["score"].isna().any():
+        notes.append("some data centres have no score: a weighted region never measured them "
+                     "(see 'no records'); give weights only to regions that measured every "
+                     "candidate you compare")
     stable = stability(m, w, cost=cost, thresholds=thresholds, seed=seed)
     flags = degradation_flags(m, inflation=infl,
                               path_evidence=evidence if not evidence.empty else None,

@@ -476,18 +476,7 @@ async def _run_raw(engine: _RawEngine, t: _Trace, deadline: float) -> None:
                     break
                 await engine.send(t, probe, pid)
             t.highest_ttl = max(t.highest_ttl, high)
-            # Every probe of the window gets probe_timeout_s after the last one left.
-            end = min(loop.time() + o.probe_timeout_s, deadline)
-            while t.outstanding > 0 and loop.time() < end:
-                t.window_done.clear()
-                try:
-                    await asyncio.wait_for(t.window_done.wait(), end - loop.time())
-                except TimeoutError:
-                    break
-            for _pid, probe in batch:
-                if probe.result is None:
-                    probe.result = TraceProbe(cycle=cycle)
-            t.outstanding = 0
+            await _settle(t, batch, cycle, deadline)
             if cycle in t.dest_ttl:
                 if o.protocol == "tcp":
                     await _confirm_tcp_destination(engine, t, cycle, low, deadline)
@@ -506,6 +495,26 @@ async def _run_raw(engine: _RawEngine, t: _Trace, deadline: float) -> None:
                 t.stop_reason = "deadline"
                 return
             low = high + 1
+
+
+async def _settle(t: _Trace, batch: list[tuple[int, _Probe]], cycle: int,
+                  deadline: float) -> None:
+    """Wait for a batch's answers: probe_timeout_s after its last probe left, at most.
+
+    Whatever has not answered by then is recorded as lost (a late answer is ignored).
+    """
+    loop = asyncio.get_running_loop()
+    end = min(loop.time() + t.opts.probe_timeout_s, deadline)
+    while t.outstanding > 0 and loop.time() < end:
+        t.window_done.clear()
+        try:
+            await asyncio.wait_for(t.window_done.wait(), end - loop.time())
+        except TimeoutError:
+            break
+    for _pid, probe in batch:
+        if probe.result is None:
+            probe.result = TraceProbe(cycle=cycle)
+    t.outstanding = 0
 
 
 async def _confirm_tcp_destination(engine: _RawEngine, t: _Trace, cycle: int, low: int,
@@ -537,17 +546,7 @@ async def _confirm_tcp_destination(engine: _RawEngine, t: _Trace, cycle: int, lo
         t.window_done.clear()
         for pid, probe in batch:
             await engine.send(t, probe, pid)
-        end = min(loop.time() + o.probe_timeout_s, deadline)
-        while t.outstanding > 0 and loop.time() < end:
-            t.window_done.clear()
-            try:
-                await asyncio.wait_for(t.window_done.wait(), end - loop.time())
-            except TimeoutError:
-                break
-        for _pid, probe in batch:
-            if probe.result is None:
-                probe.result = TraceProbe(cycle=cycle)
-        t.outstanding = 0
+        await _settle(t, batch, cycle, deadline)
         if t.dest_ttl[cycle] == d:
             return
 
