@@ -761,6 +761,60 @@ def import_atlas_cmd(files: tuple[Path, ...], probe_files: tuple[Path, ...],
                + (f" and the originals to {side}" if side else ""), err=True)
 
 
+@cli.command("report", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage report data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv \\
+      -o report.html
+  netvantage report results.db --weights ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1 \\
+      --locations data/locations/lab.csv --title "Mail host: where next?" -o report.html
+  netvantage report dataset/ --format md --figures report-figures -o report.md
+\b
+DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
+The HTML page is self-contained (figures embedded; nothing fetched when it is opened).
+The recommendation and the flags are exactly those of `netvantage analyse` for the same
+DATA, --weights and --locations. Progress goes to stderr.""")
+@click.argument("data", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The report file to write (HTML, or Markdown with --format md).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html",
+              show_default=True)
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the figures as PNG files in DIR (Markdown links to them).")
+@click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="CSV of regions and data centres: enables the map and "
+              "the physical-bound tests.")
+@click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--title", help="Title of the report.")
+def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path | None,
+               locations_path: Path | None, weights: str | None, window: str | None,
+               title: str | None) -> None:
+    """Write the report a person reads: recommendation, flags, ranking, map and figures."""
+    import time
+
+    from .report import make_report
+
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        click.echo(f"netvantage: report: {message} ({time.perf_counter() - started:.1f} s)",
+                   err=True)
+
+    parsed = _parse_weights(weights)
+    progress("loading…")
+    campaign, places = _load_campaign_and_places(data, locations_path)
+    try:
+        report = make_report(campaign, weights=parsed, locations=places, title=title,
+                             window=window, sources=[Path(d).name for d in data],
+                             progress=progress)
+    except ValueError as exc:
+        _die(str(exc), EXIT_USAGE)
+    progress(f"writing {output}…")
+    files = report.write(output, fmt=fmt, figures_dir=figures_dir)
+    progress(f"wrote {', '.join(str(f) for f in files)}; recommended: "
+             f"{report.analysis.winner or 'none'}, {len(report.analysis.flags)} flag(s)")
+
+
 @cli.command("schema", context_settings=CONTEXT, epilog="""\b
 Examples:
   netvantage schema > result.schema.json
@@ -786,19 +840,36 @@ def schema_cmd(files: tuple[str, ...]) -> None:
 
 
 @cli.command("demo", context_settings=CONTEXT, epilog="""\b
-Example:
-  netvantage demo --out out/""")
+Examples:
+  sudo netvantage demo                 # lab + agents + collector + report, ~4 minutes
+  netvantage demo                      # without root: the report of the bundled campaign
+  netvantage demo --quick              # loopback ping and TCP only
+\b
+As root it brings the lab up, measures from every client region for --minutes with a
+degradation switched on half-way, writes OUT/report.html and tears the lab down.""")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("out"), show_default=True, help="Where the demo writes its files.")
-def demo_cmd(out_dir: Path) -> None:
-    """Measure this machine for real (loopback ICMP and TCP) and show the results."""
+@click.option("--minutes", type=click.FloatRange(1, 60), default=3.0, show_default=True,
+              help="Length of the lab campaign.")
+@click.option("--quick", is_flag=True, help="Only measure loopback (ICMP and TCP).")
+def demo_cmd(out_dir: Path, minutes: float, quick: bool) -> None:
+    """The whole pipeline on this machine, ending with the report a person reads."""
+    if quick:
+        from .demo import run_quick_demo
+
+        records, output, notes = run_quick_demo(out_dir)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(_table(records))
+        click.echo(f"\n{len(records)} records written to {output}")
+        return
     from .demo import run_demo
 
-    result = run_demo(out_dir)
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
-    click.echo(_table(result.records))
-    click.echo(f"\n{len(result.records)} records written to {result.output}")
+    result = run_demo(out_dir, minutes=minutes, say=lambda m: click.echo(f"demo: {m}",
+                                                                          err=True))
+    click.echo(f"report: {result.report.resolve()}")
+    click.echo(f"data:   {result.data.resolve()}"
+               + ("" if result.live else " (bundled sample: run as root for a live campaign)"))
 
 
 # ----------------------------------------------------------------------------- lab

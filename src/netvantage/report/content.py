@@ -1,0 +1,469 @@
+"""What the report says, as plain data: sentences and tables built from an :class:`Analysis`.
+
+Both renderers (HTML and Markdown) read the same :class:`ReportContent`, so the two formats
+cannot disagree.  Nothing here decides anything: the recommendation is
+``Analysis.winner``, the ranking and its intervals are ``Analysis.ranking``, the flags are
+``Analysis.flags`` row for row, and the path diagnosis is their ``where`` column.  This
+module only words them and arranges them (which flags to quote first, how to group flagged
+regions per data centre for the headline).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pandas as pd
+
+from ..analysis.frames import Campaign
+from ..analysis.summary import Analysis
+
+__all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
+           "collect_content", "duration_text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table of display strings; ``numeric`` right-aligns a column, ``marks`` tags rows."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]
+    marks: tuple[str, ...] = ()  # per row: "" or a CSS-ish tag ("winner", "flagged")
+
+    def mark(self, i: int) -> str:
+        return self.marks[i] if i < len(self.marks) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    question: str
+    winner: str | None
+    answer: str  # the sentence after the winner's name
+    confidence: str  # "high" / "moderate" / "low", with the rule in ``confidence_rule``
+    confidence_rule: str
+    evidence: tuple[str, ...]  # how confident, in numbers
+    would_change: tuple[str, ...]  # what would change the answer
+
+
+@dataclass(frozen=True, slots=True)
+class FlagGroup:
+    """Regions degraded towards one data centre, for the headline."""
+
+    target: str
+    since: str | None  # when every flag of the group is a change over time
+    headline: str
+    lines: tuple[str, ...]  # one per region: what is wrong and where it starts
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedPair:
+    """One flagged (region, data centre), for its own section."""
+
+    region: str
+    target: str
+    anchor: str
+    flags: Table
+    where: tuple[str, ...]  # the flags' path diagnosis, sentence by sentence
+    hops: Table | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportContent:
+    title: str
+    generated: str
+    version: str
+    recommendation: Recommendation
+    flag_groups: tuple[FlagGroup, ...]
+    ranking: Table
+    breakdown: Table
+    flagged: tuple[FlaggedPair, ...]
+    gathering: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(x) else f"{x:,.{digits}f}"
+
+
+def _pct(value: Any, digits: int = 0) -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(x) else f"{x:.{digits}%}"
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _when(ts: Any) -> str:
+    return "–" if _missing(ts) else pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration_text(td: Any) -> str:
+    """A time span as "50 s", "8 min 0 s", "2 h 5 min" (pandas prints "0 days 00:00:50")."""
+    if _missing(td):
+        return "–"
+    total = round(pd.Timedelta(td).total_seconds())
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def anchor(region: str, target: str) -> str:
+    """An HTML id for a flagged pair's section (also the Markdown heading's text)."""
+    safe = "".join(ch if ch.isalnum() else "-" for ch in f"{region}-{target}".lower())
+    return f"flag-{safe}"
+
+
+def _normalised(weights: Mapping[str, float]) -> dict[str, float]:
+    total = sum(w for w in weights.values() if w > 0)
+    return {r: (w / total if total > 0 else 0.0) for r, w in weights.items()}
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+def _recommendation(result: Analysis) -> Recommendation:
+    weights = _normalised(result.weights)
+    mix = ", ".join(f"{r} {w:.0%}" for r, w in sorted(weights.items(), key=lambda kv: -kv[1])
+                    if w > 0)
+    question = ("Which data centre should host the service so that its clients — "
+                f"{mix} — reach it best, and where are they badly served?")
+    table = result.ranking.table.sort_values("rank").reset_index(drop=True)
+    winner = result.winner
+    if winner is None or table.empty:
+        return Recommendation(question, None, "no data centre could be ranked: the data hold "
+                              "no target measured from the weighted regions.", "low",
+                              "", (), ())
+    best = table.iloc[0]
+    st = result.stability
+    loo = st.leave_one_out
+    loo_same = int(loo["same"].sum()) if len(loo) else 0
+    p_best = float(best["p_best"])
+    high = (p_best >= 0.95 and st.dirichlet_share >= 0.9
+            and (len(loo) == 0 or loo_same == len(loo)))
+    moderate = p_best >= 0.8 and st.dirichlet_share >= 0.7
+    level = "high" if high else "moderate" if moderate else "low"
+    rule = ("high: best in ≥ 95 % of bootstrap resamplings, first in ≥ 90 % of perturbed "
+            "client mixes and in every leave-one-region-out check; moderate: ≥ 80 % and "
+            "≥ 70 %; low otherwise")
+    answer = (f"has the lowest weighted cost for this client mix: a score of "
+              f"{_num(best['score'])} ms-equivalent (95 % CI {_num(best['score_lo'])}–"
+              f"{_num(best['score_hi'])}; lower is better).")
+    evidence = [
+        f"Best in {_pct(p_best)} of bootstrap resamplings of the records (p_best).",
+        f"Stays first in {_pct(st.dirichlet_share)} of perturbed client mixes (each share "
+        f"varied by about ±15 %).",
+    ]
+    if len(loo):
+        evidence.append(f"Stays first in {loo_same} of {len(loo)} checks leaving one region's "
+                        "clients out.")
+    evidence.append(
+        "Meets every service threshold in every weighted region." if bool(
+            best["meets_thresholds"]) else
+        f"Does not meet every service threshold: {best['fails']}.")
+    return Recommendation(question, winner, answer, level, rule, tuple(evidence),
+                          tuple(_would_change(result, table)))
+
+
+def _would_change(result: Analysis, table: pd.DataFrame) -> list[str]:
+    out: list[str] = []
+    best = table.iloc[0]
+    winner = str(best["target"])
+    if not bool(best["meets_thresholds"]):
+        out.append(f"No data centre meets every service threshold in every region, so "
+                   f"{winner} ranks first on score alone; a candidate that met them all would "
+                   "rank first whatever its score.")
+    if len(table) > 1:
+        second = table.iloc[1]
+        runner = str(second["target"])
+        gap = float(second["score"]) - float(best["score"])
+        bd = result.ranking.breakdown
+        per = (bd[bd["target"] == runner].set_index("region")["weighted_cost"]
+               - bd[bd["target"] == winner].set_index("region")["weighted_cost"]).dropna()
+        per = per.sort_values(ascending=False)
+        text = (f"The runner-up, {runner} (score {_num(second['score'])}, 95 % CI "
+                f"{_num(second['score_lo'])}–{_num(second['score_hi'])}), would need to be "
+                f"{_num(gap)} ms-equivalent cheaper overall")
+        worse = [f"{r} (+{_num(v)})" for r, v in per.items() if v >= 0.5][:3]
+        better = [f"{r} ({_num(v)})" for r, v in per.items() if v <= -0.5]
+        if worse:
+            text += f"; it loses most in {_and(worse)}"
+        if better:
+            text += f" and gains in {_and(better)}"
+        text += " (weighted cost against the winner)."
+        out.append(text)
+        lo2, hi1 = float(second["score_lo"]), float(best["score_hi"])
+        if not math.isnan(lo2) and not math.isnan(hi1) and lo2 <= hi1:
+            out.append(f"The intervals of {winner} and {runner} overlap: the data do not "
+                       "yet separate them; a longer campaign would.")
+        if not bool(second["meets_thresholds"]) and second["fails"]:
+            out.append(f"{runner} also misses thresholds: {second['fails']}.")
+    st = result.stability
+    for row in st.leave_one_out.itertuples():
+        if not row.same:
+            out.append(f"Without the clients in {row.left_out}, {row.winner} would win.")
+    others = st.wins[(st.wins["target"] != winner) & (st.wins["share"] > 0)]
+    for row in others.itertuples():
+        out.append(f"{row.target} wins in {_pct(row.share)} of perturbed client mixes.")
+    return out
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _flag_phrase(f: Any) -> str:
+    """A short phrase for one flag row (its ``evidence`` column says it in full)."""
+    since = "" if _missing(f.since) else f" since {pd.Timestamp(f.since):%H:%M:%S} UTC"
+    if f.test == "bound":
+        return (f"a detour: minimum RTT {_num(f.value)} ms where distance allows about "
+                f"{_num(f.reference)} ms (+{_num(f.effect)} ms)")
+    if f.test == "peers" and f.metric == "rtt_ms":
+        return (f"slower than other regions: median RTT {_num(f.value)} ms where peers "
+                f"predict {_num(f.reference)} ms (+{_num(f.effect)} ms)")
+    if f.metric == "loss_ratio":
+        versus = "before" if f.test == "history" else "at peers"
+        return f"loss {_pct(f.value, 1)}{since} vs {_pct(f.reference, 1)} {versus}"
+    if f.test == "history":
+        return (f"median RTT {_num(f.value)} ms{since} vs {_num(f.reference)} ms before "
+                f"(+{_num(f.effect)} ms)")
+    return str(f.evidence)
+
+
+def _where_parts(where: Any) -> list[str]:
+    """The diagnosis sentences of a ``where`` text (they are joined by "; " in it)."""
+    if _missing(where):
+        return []
+    parts: list[str] = []
+    for chunk in str(where).split("; "):
+        # Continuations ("later hops 6%", "0 of 192 before it") belong to the sentence before.
+        if parts and not chunk.startswith(("RTT first", "loss first")):
+            parts[-1] += "; " + chunk
+        else:
+            parts.append(chunk)
+    return parts
+
+
+def _where_short(where: Any) -> str | None:
+    """"loss first shows at TTL 5, 10.10.255.9 (AS64710 …, Lisbon)" (else the RTT jump)."""
+    parts = _where_parts(where)
+    for prefix in ("loss first", "RTT first"):
+        for p in parts:
+            if p.startswith(prefix):
+                return p.split(": ", 1)[0]
+    return parts[0].split(": ", 1)[0] if parts else None
+
+
+def _pair_summary(group: pd.DataFrame) -> str:
+    # One phrase per (test, metric), the ping flag preferred: ping and tcp usually agree.
+    order = group.assign(_k=(group["kind"] != "ping").astype(int)).sort_values(
+        ["test", "metric", "_k"], kind="stable")
+    seen: set[tuple[str, str]] = set()
+    phrases: list[str] = []
+    for f in order.itertuples():
+        key = (str(f.test), str(f.metric))
+        if key in seen:
+            continue
+        seen.add(key)
+        phrases.append(_flag_phrase(f))
+    return "; ".join(phrases)
+
+
+def _flag_groups(flags: pd.DataFrame) -> list[FlagGroup]:
+    if flags.empty:
+        return []
+    pairs: list[tuple[str, str, str | None, str, str | None]] = []
+    for (region, target), group in flags.groupby(["region", "target"], sort=True):
+        history_only = bool((group["test"] == "history").all())
+        since = _when(group["since"].min()) if history_only else None
+        where = group["where"].dropna()
+        pairs.append((str(region), str(target), since, _pair_summary(group),
+                      _where_short(where.iloc[0]) if len(where) else None))
+    out: list[FlagGroup] = []
+    # Standing problems first (they are what a choice of site must live with), then changes.
+    keys = sorted({(t, s) for _, t, s, _, _ in pairs}, key=lambda k: (k[1] is not None, k))
+    for target, since in keys:
+        members = [p for p in pairs if p[1] == target and p[2] == since]
+        regions = [p[0] for p in members]
+        head = (f"Clients in {_and(regions)} {'is' if len(regions) == 1 else 'are'} degraded "
+                f"towards {target}" + (f" since {since}" if since else ""))
+        lines = tuple(f"{r}: {summary}" + (f" — {where}" if where else "")
+                      for r, _, _, summary, where in members)
+        out.append(FlagGroup(target, since, head, lines))
+    return out
+
+
+def _typical_hops(hops: pd.DataFrame, region: str, target: str,
+                  marked_ttls: Sequence[int]) -> Table | None:
+    """Per TTL over all traces of the pair: the usual responder, its RTT, the pooled loss."""
+    if hops.empty:
+        return None
+    sel = hops[(hops["region"].astype(str) == region) & (hops["target"].astype(str) == target)]
+    if sel.empty:
+        return None
+    traces = sel["id"].nunique()
+    rows: list[tuple[str, ...]] = []
+    marks: list[str] = []
+    for ttl, at in sel.groupby("ttl", sort=True):
+        sent = float(at["sent"].sum())
+        replies = float(at["replies"].sum())
+        answered = at[at["address"].notna()]
+        if len(answered):
+            counts = answered.groupby(answered["address"].astype(str)).size()
+            address = str(counts.idxmax())
+            rec = answered[answered["address"].astype(str) == address].iloc[0]
+            seen = answered.loc[answered["address"].astype(str) == address, "id"].nunique()
+            asn = "" if _missing(rec["asn"]) else f"AS{int(rec['asn'])}"
+            org = "" if _missing(rec["as_org"]) else str(rec["as_org"])
+            place = ", ".join(str(rec[c]) for c in ("city", "country") if not _missing(rec[c]))
+            rtt = _num(answered.loc[answered["address"].astype(str) == address,
+                                    "rtt_min_ms"].median(), 1)
+        else:
+            address, seen, asn, org, place, rtt = "(silent)", 0, "", "", "", "–"
+        ttl_i = int(cast(Any, ttl))
+        rows.append((str(ttl_i), address, asn, org, place, rtt,
+                     _pct(1 - replies / sent, 1) if sent > 0 else "–", f"{seen}/{traces}"))
+        marks.append("flagged" if ttl_i in marked_ttls else "")
+    return Table(("TTL", "usual responder", "AS", "AS name", "place", "RTT min, median (ms)",
+                  "loss (pooled)", "traces seen"), tuple(rows),
+                 (True, False, False, False, False, True, True, True), tuple(marks))
+
+
+def _flagged_pairs(result: Analysis, campaign: Campaign) -> list[FlaggedPair]:
+    out: list[FlaggedPair] = []
+    flags = result.flags
+    if flags.empty:
+        return out
+    paths = result.paths
+    for (region, target), group in flags.groupby(["region", "target"], sort=True):
+        rows = tuple((str(f.test), str(f.kind), str(f.metric), str(f.evidence), _when(f.since),
+                      f"{float(cast(Any, f.p_value)):.1e}") for f in group.itertuples())
+        table = Table(("test", "kind", "metric", "evidence", "since", "p-value"), rows,
+                      (False, False, False, False, False, True))
+        where = group["where"].dropna()
+        marked: list[int] = []
+        if not paths.empty:
+            row = paths[(paths["region"] == region) & (paths["target"] == target)]
+            for col in ("jump_ttl", "loss_ttl"):
+                if len(row) and not _missing(row.iloc[0][col]):
+                    marked.append(int(row.iloc[0][col]))
+        out.append(FlaggedPair(str(region), str(target), anchor(str(region), str(target)),
+                               table, tuple(_where_parts(where.iloc[0])) if len(where) else (),
+                               _typical_hops(campaign.hops, str(region), str(target), marked)))
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _ranking_table(result: Analysis) -> Table:
+    table = result.ranking.table.sort_values("rank")
+    rows = tuple((str(r.rank), str(r.target), _num(r.score), f"{_num(r.score_lo)}–"
+                  f"{_num(r.score_hi)}", _pct(r.p_best),
+                  "met" if r.meets_thresholds else f"not met: {r.fails}")
+                 for r in table.itertuples())
+    marks = tuple("winner" if str(r.target) == result.winner else "" for r in table.itertuples())
+    return Table(("rank", "data centre", "score", "95 % CI", "p(best)", "service thresholds"),
+                 rows, (True, False, True, True, True, False), marks)
+
+
+def _breakdown_table(result: Analysis) -> Table:
+    bd = result.ranking.breakdown.sort_values(["region", "cost"])
+    flagged = set(zip(result.flags["region"].astype(str), result.flags["target"].astype(str),
+                      strict=True))
+    weights = _normalised(result.weights)
+    rows: list[tuple[str, ...]] = []
+    marks: list[str] = []
+    for r in bd.itertuples():
+        key = (str(r.region), str(r.target))
+        rows.append((str(r.region), str(r.target), _pct(weights.get(str(r.region), r.weight)),
+                     str(int(cast(Any, r.records))), _num(r.rtt_p50_ms, 1), _num(r.rtt_p95_ms, 1),
+                     _num(r.loss_pct, 1), _num(r.handshake_p95_ms), _num(r.failure_pct, 1),
+                     _num(r.cost), "met" if r.meets_thresholds else str(r.fails),
+                     "flagged" if key in flagged else ""))
+        marks.append("flagged" if key in flagged else "")
+    return Table(("region", "data centre", "weight", "records", "RTT p50 (ms)", "RTT p95 (ms)",
+                  "loss %", "handshake p95 (ms)", "failed %", "cost", "thresholds", "flag"),
+                 tuple(rows), (False, False, True, True, True, True, True, True, True, True,
+                               False, False), tuple(marks))
+
+
+def _gathering(campaign: Campaign, result: Analysis, sources: Sequence[str],
+               version: str) -> list[tuple[str, str]]:
+    m = campaign.measurements
+    out: list[tuple[str, str]] = []
+    if sources:
+        out.append(("input", ", ".join(sources)))
+    out.append(("records", f"{len(m):,}"))
+    kinds = m["kind"].astype(str).value_counts().sort_index()
+    out.append(("per kind", ", ".join(f"{k} {n:,}" for k, n in kinds.items())))
+    status = m["status"].astype(str).value_counts()
+    out.append(("status", ", ".join(f"{k} {n:,}" for k, n in status.items() if n)))
+    src = m["source"].astype(str).value_counts()
+    out.append(("sources", ", ".join(f"{k} {n:,}" for k, n in src.items() if n)))
+    agents = (m[["agent", "region"]].astype(str).drop_duplicates()
+              .sort_values(["region", "agent"]))
+    out.append(("agents", f"{len(agents)}: " + ", ".join(
+        f"{a.agent} ({a.region})" for a in agents.itertuples())))
+    regions = sorted(m["region"].astype(str).unique())
+    out.append(("client regions", f"{len(regions)}: " + ", ".join(regions)))
+    dcs = m[["target", "address"]].astype(str).drop_duplicates().sort_values("target")
+    out.append(("data centres", ", ".join(f"{d.target} ({d.address})"
+                                          for d in dcs.itertuples())))
+    if result.span is not None:
+        start, end = result.span
+        length = pd.Timedelta(end - start)
+        out.append(("period", f"{_when(start)} to {_when(end)} ({duration_text(length)})"))
+    out.append(("traces", f"{campaign.hops['id'].nunique():,} traces, {len(campaign.hops):,} "
+                          "hop rows"))
+    out.append(("analysis", f"history window {duration_text(result.window)}; score CIs from a "
+                            "stratified bootstrap of the records; costs in ms-equivalents of "
+                            "median RTT"))
+    out.append(("tool", f"netvantage {version}"))
+    return out
+
+
+def collect_content(campaign: Campaign, result: Analysis, *, title: str, version: str,
+                    generated: pd.Timestamp, sources: Sequence[str] = ()) -> ReportContent:
+    """Everything the report says, from the campaign and its analysis (no figures)."""
+    return ReportContent(
+        title=title,
+        generated=_when(generated),
+        version=version,
+        recommendation=_recommendation(result),
+        flag_groups=tuple(_flag_groups(result.flags)),
+        ranking=_ranking_table(result),
+        breakdown=_breakdown_table(result),
+        flagged=tuple(_flagged_pairs(result, campaign)),
+        gathering=tuple(_gathering(campaign, result, sources, version)),
+        notes=tuple(result.notes),
+    )

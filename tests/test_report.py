@@ -1,0 +1,264 @@
+"""The report command on the recorded lab campaign: content, self-containment, a real browser."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import struct
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from netvantage import __version__
+from netvantage import analysis as nva
+from netvantage.report.content import anchor
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
+LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
+AFRICA = "ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1"
+SECTIONS = ("question", "recommendation", "flags", "ranking", "breakdown", "map", "latency",
+            "loss", "timeseries", "flag-details", "gathering")
+HEADINGS = ("Question and recommendation", "Flagged regions", "Ranking",
+            "Per-region breakdown", "Map", "Latency distributions",
+            "Loss and handshake phases", "Over time", "Flag details",
+            "How the data were gathered")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """What the tests look at: ids and their text, headings, every src/href, images, text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: dict[str, list[str]] = {}
+        self.headings: list[str] = []
+        self.links: list[tuple[str, str, str]] = []  # (tag, attribute, value)
+        self.images: list[str] = []
+        self.styles: list[str] = []
+        self.text: list[str] = []
+        self._open: list[tuple[str, str | None]] = []
+        self._heading: list[str] | None = None
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        for name in ("src", "href", "action", "poster", "data", "srcset"):
+            if a.get(name):
+                self.links.append((tag, name, str(a[name])))
+        if tag == "img":
+            self.images.append(str(a.get("src", "")))
+        if tag in ("h1", "h2", "h3"):
+            self._heading = []
+        if tag == "style":
+            self._in_style = True
+        if tag in ("img", "meta", "link", "br", "hr", "input"):
+            return
+        ident = a.get("id")
+        if ident:
+            self.ids[ident] = []
+        self._open.append((tag, ident))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("h1", "h2", "h3") and self._heading is not None:
+            self.headings.append("".join(self._heading).strip())
+            self._heading = None
+        if tag == "style":
+            self._in_style = False
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i][0] == tag:
+                del self._open[i:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.styles.append(data)
+            return
+        self.text.append(data)
+        if self._heading is not None:
+            self._heading.append(data)
+        for _, ident in self._open:
+            if ident:
+                self.ids[ident].append(data)
+
+    def text_of(self, ident: str) -> str:
+        return " ".join(" ".join(self.ids[ident]).split())
+
+    @property
+    def all_text(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+@pytest.fixture(scope="module")
+def analysis_result() -> nva.Analysis:
+    weights = {k: float(v) for k, v in (p.split("=") for p in AFRICA.split(","))}
+    return nva.analyse(nva.load(SAMPLE), weights=weights, locations=nva.locations(LOCATIONS))
+
+
+@pytest.fixture(scope="module")
+def html_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    proc = run_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
+                   "--title", "Mail host <test> & choice", "-o", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def page(html_report: tuple[Path, str]) -> Page:
+    parser = Page()
+    parser.feed(html_report[0].read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+def test_progress_on_stderr(html_report: tuple[Path, str]) -> None:
+    stderr = html_report[1]
+    for step in ("loading", "analysing", "drawing 5 figures", "wrote"):
+        assert step in stderr, stderr
+
+
+def test_sections_and_title(page: Page) -> None:
+    for ident in SECTIONS:
+        assert ident in page.ids, f"no element with id={ident!r}"
+    for heading in HEADINGS:
+        assert heading in page.headings, page.headings
+    assert page.headings[0] == "Mail host <test> & choice"  # escaped, then parsed back
+    assert f"netvantage {__version__}" in page.text_of("gathering")
+
+
+def test_recommendation_is_the_analysis_winner(page: Page, analysis_result: nva.Analysis
+                                              ) -> None:
+    assert analysis_result.winner == "dc-jnb"
+    assert page.text_of("winner") == analysis_result.winner
+    rec = page.text_of("recommendation")
+    assert "ZM-LUN 45%" in page.text_of("question")
+    assert "CI" in rec and "bootstrap" in rec and "perturbed client mixes" in rec
+    assert "runner-up" in rec
+    first_row = page.text_of("ranking-table").split("service thresholds", 1)[1]
+    assert first_row.split()[:2] == ["1", analysis_result.winner]
+
+
+def test_every_flag_is_in_the_report(page: Page, analysis_result: nva.Analysis) -> None:
+    flags = analysis_result.flags
+    assert not flags.empty
+    headline = page.text_of("flags")
+    for region, target in set(zip(flags["region"], flags["target"], strict=True)):
+        assert region in headline and target in headline
+        ident = anchor(str(region), str(target))
+        assert ident in page.ids, ident
+        section = page.text_of(ident)
+        assert f"{region} → {target}" in section
+        for evidence in flags.loc[(flags["region"] == region) & (flags["target"] == target),
+                                  "evidence"]:
+            assert " ".join(str(evidence).split()) in section
+    assert "Clients in ZA-JNB and ZM-LUN are degraded towards dc-ams" in headline
+    assert "loss first shows at TTL 5, 10.10.255.9 (AS64710 West Coast Cable, Lisbon)" \
+        in headline
+    assert "Lisbon" in page.all_text and "AS64710" in page.all_text
+
+
+def test_figures_are_embedded_pngs(page: Page) -> None:
+    assert len(page.images) >= 5
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert png[:8] == PNG_SIGNATURE
+
+
+def test_nothing_fetched_from_the_network(page: Page) -> None:
+    for tag, attribute, value in page.links:
+        low = value.strip().lower()
+        assert not low.startswith(("http:", "https:", "//", "ftp:")), (tag, attribute, value)
+        assert low.startswith(("#", "data:")), (tag, attribute, value[:60])
+    css = " ".join(page.styles)
+    assert "url(" not in css and "@import" not in css
+
+
+def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> None:
+    out = tmp_path / "out" / "report.md"
+    figures = tmp_path / "figs"
+    proc = run_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
+                   "--format", "md", "--figures", str(figures), "-o", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text(encoding="utf-8")
+    assert f"**Recommendation: {analysis_result.winner}**" in text
+    assert "## Flag details" in text and "Lisbon" in text
+    names = {p.name for p in figures.iterdir()}
+    assert names == {"map.png", "latency.png", "loss.png", "phases.png", "timeseries.png"}
+    for name in names:
+        assert (figures / name).read_bytes()[:8] == PNG_SIGNATURE
+        assert f"](../figs/{name})" in text
+        assert (out.parent / "../figs" / name).resolve().is_file()
+
+
+def test_html_with_figures_dir_and_no_locations(tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    proc = run_cli("report", str(SAMPLE), "--figures", str(tmp_path / "f"), "-o", str(out),
+                   timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    parser = Page()
+    parser.feed(out.read_text(encoding="utf-8"))
+    assert "the map needs --locations" in parser.text_of("map")
+    assert not (tmp_path / "f" / "map.png").exists()
+    assert (tmp_path / "f" / "latency.png").is_file()
+
+
+def test_bad_weights_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli("report", str(SAMPLE), "--weights", "ZM-LUN", "-o", str(tmp_path / "x.html"))
+    assert proc.returncode == 2
+    assert "REGION=NUMBER" in proc.stderr
+
+
+# --------------------------------------------------------------------------- in a browser
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and Path("/usr/bin/chromium").exists():
+        found = "/usr/bin/chromium"
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium missing: make test installs it (Debian package chromium)")
+        pytest.skip("needs chromium (Debian package chromium)")
+    return found
+
+
+def _browse(browser: str, tmp: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-extensions", f"--user-data-dir={tmp / 'profile'}",
+         "--enable-logging=stderr", "--v=0", *extra, url],
+        capture_output=True, text=True, timeout=120, cwd=tmp)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines()
+            if "CONSOLE" in line or "Uncaught" in line or "Failed to load resource" in line]
+
+
+def test_report_in_headless_chromium(html_report: tuple[Path, str], tmp_path: Path) -> None:
+    browser = _chromium()
+    url = html_report[0].resolve().as_uri()
+    shot = tmp_path / "report.png"
+    proc = _browse(browser, tmp_path, url, f"--screenshot={shot}", "--window-size=1280,4000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not _console_errors(proc.stderr), _console_errors(proc.stderr)
+    data = shot.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (1280, 4000)
+    assert len(data) > 50_000  # a rendered page with figures, not a blank one
+
+    dom = _browse(browser, tmp_path, url, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
+    parsed = Page()
+    parsed.feed(dom.stdout)
+    for heading in HEADINGS:
+        assert heading in parsed.headings, parsed.headings
+    assert parsed.text_of("winner") == "dc-jnb"
