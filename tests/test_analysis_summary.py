@@ -105,3 +105,9 @@ def test_imported_atlas_results_are_analysed(tmp_path):
     assert "af-south-1.ec2.cloudharmony.net" in set(scored["target"])
     proc = run_cli("analyse", str(out), timeout=180)
     assert proc.returncode == 0 and "RANK" in proc.stdout, proc.stderr
+    # Atlas probes without metadata have no region: the report copes with the gaps.
+    html = tmp_path / "atlas.html"
+    report = run_cli("report", str(out), "--weights", "AO=0.5,NA=0.5", "-o", str(html),
+                     timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "af-south-1.ec2.cloudharmony.net" in html.read_text()

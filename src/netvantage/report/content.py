@@ -434,7 +434,7 @@ def _gathering(campaign: Campaign, result: Analysis, sources: Sequence[str],
               .sort_values(["region", "agent"]))
     out.append(("agents", f"{len(agents)}: " + ", ".join(
         f"{a.agent} ({a.region})" for a in agents.itertuples())))
-    regions = sorted(m["region"].astype(str).unique())
+    regions = sorted(m["region"].dropna().astype(str).unique())
     out.append(("client regions", f"{len(regions)}: " + ", ".join(regions)))
     dcs = m[["target", "address"]].astype(str).drop_duplicates().sort_values("target")
     out.append(("data centres", ", ".join(f"{d.target} ({d.address})"

@@ -187,8 +187,8 @@ def latency_figure(campaign: Campaign, result: Analysis) -> Figure | None:
         kind = "ping RTT samples"
     if s.empty:
         return None
-    regions = sorted(s["region"].astype(str).unique())
-    targets = sorted(s["target"].astype(str).unique())
+    regions = sorted(s["region"].dropna().astype(str).unique())
+    targets = sorted(s["target"].dropna().astype(str).unique())
     loss = result.ranking.breakdown.set_index(["region", "target"])["loss_pct"]
     flagged = _flagged(result)
     cols = min(len(regions), 2)
@@ -234,8 +234,8 @@ def loss_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     bd = result.ranking.breakdown
     if bd.empty or not np.isfinite(bd["loss_pct"].to_numpy(dtype=float)).any():
         return None
-    regions = sorted(bd["region"].astype(str).unique())
-    targets = sorted(bd["target"].astype(str).unique())
+    regions = sorted(bd["region"].dropna().astype(str).unique())
+    targets = sorted(bd["target"].dropna().astype(str).unique())
     colours = _colours(targets)
     flagged = _flagged(result)
     fig = MplFigure(figsize=(10.5, 3.6))
@@ -332,8 +332,8 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     freq = f"{max(1, int(result.window.total_seconds()))}s"
     w = windowed(Campaign(sub, campaign.samples, campaign.hops, campaign.phases), freq,
                  by=("region", "target"), n_boot=0)
-    targets = sorted(w["target"].astype(str).unique())
-    regions = sorted(w["region"].astype(str).unique())
+    targets = sorted(w["target"].dropna().astype(str).unique())
+    regions = sorted(w["region"].dropna().astype(str).unique())
     colours = _colours(regions)
     step = pd.Timedelta(freq)
     fig = MplFigure(figsize=(10.5, 5.2))
@@ -359,7 +359,7 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
             for ax in (top, bottom):
                 ax.axvspan(start, stop, color=FLAG_COLOUR, alpha=0.07, zorder=0)
                 ax.axvline(start, color=FLAG_COLOUR, linestyle="--", linewidth=1)
-            who = ", ".join(sorted(group["region"].astype(str).unique()))
+            who = ", ".join(sorted(group["region"].dropna().astype(str).unique()))
             bottom.annotate(f"flagged: {who}", (start, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -11), textcoords="offset points", fontsize=7,
                             color=FLAG_COLOUR)
