@@ -298,8 +298,44 @@ def _write_records(state_dir: Path, procs: Sequence[_Proc]) -> None:
     tmp.replace(path)
 
 
+def _holders(state_dir: Path) -> list[int]:
+    """Live processes holding a file inside ``state_dir`` (ours by construction).
+
+    The recorded masters and their children are stopped first; this catches what a
+    race can leave behind (a child forked by a master just as it was told to stop).
+    """
+    prefix = str(state_dir.resolve()) + "/"
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith(prefix):
+                        found.append(int(entry.name))
+                        break
+    return found
+
+
+def _sweep(state_dir: Path, timeout_s: float = 3.0) -> None:
+    pids = _holders(state_dir)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pids = _holders(state_dir)
+            if not pids:
+                return
+            time.sleep(0.05)
+
+
 def _stop_procs(state_dir: Path, procs: Sequence[_Proc], timeout_s: float) -> None:
     left = _terminate(procs, timeout_s)
+    if state_dir.is_dir():
+        _sweep(state_dir)
     if left:
         _write_records(state_dir, [p for p in procs if _alive(p)])
         raise MailLabError(
