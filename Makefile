@@ -13,7 +13,10 @@ DEBIAN_PACKAGES := iproute2 nftables iptables iputils-ping iputils-tracepath tra
                    mtr-tiny tcpdump openssl postfix dovecot-imapd fping scamper \
                    chromium
 
-.PHONY: demo test lint typecheck pytest debian-packages clean
+# What the live demo's lab needs (a subset: no peers for benchmarks, no browser).
+LAB_PACKAGES := iproute2 nftables iputils-ping traceroute openssl postfix dovecot-imapd
+
+.PHONY: demo test lint typecheck pytest debian-packages lab-packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +27,16 @@ $(STAMP): pyproject.toml
 debian-packages:
 	sh scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
 
-demo: $(STAMP)
+# Without root the packages cannot be installed; the demo then says so and reports the
+# bundled campaign instead of running the lab.
+lab-packages:
+	-sh scripts/install-debian-packages.sh $(LAB_PACKAGES)
+
+demo: lab-packages $(STAMP)
 	$(BIN)/netvantage demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench notebooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
