@@ -134,6 +134,10 @@ class Agent:
                 self.stats.disabled[job.key] = str(exc)
                 self.say(f"disabled {job.key}: {exc}")
                 return
+            except Exception as exc:  # a bug in a probe: say so, keep the others running
+                self.stats.statuses["crashed"] += 1
+                self.say(f"measurement {job.key} crashed (a bug, please report it): {exc!r}")
+                return
             finally:
                 self._running.discard(job.key)
             await asyncio.to_thread(self.spool.put, record)
