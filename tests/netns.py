@@ -18,17 +18,22 @@ import pytest
 PREFIX = "nvt-f"
 
 
+def missing(reason: str, what: str = "the lab tests and every test that needs a tool") -> None:
+    """A test cannot run here: skip locally, but fail under ``CI=true`` (CI never skips)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run {what} (make test installs them)")
+    pytest.skip(reason)
+
+
 def require_root_netns() -> None:
     """Skip without root and ``ip``, except under ``CI=true``, where that is a failure."""
-    missing = None
+    missing_what = None
     if os.geteuid() != 0:
-        missing = "needs root for network namespaces"
+        missing_what = "needs root for network namespaces"
     elif shutil.which("ip") is None:
-        missing = "needs iproute2 (`ip`)"
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}; CI must run the lab tests (make test installs them)")
-        pytest.skip(missing)
+        missing_what = "needs iproute2 (`ip`)"
+    if missing_what:
+        missing(missing_what)
 
 
 def sh(*args: str, check: bool = True,

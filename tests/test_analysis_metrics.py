@@ -532,7 +532,6 @@ def test_loss_interval_of_identical_records_is_a_point():
 # --------------------------------------------------------------------------- the lab campaign
 
 
-@pytest.mark.skipif(not LAB_SAMPLE.exists(), reason="data/campaigns/lab-sample.jsonl not there")
 def test_the_lab_sample_campaign_loads_with_its_counts():
     want: dict[str, int] = {}
     with open(LAB_SAMPLE, "rb") as fh:

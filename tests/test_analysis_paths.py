@@ -373,9 +373,7 @@ def test_path_changes() -> None:
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="data/campaigns/lab-sample.jsonl not recorded")
 def test_lab_sample_detour_found(tmp_path: Path) -> None:
-    pytest.importorskip("netvantage.analysis.load")
     from netvantage.analysis.load import load
     from netvantage.annotate import GeoDatabases, annotate_records
     from netvantage.lab.geodb import write_lab_databases

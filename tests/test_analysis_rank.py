@@ -367,7 +367,7 @@ def test_path_evidence_as_a_mapping() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# The recorded lab campaign (data/campaigns/lab-sample.jsonl), when it and the loader exist.
+# The recorded lab campaign (data/campaigns/lab-sample.jsonl, committed).
 
 CAMPAIGN = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 META = ROOT / "data" / "campaigns" / "lab-sample.meta.json"
@@ -375,10 +375,9 @@ META = ROOT / "data" / "campaigns" / "lab-sample.meta.json"
 
 @pytest.fixture(scope="module")
 def lab_campaign() -> pd.DataFrame:
-    if not CAMPAIGN.exists() or not META.exists():
-        pytest.skip("data/campaigns/lab-sample.jsonl is not recorded yet")
-    load_module = pytest.importorskip("netvantage.analysis.load")
-    campaign = load_module.load(CAMPAIGN)
+    from netvantage.analysis.load import load
+
+    campaign = load(CAMPAIGN)
     return campaign.measurements  # type: ignore[no-any-return]
 
 
@@ -406,7 +405,8 @@ def test_lab_campaign_flags(lab_campaign: pd.DataFrame) -> None:
     degraded_at = pd.Timestamp(meta["degradation"]["at"])
     if degraded_at.tzinfo is None:
         degraded_at = degraded_at.tz_localize("UTC")
-    geo = pytest.importorskip("netvantage.analysis.geo")
+    from netvantage.analysis import geo
+
     floors = geo.inflation(lab_campaign, geo.locations(ROOT / "data" / "locations" / "lab.csv"))
     # An 8-minute campaign: 1-minute windows, so that 3 windows stand on each side of a split.
     flags = degradation_flags(lab_campaign, inflation=floors, window="1min")

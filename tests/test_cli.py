@@ -9,6 +9,7 @@ import click
 import pytest
 
 from conftest import run_cli
+from netns import missing
 from netvantage.cli import cli
 from netvantage.results import read_jsonl
 
@@ -83,7 +84,7 @@ def test_schema_command_validates_files(tmp_path):
 def test_ping_prints_one_valid_line_with_five_rtts():
     from test_measure import icmp_allowed
     if not icmp_allowed():
-        pytest.skip("no ICMP socket allowed here")
+        missing("no ICMP socket allowed here")
     proc = run_cli("measure", "ping", "127.0.0.1", "--count", "5", "-i", "0.05")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from conftest import run_cli
-from netns import Namespaces, ns_exec, require_root_netns
+from netns import Namespaces, missing, ns_exec, require_root_netns
 from netvantage.measure import PingOptions, TcpOptions, ping, tcp_connect
 from netvantage.measure.ping import open_icmp_socket
 from netvantage.results import decode_record
@@ -31,7 +31,14 @@ def icmp_allowed() -> bool:
         return False
 
 
-needs_icmp = pytest.mark.skipif(not icmp_allowed(), reason="no ICMP socket allowed here")
+@pytest.fixture
+def icmp() -> None:
+    """An ICMP socket can be opened (root, CAP_NET_RAW or ping_group_range); CI: must."""
+    if not icmp_allowed():
+        missing("no ICMP socket allowed here")
+
+
+needs_icmp = pytest.mark.usefixtures("icmp")
 
 
 @needs_icmp
@@ -51,7 +58,7 @@ def test_ping_loopback_keeps_every_rtt(address):
 @needs_icmp
 def test_ping_agrees_with_iputils_on_loopback():
     if shutil.which("ping") is None:
-        pytest.skip("iputils ping not installed")
+        missing("needs iputils ping")
     ours = asyncio.run(ping("127.0.0.1", PingOptions(count=20, interval_s=0.02)))
     out = subprocess.run(["ping", "-n", "-c", "20", "-i", "0.02", "127.0.0.1"],
                          capture_output=True, text=True, timeout=30).stdout

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns import require_root_netns, sh
+from netns import missing, require_root_netns, sh
 
 PREFIX = "nvt-b-t-"
 SWEEP_NS, SLOW_NS = PREFIX + "sweep", PREFIX + "slow"
@@ -152,7 +152,7 @@ def test_replies_to_other_processes_pings_are_never_counted(namespaces, sock):
     """iputils ping to the same target meanwhile, and (raw) a foreign pinger that reuses
     our very identifier and sequence numbers: neither adds a sample or a duplicate."""
     if shutil.which("ping") is None:
-        pytest.skip("iputils ping not installed")
+        missing("needs iputils ping")
     target = TARGETS[0]
     other = subprocess.Popen(["ip", "netns", "exec", SWEEP_NS, "ping", "-n", "-q", "-i",
                               "0.01", "-c", "200", target],
