@@ -92,25 +92,27 @@ from icmplib.exceptions import SocketPermissionError
 from ..errors import PrivilegeError
 from ..results import IcmpError, PingBody, PingRecord, Status, ms, new_id, utc_now
 from .common import Origin, bounded_gather, describe, status_of
+from .kernel import (
+    IP_RECVERR,
+    IPV6_RECVERR,
+    MSG_ERRQUEUE,
+    SO_TIMESTAMPNS,
+    kernel_stamp,
+    queued_error,
+    rtt_ns,
+)
 from .target import Resolved, Target, resolve
 
 __all__ = ["PingOptions", "open_icmp_socket", "ping", "ping_many"]
 
 # Linux socket options the socket module does not always name.
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_ATTACH_FILTER = 26
-_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
-_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 _IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 _IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
 _ICMP6_FILTER = 1
-_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
-_TIMESPEC = struct.Struct("@ll")  # struct timespec: native long seconds, long nanoseconds
-_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _ID_SEQ = struct.Struct("!HH")
-_ORIGIN_ICMP, _ORIGIN_ICMP6 = 2, 3
 
 _ECHO_REQUEST = {4: 8, 6: 128}
 _ECHO_REPLY = {4: 0, 6: 129}
@@ -288,14 +290,11 @@ class _Job:
         if self.rtts[i] is not None:
             self.duplicates += 1
             return
-        mono_ns = rx_mono - tx_mono
-        kernel_ns = None if rx_real is None else rx_real - tx_real
-        use_kernel = kernel_ns is not None and 0 <= kernel_ns <= mono_ns
-        rtt_ns = kernel_ns if use_kernel and kernel_ns is not None else mono_ns
-        if rtt_ns > self.timeout_ns:
+        rtt, use_kernel = rtt_ns(tx_real, tx_mono, rx_real, rx_mono)
+        if rtt > self.timeout_ns:
             self.late.add(i)  # late: counted as lost, as ping -W does
             return
-        self.rtts[i] = ms(rtt_ns)
+        self.rtts[i] = ms(rtt)
         if use_kernel:
             self.kernel_stamps += 1
         else:
@@ -331,7 +330,7 @@ class _Engine:
     def _configure(self) -> None:
         s, opts = self.sock, self.opts
         s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         for option in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
             try:
                 s.setsockopt(socket.SOL_SOCKET, option, _RCVBUF_BYTES)
@@ -343,14 +342,14 @@ class _Engine:
             if self.raw:
                 _attach_ipv4_filter(s, self.ident)
             else:
-                s.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+                s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
             if opts.dont_fragment:
                 s.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
         else:
             if self.raw:
                 _set_icmp6_filter(s)
             else:
-                s.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
             if opts.dont_fragment:
                 s.setsockopt(socket.IPPROTO_IPV6, _IPV6_DONTFRAG, 1)
 
@@ -440,7 +439,7 @@ class _Engine:
             entry = self.probes.get((source, reply.sequence))
             if entry is not None:
                 job, i = entry
-                job.on_reply(i, _kernel_stamp(anc), rx_mono)
+                job.on_reply(i, kernel_stamp(anc), rx_mono)
                 if job.complete():
                     self.sweep.finish(job)
         elif self.raw and icmp_type in _ERROR_TYPES[self.v]:
@@ -474,51 +473,28 @@ class _Engine:
         ))
 
     def drain_errqueue(self) -> None:
-        level, kind = ((socket.IPPROTO_IP, _IP_RECVERR) if self.v == 4
-                       else (socket.IPPROTO_IPV6, _IPV6_RECVERR))
         while True:
             try:
-                data, anc, _flags, addr = self.sock.recvmsg(_RX_BUFFER, 512, _MSG_ERRQUEUE)
+                data, anc, _flags, addr = self.sock.recvmsg(_RX_BUFFER, 512, MSG_ERRQUEUE)
             except OSError:  # BlockingIOError: the queue is empty
                 return
-            for lvl, typ, cdata in anc:
-                if lvl != level or typ != kind or len(cdata) < _EXTENDED_ERR.size:
-                    continue
-                _errno, origin, itype, icode, _pad, _info, _data = _EXTENDED_ERR.unpack_from(cdata)
-                if origin not in (_ORIGIN_ICMP, _ORIGIN_ICMP6) or len(data) < 8:
-                    continue
-                # msg_name holds the original destination; data, our echo request.
-                seq = int.from_bytes(data[6:8], "big")
-                entry = self.probes.get((_norm(addr[0]), seq)) if addr else None
-                if entry is None:
-                    continue
-                job, i = entry
-                offender = _offender(cdata[_EXTENDED_ERR.size:]) or "?"
-                job.icmp_errors.append(IcmpError(
-                    seq=i, from_address=offender, icmp_type=itype, icmp_code=icode,
-                ))
-
-
-def _kernel_stamp(anc: list[tuple[int, int, bytes]]) -> int | None:
-    for level, kind, data in anc:
-        is_stamp = (level, kind) == (socket.SOL_SOCKET, _SO_TIMESTAMPNS)
-        if is_stamp and len(data) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(data)
-            return int(sec) * 1_000_000_000 + int(nsec)
-    return None
+            error = queued_error(anc, self.v)
+            if error is None or len(data) < 8:
+                continue
+            # msg_name holds the original destination; data, our echo request.
+            seq = int.from_bytes(data[6:8], "big")
+            entry = self.probes.get((_norm(addr[0]), seq)) if addr else None
+            if entry is None:
+                continue
+            job, i = entry
+            job.icmp_errors.append(IcmpError(
+                seq=i, from_address=error.offender or "?", icmp_type=error.icmp_type,
+                icmp_code=error.icmp_code,
+            ))
 
 
 def _norm(address: str) -> str:
     return address.split("%", 1)[0]
-
-
-def _offender(sockaddr: bytes) -> str | None:
-    """The address in the ``sockaddr`` that follows ``sock_extended_err`` (SO_EE_OFFENDER)."""
-    if len(sockaddr) >= 8 and int.from_bytes(sockaddr[0:2], "little") == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, sockaddr[4:8])
-    if len(sockaddr) >= 24 and int.from_bytes(sockaddr[0:2], "little") == socket.AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, sockaddr[8:24])
-    return None
 
 
 # ------------------------------------------------------------------ the sweep

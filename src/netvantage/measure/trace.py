@@ -62,6 +62,15 @@ import msgspec
 from ..errors import PrivilegeError
 from ..results import Hop, Status, TraceBody, TraceProbe, TraceRecord, ms, new_id, utc_now
 from .common import Origin, describe, status_of
+from .kernel import (
+    IP_RECVERR,
+    IPV6_RECVERR,
+    MSG_ERRQUEUE,
+    SO_TIMESTAMPNS,
+    kernel_stamp,
+    queued_error,
+    rtt_ns,
+)
 from .packets import (
     PROTO_ICMP4,
     PROTO_ICMP6,
@@ -81,14 +90,8 @@ __all__ = ["TraceOptions", "trace", "trace_many"]
 Protocol = Literal["icmp", "udp", "tcp"]
 Method = Literal["auto", "raw", "recverr"]
 
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
-_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
-_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
-_TIMESPEC = struct.Struct("@ll")
-_EXTENDED_ERR = struct.Struct("=IBBBBII")
 _DEFAULT_PORT = {"udp": 33434, "tcp": 80}
 _UNREACHABLE = {4: 3, 6: 1}
 _TIME_EXCEEDED = {4: 11, 6: 3}
@@ -132,19 +135,8 @@ class TraceOptions:
         return self.port or _DEFAULT_PORT[self.protocol]
 
 
-def _kernel_stamp(anc: list[tuple[int, int, bytes]]) -> int | None:
-    for level, kind, data in anc:
-        if (level, kind) == (socket.SOL_SOCKET, _SO_TIMESTAMPNS) and len(data) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(data)
-            return int(sec) * 1_000_000_000 + int(nsec)
-    return None
-
-
 def _rtt_ms(tx_real: int, tx_mono: int, rx_real: int | None, rx_mono: int) -> float:
-    mono = rx_mono - tx_mono
-    if rx_real is not None and 0 <= rx_real - tx_real <= mono:
-        return ms(rx_real - tx_real)
-    return ms(mono)
+    return ms(rtt_ns(tx_real, tx_mono, rx_real, rx_mono)[0])
 
 
 def _source_for(dst: str, version: int) -> str:
@@ -244,7 +236,7 @@ class _RawEngine:
     def _rx_socket(self, family: int, proto: int, name: str) -> socket.socket:
         s = socket.socket(family, socket.SOCK_RAW, proto)
         s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
@@ -352,7 +344,7 @@ class _RawEngine:
             except OSError:
                 return
             rx_mono = time.perf_counter_ns()
-            rx_real = _kernel_stamp(anc)
+            rx_real = kernel_stamp(anc)
             if name == "icmp4":
                 quoted = parse_icmp4(data)
             elif name == "icmp6":
@@ -572,10 +564,10 @@ async def _run_recverr(t: _Trace, deadline: float) -> None:
     else:
         raise PrivilegeError("TCP traceroute needs raw sockets (root or CAP_NET_RAW)")
     sock.setblocking(False)
-    level, recverr = ((socket.IPPROTO_IP, _IP_RECVERR) if t.version == 4
-                      else (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+    level, recverr = ((socket.IPPROTO_IP, IP_RECVERR) if t.version == 4
+                      else (socket.IPPROTO_IPV6, IPV6_RECVERR))
     sock.setsockopt(level, recverr, 1)
-    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     port = o.dport or 0
     sock.connect((t.dst, port))
     ttl_opt = ((socket.IPPROTO_IP, socket.IP_TTL) if t.version == 4
@@ -587,28 +579,26 @@ async def _run_recverr(t: _Trace, deadline: float) -> None:
         nonlocal got
         while True:
             try:
-                data, anc, _fl, _addr = sock.recvmsg(2048, 512, _MSG_ERRQUEUE)
+                data, anc, _fl, _addr = sock.recvmsg(2048, 512, MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
             rx_mono = time.perf_counter_ns()
-            for lvl, typ, cdata in anc:
-                if lvl == level and typ == recverr and len(cdata) >= _EXTENDED_ERR.size:
-                    _e, origin, itype, icode, _p, _i, _d = _EXTENDED_ERR.unpack_from(cdata)
-                    if origin not in (2, 3):
-                        continue
-                    offender = _sockaddr(cdata[_EXTENDED_ERR.size:])
-                    # The error quotes our datagram: the probe id is in it where the
-                    # router quoted enough (ICMP: the sequence; UDP: our payload).
-                    if o.protocol == "icmp" and len(data) >= 8:
-                        seq = struct.unpack_from("!H", data, 6)[0]
-                    elif o.protocol == "udp" and len(data) >= 2:
-                        seq = struct.unpack_from("!H", data, 0)[0]
-                    else:
-                        seq = current.get("seq")
-                    if got is not None and not got.done() and seq == current.get("seq"):
-                        got.set_result((offender, itype, icode, _kernel_stamp(anc), rx_mono))
+            error = queued_error(anc, t.version)
+            if error is None:
+                continue
+            # The error quotes our datagram: the probe id is in it where the
+            # router quoted enough (ICMP: the sequence; UDP: our payload).
+            if o.protocol == "icmp" and len(data) >= 8:
+                seq = struct.unpack_from("!H", data, 6)[0]
+            elif o.protocol == "udp" and len(data) >= 2:
+                seq = struct.unpack_from("!H", data, 0)[0]
+            else:
+                seq = current.get("seq")
+            if got is not None and not got.done() and seq == current.get("seq"):
+                got.set_result((error.offender, error.icmp_type, error.icmp_code,
+                                kernel_stamp(anc), rx_mono))
         while True:
             try:
                 data, anc, _fl, _addr = sock.recvmsg(2048, 256)
@@ -620,7 +610,7 @@ async def _run_recverr(t: _Trace, deadline: float) -> None:
             if o.protocol == "icmp" and len(data) >= 8 and data[0] in (0, 129):
                 seq = struct.unpack_from("!H", data, 6)[0]
                 if got is not None and not got.done() and seq == current.get("seq"):
-                    got.set_result((t.dst, data[0], 0, _kernel_stamp(anc), rx_mono))
+                    got.set_result((t.dst, data[0], 0, kernel_stamp(anc), rx_mono))
 
     loop.add_reader(sock.fileno(), readable)
     try:
@@ -681,14 +671,6 @@ async def _run_recverr(t: _Trace, deadline: float) -> None:
     finally:
         loop.remove_reader(sock.fileno())
         sock.close()
-
-
-def _sockaddr(raw: bytes) -> str | None:
-    if len(raw) >= 8 and int.from_bytes(raw[0:2], "little") == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[4:8])
-    if len(raw) >= 24 and int.from_bytes(raw[0:2], "little") == socket.AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, raw[8:24])
-    return None
 
 
 # ----------------------------------------------------------------------------- records
