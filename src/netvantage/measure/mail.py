@@ -62,7 +62,16 @@ from ..results import (
     utc_now,
 )
 from .common import Origin, bounded_gather, describe, status_of
-from .proto import Action, Done, Fail, ProtocolError, Send, StartTls, Wait
+from .proto import (
+    Action,
+    Done,
+    Fail,
+    ProtocolError,
+    Send,
+    StartTls,
+    Wait,
+    injected_before_tls,
+)
 from .proto.imap import ImapDialogue, ResponseReader
 from .proto.smtp import ReplyReader, SmtpDialogue
 from .target import Target, parse_target, resolve
@@ -311,7 +320,7 @@ class _Session:
                     # refused while the starttls phase runs, so that it fails.
                     unread = self.reader_core.buffered + _unread(reader)
                     if unread:
-                        action = self.core.unexpected_data_before_tls(b"?" * unread)
+                        action = injected_before_tls(unread)
                 if isinstance(action, Fail):
                     return action
                 if answers[-1] is not answer and not isinstance(action, Done):

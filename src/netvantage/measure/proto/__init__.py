@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from ...results import Status
 
-__all__ = ["Action", "Done", "Fail", "ProtocolError", "Send", "StartTls", "Wait"]
+__all__ = ["Action", "Done", "Fail", "ProtocolError", "Send", "StartTls", "Wait",
+           "injected_before_tls", "take_line"]
 
 
 class ProtocolError(Exception):
@@ -51,3 +52,29 @@ class Fail:
 
 
 Action = Send | Wait | StartTls | Done | Fail
+
+
+def take_line(buf: bytearray, max_line: int, what: str) -> bytes | None:
+    """Remove and return the next line of ``buf`` (without CR LF; a bare LF is accepted).
+
+    ``None`` while the line is incomplete.  A line longer than ``max_line`` bytes,
+    finished or not, is a :class:`ProtocolError`: a server cannot make us buffer more.
+    """
+    end = buf.find(b"\n")
+    if (end < 0 and len(buf) > max_line) or end + 1 > max_line:
+        raise ProtocolError(f"{what} line longer than {max_line} bytes")
+    if end < 0:
+        return None
+    line = bytes(buf[:end]).rstrip(b"\r")
+    del buf[: end + 1]
+    return line
+
+
+def injected_before_tls(count: int) -> Fail:
+    """Bytes that arrived after the STARTTLS reply, before the handshake: refuse them.
+
+    A client that read them after TLS would take them for the server's (command
+    injection, CVE-2011-0411).
+    """
+    return Fail("protocol_error", "starttls",
+                f"{count} byte(s) sent after the STARTTLS reply, before TLS")

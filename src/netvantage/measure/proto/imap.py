@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import Action, Done, Fail, ProtocolError, Send, StartTls, Wait
+from . import Action, Done, Fail, ProtocolError, Send, StartTls, Wait, take_line
 
 __all__ = ["ImapDialogue", "Response", "ResponseReader"]
 
@@ -86,15 +86,9 @@ class ResponseReader:
                 del self._buf[: self._literal]
                 self._literal = 0
                 continue
-            end = self._buf.find(b"\n")
-            if end < 0:
-                if len(self._buf) > self.max_line:
-                    raise ProtocolError(f"response line longer than {self.max_line} bytes")
+            line = take_line(self._buf, self.max_line, "response")
+            if line is None:
                 return out
-            if end + 1 > self.max_line:
-                raise ProtocolError(f"response line longer than {self.max_line} bytes")
-            line = bytes(self._buf[:end]).rstrip(b"\r")
-            del self._buf[: end + 1]
             literal = _LITERAL.search(line)
             self._parts.append(line)
             self._parts_len += len(line)
@@ -163,10 +157,6 @@ class ImapDialogue:
             self.phase = "greeting"
             return Wait("greeting")
         return self._command("CAPABILITY", "capability_tls")
-
-    def unexpected_data_before_tls(self, data: bytes) -> Action:
-        return Fail("protocol_error", "starttls",
-                    f"{len(data)} byte(s) sent after the STARTTLS reply, before TLS")
 
     def _command(self, command: str, phase: str) -> Send:
         self._tag_n += 1

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import Action, Done, Fail, ProtocolError, Send, StartTls, Wait
+from . import Action, Done, Fail, ProtocolError, Send, StartTls, Wait, take_line
 
 __all__ = ["Reply", "ReplyReader", "SmtpDialogue"]
 
@@ -75,19 +75,11 @@ class ReplyReader:
     def feed(self, data: bytes) -> list[Reply]:
         self._buf += data
         replies: list[Reply] = []
-        while True:
-            end = self._buf.find(b"\n")
-            if end < 0:
-                if len(self._buf) > self.max_line:
-                    raise ProtocolError(f"reply line longer than {self.max_line} bytes")
-                return replies
-            if end + 1 > self.max_line:
-                raise ProtocolError(f"reply line longer than {self.max_line} bytes")
-            raw = bytes(self._buf[:end]).rstrip(b"\r")
-            del self._buf[: end + 1]
+        while (raw := take_line(self._buf, self.max_line, "reply")) is not None:
             reply = self._line(raw)
             if reply is not None:
                 replies.append(reply)
+        return replies
 
     def _line(self, raw: bytes) -> Reply | None:
         match = _LINE.match(raw)
@@ -152,11 +144,6 @@ class SmtpDialogue:
             self.phase = "greeting"
             return Wait("greeting")
         return self._send(f"EHLO {self.helo}", "ehlo_tls")
-
-    def unexpected_data_before_tls(self, data: bytes) -> Action:
-        """Bytes buffered after the 220 to STARTTLS: refuse them (CVE-2011-0411)."""
-        return Fail("protocol_error", "starttls",
-                    f"{len(data)} byte(s) sent after the STARTTLS reply, before TLS")
 
     def _send(self, command: str, phase: str) -> Send:
         self.phase = phase
