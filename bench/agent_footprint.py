@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netvantage.campaign import wait_for_collector
 from netvantage.lab.core import Lab
 from netvantage.lab.topology import load_topology
 
@@ -248,17 +249,12 @@ def start_collector(lab: Lab, store: Path) -> subprocess.Popen[str]:
         ["ip", "netns", "exec", lab.ns("dc-ams"), NETVANTAGE, "collector", "serve",
          "--store", str(store), "--host", host, "--port", str(PORT)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    probe = ("import http.client,sys\n"
-             f"c=http.client.HTTPConnection('{host}',{PORT},timeout=1)\n"
-             "c.request('GET','/v1/health'); sys.exit(c.getresponse().status!=200)")
-    for _ in range(150):
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"collector exited ({proc.returncode}): {err.strip()}")
-        if ns_run(lab, "dc-ams", [sys.executable, "-c", probe], timeout=10).returncode == 0:
-            return proc
-        time.sleep(0.1)
-    raise RuntimeError("collector did not come up")
+    try:
+        wait_for_collector(lab, "dc-ams", host, PORT, proc=proc)
+    except RuntimeError as exc:
+        err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+        raise RuntimeError(f"{exc}: {err.strip()}") from None
+    return proc
 
 
 def add_agent(store: Path, name: str) -> str:

@@ -10,7 +10,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from conftest import NETVANTAGE
 from netvantage.agent.spool import Spool
+from netvantage.campaign import wait_for_collector
 from netvantage.results import decode_record
 
 pytestmark = pytest.mark.lab
@@ -39,16 +39,7 @@ class Collector:
             ["ip", "netns", "exec", self.lab.ns("dc-ams"), NETVANTAGE, "collector", "serve",
              "--store", str(self.store), "--host", self.host, "--port", str(PORT)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        probe = ("import http.client,sys\n"
-                 f"c=http.client.HTTPConnection('{self.host}',{PORT},timeout=1)\n"
-                 "c.request('GET','/v1/health'); sys.exit(c.getresponse().status!=200)")
-        for _ in range(100):
-            ok = subprocess.run(["ip", "netns", "exec", self.lab.ns("dc-ams"), sys.executable,
-                                 "-c", probe], capture_output=True, timeout=10).returncode == 0
-            if ok:
-                return
-            time.sleep(0.1)
-        raise AssertionError("collector did not come up")
+        wait_for_collector(self.lab, "dc-ams", self.host, PORT, proc=self.proc)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

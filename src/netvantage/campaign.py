@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from .lab.core import Lab
 from .lab.topology import Topology, load_topology
 
-__all__ = ["CampaignResult", "Degradation", "run_lab_campaign"]
+__all__ = ["CampaignResult", "Degradation", "run_lab_campaign", "wait_for_collector"]
 
 COLLECTOR_PORT = 8750
 DEFAULT_TESTS = ("ping", "tcp:25", "trace", "smtp:25", "imap:993")
@@ -117,7 +118,7 @@ def run_lab_campaign(workdir: Path, *, duration_s: float = 300.0, interval_s: fl
             ["ip", "netns", "exec", lab.ns(host_node.name), exe, "collector", "serve",
              "--store", str(store), "--host", host_node.v4, "--port", str(COLLECTOR_PORT)],
             stdout=subprocess.DEVNULL, stderr=open(workdir / "collector.log", "wb"))  # noqa: SIM115
-        _wait_health(lab, host_node.name, host_node.v4)
+        wait_for_collector(lab, host_node.name, host_node.v4, proc=collector)
         say(f"collector at {url} (in {host_node.name})")
         ca = lab.read_state()["ca"]
         result = CampaignResult(store=store, jsonl=workdir / "campaign.jsonl",
@@ -173,11 +174,19 @@ def run_lab_campaign(workdir: Path, *, duration_s: float = 300.0, interval_s: fl
     return result
 
 
-def _wait_health(lab: Lab, node: str, host: str) -> None:
+def wait_for_collector(lab: Lab, node: str, host: str, port: int = COLLECTOR_PORT, *,
+                       proc: subprocess.Popen[Any] | None = None, tries: int = 150) -> None:
+    """Return once the collector at ``host:port`` answers ``/v1/health`` from inside ``node``.
+
+    Raises :class:`RuntimeError` if ``proc`` (the collector) exits first, or after
+    ``tries`` attempts 0.1 s apart.
+    """
     probe = ("import http.client,sys\n"
-             f"c=http.client.HTTPConnection('{host}',{COLLECTOR_PORT},timeout=1)\n"
+             f"c=http.client.HTTPConnection('{host}',{port},timeout=1)\n"
              "c.request('GET','/v1/health'); sys.exit(c.getresponse().status!=200)")
-    for _ in range(100):
+    for _ in range(tries):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the collector exited ({proc.returncode})")
         if subprocess.run(["ip", "netns", "exec", lab.ns(node), sys.executable, "-c", probe],
                           capture_output=True, timeout=10).returncode == 0:
             return
