@@ -225,11 +225,6 @@ def module_breakdown() -> tuple[list[tuple[str, int, int]], list[str]]:
 
 # -- lab, collector, agent ------------------------------------------------------
 
-def ns_run(lab: Lab, node: str, args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", lab.ns(node), *args], capture_output=True,
-                          text=True, **kw)
-
-
 def stop_pid(proc: subprocess.Popen[Any] | None, grace_s: float = 15.0) -> None:
     if proc is None or proc.poll() is not None:
         return
