@@ -78,9 +78,9 @@ def run_demo(out_dir: Path, *, minutes: float = 3.0, interval_s: float = 10.0,
         live = True
     say("analysing and writing the report")
     report = out_dir / "report.html"
-    build_report(data, report, locations=places, progress=say)
-    build_report(data, out_dir / "report.md", locations=places, fmt="md",
-                 figures=out_dir / "figures")
+    # One analysis, written twice: the page, and the Markdown version with its figures.
+    built = build_report(data, report, locations=places, progress=say)
+    built.write(out_dir / "report.md", fmt="md", figures_dir=out_dir / "figures")
     return DemoResult(report=report, data=data, live=live, notes=notes)
 
 
