@@ -62,6 +62,7 @@ __all__ = [
     "TraceBody",
     "TraceProbe",
     "TraceRecord",
+    "decode_all",
     "decode_record",
     "encode_record",
     "json_schema",
@@ -645,30 +646,39 @@ def read_jsonl(source: IO[bytes] | str | Path, *, max_problems: int = 20) -> lis
     its line number.  Blank lines are allowed.
     """
     name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "<stream>")
+
+    def rows() -> Iterator[tuple[str, bytes]]:
+        for number, raw in _lines(source):
+            line = raw.strip()
+            if not line:
+                continue
+            # A writer that died mid-line leaves an unterminated tail.
+            torn = "" if raw.endswith(b"\n") else ": unterminated last line (torn write?)"
+            yield f"line {number}{torn}", line
+
+    return decode_all(name, rows(), unit="line", max_problems=max_problems)
+
+
+def decode_all(name: str, rows: Iterable[tuple[str, bytes | str]], *, unit: str = "record",
+               max_problems: int = 20) -> list[AnyRecord]:
+    """Decode every (where, JSON) row, all or nothing.
+
+    If any row fails, nothing is returned and a :class:`SchemaError` names ``name``,
+    counts the bad rows and lists the first ``max_problems`` as "where: why".
+    """
     records: list[AnyRecord] = []
     problems: list[str] = []
     bad = 0
-    for number, raw in _lines(source):
-        line = raw.strip()
-        if not line:
-            continue
-        if not raw.endswith(b"\n"):
-            # A writer that died mid-line leaves an unterminated tail.
-            try:
-                records.append(decode_record(line))
-            except SchemaError as exc:
-                bad += 1
-                problems.append(f"line {number}: unterminated last line (torn write?): {exc}")
-            continue
+    for where, text in rows:
         try:
-            records.append(decode_record(line))
+            records.append(decode_record(text))
         except SchemaError as exc:
             bad += 1
             if len(problems) < max_problems:
-                problems.append(f"line {number}: {exc}")
+                problems.append(f"{where}: {exc}")
     if bad:
         more = f" (showing {len(problems)})" if bad > len(problems) else ""
-        raise SchemaError(f"{name}: {bad} bad line(s), nothing loaded{more}", problems)
+        raise SchemaError(f"{name}: {bad} bad {unit}(s), nothing loaded{more}", problems)
     return records
 
 

@@ -81,7 +81,7 @@ from ..results import (
     SmtpRecord,
     TcpRecord,
     TraceRecord,
-    decode_record,
+    decode_all,
     read_jsonl,
     rtt_stats,
 )
@@ -199,7 +199,7 @@ def _read_store(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
         raise LoadError(f"{path}: not a netvantage collector store ({exc})") from None
     finally:
         conn.close()
-    return _decode_all(str(path), ((f"record {rid}", text) for rid, text in rows))
+    return decode_all(str(path), ((f"record {rid}", text) for rid, text in rows))
 
 
 def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
@@ -226,25 +226,7 @@ def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
                     + str(columns["body"][i]).encode("utf-8") + b"}")
             yield f"record {envelope['id']}", text
 
-    return _decode_all(str(path), rows())
-
-
-def _decode_all(name: str, rows: Iterable[tuple[str, str | bytes]],
-                max_problems: int = 20) -> list[AnyRecord]:
-    records: list[AnyRecord] = []
-    problems: list[str] = []
-    bad = 0
-    for where, text in rows:
-        try:
-            records.append(decode_record(text))
-        except SchemaError as exc:
-            bad += 1
-            if len(problems) < max_problems:
-                problems.append(f"{where}: {exc}")
-    if bad:
-        more = f" (showing {len(problems)})" if bad > len(problems) else ""
-        raise SchemaError(f"{name}: {bad} bad record(s), nothing loaded{more}", problems)
-    return records
+    return decode_all(str(path), rows())
 
 
 # --------------------------------------------------------------------------- frames
