@@ -16,8 +16,8 @@ import pytest
 
 from conftest import run_cli
 from netns import Namespaces, missing, ns_exec, require_root_netns
-from netvantage.measure import PingOptions, TcpOptions, ping, tcp_connect
-from netvantage.measure.ping import open_icmp_socket
+from netvantage.measure import PingOptions, TcpOptions, tcp_connect
+from netvantage.measure.ping import open_icmp_socket, ping
 from netvantage.results import decode_record
 
 FAST = PingOptions(count=5, interval_s=0.05, timeout_s=1.0)

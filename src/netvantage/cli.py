@@ -22,9 +22,7 @@ import click
 from . import __version__
 from .errors import PrivilegeError, SchemaError, TargetError
 from .measure.common import Origin
-from .measure.ping import PingOptions, ping_many
 from .measure.target import Target, parse_target
-from .measure.tcp import TcpOptions, tcp_many
 from .results import (
     AnyRecord,
     ImapRecord,
@@ -221,6 +219,8 @@ def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: f
                  concurrency: int, family: Literal[4, 6] | None) -> None:
     """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
     targets = _targets(hosts, require_port=False)
+    from .measure.ping import PingOptions, ping_many
+
     opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
                        ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind, pace_s=pace)
     records = _run(ping_many(targets, opts, origin=_origin(agent, region), family=family,
@@ -248,6 +248,8 @@ def measure_tcp(endpoints: tuple[str, ...], attempts: int, interval: float, time
                 region: str | None, concurrency: int, family: Literal[4, 6] | None) -> None:
     """TCP connect time per attempt (application view and kernel handshake RTT)."""
     targets = _targets(endpoints, require_port=True)
+    from .measure.tcp import TcpOptions, tcp_many
+
     opts = TcpOptions(attempts=attempts, interval_s=interval, timeout_s=timeout)
     records = _run(tcp_many(targets, opts, origin=_origin(agent, region), family=family,
                             concurrency=concurrency))
