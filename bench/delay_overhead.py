@@ -7,14 +7,22 @@ min/avg/max/mdev, the overhead of min and avg over the configured 2 × delay,
 and the CPU seconds the delay process used meanwhile (``/proc/PID/stat``).
 Both wake-up strategies of the element are measured (``--timer timerfd``, the
 default, and ``--timer poll``), plus a plain veth pair as the kernel's own
-floor.  Needs root; removes everything it made, even when interrupted.
+floor.  Then the element's real-time scheduling is put to the test: with
+``--load N`` CPU-bound processes running beside it (3 by default, 0 skips this
+part), ``ping -c 500 -i 0.01`` crosses a 40 ms link once with the element at
+normal priority (``--rt-priority 0``) and once at its default ``SCHED_FIFO``,
+and the RTT percentiles are printed side by side.  Needs root; removes
+everything it made, even when interrupted.
 
     .venv/bin/python bench/delay_overhead.py [--count 50] [--timer timerfd|poll|both]
+                                             [--load 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import re
 import signal
@@ -22,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from netvantage.lab.delay import LinkSpec, set_link, write_spec
@@ -31,6 +40,7 @@ NS_A, NS_B = PREFIX + "a", PREFIX + "b"
 ADDR_A, ADDR_B = "10.232.250.1", "10.232.250.2"
 DELAYS_MS = (0.0, 1.0, 10.0, 40.0)
 _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+_TIME = re.compile(r"time=([\d.]+)")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,29 +99,28 @@ def veth_floor(count: int) -> None:
                        capture_output=True)
 
 
-def run_element(timer: str, count: int, workdir: Path, spin_us: int | None) -> None:
-    spec, control = workdir / "spec.json", workdir / f"control-{timer}.sock"
+@contextlib.contextmanager
+def element(workdir: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """A delay process with one link between the namespaces, addressed and warm."""
+    spec, control = workdir / "spec.json", workdir / "control.sock"
     write_spec([LinkSpec("bench", NS_A, "db-a", NS_B, "db-b", delay_ms=0.0)], spec)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "netvantage.lab.delay", "--spec", str(spec),
-         "--control", str(control), "--timer", timer,
-         *([] if spin_us is None else ["--spin-us", str(spin_us)])],
-        stdout=subprocess.PIPE, text=True,
-    )
+    log = workdir / "element.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netvantage.lab.delay", "--spec", str(spec),
+             "--control", str(control), *options],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"delay process did not start (exit {proc.wait(10)})")
+            raise RuntimeError(f"delay process did not start (exit {proc.wait(10)}): "
+                               f"{log.read_text().strip()}")
+        if "refused" in log.read_text():
+            print(f"  note: {log.read_text().strip()}")
         address("db-a", "db-b")
         ping(3)  # neighbour-free TUN, but let the first packets warm the path
-        for delay in DELAYS_MS:
-            set_link(control, "bench", delay_ms=delay, jitter_ms=0.0)
-            c0 = cpu_s(proc.pid)
-            t0 = time.monotonic()
-            rtt = ping(count)
-            cpu = cpu_s(proc.pid) - c0
-            wall = time.monotonic() - t0
-            row(f"{timer} {delay:g} ms", rtt, 2 * delay, f"{cpu:.2f}s/{100 * cpu / wall:.0f}%")
+        yield proc, control
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -121,12 +130,62 @@ def run_element(timer: str, count: int, workdir: Path, spin_us: int | None) -> N
             proc.wait(timeout=10)
 
 
+def run_element(timer: str, count: int, workdir: Path, spin_us: int | None) -> None:
+    spin = [] if spin_us is None else ["--spin-us", str(spin_us)]
+    with element(workdir, "--timer", timer, *spin) as (proc, control):
+        for delay in DELAYS_MS:
+            set_link(control, "bench", delay_ms=delay, jitter_ms=0.0)
+            c0 = cpu_s(proc.pid)
+            t0 = time.monotonic()
+            rtt = ping(count)
+            cpu = cpu_s(proc.pid) - c0
+            wall = time.monotonic() - t0
+            row(f"{timer} {delay:g} ms", rtt, 2 * delay, f"{cpu:.2f}s/{100 * cpu / wall:.0f}%")
+
+
+def _burn() -> None:
+    while True:
+        sum(range(10_000))
+
+
+def under_load(load: int, workdir: Path) -> None:
+    """RTT percentiles across a 40 ms link with *load* CPU hogs, normal vs SCHED_FIFO."""
+    delay, count = 40.0, 500
+    print(f"\nping -c {count} -i 0.01 across one {delay:g} ms link, {load} CPU-bound "
+          f"processes beside it ({os.cpu_count()} CPUs); RTT percentiles (ms)")
+    print(f"{'scheduling':>16} {'min':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
+    for priority in (0, 10):
+        with element(workdir, "--rt-priority", str(priority)) as (_proc, control):
+            set_link(control, "bench", delay_ms=delay, jitter_ms=0.0)
+            hogs = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(load)]
+            for hog in hogs:
+                hog.start()
+            try:
+                time.sleep(0.5)
+                out = sh("ip", "netns", "exec", NS_A, "ping", "-n", "-c", str(count), "-i",
+                         "0.01", "-W", "2", ADDR_B)
+            finally:
+                for hog in hogs:
+                    hog.terminate()
+                for hog in hogs:
+                    hog.join(timeout=10)
+        rtts = sorted(float(m) for m in _TIME.findall(out))
+        if len(rtts) < count // 2:
+            raise RuntimeError(f"only {len(rtts)} of {count} replies:\n{out[-500:]}")
+        label = f"SCHED_FIFO {priority}" if priority else "normal"
+        pct = [rtts[min(len(rtts) - 1, int(q * len(rtts)))] for q in (0.5, 0.9, 0.99)]
+        print(f"{label:>16} {rtts[0]:8.3f} " + " ".join(f"{v:8.3f}" for v in pct)
+              + f" {rtts[-1]:8.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--timer", choices=("timerfd", "poll", "both"), default="both")
     parser.add_argument("--spin-us", type=int, default=None,
                         help="passed to the delay process (default: its own)")
+    parser.add_argument("--load", type=int, default=3,
+                        help="CPU-bound processes for the scheduling comparison (0: skip it)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -142,6 +201,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="nvt-delay-bench-") as tmp:
             for timer in timers:
                 run_element(timer, args.count, Path(tmp), args.spin_us)
+            if args.load > 0:
+                under_load(args.load, Path(tmp))
     finally:
         cleanup()
     return 0

@@ -59,21 +59,29 @@ def test_ping_rtt_matches_the_topology_from_every_region(lab, overhead_ms):
     report = []
     for (src, dst), rtts in results:
         got = [r for r in rtts if r is not None]
+        configured = topo.rtt_ms(src, dst)
         passes = 2 * (len(topo.path(src, dst)) - 1)
-        expected = topo.rtt_ms(src, dst) + passes * overhead_ms
         median = statistics.median(got)
+        # iputils prints three significant digits, rounded: 261.443 ms is "261".
+        resolution = 1.0 if median >= 100 else 0.1 if median >= 10 else 0.01
         hops = topo.path(src, dst)
         jitters = [topo.link(a, b).jitter_ms for a, b in _pairs(hops) if topo.link(a, b).jitter_ms]
-        tolerance = 2.0
+        spread = 0.0
         if jitters:
             # Each jittery pass adds a uniform ±j: the median of n samples has a standard
-            # error of about 1.25 σ/√n; allow three of them on top of the 2 ms.
+            # error of about 1.25 σ/√n; allow three of them.
             sigma = math.sqrt(sum(2 * j * j / 3 for j in jitters))
-            tolerance += 3 * 1.25 * sigma / math.sqrt(len(got))
-        report.append(f"{src}->{dst}: median {median:.2f} expected {expected:.2f} ±{tolerance:.2f}")
-        assert abs(median - expected) <= tolerance, "\n".join(report)
-        floor = topo.rtt_ms(src, dst) - 2 * sum(jitters)
-        assert min(got) >= floor - 0.05, f"{src}->{dst}: a reply came faster than the delay"
+            spread = 3 * 1.25 * sigma / math.sqrt(len(got))
+        # Never faster than configured.  At most every pass's overhead as measured on a
+        # lone access link, where the element wakes from sleep for each packet (along a
+        # chain it is already awake and later passes cost less), plus 2 ms.
+        low = configured - resolution / 2 - spread
+        high = configured + passes * overhead_ms + resolution / 2 + spread + 2.0
+        report.append(f"{src}->{dst}: median {median:.2f}, configured {configured:.2f}, "
+                      f"allowed {low:.2f}..{high:.2f}")
+        assert low <= median <= high, "\n".join(report)
+        floor = configured - 2 * sum(jitters)
+        assert min(got) >= floor - resolution / 2, f"{src}->{dst}: a reply beat the delay"
 
 
 def _pairs(path):

@@ -81,21 +81,30 @@ def _path_rtt(lab, node: str, address: str) -> float:
 
 
 def test_phase_times_grow_by_round_trips_with_the_path(lab):
-    """One-round-trip phases take one RTT; the STARTTLS dialogue about eight."""
+    """One-round-trip phases take one RTT; the STARTTLS dialogue about eight.
+
+    Each probe runs three times and each phase is judged by its fastest run: a
+    phase can only be made *longer* than its round trips by things outside the
+    probe (a CPU busy with another process delays the lab's delay element, on a
+    two-CPU machine that happens a few milliseconds at a time), never shorter,
+    so the minimum is the figure that says whether the probe's clock is right.
+    """
     ca = lab.read_state()["ca"]
     ams = lab.topology.nodes["dc-ams"].v4
     for region in ("lon", "yyz"):
         rtt = _path_rtt(lab, region, ams)
-        rec = probe(lab, region, "smtp", ams, 25, "--ca", ca)
-        assert rec["status"] == "ok"
-        phases = {p["name"]: p["duration_ms"] for p in rec["body"]["phases"]}
+        runs = [probe(lab, region, "smtp", ams, 25, "--ca", ca) for _ in range(3)]
+        assert all(rec["status"] == "ok" for rec in runs), runs
+        fastest = {name: min(p["duration_ms"] for rec in runs for p in rec["body"]["phases"]
+                             if p["name"] == name)
+                   for name in EXPECTED_PHASES[("smtp", "starttls")]}
         for name in ("connect", "ehlo", "starttls", "quit"):
-            assert abs(phases[name] - rtt) < 3.0, (region, name, phases[name], rtt)
+            assert abs(fastest[name] - rtt) < 3.0, (region, name, fastest[name], rtt)
         # TLS 1.3: one round trip plus the two sides' crypto.
-        assert rtt - 1 < phases["tls_handshake"] < rtt + 15
+        assert rtt - 1 < fastest["tls_handshake"] < rtt + 15
         if region == "yyz":
-            rounds = rec["duration_ms"] / rtt
-            assert 6.5 <= rounds <= 9.5, (rounds, phases)
+            rounds = min(rec["duration_ms"] for rec in runs) / rtt
+            assert 6.5 <= rounds <= 9.5, (rounds, fastest)
 
 
 def test_wrong_name_is_a_tls_error_with_the_refused_certificate(lab):
