@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import socket
 import ssl
@@ -46,8 +45,6 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..results import (
     CertInfo,
@@ -61,6 +58,7 @@ from ..results import (
     new_id,
     utc_now,
 )
+from .certs import CertError, cert_info
 from .common import Origin, bounded_gather, describe, status_of
 from .proto import (
     Action,
@@ -159,29 +157,19 @@ class _Abort(Exception):
         self.error = error
 
 
-def _cert_info(der: bytes) -> CertInfo:
-    cert = x509.load_der_x509_certificate(der)
-    dns: list[str] = []
-    ips: list[str] = []
+def _cert_info(der: bytes | None) -> CertInfo | None:
+    """The leaf certificate's fields; None if there is none or it cannot be read.
+
+    OpenSSL has parsed the certificate already for the handshake to succeed, so
+    an unreadable one is a parser's limit, not the server's fault: the record
+    keeps its handshake result and goes without the certificate's fields.
+    """
+    if not der:
+        return None
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-        ips = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        pass
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        key_text = f"RSA {key.key_size}"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        key_text = f"EC {key.curve.name}"
-    else:
-        key_text = type(key).__name__
-    return CertInfo(
-        subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(),
-        san_dns=dns, san_ip=ips, not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc, serial=format(cert.serial_number, "x"),
-        sha256=hashlib.sha256(der).hexdigest(), key=key_text,
-    )
+        return cert_info(der)
+    except CertError:
+        return None
 
 
 def _tls_context(opts: MailOptions, verify: bool) -> ssl.SSLContext:
@@ -375,7 +363,7 @@ class _Session:
             self.tls, version=obj.version() if obj is not None else None,
             cipher=cipher[0] if cipher else None,
             verified=True if self.verify else None,
-            cert=_cert_info(der) if der else None,
+            cert=_cert_info(der),
         )
         # A fresh reader core: nothing read before TLS may be parsed after it.
         self.reader_core = ReplyReader() if self.protocol == "smtp" else ResponseReader()
