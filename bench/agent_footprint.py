@@ -80,7 +80,7 @@ IMPORT_STEPS = [
     ("(b) (a) + measure.ping, tcp, trace",
      ["netvantage.agent.run", "netvantage.measure.ping", "netvantage.measure.tcp",
       "netvantage.measure.trace"]),
-    ("(c) (b) + measure.mail (cryptography, ssl)",
+    ("(c) (b) + measure.mail (asn1crypto, ssl)",
      ["netvantage.agent.run", "netvantage.measure.ping", "netvantage.measure.tcp",
       "netvantage.measure.trace", "netvantage.measure.mail"]),
     ("(d) (c) + netvantage.cli (= the agent process)", AGENT_IMPORTS),
