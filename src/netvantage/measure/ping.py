@@ -302,6 +302,40 @@ class _Job:
         self.answered += 1
 
 
+# ------------------------------------------------------------------ echo requests
+
+_ECHO_HEADER = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
+
+
+def echo_partial_sum(request_type: int, payload: bytes) -> int:
+    """The folded one's-complement sum (RFC 1071) of an echo request's fixed parts.
+
+    Type, code and payload are the same for every request of a sweep; only the
+    identifier and sequence number change, so :func:`echo_request` adds those two
+    words to this sum instead of summing the whole packet again.
+    """
+    padded = payload + b"\0" if len(payload) % 2 else payload
+    words: tuple[int, ...] = struct.unpack(f"!{len(padded) // 2}H", padded)
+    total = (request_type << 8) + sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def echo_request(request_type: int, partial_sum: int, ident: int, seq: int,
+                 payload: bytes) -> bytes:
+    """An ICMP or ICMPv6 echo request with its checksum (RFC 792, RFC 4443 section 4.1).
+
+    An ICMPv6 checksum also covers a pseudo-header that only the kernel knows; it
+    recomputes that field on raw ICMPv6 and on ping sockets, as it sets the
+    identifier on ping sockets, so the value written here matters for raw IPv4.
+    """
+    total = partial_sum + ident + seq  # <= 3 * 0xFFFF: two folds bring it to 16 bits
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    return _ECHO_HEADER.pack(request_type, 0, ~total & 0xFFFF, ident, seq) + payload
+
+
 # ------------------------------------------------------------------ one socket
 
 
@@ -323,6 +357,8 @@ class _Engine:
         cookie = os.urandom(min(8, opts.payload_bytes))
         self.payload = cookie + bytes(
             (i + 0x10) & 0xFF for i in range(len(cookie), opts.payload_bytes))
+        self.request_type = _ECHO_REQUEST[ip_version]
+        self._partial_sum = echo_partial_sum(self.request_type, self.payload)
         self.probes: dict[tuple[str, int], tuple[_Job, int]] = {}
         self._next_seq: dict[str, int] = {}
         self._configure()
@@ -372,7 +408,8 @@ class _Engine:
 
     def send(self, job: _Job, i: int) -> None:
         seq = (job.seq_base + i) & 0xFFFF
-        packet = self.icmp._create_packet(id=self.ident, sequence=seq, payload=self.payload)
+        packet = echo_request(self.request_type, self._partial_sum, self.ident, seq,
+                              self.payload)
         dest = (job.key_address, 0)
         self.probes[(job.key_address, seq)] = (job, i)
         job.sent += 1
@@ -429,14 +466,12 @@ class _Engine:
             return
         icmp_type = data[offset]
         if icmp_type == self.reply_type:
-            reply = self.icmp._parse_reply(packet=data, source=source, current_time=0.0)
-            if reply is None:
-                return
-            if self.raw and (reply.id != self.ident or data[offset + 8:] != self.payload):
+            ident, sequence = _ID_SEQ.unpack_from(data, offset + 4)
+            if self.raw and (ident != self.ident or data[offset + 8:] != self.payload):
                 return  # another process's echo (a colliding identifier has no cookie)
             if self.v == 6:
                 source = _norm(source)
-            entry = self.probes.get((source, reply.sequence))
+            entry = self.probes.get((source, sequence))
             if entry is not None:
                 job, i = entry
                 job.on_reply(i, kernel_stamp(anc), rx_mono)
@@ -460,11 +495,10 @@ class _Engine:
             inner = quoted[40:48]
         if inner[0] != _ECHO_REQUEST[self.v]:
             return
-        reply = self.icmp._parse_reply(packet=data, source=source, current_time=0.0)
-        if reply is None or reply.id != self.ident or _ID_SEQ.unpack(inner[4:8]) != (
-                reply.id, reply.sequence):
+        ident, sequence = _ID_SEQ.unpack_from(inner, 4)
+        if ident != self.ident:
             return
-        entry = self.probes.get((destination, reply.sequence))
+        entry = self.probes.get((destination, sequence))
         if entry is None:
             return
         job, i = entry
