@@ -53,8 +53,11 @@ def test_every_port_mode_against_real_servers(lab, protocol, port, mode):
             assert body["mode"] == mode and body["failed_phase"] is None
             assert [p["name"] for p in body["phases"]] == EXPECTED_PHASES[(protocol, mode)]
             total = sum(p["duration_ms"] for p in body["phases"])
-            # Phases follow each other: they add up to the whole, less bookkeeping.
-            assert rec["duration_ms"] - 5.0 <= total <= rec["duration_ms"], rec
+            # Phases follow each other: they add up to the whole, less our own work
+            # between a reply and the next command.  That is well under one round trip
+            # (connect takes one), so a phase left out of the record would show.
+            gap = rec["duration_ms"] - total
+            assert 0 <= gap < 0.8 * body["phases"][0]["duration_ms"], (gap, rec)
             tls = body["tls"]
             assert tls["version"] == "TLSv1.3" and tls["verified"] is True
             cert = tls["cert"]
