@@ -10,11 +10,10 @@ reverse order, the RFC's short names for the attribute types it lists (CN, L,
 ST, O, OU, C, STREET, DC, UID) and the dotted OID for others, with the
 escaping of its section 2.4.  A string value under a dotted OID stays
 readable (``1.2.840.113549.1.9.1=postmaster@example.net``) rather than
-turning into the ``#``-hex form the RFC allows; only a value that is not a
-string, or not one that decodes, is written as ``#`` and the hex of its DER
-encoding.  That is also
-what ``cryptography``'s ``Name.rfc4514_string()`` writes, which the tests
-check against.
+turning into the ``#``-hex form the RFC prescribes for it, as
+``cryptography``'s ``Name.rfc4514_string()`` writes it too (the tests compare
+the two); only a value that is not a string, or does not decode, is written as
+``#`` and the hex of its DER encoding.
 """
 
 from __future__ import annotations
