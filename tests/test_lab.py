@@ -4,7 +4,9 @@ TLS from every region, and clean teardown."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -198,6 +200,10 @@ def test_up_and_down_leave_nothing_behind_within_10_s():
         assert up.returncode == 0, up.stderr
         status = run_cli("lab", "status", "--prefix", prefix)
         assert status.returncode == 0 and "up" in status.stdout
+        # The delay element runs real-time (root may), and the status says so.
+        state = json.loads((Path("/run/netvantage") / prefix / "state.json").read_text())
+        assert os.sched_getscheduler(state["delay_pid"]) == os.SCHED_FIFO
+        assert "element scheduled SCHED_FIFO 10" in status.stdout
         again = run_cli("lab", "up", "--prefix", prefix, timeout=60)
         assert again.returncode == 2 and "already up" in again.stderr
         state_dir = Path("/run/netvantage") / prefix

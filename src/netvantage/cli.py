@@ -966,8 +966,10 @@ def lab_status(prefix: str) -> None:
         click.echo(f"lab {prefix!r} is down")
         sys.exit(EXIT_FAILED)
     phase = st.state.get("phase", "unknown (no state file)")
+    scheduling = st.state.get("delay_scheduling")
     click.echo(f"lab {prefix!r}: {phase}, {len(st.namespaces)} namespace(s), "
-               f"delay: {st.state.get('delay_method', '?')}")
+               f"delay: {st.state.get('delay_method', '?')}"
+               + (f" (element scheduled {scheduling})" if scheduling else ""))
     if st.state.get("topology"):
         _print_nodes(lab_.topology)
     for key in ("loss_overrides", "delay_overrides"):

@@ -269,9 +269,14 @@ class Lab:
         assert proc.stdout is not None
         line = _readline_with_timeout(proc, 20.0)
         proc.stdout.close()
+        log_text = (self.state_dir / "delay.log").read_text(errors="replace")
         if line.strip() != "ready":
-            err = (self.state_dir / "delay.log").read_text(errors="replace").strip()
-            raise LabError(f"the delay element did not start: {err or line or 'no output'}")
+            raise LabError(f"the delay element did not start: "
+                           f"{log_text.strip() or line or 'no output'}")
+        # Its last start-up line says how it is scheduled (real-time or not).
+        said = [x for x in log_text.splitlines() if x.startswith("scheduling: ")]
+        state["delay_scheduling"] = said[-1].removeprefix("scheduling: ") if said else None
+        self._write_state(state)
 
     def _address_and_route(self, topo: Topology) -> None:
         def batch(node_name: str) -> None:
