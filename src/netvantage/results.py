@@ -36,6 +36,7 @@ from typing import IO, Annotated, Any, Literal, TypeAlias
 import msgspec
 
 from .errors import SchemaError
+from .files import replaced_whole
 
 __all__ = [
     "KINDS",
@@ -611,16 +612,10 @@ def write_jsonl(records: Iterable[Record], out: IO[bytes] | str | Path) -> int:
     rename), so a reader never sees half of it.
     """
     if isinstance(out, str | Path):
-        path = Path(out)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as fh:
-                n = write_jsonl(records, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replaced_whole(Path(out)) as tmp, open(tmp, "wb") as fh:
+            n = write_jsonl(records, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         return n
     n = 0
     for record in records:

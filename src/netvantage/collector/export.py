@@ -26,6 +26,7 @@ from typing import IO, Any, Literal
 
 import msgspec
 
+from ..files import replaced_whole
 from ..results import write_jsonl
 from .store import Store, StoredRow, StoreError
 
@@ -69,16 +70,10 @@ def export_csv(store: Store, out: str | Path | IO[bytes], *, kind: str | None = 
             return _write_csv(store, text, kind, since)
         finally:
             text.detach()
-    path = Path(out)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            n = _write_csv(store, fh, kind, since)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced_whole(Path(out)) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        n = _write_csv(store, fh, kind, since)
+        fh.flush()
+        os.fsync(fh.fileno())
     return n
 
 

@@ -40,6 +40,7 @@ from typing import Any
 from mmdb_writer import MmdbF64, MmdbU32, MMDBWriter
 from netaddr import IPSet  # type: ignore[import-untyped]
 
+from ..files import replaced_whole
 from .topology import Node, Topology
 
 __all__ = ["ASN_DB_NAME", "CITY_DB_NAME", "asn_record", "city_record", "write_lab_databases"]
@@ -95,12 +96,8 @@ def _writer(kind: str, compat: str, topology: Topology) -> MMDBWriter:
 
 
 def _save(writer: MMDBWriter, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replaced_whole(path) as tmp:
         writer.to_db_file(os.fspath(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_lab_databases(topology: Topology, directory: Path | str) -> tuple[Path, Path]:
