@@ -276,7 +276,6 @@ class Lab:
         # Its last start-up line says how it is scheduled (real-time or not).
         said = [x for x in log_text.splitlines() if x.startswith("scheduling: ")]
         state["delay_scheduling"] = said[-1].removeprefix("scheduling: ") if said else None
-        self._write_state(state)
 
     def _address_and_route(self, topo: Topology) -> None:
         def batch(node_name: str) -> None:
