@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import Namespaces, missing, ns_exec, remove_stale, require_root_netns
+from netns import TAG, Namespaces, missing, ns_exec, remove_stale, require_root_netns
 
 ROOT = Path(__file__).resolve().parents[1]
 NETVANTAGE = str(Path(sys.executable).with_name("netvantage"))
@@ -106,7 +106,7 @@ def lab():
     from netvantage.lab.core import Lab
     from netvantage.lab.topology import load_topology
 
-    lab = Lab("nvtl", load_topology())
+    lab = Lab(f"{TAG}l", load_topology())
     lab.down()  # a stale lab of *our* prefix from a crashed run
     try:
         lab.up()

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 
 import pytest
 
-PREFIX = "nvt-f"
+# Every name a test run makes (namespaces, lab prefixes, state folders) starts with TAG, so
+# that two runs on one machine (two developers' checkouts) never touch each other's.
+TAG = os.environ.get("NVT_TEST_TAG", "nvt")
+if not TAG.isalnum() or len(TAG) > 6:
+    raise RuntimeError(f"NVT_TEST_TAG={TAG!r}: letters and digits, at most 6")
+PREFIX = f"{TAG}-f"
 
 
 def missing(reason: str, what: str = "the lab tests and every test that needs a tool") -> None:

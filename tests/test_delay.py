@@ -2,7 +2,7 @@
 
 Spec checks run anywhere; the rest needs root (skipped without it, a failure
 under ``CI=true``: see :func:`netns.require_root_netns`).  Namespaces are named
-``nvt-d-*`` and use only 10.232.0.0/16 and fd00:232::/32; stale ones of that
+``TAG-d-*`` and use only 10.232.0.0/16 and fd00:232::/32; stale ones of that
 prefix (and only those) are removed first, and everything made here — the
 namespaces and every delay process, by its PID — is removed afterwards.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from netns import Namespaces, existing, ns_exec, require_root_netns, sh
+from netns import TAG, Namespaces, existing, ns_exec, require_root_netns, sh
 from netvantage.lab.delay import (
     ControlError,
     LinkSpec,
@@ -39,7 +39,7 @@ from netvantage.lab.delay import (
     write_spec,
 )
 
-PREFIX = "nvt-d"
+PREFIX = f"{TAG}-d"
 A4, B4 = "10.232.1.1", "10.232.1.2"
 A6, B6 = "fd00:232:1::1", "fd00:232:1::2"
 

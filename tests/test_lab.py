@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_lab_tools, run_cli
-from netns import existing
+from netns import TAG, existing
 
 pytestmark = pytest.mark.lab
 
@@ -191,7 +191,7 @@ def _procs_mentioning(text: str) -> list[str]:
 
 def test_up_and_down_leave_nothing_behind_within_10_s():
     require_lab_tools()
-    prefix = "nvtc"
+    prefix = f"{TAG}c"
     run_cli("lab", "down", "--prefix", prefix)
     t0 = time.monotonic()
     up = run_cli("lab", "up", "--prefix", prefix, timeout=60)
@@ -222,7 +222,7 @@ def test_up_and_down_leave_nothing_behind_within_10_s():
 
 def test_down_cleans_a_half_built_lab():
     require_lab_tools()
-    prefix = "nvth"
+    prefix = f"{TAG}h"
     for node in ("a", "b"):
         subprocess.run(["ip", "netns", "add", f"{prefix}-{node}"], check=True)
     sleeper = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-a", "sleep", "300"])

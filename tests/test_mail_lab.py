@@ -1,6 +1,6 @@
 """Real Postfix and Dovecot in network namespaces, checked with real clients and real TLS.
 
-Topology (10.233.0.0/16 only, namespaces ``nvt-m-*``, no link to the root
+Topology (10.233.0.0/16 only, namespaces ``TAG-m-*``, no link to the root
 namespace)::
 
     dc1 10.233.1.2 ── client 10.233.1.1 / 10.233.2.1 ── dc2 10.233.2.2 (+ .3)
@@ -37,7 +37,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from netns import Namespaces, existing, missing, require_root_netns, sh
+from netns import TAG, Namespaces, existing, missing, require_root_netns, sh
 from netvantage.lab.mail import (
     CREDENTIALS_FILE,
     PIDS_FILE,
@@ -50,9 +50,9 @@ from netvantage.lab.mail import (
 )
 from netvantage.lab.pki import LabCA
 
-PREFIX = "nvt-m"
+PREFIX = f"{TAG}-m"
 # Fixed, so that a crashed earlier run's daemons can be found and stopped.
-STATE_ROOT = Path("/tmp/nvt-m-state")
+STATE_ROOT = Path(f"/tmp/{TAG}-m-state")
 TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
 SMTP_TRANSCRIPT = TRANSCRIPTS / "postfix-3.7-smtp25.txt"
 IMAP_TRANSCRIPT = TRANSCRIPTS / "dovecot-2.3-imap143.txt"
@@ -78,7 +78,7 @@ def require_mail_binaries() -> None:
 
 
 class MailNamespaces(Namespaces):
-    """The shared helper's namespaces, under this file's own prefix ``nvt-m``."""
+    """The shared helper's namespaces, under this file's own prefix ``TAG-m``."""
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(names)

@@ -1,7 +1,7 @@
 """The shared-socket ping engine in namespaces: many targets, other pingers, late replies.
 
 Each test runs its sweep in a child Python inside a throw-away namespace
-(``nvt-b-t-*``, 10.234.0.0/16 only, no link to the root namespace) and reads one
+(``TAG-b-t-*``, 10.234.0.0/16 only, no link to the root namespace) and reads one
 JSON line back.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns import missing, require_root_netns, sh
+from netns import TAG, missing, require_root_netns, sh
 
-PREFIX = "nvt-b-t-"
+PREFIX = f"{TAG}-b-t-"
 SWEEP_NS, SLOW_NS = PREFIX + "sweep", PREFIX + "slow"
 TARGETS = [f"10.234.1.{i}" for i in range(1, 201)]
 SLOW_ADDR = "10.234.9.1"
