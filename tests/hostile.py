@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 __all__ = [
+    "HANDLER_LIMIT_S",
     "Conn",
     "Handler",
     "ImapScript",

@@ -30,6 +30,11 @@ trust store or ``ca_file``; the expected name is ``server_name``, by default
 the target as given).  If verification fails the probe stops with
 ``tls_error`` and, unless disabled, repeats the dialogue on a second
 connection with verification off, only to read the certificate it refused.
+``tls.verify_error`` says what was wrong as ``KIND (verify code N): MESSAGE``:
+the kind (``unknown CA``, ``self-signed``, ``expired``, ``name mismatch``, …)
+follows from OpenSSL's verify code, never from its message text, which changes
+between OpenSSL versions.  Other TLS failures name OpenSSL's reason code
+(``ssl.SSLError.reason``, e.g. ``WRONG_VERSION_NUMBER``), not its message.
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ from .proto.smtp import ReplyReader, SmtpDialogue
 from .target import Target, parse_target, resolve
 from .tcp import open_tcp
 
-__all__ = ["MailOptions", "PhaseClock", "imap_probe", "mail_many", "smtp_probe"]
+__all__ = ["MailOptions", "PhaseClock", "imap_probe", "mail_many", "smtp_probe", "verify_error",
+           "verify_kind"]
 
 Protocol = Literal["smtp", "imap"]
 Mode = Literal["starttls", "tls", "plain"]
@@ -333,7 +339,7 @@ class _Session:
             await asyncio.wait_for(writer.start_tls(ctx, server_hostname=hostname),
                                    self._remaining())
         except ssl.SSLCertVerificationError as exc:
-            message = exc.verify_message or str(exc)
+            message = verify_error(exc)
             self.tls = _replace(self.tls, verified=False, verify_error=message)
             self.clock.fail(f"certificate verify failed: {message}")
             raise _Abort("tls_error", f"certificate verify failed: {message}") from None
@@ -367,6 +373,46 @@ class _Session:
         )
         # A fresh reader core: nothing read before TLS may be parsed after it.
         self.reader_core = ReplyReader() if self.protocol == "smtp" else ResponseReader()
+
+
+# What kind of verification failure an OpenSSL verify code (X509_V_ERR_*) is.
+# The codes are part of OpenSSL's API and do not change between versions; the
+# messages do ("self signed" became "self-signed" in 3.0) and CPython writes its
+# own for name mismatches, so the kind is decided by the code alone.
+_VERIFY_KINDS: dict[int, str] = {
+    2: "unknown CA",  # UNABLE_TO_GET_ISSUER_CERT
+    20: "unknown CA",  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY: the leaf's issuer is not trusted
+    21: "unknown CA",  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    19: "unknown CA",  # SELF_SIGNED_CERT_IN_CHAIN: the chain ends in a root not trusted
+    18: "self-signed",  # DEPTH_ZERO_SELF_SIGNED_CERT: the leaf is its own issuer
+    7: "bad signature",  # CERT_SIGNATURE_FAILURE
+    9: "not yet valid",  # CERT_NOT_YET_VALID
+    10: "expired",  # CERT_HAS_EXPIRED
+    22: "chain too long",  # CERT_CHAIN_TOO_LONG
+    23: "revoked",  # CERT_REVOKED
+    24: "invalid CA",  # INVALID_CA: an issuer that may not issue
+    26: "wrong purpose",  # INVALID_PURPOSE: not a TLS server certificate
+    62: "name mismatch",  # HOSTNAME_MISMATCH
+    63: "name mismatch",  # EMAIL_MISMATCH
+    64: "name mismatch",  # IP_ADDRESS_MISMATCH
+}
+
+
+def verify_kind(code: int | None) -> str:
+    """The kind of a certificate verification failure, from OpenSSL's verify code."""
+    return _VERIFY_KINDS.get(code or 0, "other")
+
+
+def verify_error(exc: ssl.SSLCertVerificationError) -> str:
+    """``tls.verify_error``: ``KIND (verify code N): MESSAGE``.
+
+    KIND (:func:`verify_kind`) and N do not depend on the OpenSSL version, so
+    they are what a reader should match on; MESSAGE is OpenSSL's (or CPython's)
+    wording for people.
+    """
+    code = exc.verify_code if isinstance(exc.verify_code, int) else None
+    message = exc.verify_message or exc.reason or str(exc)
+    return f"{verify_kind(code)} (verify code {code}): {message}"
 
 
 def _unread(reader: asyncio.StreamReader) -> int:
