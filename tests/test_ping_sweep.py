@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from netns import TAG, missing, require_root_netns, sh
+from waiting import read_line
 
 PREFIX = f"{TAG}-b-t-"
 SWEEP_NS, SLOW_NS = PREFIX + "sweep", PREFIX + "slow"
@@ -64,21 +67,25 @@ def run_in(ns: str, code: str, timeout: float = 60) -> dict:  # type: ignore[typ
 
 # A sweep with instruments: ICMP sockets opened (calls and fds sampled during the
 # sweep) and the engines, so that a test can reach their identifier.
-PRELUDE = """
-import asyncio, json, os, socket, struct, sys
+PRELUDE = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+""" + """
+import asyncio, json, os, socket, struct
 import netvantage.measure.ping as P
-P = sys.modules["netvantage.measure.ping"]
+import netvantage.measure.ping.engine as E
+from waiting import wait_until_async
 opened, engines = [], []
-_open = P.open_icmp_socket
+_open = E.open_icmp_socket
 def counting_open(v, kind="auto"):
     opened.append(v)
     return _open(v, kind)
-P.open_icmp_socket = counting_open
-_init = P._Engine.__init__
+E.open_icmp_socket = counting_open
+_init = E.Engine.__init__
 def init(self, *a, **k):
     _init(self, *a, **k)
     engines.append(self)
-P._Engine.__init__ = init
+E.Engine.__init__ = init
 
 def sockets():
     n = 0
@@ -154,10 +161,15 @@ def test_replies_to_other_processes_pings_are_never_counted(namespaces, sock):
     if shutil.which("ping") is None:
         missing("needs iputils ping")
     target = TARGETS[0]
+    # iputils pings until it is interrupted (after our sweep; -w bounds it if the test
+    # dies), and prints its header just before its first request: so it overlaps the
+    # whole sweep.
     other = subprocess.Popen(["ip", "netns", "exec", SWEEP_NS, "ping", "-n", "-q", "-i",
-                              "0.01", "-c", "200", target],
+                              "0.01", "-w", "60", target],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert other.stdout is not None
+        assert read_line(other.stdout, 10, "iputils ping's header").startswith("PING ")
         result = run_in(SWEEP_NS, PRELUDE + f"""
 def checksum(data):
     data += b"\\0" * (len(data) % 2)
@@ -166,32 +178,42 @@ def checksum(data):
     s += s >> 16
     return ~s & 0xFFFF
 
-async def impostor():
-    # Echo requests with our identifier and sequences but another payload.
-    await asyncio.sleep(0.05)
-    if not engines or not engines[0].raw:
-        return
+async def impostor(sweep):
+    # Echo requests with our identifier and sequences but another payload, sent in
+    # rounds for as long as the sweep runs; returns how many rounds that was.
+    await wait_until_async(lambda: engines, 10, "the sweep's ICMP socket")
+    if not engines[0].raw:
+        return 0  # a ping socket's identifier is the kernel's: nothing to imitate
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     ident = engines[0].ident
-    for _ in range(30):
+    rounds = 0
+    while not sweep.done():
         for seq in range(20):
             body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"impostor" * 7
             body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
             s.sendto(body, ("{target}", 0))
+        rounds += 1
         await asyncio.sleep(0.02)
     s.close()
+    return rounds
 
 async def main():
     opts = P.PingOptions(count=20, interval_s=0.03, timeout_s=1.0, socket="{sock}")
-    task = asyncio.ensure_future(impostor())
-    recs = await P.ping_many(["{target}", "{TARGETS[1]}"], opts)
-    await task
-    return recs
+    sweep = asyncio.ensure_future(P.ping_many(["{target}", "{TARGETS[1]}"], opts))
+    rounds = await impostor(sweep)
+    return await sweep, rounds
 
-print(summary(asyncio.run(main()), 0))
+recs, rounds = asyncio.run(main())
+print(json.dumps({{**json.loads(summary(recs, 0)), "impostor_rounds": rounds}}))
 """)
     finally:
+        other.send_signal(signal.SIGINT)
         out, _err = other.communicate(timeout=30)
+    # The impostor ran during the sweep (raw), or had nothing to imitate (dgram).
+    if sock == "raw":
+        assert result["impostor_rounds"] >= 1
+    else:
+        assert result["impostor_rounds"] == 0
     for rec in result["records"]:
         assert rec["status"] == "ok" and rec["sent"] == rec["received"] == 20
         assert rec["duplicates"] == 0
@@ -241,7 +263,7 @@ def test_late_reply_is_loss_never_an_rtt(namespaces, sock):
                                   RESPONDER, "0.35"], stdout=subprocess.PIPE, text=True)
     try:
         assert responder.stdout is not None
-        assert responder.stdout.readline().strip() == "ready"
+        assert read_line(responder.stdout, 10, "the responder").strip() == "ready"
         # Requests every 0.1 s, timeout 0.2 s: the late reply to seq 1 arrives at
         # 0.45 s, to seq 3 at 0.65 s, while the sweep still runs (until 0.7 s).
         result = run_in(SLOW_NS, PRELUDE + f"""
