@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netvantage.errors import NetvantageError
 from netvantage.measure.certs import CertError, cert_info, escape_value
 
 _EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -121,5 +122,7 @@ def test_escaping_rules_of_rfc_4514():
 
 @pytest.mark.parametrize("der", [b"", b"\x30\x03\x02\x01\x05", b"not a certificate"])
 def test_unreadable_bytes_are_a_clear_error(der):
-    with pytest.raises(CertError, match="unreadable certificate"):
+    with pytest.raises(CertError, match="unreadable certificate") as caught:
         cert_info(der)
+    # One exception tree, and still the ValueError the mail probe's callers knew.
+    assert isinstance(caught.value, NetvantageError) and isinstance(caught.value, ValueError)

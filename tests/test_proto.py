@@ -2,15 +2,85 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 
-from netvantage.measure.proto import Done, Fail, ProtocolError, Send, StartTls, Wait
+import netvantage.measure.proto as proto
+from netvantage.errors import NetvantageError
+from netvantage.measure.proto import Done, Fail, FailStatus, ProtocolError, Send, StartTls, Wait
 from netvantage.measure.proto.imap import ImapDialogue, ResponseReader
 from netvantage.measure.proto.smtp import ReplyReader, SmtpDialogue
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
+PROTO_DIR = Path(proto.__file__).parent
+# What a sans-I/O core may import besides its own package: no I/O, nothing of
+# netvantage but the leaf errors module.
+NO_IO = {"socket", "ssl", "asyncio", "selectors", "select"}
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """Every module a file imports (anywhere in it), as absolute dotted names."""
+    package = "netvantage.measure.proto"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+    return found
+
+
+def test_protocol_cores_import_only_the_errors_module_of_netvantage():
+    files = sorted(PROTO_DIR.glob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "smtp.py", "imap.py"}
+    bad = []
+    for path in files:
+        for line, module in imports_of(path):
+            top = module.split(".")[0]
+            if top == "netvantage" and not (module == "netvantage.errors"
+                                            or module.startswith("netvantage.measure.proto")):
+                bad.append(f"{path.name}:{line}: {module}")
+            if top in NO_IO:
+                bad.append(f"{path.name}:{line}: {module} (I/O)")
+    assert bad == []
+
+
+def loaded_modules(statement: str) -> set[str]:
+    """The names in ``sys.modules`` after a fresh interpreter runs ``statement``."""
+    code = f"import sys\n{statement}\nprint(' '.join(sys.modules))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
+def test_importing_the_protocol_cores_loads_no_other_netvantage_module():
+    # The parent packages' __init__ run too: they must stay free of imports as well.
+    bare = loaded_modules("pass")
+    after = loaded_modules("import netvantage.measure.proto.smtp, netvantage.measure.proto.imap")
+    assert {m for m in after if m.split(".")[0] == "netvantage"} == {
+        "netvantage", "netvantage.errors", "netvantage.measure", "netvantage.measure.proto",
+        "netvantage.measure.proto.imap", "netvantage.measure.proto.smtp"}
+    assert (after - bare) & NO_IO == set()
+
+
+def test_fail_statuses_are_record_statuses():
+    from netvantage.results import STATUSES
+
+    assert set(typing.get_args(FailStatus)) <= set(STATUSES)
+    assert set(typing.get_args(FailStatus)) == {"protocol_error", "tls_error", "error"}
+
+
+def test_protocol_error_is_in_the_one_exception_tree():
+    assert issubclass(ProtocolError, NetvantageError)
 
 
 def test_postfix_transcript_drives_smtp_to_starttls():

@@ -94,7 +94,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import SchemaError
+from .errors import NetvantageError, SchemaError
 from .results import (
     Hop,
     PingBody,
@@ -131,7 +131,7 @@ ATLAS_NAMESPACE = uuid.UUID("5b0c7a8e-2f3d-4c61-9a57-0d6f3e1b8a42")
 _SOURCE = "atlas"
 
 
-class AtlasFormatError(ValueError):
+class AtlasFormatError(NetvantageError, ValueError):
     """A result that cannot be imported.  ``reason`` is short and stable (it is counted)."""
 
     def __init__(self, reason: str, detail: str | None = None) -> None:

@@ -23,7 +23,10 @@ from datetime import UTC, datetime
 
 from asn1crypto import core, keys, x509
 
+from ..errors import NetvantageError
 from ..results import CertInfo
+
+__all__ = ["CertError", "cert_info", "escape_value", "rfc4514"]
 
 # RFC 4514 section 3: the attribute types with an LDAP short name.
 _SHORT_NAMES = {
@@ -40,7 +43,7 @@ _SHORT_NAMES = {
 _ESCAPED = frozenset('\\"+,;<>')
 
 
-class CertError(ValueError):
+class CertError(NetvantageError, ValueError):
     """The DER bytes are not a certificate this module can read."""
 
 

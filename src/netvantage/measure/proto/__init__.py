@@ -1,16 +1,25 @@
-"""Sans-I/O protocol cores: bytes in, decisions out.  No socket, ssl or asyncio here."""
+"""Sans-I/O protocol cores: bytes in, decisions out.  No socket, ssl or asyncio here.
+
+These modules import nothing of netvantage but the leaf :mod:`netvantage.errors`
+(a test checks it), so that they can be read, tested and reused on their own.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
-from ...results import Status
+from ...errors import NetvantageError
 
-__all__ = ["Action", "Done", "Fail", "ProtocolError", "Send", "StartTls", "Wait",
+__all__ = ["Action", "Done", "Fail", "FailStatus", "ProtocolError", "Send", "StartTls", "Wait",
            "injected_before_tls", "take_line"]
 
+#: The statuses a dialogue can end with: each is also a record status
+#: (``netvantage.results.Status``; a test keeps the two in step).
+FailStatus: TypeAlias = Literal["protocol_error", "tls_error", "error"]
 
-class ProtocolError(Exception):
+
+class ProtocolError(NetvantageError):
     """The peer said something a conforming server would not; ``str()`` says what."""
 
 
@@ -45,7 +54,7 @@ class Done:
 class Fail:
     """Stop: ``phase`` failed with ``status`` for ``reason`` (``code``: the reply that did it)."""
 
-    status: Status
+    status: FailStatus
     phase: str
     reason: str
     code: str | None = None
