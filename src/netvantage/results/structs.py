@@ -1,48 +1,29 @@
-"""The result schema: one envelope for every measurement, a typed body per kind.
+"""The record types: the envelope, a body per kind, and the values they are built from.
 
-A record is one JSON object (one line of JSON Lines)::
-
-    {"kind": "ping", "id": "0193…", "schema": 1, "agent": "lusaka-1",
-     "region": "ZM-LUN", "target": "ams.example", "address": "192.0.2.7",
-     "started_at": "2026-11-28T19:00:00.123456Z", "duration_ms": 4012.5,
-     "status": "ok", "error": null, "source": "netvantage",
-     "body": {...}}
-
-Rules every record obeys (checked when a record is built *and* when it is read):
-
-* ``id`` is assigned once, when the measurement starts, and never changes, so
-  that an upload that is retried is recognisable as the same record.
-* ``schema`` is :data:`SCHEMA_VERSION`; a reader refuses a newer one.
-* ``started_at`` is UTC wall-clock time (the *when*); every duration is taken
-  from a monotonic clock or from kernel timestamps (the *how long*).
-* Units live in field names (``_ms``, ``_ratio``, ``_bytes``, ``_s``).
-* Missing is missing: a lost packet has ``null`` RTT, never 0; statistics
-  are derived from the stored samples and are checked against them.
+Every struct checks itself when built (``__post_init__``) and when decoded, so a
+record that exists obeys the rules of :mod:`netvantage.results`.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 import msgspec
 
-from .errors import SchemaError
-from .files import replaced_whole
-
 __all__ = [
     "KINDS",
+    "PHASES_IMAP",
+    "PHASES_SMTP",
     "SCHEMA_VERSION",
     "STATUSES",
     "Annotation",
+    "AnyRecord",
     "CertInfo",
     "Hop",
     "IcmpError",
@@ -63,15 +44,10 @@ __all__ = [
     "TraceBody",
     "TraceProbe",
     "TraceRecord",
-    "decode_all",
-    "decode_record",
-    "encode_record",
-    "json_schema",
+    "ms",
     "new_id",
-    "read_jsonl",
     "rtt_stats",
     "utc_now",
-    "write_jsonl",
 ]
 
 #: Version of the record layout.  Bump it on any change a reader must know about.
@@ -559,136 +535,3 @@ AnyRecord: TypeAlias = PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapR
 _RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, TraceRecord, SmtpRecord,
                                            ImapRecord)
 KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyRecord)
-
-
-class _Head(msgspec.Struct):
-    """Just enough of a line to explain why the full decode failed."""
-
-    schema: Any = None
-    kind: Any = None
-
-
-_head_decoder = msgspec.json.Decoder(_Head)
-
-
-def encode_record(record: Record) -> bytes:
-    """One record as compact JSON (no newline)."""
-    return _encoder.encode(record)
-
-
-def decode_record(data: bytes | str) -> AnyRecord:
-    """Parse and validate one record; raises :class:`SchemaError` saying why not."""
-    try:
-        record: AnyRecord = _decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise SchemaError(_explain(data, exc)) from None
-    return record
-
-
-def _explain(data: bytes | str, exc: msgspec.DecodeError) -> str:
-    try:
-        head = _head_decoder.decode(data)
-    except msgspec.DecodeError:
-        return f"not a JSON object: {exc}"
-    newer = (isinstance(head.schema, int) and not isinstance(head.schema, bool)
-             and head.schema > SCHEMA_VERSION)
-    if newer:
-        return (
-            f"schema {head.schema} is newer than this netvantage reads "
-            f"(schema {SCHEMA_VERSION}); upgrade netvantage to read it"
-        )
-    if head.kind is not None and head.kind not in KINDS:
-        return f"unknown kind {head.kind!r} (known: {', '.join(KINDS)})"
-    return str(exc)
-
-
-def write_jsonl(records: Iterable[Record], out: IO[bytes] | str | Path) -> int:
-    """Write records as JSON Lines; returns how many were written.
-
-    With a path the file is written whole or not at all (temporary file, fsync,
-    rename), so a reader never sees half of it.
-    """
-    if isinstance(out, str | Path):
-        with replaced_whole(Path(out)) as tmp, open(tmp, "wb") as fh:
-            n = write_jsonl(records, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return n
-    n = 0
-    for record in records:
-        out.write(_encoder.encode(record) + b"\n")
-        n += 1
-    return n
-
-
-def _lines(source: IO[bytes] | str | Path) -> Iterator[tuple[int, bytes]]:
-    if isinstance(source, str | Path):
-        with open(source, "rb") as fh:
-            yield from _lines(fh)
-        return
-    yield from enumerate(source, start=1)
-
-
-def read_jsonl(source: IO[bytes] | str | Path, *, max_problems: int = 20) -> list[AnyRecord]:
-    """Read a whole JSON Lines file, all or nothing.
-
-    Every line is checked; if any fails (malformed JSON, a torn last line, a
-    newer schema, a value out of range) nothing is returned and a
-    :class:`SchemaError` lists the first ``max_problems`` problems, each with
-    its line number.  Blank lines are allowed.
-    """
-    name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "<stream>")
-
-    def rows() -> Iterator[tuple[str, bytes]]:
-        for number, raw in _lines(source):
-            line = raw.strip()
-            if not line:
-                continue
-            # A writer that died mid-line leaves an unterminated tail.
-            torn = "" if raw.endswith(b"\n") else ": unterminated last line (torn write?)"
-            yield f"line {number}{torn}", line
-
-    return decode_all(name, rows(), unit="line", max_problems=max_problems)
-
-
-def decode_all(name: str, rows: Iterable[tuple[str, bytes | str]], *, unit: str = "record",
-               max_problems: int = 20) -> list[AnyRecord]:
-    """Decode every (where, JSON) row, all or nothing.
-
-    If any row fails, nothing is returned and a :class:`SchemaError` names ``name``,
-    counts the bad rows and lists the first ``max_problems`` as "where: why".
-    """
-    records: list[AnyRecord] = []
-    problems: list[str] = []
-    bad = 0
-    for where, text in rows:
-        try:
-            records.append(decode_record(text))
-        except SchemaError as exc:
-            bad += 1
-            if len(problems) < max_problems:
-                problems.append(f"{where}: {exc}")
-    if bad:
-        more = f" (showing {len(problems)})" if bad > len(problems) else ""
-        raise SchemaError(f"{name}: {bad} bad {unit}(s), nothing loaded{more}", problems)
-    return records
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a record (any kind), generated from these classes."""
-    schema = msgspec.json.schema(AnyRecord)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = f"netvantage result record, schema {SCHEMA_VERSION}"
-    return schema
-
-
-def json_schema_text() -> str:
-    """The JSON Schema as the stable text committed under ``docs/``."""
-    buf = io.StringIO()
-
-    json.dump(json_schema(), buf, indent=2, sort_keys=True)
-    buf.write("\n")
-    return buf.getvalue()

@@ -1,0 +1,121 @@
+"""The result schema: one envelope for every measurement, a typed body per kind.
+
+A record is one JSON object (one line of JSON Lines)::
+
+    {"kind": "ping", "id": "0193…", "schema": 1, "agent": "lusaka-1",
+     "region": "ZM-LUN", "target": "ams.example", "address": "192.0.2.7",
+     "started_at": "2026-11-28T19:00:00.123456Z", "duration_ms": 4012.5,
+     "status": "ok", "error": null, "source": "netvantage",
+     "body": {...}}
+
+Rules every record obeys (checked when a record is built *and* when it is read):
+
+* ``id`` is assigned once, when the measurement starts, and never changes, so
+  that an upload that is retried is recognisable as the same record.
+* ``schema`` is :data:`SCHEMA_VERSION`; a reader refuses a newer one.
+* ``started_at`` is UTC wall-clock time (the *when*); every duration is taken
+  from a monotonic clock or from kernel timestamps (the *how long*).
+* Units live in field names (``_ms``, ``_ratio``, ``_bytes``, ``_s``).
+* Missing is missing: a lost packet has ``null`` RTT, never 0; statistics
+  are derived from the stored samples and are checked against them.
+
+The package has three rooms, and every name is importable from here
+(``from netvantage.results import PingRecord, read_jsonl``):
+
+* :mod:`~netvantage.results.structs` — the record types and the values they
+  are built from (statuses, statistics, ids, clocks);
+* :mod:`~netvantage.results.jsonl` — records as JSON and JSON Lines, read all
+  or nothing;
+* :mod:`~netvantage.results.schema` — the JSON Schema text committed as
+  ``docs/result.schema.json``.
+"""
+
+from __future__ import annotations
+
+from .jsonl import (
+    decode_all,
+    decode_record,
+    encode_record,
+    read_jsonl,
+    write_jsonl,
+)
+from .schema import (
+    canonical_schema,
+    json_schema,
+    json_schema_text,
+)
+from .structs import (
+    KINDS,
+    PHASES_IMAP,
+    PHASES_SMTP,
+    SCHEMA_VERSION,
+    STATUSES,
+    Annotation,
+    AnyRecord,
+    CertInfo,
+    Hop,
+    IcmpError,
+    ImapRecord,
+    MailBody,
+    Phase,
+    PingBody,
+    PingRecord,
+    Record,
+    Responder,
+    RttStats,
+    SmtpRecord,
+    Status,
+    TcpAttempt,
+    TcpBody,
+    TcpRecord,
+    TlsInfo,
+    TraceBody,
+    TraceProbe,
+    TraceRecord,
+    ms,
+    new_id,
+    rtt_stats,
+    utc_now,
+)
+
+__all__ = [
+    "KINDS",
+    "PHASES_IMAP",
+    "PHASES_SMTP",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Annotation",
+    "AnyRecord",
+    "CertInfo",
+    "Hop",
+    "IcmpError",
+    "ImapRecord",
+    "MailBody",
+    "Phase",
+    "PingBody",
+    "PingRecord",
+    "Record",
+    "Responder",
+    "RttStats",
+    "SmtpRecord",
+    "Status",
+    "TcpAttempt",
+    "TcpBody",
+    "TcpRecord",
+    "TlsInfo",
+    "TraceBody",
+    "TraceProbe",
+    "TraceRecord",
+    "canonical_schema",
+    "decode_all",
+    "decode_record",
+    "encode_record",
+    "json_schema",
+    "json_schema_text",
+    "ms",
+    "new_id",
+    "read_jsonl",
+    "rtt_stats",
+    "utc_now",
+    "write_jsonl",
+]
