@@ -1,10 +1,15 @@
 """SMTP and IMAP probes against the lab's real Postfix and Dovecot, through the
 emulated network: every port mode, phase names and sums, certificate fields,
-round trips growing with the path's RTT, and verification failures."""
+round trips growing with the path's RTT, and verification failures.
+
+Whatever the installed Postfix, Dovecot and OpenSSL: the TLS version and cipher
+are checked by shape, verification failures by the kind the probe derives from
+OpenSSL's verify code, capabilities as sets of names."""
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 from datetime import UTC, datetime
@@ -26,6 +31,17 @@ EXPECTED_PHASES = {
 }
 MODES = [("smtp", 25, "starttls"), ("smtp", 587, "starttls"), ("smtp", 465, "tls"),
          ("imap", 143, "starttls"), ("imap", 993, "tls")]
+
+
+def verify_kind(tls: dict) -> str:
+    """The kind of failure in ``tls.verify_error`` (``KIND (verify code N): MESSAGE``)."""
+    match = re.match(r"(.+?) \(verify code \w+\): ", tls["verify_error"] or "")
+    assert match, tls
+    return match.group(1)
+
+
+def keywords(capabilities: list[str]) -> set[str]:
+    return {c.split()[0].upper() for c in capabilities if c.strip()}
 
 
 def probe(lab, node: str, protocol: str, address: str, port: int, *args: str,
@@ -59,7 +75,8 @@ def test_every_port_mode_against_real_servers(lab, protocol, port, mode):
             gap = rec["duration_ms"] - total
             assert 0 <= gap < 0.8 * body["phases"][0]["duration_ms"], (gap, rec)
             tls = body["tls"]
-            assert tls["version"] == "TLSv1.3" and tls["verified"] is True
+            assert re.fullmatch(r"TLSv1\.[23]", tls["version"]) and tls["verified"] is True
+            assert re.fullmatch(r"[A-Z0-9_-]+", tls["cipher"]), tls
             cert = tls["cert"]
             assert address in cert["san_ip"] and f"mail.{dc.name}.lab" in cert["san_dns"]
             assert "netvantage lab CA" in cert["issuer"]
@@ -69,11 +86,11 @@ def test_every_port_mode_against_real_servers(lab, protocol, port, mode):
             else:
                 assert body["greeting"].startswith("* OK")
             if mode == "starttls":
-                assert "STARTTLS" in " ".join(body["capabilities"])
-                assert "STARTTLS" not in " ".join(body["capabilities_tls"])
+                assert "STARTTLS" in keywords(body["capabilities"])
+                assert "STARTTLS" not in keywords(body["capabilities_tls"])
             if protocol == "imap" and mode == "starttls":
-                assert "LOGINDISABLED" in body["capabilities"]
-                assert "LOGINDISABLED" not in body["capabilities_tls"]
+                assert "LOGINDISABLED" in keywords(body["capabilities"])
+                assert "LOGINDISABLED" not in keywords(body["capabilities_tls"])
 
 
 def _path_rtt(lab, node: str, address: str) -> float:
@@ -103,10 +120,14 @@ def test_phase_times_grow_by_round_trips_with_the_path(lab):
                    for name in EXPECTED_PHASES[("smtp", "starttls")]}
         for name in ("connect", "ehlo", "starttls", "quit"):
             assert abs(fastest[name] - rtt) < 3.0, (region, name, fastest[name], rtt)
-        # TLS 1.3: one round trip plus the two sides' crypto.
-        assert rtt - 1 < fastest["tls_handshake"] < rtt + 15
+        # One round trip in TLS 1.3, two in 1.2 (whichever this OpenSSL agrees),
+        # plus the two sides' crypto.
+        (version,) = {rec["body"]["tls"]["version"] for rec in runs}
+        handshake_rtts = 1 if version == "TLSv1.3" else 2
+        assert (handshake_rtts * rtt - 1 < fastest["tls_handshake"]
+                < handshake_rtts * rtt + 15), (version, fastest["tls_handshake"], rtt)
         if region == "yyz":
-            rounds = min(rec["duration_ms"] for rec in runs) / rtt
+            rounds = min(rec["duration_ms"] for rec in runs) / rtt - (handshake_rtts - 1)
             assert 6.5 <= rounds <= 9.5, (rounds, fastest)
 
 
@@ -117,7 +138,7 @@ def test_wrong_name_is_a_tls_error_with_the_refused_certificate(lab):
     body = rec["body"]
     assert rec["status"] == "tls_error" and body["failed_phase"] == "tls_handshake"
     assert body["tls"]["verified"] is False
-    assert "mismatch" in body["tls"]["verify_error"].lower()
+    assert verify_kind(body["tls"]) == "name mismatch"
     assert body["tls"]["cert_from_second_handshake"] is True
     assert "mail.dc-jnb.lab" in body["tls"]["cert"]["san_dns"]
     # The refused connection went no further than the handshake.
@@ -128,9 +149,10 @@ def test_unknown_ca_against_the_system_store(lab):
     dc = lab.topology.nodes["dc-jnb"]
     rec = probe(lab, "jnb", "imap", dc.v4, 993)
     assert rec["status"] == "tls_error"
-    # The server sends its chain with the lab root: OpenSSL calls it self-signed.
-    error = rec["body"]["tls"]["verify_error"]
-    assert "local issuer" in error or "self-signed certificate in certificate chain" in error
+    # The server sends its chain with the lab root (OpenSSL's verify code 19,
+    # a self-signed root in the chain) or not (20, no local issuer): either way
+    # a CA that the system store does not know.
+    assert verify_kind(rec["body"]["tls"]) == "unknown CA"
     assert rec["body"]["tls"]["trust"] == "system"
 
 
