@@ -1,140 +1,152 @@
-"""The notebooks run top to bottom on the sample campaign and find what they should.
+"""The notebooks are in sync with their sources, run top to bottom and find what they should.
 
-Every ``notebooks/*.ipynb`` is executed once (cached for the module) with nbclient, in
-the ``python3`` kernel of *this* interpreter (the venv's ipykernel), with ``notebooks/``
-as the working directory, a timeout per cell, and a first cell added in memory that
-reports the kernel's interpreter. A notebook passes when no cell errs; each one is also
-held to its key result, read from its executed outputs.
+Each notebook's source is a jupytext percent script, ``notebooks/NN-name.py``, paired with
+the ``.ipynb`` beside it, committed without outputs; the two must hold the same cells.
+Every script is executed once (cached for the module) through ``notebooks/render.py``
+(nbclient, in an IPython kernel of *this* interpreter, with ``notebooks/`` as the working
+directory and a timeout per cell), with a first cell added in memory that reports the
+kernel's interpreter. A notebook passes when no cell errs; each one is also held to its key
+result, read from its executed outputs, and written as HTML as ``make notebooks`` does.
 """
 
 from __future__ import annotations
 
-import json
+import copy
+import importlib.util
 import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-import nbclient
+import jupytext
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
-KERNEL = "python3"
-CELL_TIMEOUT_S = 120
-BUDGET_S = 90.0  # all notebooks together, kernel start-ups included
+NAMES = ["01-explore-campaign", "02-rank-data-centres", "03-investigate-flagged-region"]
+PAIRING = "ipynb,py:percent"
 PROBE = "KERNEL-PYTHON"
 
-# argv[0] values jupyter_client replaces with the launching interpreter (sys.executable).
-_LAUNCHER_PYTHONS = {"python", f"python{sys.version_info[0]}",
-                     f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+
+def _load_render() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("notebooks_render", NOTEBOOK_DIR / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load_render()
 
 
 @dataclass
 class Run:
     nb: nbformat.NotebookNode
-    seconds: float
     error: CellExecutionError | None
 
     def stdout(self) -> str:
-        return "".join(out.get("text", "") for cell in self.nb.cells if cell.cell_type == "code"
+        return "".join(out.get("text", "") for cell in self.code_cells()
                        for out in cell.get("outputs", [])
                        if out.get("output_type") == "stream" and out.get("name") == "stdout")
 
     def errors(self) -> list[str]:
         return [f"cell {cell.get('id')}: {out.get('ename')}: {out.get('evalue')}"
-                for cell in self.nb.cells if cell.cell_type == "code"
-                for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+                for cell in self.code_cells() for out in cell.get("outputs", [])
+                if out.get("output_type") == "error"]
+
+    def figures(self) -> int:
+        return sum("image/png" in out.get("data", {}) for cell in self.code_cells()
+                   for out in cell.get("outputs", []))
+
+    def code_cells(self) -> list[nbformat.NotebookNode]:
+        return [cell for cell in self.nb.cells if cell.cell_type == "code"]
 
 
-def _ours(spec_dir: Path) -> bool:
-    """Whether the kernelspec in ``spec_dir`` starts this interpreter."""
-    try:
-        argv = json.loads((spec_dir / "kernel.json").read_text())["argv"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(argv) and (argv[0] in _LAUNCHER_PYTHONS
-                           or os.path.abspath(argv[0]) == os.path.abspath(sys.executable))
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[str]:
-    """The kernel name, its spec this interpreter's (installed into sys.prefix if need be).
-
-    Idempotent: the spec is installed only when missing or pointing at another Python, and
-    ``JUPYTER_PATH`` puts sys.prefix's kernels first so a user-wide ``python3`` cannot win.
-    """
-    data_dir = Path(sys.prefix) / "share" / "jupyter"
-    spec_dir = data_dir / "kernels" / KERNEL
-    if not _ours(spec_dir):
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix",
-                        "--name", KERNEL], check=True, capture_output=True, timeout=60)
-    with pytest.MonkeyPatch.context() as mp:
-        paths = [str(data_dir), *filter(None, [os.environ.get("JUPYTER_PATH")])]
-        mp.setenv("JUPYTER_PATH", os.pathsep.join(paths))
-        try:
-            spec = KernelSpecManager().get_kernel_spec(KERNEL)
-        except NoSuchKernel:
-            pytest.fail(f"no {KERNEL} kernelspec even after installing one in {spec_dir}")
-        argv0 = spec.argv[0]
-        assert argv0 in _LAUNCHER_PYTHONS or os.path.abspath(argv0) == os.path.abspath(
-            sys.executable), f"kernel {KERNEL} would start {argv0}, not {sys.executable}"
-        yield KERNEL
+def differences(source: nbformat.NotebookNode, paired: nbformat.NotebookNode) -> list[str]:
+    """How the cells of ``paired`` differ from those of ``source`` (type and text)."""
+    found = []
+    for index, (a, b) in enumerate(zip(source.cells, paired.cells, strict=False), start=1):
+        if (a.cell_type, a.source) != (b.cell_type, b.source):
+            first = (a.source.splitlines() or [""])[0]
+            found.append(f"cell {index} ({a.cell_type}, {first[:60]!r}) differs")
+    if len(source.cells) != len(paired.cells):
+        found.append(f"{len(source.cells)} cells in the script, {len(paired.cells)} in the .ipynb")
+    return found
 
 
 @pytest.fixture(scope="module")
-def executed(kernel: str) -> Callable[[str], Run]:
-    """``executed(name)``: the notebook run once in this module, with its duration."""
+def executed() -> Callable[[str], Run]:
+    """``executed(name)``: the notebook's percent script, run once in this module."""
     runs: dict[str, Run] = {}
 
     def run(name: str) -> Run:
         if name not in runs:
-            nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+            nb = render.read(NOTEBOOK_DIR / f"{name}.py")
             probe = nbformat.v4.new_code_cell(
                 f"import sys\nprint({PROBE!r}, sys.prefix, sys.executable, sep='|')")
             probe["id"] = "test-kernel-probe"
             nb.cells.insert(0, probe)
-            client = nbclient.NotebookClient(
-                nb, kernel_name=kernel, timeout=CELL_TIMEOUT_S,
-                resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-            start = time.monotonic()
             error = None
             try:
-                client.execute()
+                render.execute(nb)
             except CellExecutionError as exc:
                 error = exc
-            runs[name] = Run(nb, time.monotonic() - start, error)
+            runs[name] = Run(nb, error)
         return runs[name]
 
     return run
 
 
-def test_there_are_the_three_notebooks() -> None:
-    assert NOTEBOOKS == ["01-explore-campaign.ipynb", "02-rank-data-centres.ipynb",
-                         "03-investigate-flagged-region.ipynb"]
+def test_there_are_the_three_notebooks_each_a_script_and_an_ipynb() -> None:
+    assert [p.stem for p in render.notebooks()] == NAMES
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == NAMES
+    assert not (NOTEBOOK_DIR / "build.py").exists()
 
 
-def test_notebooks_are_built_by_build_py_without_outputs() -> None:
-    check = subprocess.run([sys.executable, str(NOTEBOOK_DIR / "build.py"), "--check"],
-                           capture_output=True, text=True, timeout=60)
-    assert check.returncode == 0, check.stderr
-    for name in NOTEBOOKS:
-        nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-        nbformat.validate(nb)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, (name, cell.id)
+@pytest.mark.parametrize("name", NAMES)
+def test_ipynb_is_paired_with_its_script_and_in_sync(name: str) -> None:
+    script = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    ipynb = jupytext.read(NOTEBOOK_DIR / f"{name}.ipynb")
+    assert script.metadata["jupytext"]["formats"] == PAIRING
+    assert ipynb.metadata["jupytext"]["formats"] == PAIRING
+    assert script.metadata["kernelspec"]["name"] == "python3"
+    assert differences(script, ipynb) == [], (
+        f"notebooks/{name}.ipynb is out of step with notebooks/{name}.py: edit the script "
+        f"and run `jupytext --sync notebooks/{name}.py`")
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", NAMES)
+def test_ipynb_is_committed_without_outputs(name: str) -> None:
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, (name, cell.id)
+
+
+def test_the_sync_check_sees_an_edit_a_new_cell_and_a_changed_type() -> None:
+    script = jupytext.read(NOTEBOOK_DIR / f"{NAMES[0]}.py")
+    assert differences(script, copy.deepcopy(script)) == []
+    edited = copy.deepcopy(script)
+    edited.cells[3].source += "\nprint('edited in Jupyter only')"
+    found = differences(script, edited)
+    assert len(found) == 1 and found[0].startswith("cell 4 ("), found
+    longer = copy.deepcopy(script)
+    longer.cells.append(nbformat.v4.new_markdown_cell("one more"))
+    assert differences(script, longer) == [
+        f"{len(script.cells)} cells in the script, {len(script.cells) + 1} in the .ipynb"]
+    retyped = copy.deepcopy(script)
+    retyped.cells[0] = nbformat.v4.new_code_cell(script.cells[0].source)
+    assert len(differences(script, retyped)) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_without_errors(executed: Callable[[str], Run], name: str) -> None:
     run = executed(name)
     assert run.error is None, f"{name} failed:\n{run.error}"
@@ -145,13 +157,40 @@ def test_notebook_runs_without_errors(executed: Callable[[str], Run], name: str)
         f"{name} ran in {executable}, not this interpreter ({sys.executable})")
 
 
-def test_notebooks_run_within_the_budget(executed: Callable[[str], Run]) -> None:
-    seconds = {name: executed(name).seconds for name in NOTEBOOKS}
-    assert sum(seconds.values()) < BUDGET_S, seconds
+@pytest.mark.parametrize("name", NAMES)
+def test_html_page_has_every_output_and_loads_nothing(executed: Callable[[str], Run],
+                                                      name: str) -> None:
+    run = executed(name)
+    page = render.to_html(run.nb)
+    assert run.figures() >= 2
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == run.figures()
+    assert re.findall(r"<script[^>]*\ssrc=", page) == []
+    assert run.nb.cells[1].source.splitlines()[0].lstrip("# ") in page
+
+
+def test_render_writes_an_executed_page_per_notebook(tmp_path: Path) -> None:
+    out = tmp_path / "html"
+    done = subprocess.run([sys.executable, str(NOTEBOOK_DIR / "render.py"), "--out", str(out),
+                           "03-investigate-flagged-region"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in out.iterdir()] == ["03-investigate-flagged-region.html"]
+    page = (out / "03-investigate-flagged-region.html").read_text(encoding="utf-8")
+    assert "route changes during the campaign: 0" in page
+    assert "Traceback" not in page
+
+
+def test_render_fails_on_an_unknown_notebook(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(NOTEBOOK_DIR / "render.py"), "--out",
+                           str(tmp_path), "04-no-such-notebook"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no notebook '04-no-such-notebook'" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_explore_shows_the_london_amsterdam_degradation(executed: Callable[[str], Run]) -> None:
-    text = executed("01-explore-campaign.ipynb").stdout()
+    text = executed("01-explore-campaign").stdout()
     found = re.search(r"GB-LHR → dc-ams, ping: median (\d+) ms before 20:04:15, (\d+) ms after; "
                       r"loss ([\d.]+)% → ([\d.]+)%", text)
     assert found, text
@@ -161,13 +200,13 @@ def test_explore_shows_the_london_amsterdam_degradation(executed: Callable[[str]
 
 
 def test_rank_finds_johannesburg_for_the_african_mix(executed: Callable[[str], Run]) -> None:
-    text = executed("02-rank-data-centres.ipynb").stdout()
+    text = executed("02-rank-data-centres").stdout()
     assert "winner for the African mix: dc-jnb" in text, text
     assert "winner for the European mix before the degradation: dc-ams" in text, text
 
 
 def test_investigation_finds_the_lagos_lisbon_segment(executed: Callable[[str], Run]) -> None:
-    text = executed("03-investigate-flagged-region.ipynb").stdout()
+    text = executed("03-investigate-flagged-region").stdout()
     lisbon = "TTL 5, 10.10.255.9 (AS64710 West Coast Cable, Lisbon)"
     assert f"RTT first jumps at {lisbon}" in text, text
     assert f"loss first shows at {lisbon}" in text, text
