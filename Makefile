@@ -54,7 +54,7 @@ test: debian-packages $(VENV)/.installed-dev lint typecheck pytest
 
 # The executed notebooks, with their outputs, as HTML in out/notebooks/.
 notebooks: $(VENV)/.installed-dev
-	$(BIN)/python notebooks/render.py out/notebooks
+	$(BIN)/python notebooks/render.py --out out/notebooks
 
 # Refresh the lock: the newest versions the bounds in pyproject.toml allow, for every
 # extra, on every platform (universal markers).  Commit the result with what it changed.
