@@ -38,6 +38,8 @@ from netvantage.lab.delay import (
     set_link,
     write_spec,
 )
+from netvantage.lab.delay.control import LinkChange, StatsRequest, encode_line, parse_request
+from waiting import wait_until
 
 PREFIX = f"{TAG}-d"
 A4, B4 = "10.232.1.1", "10.232.1.2"
@@ -95,6 +97,40 @@ def test_set_link_checks_arguments(tmp_path: Path) -> None:
         set_link(tmp_path / "none.sock", "l1", delay_ms=float("nan"))
     with pytest.raises(ControlError, match=r"none\.sock"):
         set_link(tmp_path / "none.sock", "l1", delay_ms=1)
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    (b'{"stats": true}', StatsRequest()),
+    (b'{"link": "l1", "delay_ms": 50}', LinkChange("l1", 50.0, None)),
+    (b'{"link": "l1", "jitter_ms": 2.5}', LinkChange("l1", None, 2.5)),
+    (b'{"link": "l1", "delay_ms": 0, "jitter_ms": 0}', LinkChange("l1", 0.0, 0.0)),
+])
+def test_control_requests_parse(line: bytes, expected: object) -> None:
+    assert parse_request(line, {"l1"}) == expected
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    (b"{nope", "request is not JSON"),
+    (b"\xff", "request is not JSON"),
+    (b"[1]", "request must be a JSON object"),
+    (b'{"stats": false}', 'a stats request is exactly {"stats": true}'),
+    (b'{"stats": true, "link": "l1"}', 'a stats request is exactly {"stats": true}'),
+    (b'{"delay_ms": 5}', 'expected "link" or "stats"'),
+    (b'{"link": "l1", "delay": 5}', "unknown key(s): delay"),
+    (b'{"link": "l2", "delay_ms": 5}', "no link named 'l2'"),
+    (b'{"link": ["l1"], "delay_ms": 5}', "no link named ['l1']"),
+    (b'{"link": "l1"}', "give delay_ms and/or jitter_ms"),
+    (b'{"link": "l1", "delay_ms": true}', "delay_ms must be a number of milliseconds"),
+    (b'{"link": "l1", "jitter_ms": -1}', "jitter_ms must be between 0 and 60000 ms"),
+])
+def test_control_requests_refused_with_the_reason(line: bytes, error: str) -> None:
+    with pytest.raises(ControlError) as caught:
+        parse_request(line, {"l1"})
+    assert str(caught.value).startswith(error)
+
+
+def test_control_answers_are_one_compact_line() -> None:
+    assert encode_line({"ok": False, "error": "x"}) == b'{"ok":false,"error":"x"}\n'
 
 
 # -- helpers for the lab tests ---------------------------------------------------
@@ -359,10 +395,8 @@ def test_sigterm_removes_devices_and_socket(lab: Lab) -> None:
     finally:
         rc = stop_delay(proc)
     assert rc == 0
-    deadline = time.monotonic() + 2
-    while (has_device(ns_a, "dz-a") or has_device(ns_b, "dz-b")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not has_device(ns_a, "dz-a") and not has_device(ns_b, "dz-b")
+    wait_until(lambda: not has_device(ns_a, "dz-a") and not has_device(ns_b, "dz-b"), 2,
+               "the TUN devices to go with the process")
     assert not control.exists()
 
 

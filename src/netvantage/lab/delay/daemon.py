@@ -1,14 +1,4 @@
-"""A userspace delay element: one-way delay and jitter between network namespaces.
-
-Why this exists
----------------
-The lab's links need latency, and the usual tool, the ``netem`` qdisc, is not
-in every kernel (the lab machine has none).  So delay is added in user space:
-for every delayed link a TUN device is created in each of the two namespaces,
-and *one* process moves packets between the two devices of every link, holding
-each packet until it is due.  Routing, addresses and the device state stay
-with the caller (``ip``); this module only owns the devices and the clock.
-Loss is not done here (the lab drops with nftables), only delay and jitter.
+"""The delay element itself: one process forwarding packets between TUN pairs, on time.
 
 Where the timestamps come from
 ------------------------------
@@ -63,18 +53,11 @@ Running it
 ----------
 ``python -m netvantage.lab.delay --spec SPEC.json --control CONTROL.sock`` (as
 root) creates the devices (``IFF_TUN | IFF_NO_PI``, not persistent, MTU set,
-*not* up and without addresses), binds the control socket (mode 0600), prints
-``ready`` and forwards until SIGTERM or SIGINT.  Because the devices are not
-persistent they disappear when the process ends, however it ends (and while it
-runs, they keep a namespace alive that ``ip netns del`` has already unlisted:
-stop the process first).  The control
-socket speaks one JSON object per line::
-
-    {"link": "x", "delay_ms": 10, "jitter_ms": 2}   ->  {"ok": true}
-    {"stats": true}                                 ->  {"ok": true, "stats": {...}}
-    anything else                                   ->  {"ok": false, "error": "..."}
-
-A new delay applies to packets read after the change.
+*not* up and without addresses), binds the control socket (mode 0600; its
+protocol is in :mod:`.control`), prints ``ready`` and forwards until SIGTERM or
+SIGINT.  Because the devices are not persistent they disappear when the process
+ends, however it ends (and while it runs, they keep a namespace alive that
+``ip netns del`` has already unlisted: stop the process first).
 """
 
 from __future__ import annotations
@@ -86,8 +69,6 @@ import errno
 import fcntl
 import gc
 import heapq
-import json
-import math
 import os
 import random
 import selectors
@@ -98,32 +79,17 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import NetvantageError
+from .control import ControlError, StatsRequest, encode_line, parse_request
+from .spec import LinkSpec, SpecError, read_spec
 
-__all__ = [
-    "MAX_DELAY_MS",
-    "MAX_QUEUE",
-    "MAX_QUEUE_BYTES",
-    "ControlError",
-    "LinkSpec",
-    "SpecError",
-    "link_stats",
-    "main",
-    "read_spec",
-    "set_link",
-    "write_spec",
-]
+__all__ = ["DEFAULT_RT_PRIORITY", "DEFAULT_SPIN_US", "MAX_QUEUE", "MAX_QUEUE_BYTES", "main"]
 
-# Bounds that keep a typo from becoming an outage of the lab machine.
-MAX_DELAY_MS = 60_000.0
 MAX_QUEUE = 10_000  # packets held per direction; more are dropped and counted
 MAX_QUEUE_BYTES = 32 << 20  # and bytes, since a device's MTU may be raised to 64 KiB
-MIN_MTU, MAX_MTU = 68, 65_535
-IFNAMSIZ = 16  # interface names are at most 15 bytes plus the NUL
 
 # Linux ABI numbers the standard library does not name.
 _CLONE_NEWNET = 0x4000_0000
@@ -153,216 +119,10 @@ _MAX_LINE = 4096
 _MAX_CLIENTS = 32
 _CLIENT_IDLE_S = 10.0
 _MAX_PENDING_OUT = 1 << 20
-_MAX_REPLY = 1 << 20
 
-_PROG = "netvantage.lab.delay"
+_PROG = "netvantage.lab.delay"  # run as python -m netvantage.lab.delay
 
 TimerKind = Literal["timerfd", "poll"]
-
-
-class SpecError(NetvantageError, ValueError):
-    """A link specification (or spec file) is invalid; the message says where."""
-
-
-class ControlError(NetvantageError):
-    """The delay process refused a control request or could not be reached."""
-
-
-# -- the specification --------------------------------------------------------
-
-
-def _check_ifname(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{what} must be a non-empty string")
-    if len(value.encode()) >= IFNAMSIZ:
-        raise SpecError(f"{what} {value!r} is longer than {IFNAMSIZ - 1} bytes")
-    if value in (".", "..") or any(c in value for c in "/:%") or any(c.isspace() for c in value):
-        raise SpecError(f"{what} {value!r} is not a valid interface name")
-
-
-def _check_netns(what: str, value: object) -> None:
-    # A name under /run/netns/: a single path component.
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{what} must be a non-empty string")
-    if value in (".", "..") or "/" in value or "\0" in value:
-        raise SpecError(f"{what} {value!r} is not a namespace name")
-
-
-def _check_ms(what: str, value: object) -> float:
-    # bool is an int in Python and JSON true must not become a 1 ms delay.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(f"{what} must be a number of milliseconds")
-    if not math.isfinite(value) or not 0 <= value <= MAX_DELAY_MS:
-        raise SpecError(f"{what} must be between 0 and {MAX_DELAY_MS:g} ms, not {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSpec:
-    """One delayed link: a TUN device in each of two namespaces."""
-
-    name: str  # unique link name, <= 15 chars, used by the control socket
-    a_netns: str  # namespace name as in `ip netns list` (file under /run/netns/)
-    a_dev: str  # TUN device name to create in a_netns
-    b_netns: str
-    b_dev: str
-    delay_ms: float  # one-way delay, applied in each direction
-    jitter_ms: float = 0.0  # each packet's delay is delay ± uniform jitter, clamped >= 0
-    mtu: int = 1500
-
-    def __post_init__(self) -> None:
-        _check_ifname("link name", self.name)
-        _check_netns("a_netns", self.a_netns)
-        _check_netns("b_netns", self.b_netns)
-        _check_ifname("a_dev", self.a_dev)
-        _check_ifname("b_dev", self.b_dev)
-        if (self.a_netns, self.a_dev) == (self.b_netns, self.b_dev):
-            raise SpecError("a and b are the same device in the same namespace")
-        _check_ms("delay_ms", self.delay_ms)
-        _check_ms("jitter_ms", self.jitter_ms)
-        if isinstance(self.mtu, bool) or not isinstance(self.mtu, int):
-            raise SpecError("mtu must be an integer")
-        if not MIN_MTU <= self.mtu <= MAX_MTU:
-            raise SpecError(f"mtu must be {MIN_MTU}..{MAX_MTU}, not {self.mtu}")
-
-
-_FIELDS = tuple(f.name for f in fields(LinkSpec))
-_REQUIRED = ("name", "a_netns", "a_dev", "b_netns", "b_dev", "delay_ms")
-
-
-def _check_links(links: Sequence[LinkSpec]) -> None:
-    if not links:
-        raise SpecError("no links")
-    names: set[str] = set()
-    devices: dict[tuple[str, str], str] = {}
-    for link in links:
-        if link.name in names:
-            raise SpecError(f"link name {link.name!r} is used twice")
-        names.add(link.name)
-        for key in ((link.a_netns, link.a_dev), (link.b_netns, link.b_dev)):
-            if key in devices:
-                raise SpecError(f"link {link.name}: device {key[1]} in netns {key[0]} "
-                                f"is already used by link {devices[key]}")
-            devices[key] = link.name
-
-
-def write_spec(links: Sequence[LinkSpec], path: Path) -> None:
-    """Write ``links`` as the JSON spec file that ``--spec`` reads."""
-    _check_links(links)
-    doc = {"version": 1, "links": [asdict(link) for link in links]}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-
-
-def read_spec(path: Path) -> list[LinkSpec]:
-    """Read and check a spec file; :class:`SpecError` names the file, link and field."""
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("links"), list):
-        raise SpecError(f'{path}: expected an object {{"version": 1, "links": [...]}}')
-    if doc.get("version", 1) != 1:
-        raise SpecError(f"{path}: unsupported version {doc.get('version')!r}")
-    unknown = set(doc) - {"version", "links"}
-    if unknown:
-        raise SpecError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    links: list[LinkSpec] = []
-    for i, item in enumerate(doc["links"]):
-        where = f"{path}: link #{i + 1}"
-        if not isinstance(item, dict):
-            raise SpecError(f"{where}: expected an object")
-        if isinstance(item.get("name"), str):
-            where += f" ({item['name']})"
-        missing = [k for k in _REQUIRED if k not in item]
-        extra = sorted(set(item) - set(_FIELDS))
-        if missing:
-            raise SpecError(f"{where}: missing {', '.join(missing)}")
-        if extra:
-            raise SpecError(f"{where}: unknown field(s) {', '.join(extra)}")
-        try:
-            links.append(LinkSpec(**item))
-        except SpecError as exc:
-            raise SpecError(f"{where}: {exc}") from None
-    try:
-        _check_links(links)
-    except SpecError as exc:
-        raise SpecError(f"{path}: {exc}") from None
-    return links
-
-
-# -- control client -----------------------------------------------------------
-
-
-def _request(control: Path, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.settimeout(timeout_s)
-            sock.connect(str(control))
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("no answer")
-                sock.settimeout(left)
-                chunk = sock.recv(65_536)
-                if not chunk:
-                    raise ControlError(f"{control}: connection closed without an answer")
-                buf += chunk
-                if len(buf) > _MAX_REPLY:
-                    raise ControlError(f"{control}: answer longer than {_MAX_REPLY} bytes")
-        except (TimeoutError, OSError) as exc:
-            if isinstance(exc, ControlError):
-                raise
-            why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            raise ControlError(f"delay process control socket {control}: {why}") from exc
-    try:
-        reply = json.loads(buf.split(b"\n", 1)[0])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ControlError(f"{control}: answer is not JSON: {exc}") from exc
-    if not isinstance(reply, dict):
-        raise ControlError(f"{control}: answer is not a JSON object")
-    if reply.get("ok") is not True:
-        raise ControlError(f"{control}: {reply.get('error', 'request refused')}")
-    return reply
-
-
-def set_link(control: Path, link: str, *, delay_ms: float | None = None,
-             jitter_ms: float | None = None, timeout_s: float = 5.0) -> None:
-    """Change a running link's delay and/or jitter; packets read afterwards see it.
-
-    Raises :class:`SpecError` for bad values and :class:`ControlError` when the
-    process refuses the change (unknown link) or cannot be reached in time.
-    """
-    request: dict[str, Any] = {"link": link}
-    if delay_ms is not None:
-        request["delay_ms"] = _check_ms("delay_ms", delay_ms)
-    if jitter_ms is not None:
-        request["jitter_ms"] = _check_ms("jitter_ms", jitter_ms)
-    if len(request) == 1:
-        raise SpecError("set_link: give delay_ms and/or jitter_ms")
-    _request(control, request, timeout_s)
-
-
-def link_stats(control: Path, timeout_s: float = 5.0) -> dict[str, dict[str, int]]:
-    """Packet counters per link: ``{link: {"a_to_b_forwarded": n, ...}}``.
-
-    For each direction (``a_to_b``, ``b_to_a``): ``forwarded`` (written to the
-    far device), ``queued`` (held now), ``dropped`` (queue full) and ``errors``
-    (reading the near device or writing the far one failed, e.g. while one of
-    them is down; such a packet is lost, as on a wire).
-    """
-    reply = _request(control, {"stats": True}, timeout_s)
-    stats = reply.get("stats")
-    if not isinstance(stats, dict) or not all(
-        isinstance(v, dict) and all(isinstance(n, int) for n in v.values())
-        for v in stats.values()
-    ):
-        raise ControlError(f"{control}: malformed stats answer")
-    return {str(k): {str(c): int(n) for c, n in v.items()} for k, v in stats.items()}
 
 
 # -- namespaces and TUN devices -----------------------------------------------
@@ -730,7 +490,7 @@ class _Forwarder:
             self._drop_client(client)
 
     def _reply(self, client: _Client, reply: dict[str, Any]) -> None:
-        client.outbuf += json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+        client.outbuf += encode_line(reply)
         if len(client.outbuf) > _MAX_PENDING_OUT:
             self._drop_client(client)  # it does not read its answers
             return
@@ -758,34 +518,16 @@ class _Forwarder:
     def handle(self, line: bytes) -> dict[str, Any]:
         """Answer one control request line (already without its newline)."""
         try:
-            request = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return {"ok": False, "error": "request is not JSON"}
-        if not isinstance(request, dict):
-            return {"ok": False, "error": "request must be a JSON object"}
-        if "stats" in request:
-            if request != {"stats": True}:
-                return {"ok": False, "error": 'a stats request is exactly {"stats": true}'}
-            return {"ok": True, "stats": {n: link.stats() for n, link in self.links.items()}}
-        if "link" not in request:
-            return {"ok": False, "error": 'expected "link" or "stats"'}
-        unknown = set(request) - {"link", "delay_ms", "jitter_ms"}
-        if unknown:
-            return {"ok": False, "error": f"unknown key(s): {', '.join(sorted(unknown))}"}
-        link = self.links.get(request["link"]) if isinstance(request["link"], str) else None
-        if link is None:
-            return {"ok": False, "error": f"no link named {request['link']!r}"}
-        if "delay_ms" not in request and "jitter_ms" not in request:
-            return {"ok": False, "error": "give delay_ms and/or jitter_ms"}
-        try:
-            delay = _check_ms("delay_ms", request.get("delay_ms", 0))
-            jitter = _check_ms("jitter_ms", request.get("jitter_ms", 0))
-        except SpecError as exc:
+            request = parse_request(line, self.links)
+        except ControlError as exc:
             return {"ok": False, "error": str(exc)}
-        if "delay_ms" in request:
-            link.delay_ns = _ns(delay)
-        if "jitter_ms" in request:
-            link.jitter_ns = _ns(jitter)
+        if isinstance(request, StatsRequest):
+            return {"ok": True, "stats": {n: link.stats() for n, link in self.links.items()}}
+        link = self.links[request.link]
+        if request.delay_ms is not None:
+            link.delay_ns = _ns(request.delay_ms)
+        if request.jitter_ms is not None:
+            link.jitter_ns = _ns(request.jitter_ms)
         return {"ok": True}
 
 
@@ -938,5 +680,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.close(fd)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
