@@ -4,6 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -18,8 +19,10 @@ import pytest
 
 from conftest import NETVANTAGE
 from netvantage.agent.spool import Spool
+from netvantage.agent.upload import MAX_BACKOFF_S
 from netvantage.campaign import wait_for_collector
 from netvantage.results import decode_record
+from waiting import wait_until
 
 pytestmark = pytest.mark.lab
 PORT = 8750
@@ -151,13 +154,37 @@ def test_campaign_of_three_agents_lands_with_the_right_counts(lab, collector, tm
         decode_record(data)
 
 
+def count(plan: Path, agent: str, table: str) -> int:
+    """Rows of ``table`` in the agent's spool, read (only) while the agent runs."""
+    path = plan.parent / f"{agent}.spool.sqlite"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+        try:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        except sqlite3.OperationalError:  # the agent has not created its tables yet
+            return 0
+
+
+def spooled(plan: Path, agent: str) -> int:
+    """How many results the agent has ever spooled (its audit table)."""
+    return count(plan, agent, "audit")
+
+
 def test_kill_9_twenty_times_loses_and_duplicates_nothing(lab, collector, tmp_path):
     rng = random.Random(20261128)
     plan = write_plan(lab, tmp_path, collector, "lon-k", "GB-LON", ["ping", "tcp:25"])
     kills = 0
     for _ in range(20):
+        before = spooled(plan, "lon-k")
         proc = run_agent(lab, "lon", plan, 60)
-        time.sleep(rng.uniform(0.3, 2.5))
+        # Kill it while it measures, spools and uploads: once it has spooled a result
+        # of its own, at a random moment of the next two seconds.
+        wait_until(lambda proc=proc, before=before: (
+            proc.poll() is not None or spooled(plan, "lon-k") > before), 60,
+            "the agent's first result", poll_s=0.1)
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(rng.uniform(0.0, 2.0))  # not a wait: where the kill lands
         # ip netns exec execs the agent: the pid is the agent's own.
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -180,13 +207,28 @@ def test_kill_9_twenty_times_loses_and_duplicates_nothing(lab, collector, tmp_pa
 
 def test_collector_outage_then_drain(lab, collector, tmp_path):
     plan = write_plan(lab, tmp_path, collector, "jnb-o", "ZA-JNB", ["ping", "tcp:25"])
-    proc = run_agent(lab, "jnb", plan, 24)
-    time.sleep(6)
-    collector.stop()
-    during = len(collector.rows())
-    time.sleep(8)
-    _, _, depth_during = audit(plan, "jnb-o")
-    collector.start()
+    # The agent runs until told to stop (the duration only bounds a test gone wrong).
+    proc = run_agent(lab, "jnb", plan, 240)
+    try:
+        wait_until(lambda: proc.poll() is not None or any(
+            r[1] == "jnb-o" for r in collector.rows()), 60, "the agent's first upload",
+            poll_s=0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        collector.stop()
+        during = len(collector.rows())
+        at_stop = spooled(plan, "jnb-o")
+        # A whole round of measurements (6 jobs) spooled while nobody can take them.
+        wait_until(lambda: spooled(plan, "jnb-o") >= at_stop + 6, 60,
+                   "a round of results measured during the outage", poll_s=0.2)
+        depth_during = count(plan, "jnb-o", "spool")
+        collector.start()
+        # The agent finds the collector again on its own and empties its spool, at the
+        # latest one capped backoff after the restart.
+        wait_until(lambda: count(plan, "jnb-o", "spool") == 0, MAX_BACKOFF_S + 30,
+                   "the spool to drain", poll_s=0.2)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     _counts, ids, depth = audit(plan, "jnb-o")

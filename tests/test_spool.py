@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from netvantage.agent.spool import Spool
 from netvantage.results import PingBody, PingRecord, new_id
+from waiting import read_line
 
 
 def record(i: int = 0) -> PingRecord:
@@ -45,13 +46,14 @@ from datetime import UTC, datetime
 from netvantage.agent.spool import Spool
 from netvantage.results import PingBody, PingRecord, new_id
 spool = Spool(__import__("pathlib").Path(sys.argv[1]), audit=True)
-print("ready", flush=True)
 i = 0
 while True:
     body = PingBody.from_samples([float(i)], ip_version=4, socket="raw", payload_bytes=56,
                                  interval_s=1.0, timeout_s=1.0, dont_fragment=False)
     spool.put(PingRecord(id=new_id(), agent="a", target="t", started_at=datetime.now(UTC),
                          duration_ms=1.0, status="ok", body=body))
+    if i == 0:
+        print("wrote one", flush=True)  # from here on, every instant is mid-write or between
     i += 1
 """
 
@@ -62,8 +64,9 @@ def test_kill_9_mid_write_leaves_only_whole_records(tmp_path):
     for round_ in range(5):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
                                 stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2 + 0.1 * round_)
+        assert proc.stdout is not None
+        assert read_line(proc.stdout, 30, "the writer's first record").strip() == "wrote one"
+        time.sleep(0.1 * round_)  # not a wait: where the kill lands differs per round
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         spool = Spool(path, audit=True)  # quick_check passes or this raises
