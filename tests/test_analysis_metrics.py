@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cells import number, row
 from netvantage.analysis.frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -430,15 +431,16 @@ def test_phase_metrics_hand_computed(camp):
     # every phase in dialogue order
     assert list(smtp.index.astype(str)) == ["dns", "connect", "greeting", "ehlo"]
     # connect 2, 4, 3 → sorted 2, 3, 4: p50 3; p95 h = 1.9 → 3 + 0.9·1 = 3.9
-    assert (smtp.loc["connect", "phases"], smtp.loc["connect", "duration_p50_ms"],
-            smtp.loc["connect", "duration_p95_ms"]) == (3, 3.0, pytest.approx(3.9))
+    connect = row(smtp, "connect")
+    assert (connect["phases"], connect["duration_p50_ms"], connect["duration_p95_ms"]) == (
+        3, 3.0, pytest.approx(3.9))
     # greeting 3, 5, failed: ok 2/3; p50 4; p95 3 + 0.95·2 = 4.9
     assert smtp.loc["greeting", "ok_rate"] == pytest.approx(2 / 3)
-    assert smtp.loc["greeting", ["duration_p50_ms", "duration_p95_ms"]].tolist() == \
+    assert row(smtp, "greeting")[["duration_p50_ms", "duration_p95_ms"]].tolist() == \
         pytest.approx([4.0, 4.9])
     # ehlo 4, 10 (the failed dialogue never got there): p50 7, p95 4 + 0.95·6 = 9.7
     assert smtp.loc["ehlo", "phases"] == 2
-    assert smtp.loc["ehlo", ["duration_p50_ms", "duration_p95_ms"]].tolist() == \
+    assert row(smtp, "ehlo")[["duration_p50_ms", "duration_p95_ms"]].tolist() == \
         pytest.approx([7.0, 9.7])
     imap = out[out["kind"] == "imap"]
     assert imap["phase"].astype(str).tolist() == ["dns", "connect", "greeting", "tls_handshake"]
@@ -497,9 +499,9 @@ def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_data():
     for out in (small, large):
         (r,) = out.itertuples()
         for name in ("rtt_p50", "rtt_p95"):
-            assert getattr(r, f"{name}_lo") <= getattr(r, f"{name}_ms") <= getattr(r,
-                                                                                  f"{name}_hi")
-        assert r.loss_ratio_lo <= r.loss_ratio <= r.loss_ratio_hi
+            assert (number(getattr(r, f"{name}_lo")) <= number(getattr(r, f"{name}_ms"))
+                    <= number(getattr(r, f"{name}_hi")))
+        assert number(r.loss_ratio_lo) <= number(r.loss_ratio) <= number(r.loss_ratio_hi)
     for name in ("rtt_p50", "rtt_p95", "loss_ratio"):
         width = (small[f"{name}_hi"] - small[f"{name}_lo"]).iloc[0]
         narrower = (large[f"{name}_hi"] - large[f"{name}_lo"]).iloc[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cells import number, row
 from netvantage.analysis.frames import HOP_COLUMNS, LOCATION_COLUMNS
 from netvantage.analysis.geo import (
     great_circle_km,
@@ -119,13 +121,13 @@ def test_inflation_flags_the_inflated_pair_and_same_city_does_not_explode() -> N
         ("ZM-LUN", "dc-lun"): 180.0,   # same city, hauled to Europe and back: 18×
     }
     out = inflation(_measurements(rtts), loc).set_index(["region", "target"])
-    yyz_jnb = out.loc[("CA-YYZ", "dc-jnb")]
+    yyz_jnb = row(out, ("CA-YYZ", "dc-jnb"))
     # smtp rows are not RTT floors: the minimum comes from ping (tcp is 1 ms more).
     assert yyz_jnb["rtt_min_ms"] == 700.0 and yyz_jnb["n"] == 2
     assert yyz_jnb["distance_km"] == pytest.approx(13369.1, abs=1)
     assert yyz_jnb["floor_ms"] == pytest.approx(133.69, abs=0.01)
     assert yyz_jnb["inflation"] == pytest.approx(700 / 133.69, rel=1e-3)
-    same = out.loc[("CA-YYZ", "dc-yyz")]
+    same = row(out, ("CA-YYZ", "dc-yyz"))
     assert same["floor_ms"] == 0.0 and same["inflation"] == pytest.approx(0.2)
     # Typical inflation: median over the unclamped pairs (1.75 .. 5.2) ~ 2.0×.
     assert 1.8 < yyz_jnb["typical_inflation"] < 2.2
@@ -140,7 +142,7 @@ def test_inflation_all_alike_flags_nothing_and_unknown_place_is_nan() -> None:
             ("XX-NOWHERE", "dc-ams"): 10.0}
     out = inflation(_measurements(rtts), loc).set_index(["region", "target"])
     assert not out["detour_candidate"].any()  # MAD ≈ 0 but every pair within 1.5× of typical
-    assert math.isnan(out.loc[("XX-NOWHERE", "dc-ams"), "inflation"])
+    assert math.isnan(number(out.loc[("XX-NOWHERE", "dc-ams"), "inflation"]))
 
 
 # --------------------------------------------------------------------------- hop frames
@@ -163,7 +165,7 @@ def hop(address: str | None, rtt: float | None, replies: int = 3, asn: int | Non
     return (address, rtt, replies, asn, org, *place)
 
 
-def trace_frame(tid: str, hops: list[Hop | list[Hop]], *, region: str = "ZM-LUN",
+def trace_frame(tid: str, hops: Sequence[Hop | list[Hop]], *, region: str = "ZM-LUN",
                 target: str = "dc-ams", at: datetime = T0, sent: int = 3) -> pd.DataFrame:
     rows = []
     for ttl, entry in enumerate(hops, start=1):
@@ -298,9 +300,11 @@ def test_geo_violation_hop_is_not_trusted() -> None:
 
 
 def test_load_balanced_ttl() -> None:
-    path = [hop("10.0.0.1", 1.0),
-            [hop("10.0.1.1", 5.0, 2, 1), hop("10.0.1.2", 4.0, 1, 2)],
-            hop("10.0.0.3", 7.0)]
+    path: list[Hop | list[Hop]] = [
+        hop("10.0.0.1", 1.0),
+        [hop("10.0.1.1", 5.0, 2, 1), hop("10.0.1.2", 4.0, 1, 2)],
+        hop("10.0.0.3", 7.0),
+    ]
     s = one(path_summary(trace_frame("t", path)))
     assert s["responders"] == ("10.0.0.1", "10.0.1.1|10.0.1.2", "10.0.0.3")
     assert s["as_path"] == (1,)  # the representative answers most
