@@ -19,6 +19,7 @@ import tomllib
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from packaging.requirements import Requirement
@@ -48,19 +49,26 @@ ROOMS: list[tuple[str, frozenset[str]]] = [
 EVERYWHERE = ("cli", "demo.py", "__init__.py", "__main__.py")
 
 
+# The keys of pyproject.toml's [project] table that these tests read.
+Project = TypedDict("Project", {"dependencies": list[str],
+                                "optional-dependencies": dict[str, list[str]]})
+
+
 @cache
-def project() -> dict[str, object]:
+def project() -> Project:
     with (ROOT / "pyproject.toml").open("rb") as f:
-        return tomllib.load(f)["project"]  # type: ignore[no-any-return]
+        table: Project = tomllib.load(f)["project"]
+    return table
 
 
 def declared(extras: frozenset[str]) -> set[str]:
     """Distributions named by the base dependencies and the given extras (self-references
     such as ``netvantage[agent]`` followed)."""
     proj = project()
-    optional: dict[str, list[str]] = proj["optional-dependencies"]  # type: ignore[assignment]
-    todo, seen, names = list(extras), set(), {canonicalize_name(Requirement(r).name)
-                                              for r in proj["dependencies"]}  # type: ignore[attr-defined]
+    optional = proj["optional-dependencies"]
+    todo = list(extras)
+    seen: set[str] = set()
+    names: set[str] = {canonicalize_name(Requirement(r).name) for r in proj["dependencies"]}
     while todo:
         extra = todo.pop()
         if extra in seen:
@@ -96,7 +104,7 @@ def module_distributions() -> dict[str, list[str]]:
 
 
 def room_of(rel: str) -> frozenset[str] | None:
-    if rel.startswith(EVERYWHERE) or "/" not in rel and rel in EVERYWHERE:
+    if rel.startswith(EVERYWHERE) or ("/" not in rel and rel in EVERYWHERE):
         return None
     for prefix, extras in ROOMS:
         if rel.startswith(prefix):
@@ -107,7 +115,7 @@ def room_of(rel: str) -> frozenset[str] | None:
 
 def test_every_import_is_declared_by_the_extra_of_its_room():
     owners = module_distributions()
-    everything = declared(frozenset(project()["optional-dependencies"]))  # type: ignore[arg-type]
+    everything = declared(frozenset(project()["optional-dependencies"]))
     problems = []
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
@@ -193,5 +201,5 @@ def test_the_agent_runs_with_only_its_extra():
 @pytest.mark.parametrize("extra", ["agent", "collector", "analysis", "lab", "notebooks", "all",
                                    "dev"])
 def test_the_users_extras_exist(extra):
-    assert extra in project()["optional-dependencies"]  # type: ignore[operator]
+    assert extra in project()["optional-dependencies"]
     assert declared(frozenset({extra}))
