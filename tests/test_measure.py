@@ -11,13 +11,14 @@ import shutil
 import socket
 import statistics
 import subprocess
+from typing import Any
 
 import pytest
 
 from conftest import run_cli
 from netns import Namespaces, missing, ns_exec, require_root_netns
-from netvantage.measure import PingOptions, TcpOptions, tcp_connect
-from netvantage.measure.ping import open_icmp_socket, ping
+from netvantage.measure.ping import PingOptions, open_icmp_socket, ping
+from netvantage.measure.tcp import TcpOptions, tcp_connect
 from netvantage.results import decode_record
 
 FAST = PingOptions(count=5, interval_s=0.05, timeout_s=1.0)
@@ -65,12 +66,13 @@ def test_ping_agrees_with_iputils_on_loopback():
     theirs = [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
     assert len(theirs) == 20
     # Both read the receive time from the kernel; medians agree well within 1 ms.
-    assert abs(ours.body.stats.median_ms - statistics.median(theirs)) < 1.0  # type: ignore[operator]
+    assert ours.body.stats.median_ms is not None
+    assert abs(ours.body.stats.median_ms - statistics.median(theirs)) < 1.0
 
 
 @needs_icmp
 def test_ping_many_targets_runs_them_concurrently():
-    from netvantage.measure import ping_many
+    from netvantage.measure.ping import ping_many
     opts = PingOptions(count=4, interval_s=0.25, timeout_s=1.0)
     loop = asyncio.new_event_loop()
     try:
@@ -105,7 +107,8 @@ def test_tcp_open_and_refused_on_loopback():
     assert all(a.connect_ms is not None and 0 < a.connect_ms < 50 for a in ok.body.attempts)
     # The kernel's own handshake RTT cannot exceed what the application waited.
     for a in ok.body.attempts:
-        assert a.handshake_rtt_ms is not None and a.handshake_rtt_ms <= a.connect_ms  # type: ignore[operator]
+        assert a.handshake_rtt_ms is not None and a.connect_ms is not None
+        assert a.handshake_rtt_ms <= a.connect_ms
     assert refused.status == "refused"
     assert [a.status for a in refused.body.attempts] == ["refused"] * 3
     assert all(a.connect_ms is None for a in refused.body.attempts)
@@ -115,7 +118,7 @@ def test_tcp_open_and_refused_on_loopback():
 # ------------------------------------------------------------------ in namespaces
 
 
-def cli_json(ns: str, *args: str) -> tuple[int, list[dict]]:
+def cli_json(ns: str, *args: str) -> tuple[int, list[dict[str, Any]]]:
     proc = run_cli(*args, ns=ns)
     assert proc.returncode in (0, 1), proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
