@@ -15,8 +15,9 @@ QS = (0.0, 0.5, 0.9, 0.95, 0.99, 1.0)
 def naive(samples: pd.DataFrame, by: list[str], qs: tuple[float, ...]) -> pd.DataFrame:
     g = samples.groupby(by, observed=True, sort=True)["rtt_ms"]
     out = pd.DataFrame({"count": g.size(), "received": g.count(), "mean": g.mean()})
-    q = g.quantile(list(qs)).unstack()
-    q.columns = [quantile_column(x) for x in q.columns]
+    q = g.quantile(np.asarray(qs)).unstack()
+    # The columns are the quantiles (floats); pandas-stubs types every frame's columns str.
+    q.columns = [quantile_column(float(x)) for x in q.columns]
     out["lost"] = out["count"] - out.pop("received")
     out["loss_ratio"] = out["lost"] / out["count"]
     columns = ["count", "lost", "loss_ratio", "mean", *(quantile_column(x) for x in qs)]

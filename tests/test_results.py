@@ -40,7 +40,7 @@ rtts = st.lists(
     st.one_of(st.none(), st.floats(min_value=0, max_value=60_000, allow_nan=False)),
     max_size=50,
 )
-names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]),
                 min_size=1, max_size=40)
 when = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
                     timezones=st.just(UTC))
