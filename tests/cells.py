@@ -14,7 +14,7 @@ from collections.abc import Hashable
 
 import pandas as pd
 
-__all__ = ["number", "row", "text"]
+__all__ = ["number", "row"]
 
 
 def number(value: object) -> float:
@@ -22,13 +22,6 @@ def number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise AssertionError(f"expected a number, got {value!r} ({type(value).__name__})")
     return float(value)
-
-
-def text(value: object) -> str:
-    """``value``, which must be a str."""
-    if not isinstance(value, str):
-        raise AssertionError(f"expected a str, got {value!r} ({type(value).__name__})")
-    return value
 
 
 def row(frame: pd.DataFrame, key: Hashable) -> pd.Series:
