@@ -116,6 +116,12 @@ class Plan:
         jobs = tuple(Job(t, a, s) for t in self.targets for a in t.addresses for s in t.tests)
         object.__setattr__(self, "jobs", jobs)
 
+    def describe(self) -> list[str]:
+        """Who measures, and every measurement with its interval (``agent run --check``)."""
+        return [f"plan {self.source}: agent {self.agent} ({self.region or 'no region'}), "
+                f"{len(self.jobs)} measurement(s):",
+                *(f"  {job.key} every {job.target.interval_s:g} s" for job in self.jobs)]
+
 
 def parse_test(text: str) -> TestSpec:
     """``ping``, ``tcp:25``, ``trace``, ``trace:tcp:25``, ``smtp:465``, ``imap`` …"""

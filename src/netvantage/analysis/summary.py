@@ -7,12 +7,14 @@ is also available on its own in its module.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from ..text import columns, ms
 from .degrade import degradation_flags
 from .frames import Campaign
 from .geo import inflation as inflation_table
@@ -42,6 +44,58 @@ class Analysis:
     def winner(self) -> str | None:
         table = self.ranking.table
         return None if table.empty else str(table.sort_values("rank").iloc[0]["target"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``netvantage analyse --format json`` prints: only JSON types inside."""
+        def records(frame: pd.DataFrame, **how: Any) -> Any:
+            return json.loads(frame.to_json(orient="records", **how))
+
+        return {"weights": self.weights, "winner": self.winner, "notes": self.notes,
+                "ranking": records(self.ranking.table),
+                "breakdown": records(self.ranking.breakdown),
+                "flags": records(self.flags, date_format="iso")}
+
+    def to_text(self) -> str:
+        """The answer for a terminal: ranking, per-region costs, flags with evidence."""
+        lines = ["Which data centre serves this client mix best?",
+                 "  weights: " + ", ".join(f"{r} {w:.2f}" for r, w in self.weights.items()),
+                 ""]
+        rows: list[tuple[str, ...]] = [
+            ("RANK", "DATA CENTRE", "SCORE", "95% CI", "P(BEST)", "THRESHOLDS")]
+        for r in self.ranking.table.sort_values("rank").itertuples():
+            rows.append((str(r.rank), str(r.target), f"{r.score:.0f}",
+                         f"{r.score_lo:.0f}-{r.score_hi:.0f}", f"{r.p_best:.0%}",
+                         "met" if r.meets_thresholds else f"not met: {r.fails}"))
+        lines += columns(rows)
+        st = self.stability
+        lines += ["", f"winner {st.winner}: stays first in {st.dirichlet_share:.0%} of "
+                  f"perturbed weightings, {st.leave_one_out_share:.0%} of "
+                  "leave-one-region-out checks", "",
+                  "Per region (cost in ms-equivalents; lower is better):"]
+        rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95",
+                 "COST")]
+        for r in self.ranking.breakdown.sort_values(["region", "cost"]).itertuples():
+            rows.append((str(r.region), str(r.target), ms(_number(r.rtt_p50_ms)),
+                         ms(_number(r.rtt_p95_ms)), f"{r.loss_pct:.1f}",
+                         ms(_number(r.handshake_p95_ms)), f"{r.cost:.0f}"))
+        lines += columns(rows)
+        lines += ["", f"Flags ({len(self.flags)}; history window {self.window}):"]
+        if self.flags.empty:
+            lines.append("  none")
+        for (region, target), group in self.flags.groupby(["region", "target"], sort=True):
+            lines.append(f"  {region} -> {target}:")
+            for f in group.itertuples():
+                lines.append(f"    [{f.test}/{f.kind}] {f.evidence}")
+            where = group["where"].dropna()
+            if not where.empty:
+                lines.append(f"    where: {where.iloc[0]}")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _number(value: Any) -> float | None:
+    """A DataFrame cell as a float, or None where it is missing (NaN, NA)."""
+    return None if pd.isna(value) else float(value)
 
 
 def equal_weights(campaign: Campaign,

@@ -82,6 +82,20 @@ class LabStatus:
     namespaces: list[str]
     state: dict[str, Any]
 
+    def describe(self, topology: Topology | None = None) -> list[str]:
+        """What ``netvantage lab status`` prints: phase, delay element, nodes, overrides."""
+        phase = self.state.get("phase", "unknown (no state file)")
+        scheduling = self.state.get("delay_scheduling")
+        lines = [f"lab {self.prefix!r}: {phase}, {len(self.namespaces)} namespace(s), "
+                 f"delay: {self.state.get('delay_method', '?')}"
+                 + (f" (element scheduled {scheduling})" if scheduling else "")]
+        if topology is not None:
+            lines += ["  " + line for line in topology.node_lines()]
+        for key in ("loss_overrides", "delay_overrides"):
+            if self.state.get(key):
+                lines.append(f"  {key}: {json.dumps(self.state[key])}")
+        return lines
+
 
 class Lab:
     """One lab instance: a topology under a namespace prefix."""

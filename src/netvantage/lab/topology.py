@@ -121,6 +121,17 @@ class Topology:
 
     # -- queries -----------------------------------------------------------
 
+    def node_lines(self) -> list[str]:
+        """One line per node (clients, routers, data centres): role, name, addresses, place."""
+        lines = []
+        roles: tuple[Role, ...] = ("client", "router", "dc")
+        for role in roles:
+            for node in self.of_role(role):
+                where = ", ".join(x for x in (node.city, node.country) if x)
+                lines.append(f"{role:<6}  {node.name:<8} {node.v4:<14} {node.v6:<16} "
+                             f"{where}".rstrip())
+        return lines
+
     def of_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes.values() if n.role == role]
 

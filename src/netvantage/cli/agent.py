@@ -1,0 +1,53 @@
+"""``netvantage agent run``: the probe agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import CONTEXT
+
+__all__ = ["agent"]
+
+
+@click.group(context_settings=CONTEXT, epilog="""\b
+Example:
+  netvantage agent run --plan probes/example-plan.toml""")
+def agent() -> None:
+    """The probe agent: measures its plan on a schedule and uploads to a collector."""
+
+
+@agent.command("run", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage agent run --plan /etc/netvantage/plan.toml
+  netvantage agent run --plan plan.toml --duration 300 --status-interval 30
+\b
+Every result is written to the spool (SQLite) before it is uploaded; it leaves
+the spool only when the collector acknowledges it. SIGTERM stops cleanly.""")
+@click.option("--plan", "plan_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--duration", type=click.FloatRange(0.1), help="Stop after this many seconds.")
+@click.option("--status-interval", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds between status lines on stderr.")
+@click.option("--audit", is_flag=True,
+              help="Keep every spooled id in the spool's audit table (for tests).")
+@click.option("--check", is_flag=True, help="Only check the plan and list its measurements.")
+def agent_run(plan_path: Path, duration: float | None, status_interval: float, audit: bool,
+              check: bool) -> None:
+    """Run the measurement plan until stopped (or for --duration seconds)."""
+    import asyncio
+
+    from ..agent.plan import load_plan
+    from ..agent.run import Agent
+
+    plan = load_plan(plan_path)  # a PlanError exits 2 with every problem (see cli.Root)
+    if check:
+        click.echo("\n".join(plan.describe()))
+        return
+
+    async def main() -> None:
+        runner = Agent(plan, audit=audit, status_interval_s=status_interval)
+        await runner.run(duration_s=duration)
+
+    asyncio.run(main())

@@ -1,0 +1,96 @@
+"""``netvantage analyse`` and ``netvantage report``: the answer, for a terminal or a page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import CONTEXT, EXIT_USAGE, die, load_campaign_and_places, parse_weights
+
+__all__ = ["analyse_cmd", "report_cmd"]
+
+
+@click.command("analyse", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage analyse data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv
+  netvantage analyse results.db --weights ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1
+  netvantage analyse dataset/ --format json > analysis.json
+\b
+DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.""")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="CSV of regions and data centres (name, role, lat, lon "
+              "or iata): enables the physical-bound tests.")
+@click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
+                window: str | None, fmt: str) -> None:
+    """Rank the data centres for the client mix and flag degraded regions, with evidence."""
+    parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
+    from ..analysis.summary import analyse
+
+    campaign, places = load_campaign_and_places(data, locations_path)
+    result = analyse(campaign, weights=parsed, locations=places, window=window)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        click.echo(result.to_text())
+
+
+@click.command("report", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage report data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv \\
+      -o report.html
+  netvantage report results.db --weights ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1 \\
+      --locations data/locations/lab.csv --title "Mail host: where next?" -o report.html
+  netvantage report dataset/ --format md --figures report-figures -o report.md
+\b
+DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
+The HTML page is self-contained (figures embedded; nothing fetched when it is opened).
+The recommendation and the flags are exactly those of `netvantage analyse` for the same
+DATA, --weights and --locations. Progress goes to stderr.""")
+@click.argument("data", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The report file to write (HTML, or Markdown with --format md).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html",
+              show_default=True)
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the figures as PNG files in DIR (Markdown links to them).")
+@click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="CSV of regions and data centres: enables the map and "
+              "the physical-bound tests.")
+@click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--title", help="Title of the report.")
+def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path | None,
+               locations_path: Path | None, weights: str | None, window: str | None,
+               title: str | None) -> None:
+    """Write the report a person reads: recommendation, flags, ranking, map and figures."""
+    import time
+
+    from ..report import make_report
+
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        click.echo(f"netvantage: report: {message} ({time.perf_counter() - started:.1f} s)",
+                   err=True)
+
+    parsed = parse_weights(weights)
+    progress("loading…")
+    campaign, places = load_campaign_and_places(data, locations_path)
+    try:
+        report = make_report(campaign, weights=parsed, locations=places, title=title,
+                             window=window, sources=[Path(d).name for d in data],
+                             progress=progress)
+    except ValueError as exc:
+        die(str(exc), EXIT_USAGE)
+    progress(f"writing {output}…")
+    files = report.write(output, fmt=fmt, figures_dir=figures_dir)
+    progress(f"wrote {', '.join(str(f) for f in files)}; recommended: "
+             f"{report.analysis.winner or 'none'}, {len(report.analysis.flags)} flag(s)")

@@ -1,0 +1,112 @@
+"""``netvantage collector serve|add-agent`` and ``netvantage export``: the store's two sides."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import CONTEXT, store_option
+
+__all__ = ["collector", "export_cmd"]
+
+
+@click.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector add-agent lusaka-1 --store results.db
+  netvantage collector serve --store results.db --host 0.0.0.0 \\
+      --tls-cert collector.pem --tls-key collector.key""")
+def collector() -> None:
+    """The ingest service agents upload to, and its agent tokens."""
+
+
+@collector.command("serve", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector serve --store results.db
+  netvantage collector serve --store results.db --host 0.0.0.0 --port 8750 \\
+      --tls-cert /etc/netvantage/cert.pem --tls-key /etc/netvantage/key.pem
+\b
+API: POST /v1/records (Authorization: Bearer TOKEN, Content-Type: application/x-ndjson,
+one record per line) answers {"accepted", "duplicates", "ids"}; GET /v1/health.
+A refused batch (401, 403, 400, 422, 413, 415) stores nothing and says why, line by line.
+SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store closes.""")
+@store_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 or :: for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True,
+              help="TCP port (0: any free port, printed at start).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) for HTTPS; needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM private key for HTTPS.")
+@click.option("--max-body-mb", type=click.FloatRange(0.001, 1024), default=16.0,
+              show_default=True, help="Largest batch accepted, in MiB (larger: 413).")
+@click.option("--synchronous", type=click.Choice(["full", "normal"]), default="full",
+              show_default=True,
+              help="full: every acknowledged batch is on disk (survives power loss); normal: "
+                   "faster, a power loss may lose the last acknowledged batches.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes sharing the port (decoding uses one CPU per process).")
+def collector_serve(store_path: Path, host: str, port: int, tls_cert: Path | None,
+                    tls_key: Path | None, max_body_mb: float, synchronous: str,
+                    workers: int) -> None:
+    """Receive agents' records over HTTP(S) and store them."""
+    from ..collector.serve import serve
+
+    serve(store_path, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+          max_body_bytes=int(max_body_mb * 1024 * 1024),
+          synchronous="normal" if synchronous == "normal" else "full", workers=workers,
+          announce=lambda line: click.echo(line))
+
+
+@collector.command("add-agent", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector add-agent lusaka-1 --store results.db
+  netvantage collector add-agent lusaka-1 --store results.db --rotate
+\b
+The token is printed once, on stdout; the store keeps only its SHA-256.
+Give it to the agent (e.g. in its plan's token file).""")
+@click.argument("name")
+@store_option
+@click.option("--rotate", is_flag=True,
+              help="Replace the token of an existing agent (the old one stops working).")
+def collector_add_agent(name: str, store_path: Path, rotate: bool) -> None:
+    """Create an agent and print its new upload token."""
+    from ..collector.store import Store
+
+    with Store(store_path) as store:
+        token = store.add_agent(name, rotate=rotate)
+    click.echo(token)
+    click.echo(f"netvantage: {'new token for' if rotate else 'created'} agent {name!r} in "
+               f"{store_path}; this token is shown only now", err=True)
+
+
+@click.command("export", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage export --store results.db --format parquet -o dataset/
+  netvantage export --store results.db --format jsonl --kind ping -o ping.jsonl
+  netvantage export --store results.db --format csv -o - | head
+\b
+Parquet: a dataset partitioned by kind and date (dataset/kind=ping/date=2026-11-28/
+part-0.parquet), envelope columns flattened, the body as a JSON string column.
+JSON Lines: the records as the schema writes them. CSV: envelope columns + body JSON.
+The store may be in use by a running collector: the export reads one snapshot.""")
+@store_option
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "csv"]),
+              required=True, help="Output format.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True),
+              help="Output file (jsonl, csv; '-' for stdout) or directory (parquet, must not "
+                   "exist yet).")
+@click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap"]),
+              help="Only records of this kind.")
+def export_cmd(store_path: Path, fmt: str, output: Path, kind: str | None) -> None:
+    """Write the store's records as Parquet, JSON Lines or CSV."""
+    from ..collector.export import export
+    from ..collector.store import Store
+
+    target: Path | Any = sys.stdout.buffer if str(output) == "-" else output
+    with Store(store_path, create=False) as store:
+        n = export(store, fmt, target, kind=kind)  # type: ignore[arg-type]
+    click.echo(f"netvantage: exported {n} record(s) as {fmt} to {output}", err=True)
