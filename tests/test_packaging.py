@@ -170,14 +170,14 @@ class Refuse(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Refuse())
 from click.testing import CliRunner
-from netvantage.cli import main
+from netvantage.cli import cli
 import netvantage.agent, netvantage.agent.run, netvantage.agent.upload
 import netvantage.measure.ping, netvantage.measure.tcp, netvantage.measure.trace
 import netvantage.measure.mail
 runner = CliRunner()
 for args in (["--help"], ["measure", "--help"], ["measure", "tcp", "127.0.0.1:9", "--attempts", "1",
              "--timeout", "1"], ["agent", "run", "--help"], ["schema", "--help"]):
-    result = runner.invoke(main, args)
+    result = runner.invoke(cli, args)
     if result.exit_code != 0:
         print(args, result.output, repr(result.exception), file=sys.stderr)
         sys.exit(1)
