@@ -278,8 +278,8 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
         port = t.port
         rtt, rtt_min, jitter = (_nan(t.stats.median_ms), _nan(t.stats.min_ms),
                                 _nan(t.stats.jitter_ms))
-        sent, received = len(t.attempts), t.succeeded
-        loss = 1 - received / sent if sent else np.nan
+        sent, received = t.tried, t.succeeded
+        loss = _nan(t.loss_ratio)
     elif isinstance(r, TraceRecord):
         port = r.body.port
         dest = _destination_probes(r)

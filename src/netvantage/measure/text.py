@@ -27,16 +27,21 @@ def reach_table(records: Sequence[AnyRecord]) -> list[str]:
             stats = r.body.stats
             target = r.target
         elif isinstance(r, TcpRecord):
-            sent, got = len(r.body.attempts), r.body.succeeded
-            loss = "-" if not sent else f"{1 - got / sent:.0%}"
+            sent, got = r.body.tried, r.body.succeeded
+            loss = "-" if r.body.loss_ratio is None else f"{r.body.loss_ratio:.0%}"
             stats = r.body.stats
             target = str(Target(r.target, r.body.port))
         else:
             continue
-        rows.append((r.kind, target, r.address or "-", r.status, str(sent), str(got), loss,
+        # A summary record's counts may be unknown (None): shown as "-", like a missing time.
+        rows.append((r.kind, target, r.address or "-", r.status, _count(sent), _count(got), loss,
                      ms(stats.min_ms), ms(stats.median_ms), ms(stats.max_ms),
                      ms(stats.jitter_ms), r.error or ""))
     return columns(rows) if len(rows) > 1 else []
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
 
 
 def mail_table(records: Sequence[AnyRecord]) -> list[str]:

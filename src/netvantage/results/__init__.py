@@ -2,7 +2,7 @@
 
 A record is one JSON object (one line of JSON Lines)::
 
-    {"kind": "ping", "id": "0193…", "schema": 1, "agent": "lusaka-1",
+    {"kind": "ping", "id": "0193…", "schema": 2, "agent": "lusaka-1",
      "region": "ZM-LUN", "target": "ams.example", "address": "192.0.2.7",
      "started_at": "2026-11-28T19:00:00.123456Z", "duration_ms": 4012.5,
      "status": "ok", "error": null, "source": "netvantage",
@@ -12,12 +12,19 @@ Rules every record obeys (checked when a record is built *and* when it is read):
 
 * ``id`` is assigned once, when the measurement starts, and never changes, so
   that an upload that is retried is recognisable as the same record.
-* ``schema`` is :data:`SCHEMA_VERSION`; a reader refuses a newer one.
+* ``schema`` is :data:`SCHEMA_VERSION` (2) when written; a reader accepts every
+  version of :data:`SCHEMA_VERSIONS` (schema 1 records: no summaries) and
+  refuses a newer one.
 * ``started_at`` is UTC wall-clock time (the *when*); every duration is taken
   from a monotonic clock or from kernel timestamps (the *how long*).
 * Units live in field names (``_ms``, ``_ratio``, ``_bytes``, ``_s``).
 * Missing is missing: a lost packet has ``null`` RTT, never 0; statistics
   are derived from the stored samples and are checked against them.
+* A source that gives only statistics (an old Atlas firmware, a latency
+  matrix) is stored as a ping or tcp body with a ``summary``
+  (:class:`~netvantage.results.structs.RttSummary`): no samples, the counts the
+  source gives (``null`` where it does not, so unknown loss is not 0 %), and
+  ``stats`` holding the summary's figures so that readers of ``stats`` work.
 
 The package has three rooms, and every name is importable from here
 (``from netvantage.results import PingRecord, read_jsonl``):
@@ -49,6 +56,7 @@ from .structs import (
     PHASES_IMAP,
     PHASES_SMTP,
     SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
     STATUSES,
     Annotation,
     AnyRecord,
@@ -63,6 +71,7 @@ from .structs import (
     Record,
     Responder,
     RttStats,
+    RttSummary,
     SmtpRecord,
     Status,
     TcpAttempt,
@@ -83,6 +92,7 @@ __all__ = [
     "PHASES_IMAP",
     "PHASES_SMTP",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "STATUSES",
     "Annotation",
     "AnyRecord",
@@ -97,6 +107,7 @@ __all__ = [
     "Record",
     "Responder",
     "RttStats",
+    "RttSummary",
     "SmtpRecord",
     "Status",
     "TcpAttempt",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ __all__ = [
     "PHASES_IMAP",
     "PHASES_SMTP",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "STATUSES",
     "Annotation",
     "AnyRecord",
@@ -35,6 +37,7 @@ __all__ = [
     "Record",
     "Responder",
     "RttStats",
+    "RttSummary",
     "SmtpRecord",
     "Status",
     "TcpAttempt",
@@ -51,7 +54,12 @@ __all__ = [
 ]
 
 #: Version of the record layout.  Bump it on any change a reader must know about.
-SCHEMA_VERSION = 1
+#: 2: ping and tcp bodies may carry a :class:`RttSummary` instead of samples, with
+#: counts the source may not know (``null``).
+SCHEMA_VERSION = 2
+#: The versions this netvantage reads (a schema-1 record is a valid schema-2
+#: record without summaries; it keeps its number when read and written again).
+SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 Status: TypeAlias = Literal[
     "ok", "timeout", "refused", "unreachable", "tls_error", "protocol_error", "error"
@@ -158,6 +166,135 @@ def _check_stats(where: str, given: RttStats, samples: Sequence[float | None]) -
             raise ValueError(f"{where}.{field} is {g!r} but the samples give {w!r}")
 
 
+# --------------------------------------------------------------------------- summaries
+
+_PERCENTILE_KEY = re.compile(r"p(\d{1,2}(?:\.\d{1,6})?)")
+_SUMMARY_FIGURES = ("min_ms", "median_ms", "mean_ms", "max_ms")
+
+
+def _percent(key: str) -> float:
+    """The percent of a percentile key: ``"p90"`` → 90.0, ``"p99.9"`` → 99.9."""
+    match = _PERCENTILE_KEY.fullmatch(key)
+    value = float(match.group(1)) if match else math.nan
+    if not 0 < value < 100:
+        raise ValueError(f"percentile key {key!r} is not p<percent> with 0 < percent < 100 "
+                         "(e.g. 'p90', 'p99.9')")
+    return value
+
+
+def _figure(where: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{where} is {value!r}: a time is a finite number >= 0 or null")
+
+
+class RttSummary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Statistics of RTTs that were not kept one by one (a source that gives only a summary).
+
+    ``samples`` is how many RTTs stand behind the figures, ``None`` when the
+    source does not say (never guessed: a matrix cell "mean 42 ms" may stand
+    for one ping or for a month of them).  ``mdev_ms`` is the mean deviation
+    Linux ``ping`` prints, ``stdev_ms`` the standard deviation; they are
+    different quantities and neither is jitter.  ``percentiles_ms`` maps keys
+    like ``"p90"`` or ``"p99.9"`` to their value.  A figure the source does not
+    give is ``None`` (an empty mapping for percentiles), never 0.
+    """
+
+    samples: NonNegInt | None = None
+    min_ms: NonNegFloat | None = None
+    median_ms: NonNegFloat | None = None
+    mean_ms: NonNegFloat | None = None
+    max_ms: NonNegFloat | None = None
+    stdev_ms: NonNegFloat | None = None
+    mdev_ms: NonNegFloat | None = None
+    percentiles_ms: dict[str, NonNegFloat] = {}
+
+    def __post_init__(self) -> None:
+        # msgspec checks the constraints when decoding, not when a struct is built
+        # in Python: check them here, NaN included, so both paths refuse alike.
+        if self.samples is not None and (isinstance(self.samples, bool) or self.samples < 0):
+            raise ValueError(f"summary.samples is {self.samples!r}: a count >= 0 or null")
+        for name in (*_SUMMARY_FIGURES, "stdev_ms", "mdev_ms"):
+            _figure(f"summary.{name}", getattr(self, name))
+        ordered = sorted((_percent(k), k) for k in self.percentiles_ms)
+        for _, key in ordered:
+            _figure(f"summary.percentiles_ms[{key!r}]", self.percentiles_ms[key])
+        percents = [p for p, _ in ordered]
+        if len(set(percents)) != len(percents):
+            raise ValueError(f"summary.percentiles_ms names a percentile twice: "
+                             f"{sorted(self.percentiles_ms)}")
+        given = self.figures() or self.stdev_ms is not None or self.mdev_ms is not None
+        if self.samples == 0 and given:
+            raise ValueError("summary.samples is 0 but the summary gives figures")
+        lo, hi = self.min_ms, self.max_ms
+        # Every central figure and percentile lies within [min, max]; percentiles
+        # rise with their percent; p50 is the median.
+        chain: list[tuple[str, float]] = []
+        if lo is not None:
+            chain.append(("min_ms", lo))
+        chain += [(f"percentiles_ms[{k!r}]", self.percentiles_ms[k]) for _, k in ordered]
+        if hi is not None:
+            chain.append(("max_ms", hi))
+        for (a, va), (b, vb) in itertools.pairwise(chain):
+            if va > vb + _TOLERANCE_MS:
+                raise ValueError(f"summary.{a} ({va}) is above summary.{b} ({vb})")
+        for name in ("median_ms", "mean_ms"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if lo is not None and v < lo - _TOLERANCE_MS:
+                raise ValueError(f"summary.{name} ({v}) is below summary.min_ms ({lo})")
+            if hi is not None and v > hi + _TOLERANCE_MS:
+                raise ValueError(f"summary.{name} ({v}) is above summary.max_ms ({hi})")
+        p50 = next((self.percentiles_ms[k] for p, k in ordered if p == 50), None)
+        if p50 is not None and self.median_ms is not None and not _close(p50, self.median_ms):
+            raise ValueError(f"summary.median_ms ({self.median_ms}) and p50 ({p50}) differ")
+
+    def figures(self) -> bool:
+        """Whether the summary gives any RTT figure (min, median, mean, max or a percentile)."""
+        return bool(self.percentiles_ms) or any(
+            getattr(self, f) is not None for f in _SUMMARY_FIGURES)
+
+    @property
+    def median_or_p50_ms(self) -> float | None:
+        """The median, or the p50 percentile when only that is given."""
+        if self.median_ms is not None:
+            return self.median_ms
+        return next((v for k, v in self.percentiles_ms.items() if _percent(k) == 50), None)
+
+    def stats(self) -> RttStats:
+        """The body's :class:`RttStats` for this summary: the figures it gives, no jitter.
+
+        (``mdev_ms`` and ``stdev_ms`` measure spread around the mean; jitter is the
+        difference between *consecutive* RTTs, which a summary cannot give.)
+        """
+        return RttStats(min_ms=self.min_ms, median_ms=self.median_or_p50_ms,
+                        mean_ms=self.mean_ms, max_ms=self.max_ms, jitter_ms=None)
+
+
+def _check_counts(where: str, total: int | None, ok: int | None, total_name: str,
+                  ok_name: str) -> None:
+    for name, value in ((total_name, total), (ok_name, ok)):
+        if value is not None and (isinstance(value, bool) or value < 0):
+            raise ValueError(f"{where}.{name} is {value!r}: a count >= 0 or null")
+    if total is not None and ok is not None and ok > total:
+        raise ValueError(f"{where}.{ok_name} ({ok}) is more than {total_name} ({total})")
+
+
+def _check_summary_body(where: str, summary: RttSummary, stats: RttStats, replies: int | None,
+                        replies_name: str) -> None:
+    if (summary.samples is not None and replies is not None
+            and summary.samples > replies):
+        raise ValueError(f"{where}.summary.samples ({summary.samples}) is more than "
+                         f"{replies_name} ({replies})")
+    if replies == 0 and summary.figures():
+        raise ValueError(f"{where}: {replies_name} is 0 but the summary gives RTT figures")
+    want = summary.stats()
+    for field in RttStats.__struct_fields__:
+        g, w = getattr(stats, field), getattr(want, field)
+        if not _close(g, w):
+            raise ValueError(f"{where}.stats.{field} is {g!r} but the summary gives {w!r}")
+
+
 # --------------------------------------------------------------------------- ping
 
 
@@ -171,18 +308,28 @@ class IcmpError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """ICMP echo: every sample kept, in sending order, ``None`` where no reply came."""
+    """ICMP echo: every sample kept, in sending order, ``None`` where no reply came.
+
+    Or, for a source that gives only statistics, a ``summary`` (schema 2): then
+    ``rtts_ms`` is empty, ``sent`` and ``received`` are what the source says
+    (``None`` where it does not say), ``loss_ratio`` is derived from them (``None``
+    when either is unknown: unknown loss is not 0 % loss) and ``stats`` holds the
+    summary's min, median, mean and max (no jitter).
+    """
 
     ip_version: Literal[4, 6]
     #: ``raw``: SOCK_RAW (root or CAP_NET_RAW); ``dgram``: unprivileged ICMP
-    #: socket; ``None`` when no packet was sent (e.g. the name did not resolve).
+    #: socket; ``None`` when no packet was sent (e.g. the name did not resolve)
+    #: or the source does not say.
     socket: Literal["raw", "dgram"] | None
     payload_bytes: NonNegInt
     interval_s: NonNegFloat
     timeout_s: NonNegFloat
     dont_fragment: bool
-    sent: NonNegInt
-    received: NonNegInt
+    #: Echo requests sent; ``None`` only in a summary body whose source does not say.
+    sent: NonNegInt | None
+    #: Replies received; ``None`` only in a summary body whose source does not say.
+    received: NonNegInt | None
     duplicates: NonNegInt = 0
     rtts_ms: list[NonNegFloat | None]
     stats: RttStats
@@ -192,21 +339,33 @@ class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: reply, ``user`` (monotonic clock after recvmsg) when the kernel stamp
     #: was missing or implausible, ``mixed`` for some of each; ``None`` without replies.
     rx_clock: Literal["kernel", "user", "mixed"] | None = None
+    #: Statistics without samples (schema 2); ``None`` when ``rtts_ms`` holds the samples.
+    summary: RttSummary | None = None
 
     def __post_init__(self) -> None:
-        if len(self.rtts_ms) != self.sent:
-            raise ValueError(f"rtts_ms has {len(self.rtts_ms)} entries for {self.sent} sent")
-        got = sum(r is not None for r in self.rtts_ms)
-        if got != self.received:
-            raise ValueError(f"received is {self.received} but rtts_ms holds {got} replies")
-        want_loss = None if self.sent == 0 else round(1 - self.received / self.sent, 6)
+        _check_counts("body", self.sent, self.received, "sent", "received")
+        if self.summary is not None:
+            if self.rtts_ms:
+                raise ValueError("a summary body keeps no samples: rtts_ms must be empty")
+        elif self.sent is None or self.received is None:
+            raise ValueError("sent and received are null only in a summary body")
+        else:
+            if len(self.rtts_ms) != self.sent:
+                raise ValueError(f"rtts_ms has {len(self.rtts_ms)} entries for {self.sent} sent")
+            got = sum(r is not None for r in self.rtts_ms)
+            if got != self.received:
+                raise ValueError(f"received is {self.received} but rtts_ms holds {got} replies")
+        want_loss = _loss(self.sent, self.received)
         if not (
             (want_loss is None and self.loss_ratio is None)
             or (want_loss is not None and self.loss_ratio is not None
                 and abs(want_loss - self.loss_ratio) < 1e-6)
         ):
             raise ValueError(f"loss_ratio is {self.loss_ratio} but sent/received give {want_loss}")
-        _check_stats("stats", self.stats, self.rtts_ms)
+        if self.summary is not None:
+            _check_summary_body("body", self.summary, self.stats, self.received, "received")
+        else:
+            _check_stats("stats", self.stats, self.rtts_ms)
 
     @classmethod
     def from_samples(cls, rtts_ms: Sequence[float | None], **fields: Any) -> PingBody:
@@ -219,9 +378,36 @@ class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             received=received,
             rtts_ms=samples,
             stats=rtt_stats(samples),
-            loss_ratio=None if sent == 0 else round(1 - received / sent, 6),
+            loss_ratio=_loss(sent, received),
             **fields,
         )
+
+    @classmethod
+    def from_summary(cls, summary: RttSummary, *, sent: int | None, received: int | None,
+                     **fields: Any) -> PingBody:
+        """Build a summary body: no samples, ``stats`` and ``loss_ratio`` derived.
+
+        ``sent`` / ``received`` are the source's counts, ``None`` where it gives
+        none.  The other fields (``ip_version``, ``socket``, ``payload_bytes``,
+        ``interval_s``, ``timeout_s``, ``dont_fragment``, …) are passed on; say
+        ``socket=None`` and 0 for a size or interval the source does not give.
+        """
+        return cls(
+            sent=sent,
+            received=received,
+            rtts_ms=[],
+            stats=summary.stats(),
+            loss_ratio=_loss(sent, received),
+            summary=summary,
+            **fields,
+        )
+
+
+def _loss(sent: int | None, received: int | None) -> float | None:
+    """1 - received / sent to 6 decimals; ``None`` when a count is unknown or nothing was sent."""
+    if sent is None or received is None or sent == 0:
+        return None
+    return round(1 - received / sent, 6)
 
 
 # --------------------------------------------------------------------------- tcp
@@ -249,20 +435,49 @@ class TcpAttempt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """TCP connect time to one port, attempt by attempt."""
+    """TCP connect time to one port, attempt by attempt.
+
+    Or, for a source that gives only statistics, a ``summary`` (schema 2): then
+    ``attempts`` is empty, ``attempted`` and ``succeeded`` are the source's counts
+    (``None`` where it does not say) and ``stats`` holds the summary's figures.
+    """
 
     port: Port
     ip_version: Literal[4, 6]
     timeout_s: NonNegFloat
     attempts: list[TcpAttempt]
-    succeeded: NonNegInt
+    #: Connects that succeeded; ``None`` only in a summary body whose source does not say.
+    succeeded: NonNegInt | None
     stats: RttStats
+    #: Connects tried, in a summary body (``None``: the source does not say); a
+    #: body with attempts leaves it ``None`` (``len(attempts)`` says).
+    attempted: NonNegInt | None = None
+    #: Statistics without attempts (schema 2); ``None`` when ``attempts`` are kept.
+    summary: RttSummary | None = None
 
     def __post_init__(self) -> None:
+        _check_counts("body", self.attempted, self.succeeded, "attempted", "succeeded")
+        if self.summary is not None:
+            if self.attempts:
+                raise ValueError("a summary body keeps no attempts: attempts must be empty")
+            _check_summary_body("body", self.summary, self.stats, self.succeeded, "succeeded")
+            return
+        if self.attempted is not None:
+            raise ValueError("attempted is for summary bodies; len(attempts) counts the others")
         ok = sum(a.status == "ok" for a in self.attempts)
         if ok != self.succeeded:
             raise ValueError(f"succeeded is {self.succeeded} but {ok} attempts are ok")
         _check_stats("stats", self.stats, [a.connect_ms for a in self.attempts])
+
+    @property
+    def tried(self) -> int | None:
+        """Connects tried: ``len(attempts)``, or a summary's ``attempted`` (``None``: unknown)."""
+        return self.attempted if self.summary is not None else len(self.attempts)
+
+    @property
+    def loss_ratio(self) -> float | None:
+        """Share of connects that failed; ``None`` when nothing was tried or a count is unknown."""
+        return _loss(self.tried, self.succeeded)
 
     @classmethod
     def from_attempts(cls, attempts: Sequence[TcpAttempt], **fields: Any) -> TcpBody:
@@ -270,6 +485,20 @@ class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             attempts=list(attempts),
             succeeded=sum(a.status == "ok" for a in attempts),
             stats=rtt_stats([a.connect_ms for a in attempts]),
+            **fields,
+        )
+
+    @classmethod
+    def from_summary(cls, summary: RttSummary, *, attempts: int | None, succeeded: int | None,
+                     **fields: Any) -> TcpBody:
+        """Build a summary body: ``attempts`` and ``succeeded`` are the source's counts
+        (``None`` where it gives none); ``stats`` derived from the summary."""
+        return cls(
+            attempts=[],
+            attempted=attempts,
+            succeeded=succeeded,
+            stats=summary.stats(),
+            summary=summary,
             **fields,
         )
 
@@ -497,8 +726,10 @@ class Record(
     source: Name = "netvantage"
 
     def __post_init__(self) -> None:
-        if self.schema != SCHEMA_VERSION:
-            raise ValueError(f"schema {self.schema} is not {SCHEMA_VERSION}")
+        if self.schema not in SCHEMA_VERSIONS:
+            raise ValueError(f"schema {self.schema} is not one of {list(SCHEMA_VERSIONS)}")
+        if self.schema < 2 and getattr(getattr(self, "body", None), "summary", None) is not None:
+            raise ValueError("a summary body needs schema 2 (schema 1 has no summaries)")
         offset = self.started_at.utcoffset()
         if offset is None or offset.total_seconds() != 0:
             raise ValueError("started_at must be in UTC")
