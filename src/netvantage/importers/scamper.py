@@ -65,14 +65,20 @@ holds constant (``icmp_sum``, ``sport``, ``dport``).
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import math
+import shutil
+import subprocess
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal, TextIO
 
 from ..errors import SchemaError
 from ..results import (
@@ -87,12 +93,15 @@ from ..results import (
     decode_record,
     encode_record,
 )
+from .io import BLOCK, ImportFormatError, ImportReport, display_name, iter_json, open_binary
 
 __all__ = [
     "SCAMPER_NAMESPACE",
     "WARTS_MAGIC",
+    "Refused",
     "ScamperContext",
     "convert_object",
+    "import_scamper",
     "scamper_id",
 ]
 
@@ -446,3 +455,126 @@ def iter_records(values: Iterator[tuple[Any, str]], ctx: ScamperContext
             continue
         if record is not None:
             yield record, where
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _feed(source: IO[bytes], sink: IO[bytes], failure: list[BaseException]) -> None:
+    """Copy ``source`` into the tool's standard input (a thread: the tool's output is read
+    at the same time, so neither side waits for the other with a full pipe)."""
+    try:
+        while block := source.read(BLOCK):
+            sink.write(block)
+    except BrokenPipeError:
+        pass  # the tool stopped reading: its exit status says why
+    except (OSError, EOFError, ValueError) as exc:  # a corrupt compressed stream, mostly
+        failure.append(exc)
+    finally:
+        with suppress(BrokenPipeError):
+            sink.close()
+
+
+@contextmanager
+def _warts_json(raw: IO[bytes], name: str) -> Iterator[TextIO]:
+    """The JSON lines ``sc_warts2json`` prints for the warts bytes of ``raw``, as they come."""
+    tool = shutil.which("sc_warts2json")
+    if tool is None:
+        raise ImportFormatError(
+            "warts needs sc_warts2json, which is not installed",
+            "install scamper (Debian/Ubuntu package 'scamper'), or convert with "
+            "sc_warts2json elsewhere and import its JSON", where=name)
+    proc = subprocess.Popen([tool], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    failure: list[BaseException] = []
+    feeder = threading.Thread(target=_feed, args=(raw, proc.stdin, failure), daemon=True)
+    err_lines: list[bytes] = []
+    drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True)
+    feeder.start()
+    drain.start()
+    text = io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace")
+    try:
+        yield text
+    except BaseException:
+        proc.kill()  # the reader gave up: stop the tool, then let the error go on
+        raise
+    finally:
+        text.close()
+        proc.wait()
+        feeder.join()
+        drain.join()
+    if failure:
+        raise ImportFormatError("corrupt or truncated compressed file", str(failure[0]),
+                                where=name)
+    said = b"".join(err_lines).decode("utf-8", "replace").strip().splitlines()
+    # sc_warts2json (20211212) exits 0 even when it stops at a truncated or corrupt
+    # object; it then prints the object's offset and header on stderr.
+    if proc.returncode != 0 or said:
+        raise ImportFormatError(
+            "sc_warts2json could not read (all of) the warts file",
+            (said[-1] if said else f"exit status {proc.returncode}")[:200]
+            + " (truncated or corrupt warts?)", where=name)
+
+
+@contextmanager
+def _json_text(raw: IO[bytes], name: str) -> Iterator[TextIO]:
+    """``raw`` (not warts) as UTF-8 text."""
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict")
+    try:
+        yield text
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError("not UTF-8 text", str(exc)[:120], where=name) from None
+    finally:
+        text.detach()
+
+
+def _head(raw: IO[bytes]) -> bytes:
+    peek = getattr(raw, "peek", None)
+    if peek is None:  # every stream open_binary gives can peek; keep a clear error otherwise
+        raise TypeError("the input stream cannot peek")
+    head: bytes = peek(2)[:2]
+    return head
+
+
+def import_scamper(sources: Iterable[str | Path], report: ImportReport, *,
+                   agent: str | None = None, region: str | None = None
+                   ) -> Iterator[PingRecord | TraceRecord]:
+    """The records of scamper files (warts, or ``sc_warts2json`` JSON; either may be
+    compressed; ``"-"`` is standard input), one at a time, counting into ``report``.
+
+    Each file is read as a stream: warts is piped through ``sc_warts2json`` while
+    its output is read, JSON is decoded value by value.
+    """
+    seen: set[str] = set()
+    for source in sources:
+        name = display_name(source)
+        ctx = ScamperContext(agent=agent, region=region, notes=report.notes)
+        tally = report.file(name)
+        try:
+            with open_binary(source) as raw:
+                reader = _warts_json if _head(raw) == WARTS_MAGIC else _json_text
+                with reader(raw, name) as text:
+                    for item in iter_json(text):
+                        where = f"{name}:{item.line}"
+                        if item.problem is not None:
+                            tally.read += 1
+                            report.refuse("malformed JSON", where, item.problem, file=name)
+                            continue
+                        try:
+                            record = convert_object(item.value, ctx)
+                        except Refused as exc:
+                            tally.read += 1
+                            report.refuse(exc.reason, where, exc.detail, file=name)
+                            continue
+                        if record is None:
+                            continue
+                        tally.read += 1
+                        if record.id in seen:
+                            tally.duplicates += 1
+                            continue
+                        seen.add(record.id)
+                        report.keep(name, record.kind)
+                        yield record
+        except ImportFormatError as exc:
+            report.fail(name, exc)
