@@ -11,7 +11,12 @@ from JSON Lines, the collector's store or an exported Parquet dataset:
     destination hop; smtp/imap: total handshake time), rtt_min_ms, loss_ratio
     (ping: lost/sent; tcp: failed attempts/attempts; trace: destination hop
     loss), jitter_ms, sent, received (Int64), handshake_ms (smtp/imap: sum of
-    phases when ok), failed_phase, tls_version, cert_verified (boolean, <NA>).
+    phases when ok), failed_phase, tls_version, cert_verified (boolean, <NA>),
+    summary (bool: a schema-2 summary record, statistics without samples),
+    rtt_stat (which statistic of the record's RTTs rtt_ms is: "median" for
+    ping/tcp/trace samples; for a summary the figure chosen, see
+    :mod:`netvantage.analysis.load`), rtt_samples (Int64: RTTs behind the
+    record's figures; <NA> when a summary does not say).
 
 ``samples`` — one row per RTT sample (ping echo, tcp attempt)
     id, kind, region, target, port, started_at, seq, rtt_ms (NaN = lost).
@@ -44,7 +49,8 @@ __all__ = ["HOP_COLUMNS", "MEASUREMENT_COLUMNS", "PHASE_COLUMNS", "SAMPLE_COLUMN
 MEASUREMENT_COLUMNS = (
     "id", "kind", "agent", "region", "target", "address", "port", "started_at", "duration_ms",
     "status", "ok", "source", "rtt_ms", "rtt_min_ms", "loss_ratio", "jitter_ms", "sent",
-    "received", "handshake_ms", "failed_phase", "tls_version", "cert_verified",
+    "received", "handshake_ms", "failed_phase", "tls_version", "cert_verified", "summary",
+    "rtt_stat", "rtt_samples",
 )
 SAMPLE_COLUMNS = ("id", "kind", "region", "target", "port", "started_at", "seq", "rtt_ms")
 HOP_COLUMNS = (

@@ -22,7 +22,7 @@ The frames' columns are those of :mod:`netvantage.analysis.frames`; their dtypes
 dtype             columns
 ================  ===================================================================
 category          kind, agent, region, target, status, source, failed_phase,
-                  tls_version (measurements); kind, region, target (samples);
+                  tls_version, rtt_stat (measurements); kind, region, target (samples);
                   region, target, protocol (hops); kind, region, target, mode,
                   phase (phases).  ``kind``, ``status`` and ``phase`` have fixed
                   categories in schema order (phases in dialogue order), so
@@ -30,11 +30,11 @@ category          kind, agent, region, target, status, source, failed_phase,
 str               id, address; hops' address, as_org, country, city (NaN = missing)
 datetime64[ns,    started_at (every frame)
 UTC]
-Int64 (nullable)  port, sent, received (measurements); port (samples, phases);
+Int64 (nullable)  port, sent, received, rtt_samples (measurements); port (samples, phases);
                   icmp_type, asn (hops)
 int64             seq (samples); ttl, replies, sent (hops)
 float64           every ``_ms``, ``_ratio``, lat, lon (NaN = missing)
-bool              ok (measurements, phases), is_destination (hops)
+bool              ok, summary (measurements); ok (phases), is_destination (hops)
 boolean           cert_verified (nullable)
 ================  ===================================================================
 
@@ -48,6 +48,20 @@ The headline figures of ``measurements`` per kind (NaN / <NA> where a kind has n
   their median, sent = probes at that TTL, received = answered; a trace that
   never reached its destination has NaN/<NA> there (missing, not 100 % loss:
   its TTL is unknown).
+* rtt_samples: the RTTs behind the record's figures (ping: replies; tcp:
+  successful connects; trace: the destination's answers; smtp/imap: 1 with a
+  handshake figure, else 0); rtt_stat: "median" for ping/tcp/trace records
+  with an RTT, <NA> for smtp/imap (rtt_ms is a sum of phases there).
+* ping and tcp **summary records** (schema 2: statistics without samples, e.g.
+  an old-firmware Atlas ping or a latency matrix cell) have no rows in
+  ``samples``.  rtt_ms is the most central figure the summary gives: the median
+  (or p50), else the mean, else the minimum, else the lowest percentile, else
+  the maximum; ``rtt_stat`` names it ("median", "mean", "min", "p90", "max").
+  rtt_min_ms is the summary's minimum only (NaN if not given; it is the floor
+  the physical-bound tests use); jitter_ms is NaN (mdev and stdev are not
+  jitter).  sent/received (tcp: attempted/succeeded) are the source's counts,
+  <NA> where it gives none, and loss_ratio is NaN then (unknown, not 0 %).
+  ``rtt_samples`` is the summary's ``samples`` (<NA>: the source does not say).
 * smtp/imap: handshake_ms = sum of the phase durations when the record is ok
   and no phase failed; rtt_ms is the same figure (so that one column holds
   every kind's headline time); failed_phase, tls_version, cert_verified.
@@ -78,7 +92,9 @@ from ..results import (
     AnyRecord,
     ImapRecord,
     PingRecord,
+    RttSummary,
     SmtpRecord,
+    TcpBody,
     TcpRecord,
     TraceRecord,
     decode_all,
@@ -240,6 +256,7 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
     p: dict[str, list[Any]] = {c: [] for c in PHASE_COLUMNS}
     for r in records:
         _measurement(r, m)
+        # A summary body has no samples (rtts_ms / attempts are empty): no rows.
         if isinstance(r, PingRecord):
             rtts: list[float | None] = list(r.body.rtts_ms)
             _samples(r, None, rtts, s)
@@ -261,6 +278,27 @@ def _nan(x: float | None) -> float:
     return np.nan if x is None else x
 
 
+def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
+    """(the figure that stands for a summary record in ``rtt_ms``, its name).
+
+    The median (or p50) if given, else the mean, else the minimum, else the
+    lowest percentile given, else the maximum: the most central figure there is.
+    """
+    median = summary.median_or_p50_ms
+    if median is not None:
+        return median, "median"
+    if summary.mean_ms is not None:
+        return summary.mean_ms, "mean"
+    if summary.min_ms is not None:
+        return summary.min_ms, "min"
+    if summary.percentiles_ms:
+        key = min(summary.percentiles_ms, key=lambda k: float(k[1:]))
+        return summary.percentiles_ms[key], key
+    if summary.max_ms is not None:
+        return summary.max_ms, "max"
+    return None, None
+
+
 def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
     port: int | None = None
     rtt = rtt_min = loss = jitter = handshake = np.nan
@@ -268,18 +306,28 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
     received: int | None = None
     failed_phase = tls_version = None
     cert_verified: bool | None = None
-    if isinstance(r, PingRecord):
+    is_summary = False
+    rtt_stat: str | None = None
+    rtt_samples: int | None = None
+    if isinstance(r, PingRecord | TcpRecord):
         b = r.body
-        rtt, rtt_min, jitter = (_nan(b.stats.median_ms), _nan(b.stats.min_ms),
-                                _nan(b.stats.jitter_ms))
-        loss, sent, received = _nan(b.loss_ratio), b.sent, b.received
-    elif isinstance(r, TcpRecord):
-        t = r.body
-        port = t.port
-        rtt, rtt_min, jitter = (_nan(t.stats.median_ms), _nan(t.stats.min_ms),
-                                _nan(t.stats.jitter_ms))
-        sent, received = t.tried, t.succeeded
-        loss = _nan(t.loss_ratio)
+        if isinstance(b, TcpBody):
+            port = b.port
+            sent, received = b.tried, b.succeeded
+        else:
+            sent, received = b.sent, b.received
+        loss = _nan(b.loss_ratio)
+        if b.summary is not None:
+            is_summary = True
+            figure, rtt_stat = _summary_figure(b.summary)
+            rtt, rtt_min = _nan(figure), _nan(b.summary.min_ms)
+            # Unknown stays unknown (<NA>): never one sample by default.
+            rtt_samples = b.summary.samples if figure is not None else 0
+        else:
+            rtt, rtt_min, jitter = (_nan(b.stats.median_ms), _nan(b.stats.min_ms),
+                                    _nan(b.stats.jitter_ms))
+            rtt_samples = received
+            rtt_stat = "median" if received else None
     elif isinstance(r, TraceRecord):
         port = r.body.port
         dest = _destination_probes(r)
@@ -290,6 +338,8 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
                                     _nan(stats.jitter_ms))
             sent, received = tried, len(answered)
             loss = 1 - received / sent if sent else np.nan
+            rtt_samples = sum(x is not None for x in answered)
+            rtt_stat = "median" if rtt_samples else None
     else:
         mail = r.body
         port = mail.port
@@ -300,6 +350,7 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
         if (r.status == "ok" and mail.failed_phase is None and durations
                 and all(d is not None for d in durations)):
             handshake = rtt = float(sum(d for d in durations if d is not None))
+        rtt_samples = 0 if np.isnan(rtt) else 1
     for column, value in (
         ("id", r.id), ("kind", r.kind), ("agent", r.agent), ("region", r.region),
         ("target", r.target), ("address", r.address), ("port", port),
@@ -308,6 +359,7 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
         ("rtt_min_ms", rtt_min), ("loss_ratio", loss), ("jitter_ms", jitter), ("sent", sent),
         ("received", received), ("handshake_ms", handshake), ("failed_phase", failed_phase),
         ("tls_version", tls_version), ("cert_verified", cert_verified),
+        ("summary", is_summary), ("rtt_stat", rtt_stat), ("rtt_samples", rtt_samples),
     ):
         m[column].append(value)
 
@@ -395,7 +447,8 @@ _MEASUREMENT_DTYPES: dict[str, _Spec] = {
     "status": STATUSES, "ok": "bool", "source": "cat", "rtt_ms": "float64",
     "rtt_min_ms": "float64", "loss_ratio": "float64", "jitter_ms": "float64", "sent": "Int64",
     "received": "Int64", "handshake_ms": "float64", "failed_phase": PHASE_ORDER,
-    "tls_version": "cat", "cert_verified": "boolean",
+    "tls_version": "cat", "cert_verified": "boolean", "summary": "bool", "rtt_stat": "cat",
+    "rtt_samples": "Int64",
 }
 _SAMPLE_DTYPES: dict[str, _Spec] = {
     "id": "str", "kind": KINDS, "region": "cat", "target": "cat", "port": "Int64",
@@ -489,10 +542,10 @@ def schemas() -> dict[str, pa.DataFrameSchema]:
         "measurements": frame(
             "measurements", MEASUREMENT_COLUMNS, _MEASUREMENT_DTYPES,
             required=("id", "kind", "agent", "target", "started_at", "duration_ms", "status",
-                      "ok", "source"),
+                      "ok", "source", "summary"),
             unique=("id",),
             checks={**finite, "port": [port], "loss_ratio": [ratio], "sent": [ge0],
-                    "received": [ge0]},
+                    "received": [ge0], "rtt_samples": [ge0]},
             frame_checks=[
                 pa.Check(lambda d: (d["received"] <= d["sent"]).fillna(True).astype(bool),
                          name="received <= sent"),

@@ -8,10 +8,13 @@ column               meaning
 ===================  ===============================================================
 records              measurements (records) in the group
 success_rate         share of records whose status is ``ok``
-rtt_samples          RTT observations behind the percentiles (below)
+rtt_samples          RTTs behind the percentiles (below; Int64, <NA> when a
+                     summary record in the group does not say how many)
+summary_records      summary records among the RTT observations (int)
 rtt_p50_ms …         percentiles p50, p90, p95, p99 of the RTT observations
 rtt_p99_ms
-sent, lost           probes sent and lost (Int64; <NA> when no record counts probes)
+sent, lost           probes sent and lost (Int64; <NA> when no record counts probes);
+                     records whose sent or received is unknown are left out
 loss_ratio           lost / sent, over the group's probes (not a mean of ratios)
 jitter_ms            mean of the records' jitter (records without one skipped)
 handshake_p50_ms,    percentiles of smtp/imap ``handshake_ms``
@@ -26,6 +29,18 @@ one observation (an echo's RTT, a connect time); a lost sample is no
 observation (missing is missing: it is never 0 ms) but is counted in ``lost``.
 For trace, smtp and imap each record's headline ``measurements.rtt_ms`` is one
 observation.  A group that mixes kinds pools them (group by ``kind`` to avoid it).
+
+**Summary records** (schema 2: a ping or tcp record carrying statistics without
+samples) have no samples: each is *one* observation, its headline
+``measurements.rtt_ms`` (the median if the summary gives one, else the mean, …:
+see ``rtt_stat`` and :mod:`netvantage.analysis.load`).  Pooling a summary's
+median as if it were one RTT is the honest reading of what is stored: the
+individual RTTs are not there to pool.  ``rtt_samples`` still counts what
+stands behind the figures: one per sample observation, a summary's
+``samples`` for a summary record; it is <NA> when a summary in the group does
+not say (unknown is not 1), and ``summary_records`` says how many of the
+observations are summaries.  A summary counts in ``sent``/``lost`` only when
+the source gave both counts.
 Percentiles interpolate linearly between order statistics (numpy's and pandas'
 default, "type 7").
 
@@ -77,8 +92,8 @@ DEFAULT_BY: tuple[str, ...] = ("region", "target", "kind", "port")
 
 #: Point-metric columns of :func:`metrics`, after the group's own columns.
 METRIC_COLUMNS = (
-    "records", "success_rate", "rtt_samples", "rtt_p50_ms", "rtt_p90_ms", "rtt_p95_ms",
-    "rtt_p99_ms", "sent", "lost", "loss_ratio", "jitter_ms", "handshake_p50_ms",
+    "records", "success_rate", "rtt_samples", "summary_records", "rtt_p50_ms", "rtt_p90_ms",
+    "rtt_p95_ms", "rtt_p99_ms", "sent", "lost", "loss_ratio", "jitter_ms", "handshake_p50_ms",
     "handshake_p95_ms",
 )
 #: Interval columns of :func:`metrics` (and of :func:`bootstrap_ci`).
@@ -180,9 +195,10 @@ def phase_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFra
 def rtt_observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     """The long table of RTT observations: ``id``, ``rtt_ms`` (NaN rows = lost samples).
 
-    Samples of ping and tcp records; the headline ``rtt_ms`` of the others.
+    Samples of ping and tcp records; the headline ``rtt_ms`` of the others and of
+    summary records (which have no samples).
     """
-    sampled = measurements["kind"].isin(_SAMPLED_KINDS)
+    sampled = measurements["kind"].isin(_SAMPLED_KINDS) & ~_is_summary(measurements)
     ids = measurements.loc[sampled, "id"]
     from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
     from_records = measurements.loc[~sampled, ["id", "rtt_ms"]]
@@ -190,6 +206,41 @@ def rtt_observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> pd.Da
 
 
 # --------------------------------------------------------------------------- point metrics
+
+
+def _is_summary(measurements: pd.DataFrame) -> pd.Series:
+    """Which records are summaries (all False for frames without the column)."""
+    if "summary" not in measurements.columns:
+        return pd.Series(False, index=measurements.index)
+    return measurements["summary"].fillna(False).astype(bool)
+
+
+def _counted(measurements: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(sent, received) as Int64, both <NA> where either is unknown (a summary that gives
+    one count and not the other says nothing about loss)."""
+    sent = measurements["sent"].astype("Int64")
+    received = measurements["received"].astype("Int64")
+    both = sent.notna() & received.notna()
+    return sent.where(both), received.where(both)
+
+
+def _summary_counts(measurements: pd.DataFrame, g: npt.NDArray[Any],
+                    index: pd.Index) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Per group: summary records with an RTT figure, the samples they declare
+    (known ones summed), and whether any of them does not say."""
+    figure = _is_summary(measurements) & measurements["rtt_ms"].notna()
+    if "rtt_samples" in measurements.columns:
+        declared = measurements["rtt_samples"].astype("Int64")
+    else:
+        declared = pd.Series(pd.NA, index=measurements.index, dtype="Int64")
+    per = pd.DataFrame({
+        "n": figure.to_numpy(dtype=np.int64),
+        "samples": declared.where(figure, 0).fillna(0).to_numpy(dtype=np.int64),
+        "unknown": (figure & declared.isna()).to_numpy(dtype=bool),
+    }).groupby(g, sort=True)
+    return (per["n"].sum().reindex(index, fill_value=0),
+            per["samples"].sum().reindex(index, fill_value=0),
+            per["unknown"].any().reindex(index, fill_value=False))
 
 
 def _frames(data: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -229,8 +280,9 @@ def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame
            gid: pd.Series) -> pd.DataFrame:
     g = gid.to_numpy()
     per = measurements.groupby(g, sort=True)
-    sent = per["sent"].sum(min_count=1).astype("Int64")
-    received = per["received"].sum(min_count=1).astype("Int64")
+    counted_sent, counted_received = _counted(measurements)
+    sent = counted_sent.groupby(g, sort=True).sum(min_count=1).astype("Int64")
+    received = counted_received.groupby(g, sort=True).sum(min_count=1).astype("Int64")
     lost = sent - received
     records = per.size()
     out = pd.DataFrame({
@@ -241,8 +293,12 @@ def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame
     # One vectorised pass for every group's count and exact quantiles (fastagg: the same
     # figures as groupby(...).quantile, without a Python call per group).
     stats = sample_quantiles(obs, by=["_g"], qs=tuple(_RTT_QUANTILES.values())).set_index("_g")
-    received = stats["count"] - stats["lost"]
-    out["rtt_samples"] = received.reindex(out.index, fill_value=0).astype(np.int64)
+    observed = (stats["count"] - stats["lost"]).reindex(out.index, fill_value=0)
+    # A summary record is one observation standing for its declared samples.
+    n_summary, declared, unknown = _summary_counts(measurements, g, out.index)
+    rtt_samples = (observed - n_summary + declared).astype("Int64")
+    out["rtt_samples"] = rtt_samples.mask(unknown.to_numpy(dtype=bool))
+    out["summary_records"] = n_summary.astype(np.int64)
     for column, q in _RTT_QUANTILES.items():
         out[column] = stats[quantile_column(q)].reindex(out.index).astype(np.float64)
     out["sent"] = sent
@@ -293,8 +349,9 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
         return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
     g = gid.to_numpy()
     order = np.argsort(g, kind="stable")  # records by group, in their frame order
-    sent = measurements["sent"].to_numpy(dtype=np.float64, na_value=0.0)
-    received = measurements["received"].to_numpy(dtype=np.float64, na_value=0.0)
+    counted_sent, counted_received = _counted(measurements)
+    sent = counted_sent.to_numpy(dtype=np.float64, na_value=0.0)
+    received = counted_received.to_numpy(dtype=np.float64, na_value=0.0)
     rec_sent, rec_lost, rec_g = sent[order], (sent - received)[order], g[order]
     rec_bounds = np.searchsorted(rec_g, keys.index.to_numpy(), side="left")
     rec_ends = np.searchsorted(rec_g, keys.index.to_numpy(), side="right")
