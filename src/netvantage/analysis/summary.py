@@ -136,6 +136,25 @@ def default_window(campaign: Campaign) -> pd.Timedelta:
     return pd.Timedelta(min(max(window, pd.Timedelta("10s")), pd.Timedelta("1h")))
 
 
+def _summary_notes(m: pd.DataFrame) -> list[str]:
+    """What the figures of summary records (statistics without samples) stand for."""
+    if "summary" not in m.columns or not m["summary"].any():
+        return []
+    s = m[m["summary"].astype(bool)]
+    stats = ", ".join(f"{n} {stat}" for stat, n in
+                      s["rtt_stat"].astype(str).value_counts(sort=True).items()
+                      if stat not in ("nan", "<NA>"))
+    unknown = int((s["rtt_ms"].notna() & s["rtt_samples"].isna()).sum())
+    no_counts = int((s["sent"].isna() | s["received"].isna()).sum())
+    text = (f"{len(s)} summary record(s) (statistics without samples) count as one RTT "
+            f"observation each ({stats or 'no RTT figure'})")
+    if unknown:
+        text += f"; {unknown} of them do not say how many samples stand behind their figure"
+    if no_counts:
+        text += f"; {no_counts} give no probe counts and are left out of the loss"
+    return [text]
+
+
 def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.DataFrame:
     hops = campaign.hops
     if hops.empty:
@@ -179,6 +198,7 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                      if len(w) < all_regions else
                      "no client weights given: every region counts the same")
     m = campaign.measurements
+    notes += _summary_notes(m)
     span = (m["started_at"].min(), m["started_at"].max()) if not m.empty else None
     win = pd.Timedelta(window) if window is not None else default_window(campaign)
     infl = None
