@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from typing import NoReturn
 
 import pytest
 
@@ -23,7 +24,7 @@ if not TAG.isalnum() or len(TAG) > 6:
 PREFIX = f"{TAG}-f"
 
 
-def missing(reason: str, what: str = "the lab tests and every test that needs a tool") -> None:
+def missing(reason: str, what: str = "the lab tests and every test that needs a tool") -> NoReturn:
     """A test cannot run here: skip locally, but fail under ``CI=true`` (CI never skips)."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run {what} (make test installs them)")

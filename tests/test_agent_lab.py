@@ -180,9 +180,10 @@ def test_kill_9_twenty_times_loses_and_duplicates_nothing(lab, collector, tmp_pa
         proc = run_agent(lab, "lon", plan, 60)
         # Kill it while it measures, spools and uploads: once it has spooled a result
         # of its own, at a random moment of the next two seconds.
-        wait_until(lambda proc=proc, before=before: (
-            proc.poll() is not None or spooled(plan, "lon-k") > before), 60,
-            "the agent's first result", poll_s=0.1)
+        def measuring(proc: subprocess.Popen[str] = proc, before: int = before) -> bool:
+            return proc.poll() is not None or spooled(plan, "lon-k") > before
+
+        wait_until(measuring, 60, "the agent's first result", poll_s=0.1)
         assert proc.poll() is None, proc.communicate()[1]
         time.sleep(rng.uniform(0.0, 2.0))  # not a wait: where the kill lands
         # ip netns exec execs the agent: the pid is the agent's own.

@@ -24,9 +24,11 @@ from netvantage.lab.geodb import write_lab_databases
 from netvantage.lab.topology import load_topology
 from netvantage.results import (
     Annotation,
+    AnyRecord,
     Hop,
     PingBody,
     PingRecord,
+    Responder,
     TraceBody,
     TraceProbe,
     TraceRecord,
@@ -113,10 +115,12 @@ def test_source_names_files_and_build_dates(dbs):
 def test_either_database_is_optional():
     with GeoDatabases(city_db=CITY_DB) as city_only:
         note = city_only.lookup(BREDBAND2)
+        assert note is not None and note.source is not None
         assert (note.asn, note.city) == (None, "Linköping")
         assert note.source.startswith("GeoIP2-City-Test.mmdb (built ")
     with GeoDatabases(asn_db=ASN_DB) as asn_only:
         note = asn_only.lookup(BREDBAND2)
+        assert note is not None
         assert (note.asn, note.city) == (29518, None)
     with GeoDatabases() as none:
         assert none.lookup(BREDBAND2) == Annotation()
@@ -186,7 +190,7 @@ def test_reverse_dns_is_off_by_default_and_on_when_asked(dbs, monkeypatch):
         asked.append(address)
         return (f"host-{address.replace('.', '-')}.example", [], [address])
 
-    monkeypatch.setattr(annotate_mod.socket, "gethostbyaddr", fake)
+    monkeypatch.setattr("socket.gethostbyaddr", fake)
     assert dbs.lookup(BREDBAND2).rdns is None
     assert asked == []
     note = dbs.lookup(BREDBAND2, rdns=True)
@@ -207,7 +211,7 @@ def test_reverse_dns_never_waits_past_its_timeout(monkeypatch):
             raise OSError("no PTR")
         return (f"n{address}", [], [address])
 
-    monkeypatch.setattr(annotate_mod.socket, "gethostbyaddr", slow)
+    monkeypatch.setattr("socket.gethostbyaddr", slow)
     addresses = [f"192.0.2.{i}" for i in range(1, 10)]
     t0 = time.monotonic()
     try:
@@ -262,8 +266,18 @@ def _ping() -> PingRecord:
     )
 
 
-def _responders(record: TraceRecord):
+def _responders(record: AnyRecord) -> list[Responder]:
+    assert isinstance(record, TraceRecord), record
     return [r for hop in record.body.hops for r in hop.responders]
+
+
+def _annotations(record: AnyRecord) -> list[tuple[str, Annotation]]:
+    """Every responder's address and annotation: an annotated trace has one for each."""
+    out = []
+    for r in _responders(record):
+        assert r.annotation is not None, r
+        out.append((r.address, r.annotation))
+    return out
 
 
 def test_annotate_records_annotates_every_responder_and_round_trips(dbs):
@@ -274,9 +288,9 @@ def test_annotate_records_annotates_every_responder_and_round_trips(dbs):
     annotated = out[1]
     assert isinstance(annotated, TraceRecord)
     assert annotated.id == trace.id
-    by_address = {r.address: r.annotation for r in _responders(annotated)}
+    by_address = dict(_annotations(annotated))
     assert set(by_address) == {"10.0.0.1", LONDON, TELSTRA, BREDBAND2}
-    assert all(note is not None and note.source == dbs.source for note in by_address.values())
+    assert all(note.source == dbs.source for note in by_address.values())
     assert by_address[BREDBAND2].asn == 29518
     assert by_address[BREDBAND2].city == "Linköping"
     assert by_address[LONDON].city == "London"
@@ -296,7 +310,7 @@ def test_reannotation_replaces_the_old_annotation(dbs):
     trace = _trace(_hops({a: stale for a in ("10.0.0.1", LONDON, TELSTRA, BREDBAND2)}))
     assert all(r.annotation == stale for r in _responders(trace))
     (again,) = annotate_records([trace], dbs)
-    fresh = {r.address: r.annotation for r in _responders(again)}
+    fresh = dict(_annotations(again))
     assert fresh[BREDBAND2] == dbs.lookup(BREDBAND2)
     assert fresh["10.0.0.1"] == Annotation(source=dbs.source)
     assert all(note != stale and note.rdns is None for note in fresh.values())
@@ -333,6 +347,7 @@ def test_lab_databases_describe_the_default_topology(tmp_path):
         for node in topo.nodes.values():
             for address in (node.v4, node.v6):
                 note = dbs.lookup(address)
+                assert note is not None, address
                 assert (note.asn, note.as_org, note.city, note.country, note.lat, note.lon) == (
                     node.asn, node.org, node.city, node.country, node.lat, node.lon), address
         # A link subnet belongs to side b: both ends of r-los - r-lis answer as r-lis.
@@ -340,13 +355,15 @@ def test_lab_databases_describe_the_default_topology(tmp_path):
         owner = topo.nodes[link.b]
         for address in (link.a_v4, link.b_v4, link.a_v6, link.b_v6):
             note = dbs.lookup(address)
+            assert note is not None, address
             assert (note.asn, note.as_org, note.city, note.lat, note.lon) == (
                 owner.asn, owner.org, owner.city, owner.lat, owner.lon), address
         access = topo.link("lun", "r-lun")  # the client's end too
-        assert dbs.lookup(access.a_v4).as_org == topo.nodes["r-lun"].org
+        client_end = dbs.lookup(access.a_v4)
+        assert client_end is not None and client_end.as_org == topo.nodes["r-lun"].org
         # Outside the lab: nothing.
         assert dbs.lookup("8.8.8.8") == Annotation(source=dbs.source)
-        assert "netvantage-lab-ASN.mmdb (built " in dbs.source
+        assert dbs.source is not None and "netvantage-lab-ASN.mmdb (built " in dbs.source
 
 
 def test_lab_databases_annotate_a_lab_trace(tmp_path):
@@ -357,7 +374,7 @@ def test_lab_databases_annotate_a_lab_trace(tmp_path):
             for ttl, n in enumerate(path, start=1)]
     with GeoDatabases(asn_db=asn_path, city_db=city_path) as dbs:
         (record,) = annotate_records([_trace(hops, target=topo.nodes["dc-ams"].v4)], dbs)
-    cities = [r.annotation.city for r in _responders(record)]
+    cities = [note.city for _, note in _annotations(record)]
     assert cities == [topo.nodes[n].city for n in path]
     assert "Lagos" in cities  # the west-coast detour of the story
 
@@ -379,10 +396,11 @@ def test_cli_annotates_a_file(tmp_path):
     assert b"annotated 1 trace(s) of 2 record(s)" in proc.stderr
     trace, ping = read_jsonl(dst)
     assert isinstance(trace, TraceRecord) and isinstance(ping, PingRecord)
-    notes = {r.address: r.annotation for r in _responders(trace)}
+    notes = dict(_annotations(trace))
     assert notes[BREDBAND2].asn == 29518
-    assert notes[LONDON].city == "London"
-    assert "GeoLite2-ASN-Test.mmdb" in notes[LONDON].source
+    london = notes[LONDON]
+    assert london.city == "London"
+    assert london.source is not None and "GeoLite2-ASN-Test.mmdb" in london.source
 
 
 def test_cli_writes_stdout_and_reads_stdin(tmp_path):
@@ -391,7 +409,7 @@ def test_cli_writes_stdout_and_reads_stdin(tmp_path):
     proc = _run("-", "--asn-db", str(ASN_DB), stdin=src.read_bytes())
     assert proc.returncode == 0, proc.stderr
     (record,) = [decode_record(line) for line in proc.stdout.splitlines()]
-    assert {r.annotation.asn for r in _responders(record)} == {None, 1221, 29518}
+    assert {note.asn for _, note in _annotations(record)} == {None, 1221, 29518}
 
 
 def test_cli_errors_exit_2_naming_the_file(tmp_path):

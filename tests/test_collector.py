@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
+import pyarrow.dataset as ds  # type: ignore[import-untyped]
 import pytest
 
 from conftest import NETVANTAGE, run_cli
@@ -396,7 +396,7 @@ def test_add_agent_prints_a_token_that_works_and_only_its_hash_is_stored(tmp_pat
 def _start_serve(*args: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([NETVANTAGE, "collector", "serve", "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     if not ready:
         proc.kill()
@@ -503,7 +503,7 @@ def test_export_parquet_is_partitioned_by_kind_and_date(filled, tmp_path):
     table = ds.dataset(out, format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 18
     rows = table.to_pylist()
-    per = {}
+    per: dict[tuple[str, str], int] = {}
     for r in rows:
         per[(r["kind"], str(r["date"]))] = per.get((r["kind"], str(r["date"])), 0) + 1
     assert per == {("ping", "2026-11-27"): 5, ("ping", "2026-11-28"): 5,

@@ -17,11 +17,12 @@ import pytest
 
 from conftest import require_lab_tools, run_cli
 from netns import TAG, existing
+from netvantage.lab.core import Lab
 
 pytestmark = pytest.mark.lab
 
 
-def lab_ping(lab, node: str, address: str, count: int, interval: float) -> list[float | None]:
+def lab_ping(lab: Lab, node: str, address: str, count: int, interval: float) -> list[float | None]:
     """iputils ping from ``node``; one entry per sequence number, None for a lost one."""
     proc = subprocess.run(
         ["ip", "netns", "exec", lab.ns(node), "ping", "-n", "-c", str(count), "-i",
@@ -35,7 +36,7 @@ def lab_ping(lab, node: str, address: str, count: int, interval: float) -> list[
 
 
 @pytest.fixture(scope="module")
-def overhead_ms(lab) -> float:
+def overhead_ms(lab: Lab) -> float:
     """What one pass through the delay element adds, measured on a 1 ms access link."""
     topo = lab.topology
     rtts = [r for r in lab_ping(lab, "lon", topo.nodes["r-lon"].v4, 50, 0.02) if r is not None]
@@ -102,7 +103,7 @@ def test_loss_on_the_degraded_path_is_binomially_right(lab):
     assert None not in healthy, "a healthy path lost packets"
 
 
-def traceroute_hops(lab, node: str, address: str, *extra: str) -> list[str | None]:
+def traceroute_hops(lab: Lab, node: str, address: str, *extra: str) -> list[str | None]:
     proc = subprocess.run(
         ["ip", "netns", "exec", lab.ns(node), "traceroute", "-n", "-q", "3", "-w", "2",
          "-m", "16", *extra, address],
@@ -134,7 +135,8 @@ def test_traceroute_shows_exactly_the_topology_routers(lab, family):
         assert names == topo.path(src, dst)[1:], (src, dst, hops)
 
 
-def openssl(lab, node: str, address: str, port: int, *extra: str) -> subprocess.CompletedProcess:
+def openssl(lab: Lab, node: str, address: str, port: int,
+            *extra: str) -> subprocess.CompletedProcess[str]:
     ca = lab.read_state()["ca"]
     host = f"[{address}]" if ":" in address else address
     return subprocess.run(

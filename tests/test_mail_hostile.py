@@ -119,11 +119,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
                  self_signed=self_signed(base / "self", "self.hostile.test", ips=loopback))
 
 
-def trusting(certs: Certs, **changes: object) -> MailOptions:
-    options: dict[str, object] = {"timeout_s": 3, "phase_timeout_s": 2,
-                                  "ca_file": certs.ca.cert_path}
-    options.update(changes)
-    return MailOptions(**options)
+def trusting(certs: Certs, *, timeout_s: float = 3, phase_timeout_s: float = 2,
+             server_name: str | None = None, fetch_refused_cert: bool = True) -> MailOptions:
+    return MailOptions(timeout_s=timeout_s, phase_timeout_s=phase_timeout_s,
+                       ca_file=certs.ca.cert_path, server_name=server_name,
+                       fetch_refused_cert=fetch_refused_cert)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,6 +134,7 @@ def probe(server: ServerThread, opts: MailOptions = FAST, *, imap: bool = False)
     run = imap_probe if imap else smtp_probe
     t0 = time.monotonic()
     record = asyncio.run(run(server.target, opts))
+    assert isinstance(record, (SmtpRecord, ImapRecord)), record
     elapsed = time.monotonic() - t0
     assert elapsed < opts.timeout_s + SLACK_S, f"probe took {elapsed:.2f} s"
     assert decode_record(encode_record(record)) == record
@@ -332,19 +333,18 @@ def test_starttls_refused_with_454(start):
 
 # --------------------------------------------------------------------------- 8: certificates
 
-# The certificate served, what the client changes, the kind of failure and
+# The certificate served, the name the client checks (None: the address), the kind of failure and
 # OpenSSL's verify code (X509_V_ERR_*: part of its API, the same in every
 # version, unlike the message text).
 CERT_CASES = {
     # The leaf alone, from a CA the client does not know...
-    "unknown-ca": ("unknown_ca", {}, "unknown CA", 20),  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    "unknown-ca": ("unknown_ca", None, "unknown CA", 20),  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     # ...and with that CA's certificate sent along.
-    "unknown-ca-chain": ("unknown_ca_chain", {}, "unknown CA", 19),  # SELF_SIGNED_CERT_IN_CHAIN
-    "self-signed": ("self_signed", {}, "self-signed", 18),  # DEPTH_ZERO_SELF_SIGNED_CERT
-    "expired": ("expired", {}, "expired", 10),  # CERT_HAS_EXPIRED
-    "wrong-ip": ("wrong_name", {}, "name mismatch", 64),  # IP_ADDRESS_MISMATCH
-    "wrong-dns-name": ("good", {"server_name": "mail.other.test"},
-                       "name mismatch", 62),  # HOSTNAME_MISMATCH
+    "unknown-ca-chain": ("unknown_ca_chain", None, "unknown CA", 19),  # SELF_SIGNED_CERT_IN_CHAIN
+    "self-signed": ("self_signed", None, "self-signed", 18),  # DEPTH_ZERO_SELF_SIGNED_CERT
+    "expired": ("expired", None, "expired", 10),  # CERT_HAS_EXPIRED
+    "wrong-ip": ("wrong_name", None, "name mismatch", 64),  # IP_ADDRESS_MISMATCH
+    "wrong-dns-name": ("good", "mail.other.test", "name mismatch", 62),  # HOSTNAME_MISMATCH
 }
 
 
@@ -357,10 +357,10 @@ def test_verify_kinds_follow_the_code_alone():
 
 @pytest.mark.parametrize("case", list(CERT_CASES))
 def test_bad_certificate_is_refused_and_still_described(start, certs, case):
-    which, changes, kind, code = CERT_CASES[case]
+    which, server_name, kind, code = CERT_CASES[case]
     script = SmtpScript(tls=certs.context(which))
     server = start(script)
-    record = probe(server, trusting(certs, **changes))
+    record = probe(server, trusting(certs, server_name=server_name))
     assert record.status == "tls_error"
     assert record.body.failed_phase == "tls_handshake"
     tls = record.body.tls

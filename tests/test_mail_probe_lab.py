@@ -14,6 +14,7 @@ import statistics
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ MODES = [("smtp", 25, "starttls"), ("smtp", 587, "starttls"), ("smtp", 465, "tls
          ("imap", 143, "starttls"), ("imap", 993, "tls")]
 
 
-def verify_kind(tls: dict) -> str:
+def verify_kind(tls: dict[str, Any]) -> str:
     """The kind of failure in ``tls.verify_error`` (``KIND (verify code N): MESSAGE``)."""
     match = re.match(r"(.+?) \(verify code \w+\): ", tls["verify_error"] or "")
     assert match, tls
@@ -45,7 +46,7 @@ def keywords(capabilities: list[str]) -> set[str]:
 
 
 def probe(lab, node: str, protocol: str, address: str, port: int, *args: str,
-          env: dict[str, str] | None = None) -> dict:
+          env: dict[str, str] | None = None) -> dict[str, Any]:
     host = f"[{address}]" if ":" in address else address
     proc = subprocess.run(
         ["ip", "netns", "exec", lab.ns(node), NETVANTAGE, "measure", protocol,
@@ -54,7 +55,8 @@ def probe(lab, node: str, protocol: str, address: str, port: int, *args: str,
     )
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stdout.splitlines()
-    return json.loads(line)
+    record: dict[str, Any] = json.loads(line)
+    return record
 
 
 @pytest.mark.parametrize("protocol, port, mode", MODES)
