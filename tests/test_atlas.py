@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import csv
 import json
 import statistics
 from datetime import UTC, datetime
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import run_cli
-from netvantage.atlas import (
+from netvantage.importers.atlas import (
     AtlasFormatError,
     atlas_id,
     convert_result,
@@ -99,22 +97,13 @@ def test_real_ping_partial_loss(imported):
 def test_probe_metadata_region_and_coordinates(imported, probes):
     p = probes[27411]
     assert p.country and p.lat is not None and p.lon is not None
-    rows = {row["name"]: row for row in imported.probe_locations()}
-    assert rows["atlas-probe-27411"]["lat"] == p.lat
+    rows = {place.name: place for place in imported.probe_locations()}
+    assert (rows["atlas-probe-27411"].lat, rows["atlas-probe-27411"].lon) == (p.lat, p.lon)
     assert {r.region for r in imported.records if r.agent == "atlas-probe-27411"} == {p.country}
 
 
-def _authors_rows() -> dict[tuple[int, str], list[dict[str, str]]]:
-    rows: dict[tuple[int, str], list[dict[str, str]]] = {}
-    with open(DATA / "trace.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            rows.setdefault((int(row["Probe ID"]), row["Datacenter IP"]), []).append(row)
-    return rows
-
-
-def test_real_traces_match_native_and_authors_table(imported):
+def test_real_traces_match_native(imported):
     traces = {r.id: r for r in imported.records if isinstance(r, TraceRecord)}
-    authors = _authors_rows()
     compared = 0
     for path in TRACES:
         for raw in native(path):
@@ -124,8 +113,9 @@ def test_real_traces_match_native_and_authors_table(imported):
             assert b.flow == {"paris_id": raw["paris_id"]}
             assert r.duration_ms == (raw["endtime"] - raw["timestamp"]) * 1000
             assert len(b.hops) == len(raw["result"])  # the TTL-255 round is the last row
+            # Late replies count too: each gives its address to the packet it answers.
             replies = sum(1 for h in raw["result"] for x in h["result"]
-                          if "from" in x and not x.get("dup") and not x.get("late"))
+                          if "from" in x and not x.get("dup"))
             assert sum(len(h.probes) - sum(p.address is None for p in h.probes)
                        for h in b.hops) == replies
             reached = any(x.get("from") == raw["dst_addr"]
@@ -134,13 +124,13 @@ def test_real_traces_match_native_and_authors_table(imported):
             if reached:
                 assert b.dest_ttl == len(b.hops)  # in these files the destination is last
                 assert b.hops[-1].probes[0].icmp_type == 0  # echo reply
-            for row in authors.get((raw["prb_id"], raw["dst_addr"]), []):
-                assert int(row["Hopcount"]) == len(b.hops)
-                if reached:
-                    latency = ast.literal_eval(row["Latency Avg"])
-                    dest = [p.rtt_ms for p in b.hops[-1].probes if p.rtt_ms is not None]
-                    assert statistics.fmean(dest) == pytest.approx(latency[-1], abs=2e-3)
-                compared += 1
+                dest = [x["rtt"] for x in raw["result"][-1]["result"]
+                        if x.get("from") == raw["dst_addr"] and "rtt" in x and not x.get("dup")]
+                assert b.hops[-1].responders[0].stats.min_ms == min(dest)
+                assert statistics.fmean(
+                    p.rtt_ms for p in b.hops[-1].probes if p.rtt_ms is not None
+                ) == pytest.approx(statistics.fmean(dest), abs=2e-3)
+            compared += 1
     assert compared == 24
 
 
@@ -152,8 +142,13 @@ def test_real_trace_duplicates_late_and_ttl255(imported):
     assert [p.rtt_ms for p in hop5.probes] == [5.629, 5.531, 5.59]
     late = next(r for r in traces if r.agent == "atlas-probe-53411"
                 and r.target == "sa-east-1.ec2.cloudharmony.net")
+    # At TTL 24, {"late": 46, "from": "41.78.188.210"} answers the 46th packet before it:
+    # 23 hops x 3 packets = 69 sent, 69 - 46 = packet 23 (0-based) = TTL 8's third, a "*".
     hop24 = late.body.hops[23]
     assert len(hop24.probes) == 3 and hop24.loss_ratio == 1.0
+    hop8 = late.body.hops[7]
+    assert [p.address for p in hop8.probes] == [None, None, "41.78.188.210"]
+    assert hop8.probes[2].rtt_ms is None and hop8.probes[2].icmp_type == 11
     jump = next(r for r in traces if r.agent == "atlas-probe-54617"
                 and r.target == "af-south-1.ec2.cloudharmony.net")
     assert jump.body.max_ttl == 255 and jump.body.reached
@@ -161,7 +156,8 @@ def test_real_trace_duplicates_late_and_ttl255(imported):
     note = "traceroute: final TTL-255 round stored as the hop after the last probed TTL"
     assert imported.report.notes[note] > 0
     assert imported.report.notes["traceroute: duplicate replies (skipped)"] == 3
-    assert imported.report.notes["traceroute: late replies (skipped)"] == 1
+    kept = "traceroute: late replies kept (address given to the packet they answer, no RTT)"
+    assert imported.report.notes[kept] == 1
 
 
 # ----------------------------------------------------------------------------- corners

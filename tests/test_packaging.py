@@ -40,7 +40,6 @@ ROOMS: list[tuple[str, frozenset[str]]] = [
     ("analysis/", frozenset({"analysis"})),
     ("report/", frozenset({"analysis"})),
     ("importers/", frozenset({"analysis"})),
-    ("atlas.py", frozenset({"analysis"})),
     ("annotate.py", frozenset({"analysis"})),
     ("lab/", frozenset({"lab"})),
     ("campaign.py", frozenset({"lab"})),

@@ -12,7 +12,8 @@ keep it so); the ones that are also a ``ValueError`` stay catchable as one::
     ├── PrivilegeError     the OS refuses the socket a measurement needs
     ├── ProtocolError      measure.proto: a mail server broke its protocol
     ├── CertError          measure.certs: bytes that are no readable certificate (also ValueError)
-    ├── AtlasFormatError   atlas: a RIPE Atlas result that cannot be imported (also ValueError)
+    ├── ImportFormatError  importers.io: input that cannot be imported (also ValueError)
+    │   └── AtlasFormatError  importers.atlas: a RIPE Atlas result
     ├── PlanError          agent.plan: a measurement plan with mistakes
     ├── SpoolError         agent.spool: the agent's spool file cannot be used
     ├── StoreError         collector.store: the store refuses an operation

@@ -1,8 +1,9 @@
 """The ``netvantage`` command: a thin shell that parses arguments and calls the library.
 
 One module per command group (``measure``, ``lab``, ``agent``, ``collector`` with
-``export``, ``analysis`` with ``analyse`` and ``report``, ``records`` with
-``import``, ``annotate`` and ``schema``, ``demo``); ``_common`` holds what they share.
+``export``, ``analysis`` with ``analyse`` and ``report``, ``imports`` with
+``import``, ``records`` with ``annotate`` and ``schema``, ``demo``); ``_common``
+holds what they share.
 Text meant for people is formatted by the library module that owns the data
 (``measure.text``, ``Analysis.to_text``, ``LabStatus.describe``, ``Plan.describe``).
 
@@ -29,9 +30,10 @@ from .agent import agent
 from .analysis import analyse_cmd, report_cmd
 from .collector import collector, export_cmd
 from .demo import demo_cmd
+from .imports import import_
 from .lab import lab
 from .measure import measure
-from .records import annotate_cmd, import_, schema_cmd
+from .records import annotate_cmd, schema_cmd
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PRIVILEGE", "EXIT_USAGE", "cli", "main"]
 

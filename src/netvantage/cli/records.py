@@ -1,4 +1,4 @@
-"""Commands over record files: ``import atlas``, ``annotate`` and ``schema``."""
+"""Commands over record files: ``annotate`` and ``schema`` (imports: :mod:`.imports`)."""
 
 from __future__ import annotations
 
@@ -9,55 +9,7 @@ import click
 
 from ._common import CONTEXT, EXIT_USAGE, die
 
-__all__ = ["annotate_cmd", "import_", "schema_cmd"]
-
-
-@click.group("import", context_settings=CONTEXT, epilog="""\b
-Example:
-  netvantage import atlas results.json --probes probes.json --targets dcs.csv -o atlas.jsonl""")
-def import_() -> None:
-    """Turn other platforms' measurements into netvantage records."""
-
-
-@import_.command("atlas", context_settings=CONTEXT, epilog="""\b
-Examples:
-  netvantage import atlas ping.json trace_*.json -o atlas.jsonl
-  netvantage import atlas results.jsonl --probes probes.json --targets dcs.toml -o atlas.jsonl
-  netvantage import atlas trace.json --keep-raw -o atlas.jsonl   # + atlas.raw.jsonl
-\b
-FILE: RIPE Atlas ping or traceroute results (JSON Lines, a JSON array or one object).
-PROBES: an Atlas probe list (API JSON); region = the probe's country code.
-TARGETS: CSV or TOML of name, address[, location]; a result whose dst_addr is listed gets
-that name as target, others keep dst_name. Record ids are derived from msm_id, prb_id,
-timestamp and type: importing the same results again gives the same ids.
-The summary (read, imported, refused and why) goes to stderr.""")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--probes", "probe_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Atlas probe metadata JSON (repeatable).")
-@click.option("--targets", "targets_file", type=click.Path(exists=True, dir_okay=False,
-                                                            path_type=Path),
-              help="Data-centre list (CSV or TOML: name, address[, location]).")
-@click.option("--keep-raw", is_flag=True,
-              help="Also write each Atlas original to OUT.raw.jsonl ({id, raw} lines).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output JSON Lines file.")
-def import_atlas_cmd(files: tuple[Path, ...], probe_files: tuple[Path, ...],
-                     targets_file: Path | None, keep_raw: bool, output: Path) -> None:
-    """Import RIPE Atlas ping and traceroute results as records (source "atlas")."""
-    from ..atlas import import_atlas, load_probes, load_targets, write_import
-
-    try:
-        probes = load_probes(probe_files) if probe_files else None
-        targets = load_targets(targets_file) if targets_file is not None else None
-    except (OSError, ValueError) as exc:
-        die(str(exc), EXIT_USAGE)
-    result = import_atlas(files, probes=probes, targets=targets, keep_raw=keep_raw)
-    n, side = write_import(result, output)
-    click.echo(f"netvantage: atlas import: {result.report.summary()}", err=True)
-    click.echo(f"netvantage: wrote {n} record(s) to {output}"
-               + (f" and the originals to {side}" if side else ""), err=True)
+__all__ = ["annotate_cmd", "schema_cmd"]
 
 
 @click.command("annotate", context_settings=CONTEXT, epilog="""\b

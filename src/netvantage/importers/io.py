@@ -334,7 +334,19 @@ def iter_json(text: TextIO) -> Iterator[JsonValue]:
         first, number = tail
     else:
         first = ch + text.readline()
+        if ch == "{" and not _is_json(first):
+            # Not JSON Lines: one object (or several) over many lines, pretty-printed.
+            yield from _iter_array(first, text, number, array=False)
+            return
     yield from _iter_lines(first, text, number)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _iter_lines(first: str, text: TextIO | _Chain, number: int) -> Iterator[JsonValue]:
@@ -361,15 +373,17 @@ def _values_of_line(body: str, number: int) -> Iterator[JsonValue]:
         yield JsonValue(number, value)
 
 
-def _iter_array(first: str, text: TextIO,
-                line: int) -> Generator[JsonValue, None, tuple[str, int] | None]:
+def _iter_array(first: str, text: TextIO, line: int, *,
+                array: bool = True) -> Generator[JsonValue, None, tuple[str, int] | None]:
     """Elements of an array that starts in ``first``, reading more of ``text`` as needed.
+
+    With ``array=False``: the JSON values in a row that start in ``first``, till the end.
 
     Returns the text after the closing bracket and its line number when JSON
     follows (JSON Lines whose lines are arrays), else None.
     """
     buf = first
-    pos = buf.index("[") + 1
+    pos = buf.index("[") + 1 if array else 0
     eof = False
 
     def more() -> bool:
@@ -390,10 +404,12 @@ def _iter_array(first: str, text: TextIO,
         if pos >= len(buf):
             if more():
                 continue
+            if not array:
+                return None
             yield JsonValue(line + buf.count("\n", 0, pos),
                             problem="not JSON: the array is not closed (truncated file?)")
             return None
-        if buf[pos] == "]":
+        if array and buf[pos] == "]":
             pos += 1
             while not buf[pos:].strip() and more():
                 pass

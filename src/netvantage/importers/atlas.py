@@ -85,6 +85,7 @@ import io
 import ipaddress
 import json
 import math
+import statistics
 import tomllib
 import uuid
 from collections import Counter
@@ -94,11 +95,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import NetvantageError, SchemaError
-from .results import (
+from ..errors import SchemaError
+from ..results import (
     Hop,
     PingBody,
     PingRecord,
+    RttSummary,
     Status,
     TraceBody,
     TraceProbe,
@@ -107,18 +109,21 @@ from .results import (
     encode_record,
     write_jsonl,
 )
+from .io import ImportFormatError, ImportReport, display_name, iter_json, open_text
+from .places import CityReader, Place, from_address
 
 __all__ = [
     "ATLAS_NAMESPACE",
     "AtlasFormatError",
     "AtlasImport",
+    "AtlasImporter",
     "AtlasProbe",
     "DataCentre",
     "ImportReport",
+    "RegionBy",
     "atlas_id",
     "convert_result",
     "import_atlas",
-    "iter_json_values",
     "load_probes",
     "load_targets",
     "raw_path",
@@ -131,13 +136,8 @@ ATLAS_NAMESPACE = uuid.UUID("5b0c7a8e-2f3d-4c61-9a57-0d6f3e1b8a42")
 _SOURCE = "atlas"
 
 
-class AtlasFormatError(NetvantageError, ValueError):
+class AtlasFormatError(ImportFormatError):
     """A result that cannot be imported.  ``reason`` is short and stable (it is counted)."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -153,6 +153,10 @@ class AtlasProbe:
     lon: float | None = None
     asn_v4: int | None = None
     asn_v6: int | None = None
+    #: Where the place comes from: ``"metadata"`` (the probe list) or ``"geo-db"``
+    #: (the probe's address in a city database, ``--geo-db``).
+    source: str = "metadata"
+    city: str | None = None
 
     @property
     def agent(self) -> str:
@@ -194,47 +198,125 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+_ID_KEYS = ("id", "prb_id", "probe_id", "probe")
+_CC_KEYS = ("country_code", "country", "cc", "country_code_alpha2")
+_LAT_KEYS = ("latitude", "lat")
+_LON_KEYS = ("longitude", "lon", "long", "lng")
+_ASN4_KEYS = ("asn_v4", "asn4", "asn")
+_ASN6_KEYS = ("asn_v6", "asn6")
+_LISTS = ("objects", "results", "probes", "features", "data")
+
+
+def _first(obj: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        value = obj.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
 def _probe_objects(data: Any) -> Iterator[Mapping[str, Any]]:
+    """Probe objects in any of the shapes Atlas gives them (see :func:`load_probes`)."""
     if isinstance(data, list):
         for item in data:
             yield from _probe_objects(item)
     elif isinstance(data, dict):
-        for key in ("objects", "results"):  # API v1-style listing / API v2 page
+        for key in _LISTS:  # API listing pages, archive dumps, GeoJSON collections
             if isinstance(data.get(key), list):
                 yield from _probe_objects(data[key])
                 return
-        if "id" in data:
+        nested = data.get("probe")
+        if isinstance(nested, dict):  # {"probe": {...}}: a result's or a wrapper's probe
+            yield {**{k: v for k, v in data.items() if k != "probe"}, **nested}
+        elif isinstance(data.get("properties"), dict):  # a GeoJSON Feature
+            yield {**data["properties"], "geometry": data.get("geometry")}
+        elif any(key in data for key in _ID_KEYS):
             yield data
 
 
-def load_probes(paths: Iterable[str | Path]) -> dict[int, AtlasProbe]:
-    """Read Atlas probe lists (API JSON: ``{"objects": [...]}``, ``{"results": [...]}``,
-    a list of probe objects or one object; JSON Lines also works).
+def _probe_of(obj: Mapping[str, Any], where: str) -> AtlasProbe:
+    pid = _int_or_none(_first(obj, _ID_KEYS))
+    if pid is None or pid < 0:
+        raise AtlasFormatError("probe metadata without a probe id", repr(dict(obj))[:80],
+                               where=where)
+    lat = _float_or_none(_first(obj, _LAT_KEYS))
+    lon = _float_or_none(_first(obj, _LON_KEYS))
+    geometry = obj.get("geometry")
+    if isinstance(geometry, dict):  # GeoJSON: longitude first
+        coords = geometry.get("coordinates")
+        if isinstance(coords, list) and len(coords) >= 2:
+            lon, lat = _float_or_none(coords[0]), _float_or_none(coords[1])
+    if (lat is None) != (lon is None) or (lat is not None and lon is not None and not (
+            -90 <= lat <= 90 and -180 <= lon <= 180)):
+        raise AtlasFormatError("probe metadata with bad coordinates",
+                               f"probe {pid}: {lat!r}/{lon!r}", where=where)
+    cc = _first(obj, _CC_KEYS)
+    return AtlasProbe(id=pid, country=cc.strip().upper() if isinstance(cc, str) and cc.strip()
+                      else None, lat=lat, lon=lon, asn_v4=_int_or_none(_first(obj, _ASN4_KEYS)),
+                      asn_v6=_int_or_none(_first(obj, _ASN6_KEYS)), source="metadata")
 
-    Coordinates are taken from ``geometry.coordinates`` (GeoJSON, longitude
-    first) or from ``latitude``/``longitude``.
+
+def _probes_from_csv(lines: Iterable[str], name: str) -> Iterator[AtlasProbe]:
+    reader = csv.DictReader(lines)
+    fields = {(f or "").strip().lower().replace(" ", "_") for f in reader.fieldnames or []}
+    if not fields & set(_ID_KEYS):
+        raise AtlasFormatError("probe CSV without an id column",
+                               f"columns: {', '.join(sorted(fields))}; need id (or prb_id), "
+                               "and country_code/country, latitude/lat, longitude/lon/long",
+                               where=f"{name}:1")
+    for row in reader:
+        clean = {(k or "").strip().lower().replace(" ", "_"): (v.strip() if isinstance(v, str)
+                                                              else v)
+                 for k, v in row.items()}
+        if not any(clean.values()):
+            continue
+        yield _probe_of(clean, f"{name}:{reader.line_num}")
+
+
+def load_probes(paths: Iterable[str | Path]) -> dict[int, AtlasProbe]:
+    """Read Atlas probe metadata; raises :class:`AtlasFormatError` (with its line) if unreadable.
+
+    Accepted, compressed or not (gzip, bzip2, xz): the REST API's probe list
+    (``{"results": [...]}`` pages, v1 ``{"objects": [...]}``), the probe archive
+    dumps (``{"objects": [...]}`` per day), a JSON array or JSON Lines of probe
+    objects, objects nested as ``{"probe": {...}}``, GeoJSON features, and CSV
+    with a header naming ``id`` (or ``prb_id``/``probe_id``), ``country_code``
+    (or ``country``/``cc``), ``latitude``/``lat`` and ``longitude``/``lon``/``long``.
+    Coordinates come from ``geometry.coordinates`` (GeoJSON: longitude first),
+    else from the latitude and longitude keys.  A file that holds no probe is an
+    error too: an import that silently reads 0 probes leaves every region empty.
     """
     probes: dict[int, AtlasProbe] = {}
     for path in paths:
-        text = Path(path).read_text(encoding="utf-8")
-        values, _bad = _parse_values(text)
-        for value in values:
-            for obj in _probe_objects(value):
-                pid = _int_or_none(obj.get("id"))
-                if pid is None:
-                    continue
-                lat, lon = _float_or_none(obj.get("latitude")), _float_or_none(obj.get("longitude"))
-                geometry = obj.get("geometry")
-                if isinstance(geometry, dict):
-                    coords = geometry.get("coordinates")
-                    if isinstance(coords, list) and len(coords) >= 2:
-                        lon, lat = _float_or_none(coords[0]), _float_or_none(coords[1])
-                cc = obj.get("country_code")
-                probes[pid] = AtlasProbe(
-                    id=pid, country=cc.upper() if isinstance(cc, str) and cc else None,
-                    lat=lat, lon=lon, asn_v4=_int_or_none(obj.get("asn_v4")),
-                    asn_v6=_int_or_none(obj.get("asn_v6")))
+        name = display_name(path)
+        before = len(probes)
+        with open_text(path) as text:
+            head = text.read(1)
+            while head and head.isspace():
+                head = text.read(1)
+            if head in ("{", "["):
+                rest = text.read()  # probe lists are small (the whole network: ~40k probes)
+                for item in iter_json(io.StringIO(head + rest)):
+                    if item.problem is not None:
+                        raise AtlasFormatError("probe metadata is not JSON", item.problem,
+                                               where=f"{name}:{item.line}")
+                    for obj in _probe_objects(item.value):
+                        probe = _probe_of(obj, f"{name}:{item.line}")
+                        probes[probe.id] = probe
+            elif head:
+                for probe in _probes_from_csv(_lines_with(head, text), name):
+                    probes[probe.id] = probe
+        if len(probes) == before:
+            raise AtlasFormatError(
+                "no probe found in the probe metadata",
+                "expected Atlas probe objects (API list, objects/results wrappers, archive "
+                "dump, GeoJSON) or CSV with an id column", where=name)
     return probes
+
+
+def _lines_with(head: str, text: Any) -> Iterator[str]:
+    yield head + text.readline()
+    yield from text
 
 
 _NAME_KEYS = ("name", "datacenter", "datacentre", "data_centre", "data_center", "host", "target")
@@ -299,111 +381,6 @@ def load_targets(path: str | Path) -> dict[str, DataCentre]:
     return targets
 
 
-# ----------------------------------------------------------------------------- report
-
-
-@dataclass
-class ImportReport:
-    """What an import read, imported and refused (with reasons), and what it noticed."""
-
-    read: int = 0
-    imported: int = 0
-    duplicates: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    notes: Counter[str] = field(default_factory=Counter)
-    by_kind: Counter[str] = field(default_factory=Counter)
-    #: First place each refusal reason was seen: ``file:item``, and the detail.
-    examples: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def refused_total(self) -> int:
-        return sum(self.refused.values())
-
-    def refuse(self, reason: str, where: str, detail: str | None = None) -> None:
-        self.refused[reason] += 1
-        if reason not in self.examples:
-            self.examples[reason] = where + (f" ({detail})" if detail else "")
-
-    def summary(self) -> str:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.by_kind.items()))
-        lines = [f"read {self.read}, imported {self.imported}"
-                 + (f" ({kinds})" if kinds else "")
-                 + f", refused {self.refused_total}"
-                 + (f", skipped {self.duplicates} duplicate(s)" if self.duplicates else "")]
-        for reason, n in self.refused.most_common():
-            lines.append(f"  refused {n}: {reason} (first: {self.examples.get(reason, '?')})")
-        for note, n in sorted(self.notes.items()):
-            lines.append(f"  note {n}: {note}")
-        return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- input
-
-
-def _iter_array(text: str, start: int) -> Iterator[Any]:
-    """The elements of a JSON array one by one, so a truncated tail spoils only itself."""
-    decoder = json.JSONDecoder()
-    pos, end = start + 1, len(text)
-    while True:
-        while pos < end and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= end:
-            raise AtlasFormatError("malformed JSON", "array not closed (truncated file?)")
-        if text[pos] == "]":
-            return
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise AtlasFormatError("malformed JSON", f"in array: {exc.msg}") from None
-        yield value
-
-
-def _parse_values(text: str) -> tuple[list[Any], list[tuple[int, str]]]:
-    """JSON values in ``text`` and the (item number, detail) of the malformed ones."""
-    values: list[Any] = []
-    bad: list[tuple[int, str]] = []
-    stripped = text.lstrip()
-    if not stripped:
-        return values, bad
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    else:
-        return (list(whole) if isinstance(whole, list) else [whole]), bad
-    if stripped.startswith("[") and "\n" in stripped and not stripped.rstrip().endswith("]"):
-        # A (pretty-printed) array cut short: keep the complete elements.
-        try:
-            for value in _iter_array(stripped, 0):
-                values.append(value)
-        except AtlasFormatError as exc:
-            bad.append((len(values) + 1, exc.detail or exc.reason))
-        return values, bad
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append((number, exc.msg))
-            continue
-        if isinstance(value, list):
-            values.extend(value)
-        else:
-            values.append(value)
-    return values, bad
-
-
-def iter_json_values(text: str) -> Iterator[tuple[Any, str | None]]:
-    """Each JSON value in ``text`` (JSON Lines, one array or one object) as
-    ``(value, None)``, or ``(None, detail)`` for a malformed line."""
-    values, bad = _parse_values(text)
-    for value in values:
-        yield value, None
-    for number, detail in bad:
-        yield None, f"item {number}: {detail}"
-
-
 # ----------------------------------------------------------------------------- conversion
 
 
@@ -463,10 +440,42 @@ class _Envelope:
     address: str | None
     started_at: datetime
     prb_id: int
+    #: Replies refused inside a kept result (reason, detail): counted by the import.
+    refused: list[tuple[str, str | None]] = field(default_factory=list)
 
 
-def _envelope(obj: Mapping[str, Any], kind: str, probes: Mapping[int, AtlasProbe],
-              targets: Mapping[str, DataCentre], notes: Counter[str]) -> _Envelope:
+RegionBy = Literal["country", "probe"]
+
+
+@dataclass
+class _Context:
+    probes: Mapping[int, AtlasProbe]
+    targets: Mapping[str, DataCentre]
+    geo: CityReader | None = None
+    region_by: RegionBy = "country"
+    #: Probes placed from their address (``geo``), and those that could not be.
+    located: dict[int, AtlasProbe | None] = field(default_factory=dict)
+
+    def probe(self, prb_id: int, address: Any, notes: Counter[str]) -> AtlasProbe | None:
+        probe = self.probes.get(prb_id)
+        if self.geo is None or (probe is not None and probe.lat is not None):
+            return probe
+        if prb_id not in self.located:
+            place = (from_address(address, self.geo) if isinstance(address, str) and address
+                     else None)
+            self.located[prb_id] = None if place is None else AtlasProbe(
+                id=prb_id, country=place.country or (probe.country if probe else None),
+                lat=place.lat, lon=place.lon, asn_v4=probe.asn_v4 if probe else None,
+                asn_v6=probe.asn_v6 if probe else None, source="geo-db", city=place.city)
+        found = self.located[prb_id]
+        if found is None:
+            notes["probe not placed: its address is not in the --geo-db database"] += 1
+            return probe
+        return found
+
+
+def _envelope(obj: Mapping[str, Any], kind: str, ctx: _Context,
+              notes: Counter[str]) -> _Envelope:
     prb_id = _need_int(obj, "prb_id")
     msm_id = _need_int(obj, "msm_id")
     timestamp = _need_int(obj, "timestamp")
@@ -478,26 +487,70 @@ def _envelope(obj: Mapping[str, Any], kind: str, probes: Mapping[int, AtlasProbe
     name = obj.get("dst_name", obj.get("name"))
     address = address.strip() if isinstance(address, str) and address.strip() else None
     name = name.strip() if isinstance(name, str) and name.strip() else None
-    dc = targets.get(_norm_addr(address)) if address is not None else None
+    dc = ctx.targets.get(_norm_addr(address)) if address is not None else None
     if dc is not None:
         target = dc.name
     elif name is not None or address is not None:
         target = (name or address or "")[:255]
-        if targets:
+        if ctx.targets:
             notes["target not in the data-centre list (dst_name/dst_addr used)"] += 1
     else:
         target = "unknown"
         notes["no dst_name or dst_addr (target 'unknown')"] += 1
-    probe = probes.get(prb_id)
-    if probes and probe is None:
+    probe = ctx.probe(prb_id, obj.get("from"), notes)
+    if (ctx.probes or ctx.geo is not None) and probe is None:
         notes["probe not in the probe metadata (region left empty)"] += 1
-    return _Envelope(id=atlas_id(kind, msm_id, prb_id, timestamp), agent=f"atlas-probe-{prb_id}",
-                     region=probe.country if probe else None, target=target, address=address,
+    agent = f"atlas-probe-{prb_id}"
+    region = agent if ctx.region_by == "probe" else (probe.country if probe else None)
+    return _Envelope(id=atlas_id(kind, msm_id, prb_id, timestamp), agent=agent,
+                     region=region, target=target, address=address,
                      started_at=started, prb_id=prb_id)
+
+
+def _summary_ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRecord:
+    """A ping that carries only Atlas's summary (firmware 1: sent, rcvd, min/avg/max)."""
+
+    def figure(key: str) -> float | None:
+        value = _float_or_none(obj.get(key))
+        return value if value is not None and value >= 0 else None  # -1: no reply
+
+    sent, rcvd = _int_or_none(obj.get("sent")), _int_or_none(obj.get("rcvd"))
+    if (sent is not None and sent < 0) or (rcvd is not None and rcvd < 0):
+        raise AtlasFormatError("ping summary with a negative count", f"{sent}/{rcvd}")
+    if sent is not None and rcvd is not None and rcvd > sent:
+        raise AtlasFormatError("ping summary with more replies than requests",
+                               f"rcvd {rcvd} > sent {sent}")
+    lo, mean, hi = (None, None, None) if rcvd == 0 else (
+        figure("min"), figure("avg"), figure("max"))
+    figures = (lo, mean, hi)
+    summary = RttSummary(samples=rcvd, min_ms=lo, mean_ms=mean, max_ms=hi)
+    dup = _int_or_none(obj.get("dup"))
+    size = _int_or_none(obj.get("size"))
+    body = PingBody.from_summary(
+        summary, sent=sent, received=rcvd, ip_version=_ip_version(obj, env.address),
+        socket="raw" if sent else None, payload_bytes=max(size or 0, 0), interval_s=0.0,
+        timeout_s=0.0, dont_fragment=False, duplicates=max(dup or 0, 0))
+    notes["ping: summary only (old firmware: sent, rcvd, min/avg/max), stored as a summary"] += 1
+    status: Status
+    error: str | None = None
+    if rcvd:
+        status = "ok"
+    elif rcvd == 0 and sent:
+        status, error = "timeout", f"no reply to {sent} echo request(s)"
+    elif rcvd == 0:
+        status, error = "error", "no packet sent"
+    else:
+        status = "ok" if any(v is not None for v in figures) else "error"
+        error = None if status == "ok" else "no reply count and no figures in the summary"
+    return PingRecord(id=env.id, agent=env.agent, region=env.region, target=env.target,
+                      address=env.address, started_at=env.started_at, duration_ms=0.0,
+                      status=status, error=error, source=_SOURCE, body=body)
 
 
 def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRecord:
     entries = obj.get("result")
+    if entries is None and any(k in obj for k in ("rcvd", "avg", "min", "max")):
+        return _summary_ping(obj, env, notes)
     if isinstance(entries, str):  # very old firmware: the result list as a JSON string
         try:
             entries = json.loads(entries)
@@ -536,7 +589,9 @@ def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRe
     if duplicates:
         notes["ping: duplicate replies (counted, not samples)"] += duplicates
     if late:
-        notes["ping: late replies (counted, not samples)"] += late
+        # A late reply answers a packet already written down as lost (no RTT is given):
+        # the packet stays without RTT, the reply is counted here and in the error text.
+        notes["ping: late replies (answered after the timeout: counted, no RTT)"] += late
     version = _ip_version(obj, env.address)
     size = _int_or_none(obj.get("size"))
     body = PingBody.from_samples(
@@ -559,7 +614,8 @@ def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRe
     elif errors:
         status, error = "error", "; ".join(errors)[:2000]
     elif body.sent:
-        status, error = "timeout", f"no reply to {body.sent} echo request(s)"
+        status, error = "timeout", f"no reply to {body.sent} echo request(s)" + (
+            f" in time ({late} late reply(ies) after the timeout)" if late else "")
     else:
         status, error = "error", "no packet sent"
     return PingRecord(id=env.id, agent=env.agent, region=env.region, target=env.target,
@@ -606,6 +662,8 @@ def _trace(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> Trace
     trace_errors: list[str] = []
     final_round: list[TraceProbe] | None = None
     primary_counts: list[int] = []
+    #: Every packet sent, in order: (the hop's probe list, index in it).
+    packets: list[tuple[list[TraceProbe], int]] = []
     for row in rows:
         if not isinstance(row, dict):
             raise AtlasFormatError("traceroute hop is not an object")
@@ -630,14 +688,16 @@ def _trace(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> Trace
             if _flag(reply.get("dup")):
                 notes["traceroute: duplicate replies (skipped)"] += 1
                 continue
-            if _flag(reply.get("late")):
-                notes["traceroute: late replies (skipped)"] += 1
-                continue
+            late = _int_or_none(reply.get("late")) if _flag(reply.get("late")) else None
             if "icmpext" in reply:
                 notes["traceroute: replies with ICMP extensions (ignored)"] += 1
             if "from" not in reply:
                 if "x" in reply or "error" in reply:
+                    if late is not None:
+                        notes["traceroute: late entries without an address (skipped)"] += 1
+                        continue
                     probes.append(TraceProbe())
+                    packets.append((probes, len(probes) - 1))
                     if "error" in reply:
                         hop_errors.setdefault(ttl, str(reply["error"]))
                     continue
@@ -646,7 +706,17 @@ def _trace(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> Trace
             source = reply.get("from")
             if not isinstance(source, str) or not source:
                 raise AtlasFormatError("traceroute reply with bad 'from'", repr(source))
-            rtt = _rtt(reply["rtt"]) if "rtt" in reply else None
+            edst = reply.get("edst")
+            if isinstance(edst, str) and dst is not None and _norm_addr(edst) != dst:
+                # The ICMP quotes a packet sent to another address: it answers another
+                # measurement's packet, not ours, so our packet stays unanswered.
+                env.refused.append(("traceroute reply for another destination (edst is not "
+                                    "dst_addr)", f"TTL {ttl}: from {source}, edst {edst}"))
+                if late is None:
+                    probes.append(TraceProbe())
+                    packets.append((probes, len(probes) - 1))
+                continue
+            rtt = _rtt(reply["rtt"]) if "rtt" in reply and late is None else None
             from_dst = dst is not None and _norm_addr(source) == dst
             icmp_type: int | None
             icmp_code: int | None
@@ -664,10 +734,25 @@ def _trace(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> Trace
             else:
                 icmp_type, icmp_code = _TIME_EXCEEDED[version], 0
             reply_ttl = _int_or_none(reply.get("ttl"))
-            probes.append(TraceProbe(
+            probe = TraceProbe(
                 address=source, rtt_ms=None if rtt is None else round(rtt, 3),
                 icmp_type=icmp_type, icmp_code=icmp_code, tcp_flags=tcp_flags,
-                reply_ttl=reply_ttl if reply_ttl is not None and reply_ttl >= 0 else None))
+                reply_ttl=reply_ttl if reply_ttl is not None and reply_ttl >= 0 else None)
+            if late is None:
+                probes.append(probe)
+                packets.append((probes, len(probes) - 1))
+                continue
+            # "late": N means the reply answers the packet sent N packets before this
+            # point (Atlas gives no RTT for it).  That packet is found by counting the
+            # packets sent, over every TTL; it gets the responder's address, no RTT.
+            index = len(packets) - late
+            slot = packets[index] if 0 <= index < len(packets) else None
+            if slot is not None and slot[0][slot[1]].address is None:
+                slot[0][slot[1]] = probe
+                notes["traceroute: late replies kept (address given to the packet they "
+                      "answer, no RTT)"] += 1
+            else:
+                notes["traceroute: late replies whose packet cannot be found (skipped)"] += 1
         primary_counts.append(len(probes))
         if ttl == 255 and by_ttl and max(by_ttl) < 254:
             final_round = probes
@@ -737,20 +822,17 @@ def _trace(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> Trace
 _KINDS = {"ping": "ping", "traceroute": "trace"}
 
 
-def convert_result(obj: Any, *, probes: Mapping[int, AtlasProbe] | None = None,
-                   targets: Mapping[str, DataCentre] | None = None,
-                   notes: Counter[str] | None = None) -> PingRecord | TraceRecord:
-    """One Atlas result (a decoded JSON object) as a record; raises :class:`AtlasFormatError`."""
+def _convert(obj: Any, ctx: _Context, local: Counter[str],
+             ) -> tuple[PingRecord | TraceRecord, bytes, _Envelope]:
     if not isinstance(obj, dict):
         raise AtlasFormatError("not a JSON object", type(obj).__name__)
     kind = obj.get("type")
     if kind is None:
         raise AtlasFormatError("no 'type' field")
     if kind not in _KINDS:
-        raise AtlasFormatError(f"unsupported type {str(kind)[:40]!r}")
-    notes = Counter() if notes is None else notes
-    local: Counter[str] = Counter()
-    env = _envelope(obj, _KINDS[kind], probes or {}, targets or {}, local)
+        raise AtlasFormatError(f"unsupported type {str(kind)[:40]!r}",
+                               "only ping and traceroute results can be imported")
+    env = _envelope(obj, _KINDS[kind], ctx, local)
     try:
         record: PingRecord | TraceRecord = (
             _ping(obj, env, local) if kind == "ping" else _trace(obj, env, local))
@@ -758,10 +840,30 @@ def convert_result(obj: Any, *, probes: Mapping[int, AtlasProbe] | None = None,
         raise
     except (ValueError, TypeError, KeyError) as exc:  # the schema's own checks
         raise AtlasFormatError("fails the record schema", str(exc)[:200]) from None
+    data = encode_record(record)
     try:  # constructors check the invariants, decoding also checks ranges and lengths
-        decode_record(encode_record(record))
+        decode_record(data)
     except SchemaError as exc:
         raise AtlasFormatError("fails the record schema", str(exc)[:200]) from None
+    return record, data, env
+
+
+def convert_result(obj: Any, *, probes: Mapping[int, AtlasProbe] | None = None,
+                   targets: Mapping[str, DataCentre] | None = None,
+                   notes: Counter[str] | None = None,
+                   geo: CityReader | None = None,
+                   region_by: RegionBy = "country") -> PingRecord | TraceRecord:
+    """One Atlas result (a decoded JSON object) as a record; raises :class:`AtlasFormatError`.
+
+    Replies refused inside a kept result (``edst`` not ``dst_addr``) are counted
+    in ``notes`` here; :class:`AtlasImporter` counts them as refusals.
+    """
+    notes = Counter() if notes is None else notes
+    local: Counter[str] = Counter()
+    ctx = _Context(probes or {}, targets or {}, geo, region_by)
+    record, _data, env = _convert(obj, ctx, local)
+    for reason, _detail in env.refused:
+        local[f"refused: {reason}"] += 1
     notes.update(local)  # only for results that are imported
     return record
 
@@ -779,52 +881,120 @@ class AtlasImport:
     probes: dict[int, AtlasProbe] = field(default_factory=dict)
     targets: dict[str, DataCentre] = field(default_factory=dict)
 
-    def probe_locations(self) -> list[dict[str, Any]]:
-        """One row per imported probe with metadata: name (the agent), country, lat, lon."""
+    def probe_locations(self) -> list[Place]:
+        """The place of every imported probe that has coordinates (one row per probe)."""
         seen = sorted({int(r.agent.rsplit("-", 1)[1]) for r in self.records})
-        return [{"name": p.agent, "role": "probe", "country": p.country, "lat": p.lat,
-                 "lon": p.lon} for pid in seen if (p := self.probes.get(pid)) is not None]
+        return [_place(p, "probe") for pid in seen
+                if (p := self.probes.get(pid)) is not None and p.lat is not None]
+
+
+def _place(probe: AtlasProbe, region_by: RegionBy) -> Place:
+    name = probe.agent if region_by == "probe" else (probe.country or probe.agent)
+    return Place(name=name, country=probe.country, city=probe.city, lat=probe.lat,
+                 lon=probe.lon, continent=None, source=f"atlas probe ({probe.source})",
+                 role="region")
+
+
+class AtlasImporter:
+    """A streamed import: results are converted one by one as the files are read.
+
+    :meth:`records` yields each kept record (with its encoded JSON line and, for
+    ``keep_raw``, the Atlas original) while :attr:`report` counts what was read,
+    kept, refused (by reason, per file) and noticed.  Memory does not grow with
+    the files, except for the ids seen (duplicates are skipped): 16 bytes of
+    UUID and the set's overhead per kept result, about 70 MB per million.
+    """
+
+    def __init__(self, *, probes: Mapping[int, AtlasProbe] | None = None,
+                 targets: Mapping[str, DataCentre] | None = None,
+                 geo: CityReader | None = None, region_by: RegionBy = "country") -> None:
+        self.report = ImportReport(source="atlas")
+        self._ctx = _Context(probes or {}, targets or {}, geo, region_by)
+        self._seen: set[bytes] = set()
+        self._used: set[int] = set()
+
+    def records(self, sources: Iterable[str | Path], *, keep_raw: bool = False,
+                ) -> Iterator[tuple[PingRecord | TraceRecord, bytes, Any]]:
+        """``(record, its JSON line without newline, the original or None)`` per kept result."""
+        report = self.report
+        notes = report.notes
+        for source in sources:
+            name = display_name(source)
+            tally = report.file(name)
+            try:
+                with open_text(source) as text:
+                    for item in iter_json(text):
+                        tally.read += 1
+                        if item.problem is not None:
+                            report.refuse("malformed JSON", f"{name}:{item.line}",
+                                          item.problem, file=name)
+                            continue
+                        local: Counter[str] = Counter()
+                        try:
+                            record, data, env = _convert(item.value, self._ctx, local)
+                        except AtlasFormatError as exc:
+                            report.refuse(exc.reason, f"{name}:{item.line}", exc.detail,
+                                          file=name)
+                            continue
+                        key = uuid.UUID(record.id).bytes
+                        if key in self._seen:
+                            tally.duplicates += 1
+                            continue
+                        self._seen.add(key)
+                        self._used.add(env.prb_id)
+                        for reason, detail in env.refused:
+                            report.refuse(reason, f"{name}:{item.line}", detail, file=name)
+                        notes.update(local)
+                        report.keep(name, record.kind)
+                        yield record, data, (item.value if keep_raw else None)
+            except ImportFormatError as exc:  # unreadable from some point on: say where
+                report.fail(name, exc)
+
+    def probes(self) -> dict[int, AtlasProbe]:
+        """Every probe of a kept result whose place is known (metadata or ``--geo-db``)."""
+        out: dict[int, AtlasProbe] = {}
+        for pid in sorted(self._used):
+            probe = self._ctx.probe(pid, None, Counter()) if pid in self._ctx.located or (
+                pid in self._ctx.probes) else None
+            if probe is not None:
+                out[pid] = probe
+        return out
+
+    def places(self) -> list[Place]:
+        """Locations rows for the regions of the kept records.
+
+        ``region_by="probe"``: one row per probe at its coordinates.
+        ``"country"``: one row per country at the median position of its probes
+        (the analysis knows one place per region label).
+        """
+        probes = [p for p in self.probes().values() if p.lat is not None and p.lon is not None]
+        if self._ctx.region_by == "probe":
+            return [_place(p, "probe") for p in probes]
+        by_country: dict[str, list[AtlasProbe]] = {}
+        for p in probes:
+            if p.country:
+                by_country.setdefault(p.country, []).append(p)
+        return [Place(name=cc, country=cc, lat=statistics.median(p.lat or 0.0 for p in ps),
+                      lon=statistics.median(p.lon or 0.0 for p in ps),
+                      source=f"median of {len(ps)} Atlas probe(s)", role="region")
+                for cc, ps in sorted(by_country.items())]
 
 
 def import_atlas(sources: Iterable[str | Path], *,
                  probes: Mapping[int, AtlasProbe] | None = None,
                  targets: Mapping[str, DataCentre] | None = None,
-                 keep_raw: bool = False) -> AtlasImport:
-    """Read Atlas result files (JSON Lines, a JSON array or one object each)."""
-    report = ImportReport()
+                 keep_raw: bool = False, geo: CityReader | None = None,
+                 region_by: RegionBy = "country") -> AtlasImport:
+    """Read Atlas result files into memory (the command streams: :class:`AtlasImporter`)."""
+    importer = AtlasImporter(probes=probes, targets=targets, geo=geo, region_by=region_by)
     records: list[PingRecord | TraceRecord] = []
     raw: dict[str, Any] = {}
-    seen: set[str] = set()
-    for source in sources:
-        name = str(source)
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            report.read += 1
-            report.refuse("file is not UTF-8 text", name, str(exc)[:80])
-            continue
-        for number, (value, problem) in enumerate(iter_json_values(text), start=1):
-            report.read += 1
-            where = f"{name}:{number}"
-            if problem is not None:
-                report.refuse("malformed JSON", f"{name} {problem}")
-                continue
-            try:
-                record = convert_result(value, probes=probes, targets=targets,
-                                        notes=report.notes)
-            except AtlasFormatError as exc:
-                report.refuse(exc.reason, where, exc.detail)
-                continue
-            if record.id in seen:
-                report.duplicates += 1
-                continue
-            seen.add(record.id)
-            records.append(record)
-            report.imported += 1
-            report.by_kind[record.kind] += 1
-            if keep_raw:
-                raw[record.id] = value
-    return AtlasImport(records=records, report=report, raw=raw, probes=dict(probes or {}),
+    for record, _data, original in importer.records(sources, keep_raw=keep_raw):
+        records.append(record)
+        if keep_raw:
+            raw[record.id] = original
+    return AtlasImport(records=records, report=importer.report, raw=raw,
+                       probes={**dict(probes or {}), **importer.probes()},
                        targets=dict(targets or {}))
 
 
