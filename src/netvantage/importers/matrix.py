@@ -91,6 +91,7 @@ key per record (to refuse duplicates) and one entry per distinct place.
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import math
 import os
@@ -106,8 +107,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
+import msgspec
+
 from ..files import replaced_whole
-from ..results import PingBody, PingRecord, RttSummary, encode_record
+from ..results import PingBody, PingRecord, RttStats, RttSummary, encode_record
 from .io import ImportFormatError, ImportReport, display_name, open_binary, open_text
 from .places import Place, from_city, from_coordinates, from_country, from_iata, write_locations
 
@@ -183,8 +186,8 @@ def parse_stat(text: str) -> str:
     if key in _STAT_ALIASES:
         return _STAT_ALIASES[key]
     m = _PERCENTILE.fullmatch(key)
-    if m and 0 < float(m.group(1)) < 100:
-        return "median" if float(m.group(1)) == 50 else key
+    if m and 0 < (percent := float(m.group(1))) < 100:
+        return "median" if percent == 50 else f"p{percent:g}"
     raise ValueError(f"unknown statistic {text!r}: give min, mean (avg), median (p50), max, "
                      "stdev, mdev or a percentile such as p90")
 
@@ -451,7 +454,7 @@ def _is_parquet(path: Path) -> bool:
         return fh.read(4) == _PARQUET_MAGIC
 
 
-Row: TypeAlias = tuple[str, Sequence[Any]]  # (where, cells)
+Row: TypeAlias = tuple[int, Sequence[Any]]  # (line or row number, cells)
 
 
 def _csv_rows(fh: IO[str], spec: MatrixSpec, said: list[str]) -> tuple[list[str], Iterator[Row]]:
@@ -473,8 +476,8 @@ def _csv_rows(fh: IO[str], spec: MatrixSpec, said: list[str]) -> tuple[list[str]
 
     def rows() -> Iterator[Row]:
         for cells in reader:
-            if cells and any(c.strip() for c in cells):
-                yield f"line {reader.line_num}", cells
+            if cells and (len(cells) > 1 or cells[0].strip()):  # blank lines are no rows
+                yield reader.line_num, cells
 
     return header, rows()
 
@@ -499,7 +502,7 @@ def _parquet_rows(fh: IO[bytes]) -> tuple[list[str], Iterator[Row]]:
             columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for cells in zip(*columns, strict=True):
                 n += 1
-                yield f"row {n}", cells
+                yield n, cells
 
     return header, rows()
 
@@ -508,6 +511,8 @@ def _parquet_rows(fh: IO[bytes]) -> tuple[list[str], Iterator[Row]]:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
     return "" if value is None else str(value).strip()
 
 
@@ -522,41 +527,68 @@ class _Refused(Exception):
 
 def _number(value: Any, stat: str, factor: float) -> float | None:
     """A cell as milliseconds; ``None`` for a gap; raises :class:`_Refused`."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise _Refused("value not a number", repr(value))
-    if isinstance(value, int | float):
-        f = float(value)
-        if math.isnan(f):
+    if value is None or isinstance(value, bool):
+        if value is None:
             return None
-    else:
-        text = str(value).strip()
-        if text.lower() in GAPS:
-            return None
-        try:
-            f = float(text)
-        except ValueError:
-            raise _Refused("value not a number", repr(text)) from None
-    if not math.isfinite(f):
         raise _Refused("value not a number", repr(value))
-    if f < 0 or (f == 0 and stat not in ("stdev", "mdev")):
-        raise _Refused("value not above 0", repr(value))
-    return round(f * factor, 3)
+    try:
+        f = float(value)  # str (surrounding blanks allowed), int, float
+    except (TypeError, ValueError):
+        if str(value).strip().lower() in GAPS:
+            return None
+        raise _Refused("value not a number", repr(value)) from None
+    if f > 0 and f != math.inf:
+        return round(f * factor, 3)
+    if math.isnan(f):
+        return None  # "nan", "NaN" or a float NaN (Parquet's missing value)
+    if math.isinf(f):
+        raise _Refused("value not a number", repr(value))
+    if f == 0 and stat in ("stdev", "mdev"):
+        return 0.0
+    raise _Refused("value not above 0", repr(value))
 
 
 def _summary(values: Iterable[tuple[str, float]]) -> RttSummary:
+    """The summary of (field, value) pairs: ``min_ms``… or a percentile key ``p90``…"""
     fields: dict[str, Any] = {}
     percentiles: dict[str, float] = {}
-    for stat, v in values:
-        if stat.startswith("p"):
-            percentiles[stat] = v
+    for key, v in values:
+        if key[0] == "p":
+            percentiles[key] = v
         else:
-            fields[f"{stat}_ms"] = v
+            fields[key] = v
     try:
         return RttSummary(samples=None, percentiles_ms=percentiles, **fields)
     except ValueError as exc:
         raise _Refused("statistics contradict each other", str(exc)) from None
+
+
+def _in_order(figures: list[tuple[str, float]]) -> bool:
+    """Whether the figures are plainly consistent: min <= the rest <= max, percentiles rising.
+
+    A fast sufficient test (no tolerance) of the order :class:`RttSummary`
+    checks; a set that fails it is built as a real ``RttSummary``, which refuses
+    it (or accepts it within its tolerance).  Spreads (stdev, mdev) are not
+    ordered.
+    """
+    lo, hi = -math.inf, math.inf
+    for key, v in figures:
+        if key == "min_ms":
+            lo = v
+        elif key == "max_ms":
+            hi = v
+    last = lo
+    for key, v in figures:  # percentiles come in the columns' order: check it rises
+        if key[0] == "p":
+            if v < last:
+                return False
+            last = v
+    return all(lo <= v <= hi for key, v in figures if key not in ("stdev_ms", "mdev_ms"))
+
+
+def _field(stat: str) -> str:
+    """Where a statistic goes in :class:`RttSummary`: ``mean`` → ``mean_ms``, ``p90`` → ``p90``."""
+    return stat if stat.startswith("p") else f"{stat}_ms"
 
 
 @lru_cache(maxsize=4096)
@@ -588,8 +620,24 @@ def _time(value: Any) -> datetime:
 
 
 def matrix_id(source: str, target: str, when: datetime) -> str:
-    """The record id of the cell (source, target, time): the same on every import."""
-    return str(uuid.uuid5(MATRIX_NAMESPACE, f"matrix:{source}:{target}:{when.isoformat()}"))
+    """The record id of the cell (source, target, time): the same on every import.
+
+    A UUIDv5 (RFC 9562) of ``matrix:<source>:<target>:<ISO time>`` in
+    :data:`MATRIX_NAMESPACE`.
+    """
+    return _id(_NS_BYTES, f"matrix:{source}:{target}:{when.isoformat()}")[0]
+
+
+_NS_BYTES = MATRIX_NAMESPACE.bytes
+
+
+def _id(ns: bytes, name: str) -> tuple[str, bytes]:
+    """(UUIDv5 text, its 16 bytes): what ``uuid.uuid5`` gives, without its objects (hot path)."""
+    raw = bytearray(hashlib.sha1(ns + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 / 9562 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", bytes(raw)
 
 
 # ----------------------------------------------------------------------------- places
@@ -664,6 +712,92 @@ def locations_path(output: Path) -> Path:
     return output.with_name(f"{stem}.locations.csv")
 
 
+# ----------------------------------------------------------------------------- encoding
+
+
+class _Encoder:
+    """Matrix records as JSON, byte for byte what :func:`encode_record` writes, faster.
+
+    Building a :class:`PingRecord` checks every rule of the schema (the summary's
+    order, the body's counts, the envelope), which costs more than everything
+    else an import does per cell.  For a matrix cell those rules are settled
+    before the record exists: the figures are finite and above 0 (checked by
+    :func:`_number`), a cell with two or more figures has had its summary built
+    and checked as a real :class:`RttSummary`, and the rest of the record is the
+    same for every cell.  So the cells are encoded through structs with the
+    same fields in the same order and no checks, and the first record of every
+    file is also built the checked way and compared byte for byte: if the two
+    ever differ (the schema changed), every record of the import is built the
+    checked way.
+    """
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.fast = True
+        self._json = msgspec.json.Encoder()
+        self._record_t = _mirror(PingRecord, tag="ping", tag_field="kind")
+        self._body_t = _mirror(PingBody)
+        self._summary_t = _mirror(RttSummary)
+        blank = RttSummary(samples=None, min_ms=1.0)
+        body = PingBody.from_summary(blank, sent=None, received=None, **fields)
+        sample = PingRecord(id="00000000-0000-5000-8000-000000000000", agent="matrix:x",
+                            target="x", started_at=datetime(2000, 1, 1, tzinfo=UTC),
+                            duration_ms=0.0, status="ok", source=_SOURCE, body=body)
+        self._summary = {f: getattr(blank, f) for f in RttSummary.__struct_encode_fields__}
+        self._summary["min_ms"] = None
+        self._body = {f: getattr(body, f) for f in PingBody.__struct_encode_fields__}
+        self._record = {f: getattr(sample, f) for f in PingRecord.__struct_encode_fields__}
+
+    def checked(self, rid: str, source: str, target: str, when: datetime,
+                summary: RttSummary) -> bytes:
+        """The record built with every check of the schema, encoded."""
+        return encode_record(PingRecord(
+            id=rid, agent=f"matrix:{source}", region=source, target=target, started_at=when,
+            duration_ms=0.0, status="ok", source=_SOURCE,
+            body=PingBody.from_summary(summary, sent=None, received=None, **self.fields)))
+
+    def encode(self, rid: str, source: str, target: str, when: datetime,
+               figures: list[tuple[str, float]], verify: bool) -> bytes:
+        """One record's JSON (no newline).
+
+        The caller has checked the figures: each with :func:`_number`, two or more
+        together with :func:`_summary`.  ``verify``: also build the record the
+        checked way and compare.
+        """
+        if not self.fast or verify:
+            summary = _summary(figures)
+            if not self.fast:
+                return self.checked(rid, source, target, when, summary)
+        fig = self._summary.copy()
+        percentiles: dict[str, float] = {}
+        for key, v in figures:
+            if key[0] == "p":
+                percentiles[key] = v
+            else:
+                fig[key] = v
+        fig["percentiles_ms"] = percentiles
+        body = self._body.copy()
+        body["stats"] = RttStats(min_ms=fig["min_ms"], median_ms=fig["median_ms"],
+                                 mean_ms=fig["mean_ms"], max_ms=fig["max_ms"], jitter_ms=None)
+        body["summary"] = self._summary_t(**fig)
+        record = self._record.copy()
+        record.update(id=rid, agent=f"matrix:{source}", region=source, target=target,
+                      started_at=when, body=self._body_t(**body))
+        data = self._json.encode(self._record_t(**record))
+        if verify:
+            want = self.checked(rid, source, target, when, summary)
+            if want != data:
+                self.fast = False
+                return want
+        return data
+
+
+def _mirror(cls: type[msgspec.Struct], **config: Any) -> type[msgspec.Struct]:
+    """A struct with ``cls``'s fields in its encoding order, every one ``Any``, no checks."""
+    return msgspec.defstruct(f"_Wire{cls.__name__}",
+                             [(name, Any) for name in cls.__struct_encode_fields__], **config)
+
+
 # ----------------------------------------------------------------------------- import
 
 GAP_NOTE = "gap cells skipped (empty, '-', 'NA' …)"
@@ -701,11 +835,13 @@ def import_matrix(paths: Sequence[Path], spec: MatrixSpec, output: Path,
     result = MatrixImport(report=ImportReport(source=_SOURCE))
     places = _Places(spec.places)
     seen: set[bytes] = set()
+    encoder = _Encoder({"ip_version": spec.ip_version, "socket": None, "payload_bytes": 0,
+                        "interval_s": 0.0, "timeout_s": 0.0, "dont_fragment": False})
     with replaced_whole(output) as tmp, open(tmp, "wb") as out:
         write = out.write
         for path in paths:
-            for record in _records(path, spec, places, result, seen):
-                write(encode_record(record) + b"\n")
+            for line in _lines(path, spec, places, result, seen, encoder):
+                write(line)
         if places.unresolved:
             raise UnresolvedPlacesError(list(places.unresolved.values()))
         out.flush()
@@ -718,8 +854,9 @@ def import_matrix(paths: Sequence[Path], spec: MatrixSpec, output: Path,
     return result
 
 
-def _records(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
-             seen: set[bytes]) -> Iterator[PingRecord]:
+def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
+           seen: set[bytes], encoder: _Encoder) -> Iterator[bytes]:
+    """The JSON Lines of one file's records."""
     name = display_name(path)
     result.report.file(name)
     said: list[str] = []
@@ -735,12 +872,12 @@ def _records(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport
             with open_binary(path) as fb:
                 header, rows = _parquet_rows(fb)
                 yield from _convert(name, header, rows, spec, said, said_at, at, places,
-                                    result, seen)
+                                    result, seen, encoder, "row")
         else:
             with open_text(path) as ft:
                 header, rows = _csv_rows(ft, spec, said)
                 yield from _convert(name, header, rows, spec, said, said_at, at, places,
-                                    result, seen)
+                                    result, seen, encoder, "line")
     except ImportFormatError as exc:
         if exc.where is None:
             raise ImportFormatError(exc.reason, exc.detail, where=name) from None
@@ -751,7 +888,8 @@ def _records(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport
 
 def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec,
              said: list[str], said_at: str, at: datetime, places: _Places,
-             result: MatrixImport, seen: set[bytes]) -> Iterator[PingRecord]:
+             result: MatrixImport, seen: set[bytes], encoder: _Encoder,
+             unit: str) -> Iterator[bytes]:
     first = next(rows, None)
     plan = _plan(header, first[1] if first is not None else None, spec, said)
     if plan.time_i is None:
@@ -765,71 +903,96 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
     factor = _UNITS[spec.unit]
     report = result.report
     tally = report.file(name)
-    fields = {"ip_version": spec.ip_version, "socket": None, "payload_bytes": 0,
-              "interval_s": 0.0, "timeout_s": 0.0, "dont_fragment": False}
-    long = plan.layout == "long"
-    for where, cells in itertools.chain([first] if first is not None else [], rows):
-        where = f"{name}:{where}"
-        if len(cells) != plan.width:
-            tally.read += 1
-            report.refuse("wrong number of fields", where,
-                          f"{len(cells)} for {plan.width} columns", file=name)
-            continue
-        try:
-            when = at if plan.time_i is None else _time(cells[plan.time_i])
-        except _Refused as exc:
-            tally.read += 1
-            report.refuse(exc.reason, where, exc.detail, file=name)
-            continue
-        source = _text(cells[plan.from_i])
-        if not source:
-            tally.read += 1
-            report.refuse("no place name", where, "source", file=name)
-            continue
-        if long:
-            assert plan.to_i is not None
-            items: Iterable[tuple[str, str, Sequence[tuple[int, str]]]] = (
-                (_text(cells[plan.to_i]), where, plan.values),)
-        else:
-            items = ((target, f"{where} column {target!r}", ((i, plan.wide_stat),))
-                     for i, target in plan.targets)
-        for target, cell_where, value_columns in items:
-            tally.read += 1
+    # Columns as (index, statistic, summary field); wide: one per destination column.
+    long_values = [(i, stat, _field(stat)) for i, stat in plan.values]
+    wide_cells = [(target, i, plan.wide_stat, _field(plan.wide_stat))
+                  for i, target in plan.targets]
+    # Places met before, by side (a dict hit instead of the resolver on every cell).
+    known: dict[tuple[str, str], Place] = {}
+    stamps: dict[datetime, str] = {}
+    read = kept = 0
+    try:
+        for n, cells in itertools.chain([first] if first is not None else [], rows):
+            if len(cells) != plan.width:
+                read += 1
+                report.refuse("wrong number of fields", _where(name, n, None, unit),
+                              f"{len(cells)} for {plan.width} columns", file=name)
+                continue
             try:
-                if not target:
-                    raise _Refused("no place name", "destination")
-                figures = [(stat, v) for i, stat in value_columns
-                           if (v := _number(cells[i], stat, factor)) is not None]
-                if not figures:
-                    result.gaps[name] += 1
-                    report.notes[GAP_NOTE] += 1
-                    continue
-                summary = _summary(figures)
+                when = at if plan.time_i is None else _time(cells[plan.time_i])
             except _Refused as exc:
-                report.refuse(exc.reason, cell_where, exc.detail, file=name)
+                read += 1
+                report.refuse(exc.reason, _where(name, n, None, unit), exc.detail, file=name)
                 continue
-            p_from = places.get(
-                source, "from", cell_where, _cell(cells, plan.from_country_i),
-                None if plan.from_coords is None else
-                (cells[plan.from_coords[0]], cells[plan.from_coords[1]]))
-            p_to = places.get(
-                target, "to", cell_where, _cell(cells, plan.to_country_i),
-                None if plan.to_coords is None else
-                (cells[plan.to_coords[0]], cells[plan.to_coords[1]]))
-            if p_from is None or p_to is None or places.unresolved:
-                continue  # the import will fail; read on to list every unresolved name
-            rid = matrix_id(source, target, when)
-            key = uuid.UUID(rid).bytes
-            if key in seen:
-                report.refuse("duplicate (from, to, time)", cell_where,
-                              f"{source} -> {target} at {when.isoformat()}", file=name)
-                continue
-            seen.add(key)
-            report.keep(name, "ping")
-            yield PingRecord(
-                id=rid, agent=f"matrix:{source}", region=source, target=target,
-                started_at=when, duration_ms=0.0, status="ok", source=_SOURCE,
-                body=PingBody.from_summary(summary, sent=None, received=None, **fields))
+            stamp = stamps.get(when)
+            if stamp is None:
+                if len(stamps) > 100_000:
+                    stamps.clear()
+                stamp = stamps[when] = when.isoformat()
+            source = _text(cells[plan.from_i])
+            todo: list[tuple[str, list[tuple[int, str, str]], str | None]]
+            if plan.layout == "long":
+                assert plan.to_i is not None
+                todo = [(_text(cells[plan.to_i]), long_values, None)]
+            else:
+                todo = [(target, [(i, stat, key)], target)
+                        for target, i, stat, key in wide_cells]
+            for target, value_columns, column in todo:
+                read += 1
+                try:
+                    if not source or not target:
+                        raise _Refused("no place name", "source" if not source
+                                       else "destination")
+                    figures = [(key, v) for i, stat, key in value_columns
+                               if (v := _number(cells[i], stat, factor)) is not None]
+                    if not figures:
+                        result.gaps[name] += 1
+                        report.notes[GAP_NOTE] += 1
+                        continue
+                    if len(figures) > 1 and not _in_order(figures):
+                        _summary(figures)  # refuses, saying which figures contradict
+                except _Refused as exc:
+                    report.refuse(exc.reason, _where(name, n, column, unit), exc.detail,
+                                  file=name)
+                    continue
+                p_from = known.get((source, "from"))
+                if p_from is None:
+                    p_from = places.get(
+                        source, "from", _where(name, n, column, unit),
+                        _cell(cells, plan.from_country_i),
+                        None if plan.from_coords is None else
+                        (cells[plan.from_coords[0]], cells[plan.from_coords[1]]))
+                    if p_from is not None:
+                        known[(source, "from")] = p_from
+                p_to = known.get((target, "to"))
+                if p_to is None:
+                    p_to = places.get(
+                        target, "to", _where(name, n, column, unit),
+                        _cell(cells, plan.to_country_i),
+                        None if plan.to_coords is None else
+                        (cells[plan.to_coords[0]], cells[plan.to_coords[1]]))
+                    if p_to is not None:
+                        known[(target, "to")] = p_to
+                if p_from is None or p_to is None or places.unresolved:
+                    continue  # the import will fail; read on to list every unresolved name
+                rid, key = _id(_NS_BYTES, f"matrix:{source}:{target}:{stamp}")
+                if key in seen:
+                    report.refuse("duplicate (from, to, time)", _where(name, n, column, unit),
+                                  f"{source} -> {target} at {stamp}", file=name)
+                    continue
+                seen.add(key)
+                yield encoder.encode(rid, source, target, when, figures, not kept) + b"\n"
+                kept += 1
+    finally:
+        tally.read += read
+        tally.kept += kept
+        report.by_kind["ping"] += kept
+
+
+def _where(name: str, n: int, column: str | None, unit: str) -> str:
+    """``FILE:LINE`` (CSV) or ``FILE row N`` (Parquet), and the column of a wide matrix."""
+    where = f"{name}:{n}" if unit == "line" else f"{name} {unit} {n}"
+    return where if column is None else f"{where} column {column!r}"
 
 
 def _cell(cells: Sequence[Any], i: int | None) -> str | None:
