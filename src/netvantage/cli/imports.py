@@ -232,3 +232,106 @@ def import_scamper_cmd(files: tuple[Path, ...], agent: str | None, region: str |
         for record in import_scamper(files, report, agent=agent, region=region):
             out.write(encode_record(record))
         finish_import(report, "scamper", out)
+
+
+@import_.command("matrix", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage import matrix pings.csv --from source --to destination --rtt avg -o m.jsonl
+  netvantage analyse m.jsonl --locations m.locations.csv
+  netvantage import matrix regions.tsv --layout wide --stat p50 -o cloud.jsonl
+  netvantage import matrix series.parquet --time ts --rtt rtt_us --stat median --unit us \\
+      --from-lat src_lat --from-lon src_lon --to-lat dst_lat --to-lon dst_lon -o s.jsonl
+\b
+FILE: CSV or TSV (delimiter sniffed, or --delimiter), or Parquet; compressed or "-".
+Long layout: one row per (from, to[, time]); wide: rows = from, columns = to (detected
+when there is no destination column and the cells are numbers; said on stderr).
+The value: --rtt COL with --stat (min, mean/avg, median/p50, max, pNN); without --stat
+the column's name says it (avg, min, p90, ...) or it is the median. Without --rtt, every
+column named after a statistic (min, avg, max, mdev, ...) goes into one summary.
+Places: IATA codes, "City, CC" (or --from-country/--to-country columns), ISO country
+codes, or coordinate columns. An unresolved name stops the import (exit 2) with the
+list of every one. Gaps (empty, -, NA) are skipped and counted; values <= 0 or not
+numbers are refused and counted. One summary record per (from, to[, time]): region =
+from, target = to; the places go to OUT.locations.csv (destinations as "dc", sources
+as "region"), the file analyse --locations reads.""")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--layout", type=click.Choice(["auto", "long", "wide"]), default="auto",
+              show_default=True, help="Long (from, to, value) or wide (a matrix).")
+@click.option("--delimiter", help="Field delimiter (',', ';', '|', 'tab') [sniffed].")
+@click.option("--from", "from_col", metavar="COL", help="Source column [from, source, src, ...]"
+              " (wide: the row-name column) [first column].")
+@click.option("--to", "to_col", metavar="COL",
+              help="Destination column [to, destination, dst, target, ...].")
+@click.option("--rtt", "rtt_col", metavar="COL", help="The value column.")
+@click.option("--stat", metavar="STAT",
+              help="What the value is: min, mean (avg), median (p50), max, pNN "
+                   "[from the column name, else median].")
+@click.option("--unit", type=click.Choice(["ms", "s", "us"]), default="ms", show_default=True,
+              help="Unit of the values.")
+@click.option("--time", "time_col", metavar="COL",
+              help="Time column (ISO 8601, naive = UTC, or Unix seconds): one record per "
+                   "(from, to, time) [time, timestamp, date, ...].")
+@click.option("--at", metavar="TIME",
+              help="started_at of every record without a time column (ISO 8601 with zone) "
+                   "[the file's modification time].")
+@click.option("--from-lat", metavar="COL", help="Source latitude column.")
+@click.option("--from-lon", metavar="COL", help="Source longitude column.")
+@click.option("--to-lat", metavar="COL", help="Destination latitude column.")
+@click.option("--to-lon", metavar="COL", help="Destination longitude column.")
+@click.option("--from-country", metavar="COL", help="Source country column (names are cities).")
+@click.option("--to-country", metavar="COL",
+              help="Destination country column (names are cities).")
+@click.option("--places", type=click.Choice(["auto", "iata", "city", "country"]),
+              default="auto", show_default=True,
+              help="What the names are (auto: City, CC / 3 letters = IATA / 2 = country).")
+@click.option("--ip-version", type=click.Choice(["4", "6"]), default="4", show_default=True,
+              help="IP version written in the records (a matrix does not say).")
+@click.option("--locations-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where the places go [OUT.locations.csv].")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output JSON Lines file.")
+def import_matrix_cmd(files: tuple[Path, ...], layout: str, delimiter: str | None,
+                      from_col: str | None, to_col: str | None, rtt_col: str | None,
+                      stat: str | None, unit: str, time_col: str | None, at: str | None,
+                      from_lat: str | None, from_lon: str | None, to_lat: str | None,
+                      to_lon: str | None, from_country: str | None, to_country: str | None,
+                      places: str, ip_version: str, locations_out: Path | None,
+                      output: Path) -> None:
+    """Import latency matrices and series (CSV, TSV, Parquet) as summary records."""
+    from datetime import datetime
+
+    from ..importers.io import ImportReport
+    from ..importers.matrix import MatrixImport, MatrixSpec, locations_path, matrix_lines
+    from ..importers.places import write_locations
+
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            die(f"--at {at!r}: not an ISO 8601 time (e.g. 2026-11-01T00:00:00Z)", EXIT_USAGE)
+    if delimiter is not None and delimiter.lower() in ("tab", "\\t"):
+        delimiter = "\t"
+    # A bad option or file (ImportFormatError, UnresolvedPlacesError) exits 2 with its
+    # message (see cli.Root); the staged output is then removed.
+    spec = MatrixSpec(
+        layout="wide" if layout == "wide" else "long" if layout == "long" else "auto",
+        delimiter=delimiter, from_col=from_col, to_col=to_col, rtt_col=rtt_col, stat=stat,
+        unit=unit, time_col=time_col, from_lat=from_lat, from_lon=from_lon, to_lat=to_lat,
+        to_lon=to_lon, from_country=from_country, to_country=to_country,
+        places="iata" if places == "iata" else "city" if places == "city"
+        else "country" if places == "country" else "auto",
+        at=when, ip_version=6 if ip_version == "6" else 4)
+    result = MatrixImport(report=ImportReport(source="matrix"))
+    with staged(output) as out:
+        try:
+            for line in matrix_lines(files, spec, result):
+                out.write(line)
+        finally:  # what was inferred helps most when the import fails
+            for said in result.said:
+                click.echo(f"netvantage: matrix: {said}", err=True)
+        finish_import(result.report, "matrix", out)
+    target = locations_out if locations_out is not None else locations_path(output)
+    n = write_locations(result.location_places(), target)
+    click.echo(f"netvantage: wrote {n} place(s) to {target}", err=True)

@@ -124,6 +124,7 @@ __all__ = [
     "import_matrix",
     "locations_path",
     "matrix_id",
+    "matrix_lines",
     "parse_stat",
     "stat_of_column",
 ]
@@ -833,25 +834,36 @@ def import_matrix(paths: Sequence[Path], spec: MatrixSpec, output: Path,
     in the result; the caller decides what keeping nothing means (the CLI exits 2).
     """
     result = MatrixImport(report=ImportReport(source=_SOURCE))
-    places = _Places(spec.places)
-    seen: set[bytes] = set()
-    encoder = _Encoder({"ip_version": spec.ip_version, "socket": None, "payload_bytes": 0,
-                        "interval_s": 0.0, "timeout_s": 0.0, "dont_fragment": False})
     with replaced_whole(output) as tmp, open(tmp, "wb") as out:
         write = out.write
-        for path in paths:
-            for line in _lines(path, spec, places, result, seen, encoder):
-                write(line)
-        if places.unresolved:
-            raise UnresolvedPlacesError(list(places.unresolved.values()))
+        for line in matrix_lines(paths, spec, result):
+            write(line + b"\n")
         out.flush()
         os.fsync(out.fileno())
-    result.places = places.resolved
-    result.roles = places.roles
     if result.places:
         target = locations_out if locations_out is not None else locations_path(output)
         write_locations(result.location_places(), target)
     return result
+
+
+def matrix_lines(paths: Sequence[Path], spec: MatrixSpec,
+                 result: MatrixImport) -> Iterator[bytes]:
+    """The JSON of every record of ``paths`` (one per line, no newline), as they are read.
+
+    ``result`` receives the counts, what was inferred and, at the end, the
+    places.  After the last line, raises :class:`UnresolvedPlacesError` when a
+    name did not resolve (the records yielded so far must then be discarded).
+    """
+    places = _Places(spec.places)
+    seen: set[bytes] = set()
+    encoder = _Encoder({"ip_version": spec.ip_version, "socket": None, "payload_bytes": 0,
+                        "interval_s": 0.0, "timeout_s": 0.0, "dont_fragment": False})
+    for path in paths:
+        yield from _lines(path, spec, places, result, seen, encoder)
+    if places.unresolved:
+        raise UnresolvedPlacesError(list(places.unresolved.values()))
+    result.places = places.resolved
+    result.roles = places.roles
 
 
 def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
@@ -981,7 +993,7 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                                   f"{source} -> {target} at {stamp}", file=name)
                     continue
                 seen.add(key)
-                yield encoder.encode(rid, source, target, when, figures, not kept) + b"\n"
+                yield encoder.encode(rid, source, target, when, figures, not kept)
                 kept += 1
     finally:
         tally.read += read
