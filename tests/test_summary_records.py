@@ -22,6 +22,7 @@ import pytest
 from netvantage.analysis.load import check_campaign, frames_from_records, load
 from netvantage.analysis.metrics import metrics, point_metrics
 from netvantage.analysis.summary import analyse
+from netvantage.collector.export import SUMMARY_COLUMNS, export_parquet
 from netvantage.collector.store import Store
 from netvantage.errors import SchemaError
 from netvantage.measure.text import reach_table
@@ -214,6 +215,30 @@ def test_store_keeps_summary_records_valid(tmp_path):
         store.add_records(recs)
         back = sorted(store.iter_records(), key=lambda r: r.id)
     assert back == sorted(recs, key=lambda r: r.id)
+
+
+def test_parquet_export_has_summary_columns_and_loads_back(tmp_path):
+    import pyarrow.dataset as ds
+
+    recs = _mixed_campaign()
+    with Store(tmp_path / "collector.db") as store:
+        store.add_records(recs)
+        export_parquet(store, tmp_path / "dataset")
+    table = ds.dataset(tmp_path / "dataset", format="parquet", partitioning="hive").to_table()
+    rows = {r["id"]: r for r in table.to_pylist()}
+    c, d, a = rows[recs[2].id], rows[recs[3].id], rows[recs[0].id]
+    assert [c[k] for k in SUMMARY_COLUMNS] == [10, 8.0, 15.0, 16.0, 40.0]
+    assert [d[k] for k in SUMMARY_COLUMNS] == [None, 9.0, None, 25.0, None]
+    assert [a[k] for k in SUMMARY_COLUMNS] == [None] * 5
+    assert str(table.schema.field("summary_samples").type) == "int64"
+    # The analysis reads the dataset like the JSON Lines: the same measurements.
+    from_parquet = load(tmp_path / "dataset").measurements.sort_values("id")
+    from_records = check_campaign(frames_from_records(recs)).measurements.sort_values("id")
+    pd.testing.assert_frame_equal(
+        from_parquet[["id", "summary", "rtt_stat", "rtt_ms", "rtt_samples", "sent"]]
+        .reset_index(drop=True).astype({"rtt_stat": str}),
+        from_records[["id", "summary", "rtt_stat", "rtt_ms", "rtt_samples", "sent"]]
+        .reset_index(drop=True).astype({"rtt_stat": str}))
 
 
 def test_reach_table_shows_unknown_counts_as_missing():

@@ -4,7 +4,11 @@
   (hive style, ``OUT/kind=ping/date=2026-11-28/part-0.parquet``), so a reader
   (pyarrow, pandas, Dask) loads one kind and a range of days without opening
   the rest.  Columns: the envelope flattened (:data:`ENVELOPE` less ``kind``,
-  which is the partition key) and ``body``, the kind's body as a JSON string.
+  which is the partition key), ``body``, the kind's body as a JSON string, and
+  :data:`SUMMARY_COLUMNS`: the figures of a summary record (a ping or tcp body
+  with statistics and no samples, schema 2) as typed columns, null for the
+  other records, so that a Parquet reader selects or filters them without
+  parsing the body (percentiles and deviations stay in ``body``).
   Times are ``timestamp[us, UTC]``.
 * **JSON Lines**: the records exactly as the schema writes them.
 * **CSV**: the envelope columns and ``body`` as JSON text.
@@ -27,11 +31,11 @@ from typing import IO, Any, Literal
 import msgspec
 
 from ..files import replaced_whole
-from ..results import write_jsonl
+from ..results import AnyRecord, PingRecord, TcpRecord, write_jsonl
 from .store import Store, StoredRow, StoreError
 
-__all__ = ["ENVELOPE", "FORMATS", "export", "export_csv", "export_jsonl", "export_parquet",
-           "flat_row"]
+__all__ = ["ENVELOPE", "FORMATS", "SUMMARY_COLUMNS", "export", "export_csv", "export_jsonl",
+           "export_parquet", "flat_row"]
 
 FORMATS = ("parquet", "jsonl", "csv")
 Format = Literal["parquet", "jsonl", "csv"]
@@ -40,7 +44,21 @@ Format = Literal["parquet", "jsonl", "csv"]
 ENVELOPE = ("id", "schema", "kind", "agent", "region", "target", "address", "started_at",
             "duration_ms", "status", "error", "source", "received_at")
 
+#: Parquet columns of a summary record's figures (``summary_samples`` is int64, the
+#: others float64; all null for records without a summary).
+SUMMARY_COLUMNS = ("summary_samples", "summary_min_ms", "summary_median_ms",
+                   "summary_mean_ms", "summary_max_ms")
+
 _json = msgspec.json.Encoder()
+
+
+def _summary_columns(r: AnyRecord) -> dict[str, Any]:
+    summary = r.body.summary if isinstance(r, PingRecord | TcpRecord) else None
+    if summary is None:
+        return dict.fromkeys(SUMMARY_COLUMNS)
+    return {"summary_samples": summary.samples, "summary_min_ms": summary.min_ms,
+            "summary_median_ms": summary.median_ms, "summary_mean_ms": summary.mean_ms,
+            "summary_max_ms": summary.max_ms}
 
 
 def flat_row(row: StoredRow) -> dict[str, Any]:
@@ -100,7 +118,7 @@ def _partitions(store: Store, kind: str | None, since: datetime | None, size: in
     key: tuple[str, str] | None = None
     rows: list[dict[str, Any]] = []
     for stored in store.iter_rows(kind=kind, since=since):
-        flat = flat_row(stored)
+        flat = flat_row(stored) | _summary_columns(stored.record)
         here = (flat["kind"], flat["started_at"].date().isoformat())
         if key is not None and (here != key or len(rows) >= size):
             yield key[0], key[1], rows
@@ -132,7 +150,8 @@ def export_parquet(store: Store, out_dir: str | Path, *, kind: str | None = None
         ("region", pa.string()), ("target", pa.string()), ("address", pa.string()),
         ("started_at", utc), ("duration_ms", pa.float64()), ("status", pa.string()),
         ("error", pa.string()), ("source", pa.string()), ("received_at", utc),
-        ("body", pa.string()),
+        ("body", pa.string()), ("summary_samples", pa.int64()),
+        *((name, pa.float64()) for name in SUMMARY_COLUMNS[1:]),
     ])
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
