@@ -394,8 +394,8 @@ def test_analyse_ranks_summary_records_and_says_so(tmp_path):
     assert breakdown.loc[("r1", "near"), "cost_loss_pct"] == 0.0
     notes = " ".join(result.notes)
     assert "12 summary record(s)" in notes and "(6 mean, 6 median)" in notes
-    assert "6 of them do not say how many samples" in notes
-    assert "12 give no probe counts" in notes
+    assert "6 without a sample count" in notes
+    assert "12 without probe counts (left out of the loss)" in notes
 
 
 def test_summary_records_survive_json_lines(tmp_path):

@@ -149,9 +149,10 @@ def _summary_notes(m: pd.DataFrame) -> list[str]:
     text = (f"{len(s)} summary record(s) (statistics without samples) count as one RTT "
             f"observation each ({stats or 'no RTT figure'})")
     if unknown:
-        text += f"; {unknown} of them do not say how many samples stand behind their figure"
+        text += (f"; {unknown} without a sample count (how many RTTs stand behind the "
+                 "figure is unknown)")
     if no_counts:
-        text += f"; {no_counts} give no probe counts and are left out of the loss"
+        text += f"; {no_counts} without probe counts (left out of the loss)"
     return [text]
 
 
