@@ -599,6 +599,10 @@ class ImportReport:
             if tally.kept:
                 continue
             refused = self.refusals.by_file.get(tally.name, Counter())
+            if tally.error is not None and not tally.read:
+                out.append(tally.error if tally.error.startswith(tally.name)
+                           else f"{tally.name}: {tally.error}")
+                continue
             if refused:
                 reasons = ", ".join(f"{n} {r}" for r, n in refused.most_common())
                 why = f"every value refused ({reasons})"
