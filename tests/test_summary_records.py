@@ -300,6 +300,23 @@ def test_measurements_of_summary_records():
         camp.measurements.loc[~camp.measurements["summary"], "id"])
 
 
+def test_a_summary_minimum_is_the_floor_of_the_physical_bound():
+    from netvantage.analysis.geo import inflation
+
+    recs = _mixed_campaign()
+    # r2: drop E so that only summary F (min 5.0) gives a floor, and add a summary with a
+    # mean only (no minimum: it must not count as one).
+    recs = [*recs[:4], recs[5], ping(summary_ping(RttSummary(mean_ms=1.0), None, None),
+                                     region="r2", minute=9)]
+    locations = pd.DataFrame({"name": ["r1", "r2", "dc"], "role": ["region", "region", "dc"],
+                              "lat": [0.0, 0.0, 0.0], "lon": [0.0, 1.0, 2.0]})
+    out = inflation(frames_from_records(recs).measurements, locations).set_index("region")
+    # r1: minima A 10, B 12, C 8 (summary), D 9 (summary) -> 8 over 4 rows.
+    assert (out.loc["r1", "n"], out.loc["r1", "rtt_min_ms"]) == (4, 8.0)
+    # r2: F's minimum 5; the mean-only summary has no minimum and is no row of n.
+    assert (out.loc["r2", "n"], out.loc["r2", "rtt_min_ms"]) == (1, 5.0)
+
+
 @pytest.mark.parametrize(("rest", "stat", "value"), [
     (dict(min_ms=1.0, percentiles_ms={"p90": 3.0}, max_ms=4.0), "min", 1.0),
     (dict(percentiles_ms={"p99": 5.0, "p90": 3.0}, max_ms=6.0), "p90", 3.0),
