@@ -267,8 +267,8 @@ as "region"), the file analyse --locations reads.""")
 @click.option("--stat", metavar="STAT",
               help="What the value is: min, mean (avg), median (p50), max, pNN "
                    "[from the column name, else median].")
-@click.option("--unit", type=click.Choice(["ms", "s", "us"]), default="ms", show_default=True,
-              help="Unit of the values.")
+@click.option("--unit", type=click.Choice(["ms", "s", "us"]),
+              help="Unit of the values [a column name's _ms/_s/_us suffix, else ms].")
 @click.option("--time", "time_col", metavar="COL",
               help="Time column (ISO 8601, naive = UTC, or Unix seconds): one record per "
                    "(from, to, time) [time, timestamp, date, ...].")
@@ -293,7 +293,8 @@ as "region"), the file analyse --locations reads.""")
               help="Output JSON Lines file.")
 def import_matrix_cmd(files: tuple[Path, ...], layout: str, delimiter: str | None,
                       from_col: str | None, to_col: str | None, rtt_col: str | None,
-                      stat: str | None, unit: str, time_col: str | None, at: str | None,
+                      stat: str | None, unit: str | None, time_col: str | None,
+                      at: str | None,
                       from_lat: str | None, from_lon: str | None, to_lat: str | None,
                       to_lon: str | None, from_country: str | None, to_country: str | None,
                       places: str, ip_version: str, locations_out: Path | None,

@@ -42,7 +42,8 @@ column named rtt, rtt_ms, latency, latency_ms, delay, ping or value.  In the wid
 layout every cell is the one statistic ``stat``.
 
 ``unit`` (``ms``, ``s``, ``us``) scales every figure to milliseconds, rounded
-to the microsecond as everywhere in the schema.
+to the microsecond as everywhere in the schema; without it a value column whose
+name ends in ``_s`` or ``_us`` is in that unit (said), any other in ms.
 
 Cells
 =====
@@ -127,6 +128,7 @@ __all__ = [
     "matrix_lines",
     "parse_stat",
     "stat_of_column",
+    "unit_of_column",
 ]
 
 #: Namespace of the deterministic record ids (UUIDv5) of imported matrix cells.
@@ -198,12 +200,18 @@ def stat_of_column(name: str) -> str | None:
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     for prefix in ("rtt_", "latency_", "ping_"):
         key = key.removeprefix(prefix)
-    for suffix in ("_ms", "_rtt", "_latency"):
+    for suffix in ("_ms", "_us", "_s", "_rtt", "_latency"):
         key = key.removesuffix(suffix)
     try:
         return parse_stat(key)
     except ValueError:
         return None
+
+
+def unit_of_column(name: str) -> str | None:
+    """The unit a column's name ends with: ``rtt_ms`` → ms, ``median_s`` → s, ``p90_us`` → us."""
+    key = name.strip().lower()
+    return next((u for u in ("ms", "us", "s") if key.endswith(f"_{u}")), None)
 
 
 # ----------------------------------------------------------------------------- options
@@ -223,7 +231,7 @@ class MatrixSpec:
     to_col: str | None = None
     rtt_col: str | None = None
     stat: str | None = None
-    unit: str = "ms"
+    unit: str | None = None
     time_col: str | None = None
     from_lat: str | None = None
     from_lon: str | None = None
@@ -236,7 +244,7 @@ class MatrixSpec:
     ip_version: Literal[4, 6] = 4
 
     def __post_init__(self) -> None:
-        if self.unit not in _UNITS:
+        if self.unit is not None and self.unit not in _UNITS:
             raise ImportFormatError(f"unknown unit {self.unit!r}: give ms, s or us")
         if self.stat is not None:
             try:
@@ -265,7 +273,7 @@ class _Plan:
     to_i: int | None  # long
     targets: tuple[tuple[int, str], ...]  # wide: (column, destination name)
     time_i: int | None
-    values: tuple[tuple[int, str], ...]  # long: (column, statistic)
+    values: tuple[tuple[int, str, str], ...]  # long: (column, statistic, unit)
     wide_stat: str
     from_coords: tuple[int, int] | None
     to_coords: tuple[int, int] | None
@@ -391,7 +399,8 @@ def _coords(header: Sequence[str], lat: str | None, lon: str | None,
 
 
 def _value_columns(header: Sequence[str], spec: MatrixSpec,
-                   said: list[str]) -> tuple[tuple[int, str], ...]:
+                   said: list[str]) -> tuple[tuple[int, str, str], ...]:
+    """(column, statistic, unit) of every value column of a long table."""
     if spec.rtt_col is not None:
         i = _find(header, spec.rtt_col, "--rtt")
         assert i is not None
@@ -407,7 +416,7 @@ def _value_columns(header: Sequence[str], spec: MatrixSpec,
                         + (" (from its name)" if inferred else " (default; give --stat)"))
         if stat in ("stdev", "mdev"):
             raise ImportFormatError(f"--stat {stat} is a spread, not an RTT")
-        return ((i, stat),)
+        return ((i, stat, _unit(header[i], spec, said)),)
     found = [(i, s) for i, h in enumerate(header) if (s := stat_of_column(h)) is not None]
     stats = [s for _, s in found]
     if len(set(stats)) != len(stats):
@@ -420,7 +429,7 @@ def _value_columns(header: Sequence[str], spec: MatrixSpec,
                                     f"their statistics: {', '.join(header[i] for i, _ in found)})")
         said.append("statistics from the column names: "
                     + ", ".join(f"{header[i]}={s}" for i, s in found))
-        return tuple(found)
+        return tuple((i, s, _unit(header[i], spec, said)) for i, s in found)
     i = _guess(header, _VALUE_NAMES)
     if i is None:
         raise ImportFormatError("no value column: name it with --rtt (and its statistic with "
@@ -428,7 +437,17 @@ def _value_columns(header: Sequence[str], spec: MatrixSpec,
     stat = parse_stat(spec.stat) if spec.stat is not None else "median"
     said.append(f"value column {header[i]!r} read as the {stat}"
                 + ("" if spec.stat is not None else " (default; give --stat)"))
-    return ((i, stat),)
+    return ((i, stat, _unit(header[i], spec, said)),)
+
+
+def _unit(column: str, spec: MatrixSpec, said: list[str]) -> str:
+    """The unit of a value column: ``unit`` when given, else its name's suffix, else ms."""
+    if spec.unit is not None:
+        return spec.unit
+    named = unit_of_column(column)
+    if named is not None and named != "ms":
+        said.append(f"unit of {column!r}: {named} (from its name; give --unit)")
+    return named or "ms"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -909,14 +928,14 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
     for c in (plan.from_coords, plan.to_coords):
         if c is not None:
             said.append(f"coordinates from {header[c[0]]}/{header[c[1]]}")
-    if spec.unit != "ms":
+    if spec.unit not in (None, "ms"):
         said.append(f"unit {spec.unit}")
     result.said += [f"{name}: {s}" for s in said]
-    factor = _UNITS[spec.unit]
     report = result.report
     tally = report.file(name)
     # Columns as (index, statistic, summary field); wide: one per destination column.
-    long_values = [(i, stat, _field(stat)) for i, stat in plan.values]
+    long_values = [(i, stat, _field(stat), _UNITS[unit]) for i, stat, unit in plan.values]
+    wide_factor = _UNITS[spec.unit or "ms"]
     wide_cells = [(target, i, plan.wide_stat, _field(plan.wide_stat))
                   for i, target in plan.targets]
     # Places met before, by side (a dict hit instead of the resolver on every cell).
@@ -942,12 +961,12 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                     stamps.clear()
                 stamp = stamps[when] = when.isoformat()
             source = _text(cells[plan.from_i])
-            todo: list[tuple[str, list[tuple[int, str, str]], str | None]]
+            todo: list[tuple[str, list[tuple[int, str, str, float]], str | None]]
             if plan.layout == "long":
                 assert plan.to_i is not None
                 todo = [(_text(cells[plan.to_i]), long_values, None)]
             else:
-                todo = [(target, [(i, stat, key)], target)
+                todo = [(target, [(i, stat, key, wide_factor)], target)
                         for target, i, stat, key in wide_cells]
             for target, value_columns, column in todo:
                 read += 1
@@ -955,7 +974,7 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                     if not source or not target:
                         raise _Refused("no place name", "source" if not source
                                        else "destination")
-                    figures = [(key, v) for i, stat, key in value_columns
+                    figures = [(key, v) for i, stat, key, factor in value_columns
                                if (v := _number(cells[i], stat, factor)) is not None]
                     if not figures:
                         result.gaps[name] += 1
