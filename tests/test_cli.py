@@ -22,7 +22,7 @@ from conftest import run_cli
 from netns import missing
 from netvantage.cli import EXIT_FAILED, EXIT_PRIVILEGE, EXIT_USAGE, cli
 from netvantage.errors import PrivilegeError
-from netvantage.results import read_jsonl
+from netvantage.results import SCHEMA_VERSION, read_jsonl
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -190,7 +190,9 @@ def test_schema_command_validates_files(tmp_path, refused_port):
     bad = tmp_path / "bad.jsonl"
     result = invoke("measure", "tcp", f"127.0.0.1:{refused_port}", "-n", "1", "-o", str(good))
     assert result.exit_code == 0 and result.stdout == ""
-    bad.write_text(good.read_text().replace('"schema":1', '"schema":9'))
+    text = good.read_text()
+    assert f'"schema":{SCHEMA_VERSION},' in text
+    bad.write_text(text.replace(f'"schema":{SCHEMA_VERSION},', '"schema":9,'))
     ok = invoke("schema", "--validate", str(good))
     assert ok.exit_code == 0 and "1 valid record(s)" in ok.stdout
     refused = invoke("schema", "--validate", str(good), "--validate", str(bad))
