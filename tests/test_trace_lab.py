@@ -99,17 +99,35 @@ def test_loss_first_shows_at_the_lossy_link(lab):
     assert len(record["body"]["hops"][0]["probes"]) == 120
 
 
+def time_exceeded_sent(lab, node: str) -> int:
+    """How many ICMP time-exceeded messages ``node`` has sent (its namespace's counter)."""
+    snmp = subprocess.run(["ip", "netns", "exec", lab.ns(node), "cat", "/proc/net/snmp"],
+                          capture_output=True, text=True, check=True, timeout=10).stdout
+    names, values = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Icmp:")]
+    return int(values[names.index("OutTimeExcds")])
+
+
 def test_a_path_change_is_two_responders_not_loss(lab):
     topo = lab.topology
     dst = topo.nodes["dc-ams"]
     link = topo.link("r-jnb", "r-mrs")
     via = link.addresses("r-mrs")[0]
     jnb = topo.nodes["r-jnb"]
+    before = time_exceeded_sent(lab, "r-cpt")
+    switched: list[str] = []
 
     def switch() -> None:
-        time.sleep(1.0)
+        # The route changes once the old path's second hop (r-cpt) has answered three
+        # cycles of the trace, not after a guessed time.
+        deadline = time.monotonic() + 60
+        while time_exceeded_sent(lab, "r-cpt") < before + 3:
+            if time.monotonic() > deadline:
+                switched.append("r-cpt never answered three cycles within 60 s")
+                return
+            time.sleep(0.01)  # polling interval, not a guess at when the trace starts
         subprocess.run(["ip", "-n", lab.ns("r-jnb"), "route", "replace", f"{dst.v4}/32", "via",
                         via, "dev", link.dev("r-jnb"), "src", jnb.v4], check=True)
+        switched.append("ok")
 
     changer = threading.Thread(target=switch)
     changer.start()
@@ -122,6 +140,7 @@ def test_a_path_change_is_two_responders_not_loss(lab):
         subprocess.run(["ip", "-n", lab.ns("r-jnb"), "route", "replace", f"{dst.v4}/32", "via",
                         old.addresses("r-cpt")[0], "dev", old.dev("r-jnb"), "src", jnb.v4],
                        check=True)
+    assert switched == ["ok"]
     hop2 = record["body"]["hops"][1]
     responders = {r["address"]: r["replies"] for r in hop2["responders"]}
     assert set(responders) == {topo.nodes["r-cpt"].v4, topo.nodes["r-mrs"].v4}, hop2

@@ -94,6 +94,7 @@ _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 _DEFAULT_PORT = {"udp": 33434, "tcp": 80}
 _UNREACHABLE = {4: 3, 6: 1}
+_SYN, _RST, _ACK = 0x02, 0x04, 0x10
 _TIME_EXCEEDED = {4: 11, 6: 3}
 
 
@@ -175,6 +176,10 @@ class _Trace:
     probes: dict[int, _Probe] = field(default_factory=dict)  # probe id → probe
     next_id: int = 1
     dest_ttl: dict[int, int] = field(default_factory=dict)  # cycle → TTL
+    # TCP: cycle → lowest TTL of a SYN the destination acknowledged with a bare ACK
+    # (it reached the destination; its SYN/ACK was lost): see _resolve_tcp_destination().
+    dest_hint: dict[int, int] = field(default_factory=dict)
+    collisions: int = 0  # TCP: bare ACKs seen, each a SYN that met a half-open connection
     stop_reason: str | None = None
     unreachable_ttl: int | None = None
     highest_ttl: int = 0
@@ -364,7 +369,18 @@ class _RawEngine:
                 continue
             pid = q.probe_id >> 16 if self.opts.protocol == "tcp" else q.probe_id
             probe = t.probes.get(pid)
-            if probe is None or not probe.sent or probe.result is not None:
+            if probe is None or not probe.sent:
+                continue
+            if q.proto == PROTO_TCP and q.echo_reply and not q.icmp_type & (_SYN | _RST):
+                # A bare ACK: the destination, half-open since this probe's SYN, answers
+                # a *later* SYN of ours by acknowledging this one.  It is no probe's answer
+                # (never its RTT), only proof that this probe reached the destination.
+                t.collisions += 1
+                hint = t.dest_hint.get(probe.cycle)
+                if hint is None or probe.ttl < hint:
+                    t.dest_hint[probe.cycle] = probe.ttl
+                return
+            if probe.result is not None:
                 continue
             rtt = _rtt_ms(probe.tx_real, probe.tx_mono, rx_real, rx_mono)
             if rtt > self.opts.probe_timeout_s * 1000:
@@ -373,7 +389,7 @@ class _RawEngine:
             icmp_type: int | None = q.icmp_type
             icmp_code: int | None = q.icmp_code
             if q.proto == PROTO_TCP and q.echo_reply:
-                tcp_flags = "SA" if q.icmp_type == 0x12 else "R" if q.icmp_type & 0x04 else None
+                tcp_flags = "SA" if q.icmp_type == _SYN | _ACK else "R"
                 icmp_type = icmp_code = None
             probe.result = TraceProbe(cycle=probe.cycle, address=q.responder, rtt_ms=rtt,
                                       icmp_type=icmp_type, icmp_code=icmp_code,
@@ -404,7 +420,9 @@ class _RawEngine:
 def _wanted(probe: _Probe) -> bool:
     """Whether a probe can still tell anything: not past where its trace ended."""
     t = probe.trace
-    limit = t.dest_ttl.get(probe.cycle)
+    heard = [x for x in (t.dest_ttl.get(probe.cycle), t.dest_hint.get(probe.cycle))
+             if x is not None]
+    limit = min(heard) if heard else None
     if t.unreachable_ttl is not None:
         limit = min(limit or t.unreachable_ttl, t.unreachable_ttl)
     return limit is None or probe.ttl <= limit
@@ -469,9 +487,9 @@ async def _run_raw(engine: _RawEngine, t: _Trace, deadline: float) -> None:
                 await engine.send(t, probe, pid)
             t.highest_ttl = max(t.highest_ttl, high)
             await _settle(t, batch, cycle, deadline)
+            if o.protocol == "tcp" and (cycle in t.dest_ttl or cycle in t.dest_hint):
+                await _resolve_tcp_destination(engine, t, cycle, deadline)
             if cycle in t.dest_ttl:
-                if o.protocol == "tcp":
-                    await _confirm_tcp_destination(engine, t, cycle, low, deadline)
                 break
             if t.unreachable_ttl is not None or t.stop_reason == "unreachable":
                 t.stop_reason = "unreachable"
@@ -509,38 +527,68 @@ async def _settle(t: _Trace, batch: list[tuple[int, _Probe]], cycle: int,
     t.outstanding = 0
 
 
-async def _confirm_tcp_destination(engine: _RawEngine, t: _Trace, cycle: int, low: int,
+async def _resolve_tcp_destination(engine: _RawEngine, t: _Trace, cycle: int,
                                    deadline: float) -> None:
-    """Re-probe a silent TTL just before the destination (TCP mode only).
+    """Find the destination's TTL and measure its hop one SYN at a time (TCP mode).
 
-    All probes of a trace share one 4-tuple (Paris), and a listening destination
-    answers the first SYN that reaches it with a SYN/ACK; SYNs that arrive while
-    that half-open connection exists get the *same* SYN/ACK again (acknowledging
-    the first SYN), which no other probe can claim.  If the first SYN to arrive
-    had a higher TTL, the TTLs below it look silent and the destination one hop
-    too far.  Once our kernel has reset the half-open connection (one round
-    trip), a fresh probe at the silent TTL answers for itself.
+    All probes of a trace share one 4-tuple (Paris), and the destination keeps
+    state for it: the first SYN that reaches it gets a SYN/ACK and leaves a
+    half-open connection, which lasts until our kernel's RST to that SYN/ACK
+    gets back (a round trip later).  A SYN arriving meanwhile gets no answer of
+    its own, at most a bare ACK of the *first* SYN (Linux sends one per 500 ms).
+    So of the window's SYNs that reach the destination only the first can
+    answer: the silence of the others says nothing, and if that first
+    SYN/ACK is lost, the destination's TTL looks silent and the destination
+    seems to be farther away.
+
+    So every unanswered probe of this cycle above the last TTL a router
+    answered (below where the destination was heard, by an answer or by a bare
+    ACK) is withdrawn, and those TTLs are probed again from the lowest up, one
+    SYN at a time: the next leaves only once the previous was answered (our
+    RST to that answer then travels ahead of it) or timed out.  The first TTL
+    where the destination answers is its TTL, and its hop is filled up to
+    ``probes_per_hop`` the same way.  A serial probe that drew a bare ACK met a
+    half-open connection (our RST was lost; the RST to that ACK clears it): it
+    is withdrawn and sent again, a few times at most.
     """
     o = engine.opts
     loop = asyncio.get_running_loop()
-    for _ in range(3):
-        d = t.dest_ttl[cycle]
-        below = d - 1
-        if below < low:
+
+    def heard() -> int:
+        return min(x for x in (t.dest_ttl.get(cycle), t.dest_hint.get(cycle)) if x is not None)
+
+    def at(ttl: int) -> list[_Probe]:
+        return [p for p in t.probes.values() if p.cycle == cycle and p.ttl == ttl]
+
+    top = heard()
+    routers = [p.ttl for p in t.probes.values()
+               if p.cycle == cycle and p.ttl < top and p.result is not None
+               and p.result.address not in (None, t.dst)]
+    ttl = max(routers, default=o.first_ttl - 1) + 1
+    for pid, p in list(t.probes.items()):
+        if p.cycle == cycle and p.ttl >= ttl and (p.result is None or p.result.address is None):
+            del t.probes[pid]
+    index = o.probes_per_hop  # serial probes come after the window's in the record
+    retries = o.probes_per_hop
+    while ttl <= heard():
+        probes = at(ttl)
+        if len(probes) >= o.probes_per_hop:
+            if any(p.result is not None and p.result.address == t.dst for p in probes):
+                return
+            ttl += 1
+            continue
+        if loop.time() >= deadline:
             return
-        heard = any(p.result is not None and p.result.address is not None
-                    for p in t.probes.values() if p.cycle == cycle and p.ttl == below)
-        if heard:
-            return
-        pause = min(o.probe_timeout_s, max(0.0, deadline - loop.time()))
-        await asyncio.sleep(pause)
-        batch = [t.new_probe(cycle, below, o.probes_per_hop + k) for k in range(1)]
+        pid, probe = t.new_probe(cycle, ttl, index)
+        index += 1
+        collisions = t.collisions
         t.window_done.clear()
-        for pid, probe in batch:
-            await engine.send(t, probe, pid)
-        await _settle(t, batch, cycle, deadline)
-        if t.dest_ttl[cycle] == d:
-            return
+        await engine.send(t, probe, pid)
+        await _settle(t, [(pid, probe)], cycle, deadline)
+        silent = probe.result is None or probe.result.address is None
+        if silent and t.collisions != collisions and retries > 0:
+            retries -= 1
+            del t.probes[pid]
 
 
 # ----------------------------------------------------------------------------- recverr
