@@ -348,3 +348,17 @@ def test_many_statistics_encode_as_the_checked_build(tmp_path: Path) -> None:
     assert isinstance(first, PingRecord) and first.body.summary is not None
     assert first.body.summary.percentiles_ms == {"p99": 229.0, "p90": 205.5}
     assert first.body.summary.stdev_ms == 0.0
+
+
+def test_ids_are_uuid5_and_long_names_refused(tmp_path: Path) -> None:
+    import uuid
+
+    from netvantage.importers.matrix import MATRIX_NAMESPACE
+
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    assert matrix_id("São Paulo", "AMS", when) == str(
+        uuid.uuid5(MATRIX_NAMESPACE, f"matrix:São Paulo:AMS:{when.isoformat()}"))
+    src = tmp_path / "long.csv"
+    src.write_text(f"from,to,avg\nLUN,AMS,190\n{'L' * 249},AMS,12\n")
+    result = import_matrix([src], MatrixSpec(at=when), tmp_path / "l.jsonl")
+    assert result.report.kept == 1 and result.report.refused == {"place name too long": 1}

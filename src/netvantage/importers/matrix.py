@@ -85,8 +85,11 @@ candidate data centre), every source with role ``region``; a place that is both
 are unique and the analysis finds coordinates by name whatever the role.
 
 Memory: rows are read one at a time (CSV) or one batch at a time (Parquet) and
-records written as they are made; what grows with the input is one 16-byte
-key per record (to refuse duplicates) and one entry per distinct place.
+records written as they are made.  What is kept: one entry per distinct place,
+and for the duplicate check the ids of the :data:`RECENT_TIMES` most recent
+times (bounded by the size of the matrix, not by the length of a series; a
+repeat of an older time is not refused, but it has the same id as the first
+and readers keep a record id once).
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -119,6 +122,8 @@ __all__ = [
     "GAPS",
     "GAP_NOTE",
     "MATRIX_NAMESPACE",
+    "MAX_NAME",
+    "RECENT_TIMES",
     "MatrixImport",
     "MatrixSpec",
     "UnresolvedPlacesError",
@@ -160,6 +165,12 @@ _TIME_NAMES = ("time", "timestamp", "datetime", "date", "started_at", "ts")
 _DELIMITERS = (",", "\t", ";", "|")
 _PARQUET_MAGIC = b"PAR1"
 _PARQUET_BATCH = 65_536
+
+#: The longest place name (the record's agent is ``matrix:<name>``, at most 255 characters).
+MAX_NAME = 248
+
+#: How many distinct times the duplicate check remembers (see :class:`_Seen`).
+RECENT_TIMES = 64
 
 
 # ----------------------------------------------------------------------------- errors
@@ -598,12 +609,14 @@ def _in_order(figures: list[tuple[str, float]]) -> bool:
         elif key == "max_ms":
             hi = v
     last = lo
-    for key, v in figures:  # percentiles come in the columns' order: check it rises
-        if key[0] == "p":
+    for key, v in figures:
+        if key[0] == "p":  # percentiles in the columns' order: they must rise
             if v < last:
                 return False
             last = v
-    return all(lo <= v <= hi for key, v in figures if key not in ("stdev_ms", "mdev_ms"))
+        if not lo <= v <= hi and key != "stdev_ms" and key != "mdev_ms":
+            return False
+    return True
 
 
 def _field(stat: str) -> str:
@@ -627,6 +640,8 @@ def _time_text(text: str) -> datetime:
 
 
 def _time(value: Any) -> datetime:
+    if isinstance(value, str) and value:
+        return _time_text(value.strip())
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, date):
@@ -649,15 +664,18 @@ def matrix_id(source: str, target: str, when: datetime) -> str:
 
 
 _NS_BYTES = MATRIX_NAMESPACE.bytes
+_NS_SHA1 = hashlib.sha1(_NS_BYTES, usedforsecurity=False)
 
 
 def _id(ns: bytes, name: str) -> tuple[str, bytes]:
     """(UUIDv5 text, its 16 bytes): what ``uuid.uuid5`` gives, without its objects (hot path)."""
-    raw = bytearray(hashlib.sha1(ns + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    h = _NS_SHA1.copy() if ns is _NS_BYTES else hashlib.sha1(ns, usedforsecurity=False)
+    h.update(name.encode("utf-8"))
+    raw = bytearray(h.digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 / 9562 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", bytes(raw)
+    x = raw.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}", bytes(raw)
 
 
 # ----------------------------------------------------------------------------- places
@@ -874,7 +892,7 @@ def matrix_lines(paths: Sequence[Path], spec: MatrixSpec,
     name did not resolve (the records yielded so far must then be discarded).
     """
     places = _Places(spec.places)
-    seen: set[bytes] = set()
+    seen = _Seen()
     encoder = _Encoder({"ip_version": spec.ip_version, "socket": None, "payload_bytes": 0,
                         "interval_s": 0.0, "timeout_s": 0.0, "dont_fragment": False})
     for path in paths:
@@ -886,7 +904,7 @@ def matrix_lines(paths: Sequence[Path], spec: MatrixSpec,
 
 
 def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
-           seen: set[bytes], encoder: _Encoder) -> Iterator[bytes]:
+           seen: _Seen, encoder: _Encoder) -> Iterator[bytes]:
     """The JSON Lines of one file's records."""
     name = display_name(path)
     result.report.file(name)
@@ -919,7 +937,7 @@ def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
 
 def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec,
              said: list[str], said_at: str, at: datetime, places: _Places,
-             result: MatrixImport, seen: set[bytes], encoder: _Encoder,
+             result: MatrixImport, seen: _Seen, encoder: _Encoder,
              unit: str) -> Iterator[bytes]:
     first = next(rows, None)
     plan = _plan(header, first[1] if first is not None else None, spec, said)
@@ -987,6 +1005,10 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                                   file=name)
                     continue
                 p_from = known.get((source, "from"))
+                if p_from is None and (len(source) > MAX_NAME or len(target) > MAX_NAME):
+                    report.refuse("place name too long", _where(name, n, column, unit),
+                                  f"more than {MAX_NAME} characters", file=name)
+                    continue
                 if p_from is None:
                     p_from = places.get(
                         source, "from", _where(name, n, column, unit),
@@ -1007,17 +1029,47 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                 if p_from is None or p_to is None or places.unresolved:
                     continue  # the import will fail; read on to list every unresolved name
                 rid, key = _id(_NS_BYTES, f"matrix:{source}:{target}:{stamp}")
-                if key in seen:
+                if seen.again(stamp, key):
                     report.refuse("duplicate (from, to, time)", _where(name, n, column, unit),
                                   f"{source} -> {target} at {stamp}", file=name)
                     continue
-                seen.add(key)
                 yield encoder.encode(rid, source, target, when, figures, not kept)
                 kept += 1
     finally:
         tally.read += read
         tally.kept += kept
         report.by_kind["ping"] += kept
+
+
+class _Seen:
+    """The records already written, to refuse a second row for a (from, to, time).
+
+    Kept per time for the :data:`RECENT_TIMES` most recently met times only, so
+    that memory stays bounded by one time's pairs (a matrix's size), not by the
+    length of a time series.  A repeat of an older time is not caught here; it
+    has the same id as the first, and readers keep a record id once.
+    """
+
+    def __init__(self) -> None:
+        self._by_time: OrderedDict[str, set[bytes]] = OrderedDict()
+        self._last: str | None = None
+        self._current: set[bytes] = set()
+
+    def again(self, stamp: str, key: bytes) -> bool:
+        """Whether ``key`` was seen at ``stamp``; remembers it if not."""
+        if stamp != self._last:
+            current = self._by_time.get(stamp)
+            if current is None:
+                current = self._by_time[stamp] = set()
+                if len(self._by_time) > RECENT_TIMES:
+                    self._by_time.popitem(last=False)
+            else:
+                self._by_time.move_to_end(stamp)
+            self._last, self._current = stamp, current
+        if key in self._current:
+            return True
+        self._current.add(key)
+        return False
 
 
 def _where(name: str, n: int, column: str | None, unit: str) -> str:
