@@ -92,6 +92,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,6 +173,7 @@ class DataCentre:
     location: str | None = None
 
 
+@lru_cache(maxsize=65536)
 def _norm_addr(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip()))

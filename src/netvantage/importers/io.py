@@ -385,18 +385,29 @@ def _iter_array(first: str, text: TextIO, line: int, *,
     buf = first
     pos = buf.index("[") + 1 if array else 0
     eof = False
+    # Lines before ``counted`` in ``buf`` are in ``line`` already: counting from the
+    # start of the buffer for every element would be quadratic in a one-line file.
+    counted = 0
+
+    def line_at(at: int) -> int:
+        nonlocal line, counted
+        if at >= counted:
+            line += buf.count("\n", counted, at)
+            counted = at
+            return line
+        return line - buf.count("\n", at, counted)
 
     def more() -> bool:
-        nonlocal buf, pos, eof, line
+        nonlocal buf, pos, eof, counted
         if eof:
             return False
         chunk = text.read(BLOCK)
         if not chunk:
             eof = True
             return False
-        line += buf.count("\n", 0, pos)
+        line_at(pos)
         buf = buf[pos:] + chunk
-        pos = 0
+        pos = counted = 0
         return True
 
     while True:
@@ -406,7 +417,7 @@ def _iter_array(first: str, text: TextIO, line: int, *,
                 continue
             if not array:
                 return None
-            yield JsonValue(line + buf.count("\n", 0, pos),
+            yield JsonValue(line_at(pos),
                             problem="not JSON: the array is not closed (truncated file?)")
             return None
         if array and buf[pos] == "]":
@@ -419,7 +430,7 @@ def _iter_array(first: str, text: TextIO, line: int, *,
             nl = after.find("\n")
             first_line = after if nl < 0 else after[:nl + 1]
             rest = "" if nl < 0 else after[nl + 1:]
-            at = line + buf.count("\n", 0, pos)
+            at = line_at(pos)
             # Whatever follows is read as JSON Lines: hand back this line, and the
             # buffered lines after it through a reader that drains them first.
             if rest:
@@ -436,7 +447,7 @@ def _iter_array(first: str, text: TextIO, line: int, *,
                 if exc.pos - pos != last_error and more():
                     last_error = exc.pos - pos  # more() moved the buffer: keep it relative
                     continue
-                where = line + buf.count("\n", 0, min(exc.pos, len(buf)))
+                where = line_at(min(exc.pos, len(buf)))
                 cut = " - the file ends inside it (truncated?)" if eof and not buf[
                     exc.pos:].strip() else ""
                 yield JsonValue(where, problem=f"not JSON: {exc.msg} (in the array){cut}")
@@ -445,11 +456,11 @@ def _iter_array(first: str, text: TextIO, line: int, *,
                 last_error = None
                 continue  # a number or literal cut by the block boundary: decode again
             if end - pos > MAX_VALUE_CHARS:
-                yield JsonValue(line + buf.count("\n", 0, pos),
+                yield JsonValue(line_at(pos),
                                 problem="an element is larger than 64 MB")
                 return None
             break
-        yield JsonValue(line + buf.count("\n", 0, pos), value)
+        yield JsonValue(line_at(pos), value)
         pos = end
 
 
