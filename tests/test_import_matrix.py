@@ -362,3 +362,28 @@ def test_ids_are_uuid5_and_long_names_refused(tmp_path: Path) -> None:
     src.write_text(f"from,to,avg\nLUN,AMS,190\n{'L' * 249},AMS,12\n")
     result = import_matrix([src], MatrixSpec(at=when), tmp_path / "l.jsonl")
     assert result.report.kept == 1 and result.report.refused == {"place name too long": 1}
+
+
+def test_wide_parquet_compressed_and_csv_from_stdin(tmp_path: Path) -> None:
+    import bz2
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"from": ["LUN", "LHR"], "AMS": [190.5, 8.2], "JNB": [21.5, None]})
+    plain = tmp_path / "w.parquet"
+    pq.write_table(table, plain)
+    packed = tmp_path / "w.parquet.bz2"
+    packed.write_bytes(bz2.compress(plain.read_bytes()))
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    result = import_matrix([packed], MatrixSpec(at=when, stat="min"), tmp_path / "w.jsonl")
+    assert result.report.kept == 3 and result.gaps[str(packed)] == 1
+    assert any("layout wide" in said for said in result.said)
+    r = by_pair(pings(tmp_path / "w.jsonl"))["LHR", "AMS"]
+    assert r.body.stats.min_ms == 8.2
+    out = tmp_path / "stdin.jsonl"
+    piped = CliRunner().invoke(cli, ["import", "matrix", "-", "--rtt", "avg", "--at", AT,
+                                     "-o", str(out)],
+                               input=(DATA / "pings.csv").read_text(), prog_name="netvantage",
+                               catch_exceptions=False)
+    assert piped.exit_code == 0, piped.output
+    assert len(pings(out)) == 4

@@ -86,14 +86,15 @@ are unique and the analysis finds coordinates by name whatever the role.
 
 Memory: rows are read one at a time (CSV) or one batch at a time (Parquet) and
 records written as they are made.  What is kept: one entry per distinct place,
-and for the duplicate check the ids of the :data:`RECENT_TIMES` most recent
-times (bounded by the size of the matrix, not by the length of a series; a
-repeat of an older time is not refused, but it has the same id as the first
-and readers keep a record id once).
+and for the duplicate check the ids of the most recent times, about
+:data:`RECENT_KEYS` of them (bounded by the size of the matrix, not by the
+length of a series; a repeat of a time forgotten by then is not refused, but it
+has the same id as the first and readers keep a record id once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -123,7 +124,7 @@ __all__ = [
     "GAP_NOTE",
     "MATRIX_NAMESPACE",
     "MAX_NAME",
-    "RECENT_TIMES",
+    "RECENT_KEYS",
     "MatrixImport",
     "MatrixSpec",
     "UnresolvedPlacesError",
@@ -169,8 +170,8 @@ _PARQUET_BATCH = 65_536
 #: The longest place name (the record's agent is ``matrix:<name>``, at most 255 characters).
 MAX_NAME = 248
 
-#: How many distinct times the duplicate check remembers (see :class:`_Seen`).
-RECENT_TIMES = 64
+#: About how many record ids the duplicate check remembers (see :class:`_Seen`): ~10 MB.
+RECENT_KEYS = 131_072
 
 
 # ----------------------------------------------------------------------------- errors
@@ -513,18 +514,20 @@ def _csv_rows(fh: IO[str], spec: MatrixSpec, said: list[str]) -> tuple[list[str]
     return header, rows()
 
 
-def _parquet_rows(fh: IO[bytes]) -> tuple[list[str], Iterator[Row]]:
+def _parquet_rows(fh: IO[bytes],
+                  stack: contextlib.ExitStack) -> tuple[list[str], Iterator[Row]]:
+    """The header and rows of a Parquet file, read one batch at a time."""
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    if not fh.seekable():  # compressed: Parquet's footer needs seeking
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the ParquetFile's use
+    if not fh.seekable():  # compressed: Parquet's footer needs seeking, so copy it out
+        spool = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - closed by stack
         shutil.copyfileobj(fh, spool)
         spool.seek(0)
         fh = spool
     try:
         pf = pq.ParquetFile(fh)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError …: all mean unreadable
-        raise ImportFormatError(f"not a readable Parquet file: {exc}") from None
+        raise ImportFormatError("not a readable Parquet file", str(exc)) from None
     header = [str(n) for n in pf.schema_arrow.names]
 
     def rows() -> Iterator[Row]:
@@ -918,8 +921,8 @@ def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
         said_at = f"time {at.isoformat()}"
     try:
         if _is_parquet(path):
-            with open_binary(path) as fb:
-                header, rows = _parquet_rows(fb)
+            with open_binary(path) as fb, contextlib.ExitStack() as stack:
+                header, rows = _parquet_rows(fb, stack)
                 yield from _convert(name, header, rows, spec, said, said_at, at, places,
                                     result, seen, encoder, "row")
         else:
@@ -1044,10 +1047,11 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
 class _Seen:
     """The records already written, to refuse a second row for a (from, to, time).
 
-    Kept per time for the :data:`RECENT_TIMES` most recently met times only, so
-    that memory stays bounded by one time's pairs (a matrix's size), not by the
-    length of a time series.  A repeat of an older time is not caught here; it
-    has the same id as the first, and readers keep a record id once.
+    Ids are kept per time, the most recent times first, up to about
+    :data:`RECENT_KEYS` ids (always all of the current time's), so that memory
+    stays bounded by the size of a matrix, not by the length of a time series.
+    A repeat of a time forgotten by then is not caught here; it has the same id
+    as the first, and readers keep a record id once.
     """
 
     def __init__(self) -> None:
@@ -1061,8 +1065,9 @@ class _Seen:
             current = self._by_time.get(stamp)
             if current is None:
                 current = self._by_time[stamp] = set()
-                if len(self._by_time) > RECENT_TIMES:
-                    self._by_time.popitem(last=False)
+                total = sum(len(ids) for ids in self._by_time.values())
+                while total > RECENT_KEYS and len(self._by_time) > 1:
+                    total -= len(self._by_time.popitem(last=False)[1])
             else:
                 self._by_time.move_to_end(stamp)
             self._last, self._current = stamp, current
