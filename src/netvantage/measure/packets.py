@@ -10,7 +10,7 @@ field they do not hash:
 * UDP: addresses and ports are constant; the **checksum** carries the probe id
   (two payload bytes are chosen to make it so).
 * TCP SYN: addresses and ports are constant; the sequence number carries the
-  probe id (TCP probes are built with scapy: see :mod:`netvantage.measure.trace`).
+  probe id (TCP probes are built with scapy: see :mod:`netvantage.measure.trace.sockets`).
 
 Routers quote the IP header and at least the first 8 bytes of what follows
 (RFC 792; RFC 1812 asks for more), which holds all of these fields, so every
