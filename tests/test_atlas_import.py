@@ -10,9 +10,11 @@ import gzip
 import json
 import lzma
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cells import row
 from conftest import run_cli
 from netvantage.importers.atlas import convert_result, import_atlas, load_probes
 from netvantage.importers.io import ImportFormatError, iter_json, open_text
@@ -51,18 +53,18 @@ def test_round_trip_import_validate_analyse(tmp_path):
 
     m = load(str(out)).measurements.set_index(["agent", "target", "summary"]).sort_index()
     # probe 7001 (GB) -> dc-a: RTTs 10, 12, 14 -> median 12, min 10, no loss
-    a = m.loc[("atlas-probe-7001", "dc-a.example", False)]
+    a = row(m, ("atlas-probe-7001", "dc-a.example", False))
     assert (a["region"], a["rtt_ms"], a["rtt_min_ms"], a["loss_ratio"]) == ("GB", 12.0, 10.0,
                                                                                0.0)
     # probe 7002 (SE) -> dc-a: 20, lost, 30 -> median 25, loss 1/3
-    b = m.loc[("atlas-probe-7002", "dc-a.example", False)]
+    b = row(m, ("atlas-probe-7002", "dc-a.example", False))
     assert (b["rtt_ms"], b["rtt_min_ms"]) == (25.0, 20.0)
     assert b["loss_ratio"] == pytest.approx(1 / 3, abs=1e-6)
     # probe 7001 -> dc-b: lost, (late reply), 40, lost: 1 of 3 answered in time
-    c = m.loc[("atlas-probe-7001", "dc-b.example", False)]
+    c = row(m, ("atlas-probe-7001", "dc-b.example", False))
     assert (c["rtt_ms"], c["received"], c["sent"]) == (40.0, 1, 3)
     # firmware 1 summary: sent 3, rcvd 3, min 19.9, avg 20.1 -> a summary row
-    d = m.loc[("atlas-probe-7002", "dc-b.example", True)]
+    d = row(m, ("atlas-probe-7002", "dc-b.example", True))
     assert (d["sent"], d["received"], d["rtt_min_ms"], d["loss_ratio"]) == (3, 3, 19.9, 0.0)
     assert d["rtt_samples"] == 3
     # one place per region: each country has one probe, at its coordinates
@@ -258,7 +260,7 @@ def test_geo_db_places_probes_without_metadata(tmp_path):
     assert {r.region for r in res.records} == {"GB", "SE"}
 
 
-def _reader():  # type: ignore[no-untyped-def]
+def _reader() -> Any:
     from netvantage.importers.places import open_city_db
 
     return open_city_db(CITY_DB)

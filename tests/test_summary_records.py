@@ -15,10 +15,10 @@ from typing import Any
 
 import jsonschema
 import msgspec
-import numpy as np
 import pandas as pd
 import pytest
 
+from cells import number, row
 from netvantage.analysis.load import check_campaign, frames_from_records, load
 from netvantage.analysis.metrics import metrics, point_metrics
 from netvantage.analysis.summary import analyse
@@ -28,6 +28,7 @@ from netvantage.errors import SchemaError
 from netvantage.measure.text import reach_table
 from netvantage.results import (
     SCHEMA_VERSION,
+    AnyRecord,
     PingBody,
     PingRecord,
     RttStats,
@@ -208,9 +209,11 @@ def test_schema_1_records_still_read_and_cannot_carry_summaries():
 
 
 def test_store_keeps_summary_records_valid(tmp_path):
-    recs = [ping(summary_ping(RttSummary(samples=2, min_ms=4.0, mean_ms=5.0), 2, 2)),
-            tcp(TcpBody.from_summary(RttSummary(median_ms=7.0), attempts=None,
-                                     succeeded=None, **TCP))]
+    recs: list[AnyRecord] = [
+        ping(summary_ping(RttSummary(samples=2, min_ms=4.0, mean_ms=5.0), 2, 2)),
+        tcp(TcpBody.from_summary(RttSummary(median_ms=7.0), attempts=None,
+                                 succeeded=None, **TCP)),
+    ]
     with Store(tmp_path / "collector.db") as store:
         store.add_records(recs)
         back = sorted(store.iter_records(), key=lambda r: r.id)
@@ -218,7 +221,7 @@ def test_store_keeps_summary_records_valid(tmp_path):
 
 
 def test_parquet_export_has_summary_columns_and_loads_back(tmp_path):
-    import pyarrow.dataset as ds
+    import pyarrow.dataset as ds  # type: ignore[import-untyped]
 
     recs = _mixed_campaign()
     with Store(tmp_path / "collector.db") as store:
@@ -325,14 +328,14 @@ def test_a_summary_minimum_is_the_floor_of_the_physical_bound():
 ])
 def test_the_figure_standing_for_a_summary(rest, stat, value):
     camp = frames_from_records([ping(summary_ping(RttSummary(**rest), None, None))])
-    row = camp.measurements.iloc[0]
-    assert (row["rtt_stat"], row["rtt_ms"]) == (stat, value)
+    first = camp.measurements.iloc[0]
+    assert (first["rtt_stat"], first["rtt_ms"]) == (stat, value)
 
 
 def test_metrics_of_a_campaign_mixing_samples_and_summaries():
     camp = check_campaign(frames_from_records(_mixed_campaign()))
     out = point_metrics(camp).set_index(["region", "kind"])
-    r1 = out.loc[("r1", "ping")]
+    r1 = row(out, ("r1", "ping"))
     # Observations: A 10, 20, 30 (one lost), B 12, 14, C 15 (its median), D 25 (its mean):
     # sorted 10 12 14 15 20 25 30.  p50 = 15; p90: h = 6 x 0.9 = 5.4 -> 25 + 0.4 x 5 = 27.
     assert r1["records"] == 4
@@ -344,13 +347,13 @@ def test_metrics_of_a_campaign_mixing_samples_and_summaries():
     # Loss over records with known counts: A 4 sent 1 lost, B 2/0, C 10/0; D left out.
     assert (r1["sent"], r1["lost"]) == (16, 1)
     assert r1["loss_ratio"] == pytest.approx(1 / 16)
-    r2 = out.loc[("r2", "ping")]
+    r2 = row(out, ("r2", "ping"))
     # E 5, 7 and F (p50 6) -> 5 6 7; samples 2 + F's 4 = 6; sent 2 + 5, lost 0 + 1.
     assert (r2["records"], r2["summary_records"], r2["rtt_samples"]) == (2, 1, 6)
     assert r2["rtt_p50_ms"] == pytest.approx(6.0)
     assert (r2["sent"], r2["lost"]) == (7, 1)
     assert r2["loss_ratio"] == pytest.approx(1 / 7)
-    g = out.loc[("r1", "tcp")]
+    g = row(out, ("r1", "tcp"))
     assert (g["records"], g["summary_records"], g["rtt_samples"]) == (1, 1, 3)
     assert (g["rtt_p50_ms"], g["sent"], g["lost"], g["loss_ratio"]) == (50.0, 4, 1, 0.25)
 
@@ -360,19 +363,19 @@ def test_a_summary_record_is_one_observation_for_the_confidence():
     # one record gives no interval, as a single sampled record does not either.
     camp = frames_from_records([ping(summary_ping(
         RttSummary(samples=1000, min_ms=5.0, median_ms=9.0), 1000, 1000))])
-    row = metrics(camp, n_boot=200).iloc[0]
-    assert (row["rtt_samples"], row["summary_records"], row["rtt_p50_ms"]) == (1000, 1, 9.0)
-    assert math.isnan(row["rtt_p50_lo"]) and math.isnan(row["rtt_p50_hi"])
+    first = metrics(camp, n_boot=200).iloc[0]
+    assert (first["rtt_samples"], first["summary_records"], first["rtt_p50_ms"]) == (1000, 1, 9.0)
+    assert math.isnan(first["rtt_p50_lo"]) and math.isnan(first["rtt_p50_hi"])
     # Two summary records: each is drawn whole, so every replicate's median is one of
     # the values a pool of {9, 11} (drawn with replacement) can give: 9, 10 or 11.
     camp = frames_from_records([
         ping(summary_ping(RttSummary(samples=500, median_ms=9.0), 500, 500)),
         ping(summary_ping(RttSummary(samples=500, median_ms=11.0), 500, 500), minute=1),
     ])
-    row = metrics(camp, n_boot=400).iloc[0]
-    assert row["rtt_samples"] == 1000 and row["rtt_p50_ms"] == pytest.approx(10.0)
-    assert row["rtt_p50_lo"] == pytest.approx(9.0) and row["rtt_p50_hi"] == pytest.approx(11.0)
-    assert row["loss_ratio_lo"] == row["loss_ratio_hi"] == 0.0
+    first = metrics(camp, n_boot=400).iloc[0]
+    assert first["rtt_samples"] == 1000 and first["rtt_p50_ms"] == pytest.approx(10.0)
+    assert first["rtt_p50_lo"] == pytest.approx(9.0) and first["rtt_p50_hi"] == pytest.approx(11.0)
+    assert first["loss_ratio_lo"] == first["loss_ratio_hi"] == 0.0
 
 
 def test_unknown_counts_do_not_enter_the_loss_interval():
@@ -381,11 +384,11 @@ def test_unknown_counts_do_not_enter_the_loss_interval():
         ping(summary_ping(RttSummary(mean_ms=1.0), None, None), minute=1),
         ping(summary_ping(RttSummary(mean_ms=1.0), 8, None), minute=2),
     ])
-    row = metrics(camp, n_boot=300).iloc[0]
+    first = metrics(camp, n_boot=300).iloc[0]
     # Only the sampled record counts probes: 2 sent, 1 lost; every replicate that draws
     # it gives 0.5 and the others have no probes (no ratio).
-    assert (row["sent"], row["lost"], row["loss_ratio"]) == (2, 1, 0.5)
-    assert row["loss_ratio_lo"] == row["loss_ratio_hi"] == 0.5
+    assert (first["sent"], first["lost"], first["loss_ratio"]) == (2, 1, 0.5)
+    assert first["loss_ratio_lo"] == first["loss_ratio_hi"] == 0.5
 
 
 def test_analyse_ranks_summary_records_and_says_so(tmp_path):
@@ -407,7 +410,7 @@ def test_analyse_ranks_summary_records_and_says_so(tmp_path):
     # Per pair the records' figures: r1 near 10 10 10, r1 far 30 30 30; loss unknown.
     assert breakdown.loc[("r1", "near"), "rtt_p50_ms"] == 10.0
     assert breakdown.loc[("r2", "far"), "rtt_p50_ms"] == 28.0
-    assert np.isnan(breakdown.loc[("r1", "near"), "loss_pct"])
+    assert math.isnan(number(breakdown.loc[("r1", "near"), "loss_pct"]))
     assert breakdown.loc[("r1", "near"), "cost_loss_pct"] == 0.0
     notes = " ".join(result.notes)
     assert "12 summary record(s)" in notes and "(6 mean, 6 median)" in notes
