@@ -87,7 +87,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from ..errors import SchemaError
+from ..errors import NetvantageError, SchemaError
 from ..results import (
     Annotation,
     Hop,
@@ -139,7 +139,7 @@ _TYPES = ("ping", "traceroute", "mtr")
 GlobalpingRecord = PingRecord | TcpRecord | TraceRecord
 
 
-class Refused(Exception):
+class Refused(NetvantageError):
     """One result that cannot be imported: ``reason`` is short and stable (counted)."""
 
     def __init__(self, reason: str, detail: str | None = None) -> None:

@@ -80,7 +80,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
-from ..errors import SchemaError
+from ..errors import NetvantageError, SchemaError
 from ..results import (
     Hop,
     IcmpError,
@@ -114,7 +114,7 @@ _SOURCE = "scamper"
 _BOOKKEEPING = ("cycle-start", "cycle-stop", "cycle-def", "list")
 
 
-class Refused(Exception):
+class Refused(NetvantageError):
     """One scamper object that cannot be imported: ``reason`` is short and stable (counted)."""
 
     def __init__(self, reason: str, detail: str | None = None) -> None:

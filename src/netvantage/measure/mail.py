@@ -224,13 +224,21 @@ class _Session:
         # The phase limit runs from the start of the phase, not of each read:
         # a server that drips a byte now and then must not stretch a phase.
         overall = self.deadline - time.monotonic()
-        if overall <= 0:
-            raise _Abort("timeout", f"deadline reached in phase {self.clock.running}")
         phase_left = self.opts.phase_timeout_s - self.clock.elapsed_s
-        if phase_left <= 0:
-            raise _Abort("timeout", f"phase {self.clock.running} took longer than "
-                         f"{self.opts.phase_timeout_s:g} s")
+        if overall <= 0 or phase_left <= 0:
+            raise self._limit_reached()
         return min(overall, phase_left)
+
+    def _limit_reached(self) -> _Abort:
+        """The timeout that ended the phase, said the same way whether a read was waiting
+        when it struck or a byte had just come in (a drip can land on the limit itself)."""
+        overall = self.deadline - time.monotonic()
+        phase_left = self.opts.phase_timeout_s - self.clock.elapsed_s
+        if overall <= phase_left:
+            return _Abort("timeout", f"no complete answer in phase {self.clock.running} "
+                          "before the overall deadline")
+        return _Abort("timeout", f"no complete answer in phase {self.clock.running} "
+                      f"within its {self.opts.phase_timeout_s:g} s")
 
     async def run(self, sock: socket.socket, connected_at: int) -> None:
         reader, writer = await asyncio.open_connection(sock=sock, limit=self.opts.max_bytes)
@@ -279,8 +287,7 @@ class _Session:
             try:
                 data = await asyncio.wait_for(reader.read(65536), self._remaining())
             except TimeoutError:
-                raise _Abort("timeout", f"no complete answer in phase {self.clock.running} "
-                             f"within the time allowed") from None
+                raise self._limit_reached() from None
             except (ConnectionResetError, BrokenPipeError) as exc:
                 raise _Abort("protocol_error",
                              f"connection reset in phase {self.clock.running}: {exc}") from None
