@@ -147,10 +147,10 @@ def import_atlas_cmd(files: tuple[Path, ...], probe_files: tuple[Path, ...],
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(staged(output))
             side = stack.enter_context(staged(raw_path(output))) if keep_raw else None
-            for record, data, original in importer.records(files, keep_raw=keep_raw):
+            for rid, data, original in importer.lines(files, keep_raw=keep_raw):
                 out.write(data)
                 if side is not None:
-                    side.write(json.dumps({"id": record.id, "raw": original},
+                    side.write(json.dumps({"id": rid, "raw": original},
                                           separators=(",", ":"),
                                           ensure_ascii=False).encode())
             finish_import(importer.report, "atlas", *([out, side] if side else [out]))

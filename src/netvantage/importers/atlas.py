@@ -89,7 +89,7 @@ import statistics
 import tomllib
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -99,7 +99,6 @@ from typing import Any, Literal
 from ..errors import SchemaError
 from ..results import (
     Hop,
-    PingBody,
     PingRecord,
     RttSummary,
     Status,
@@ -110,6 +109,8 @@ from ..results import (
     encode_record,
     write_jsonl,
 )
+from ..results.wire import PingLines
+from .ids import RecentKeys, uuid5
 from .io import ImportFormatError, ImportReport, display_name, iter_json, open_text
 from .places import CityReader, Place, from_address
 
@@ -388,11 +389,23 @@ def load_targets(path: str | Path) -> dict[str, DataCentre]:
 
 def atlas_id(kind: str, msm_id: int, prb_id: int, timestamp: int) -> str:
     """The deterministic record id of one Atlas result."""
-    return str(uuid.uuid5(ATLAS_NAMESPACE, f"atlas:{kind}:{msm_id}:{prb_id}:{timestamp}"))
+    return uuid5(ATLAS_NAMESPACE, f"atlas:{kind}:{msm_id}:{prb_id}:{timestamp}")[0]
+
+
+def _seen_key(kind: str, msm_id: int, prb_id: int, timestamp: int,
+              ) -> tuple[Hashable, Hashable]:
+    """(bucket, key) of a result for :class:`RecentKeys`: the fields its id is made of,
+    whole (one int when they fit in 98 bits), bucketed by kind and ~68 minutes."""
+    bucket = (kind, timestamp >> 12)
+    if prb_id < 1 << 32 and timestamp < 1 << 34:
+        return bucket, (msm_id << 66) | (prb_id << 34) | timestamp
+    return bucket, (msm_id, prb_id, timestamp)
 
 
 def _need_int(obj: Mapping[str, Any], key: str) -> int:
     value = obj.get(key)
+    if type(value) is int and value >= 0:  # the usual case, first
+        return value
     if isinstance(value, bool) or value is None:
         raise AtlasFormatError(f"missing or bad field {key!r}", repr(value))
     if isinstance(value, float) and value.is_integer():
@@ -433,9 +446,12 @@ def _ip_version(obj: Mapping[str, Any], address: str | None) -> Literal[4, 6]:
     return 4
 
 
-@dataclass
+@dataclass(slots=True)
 class _Envelope:
     id: str
+    kind: str
+    msm_id: int
+    timestamp: int
     agent: str
     region: str | None
     target: str
@@ -457,6 +473,23 @@ class _Context:
     region_by: RegionBy = "country"
     #: Probes placed from their address (``geo``), and those that could not be.
     located: dict[int, AtlasProbe | None] = field(default_factory=dict)
+    #: Ping records written straight to JSON (each rule checked once), one writer per
+    #: (IP version, socket, payload size): the body fields a measurement keeps.
+    _pings: dict[tuple[int, str | None, int], PingLines] = field(default_factory=dict)
+    #: (address, target, note) per (dst_addr, dst_name) given, and (agent, region,
+    #: notes) per probe id (without a --geo-db): what :func:`_envelope` works out.
+    target_cache: dict[tuple[Any, Any], tuple[str | None, str, str | None]] = field(
+        default_factory=dict)
+    probe_cache: dict[int, tuple[str, str | None, tuple[tuple[str, int], ...]]] = field(
+        default_factory=dict)
+
+    def pings(self, version: int, socket: str | None, size: int) -> PingLines:
+        lines = self._pings.get((version, socket, size))
+        if lines is None:
+            lines = self._pings[version, socket, size] = PingLines(
+                ip_version=version, socket=socket, payload_bytes=size, interval_s=0.0,
+                timeout_s=0.0, dont_fragment=False)
+        return lines
 
     def probe(self, prb_id: int, address: Any, notes: Counter[str]) -> AtlasProbe | None:
         probe = self.probes.get(prb_id)
@@ -485,31 +518,56 @@ def _envelope(obj: Mapping[str, Any], kind: str, ctx: _Context,
         started = datetime.fromtimestamp(timestamp, UTC)
     except (OverflowError, OSError, ValueError):
         raise AtlasFormatError("missing or bad field 'timestamp'", repr(timestamp)) from None
-    address = obj.get("dst_addr", obj.get("addr"))  # "addr"/"name": firmware 1 names
-    name = obj.get("dst_name", obj.get("name"))
-    address = address.strip() if isinstance(address, str) and address.strip() else None
-    name = name.strip() if isinstance(name, str) and name.strip() else None
+    raw_address = obj.get("dst_addr", obj.get("addr"))  # "addr"/"name": firmware 1 names
+    raw_name = obj.get("dst_name", obj.get("name"))
+    # Results repeat their targets and probes: what they give is worked out once.
+    target_key = (raw_address, raw_name)
+    known = ctx.target_cache.get(target_key) if (
+        type(raw_address) is str and type(raw_name) in (str, type(None))) else None
+    if known is None:
+        known = _target(raw_address, raw_name, ctx)
+        if type(raw_address) is str and type(raw_name) in (str, type(None)):
+            ctx.target_cache[target_key] = known
+    address, target, note = known
+    if note is not None:
+        notes[note] += 1
+    cached = ctx.probe_cache.get(prb_id) if ctx.geo is None else None
+    if cached is None:
+        counted: Counter[str] = Counter()
+        probe = ctx.probe(prb_id, obj.get("from"), counted)
+        if (ctx.probes or ctx.geo is not None) and probe is None:
+            counted["probe not in the probe metadata (region left empty)"] += 1
+        agent = f"atlas-probe-{prb_id}"
+        region = agent if ctx.region_by == "probe" else (probe.country if probe else None)
+        cached = (agent, region, tuple(counted.items()))
+        if ctx.geo is None:
+            ctx.probe_cache[prb_id] = cached
+    agent, region, probe_notes = cached
+    for note, n in probe_notes:
+        notes[note] += n
+    return _Envelope(id=atlas_id(kind, msm_id, prb_id, timestamp), kind=kind, msm_id=msm_id,
+                     timestamp=timestamp, agent=agent, region=region, target=target,
+                     address=address, started_at=started, prb_id=prb_id)
+
+
+def _target(raw_address: Any, raw_name: Any, ctx: _Context,
+            ) -> tuple[str | None, str, str | None]:
+    """(address, target, the note to count per result or None) of a result."""
+    address = raw_address.strip() if isinstance(raw_address, str) and raw_address.strip() \
+        else None
+    name = raw_name.strip() if isinstance(raw_name, str) and raw_name.strip() else None
     dc = ctx.targets.get(_norm_addr(address)) if address is not None else None
     if dc is not None:
-        target = dc.name
-    elif name is not None or address is not None:
-        target = (name or address or "")[:255]
-        if ctx.targets:
-            notes["target not in the data-centre list (dst_name/dst_addr used)"] += 1
-    else:
-        target = "unknown"
-        notes["no dst_name or dst_addr (target 'unknown')"] += 1
-    probe = ctx.probe(prb_id, obj.get("from"), notes)
-    if (ctx.probes or ctx.geo is not None) and probe is None:
-        notes["probe not in the probe metadata (region left empty)"] += 1
-    agent = f"atlas-probe-{prb_id}"
-    region = agent if ctx.region_by == "probe" else (probe.country if probe else None)
-    return _Envelope(id=atlas_id(kind, msm_id, prb_id, timestamp), agent=agent,
-                     region=region, target=target, address=address,
-                     started_at=started, prb_id=prb_id)
+        return address, dc.name, None
+    if name is not None or address is not None:
+        note = ("target not in the data-centre list (dst_name/dst_addr used)"
+                if ctx.targets else None)
+        return address, (name or address or "")[:255], note
+    return address, "unknown", "no dst_name or dst_addr (target 'unknown')"
 
 
-def _summary_ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRecord:
+def _summary_ping(obj: Mapping[str, Any], env: _Envelope, ctx: _Context,
+                  notes: Counter[str]) -> bytes:
     """A ping that carries only Atlas's summary (firmware 1: sent, rcvd, min/avg/max)."""
 
     def figure(key: str) -> float | None:
@@ -528,10 +586,6 @@ def _summary_ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -
     summary = RttSummary(samples=rcvd, min_ms=lo, mean_ms=mean, max_ms=hi)
     dup = _int_or_none(obj.get("dup"))
     size = _int_or_none(obj.get("size"))
-    body = PingBody.from_summary(
-        summary, sent=sent, received=rcvd, ip_version=_ip_version(obj, env.address),
-        socket="raw" if sent else None, payload_bytes=max(size or 0, 0), interval_s=0.0,
-        timeout_s=0.0, dont_fragment=False, duplicates=max(dup or 0, 0))
     notes["ping: summary only (old firmware: sent, rcvd, min/avg/max), stored as a summary"] += 1
     status: Status
     error: str | None = None
@@ -544,15 +598,18 @@ def _summary_ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -
     else:
         status = "ok" if any(v is not None for v in figures) else "error"
         error = None if status == "ok" else "no reply count and no figures in the summary"
-    return PingRecord(id=env.id, agent=env.agent, region=env.region, target=env.target,
-                      address=env.address, started_at=env.started_at, duration_ms=0.0,
-                      status=status, error=error, source=_SOURCE, body=body)
+    pings = ctx.pings(_ip_version(obj, env.address), "raw" if sent else None,
+                      max(size or 0, 0))
+    return pings.summary(
+        summary, sent=sent, received=rcvd, id=env.id, agent=env.agent, region=env.region,
+        target=env.target, address=env.address, started_at=env.started_at, duration_ms=0.0,
+        status=status, error=error, source=_SOURCE, duplicates=max(dup or 0, 0))
 
 
-def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRecord:
+def _ping(obj: Mapping[str, Any], env: _Envelope, ctx: _Context, notes: Counter[str]) -> bytes:
     entries = obj.get("result")
     if entries is None and any(k in obj for k in ("rcvd", "avg", "min", "max")):
-        return _summary_ping(obj, env, notes)
+        return _summary_ping(obj, env, ctx, notes)
     if isinstance(entries, str):  # very old firmware: the result list as a JSON string
         try:
             entries = json.loads(entries)
@@ -567,6 +624,14 @@ def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRe
     duplicates = late = 0
     errors: list[str] = []
     for n, entry in enumerate(entries):
+        if type(entry) is dict and len(entry) == 1:  # the usual {"rtt": 1.2} or {"x": "*"}
+            rtt = entry.get("rtt")
+            if type(rtt) is float and rtt >= 0 and rtt != math.inf:
+                samples.append(rtt)
+                continue
+            if "x" in entry:
+                samples.append(None)
+                continue
         if not isinstance(entry, dict):
             raise AtlasFormatError("ping result entry is not an object", f"entry {n}")
         if _flag(entry.get("dup")):
@@ -582,7 +647,9 @@ def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRe
             samples.append(None)
         else:
             raise AtlasFormatError("ping result entry of unknown form", json.dumps(entry)[:80])
-    sent_atlas = _int_or_none(obj.get("sent"))
+    sent_atlas = obj.get("sent")
+    if type(sent_atlas) is not int:
+        sent_atlas = _int_or_none(sent_atlas)
     if sent_atlas is not None and sent_atlas > len(samples):
         notes["ping: fewer result entries than Atlas 'sent' (padded as lost)"] += 1
         samples.extend([None] * (sent_atlas - len(samples)))
@@ -594,35 +661,48 @@ def _ping(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> PingRe
         # A late reply answers a packet already written down as lost (no RTT is given):
         # the packet stays without RTT, the reply is counted here and in the error text.
         notes["ping: late replies (answered after the timeout: counted, no RTT)"] += late
-    version = _ip_version(obj, env.address)
-    size = _int_or_none(obj.get("size"))
-    body = PingBody.from_samples(
-        samples, ip_version=version, socket="raw" if samples else None,
-        payload_bytes=max(size or 0, 0), interval_s=0.0, timeout_s=0.0, dont_fragment=False,
-        duplicates=duplicates)
-    rcvd_atlas = _int_or_none(obj.get("rcvd"))
-    if rcvd_atlas is not None and rcvd_atlas != body.received:
+    sent = len(samples)
+    got = [r for r in samples if r is not None]
+    received = len(got)
+    rcvd_atlas = obj.get("rcvd")
+    if type(rcvd_atlas) is not int:
+        rcvd_atlas = _int_or_none(rcvd_atlas)
+    if rcvd_atlas is not None and rcvd_atlas != received:
         notes["ping: received differs from Atlas 'rcvd'"] += 1
-    for ours, key in ((body.stats.min_ms, "min"), (body.stats.max_ms, "max")):
-        theirs = _float_or_none(obj.get(key))
-        if ours is not None and theirs is not None and theirs >= 0 and abs(ours - theirs) > 0.002:
-            notes[f"ping: {key} differs from Atlas '{key}'"] += 1
+    if got:
+        for ours, key in ((round(min(got), 3), "min"), (round(max(got), 3), "max")):
+            theirs = obj.get(key)
+            if type(theirs) is not float:
+                theirs = _float_or_none(theirs)
+            if theirs is not None and theirs >= 0 and abs(ours - theirs) > 0.002:
+                notes[f"ping: {key} differs from Atlas '{key}'"] += 1
     status: Status
     error: str | None
-    if body.received:
+    if received:
         status, error = "ok", None
         if errors:
             notes["ping: error entries in results with replies (kept raw only)"] += len(errors)
     elif errors:
         status, error = "error", "; ".join(errors)[:2000]
-    elif body.sent:
-        status, error = "timeout", f"no reply to {body.sent} echo request(s)" + (
+    elif sent:
+        status, error = "timeout", f"no reply to {sent} echo request(s)" + (
             f" in time ({late} late reply(ies) after the timeout)" if late else "")
     else:
         status, error = "error", "no packet sent"
-    return PingRecord(id=env.id, agent=env.agent, region=env.region, target=env.target,
-                      address=env.address, started_at=env.started_at, duration_ms=0.0,
-                      status=status, error=error, source=_SOURCE, body=body)
+    size = obj.get("size")
+    if type(size) is not int:
+        size = _int_or_none(size)
+    pings = ctx.pings(_ip_version(obj, env.address), "raw" if samples else None,
+                      max(size or 0, 0))
+    if duplicates:
+        return pings.samples(
+            samples, id=env.id, agent=env.agent, region=env.region, target=env.target,
+            address=env.address, started_at=env.started_at, duration_ms=0.0, status=status,
+            error=error, source=_SOURCE, duplicates=duplicates)
+    return pings.samples(
+        samples, id=env.id, agent=env.agent, region=env.region, target=env.target,
+        address=env.address, started_at=env.started_at, duration_ms=0.0, status=status,
+        error=error, source=_SOURCE)
 
 
 # ICMP destination unreachable codes for the documented ``err`` letters.
@@ -824,8 +904,10 @@ def _trace(obj: Mapping[str, Any], env: _Envelope, notes: Counter[str]) -> Trace
 _KINDS = {"ping": "ping", "traceroute": "trace"}
 
 
-def _convert(obj: Any, ctx: _Context, local: Counter[str],
-             ) -> tuple[PingRecord | TraceRecord, bytes, _Envelope]:
+def _convert(obj: Any, ctx: _Context, local: Counter[str]) -> tuple[bytes, _Envelope]:
+    """One result's record as JSON (no newline), every rule of the schema checked once
+    for pings (:class:`~netvantage.results.wire.PingLines`); traces are built by the
+    checked constructors and decoded again (msgspec checks ranges only when decoding)."""
     if not isinstance(obj, dict):
         raise AtlasFormatError("not a JSON object", type(obj).__name__)
     kind = obj.get("type")
@@ -836,18 +918,17 @@ def _convert(obj: Any, ctx: _Context, local: Counter[str],
                                "only ping and traceroute results can be imported")
     env = _envelope(obj, _KINDS[kind], ctx, local)
     try:
-        record: PingRecord | TraceRecord = (
-            _ping(obj, env, local) if kind == "ping" else _trace(obj, env, local))
+        if kind == "ping":
+            return _ping(obj, env, ctx, local), env
+        data = encode_record(_trace(obj, env, local))
+        decode_record(data)
     except AtlasFormatError:
         raise
-    except (ValueError, TypeError, KeyError) as exc:  # the schema's own checks
-        raise AtlasFormatError("fails the record schema", str(exc)[:200]) from None
-    data = encode_record(record)
-    try:  # constructors check the invariants, decoding also checks ranges and lengths
-        decode_record(data)
     except SchemaError as exc:
         raise AtlasFormatError("fails the record schema", str(exc)[:200]) from None
-    return record, data, env
+    except (ValueError, TypeError, KeyError) as exc:  # the schema's own checks
+        raise AtlasFormatError("fails the record schema", str(exc)[:200]) from None
+    return data, env
 
 
 def convert_result(obj: Any, *, probes: Mapping[int, AtlasProbe] | None = None,
@@ -863,10 +944,12 @@ def convert_result(obj: Any, *, probes: Mapping[int, AtlasProbe] | None = None,
     notes = Counter() if notes is None else notes
     local: Counter[str] = Counter()
     ctx = _Context(probes or {}, targets or {}, geo, region_by)
-    record, _data, env = _convert(obj, ctx, local)
+    data, env = _convert(obj, ctx, local)
     for reason, _detail in env.refused:
         local[f"refused: {reason}"] += 1
     notes.update(local)  # only for results that are imported
+    record = decode_record(data)
+    assert isinstance(record, PingRecord | TraceRecord)
     return record
 
 
@@ -900,11 +983,13 @@ def _place(probe: AtlasProbe, region_by: RegionBy) -> Place:
 class AtlasImporter:
     """A streamed import: results are converted one by one as the files are read.
 
-    :meth:`records` yields each kept record (with its encoded JSON line and, for
-    ``keep_raw``, the Atlas original) while :attr:`report` counts what was read,
-    kept, refused (by reason, per file) and noticed.  Memory does not grow with
-    the files, except for the ids seen (duplicates are skipped): 16 bytes of
-    UUID and the set's overhead per kept result, about 70 MB per million.
+    :meth:`lines` yields each kept record as its JSON line (with its id and, for
+    ``keep_raw``, the Atlas original), :meth:`records` the records themselves,
+    while :attr:`report` counts what was read, kept, refused (by reason, per
+    file) and noticed.  Memory does not grow with the files: repeats of a result
+    are found among the :data:`~netvantage.importers.ids.RECENT_KEYS` most
+    recent results (by time; :class:`~netvantage.importers.ids.RecentKeys`),
+    compared by the fields the id is made of, exactly.
     """
 
     def __init__(self, *, probes: Mapping[int, AtlasProbe] | None = None,
@@ -912,17 +997,23 @@ class AtlasImporter:
                  geo: CityReader | None = None, region_by: RegionBy = "country") -> None:
         self.report = ImportReport(source="atlas")
         self._ctx = _Context(probes or {}, targets or {}, geo, region_by)
-        self._seen: set[bytes] = set()
+        self._seen = RecentKeys()
         self._used: set[int] = set()
 
-    def records(self, sources: Iterable[str | Path], *, keep_raw: bool = False,
-                ) -> Iterator[tuple[PingRecord | TraceRecord, bytes, Any]]:
-        """``(record, its JSON line without newline, the original or None)`` per kept result."""
+    def lines(self, sources: Iterable[str | Path], *, keep_raw: bool = False,
+              ) -> Iterator[tuple[str, bytes, Any]]:
+        """``(record id, its JSON line without newline, the original or None)`` per kept
+        result, in the order read."""
         report = self.report
         notes = report.notes
+        ctx = self._ctx
+        seen = self._seen
+        used = self._used
+        local: Counter[str] = Counter()
         for source in sources:
             name = display_name(source)
             tally = report.file(name)
+            by_kind = report.by_kind
             try:
                 with open_text(source) as text:
                     for item in iter_json(text):
@@ -931,26 +1022,38 @@ class AtlasImporter:
                             report.refuse("malformed JSON", f"{name}:{item.line}",
                                           item.problem, file=name)
                             continue
-                        local: Counter[str] = Counter()
+                        if local:  # what a result noticed counts only if it is kept
+                            local.clear()
                         try:
-                            record, data, env = _convert(item.value, self._ctx, local)
+                            data, env = _convert(item.value, ctx, local)
                         except AtlasFormatError as exc:
                             report.refuse(exc.reason, f"{name}:{item.line}", exc.detail,
                                           file=name)
                             continue
-                        key = uuid.UUID(record.id).bytes
-                        if key in self._seen:
+                        if seen.again(*_seen_key(env.kind, env.msm_id, env.prb_id,
+                                                 env.timestamp)):
                             tally.duplicates += 1
                             continue
-                        self._seen.add(key)
-                        self._used.add(env.prb_id)
-                        for reason, detail in env.refused:
-                            report.refuse(reason, f"{name}:{item.line}", detail, file=name)
-                        notes.update(local)
-                        report.keep(name, record.kind)
-                        yield record, data, (item.value if keep_raw else None)
+                        used.add(env.prb_id)
+                        if env.refused:
+                            for reason, detail in env.refused:
+                                report.refuse(reason, f"{name}:{item.line}", detail,
+                                              file=name)
+                        if local:
+                            notes.update(local)
+                        tally.kept += 1
+                        by_kind[env.kind] += 1
+                        yield env.id, data, (item.value if keep_raw else None)
             except ImportFormatError as exc:  # unreadable from some point on: say where
                 report.fail(name, exc)
+
+    def records(self, sources: Iterable[str | Path], *, keep_raw: bool = False,
+                ) -> Iterator[tuple[PingRecord | TraceRecord, bytes, Any]]:
+        """``(record, its JSON line without newline, the original or None)`` per kept result."""
+        for _rid, data, original in self.lines(sources, keep_raw=keep_raw):
+            record = decode_record(data)
+            assert isinstance(record, PingRecord | TraceRecord)
+            yield record, data, original
 
     def probes(self) -> dict[int, AtlasProbe]:
         """Every probe of a kept result whose place is known (metadata or ``--geo-db``)."""
