@@ -16,8 +16,9 @@ told only "not UTF-8".  Nothing is read whole: text comes in blocks of
 the line where it starts: JSON Lines (one value per line; a line holding an
 array gives its elements), one JSON array over the whole file (pretty-printed
 or all on one line, as the RIPE Atlas API returns it) or one object.  An array
-is decoded element by element from a sliding buffer, so a 500 MB array costs
-the memory of one element, not of the file.
+is decoded from a sliding buffer (the elements of a block at once when they are
+on one line, else element by element), so a 500 MB array costs the memory of
+a block, not of the file.
 
 Counting
 ========
@@ -396,6 +397,7 @@ def _iter_array(first: str, text: TextIO, line: int, *,
     # Lines before ``counted`` in ``buf`` are in ``line`` already: counting from the
     # start of the buffer for every element would be quadratic in a one-line file.
     counted = 0
+    batch = True  # decode whole stretches of elements at once (see below)
 
     def line_at(at: int) -> int:
         nonlocal line, counted
@@ -406,13 +408,14 @@ def _iter_array(first: str, text: TextIO, line: int, *,
         return line - buf.count("\n", at, counted)
 
     def more() -> bool:
-        nonlocal buf, pos, eof, counted
+        nonlocal buf, pos, eof, counted, batch
         if eof:
             return False
         chunk = text.read(BLOCK)
         if not chunk:
             eof = True
             return False
+        batch = True
         line_at(pos)
         buf = buf[pos:] + chunk
         pos = counted = 0
@@ -445,6 +448,25 @@ def _iter_array(first: str, text: TextIO, line: int, *,
                 yield from _iter_lines(first_line, _Chain(rest, text), at)
                 return None
             return first_line, at
+        if batch and array:
+            # Every whole element up to the last "}," of the buffer at once, when that
+            # stretch is on one line (the Atlas API's layout).  The cut is right: a "}"
+            # inside a string would leave the stretch inside an unclosed string, which
+            # does not decode; anything that does not decode (or that msgspec refuses
+            # and the json module accepts) is read element by element below, and the
+            # next batch waits for the next block.
+            stop = buf.rfind("},", pos)
+            if stop > pos and buf.find("\n", pos, stop) < 0:
+                try:
+                    values = _fast_decode(f"[{buf[pos:stop + 1]}]")
+                except msgspec.DecodeError:
+                    batch = False
+                else:
+                    at = line_at(pos)
+                    for element in values:
+                        yield JsonValue(at, element)
+                    pos = stop + 1
+                    continue
         last_error: int | None = None
         while True:
             try:
