@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,8 @@ MODES = {
 }
 
 
-def ours(lab, node: str, addresses: list[str], *args: str, user: str | None = None) -> list[dict]:
+def ours(lab, node: str, addresses: list[str], *args: str,
+         user: str | None = None) -> list[dict[str, Any]]:
     cmd = ["ip", "netns", "exec", lab.ns(node)]
     if user:
         cmd += ["setpriv", f"--reuid={user}", "--regid=65534", "--clear-groups"]
@@ -45,7 +47,7 @@ def debian(lab, node: str, address: str, *args: str) -> list[str | None]:
     return hops
 
 
-def first_responders(record: dict) -> list[str | None]:
+def first_responders(record: dict[str, Any]) -> list[str | None]:
     return [h["responders"][0]["address"] if h["responders"] else None
             for h in record["body"]["hops"]]
 
