@@ -311,6 +311,7 @@ _decoder = json.JSONDecoder()
 _fast_decode = msgspec.json.Decoder().decode
 _SPACE = re.compile(r"[ \t\r\n]*")
 _SEP = re.compile(r"[ \t\r\n]*,?[ \t\r\n]*")
+_FIRST_KEY = re.compile(r'\{"[^"\\]{1,64}":')
 
 
 def iter_json(text: TextIO) -> Iterator[JsonValue]:
@@ -455,7 +456,12 @@ def _iter_array(first: str, text: TextIO, line: int, *,
             # does not decode; anything that does not decode (or that msgspec refuses
             # and the json module accepts) is read element by element below, and the
             # next batch waits for the next block.
-            stop = buf.rfind("},", pos)
+            # Where an element ends and the next begins: "}," and the next one's first
+            # key, as the element here starts (a "}," alone is also inside elements).
+            head = _FIRST_KEY.match(buf, pos)
+            stop = buf.rfind("}," + head.group(), pos) if head else -1
+            if stop <= pos:
+                stop = buf.rfind("},", pos)
             if stop > pos and buf.find("\n", pos, stop) < 0:
                 try:
                     values = _fast_decode(f"[{buf[pos:stop + 1]}]")
