@@ -49,12 +49,15 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..errors import NetvantageError
 
 __all__ = [
+    "EARTH_RADIUS_KM",
+    "LOCATION_COLUMNS",
     "NEAR_AIRPORT_KM",
     "Place",
     "PlaceError",
@@ -148,12 +151,42 @@ def _by_country() -> dict[str, tuple[float, float]]:
             for cc, pts in points.items()}
 
 
+#: The columns of the locations CSV, as :data:`netvantage.analysis.frames.LOCATION_COLUMNS`
+#: (written out here so that an import does not load the analysis: pandas, numpy;
+#: ``tests/test_import_places.py`` checks that the two agree).
+LOCATION_COLUMNS = ("name", "role", "lat", "lon", "country", "continent", "iata")
+#: Mean Earth radius (IUGG), the one :func:`netvantage.analysis.great_circle_km` uses.
+EARTH_RADIUS_KM = 6371.0088
+
+
+@cache
+def _continents() -> dict[str, str]:
+    """Country -> continent, from the table the analysis ships (``analysis/data/
+    continents.csv``, GeoNames), read as a file of the ``netvantage`` package:
+    ``resources.files("netvantage.analysis")`` would import the analysis package."""
+    text = (resources.files("netvantage").joinpath("analysis", "data", "continents.csv")
+            .read_text("utf-8"))
+    rows = (line.split(",") for line in text.splitlines() if line and not line.startswith("#"))
+    if next(rows, None) != ["country", "continent"]:
+        raise PlaceError("continents.csv: unexpected header (country,continent expected)")
+    return {country: continent for country, continent in rows}
+
+
 def _continent(country: str | None) -> str | None:
+    """The continent code of ISO country ``country`` (``"NA"`` is Namibia's country
+    code and North America's continent code: the table is read without guessing)."""
     if country is None:
         return None
-    from ..analysis.geo import continent_of
+    return _continents().get(country.upper())
 
-    return continent_of([country])[0]
+
+def _great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance in km, the formula of :func:`netvantage.analysis.great_circle_km`
+    for scalars (without numpy)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = (math.sin((p2 - p1) / 2) ** 2
+         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(h, 1.0)))
 
 
 def _country(code: str | None) -> str | None:
@@ -203,13 +236,11 @@ def from_country(iso2: str, *, name: str | None = None) -> Place | None:
 
 
 def _nearest_airport(lat: float, lon: float) -> tuple[dict[str, Any], float] | None:
-    from ..analysis.geo import great_circle_km
-
     best: tuple[dict[str, Any], float] | None = None
     for info in _airports().values():
         if abs(info["lat"] - lat) > 1.0:  # 1 degree of latitude > 110 km: skip cheaply
             continue
-        km = great_circle_km(lat, lon, float(info["lat"]), float(info["lon"]))
+        km = _great_circle_km(lat, lon, float(info["lat"]), float(info["lon"]))
         if best is None or km < best[1]:
             best = (info, km)
     return best
@@ -297,8 +328,6 @@ def write_locations(places: Iterable[Place], path: str | Path, *,
     in order; a name given twice is written once (the first).  The file is
     replaced whole (written beside it, then renamed).
     """
-    from ..analysis.frames import LOCATION_COLUMNS
-
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     seen: set[str] = set()
