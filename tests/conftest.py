@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 NETVANTAGE = str(Path(sys.executable).with_name("netvantage"))
 
 
+def invoke_cli(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """``netvantage ARGS`` in this process (click's CliRunner), for tests where no real
+    process is the point; the answer has :func:`run_cli`'s shape.  A bug (any exception
+    but an exit) raises.  ``timeout`` is accepted for symmetry and not enforced."""
+    from click.testing import CliRunner
+
+    from netvantage.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), prog_name="netvantage", catch_exceptions=False)
+    return subprocess.CompletedProcess(["netvantage", *args], result.exit_code, result.stdout,
+                                       result.stderr)
+
+
 def run_cli(*args: str, ns: str | None = None, timeout: float = 60,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``netvantage`` command, optionally inside a namespace."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import invoke_cli
 from netvantage import analysis as nva
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,13 +64,13 @@ def test_mid_campaign_degradation_flagged_with_its_start(result):
 
 
 def test_analyse_command_prints_ranking_table_and_flags():
-    proc = run_cli("analyse", str(SAMPLE), "--locations", str(LOCATIONS), "--weights",
+    proc = invoke_cli("analyse", str(SAMPLE), "--locations", str(LOCATIONS), "--weights",
                    ",".join(f"{k}={v}" for k, v in AFRICA.items()), timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.index("RANK") < out.index("dc-jnb") < out.index("dc-yyz")
     assert "Per region" in out and "ZM-LUN -> dc-ams:" in out and "Lisbon" in out
-    as_json = run_cli("analyse", str(SAMPLE), "--format", "json", timeout=180)
+    as_json = invoke_cli("analyse", str(SAMPLE), "--format", "json", timeout=180)
     data = json.loads(as_json.stdout)
     assert data["winner"] and data["ranking"] and "flags" in data
 
@@ -78,14 +78,14 @@ def test_analyse_command_prints_ranking_table_and_flags():
 def test_analyse_refuses_a_broken_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kind": "ping"}\n')
-    proc = run_cli("analyse", str(bad))
+    proc = invoke_cli("analyse", str(bad))
     assert proc.returncode == 2 and "line 1" in proc.stderr
 
 
 def test_imported_atlas_results_are_analysed(tmp_path):
     atlas = ROOT / "tests" / "data" / "atlas"
     out = tmp_path / "atlas.jsonl"
-    imported = run_cli("import", "atlas", str(atlas / "tmp_ping.json"),
+    imported = invoke_cli("import", "atlas", str(atlas / "tmp_ping.json"),
                        *(str(p) for p in sorted(atlas.glob("trace_*.json"))),
                        "--probes", str(atlas / "probes.json"),
                        "--targets", str(atlas / "datacenters.csv"), "-o", str(out),
@@ -103,11 +103,11 @@ def test_imported_atlas_results_are_analysed(tmp_path):
     covered = nva.analyse(campaign, weights=african, n_boot=100)
     scored = covered.ranking.table.dropna(subset=["score"])
     assert "af-south-1.ec2.cloudharmony.net" in set(scored["target"])
-    proc = run_cli("analyse", str(out), timeout=180)
+    proc = invoke_cli("analyse", str(out), timeout=180)
     assert proc.returncode == 0 and "RANK" in proc.stdout, proc.stderr
     # Atlas probes without metadata have no region: the report copes with the gaps.
     html = tmp_path / "atlas.html"
-    report = run_cli("report", str(out), "--weights", "AO=0.5,NA=0.5", "-o", str(html),
+    report = invoke_cli("report", str(out), "--weights", "AO=0.5,NA=0.5", "-o", str(html),
                      timeout=300)
     assert report.returncode == 0, report.stderr
     assert "af-south-1.ec2.cloudharmony.net" in html.read_text()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_cli
+from conftest import invoke_cli
 from netvantage.importers.atlas import (
     AtlasFormatError,
     atlas_id,
@@ -348,7 +348,7 @@ def test_cli_import_atlas_end_to_end(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({**BASE, "type": "dns"}) + "\n{broken\n")
     out = tmp_path / "atlas.jsonl"
-    proc = run_cli("import", "atlas", str(PING), *map(str, TRACES), str(bad),
+    proc = invoke_cli("import", "atlas", str(PING), *map(str, TRACES), str(bad),
                    "--probes", str(DATA / "probes.json"),
                    "--targets", str(DATA / "datacenters.csv"), "--keep-raw", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -360,11 +360,11 @@ def test_cli_import_atlas_end_to_end(tmp_path):
     records = read_jsonl(out)
     assert len(records) == total
     assert {r.source for r in records} == {"atlas"}
-    check = run_cli("schema", "--validate", str(out))
+    check = invoke_cli("schema", "--validate", str(out))
     assert check.returncode == 0, check.stderr
     assert f"{total} valid record(s)" in check.stdout
     again = tmp_path / "again.jsonl"
-    assert run_cli("import", "atlas", str(PING), *map(str, TRACES), "-o",
+    assert invoke_cli("import", "atlas", str(PING), *map(str, TRACES), "-o",
                    str(again)).returncode == 0
     assert [r.id for r in read_jsonl(again)] == [r.id for r in records]
 

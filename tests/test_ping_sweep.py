@@ -150,7 +150,9 @@ print(json.dumps({{"elapsed": time.monotonic() - t0,
                    "received": sum(r.body.received for r in recs)}}))
 """)
     assert result["received"] == 400
-    assert 399 * 0.002 <= result["elapsed"] < 399 * 0.002 + 1.0
+    # The lower bound is the feature (the pace is a rate limit: never faster); how much
+    # slower a loaded machine makes it is for bench/ping_sweep.py to say.
+    assert result["elapsed"] >= 399 * 0.002
 
 
 @pytest.mark.lab

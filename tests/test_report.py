@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import invoke_cli
 from netns import missing
 from netvantage import __version__
 from netvantage import analysis as nva
@@ -102,7 +102,7 @@ def analysis_result() -> nva.Analysis:
 @pytest.fixture(scope="module")
 def html_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("report") / "report.html"
-    proc = run_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
+    proc = invoke_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
                    "--title", "Mail host <test> & choice", "-o", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stderr
@@ -182,7 +182,7 @@ def test_nothing_fetched_from_the_network(page: Page) -> None:
 def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> None:
     out = tmp_path / "out" / "report.md"
     figures = tmp_path / "figs"
-    proc = run_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
+    proc = invoke_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
                    "--format", "md", "--figures", str(figures), "-o", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text(encoding="utf-8")
@@ -198,7 +198,7 @@ def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> 
 
 def test_html_with_figures_dir_and_no_locations(tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    proc = run_cli("report", str(SAMPLE), "--figures", str(tmp_path / "f"), "-o", str(out),
+    proc = invoke_cli("report", str(SAMPLE), "--figures", str(tmp_path / "f"), "-o", str(out),
                    timeout=120)
     assert proc.returncode == 0, proc.stderr
     parser = Page()
@@ -209,7 +209,7 @@ def test_html_with_figures_dir_and_no_locations(tmp_path: Path) -> None:
 
 
 def test_bad_weights_is_a_usage_error(tmp_path: Path) -> None:
-    proc = run_cli("report", str(SAMPLE), "--weights", "ZM-LUN", "-o", str(tmp_path / "x.html"))
+    proc = invoke_cli("report", str(SAMPLE), "--weights", "ZM-LUN", "-o", str(tmp_path / "x.html"))
     assert proc.returncode == 2
     assert "REGION=NUMBER" in proc.stderr
 

@@ -205,7 +205,7 @@ def latency_figure(campaign: Campaign, result: Analysis) -> Figure | None:
             lp = loss.get((region, t), np.nan)
             labels.append(f"{t}\nloss {lp:.1f} %" if np.isfinite(lp) else t)
             boxcolours.append(FLAG_COLOUR if (region, t) in flagged else "#5c7cfa")
-        bp = ax.boxplot(data, vert=False, whis=(5, 95), widths=0.6, patch_artist=True,
+        bp = ax.boxplot(data, orientation="horizontal", whis=(5, 95), widths=0.6, patch_artist=True,
                         flierprops={"marker": ".", "markersize": 2, "alpha": 0.4},
                         medianprops={"color": "black", "linewidth": 1.6})
         ax.set_yticks(range(1, len(labels) + 1), labels)
