@@ -311,6 +311,7 @@ _decoder = json.JSONDecoder()
 _fast_decode = msgspec.json.Decoder().decode
 _SPACE = re.compile(r"[ \t\r\n]*")
 _SEP = re.compile(r"[ \t\r\n]*,?[ \t\r\n]*")
+STRETCH = 1 << 16
 _FIRST_KEY = re.compile(r'\{"[^"\\]{1,64}":')
 
 
@@ -458,10 +459,11 @@ def _iter_array(first: str, text: TextIO, line: int, *,
             # next batch waits for the next block.
             # Where an element ends and the next begins: "}," and the next one's first
             # key, as the element here starts (a "}," alone is also inside elements).
+            # Stretches of up to 64 KB: a block's worth of objects at once is slower.
             head = _FIRST_KEY.match(buf, pos)
-            stop = buf.rfind("}," + head.group(), pos) if head else -1
+            stop = buf.rfind("}," + head.group(), pos, pos + STRETCH) if head else -1
             if stop <= pos:
-                stop = buf.rfind("},", pos)
+                stop = buf.rfind("},", pos, pos + STRETCH)
             if stop > pos and buf.find("\n", pos, stop) < 0:
                 try:
                     values = _fast_decode(f"[{buf[pos:stop + 1]}]")
