@@ -96,7 +96,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import itertools
 import math
 import os
@@ -104,7 +103,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -116,6 +115,8 @@ import msgspec
 
 from ..files import replaced_whole
 from ..results import PingBody, PingRecord, RttStats, RttSummary, encode_record
+from .ids import RECENT_KEYS as _RECENT_KEYS
+from .ids import RecentKeys, uuid5
 from .io import ImportFormatError, ImportReport, display_name, open_binary, open_text
 from .places import Place, from_city, from_coordinates, from_country, from_iata, write_locations
 
@@ -170,8 +171,9 @@ _PARQUET_BATCH = 65_536
 #: The longest place name (the record's agent is ``matrix:<name>``, at most 255 characters).
 MAX_NAME = 248
 
-#: About how many record ids the duplicate check remembers (see :class:`_Seen`): ~10 MB.
-RECENT_KEYS = 131_072
+#: About how many record ids the duplicate check remembers
+#: (:class:`~netvantage.importers.ids.RecentKeys`, one bucket per time): ~10 MB.
+RECENT_KEYS = _RECENT_KEYS
 
 
 # ----------------------------------------------------------------------------- errors
@@ -663,22 +665,7 @@ def matrix_id(source: str, target: str, when: datetime) -> str:
     A UUIDv5 (RFC 9562) of ``matrix:<source>:<target>:<ISO time>`` in
     :data:`MATRIX_NAMESPACE`.
     """
-    return _id(_NS_BYTES, f"matrix:{source}:{target}:{when.isoformat()}")[0]
-
-
-_NS_BYTES = MATRIX_NAMESPACE.bytes
-_NS_SHA1 = hashlib.sha1(_NS_BYTES, usedforsecurity=False)
-
-
-def _id(ns: bytes, name: str) -> tuple[str, bytes]:
-    """(UUIDv5 text, its 16 bytes): what ``uuid.uuid5`` gives, without its objects (hot path)."""
-    h = _NS_SHA1.copy() if ns is _NS_BYTES else hashlib.sha1(ns, usedforsecurity=False)
-    h.update(name.encode("utf-8"))
-    raw = bytearray(h.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 / 9562 variant
-    x = raw.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}", bytes(raw)
+    return uuid5(MATRIX_NAMESPACE, f"matrix:{source}:{target}:{when.isoformat()}")[0]
 
 
 # ----------------------------------------------------------------------------- places
@@ -895,7 +882,7 @@ def matrix_lines(paths: Sequence[Path], spec: MatrixSpec,
     name did not resolve (the records yielded so far must then be discarded).
     """
     places = _Places(spec.places)
-    seen = _Seen()
+    seen = RecentKeys(RECENT_KEYS)
     encoder = _Encoder({"ip_version": spec.ip_version, "socket": None, "payload_bytes": 0,
                         "interval_s": 0.0, "timeout_s": 0.0, "dont_fragment": False})
     for path in paths:
@@ -907,7 +894,7 @@ def matrix_lines(paths: Sequence[Path], spec: MatrixSpec,
 
 
 def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
-           seen: _Seen, encoder: _Encoder) -> Iterator[bytes]:
+           seen: RecentKeys, encoder: _Encoder) -> Iterator[bytes]:
     """The JSON Lines of one file's records."""
     name = display_name(path)
     result.report.file(name)
@@ -940,7 +927,7 @@ def _lines(path: Path, spec: MatrixSpec, places: _Places, result: MatrixImport,
 
 def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec,
              said: list[str], said_at: str, at: datetime, places: _Places,
-             result: MatrixImport, seen: _Seen, encoder: _Encoder,
+             result: MatrixImport, seen: RecentKeys, encoder: _Encoder,
              unit: str) -> Iterator[bytes]:
     first = next(rows, None)
     plan = _plan(header, first[1] if first is not None else None, spec, said)
@@ -1031,7 +1018,7 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                         known[(target, "to")] = p_to
                 if p_from is None or p_to is None or places.unresolved:
                     continue  # the import will fail; read on to list every unresolved name
-                rid, key = _id(_NS_BYTES, f"matrix:{source}:{target}:{stamp}")
+                rid, key = uuid5(MATRIX_NAMESPACE, f"matrix:{source}:{target}:{stamp}")
                 if seen.again(stamp, key):
                     report.refuse("duplicate (from, to, time)", _where(name, n, column, unit),
                                   f"{source} -> {target} at {stamp}", file=name)
@@ -1042,39 +1029,6 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
         tally.read += read
         tally.kept += kept
         report.by_kind["ping"] += kept
-
-
-class _Seen:
-    """The records already written, to refuse a second row for a (from, to, time).
-
-    Ids are kept per time, the most recent times first, up to about
-    :data:`RECENT_KEYS` ids (always all of the current time's), so that memory
-    stays bounded by the size of a matrix, not by the length of a time series.
-    A repeat of a time forgotten by then is not caught here; it has the same id
-    as the first, and readers keep a record id once.
-    """
-
-    def __init__(self) -> None:
-        self._by_time: OrderedDict[str, set[bytes]] = OrderedDict()
-        self._last: str | None = None
-        self._current: set[bytes] = set()
-
-    def again(self, stamp: str, key: bytes) -> bool:
-        """Whether ``key`` was seen at ``stamp``; remembers it if not."""
-        if stamp != self._last:
-            current = self._by_time.get(stamp)
-            if current is None:
-                current = self._by_time[stamp] = set()
-                total = sum(len(ids) for ids in self._by_time.values())
-                while total > RECENT_KEYS and len(self._by_time) > 1:
-                    total -= len(self._by_time.popitem(last=False)[1])
-            else:
-                self._by_time.move_to_end(stamp)
-            self._last, self._current = stamp, current
-        if key in self._current:
-            return True
-        self._current.add(key)
-        return False
 
 
 def _where(name: str, n: int, column: str | None, unit: str) -> str:
