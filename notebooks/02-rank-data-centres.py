@@ -30,47 +30,14 @@
 # them, whatever its score.
 
 # %%
-import io
-import json
-from pathlib import Path
-
-import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
+
+# nbsetup.py: the lab sample's files (data/), when its link degraded, show(fig), table formats
+from nbsetup import DEGRADED_AT, LOCATIONS, SAMPLE, show
 
 from netvantage import analysis as nva
-
-matplotlib.use("Agg")  # draw off-screen: no window, the same on a laptop, a server or a test
-
-# Three significant digits below 10 (ratios, p-values), one decimal above.
-pd.set_option("display.float_format", lambda x: f"{x:.3g}" if abs(x) < 10 else f"{x:,.1f}")
-pd.set_option("display.max_colwidth", 160)
-pd.set_option("display.width", 160)
-
-# The repository's root, wherever the notebook runs from (notebooks/, the root, a test).
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "data/campaigns").is_dir())
-SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
-LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
-META = json.loads(SAMPLE.with_name("lab-sample.meta.json").read_text())
-# When the lab made the London-Amsterdam link slow and lossy (recorded with the campaign).
-DEGRADED_AT = pd.Timestamp(META["degradation"]["at"])
-
-
-def show(fig):
-    """Show a figure as a PNG in the notebook (Agg draws it; nothing opens a window)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    display(Image(buffer.getvalue()))
-
-
-def naive(times):
-    """UTC timestamps (a Series or one) without their zone, for matplotlib's date axis."""
-    if isinstance(times, pd.Series):
-        return times.dt.tz_convert(None)
-    return pd.Timestamp(times).tz_convert(None)
-
 
 # %%
 campaign = nva.load(SAMPLE)

@@ -7,12 +7,15 @@ Every script is executed once (cached for the module) through ``notebooks/render
 directory and a timeout per cell), with a first cell added in memory that reports the
 kernel's interpreter. A notebook passes when no cell errs; each one is also held to its key
 result, read from its executed outputs, and written as HTML as ``make notebooks`` does.
+What the notebooks share (the sample's paths, ``show``, display options) lives once, in
+``notebooks/nbsetup.py``, which each imports from its working directory.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -144,6 +147,26 @@ def test_the_sync_check_sees_an_edit_a_new_cell_and_a_changed_type() -> None:
     retyped = copy.deepcopy(script)
     retyped.cells[0] = nbformat.v4.new_code_cell(script.cells[0].source)
     assert len(differences(script, retyped)) == 1
+
+
+def test_the_notebooks_take_their_shared_setup_from_nbsetup(tmp_path: Path) -> None:
+    for name in NAMES:
+        source = (NOTEBOOK_DIR / f"{name}.py").read_text(encoding="utf-8")
+        assert re.search(r"^from nbsetup import .*\bSAMPLE\b", source, re.M), name
+        copied = re.findall(r"^(?:def (?:show|naive)\b|(?:ROOT|SAMPLE|DEGRADED_AT) =|pd\.set_opt)",
+                            source, re.M)
+        assert copied == [], f"{name} repeats what nbsetup.py holds: {copied}"
+    # Its paths do not depend on the working directory; importing it chooses Agg.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import nbsetup, matplotlib; "
+            "print(nbsetup.SAMPLE, nbsetup.DEGRADED_AT.isoformat(), matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code, str(NOTEBOOK_DIR)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sample, degraded_at, backend = done.stdout.split()
+    assert sample == str(ROOT / "data" / "campaigns" / "lab-sample.jsonl")
+    meta = json.loads((ROOT / "data" / "campaigns" / "lab-sample.meta.json").read_text())
+    assert degraded_at == meta["degradation"]["at"]
+    assert backend.lower() == "agg"
 
 
 @pytest.mark.parametrize("name", NAMES)
