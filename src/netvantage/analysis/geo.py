@@ -1,14 +1,31 @@
 """Geography: where the places are, how far apart, and the round trip physics allows.
 
-Light in optical fibre travels at c / n, with a group index n ≈ 1.47 for
-standard single-mode fibre (ITU-T G.652): about 204,000 km/s, which we round to
-**200 km per millisecond**.  A round trip over a great-circle distance ``d``
-therefore takes at least ``2 d / 200`` ms, i.e. 1 ms per 100 km
-(:func:`rtt_floor_ms`).  Real paths follow cables, not great circles, and add
-equipment and access delays, so the measured minimum RTT of a healthy path is
-typically 1.5-2.5 times that floor.  :func:`inflation` compares every
-(region, target) pair of a campaign with the campaign's own typical inflation,
-so the rule needs no constant of the real internet.
+Light in optical fibre travels at c / n_g, where n_g is the fibre's *group* index
+(the index that sets how fast a pulse, not a phase front, moves).  Standard
+single-mode fibre (ITU-T G.652, the fibre of almost every terrestrial and
+submarine link) has n_g ≈ 1.468 around 1310-1550 nm (vendors' datasheets give
+1.467-1.468; the refractive index of silica is about 1.45-1.47), so light in
+fibre covers c / 1.468 = 299.792458 / 1.468 ≈ **204 km per millisecond**.
+
+This module rounds that speed *down* to **200 km per ms**
+(:data:`FIBRE_KM_PER_MS`).  A slower assumed speed gives a *higher* floor: the
+round trip over a great-circle distance ``d`` is taken to need at least
+``2 d / 200`` ms, i.e. 1 ms per 100 km (:func:`rtt_floor_ms`), about 2 % more
+than the physical ``2 d / 204``.  That floor is a convention for *inflation*
+(the measured minimum RTT divided by it: a path at exactly the speed of light in
+fibre has inflation 0.98, not 1), where a round, easily checked figure matters
+more than 2 %.  It is not the bound for calling a measurement impossible: a
+stricter floor would call some real measurements impossible, so
+:mod:`netvantage.analysis.physics` tests against the faster, more lenient
+speed c / 1.468 (:data:`FIBRE_FAST_KM_PER_MS`) and, as the hard limit nothing can
+beat, light in vacuum, c = 299.792458 km/ms (:data:`VACUUM_KM_PER_MS`, exact by
+the SI definition of the metre).
+
+Real paths follow cables, not great circles, and add equipment and access
+delays, so the measured minimum RTT of a healthy path is typically 1.5-2.5
+times the floor.  :func:`inflation` compares every (region, target) pair of a
+campaign with the campaign's own typical inflation, so the rule needs no
+constant of the real internet.
 
 Great-circle distances use the haversine formula on a sphere of the IUGG mean
 Earth radius, R = 6371.0088 km (error against the ellipsoid below 0.5 %).
@@ -43,8 +60,12 @@ __all__ = [
     "DETOUR_MIN_RATIO",
     "DETOUR_ROBUST_Z",
     "EARTH_RADIUS_KM",
+    "FIBRE_FAST_KM_PER_MS",
+    "FIBRE_GROUP_INDEX",
     "FIBRE_KM_PER_MS",
     "MIN_FLOOR_MS",
+    "SPEED_OF_LIGHT_KM_PER_MS",
+    "VACUUM_KM_PER_MS",
     "continent_of",
     "great_circle_km",
     "inflation",
@@ -55,8 +76,26 @@ __all__ = [
 EARTH_RADIUS_KM = 6371.0088
 """IUGG mean radius of the Earth."""
 
+SPEED_OF_LIGHT_KM_PER_MS = 299.792458
+"""c in km per millisecond (exact: the metre is defined from it)."""
+
+VACUUM_KM_PER_MS = SPEED_OF_LIGHT_KM_PER_MS
+"""The hard limit: no signal covers more than this per millisecond."""
+
+FIBRE_GROUP_INDEX = 1.468
+"""Group index of standard single-mode fibre (ITU-T G.652; datasheets: 1.467-1.468)."""
+
+FIBRE_FAST_KM_PER_MS = SPEED_OF_LIGHT_KM_PER_MS / FIBRE_GROUP_INDEX
+"""Light in fibre, c / 1.468 ≈ 204.2 km per ms: the lenient speed of the impossibility test."""
+
 FIBRE_KM_PER_MS = 200.0
-"""Light in fibre: c / 1.47 ≈ 204 km per ms, rounded down (a floor must not be too high)."""
+"""The speed behind :func:`rtt_floor_ms` and inflation: 204 km/ms rounded *down* to 200.
+
+Rounding the speed down raises the floor by about 2 % (1 ms of round trip per 100
+km instead of per 102 km): fine for inflation, which is a ratio read against the
+campaign's own typical value, but too strict to call a measurement impossible —
+that test uses :data:`FIBRE_FAST_KM_PER_MS`.
+"""
 
 MIN_FLOOR_MS = 10.0
 """The smallest round-trip floor :func:`inflation` divides by.
@@ -108,7 +147,11 @@ def rtt_floor_ms(km: float) -> float: ...
 @overload
 def rtt_floor_ms(km: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
 def rtt_floor_ms(km: Any) -> Any:
-    """The round trip light in fibre needs over ``km`` there and back: 2 km / 200 km/ms."""
+    """The conventional fibre floor of a round trip over ``km``: 2 km / 200 km/ms.
+
+    1 ms per 100 km, about 2 % above the physical 2 km / 204 km/ms (see the module
+    docstring): the floor of inflation, not the bound of the impossibility test.
+    """
     if isinstance(km, (int, float)):
         return 2.0 * float(km) / FIBRE_KM_PER_MS
     return 2.0 * np.asarray(km, dtype=np.float64) / FIBRE_KM_PER_MS
