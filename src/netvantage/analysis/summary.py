@@ -19,7 +19,12 @@ from .degrade import degradation_flags
 from .frames import Campaign
 from .geo import inflation as inflation_table
 from .metrics import metrics as metrics_table
+from .mix import Mixes, client_regions, resolve_weights
+from .mix import mixes as mix_answer
 from .paths import where_it_starts
+from .physics import Physics
+from .physics import check as physics_check
+from .physics import json_keys as physics_keys
 from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
 
 __all__ = ["Analysis", "analyse", "default_window", "equal_weights"]
@@ -39,6 +44,8 @@ class Analysis:
     window: pd.Timedelta
     span: tuple[pd.Timestamp, pd.Timestamp] | None
     notes: list[str] = field(default_factory=list)
+    physics: Physics | None = None
+    mixes: Mixes | None = None
 
     @property
     def winner(self) -> str | None:
@@ -52,8 +59,9 @@ class Analysis:
 
         return {"weights": self.weights, "winner": self.winner, "notes": self.notes,
                 "ranking": records(self.ranking.table),
-                "breakdown": records(self.ranking.breakdown),
-                "flags": records(self.flags, date_format="iso")}
+                "breakdown": records(self.ranking.breakdown), **physics_keys(self.physics),
+                "flags": records(self.flags, date_format="iso"),
+                **({"mixes": self.mixes.to_dict()} if self.mixes else {})}
 
     def to_text(self) -> str:
         """The answer for a terminal: ranking, per-region costs, flags with evidence."""
@@ -89,6 +97,8 @@ class Analysis:
             where = group["where"].dropna()
             if not where.empty:
                 lines.append(f"    where: {where.iloc[0]}")
+        lines += self.mixes.text_lines() if self.mixes else []
+        lines += ["", *self.physics.text_lines()] if self.physics else []
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -171,11 +181,16 @@ def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.Dat
 def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             locations: pd.DataFrame | None = None, cost: CostModel | None = None,
             thresholds: Thresholds | None = None, window: str | pd.Timedelta | None = None,
-            n_boot: int = 500, seed: int = 0) -> Analysis:
+            n_boot: int = 500, seed: int = 0, keep_impossible: bool = False,
+            mixes: Mapping[str, Mapping[str, float]] | None = None) -> Analysis:
     """The whole analysis of a campaign (``locations`` enables the physical-bound tests).
 
     ``cost`` and ``thresholds`` default to :class:`CostModel` and :class:`Thresholds`'
     documented defaults; ``window`` to a tenth of the campaign (see :func:`default_window`).
+    Impossible pairs (below light in fibre, :mod:`netvantage.analysis.physics`) are left
+    out of the ranking unless ``keep_impossible`` (default False).
+    ``weights`` and the named ``mixes`` (name → weights) may be by group: continent, country
+    or region glob (see :mod:`netvantage.analysis.mix`); no named mix by default.
     """
     notes: list[str] = []
     if cost is None:
@@ -191,6 +206,8 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
             thresholds = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
+    weights, groups = resolve_weights(weights, client_regions(campaign.measurements),
+                                      locations) if weights else (None, ())
     w = dict(weights) if weights else equal_weights(campaign, cost.latency_kinds)
     if not weights:
         all_regions = campaign.measurements["region"].dropna().nunique()
@@ -202,22 +219,28 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     notes += _summary_notes(m)
     span = (m["started_at"].min(), m["started_at"].max()) if not m.empty else None
     win = pd.Timedelta(window) if window is not None else default_window(campaign)
-    infl = None
+    infl, physics = None, None
     if locations is not None:
         infl = inflation_table(m, locations)
+        physics = physics_check(m, locations, inflation=infl, keep_impossible=keep_impossible)
+        notes += physics.notes
     else:
         notes.append("no locations given: the physical-bound and distance tests are skipped")
     evidence = _path_evidence(campaign, locations)
-    ranking = rank(m, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed)
+    ranked = physics.ranked(m) if physics is not None else m
+    ranking = rank(ranked, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed)
     if ranking.table["score"].isna().any():
         notes.append("some data centres have no score: a weighted region never measured them "
                      "(see 'no records'); give weights only to regions that measured every "
                      "candidate you compare")
-    stable = stability(m, w, cost=cost, thresholds=thresholds, seed=seed)
+    stable = stability(ranked, w, cost=cost, thresholds=thresholds, seed=seed)
     flags = degradation_flags(m, inflation=infl,
                               path_evidence=evidence if not evidence.empty else None,
                               window=win)
+    mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
+                       thresholds=thresholds)
     return Analysis(weights=w, metrics=metrics_table(campaign, n_boot=min(n_boot, 500),
                                                      seed=seed),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
-                    flags=flags, window=win, span=span, notes=notes)
+                    flags=flags, window=win, span=span, notes=notes, mixes=mixed,
+                    physics=physics)
