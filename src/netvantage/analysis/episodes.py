@@ -1,0 +1,589 @@
+"""Episodes (rises that start and end), improvements, and two snapshots compared pair by pair.
+
+Pure functions over the ``measurements`` frame (see :mod:`netvantage.analysis.frames`).
+
+**One series per pair.**  Each (region, target) is read from one kind of measurement — ping
+where the pair has ping records, else tcp, else the traces' destination RTT — so that a pair's
+series never mixes an ICMP echo with a TCP connect.  The records are cut into windows and
+each window's median RTT is one point of the series.
+
+**Windows follow the data's cadence.**  The cadence is the median gap between a pair's
+successive records (the median over pairs), rounded up to a plain unit (seconds, minutes,
+hours, days, weeks): weekly data gets one-week windows, a lab campaign probing every 15 s
+gets 15 s windows.  No more than ``max_windows`` windows are made: a long, dense series gets
+wider windows.  An explicit ``window`` overrides all this.
+
+**Change points.**  The window medians are segmented by PELT (``ruptures``, least-squares
+cost, segments of at least ``min_windows`` windows) with the penalty
+``penalty × σ² × log n``, σ the noise of the series estimated robustly from its successive
+differences (1.4826 × MAD / √2, which a level shift hardly moves) and n the number of windows:
+the Bayesian information criterion of a Gaussian series with known variance, times a margin.
+
+**Episodes.**  The segments are read in order against a *rolling robust baseline*: the median
+of the last ``baseline_windows`` window medians that are not part of an episode.  A segment
+whose median is above the baseline by at least the threshold —
+``max(min_rise × baseline, min_rise_ms, z_min × σ)`` — opens an episode (or, inside one,
+keeps it open); the first segment back within the threshold of the episode's baseline ends
+it.  An episode still open at the last window is *ongoing*.  Each episode has its start (the
+start of its first window), its end (the start of the first window after it) or "ongoing",
+its baseline, its level (median of its windows) and its peak (highest window median).
+
+**Improvements.**  A segment below the baseline by at least the threshold, outside an
+episode, is an improvement: reported as such (with its time, before and after), never as a
+degradation; the baseline then follows the new, lower level.
+
+**Snapshots.**  :func:`compare` sets two snapshots side by side per (region, target):
+median RTT before and after, the change, and a verdict (``degraded``, ``improved``,
+``unchanged``; with a two-sided Mann–Whitney U when both sides have at least
+``min_records`` records, by the threshold alone otherwise — said in the row).
+:func:`snapshot_split` recognises two snapshots fed as one dataset: two dense clusters of
+time, the gap between them at least ten times longer than any gap inside them and than
+either cluster's span.
+
+Defaults (``EpisodeOptions``): ``min_rise`` = 0.08 (8 % of the baseline), ``min_rise_ms`` =
+1 ms, ``z_min`` = 3, ``min_windows`` = 3, ``baseline_windows`` = 8, ``penalty`` = 3,
+``max_windows`` = 400, ``alpha`` = 0.01 (snapshot comparison).  A rise of 10 % lasting
+three windows on a series with 2 % noise is found; a single bad window never is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats
+
+from .events import Event, group_events
+
+__all__ = ["Changes", "Comparison", "Episode", "EpisodeOptions", "Improvement", "PairChange",
+           "cadence", "compare", "episode_window", "find_changes", "find_episodes",
+           "snapshot_split", "snapshots"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# Plain window lengths, smallest first: a cadence is rounded up to one of these.
+_UNITS = tuple(pd.Timedelta(u) for u in (
+    "1s", "2s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min",
+    "1h", "2h", "3h", "6h", "12h", "1D", "2D", "7D", "14D", "28D", "91D", "364D"))
+_KIND_ORDER = ("ping", "tcp", "trace")
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeOptions:
+    """Thresholds of the episode detector and of the snapshot comparison (see the module)."""
+
+    window: pd.Timedelta | None = None  # None: from the data's cadence
+    min_rise: float = 0.08
+    min_rise_ms: float = 1.0
+    z_min: float = 3.0
+    min_windows: int = 3
+    baseline_windows: int = 8
+    penalty: float = 3.0
+    max_windows: int = 400
+    alpha: float = 0.01
+    min_records: int = 3
+
+    def __post_init__(self) -> None:
+        if self.min_rise < 0 or self.min_rise_ms < 0 or self.z_min < 0:
+            raise ValueError("episode thresholds must not be negative")
+        if self.min_windows < 1 or self.baseline_windows < 1 or self.max_windows < 2:
+            raise ValueError("min_windows and baseline_windows must be ≥ 1, max_windows ≥ 2")
+        if self.penalty <= 0:
+            raise ValueError("the change-point penalty factor must be positive")
+
+    def threshold(self, baseline: float, sigma: float) -> float:
+        return max(self.min_rise * abs(baseline), self.min_rise_ms, self.z_min * sigma)
+
+
+def _when(ts: pd.Timestamp | None) -> str | None:
+    return None if ts is None else pd.Timestamp(ts).isoformat()
+
+
+def _short(ts: pd.Timestamp) -> str:
+    ts = pd.Timestamp(ts)
+    if ts == ts.normalize():
+        return f"{ts:%Y-%m-%d}"
+    return f"{ts:%Y-%m-%d %H:%M:%S}"
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A rise that started (and, unless ``end`` is None, ended): one flag."""
+
+    region: str
+    target: str
+    kind: str
+    start: pd.Timestamp
+    end: pd.Timestamp | None  # None: still elevated at the last window ("ongoing")
+    baseline_ms: float
+    level_ms: float  # median of the episode's window medians
+    peak_ms: float  # highest window median
+    windows: int
+    test: str = "episode"  # or "history" for a step flag of degrade.py taken into events
+
+    @property
+    def rise_ms(self) -> float:
+        return self.level_ms - self.baseline_ms
+
+    @property
+    def rise_ratio(self) -> float:
+        return self.rise_ms / self.baseline_ms if self.baseline_ms > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "target": self.target, "kind": self.kind,
+                "test": self.test, "start": _when(self.start),
+                "end": _when(self.end) if self.end is not None else "ongoing",
+                "baseline_ms": self.baseline_ms, "level_ms": self.level_ms,
+                "peak_ms": self.peak_ms, "rise_ms": self.rise_ms,
+                "rise_ratio": self.rise_ratio if math.isfinite(self.rise_ratio) else None,
+                "windows": self.windows}
+
+    def text(self) -> str:
+        until = f"until {_short(self.end)}" if self.end is not None else "ongoing"
+        return (f"{self.region} -> {self.target} [{self.kind}]: from {_short(self.start)} "
+                f"{until}: median {self.level_ms:.1f} ms (peak {self.peak_ms:.1f}) vs baseline "
+                f"{self.baseline_ms:.1f} ms (+{100 * self.rise_ratio:.0f} %, "
+                f"{self.windows} window(s))")
+
+
+@dataclass(frozen=True, slots=True)
+class Improvement:
+    """A lasting fall of a pair's RTT: good news, reported as such."""
+
+    region: str
+    target: str
+    kind: str
+    at: pd.Timestamp
+    before_ms: float
+    after_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "target": self.target, "kind": self.kind,
+                "at": _when(self.at), "before_ms": self.before_ms, "after_ms": self.after_ms,
+                "change_ms": self.after_ms - self.before_ms}
+
+    def text(self) -> str:
+        return (f"{self.region} -> {self.target} [{self.kind}]: since {_short(self.at)} median "
+                f"{self.after_ms:.1f} ms vs {self.before_ms:.1f} ms before "
+                f"({self.after_ms - self.before_ms:+.1f} ms)")
+
+
+@dataclass(frozen=True, slots=True)
+class PairChange:
+    """One (region, target) in two snapshots."""
+
+    region: str
+    target: str
+    kind: str
+    before_ms: float | None
+    after_ms: float | None
+    n_before: int
+    n_after: int
+    p_value: float | None  # None: too few records on a side for a test
+    verdict: str  # degraded / improved / unchanged / only before / only after
+
+    def to_dict(self) -> dict[str, Any]:
+        change = (None if self.before_ms is None or self.after_ms is None
+                  else self.after_ms - self.before_ms)
+        return {"region": self.region, "target": self.target, "kind": self.kind,
+                "before_ms": self.before_ms, "after_ms": self.after_ms, "change_ms": change,
+                "n_before": self.n_before, "n_after": self.n_after, "p_value": self.p_value,
+                "verdict": self.verdict}
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Two snapshots compared pair by pair (never pooled)."""
+
+    before: str  # how the snapshot was chosen, in words (a file, a time range)
+    after: str
+    pairs: tuple[PairChange, ...]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.pairs:
+            out[p.verdict] = out.get(p.verdict, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after, "counts": self.counts(),
+                "pairs": [p.to_dict() for p in self.pairs]}
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed over time: episodes, improvements, events, and a snapshot comparison."""
+
+    window: pd.Timedelta | None
+    episodes: tuple[Episode, ...] = ()
+    improvements: tuple[Improvement, ...] = ()
+    events: tuple[Event, ...] = ()
+    comparison: Comparison | None = None
+    notes: tuple[str, ...] = ()
+    options: EpisodeOptions = field(default_factory=EpisodeOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON keys "episodes", "improvements", "events" and "comparison"."""
+        return {"episodes": [e.to_dict() for e in self.episodes],
+                "improvements": [i.to_dict() for i in self.improvements],
+                "events": [e.to_dict() for e in self.events],
+                "comparison": None if self.comparison is None else self.comparison.to_dict(),
+                "episode_window": None if self.window is None else str(self.window)}
+
+    def text_lines(self) -> list[str]:
+        o = self.options
+        lines = ["", f"Events ({len(self.events)}: flags of several pairs starting within one "
+                 "window and sharing a data centre, a region, an AS or a path segment):"]
+        lines += [f"  {line}" for e in self.events for line in e.text_lines()] or ["  none"]
+        lines += ["", f"Episodes ({len(self.episodes)}; window {self.window}; a rise of at "
+                  f"least {100 * o.min_rise:.0f} % and {o.min_rise_ms:g} ms over the rolling "
+                  f"baseline for {o.min_windows}+ windows):"]
+        lines += [f"  {e.text()}" for e in self.episodes] or ["  none"]
+        lines += ["", f"Improvements ({len(self.improvements)}; not degradations):"]
+        lines += [f"  {i.text()}" for i in self.improvements] or ["  none"]
+        if self.comparison is not None:
+            c = self.comparison
+            counts = ", ".join(f"{n} {v}" for v, n in sorted(c.counts().items()))
+            lines += ["", f"Two snapshots compared pair by pair ({counts}):",
+                      f"  before: {c.before}", f"  after: {c.after}"]
+            for p in c.pairs:
+                before = "-" if p.before_ms is None else f"{p.before_ms:.1f}"
+                after = "-" if p.after_ms is None else f"{p.after_ms:.1f}"
+                test = ("" if p.p_value is None else f", p={p.p_value:.2g}")
+                lines.append(f"  {p.region} -> {p.target} [{p.kind}]: {before} -> {after} ms "
+                             f"(n {p.n_before}/{p.n_after}{test}): {p.verdict}")
+        return lines
+
+
+# ---------------------------------------------------------------------------------------
+# Cadence and windows
+
+
+def cadence(measurements: pd.DataFrame) -> pd.Timedelta | None:
+    """The median gap between successive records of a pair's series (median over pairs).
+
+    None when no pair has two records at different times.  Only the records of the series
+    (one kind per pair, with an RTT) count: a ping and a TCP connect made a second apart
+    are not a one-second cadence.
+    """
+    gaps: list[float] = []
+    for group in _series(measurements).values():
+        times = pd.to_datetime(group["started_at"], utc=True).dropna()
+        values = np.unique(times.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        if len(values) >= 2:
+            gaps.append(float(np.median(np.diff(values))))
+    if not gaps:
+        return None
+    return pd.Timedelta(int(np.median(gaps)), unit="ns")
+
+
+def _round_up(td: pd.Timedelta) -> pd.Timedelta:
+    for unit in _UNITS:
+        if td <= unit:
+            return unit
+    return pd.Timedelta(days=math.ceil(td / pd.Timedelta(days=1)))
+
+
+def episode_window(measurements: pd.DataFrame,
+                   options: EpisodeOptions | None = None) -> pd.Timedelta | None:
+    """The window of the episode detector: the cadence rounded up, widened to ≤ max_windows."""
+    o = options or EpisodeOptions()
+    if o.window is not None:
+        return pd.Timedelta(o.window)
+    step = cadence(measurements)
+    if step is None:
+        return None
+    started = pd.to_datetime(measurements["started_at"], utc=True)
+    span = started.max() - started.min()
+    return _round_up(max(step, span / o.max_windows, pd.Timedelta("1s")))
+
+
+# ---------------------------------------------------------------------------------------
+# Episodes
+
+
+def _series(measurements: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """(region, target, kind) → its records with an RTT, one kind per pair (ping > tcp > trace)."""
+    m = measurements[measurements["kind"].astype(str).isin(_KIND_ORDER)
+                     & measurements["rtt_ms"].notna()]
+    out: dict[tuple[str, str, str], pd.DataFrame] = {}
+    for (region, target), group in m.groupby([m["region"].astype(str),
+                                              m["target"].astype(str)], sort=True):
+        kinds = set(group["kind"].astype(str))
+        kind = next(k for k in _KIND_ORDER if k in kinds)
+        out[(str(region), str(target), kind)] = group[group["kind"].astype(str) == kind]
+    return out
+
+
+def _noise(values: FloatArray) -> float:
+    """Robust σ of a series from its successive differences (a level shift barely moves it)."""
+    if len(values) < 3:
+        return 0.0
+    d = np.diff(values)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+
+
+def _segments(values: FloatArray, sigma: float, o: EpisodeOptions) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of PELT's segmentation of ``values``."""
+    n = len(values)
+    if n < 2 * o.min_windows:
+        return [(0, n)]
+    # In the analysis extra; imported here to keep the package import light.
+    import ruptures  # type: ignore[import-untyped]
+
+    scale = max(sigma, 1e-3 * float(np.median(np.abs(values))), 1e-9)
+    pen = o.penalty * scale ** 2 * math.log(n)
+    algo = ruptures.Pelt(model="l2", min_size=o.min_windows, jump=1).fit(values.reshape(-1, 1))
+    ends = [int(b) for b in algo.predict(pen=pen)]
+    starts = [0, *ends[:-1]]
+    return list(zip(starts, ends, strict=True))
+
+
+def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], values: FloatArray,
+                   o: EpisodeOptions) -> tuple[list[Episode], list[Improvement]]:
+    region, target, kind = key
+    sigma = _noise(values)
+    segs = _segments(values, sigma, o)
+    episodes: list[Episode] = []
+    improvements: list[Improvement] = []
+    normal: list[float] = [float(v) for v in values[segs[0][0]:segs[0][1]]]
+    open_: tuple[int, float] | None = None  # (first window, baseline) of the open episode
+
+    def close(first: int, stop: int, baseline: float, end: pd.Timestamp | None) -> None:
+        inside = values[first:stop]
+        episodes.append(Episode(region, target, kind, times[first], end, baseline,
+                                float(np.median(inside)), float(np.max(inside)),
+                                stop - first))
+
+    for a, b in segs[1:]:
+        level = float(np.median(values[a:b]))
+        if open_ is not None:
+            first, baseline = open_
+            thr = o.threshold(baseline, sigma)
+            if level - baseline >= thr:
+                continue  # still elevated
+            close(first, a, baseline, times[a])
+            open_ = None
+            if baseline - level >= thr:
+                improvements.append(Improvement(region, target, kind, times[a], baseline,
+                                                level))
+            normal += [float(v) for v in values[a:b]]
+            continue
+        baseline = float(np.median(normal[-o.baseline_windows:]))
+        thr = o.threshold(baseline, sigma)
+        if level - baseline >= thr:
+            open_ = (a, baseline)
+            continue
+        if baseline - level >= thr:
+            improvements.append(Improvement(region, target, kind, times[a], baseline, level))
+            normal = []  # the baseline follows the new level
+        normal += [float(v) for v in values[a:b]]
+    if open_ is not None:
+        close(open_[0], len(values), open_[1], None)
+    return episodes, improvements
+
+
+def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = None,
+                  ) -> tuple[pd.Timedelta | None, list[Episode], list[Improvement]]:
+    """The window used, every pair's episodes and improvements (see the module docstring)."""
+    o = options or EpisodeOptions()
+    window = episode_window(measurements, o)
+    if window is None:
+        return None, [], []
+    origin = pd.to_datetime(measurements["started_at"], utc=True).min()
+    episodes: list[Episode] = []
+    improvements: list[Improvement] = []
+    for key, group in _series(measurements).items():
+        started = pd.to_datetime(group["started_at"], utc=True)
+        index = ((started - origin) // window).astype("int64")
+        medians = group["rtt_ms"].astype("float64").groupby(index.to_numpy()).median()
+        medians = medians[np.isfinite(medians.to_numpy(dtype=np.float64))]
+        if len(medians) < 2 * o.min_windows:
+            continue
+        times = [origin + int(i) * window for i in medians.index]
+        values: FloatArray = np.asarray(medians.to_numpy(), dtype=np.float64)
+        e, i = _pair_episodes(key, times, values, o)
+        episodes += e
+        improvements += i
+    return window, episodes, improvements
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshots
+
+
+def snapshot_split(measurements: pd.DataFrame) -> pd.Timestamp | None:
+    """Where two snapshots fed as one dataset meet (the start of the second), or None."""
+    if measurements.empty:
+        return None
+    started = pd.to_datetime(measurements["started_at"], utc=True).dropna()
+    values = np.unique(started.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    if len(values) < 2:
+        return None
+    gaps = np.diff(values)
+    i = int(np.argmax(gaps))
+    largest = float(gaps[i])
+    others = np.delete(gaps, i)
+    inside = float(others.max()) if len(others) else 0.0
+    spans = max(float(values[i] - values[0]), float(values[-1] - values[i + 1]))
+    if largest >= 10.0 * inside and largest >= 10.0 * spans and largest > 0:
+        return pd.Timestamp(int(values[i + 1]), unit="ns", tz="UTC")
+    return None
+
+
+def _describe(m: pd.DataFrame) -> str:
+    started = pd.to_datetime(m["started_at"], utc=True)
+    if started.empty:
+        return "no records"
+    return f"{len(m)} records, {_short(started.min())} to {_short(started.max())}"
+
+
+def compare(before: pd.DataFrame, after: pd.DataFrame, options: EpisodeOptions | None = None,
+            *, before_label: str | None = None, after_label: str | None = None) -> Comparison:
+    """Each (region, target) of two snapshots side by side (see the module docstring)."""
+    o = options or EpisodeOptions()
+    a, b = _series(before), _series(after)
+    pairs_a = {(r, t): k for (r, t, k) in a}
+    pairs_b = {(r, t): k for (r, t, k) in b}
+    rows: list[PairChange] = []
+    for key in sorted(set(pairs_a) | set(pairs_b)):
+        if key not in pairs_b or key not in pairs_a:
+            only_before = key not in pairs_b
+            kind = pairs_a[key] if only_before else pairs_b[key]
+            g = _of_kind(before if only_before else after, key, kind)
+            median = float(g["rtt_ms"].median())
+            rows.append(PairChange(key[0], key[1], kind, median if only_before else None,
+                                   None if only_before else median,
+                                   len(g) if only_before else 0, 0 if only_before else len(g),
+                                   None, "only before" if only_before else "only after"))
+            continue
+        # Like with like: the first kind (ping, tcp, trace) both snapshots have for the pair.
+        kind = pairs_b[key]
+        for k in _KIND_ORDER:
+            if not _of_kind(before, key, k).empty and not _of_kind(after, key, k).empty:
+                kind = k
+                break
+        ga, gb = _of_kind(before, key, kind), _of_kind(after, key, kind)
+        xa = ga["rtt_ms"].to_numpy(dtype=np.float64)
+        xb = gb["rtt_ms"].to_numpy(dtype=np.float64)
+        if len(xa) == 0 or len(xb) == 0:
+            continue
+        ma, mb = float(np.median(xa)), float(np.median(xb))
+        p: float | None = None
+        if len(xa) >= o.min_records and len(xb) >= o.min_records:
+            p = float(stats.mannwhitneyu(xb, xa, alternative="two-sided").pvalue)
+        big = abs(mb - ma) >= max(o.min_rise * ma, o.min_rise_ms)
+        if big and (p is None or p < o.alpha):
+            verdict = "degraded" if mb > ma else "improved"
+        else:
+            verdict = "unchanged"
+        rows.append(PairChange(key[0], key[1], kind, ma, mb, len(xa), len(xb), p, verdict))
+    return Comparison(before_label or _describe(before), after_label or _describe(after),
+                      tuple(rows))
+
+
+def _of_kind(m: pd.DataFrame, key: tuple[str, str], kind: str) -> pd.DataFrame:
+    sel = ((m["region"].astype(str) == key[0]) & (m["target"].astype(str) == key[1])
+           & (m["kind"].astype(str) == kind) & m["rtt_ms"].notna())
+    return m[sel]
+
+
+def snapshots(campaign: Any, compare_with: Any = None,
+              compare_at: str | pd.Timestamp | None = None) -> tuple[Any, Any]:
+    """(the campaign to analyse, the earlier snapshot or None): for ``analyse``.
+
+    ``compare_with`` (a Campaign): the earlier snapshot, ``campaign`` the later one.
+    ``compare_at``: split ``campaign`` at that time (records before it are the earlier
+    snapshot).  Either way the analysis proper is of the later snapshot; the earlier one is
+    only compared with it, pair by pair, never pooled.
+    """
+    from .frames import Campaign
+
+    if compare_with is not None and compare_at is not None:
+        raise ValueError("give either a second snapshot or a time to split at, not both")
+    if compare_at is None:
+        return campaign, compare_with
+    at = pd.Timestamp(compare_at)
+    at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases)
+
+    def part(before: bool) -> Campaign:
+        out = []
+        for f in frames:
+            started = pd.to_datetime(f["started_at"], utc=True)
+            out.append(f[started < at] if before else f[started >= at])
+        return Campaign(*out)
+
+    earlier, later = part(True), part(False)
+    if earlier.measurements.empty or later.measurements.empty:
+        raise ValueError(f"--compare-at {at.isoformat()} leaves no records on one side")
+    return later, earlier
+
+
+# ---------------------------------------------------------------------------------------
+# Everything at once, for analyse()
+
+
+def _history_members(flags: pd.DataFrame | None) -> list[Episode]:
+    """The step flags of degrade.py's history test, as members for events."""
+    if flags is None or flags.empty or "test" not in flags.columns:
+        return []
+    h = flags[(flags["test"] == "history") & (flags["metric"] == "rtt_ms")
+              & flags["since"].notna()]
+    out = []
+    for row in h.to_dict("records"):
+        value = float(row["value"])
+        out.append(Episode(str(row["region"]), str(row["target"]), str(row["kind"]),
+                           pd.Timestamp(row["since"]), None, float(row["reference"]), value,
+                           value, 0, test="history"))
+    return out
+
+
+def find_changes(measurements: pd.DataFrame, *, flags: pd.DataFrame | None = None,
+                 hops: pd.DataFrame | None = None, earlier: Any = None,
+                 window: str | pd.Timedelta | None = None, min_rise: float = 0.08,
+                 min_rise_ms: float = 1.0, z_min: float = 3.0, min_windows: int = 3,
+                 penalty: float = 3.0, before_label: str | None = None,
+                 after_label: str | None = None) -> Changes:
+    """Episodes, improvements, events and (with ``earlier``) the snapshot comparison.
+
+    ``flags``: degrade.py's flags (their history steps join the events); ``hops``: the
+    campaign's hops (an event's common hop and AS); ``earlier``: the earlier snapshot (a
+    Campaign) to compare pair by pair; the thresholds are :class:`EpisodeOptions`'.
+    """
+    o = EpisodeOptions(window=None if window is None else pd.Timedelta(window),
+                       min_rise=min_rise, min_rise_ms=min_rise_ms, z_min=z_min,
+                       min_windows=min_windows, penalty=penalty)
+    notes: list[str] = []
+    comparison = None
+    if earlier is not None:
+        comparison = compare(earlier.measurements, measurements, o,
+                             before_label=before_label, after_label=after_label)
+    else:
+        split = snapshot_split(measurements)
+        if split is not None:
+            before = measurements[pd.to_datetime(measurements["started_at"], utc=True) < split]
+            after = measurements[pd.to_datetime(measurements["started_at"], utc=True) >= split]
+            comparison = compare(before, after, o)
+            notes.append(f"the records form two snapshots far apart in time ({comparison.before}"
+                         f"; {comparison.after}): the ranking pools them as repeats; they are "
+                         f"compared pair by pair below (or give --compare-at "
+                         f"{split.isoformat()} to rank the later one alone)")
+    window_used, episodes, improvements = find_episodes(measurements, o)
+    members = list(episodes)
+    for h in _history_members(flags):
+        # A step already seen as an episode of the same pair is one flag, not two.
+        if not any(e.region == h.region and e.target == h.target
+                   and window_used is not None
+                   and abs(e.start - h.start) <= max(window_used, pd.Timedelta(0)) * 4
+                   for e in episodes):
+            members.append(h)
+    events = group_events(members, window_used or pd.Timedelta("1h"), hops)
+    return Changes(window=window_used, episodes=tuple(episodes),
+                   improvements=tuple(improvements), events=tuple(events),
+                   comparison=comparison, notes=tuple(notes), options=replace(o))

@@ -1,0 +1,189 @@
+"""Events: flags of several pairs that start together and share something, grouped as one.
+
+Real networks shift many pairs at once for one cause (a cable, a peering, a data centre's
+uplink).  Two flags are *linked* when they start within one window of each other (the episode
+detector's window) **and** their pairs share a data centre, a region, an AS on their traced
+paths, or a path segment (two successive responding hops).  An event is a connected group
+of linked flags covering at least two (region, target) pairs.  Each event carries its pairs,
+what they all share (the data centre, the region, the ASes and hops common to every traced
+pair), and its timeline (each pair's start and end, in order).
+
+Pure functions: the flags (see :class:`netvantage.analysis.episodes.Episode`) and the
+``hops`` frame in, :class:`Event` objects out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .episodes import Episode
+
+__all__ = ["Event", "group_events", "path_facts"]
+
+
+def _short(ts: pd.Timestamp) -> str:
+    ts = pd.Timestamp(ts)
+    return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M:%S}"
+
+
+@dataclass(frozen=True, slots=True)
+class PathFacts:
+    """What the traces of one pair crossed."""
+
+    asns: frozenset[str]
+    hops: frozenset[str]  # responding addresses
+    segments: frozenset[tuple[str, str]]  # successive responding addresses
+    names: tuple[tuple[str, str], ...]  # address → "address (city, AS…)" for the text
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Several pairs' flags starting together, with what they share and their timeline."""
+
+    number: int
+    members: tuple[Episode, ...]
+    shared: tuple[str, ...]  # what every pair shares, in words
+    common_asns: tuple[str, ...]
+    common_hops: tuple[str, ...]
+    timeline: tuple[tuple[pd.Timestamp, str], ...]
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return min(m.start for m in self.members)
+
+    @property
+    def end(self) -> pd.Timestamp | None:
+        """The last recovery, or None while any pair is still elevated."""
+        ends = [m.end for m in self.members]
+        return None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted({(m.region, m.target) for m in self.members}))
+
+    def headline(self) -> str:
+        until = f"until {_short(self.end)}" if self.end is not None else "ongoing"
+        share = "; ".join(self.shared) if self.shared else "linked pairs"
+        return (f"Event {self.number}: {len(self.pairs)} pairs from {_short(self.start)} "
+                f"{until} ({share})")
+
+    def to_dict(self) -> dict[str, Any]:
+        end = self.end
+        return {"event": self.number, "start": pd.Timestamp(self.start).isoformat(),
+                "end": end.isoformat() if end is not None else "ongoing",
+                "pairs": [m.to_dict() for m in self.members],
+                "shared": list(self.shared), "common_asns": list(self.common_asns),
+                "common_hops": list(self.common_hops),
+                "timeline": [{"at": pd.Timestamp(t).isoformat(), "what": what}
+                             for t, what in self.timeline]}
+
+    def text_lines(self) -> list[str]:
+        lines = [self.headline()]
+        if self.common_hops:
+            lines.append("  common hops: " + ", ".join(self.common_hops))
+        if self.common_asns:
+            lines.append("  common ASes: " + ", ".join(self.common_asns))
+        lines += [f"  {_short(t)}  {what}" for t, what in self.timeline]
+        return lines
+
+
+def path_facts(hops: pd.DataFrame | None) -> dict[tuple[str, str], PathFacts]:
+    """(region, target) → ASes, hops and segments its traces crossed."""
+    if hops is None or hops.empty:
+        return {}
+    h = hops[hops["address"].notna()]
+    out: dict[tuple[str, str], PathFacts] = {}
+    for (region, target), group in h.groupby([h["region"].astype(str), h["target"].astype(str)],
+                                             sort=True):
+        asns = frozenset(str(a) for a in group["asn"].dropna().unique()) \
+            if "asn" in group.columns else frozenset()
+        segments: set[tuple[str, str]] = set()
+        for _, trace in group.sort_values("ttl").groupby("id", sort=False):
+            addresses = [str(a) for a in trace.drop_duplicates("ttl")["address"]]
+            segments.update(itertools.pairwise(addresses))
+        names: dict[str, str] = {}
+        for row in group.drop_duplicates("address").itertuples():
+            extra = [str(v) for v in (getattr(row, "city", None), getattr(row, "asn", None))
+                     if v is not None and not pd.isna(v)]
+            address = str(row.address)
+            names[address] = f"{address} ({', '.join(extra)})" if extra else address
+        out[(str(region), str(target))] = PathFacts(
+            asns, frozenset(str(a) for a in group["address"].unique()), frozenset(segments),
+            tuple(sorted(names.items())))
+    return out
+
+
+def _shares(a: Episode, b: Episode, facts: dict[tuple[str, str], PathFacts]) -> bool:
+    if a.target == b.target or a.region == b.region:
+        return True
+    fa, fb = facts.get((a.region, a.target)), facts.get((b.region, b.target))
+    return bool(fa and fb and (fa.asns & fb.asns or fa.segments & fb.segments))
+
+
+def group_events(flags: Sequence[Episode], window: pd.Timedelta,
+                 hops: pd.DataFrame | None = None) -> list[Event]:
+    """Events of at least two pairs, earliest first (see the module docstring)."""
+    facts = path_facts(hops)
+    n = len(flags)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = flags[i], flags[j]
+            if abs(a.start - b.start) <= window and _shares(a, b, facts):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[Episode]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(flags[i])
+    events: list[Event] = []
+    for members in sorted(groups.values(), key=lambda g: min(m.start for m in g)):
+        if len({(m.region, m.target) for m in members}) < 2:
+            continue
+        members = sorted(members, key=lambda m: (m.start, m.region, m.target))
+        events.append(_event(len(events) + 1, members, facts))
+    return events
+
+
+def _event(number: int, members: list[Episode],
+           facts: dict[tuple[str, str], PathFacts]) -> Event:
+    shared: list[str] = []
+    targets = {m.target for m in members}
+    regions = {m.region for m in members}
+    if len(targets) == 1:
+        shared.append(f"data centre {next(iter(targets))}")
+    if len(regions) == 1:
+        shared.append(f"region {next(iter(regions))}")
+    traced = [facts[(m.region, m.target)] for m in members if (m.region, m.target) in facts]
+    asns: tuple[str, ...] = ()
+    common: tuple[str, ...] = ()
+    if len(traced) >= 2:
+        asns = tuple(sorted(frozenset.intersection(*(f.asns for f in traced))))
+        names = dict(traced[0].names)
+        common = tuple(names.get(a, a) for a in
+                       sorted(frozenset.intersection(*(f.hops for f in traced))))
+        if asns:
+            shared.append("AS " + ", ".join(asns))
+        segments = frozenset.intersection(*(f.segments for f in traced))
+        if segments and not (len(targets) == 1 or len(regions) == 1):
+            shared.append(f"{len(segments)} path segment(s)")
+    timeline: list[tuple[pd.Timestamp, str]] = []
+    for m in members:
+        what = (f"{m.region} -> {m.target} rises to {m.level_ms:.1f} ms from "
+                f"{m.baseline_ms:.1f} ms" + (" (step)" if m.test == "history" else ""))
+        timeline.append((m.start, what))
+        if m.end is not None:
+            timeline.append((m.end, f"{m.region} -> {m.target} back to its baseline"))
+    timeline.sort(key=lambda t: t[0])
+    return Event(number, tuple(members), tuple(shared), asns, common, tuple(timeline))
