@@ -15,7 +15,11 @@ from typing import Any
 import pandas as pd
 
 from ..text import columns, ms
+from .coverage import Coverage, same_city_pairs
+from .coverage import coverage as coverage_of
 from .degrade import degradation_flags
+from .detours import Detours
+from .detours import detours as detour_table
 from .frames import Campaign
 from .geo import inflation as inflation_table
 from .metrics import metrics as metrics_table
@@ -46,10 +50,14 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     physics: Physics | None = None
     mixes: Mixes | None = None
+    detours: Detours | None = None
+    coverage: Coverage | None = None
 
     @property
     def winner(self) -> str | None:
         table = self.ranking.table
+        if "eligible" in table.columns:  # coverage first: an unmeasured candidate never wins
+            table = table[table["eligible"].astype(bool) & table["score"].notna()]
         return None if table.empty else str(table.sort_values("rank").iloc[0]["target"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,8 +68,10 @@ class Analysis:
         return {"weights": self.weights, "winner": self.winner, "notes": self.notes,
                 "ranking": records(self.ranking.table),
                 "breakdown": records(self.ranking.breakdown), **physics_keys(self.physics),
+                **({"coverage": self.coverage.to_dict()} if self.coverage else {}),
                 "flags": records(self.flags, date_format="iso"),
-                **({"mixes": self.mixes.to_dict()} if self.mixes else {})}
+                **({"mixes": self.mixes.to_dict()} if self.mixes else {}),
+                **({"detours": self.detours.to_dict()} if self.detours else {})}
 
     def to_text(self) -> str:
         """The answer for a terminal: ranking, per-region costs, flags with evidence."""
@@ -71,21 +81,26 @@ class Analysis:
         rows: list[tuple[str, ...]] = [
             ("RANK", "DATA CENTRE", "SCORE", "95% CI", "P(BEST)", "THRESHOLDS")]
         for r in self.ranking.table.sort_values("rank").itertuples():
-            rows.append((str(r.rank), str(r.target), f"{r.score:.0f}",
-                         f"{r.score_lo:.0f}-{r.score_hi:.0f}", f"{r.p_best:.0%}",
-                         "met" if r.meets_thresholds else f"not met: {r.fails}"))
+            rows.append((str(r.rank), str(r.target), ms(_number(r.score), 0),
+                         "none" if pd.isna(r.score_lo) else f"{r.score_lo:.0f}-{r.score_hi:.0f}",
+                         "-" if pd.isna(r.p_best) else f"{r.p_best:.0%}",
+                         ("met" if r.meets_thresholds else f"not met: {r.fails}")
+                         + ("" if getattr(r, "eligible", True) else "; NOT ELIGIBLE")))
         lines += columns(rows)
         st = self.stability
-        lines += ["", f"winner {st.winner}: stays first in {st.dirichlet_share:.0%} of "
-                  f"perturbed weightings, {st.leave_one_out_share:.0%} of "
-                  "leave-one-region-out checks", "",
-                  "Per region (cost in ms-equivalents; lower is better):"]
+        lines += ["", (f"winner {st.winner}: stays first in {st.dirichlet_share:.0%} of "
+                       f"perturbed weightings, {st.leave_one_out_share:.0%} of "
+                       "leave-one-region-out checks") if st.winner is not None else
+                  "no winner: no data centre was measured from every weighted region "
+                  "(see Coverage)"]
+        lines += ["", *self.coverage.text_lines()] if self.coverage else []
+        lines += ["", "Per region (cost in ms-equivalents; lower is better):"]
         rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95",
                  "COST")]
         for r in self.ranking.breakdown.sort_values(["region", "cost"]).itertuples():
             rows.append((str(r.region), str(r.target), ms(_number(r.rtt_p50_ms)),
                          ms(_number(r.rtt_p95_ms)), f"{r.loss_pct:.1f}",
-                         ms(_number(r.handshake_p95_ms)), f"{r.cost:.0f}"))
+                         ms(_number(r.handshake_p95_ms)), ms(_number(r.cost), 0)))
         lines += columns(rows)
         lines += ["", f"Flags ({len(self.flags)}; history window {self.window}):"]
         if self.flags.empty:
@@ -98,6 +113,7 @@ class Analysis:
             if not where.empty:
                 lines.append(f"    where: {where.iloc[0]}")
         lines += self.mixes.text_lines() if self.mixes else []
+        lines += ["", *self.detours.text_lines()] if self.detours else []
         lines += ["", *self.physics.text_lines()] if self.physics else []
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -237,10 +253,12 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     flags = degradation_flags(m, inflation=infl,
                               path_evidence=evidence if not evidence.empty else None,
                               window=win)
+    # Detours per trace and region (analysis.detours: probe places, light test, hop named).
+    routes = detour_table(campaign.hops, locations, m)
     mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
                        thresholds=thresholds)
     return Analysis(weights=w, metrics=metrics_table(campaign, n_boot=min(n_boot, 500),
                                                      seed=seed),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
-                    physics=physics)
+                    physics=physics, detours=routes)
