@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -191,7 +191,7 @@ class Physics:
                          "unlocated": int((p["status"] == UNLOCATED).sum())},
             "per_continent_pair": [
                 {"from": str(r.region_continent), "to": str(r.target_continent),
-                 "pairs": int(r.n), "median": _f(r.median), "p25": _f(r.p25),
+                 "pairs": int(cast(Any, r.n)), "median": _f(r.median), "p25": _f(r.p25),
                  "p75": _f(r.p75)} for r in self.continents.itertuples()],
             "pairs": [{"region": str(r.region), "target": str(r.target),
                        "inflation": _f(r.inflation), "status": str(r.status)}
@@ -226,7 +226,7 @@ class Physics:
                   f"under {MIN_FLOOR_MS:g} ms left out)"]
         if not self.continents.empty:
             rows = [("CONTINENTS", "PAIRS", "MEDIAN", "P25-P75")]
-            rows += [(f"{r.region_continent} -> {r.target_continent}", str(int(r.n)),
+            rows += [(f"{r.region_continent} -> {r.target_continent}", str(int(cast(Any, r.n))),
                       f"{r.median:.2f}", f"{r.p25:.2f}-{r.p75:.2f}")
                      for r in self.continents.itertuples()]
             from ..text import columns
@@ -321,9 +321,9 @@ def _source_rows(m: pd.DataFrame, places: dict[str, tuple[float, float, str | No
         own = places.get(agent) if agent != region else None
         src = own or places.get(region)
         region_pt = places.get(region)
-        rtt = float(r.rtt)
+        rtt = float(cast(Any, r.rtt))
         row: dict[str, Any] = {"region": region, "agent": agent, "target": target,
-                               "n": int(r.k), "rtt_min_ms": rtt,
+                               "n": int(cast(Any, r.k)), "rtt_min_ms": rtt,
                                "source": f"probe {agent}" if own else "region point"}
         if dst is None or src is None:
             row.update(distance_km=math.nan, fibre_bound_ms=math.nan,
@@ -373,7 +373,8 @@ def check(measurements: pd.DataFrame, locations: pd.DataFrame, *,
     rows: list[dict[str, Any]] = []
     for (region, target), grp in src.groupby(["region", "target"], sort=True):
         located = grp[grp["fibre_bound_ms"].notna()]
-        worst = located.loc[located["margin"].idxmin()] if len(located) else grp.iloc[0]
+        worst = (located.loc[cast(Any, located["margin"].idxmin())] if len(located)
+                 else grp.iloc[0])
         rtt = float(grp["rtt_min_ms"].min())
         if located.empty:
             status = UNLOCATED
@@ -439,8 +440,10 @@ def _causes(pairs: pd.DataFrame, places: dict[str, tuple[float, float, str | Non
     located = pairs[pairs["status"] != UNLOCATED]
     bad = pairs[bad_mask]
     grid = _grid()
-    per_target = bad.groupby("target")["region"].apply(set).to_dict()
-    per_region = bad.groupby("region")["target"].apply(set).to_dict()
+    per_target: dict[str, set[str]] = {str(k): set(map(str, v)) for k, v in
+                                       bad.groupby("target")["region"].apply(set).items()}
+    per_region: dict[str, set[str]] = {str(k): set(map(str, v)) for k, v in
+                                       bad.groupby("region")["target"].apply(set).items()}
     n_regions = located.groupby("target")["region"].nunique().to_dict()
     n_targets = located.groupby("region")["target"].nunique().to_dict()
 
