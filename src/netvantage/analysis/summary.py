@@ -20,6 +20,7 @@ from .coverage import coverage as coverage_of
 from .degrade import degradation_flags
 from .detours import Detours
 from .detours import detours as detour_table
+from .episodes import Changes, cadence, find_changes, snapshots
 from .frames import Campaign
 from .geo import inflation as inflation_table
 from .metrics import metrics as metrics_table
@@ -48,6 +49,7 @@ class Analysis:
     window: pd.Timedelta
     span: tuple[pd.Timestamp, pd.Timestamp] | None
     notes: list[str] = field(default_factory=list)
+    changes: Changes | None = None  # episodes, improvements, events, snapshots
     physics: Physics | None = None
     mixes: Mixes | None = None
     detours: Detours | None = None
@@ -70,6 +72,7 @@ class Analysis:
                 "breakdown": records(self.ranking.breakdown), **physics_keys(self.physics),
                 **({"coverage": self.coverage.to_dict()} if self.coverage else {}),
                 "flags": records(self.flags, date_format="iso"),
+                **(self.changes.to_dict() if self.changes else {}),
                 **({"mixes": self.mixes.to_dict()} if self.mixes else {}),
                 **({"detours": self.detours.to_dict()} if self.detours else {})}
 
@@ -115,6 +118,7 @@ class Analysis:
         lines += self.mixes.text_lines() if self.mixes else []
         lines += ["", *self.detours.text_lines()] if self.detours else []
         lines += ["", *self.physics.text_lines()] if self.physics else []
+        lines += self.changes.text_lines() if self.changes else []
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -153,13 +157,15 @@ def _latency_kinds(campaign: Campaign) -> tuple[str, ...]:
 
 
 def default_window(campaign: Campaign) -> pd.Timedelta:
-    """About a tenth of the campaign's length (in 10 s steps), between 10 s and one hour."""
+    """About a tenth of the campaign's length (in 10 s steps), at least 10 s and at least
+    the records' cadence (weekly data gets weeks; see :func:`.episodes.cadence`)."""
     started = campaign.measurements["started_at"]
     if started.empty:
         return pd.Timedelta("5min")
     span = started.max() - started.min()
     window = pd.Timedelta((span / 10).ceil("10s"))
-    return pd.Timedelta(min(max(window, pd.Timedelta("10s")), pd.Timedelta("1h")))
+    return pd.Timedelta(max(window, pd.Timedelta("10s"), cadence(campaign.measurements)
+                            or pd.Timedelta(0)))
 
 
 def _summary_notes(m: pd.DataFrame) -> list[str]:
@@ -197,6 +203,8 @@ def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.Dat
 def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             locations: pd.DataFrame | None = None, cost: CostModel | None = None,
             thresholds: Thresholds | None = None, window: str | pd.Timedelta | None = None,
+            compare: Campaign | None = None, compare_at: str | pd.Timestamp | None = None,
+            episode_min_rise: float = 0.08, episode_min_windows: int = 3,
             n_boot: int = 500, seed: int = 0, keep_impossible: bool = False,
             mixes: Mapping[str, Mapping[str, float]] | None = None) -> Analysis:
     """The whole analysis of a campaign (``locations`` enables the physical-bound tests).
@@ -207,7 +215,12 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     out of the ranking unless ``keep_impossible`` (default False).
     ``weights`` and the named ``mixes`` (name → weights) may be by group: continent, country
     or region glob (see :mod:`netvantage.analysis.mix`); no named mix by default.
+    ``compare`` (an earlier snapshot) or ``compare_at`` (split ``campaign`` there): the
+    two snapshots are compared pair by pair, the rest is of the later one;
+    ``episode_min_rise`` (0.08) and ``episode_min_windows`` (3): the episode detector's
+    rise and shortest episode (see :mod:`netvantage.analysis.episodes`).
     """
+    campaign, earlier = snapshots(campaign, compare, compare_at)
     notes: list[str] = []
     if cost is None:
         kinds = _latency_kinds(campaign)
@@ -253,6 +266,9 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     flags = degradation_flags(m, inflation=infl,
                               path_evidence=evidence if not evidence.empty else None,
                               window=win)
+    changes = find_changes(m, flags=flags, hops=campaign.hops, earlier=earlier, window=window,
+                           min_rise=episode_min_rise, min_windows=episode_min_windows)
+    notes += changes.notes
     # Detours per trace and region (analysis.detours: probe places, light test, hop named).
     routes = detour_table(campaign.hops, locations, m)
     mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
@@ -261,4 +277,5 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                                                      seed=seed),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
-                    physics=physics, detours=routes)
+                    physics=physics, detours=routes,
+                    changes=changes)
