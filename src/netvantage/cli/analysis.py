@@ -23,17 +23,20 @@ DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
               path_type=Path), help="CSV of regions and data centres (name, role, lat, lon "
               "or iata): enables the physical-bound tests.")
 @click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
+              "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
-                window: str | None, fmt: str) -> None:
+                window: str | None, fmt: str, keep_impossible: bool) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     from ..analysis.summary import analyse
 
     campaign, places = load_campaign_and_places(data, locations_path)
-    result = analyse(campaign, weights=parsed, locations=places, window=window)
+    result = analyse(campaign, keep_impossible=keep_impossible,
+                      weights=parsed, locations=places, window=window)
     if fmt == "json":
         import json
 
@@ -65,11 +68,13 @@ DATA, --weights and --locations. Progress goes to stderr.""")
               path_type=Path), help="CSV of regions and data centres: enables the map and "
               "the physical-bound tests.")
 @click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
+              "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
 @click.option("--title", help="Title of the report.")
 def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path | None,
                locations_path: Path | None, weights: str | None, window: str | None,
-               title: str | None) -> None:
+               title: str | None, keep_impossible: bool) -> None:
     """Write the report a person reads: recommendation, flags, ranking, map and figures."""
     import time
 
@@ -85,7 +90,8 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
     progress("loading…")
     campaign, places = load_campaign_and_places(data, locations_path)
     try:
-        report = make_report(campaign, weights=parsed, locations=places, title=title,
+        report = make_report(campaign, keep_impossible=keep_impossible,
+                             weights=parsed, locations=places, title=title,
                              window=window, sources=[Path(d).name for d in data],
                              progress=progress)
     except ValueError as exc:

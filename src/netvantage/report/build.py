@@ -79,11 +79,13 @@ class Report:
 def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                 locations: pd.DataFrame | None = None, title: str | None = None,
                 window: str | pd.Timedelta | None = None, sources: Sequence[str] = (),
-                progress: Progress | None = None, now: pd.Timestamp | None = None) -> Report:
+                progress: Progress | None = None, now: pd.Timestamp | None = None,
+                keep_impossible: bool = False) -> Report:
     """Analyse ``campaign`` (as :func:`analyse` does), draw the figures, word the findings."""
     say: Progress = progress or (lambda _message: None)
     say("analysing…")
-    result = analyse(campaign, weights=weights, locations=locations, window=window)
+    result = analyse(campaign, keep_impossible=keep_impossible, weights=weights,
+                     locations=locations, window=window)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
     content = collect_content(
