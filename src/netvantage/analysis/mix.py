@@ -363,11 +363,14 @@ def _mix(name: str, weights: Mapping[str, float], groups: tuple[GroupMatch, ...]
          measurements: pd.DataFrame, cost: CostModel, thresholds: Thresholds) -> Mix:
     table = rank(measurements, weights, cost=cost, thresholds=thresholds, n_boot=0).table
     table = table.sort_values("rank")
-    scored = table.dropna(subset=["score"])
-    winner = None if scored.empty else str(table.iloc[0]["target"])
-    score = float(table.iloc[0]["score"]) if winner else math.nan
-    runner = str(table.iloc[1]["target"]) if winner and len(table) > 1 else None
-    margin = (float(table.iloc[1]["score"]) - score) if runner else math.nan
+    # Only a candidate the ranking lets win counts (coverage first: column "eligible").
+    able = table[table["score"].notna() & (table["eligible"].astype(bool)
+                                            if "eligible" in table.columns else True)]
+    winner = str(able.iloc[0]["target"]) if len(able) and able.index[0] == table.index[0] \
+        else None
+    score = float(able.iloc[0]["score"]) if winner else math.nan
+    runner = str(able.iloc[1]["target"]) if winner and len(able) > 1 else None
+    margin = (float(able.iloc[1]["score"]) - score) if runner else math.nan
     return Mix(name, _normalised(weights), groups, winner, score, runner, margin)
 
 

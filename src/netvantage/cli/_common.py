@@ -34,6 +34,7 @@ __all__ = [
     "emit",
     "load_campaign_and_places",
     "origin",
+    "parse_mixes",
     "parse_weights",
     "run",
     "store_option",
@@ -147,18 +148,50 @@ store_option = click.option(
     help="The collector's SQLite file (created if missing).")
 
 
-def parse_weights(text: str | None) -> dict[str, float] | None:
-    """``--weights REGION=W,...`` as a dict; None when not given; exit 2 when malformed."""
+def parse_weights(text: str | None, option: str = "--weights") -> dict[str, float] | None:
+    """``--weights GROUP=W,...`` as a dict; None when not given; exit 2 when malformed.
+
+    GROUP is a region name, a continent or country code or a region glob (resolved against
+    the data by :func:`netvantage.analysis.mix.resolve_weights`); W a number ≥ 0.
+    """
     if not text:
         return None
     weights: dict[str, float] = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
+        name = name.strip()
         try:
-            weights[name.strip()] = float(value)
+            weight = float(value)
         except ValueError:
-            die(f"--weights: {part!r} is not REGION=NUMBER", EXIT_USAGE)
+            die(f"{option}: {part!r} is not REGION=NUMBER (or GROUP=NUMBER: a continent, "
+                "country or region glob such as AF, ZA or ZA-*)", EXIT_USAGE)
+        if not name or not weight >= 0 or weight == float("inf"):
+            die(f"{option}: {part!r}: give a name and a finite number ≥ 0", EXIT_USAGE)
+        if name in weights:
+            die(f"{option}: {name!r} is given twice", EXIT_USAGE)
+        weights[name] = weight
     return weights
+
+
+def parse_mixes(texts: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``--mix NAME=GROUP=W,...`` (repeatable) as name → weights; exit 2 when malformed.
+
+    The name is everything before the first ``=`` (letters, digits, ``_ . -``); the rest is
+    read as ``--weights`` is.  ``--mix africa=AF=1 --mix even=*=1``.
+    """
+    import re
+
+    out: dict[str, dict[str, float]] = {}
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or "=" not in rest:
+            die(f"--mix: {text!r} is not NAME=GROUP=W,... (e.g. africa=AF=1 or "
+                "split=EU=0.5,AF=0.5)", EXIT_USAGE)
+        if name in out or name == "given":
+            die(f"--mix: the name {name!r} is "
+                f"{'reserved for --weights' if name == 'given' else 'given twice'}", EXIT_USAGE)
+        out[name] = parse_weights(rest, f"--mix {name}") or {}
+    return out
 
 
 def load_campaign_and_places(data: Sequence[str], locations_path: Path | None) -> Any:

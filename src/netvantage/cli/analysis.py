@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import CONTEXT, EXIT_USAGE, die, load_campaign_and_places, parse_weights
+from ._common import CONTEXT, EXIT_USAGE, die, load_campaign_and_places, parse_mixes, parse_weights
 
 __all__ = ["analyse_cmd", "report_cmd"]
 
@@ -16,27 +16,36 @@ Examples:
   netvantage analyse data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv
   netvantage analyse results.db --weights ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1
   netvantage analyse dataset/ --format json > analysis.json
+  netvantage analyse results.db --locations places.csv --weights AF=0.7,EU=0.3 \\
+      --mix africa=AF=1 --mix europe=EU=1 --mix even=*=1
 \b
 DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.""")
 @click.argument("data", nargs=-1, required=True)
 @click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="CSV of regions and data centres (name, role, lat, lon "
               "or iata): enables the physical-bound tests.")
-@click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--weights", help="Client weights, GROUP=W,...: a region, a continent (AF "
+              "EU ...), a country (ZA, or country:NA), or a region glob (ZA-*); a group's "
+              "weight is split equally among its regions [every region equal].")
+@click.option("--mix", "mix", multiple=True, metavar="NAME=GROUP=W,...",
+              help="A named client mix to compare (repeatable): its winner, and where the "
+              "winner flips between it and --weights.")
 @click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
               "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
+                mix: tuple[str, ...],
                 window: str | None, fmt: str, keep_impossible: bool) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
+    mixes = parse_mixes(mix)
     from ..analysis.summary import analyse
 
     campaign, places = load_campaign_and_places(data, locations_path)
     result = analyse(campaign, keep_impossible=keep_impossible,
-                      weights=parsed, locations=places, window=window)
+                      weights=parsed, locations=places, window=window, mixes=mixes)
     if fmt == "json":
         import json
 
@@ -67,13 +76,19 @@ DATA, --weights and --locations. Progress goes to stderr.""")
 @click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="CSV of regions and data centres: enables the map and "
               "the physical-bound tests.")
-@click.option("--weights", help="Client weights per region, REGION=W,... [equal].")
+@click.option("--weights", help="Client weights, GROUP=W,...: a region, a continent (AF "
+              "EU ...), a country (ZA, or country:NA), or a region glob (ZA-*); a group's "
+              "weight is split equally among its regions [every region equal].")
+@click.option("--mix", "mix", multiple=True, metavar="NAME=GROUP=W,...",
+              help="A named client mix to compare (repeatable): its winner, and where the "
+              "winner flips between it and --weights.")
 @click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
               "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
 @click.option("--title", help="Title of the report.")
 def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path | None,
-               locations_path: Path | None, weights: str | None, window: str | None,
+               locations_path: Path | None, weights: str | None, mix: tuple[str, ...],
+               window: str | None,
                title: str | None, keep_impossible: bool) -> None:
     """Write the report a person reads: recommendation, flags, ranking, map and figures."""
     import time
@@ -87,12 +102,13 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
                    err=True)
 
     parsed = parse_weights(weights)
+    mixes = parse_mixes(mix)
     progress("loading…")
     campaign, places = load_campaign_and_places(data, locations_path)
     try:
         report = make_report(campaign, keep_impossible=keep_impossible,
                              weights=parsed, locations=places, title=title,
-                             window=window, sources=[Path(d).name for d in data],
+                             mixes=mixes, window=window, sources=[Path(d).name for d in data],
                              progress=progress)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)

@@ -80,12 +80,13 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                 locations: pd.DataFrame | None = None, title: str | None = None,
                 window: str | pd.Timedelta | None = None, sources: Sequence[str] = (),
                 progress: Progress | None = None, now: pd.Timestamp | None = None,
-                keep_impossible: bool = False) -> Report:
+                keep_impossible: bool = False,
+                mixes: Mapping[str, Mapping[str, float]] | None = None) -> Report:
     """Analyse ``campaign`` (as :func:`analyse` does), draw the figures, word the findings."""
     say: Progress = progress or (lambda _message: None)
     say("analysing…")
     result = analyse(campaign, keep_impossible=keep_impossible, weights=weights,
-                     locations=locations, window=window)
+                     locations=locations, window=window, mixes=mixes)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
     content = collect_content(
