@@ -16,6 +16,7 @@ Examples:
   netvantage analyse data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv
   netvantage analyse results.db --weights ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1
   netvantage analyse dataset/ --format json > analysis.json
+  netvantage analyse --compare snapshot-2024.jsonl snapshot-2025.jsonl
   netvantage analyse results.db --locations places.csv --weights AF=0.7,EU=0.3 \\
       --mix africa=AF=1 --mix europe=EU=1 --mix even=*=1
 \b
@@ -33,18 +34,43 @@ DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
 @click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
               "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--compare", is_flag=True, help="DATA are two snapshots, earlier then "
+              "later: compare them pair by pair (the rest of the analysis is of the "
+              "later).")
+@click.option("--compare-at", metavar="TIME", help="Compare the records before TIME "
+              "with those after it, pair by pair (the rest of the analysis is of the "
+              "later).")
+@click.option("--episode-min-rise", type=float, default=0.08, show_default=True,
+              help="Smallest rise over the rolling baseline flagged as an episode (a ratio).")
+@click.option("--episode-min-windows", type=int, default=3, show_default=True,
+              help="Shortest episode, in windows of the data's cadence.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
+                compare: bool, compare_at: str | None, episode_min_rise: float,
+                episode_min_windows: int,
                 mix: tuple[str, ...],
                 window: str | None, fmt: str, keep_impossible: bool) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
+    from ..analysis.episodes import snapshots
     from ..analysis.summary import analyse
 
+    earlier = None
+    if compare:
+        if len(data) != 2 or compare_at:
+            die("--compare takes two DATA (the earlier snapshot, then the later) and no "
+                "--compare-at", EXIT_USAGE)
+        earlier, _ = load_campaign_and_places(data[:1], None)
+        data = data[1:]
     campaign, places = load_campaign_and_places(data, locations_path)
-    result = analyse(campaign, keep_impossible=keep_impossible,
+    try:
+        campaign, earlier = snapshots(campaign, earlier, compare_at)
+    except ValueError as exc:
+        die(f"--compare-at: {exc}", EXIT_USAGE)
+    result = analyse(campaign, compare=earlier, episode_min_rise=episode_min_rise,
+                     episode_min_windows=episode_min_windows, keep_impossible=keep_impossible,
                       weights=parsed, locations=places, window=window, mixes=mixes)
     if fmt == "json":
         import json
