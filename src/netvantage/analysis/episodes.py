@@ -284,7 +284,7 @@ def cadence(measurements: pd.DataFrame) -> pd.Timedelta | None:
 
 def _round_up(td: pd.Timedelta) -> pd.Timedelta:
     for unit in _UNITS:
-        if td <= unit:
+        if td <= unit * 1.1:  # a 15.02 s cadence is a 15 s one (clocks and scheduling drift)
             return unit
     return pd.Timedelta(days=math.ceil(td / pd.Timedelta(days=1)))
 
