@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from netvantage.analysis.geo import (  # noqa: E402
+from netvantage.analysis.geo import (
     FIBRE_FAST_KM_PER_MS,
     VACUUM_KM_PER_MS,
     _airports,
@@ -37,7 +34,7 @@ from netvantage.analysis.geo import (  # noqa: E402
     locations,
     rtt_floor_ms,
 )
-from netvantage.analysis.physics import FIBRE, VACUUM, bound_ms, check  # noqa: E402
+from netvantage.analysis.physics import FIBRE, VACUUM, bound_ms, check
 
 TARGETS = ("AMS", "FRA", "IAD", "SIN", "NRT", "GRU", "JNB", "SYD")
 REGIONS = ("LHR", "CDG", "MAD", "FCO", "WAW", "ARN", "IST", "CAI", "LOS", "NBO", "ADD", "CPT",
