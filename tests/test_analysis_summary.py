@@ -98,7 +98,8 @@ def test_imported_atlas_results_are_analysed(tmp_path):
     # This small subset has no region that measured every data centre: the analysis says
     # so; weights on the African probes that traced Cape Town give that data centre a score.
     assert set(result.ranking.table["target"]) == set(campaign.measurements["target"])
-    assert any("no score" in note for note in result.notes)
+    assert any("never measured successfully" in note for note in result.notes)
+    assert result.coverage is not None and result.coverage.unmeasured
     african = {"AO": 0.5, "NA": 0.5}
     covered = nva.analyse(campaign, weights=african, n_boot=100)
     scored = covered.ranking.table.dropna(subset=["score"])

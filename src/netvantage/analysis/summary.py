@@ -84,9 +84,10 @@ class Analysis:
         rows: list[tuple[str, ...]] = [
             ("RANK", "DATA CENTRE", "SCORE", "95% CI", "P(BEST)", "THRESHOLDS")]
         for r in self.ranking.table.sort_values("rank").itertuples():
-            rows.append((str(r.rank), str(r.target), ms(_number(r.score), 0),
-                         "none" if pd.isna(r.score_lo) else f"{r.score_lo:.0f}-{r.score_hi:.0f}",
-                         "-" if pd.isna(r.p_best) else f"{r.p_best:.0%}",
+            rows.append((str(r.rank), str(r.target), _whole(r.score),
+                         "none" if _number(r.score_lo) is None else
+                         f"{_whole(r.score_lo)}-{_whole(r.score_hi)}",
+                         "-" if (p := _number(r.p_best)) is None else f"{p:.0%}",
                          ("met" if r.meets_thresholds else f"not met: {r.fails}")
                          + ("" if getattr(r, "eligible", True) else "; NOT ELIGIBLE")))
         lines += columns(rows)
@@ -103,7 +104,7 @@ class Analysis:
         for r in self.ranking.breakdown.sort_values(["region", "cost"]).itertuples():
             rows.append((str(r.region), str(r.target), ms(_number(r.rtt_p50_ms)),
                          ms(_number(r.rtt_p95_ms)), f"{r.loss_pct:.1f}",
-                         ms(_number(r.handshake_p95_ms)), ms(_number(r.cost), 0)))
+                         ms(_number(r.handshake_p95_ms)), _whole(r.cost)))
         lines += columns(rows)
         lines += ["", f"Flags ({len(self.flags)}; history window {self.window}):"]
         if self.flags.empty:
@@ -123,6 +124,11 @@ class Analysis:
         return "\n".join(lines)
 
 
+def _whole(value: Any) -> str:
+    """A score or cost as a whole number, ``-`` where it is missing (no score)."""
+    return "-" if pd.isna(value) else f"{float(value):.0f}"
+
+
 def _number(value: Any) -> float | None:
     """A DataFrame cell as a float, or None where it is missing (NaN, NA)."""
     return None if pd.isna(value) else float(value)
@@ -130,11 +136,14 @@ def _number(value: Any) -> float | None:
 
 def equal_weights(campaign: Campaign,
                   kinds: tuple[str, ...] = ("ping", "tcp", "trace")) -> dict[str, float]:
-    """Every region counts the same — among the regions that measured every target.
+    """Every region counts the same — among the regions that measured every target that
+    answered somewhere.
 
     A region that never measured some candidate cannot score it; counting it would
     leave every candidate without a score.  (Public probes, such as RIPE Atlas ones,
-    often cover only some pairs.)  If no region covers every target, all count.
+    often cover only some pairs.)  A target that never answered from anywhere does not
+    shrink the set (it is listed by the coverage instead).  If no region covers every
+    such target, all count.
     """
     m = campaign.measurements
     m = m[m["kind"].astype(str).isin(kinds) & m["rtt_ms"].notna()]
@@ -146,14 +155,21 @@ def equal_weights(campaign: Campaign,
     return {r: 1.0 / len(chosen) for r in chosen} if chosen else {}
 
 
-def _latency_kinds(campaign: Campaign) -> tuple[str, ...]:
-    """ping and tcp where every target has them; otherwise traces' destination RTT too."""
-    m = campaign.measurements
-    direct = m[m["kind"].astype(str).isin(["ping", "tcp"]) & m["rtt_ms"].notna()]
-    targets = {str(t) for t in m["target"].dropna().unique()}
-    if targets and {str(t) for t in direct["target"].unique()} >= targets:
-        return ("ping", "tcp")
-    return ("ping", "tcp", "trace")
+def _coverage_notes(ranking: Ranking, covered: Coverage) -> list[str]:
+    """What the ranking did with pairs lacking ping/tcp RTTs and with gaps, said exactly."""
+    notes = []
+    bd = ranking.breakdown
+    traced = bd[(bd["weight"] > 0) & (bd["latency_from"] == "trace") & (bd["rtt_records"] > 0)]
+    if len(traced):
+        notes.append(f"{len(traced)} weighted pair(s) have no ping or TCP RTT of their own: "
+                     "their latency terms use the traces' destination RTT ("
+                     + ", ".join(f"{r.region} -> {r.target}" for r in traced.itertuples())
+                     + "); every other pair uses ping and TCP only")
+    if covered.unmeasured:
+        notes.append(f"{len(covered.unmeasured)} weighted pair(s) were never measured "
+                     f"successfully; gap policy '{covered.gaps}': {covered.policy} (see "
+                     "Coverage)")
+    return notes
 
 
 def default_window(campaign: Campaign) -> pd.Timedelta:
@@ -206,7 +222,8 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             compare: Campaign | None = None, compare_at: str | pd.Timestamp | None = None,
             episode_min_rise: float = 0.08, episode_min_windows: int = 3,
             n_boot: int = 500, seed: int = 0, keep_impossible: bool = False,
-            mixes: Mapping[str, Mapping[str, float]] | None = None) -> Analysis:
+            mixes: Mapping[str, Mapping[str, float]] | None = None, gaps: str = "exclude",
+            same_city_floor_ms: float | None = None) -> Analysis:
     """The whole analysis of a campaign (``locations`` enables the physical-bound tests).
 
     ``cost`` and ``thresholds`` default to :class:`CostModel` and :class:`Thresholds`'
@@ -215,6 +232,10 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     out of the ranking unless ``keep_impossible`` (default False).
     ``weights`` and the named ``mixes`` (name → weights) may be by group: continent, country
     or region glob (see :mod:`netvantage.analysis.mix`); no named mix by default.
+    ``gaps`` is the policy for weighted pairs never measured ("exclude": such a candidate
+    cannot win; "skip", "worst", "fail": see :data:`netvantage.analysis.rank.GAP_POLICIES`);
+    ``same_city_floor_ms`` (default None: a same-city pair needs its own measurement) is the
+    access-network RTT assumed for an unmeasured same-city pair (:mod:`.coverage`).
     ``compare`` (an earlier snapshot) or ``compare_at`` (split ``campaign`` there): the
     two snapshots are compared pair by pair, the rest is of the later one;
     ``episode_min_rise`` (0.08) and ``episode_min_windows`` (3): the episode detector's
@@ -223,11 +244,7 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     campaign, earlier = snapshots(campaign, compare, compare_at)
     notes: list[str] = []
     if cost is None:
-        kinds = _latency_kinds(campaign)
-        cost = CostModel(latency_kinds=kinds)
-        if "trace" in kinds:
-            notes.append("some targets have no ping or TCP measurements: latency terms also "
-                         "use the traces' destination RTT")
+        cost = CostModel()  # traces stand in per pair only (CostModel.fallback_kinds)
     if thresholds is None:
         thresholds = Thresholds()
         measured = set(campaign.measurements["kind"].astype(str).unique())
@@ -237,11 +254,12 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             notes.append("no SMTP measurements: the handshake threshold is not applied")
     weights, groups = resolve_weights(weights, client_regions(campaign.measurements),
                                       locations) if weights else (None, ())
-    w = dict(weights) if weights else equal_weights(campaign, cost.latency_kinds)
+    w = dict(weights) if weights else equal_weights(campaign)
     if not weights:
         all_regions = campaign.measurements["region"].dropna().nunique()
         notes.append(f"no client weights given: every region counts the same ({len(w)} of "
-                     f"{all_regions} regions: those that measured every target)"
+                     f"{all_regions} regions: those that measured every target that "
+                     "answered anywhere)"
                      if len(w) < all_regions else
                      "no client weights given: every region counts the same")
     m = campaign.measurements
@@ -257,12 +275,17 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
         notes.append("no locations given: the physical-bound and distance tests are skipped")
     evidence = _path_evidence(campaign, locations)
     ranked = physics.ranked(m) if physics is not None else m
-    ranking = rank(ranked, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed)
-    if ranking.table["score"].isna().any():
-        notes.append("some data centres have no score: a weighted region never measured them "
-                     "(see 'no records'); give weights only to regions that measured every "
-                     "candidate you compare")
-    stable = stability(ranked, w, cost=cost, thresholds=thresholds, seed=seed)
+    same = same_city_pairs(sorted(w), sorted(str(t) for t in m["target"].dropna().unique()),
+                           locations)
+    assumed = ({p: same_city_floor_ms for p in same} if same_city_floor_ms is not None
+               else None)
+    ranking = rank(ranked, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed,
+                   gaps=gaps, assumed=assumed)
+    stable = stability(ranked, w, cost=cost, thresholds=thresholds, seed=seed, gaps=gaps,
+                       assumed=assumed)
+    covered = coverage_of(ranked, w, ranking, stable, gaps=gaps, same_city=same,
+                          same_city_floor_ms=same_city_floor_ms)
+    notes += _coverage_notes(ranking, covered)
     flags = degradation_flags(m, inflation=infl,
                               path_evidence=evidence if not evidence.empty else None,
                               window=win)
@@ -277,5 +300,5 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                                                      seed=seed),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
-                    physics=physics, detours=routes,
+                    physics=physics, detours=routes, coverage=covered,
                     changes=changes)
