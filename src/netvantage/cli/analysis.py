@@ -34,6 +34,13 @@ DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
 @click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
               "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--gaps", type=click.Choice(["exclude", "skip", "worst", "fail"]),
+              default="exclude", show_default=True, help="Weighted pairs never measured: "
+              "exclude (such a data centre cannot win), skip (score over the regions that "
+              "measured it), worst (a gap costs the region's worst cost), fail (refuse).")
+@click.option("--same-city-floor", "same_city_floor", type=float, metavar="MS",
+              help="RTT assumed for an unmeasured pair whose region and data centre are in "
+              "the same city (needs --locations) [none: the pair needs its own measurement].")
 @click.option("--compare", is_flag=True, help="DATA are two snapshots, earlier then "
               "later: compare them pair by pair (the rest of the analysis is of the "
               "later).")
@@ -50,7 +57,8 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
                 compare: bool, compare_at: str | None, episode_min_rise: float,
                 episode_min_windows: int,
                 mix: tuple[str, ...],
-                window: str | None, fmt: str, keep_impossible: bool) -> None:
+                window: str | None, fmt: str, keep_impossible: bool, gaps: str,
+                same_city_floor: float | None) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
@@ -69,9 +77,16 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
         campaign, earlier = snapshots(campaign, earlier, compare_at)
     except ValueError as exc:
         die(f"--compare-at: {exc}", EXIT_USAGE)
-    result = analyse(campaign, compare=earlier, episode_min_rise=episode_min_rise,
-                     episode_min_windows=episode_min_windows, keep_impossible=keep_impossible,
-                      weights=parsed, locations=places, window=window, mixes=mixes)
+    try:
+        result = analyse(campaign, compare=earlier, episode_min_rise=episode_min_rise,
+                         episode_min_windows=episode_min_windows,
+                         keep_impossible=keep_impossible, gaps=gaps,
+                         same_city_floor_ms=same_city_floor,
+                         weights=parsed, locations=places, window=window, mixes=mixes)
+    except ValueError as exc:
+        if gaps != "fail":
+            raise
+        die(str(exc), EXIT_USAGE)
     if fmt == "json":
         import json
 
