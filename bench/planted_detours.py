@@ -157,7 +157,8 @@ def evaluate(seed: int) -> list[dict[str, Any]]:
     p = generate(seed)
     out = trace_detours(p.hops, p.locations, p.measurements)
     flagged = set(out.loc[out["detoured"], "id"].astype(str))
-    dropped = {(str(r.id), int(ttl)) for r in out.itertuples() for ttl in r.dropped_ttls}
+    dropped = {(str(tid), int(ttl)) for tid, ttls in zip(out["id"], out["dropped_ttls"],
+                                                         strict=True) for ttl in ttls}
     return [
         {"detector": "detoured trace", "planted": len(p.detoured), "flagged": len(flagged),
          "true_positives": len(flagged & p.detoured)},
