@@ -184,7 +184,8 @@ def parse_mixes(texts: Sequence[str]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for text in texts:
         name, sep, rest = text.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or "=" not in rest:
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or "=" not in rest.split(
+                ",")[0]:
             die(f"--mix: {text!r} is not NAME=GROUP=W,... (e.g. africa=AF=1 or "
                 "split=EU=0.5,AF=0.5)", EXIT_USAGE)
         if name in out or name == "given":
