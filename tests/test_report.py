@@ -22,10 +22,10 @@ SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
 AFRICA = "ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1"
 SECTIONS = ("question", "recommendation", "flags", "ranking", "breakdown", "map", "latency",
-            "loss", "timeseries", "flag-details", "gathering")
+            "loss", "timeseries", "detours", "flag-details", "gathering")
 HEADINGS = ("Question and recommendation", "Flagged regions", "Ranking",
             "Per-region breakdown", "Map", "Latency distributions",
-            "Loss and handshake phases", "Over time", "Flag details",
+            "Loss and handshake phases", "Over time", "Detours", "Flag details",
             "How the data were gathered")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -162,6 +162,14 @@ def test_every_flag_is_in_the_report(page: Page, analysis_result: nva.Analysis) 
     assert "Lisbon" in page.all_text and "AS64710" in page.all_text
 
 
+def test_detours_section_names_the_lisbon_hop(page: Page) -> None:
+    section = page.text_of("detours")
+    assert "ZM-LUN → dc-ams: 32 of 32 traces" in section
+    assert "10.10.255.9 (AS64710 West Coast Cable, Lisbon, PT)" in section
+    assert "ZA-JNB → dc-ams" not in section  # the direct route, congested but no detour
+    assert "ZM-LUN" in page.text_of("detours-by-region")
+
+
 def test_figures_are_embedded_pngs(page: Page) -> None:
     assert len(page.images) >= 5
     for src in page.images:
@@ -188,6 +196,7 @@ def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> 
     text = out.read_text(encoding="utf-8")
     assert f"**Recommendation: {analysis_result.winner}**" in text
     assert "## Flag details" in text and "Lisbon" in text
+    assert "## Detours" in text and "AS64710 West Coast Cable, Lisbon, PT" in text
     names = {p.name for p in figures.iterdir()}
     assert names == {"map.png", "latency.png", "loss.png", "phases.png", "timeseries.png"}
     for name in names:
@@ -260,3 +269,4 @@ def test_report_in_headless_chromium(html_report: tuple[Path, str], tmp_path: Pa
     for heading in HEADINGS:
         assert heading in parsed.headings, parsed.headings
     assert parsed.text_of("winner") == "dc-jnb"
+    assert "Lisbon" in parsed.text_of("detours")

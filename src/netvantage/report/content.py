@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..analysis.frames import Campaign
 from ..analysis.summary import Analysis
+from .detours import DetourSection, detour_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
            "collect_content", "duration_text"]
@@ -82,6 +83,7 @@ class ReportContent:
     flagged: tuple[FlaggedPair, ...]
     gathering: tuple[tuple[str, str], ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    detours: DetourSection | None = None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -466,4 +468,5 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         flagged=tuple(_flagged_pairs(result, campaign)),
         gathering=tuple(_gathering(campaign, result, sources, version)),
         notes=tuple(result.notes),
+        detours=detour_section(result.detours),
     )

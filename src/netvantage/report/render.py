@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .content import ReportContent, Table
+from .detours import detour_markdown
 from .figures import Figure
 
 __all__ = ["render_html", "render_markdown"]
@@ -113,6 +114,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     out += ["## Loss and handshake phases", "", *figure("loss"), *figure("phases")]
     out += ["## Over time", "", *figure("timeseries")]
 
+    out += detour_markdown(content.detours, _md)
     out += ["## Flag details", ""]
     if not content.flagged:
         out += ["No flags.", ""]
