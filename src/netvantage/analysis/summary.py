@@ -151,7 +151,9 @@ def equal_weights(campaign: Campaign,
     targets = {str(t) for t in m["target"].dropna().unique()}
     complete = [r for r in regions
                 if {str(t) for t in m.loc[m["region"] == r, "target"].unique()} >= targets]
-    chosen = complete or regions
+    # Nothing answered anywhere: every region with records counts (and nothing can win).
+    chosen = complete or regions or sorted(
+        str(r) for r in campaign.measurements["region"].dropna().unique())
     return {r: 1.0 / len(chosen) for r in chosen} if chosen else {}
 
 
