@@ -16,16 +16,17 @@ from netns import missing
 from netvantage import __version__
 from netvantage import analysis as nva
 from netvantage.report.content import anchor
+from netvantage.report.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
 AFRICA = "ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1"
 SECTIONS = ("question", "recommendation", "flags", "ranking", "breakdown", "map", "latency",
-            "loss", "timeseries", "detours", "flag-details", "gathering")
+            "loss", "timeseries", "detours", "physics", "flag-details", "gathering")
 HEADINGS = ("Question and recommendation", "Flagged regions", "Ranking",
             "Per-region breakdown", "Map", "Latency distributions",
-            "Loss and handshake phases", "Over time", "Detours", "Flag details",
+            "Loss and handshake phases", "Over time", "Detours", "Physical checks", "Flag details",
             "How the data were gathered")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -118,7 +119,7 @@ def page(html_report: tuple[Path, str]) -> Page:
 
 def test_progress_on_stderr(html_report: tuple[Path, str]) -> None:
     stderr = html_report[1]
-    for step in ("loading", "analysing", "drawing 5 figures", "wrote"):
+    for step in ("loading", "analysing", f"drawing {len(FIGURES)} figures", "wrote"):
         assert step in stderr, stderr
 
 
@@ -170,6 +171,14 @@ def test_detours_section_names_the_lisbon_hop(page: Page) -> None:
     assert "ZM-LUN" in page.text_of("detours-by-region")
 
 
+def test_physical_checks_section(page: Page) -> None:
+    text = page.text_of("physics")
+    assert "No impossible measurement: every one of the 12 located pairs" in text
+    assert "Median inflation (minimum RTT over the fibre floor): 1.77 over 9 pairs" in text
+    assert "AF → EU" in page.text_of("inflation-table")
+    assert "figure-inflation" in page.ids
+
+
 def test_figures_are_embedded_pngs(page: Page) -> None:
     assert len(page.images) >= 5
     for src in page.images:
@@ -198,7 +207,7 @@ def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> 
     assert "## Flag details" in text and "Lisbon" in text
     assert "## Detours" in text and "AS64710 West Coast Cable, Lisbon, PT" in text
     names = {p.name for p in figures.iterdir()}
-    assert names == {"map.png", "latency.png", "loss.png", "phases.png", "timeseries.png"}
+    assert names == {f"{name}.png" for name in FIGURES}
     for name in names:
         assert (figures / name).read_bytes()[:8] == PNG_SIGNATURE
         assert f"](../figs/{name})" in text

@@ -20,6 +20,7 @@ import pandas as pd
 from ..analysis.frames import Campaign
 from ..analysis.summary import Analysis
 from .detours import DetourSection, detour_section
+from .physics import PhysicsSection, physics_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
            "collect_content", "duration_text"]
@@ -84,6 +85,7 @@ class ReportContent:
     gathering: tuple[tuple[str, str], ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     detours: DetourSection | None = None
+    physics: PhysicsSection | None = None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -469,4 +471,5 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         gathering=tuple(_gathering(campaign, result, sources, version)),
         notes=tuple(result.notes),
         detours=detour_section(result.detours),
+        physics=physics_section(result.physics),
     )

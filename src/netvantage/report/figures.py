@@ -31,8 +31,8 @@ from ..analysis.summary import Analysis
 from .content import duration_text
 from .worldmap import coastlines
 
-__all__ = ["FIGURES", "Figure", "draw_all", "latency_figure", "loss_figure", "map_figure",
-           "phases_figure", "timeseries_figure"]
+__all__ = ["FIGURES", "Figure", "draw_all", "inflation_figure", "latency_figure", "loss_figure",
+           "map_figure", "phases_figure", "timeseries_figure"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -386,8 +386,91 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
                   "'since').", _png(fig))
 
 
+def inflation_figure(campaign: Campaign, result: Analysis) -> Figure | None:
+    """ECDF of inflation (minimum RTT over the fibre floor), one line per continent pair."""
+    ph = result.physics
+    if ph is None:
+        return None
+    u = ph.usable.dropna(subset=["region_continent", "target_continent"])
+    if u.empty:
+        return None
+    fig = MplFigure(figsize=(10.5, 4.2))
+    ax = fig.add_subplot()
+    groups = sorted(u.groupby(["region_continent", "target_continent"], sort=True),
+                    key=lambda kv: -len(kv[1]))[:10]
+    for (src, dst), g in groups:
+        x = np.sort(g["inflation"].to_numpy(dtype=float))
+        y = np.arange(1, x.size + 1) / x.size
+        ax.step(x, y, where="post", marker="." if x.size < 20 else None,
+                label=f"{src} → {dst} ({x.size})")
+    ax.axvline(1.0, color=FLAG_COLOUR, linestyle="--", linewidth=1)
+    ax.annotate("fibre floor", (1.0, 0.02), xytext=(3, 0), textcoords="offset points",
+                fontsize=8, color=FLAG_COLOUR)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("inflation: minimum RTT / fibre floor (log scale)")
+    ax.set_ylabel("share of pairs")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="region → data centre (pairs)", fontsize=8, title_fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return Figure("inflation", "Inflation per continent pair",
+                  "Empirical distribution of inflation — each pair's minimum RTT divided by "
+                  "the fibre floor (1 ms per 100 km of great-circle distance) — one line per "
+                  "continent pair (client region → data centre; up to ten, the largest). "
+                  "Impossible pairs and pairs whose floor is under 10 ms are left out.",
+                  _png(fig))
+
+
+# --------------------------------------------------------------------------- client mixes
+
+
+def mix_figure(campaign: Campaign, result: Analysis) -> Figure | None:
+    """Which site wins along the line from the given mix to each named mix (or, without
+    named mixes, towards each single region): one bar per line, coloured by the winner."""
+    mixes = result.mixes
+    if mixes is None:
+        return None
+    stretches = [s for s in mixes.lines if s.segments]
+    named = bool(stretches)
+    if not named:
+        stretches = sorted((s for s in mixes.towards if s.segments),
+                           key=lambda s: (s.flip_at is None, s.flip_at or 0.0))[:8]
+    if not stretches:
+        return None
+    winners = sorted({seg.winner for s in stretches for seg in s.segments})
+    colour = _colours(winners)
+    fig = MplFigure(figsize=(8.0, 1.0 + 0.55 * len(stretches)))
+    ax = fig.add_subplot()
+    for y, s in enumerate(stretches):
+        for seg in s.segments:
+            ax.barh(y, seg.end - seg.start, left=seg.start, height=0.6,
+                    color=colour[seg.winner], edgecolor="white")
+        if s.flip_at is not None:
+            ax.plot([s.flip_at, s.flip_at], [y - 0.38, y + 0.38], color="black", lw=1.2)
+            ax.text(s.flip_at, y - 0.34, f"{s.flip_at:.1%}", ha="left", va="bottom",
+                    fontsize=7)
+    ax.set_yticks(range(len(stretches)),
+                  [s.to.removeprefix("region:") if named else
+                   f"all in {s.to.removeprefix('region:')}" for s in stretches], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the way from the given mix (0) to the other mix (1)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(handles=[Patch(color=colour[w], label=w) for w in winners], fontsize=7,
+              title="winner", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    what = "each named mix" if named else "each single client region"
+    return Figure("mixes", "Which mix picks which site",
+                  f"The winner along the straight line from the given client mix to {what}; "
+                  "a black mark and its percentage show where the winner flips (exact: "
+                  "scores are linear in the weights).", _png(fig))
+
+
 #: The figures in report order (names are also the PNG files' stems).
-FIGURES = ("map", "latency", "loss", "phases", "timeseries")
+FIGURES = ("map", "latency", "loss", "phases", "timeseries", "inflation")
 
 
 def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
@@ -395,5 +478,5 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
     """Every figure the data allow, in report order (:data:`FIGURES`)."""
     drawn = [map_figure(campaign, result, places), latency_figure(campaign, result),
              loss_figure(campaign, result), phases_figure(campaign, result),
-             timeseries_figure(campaign, result)]
+             timeseries_figure(campaign, result), inflation_figure(campaign, result)]
     return [f for f in drawn if f is not None]

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from .content import ReportContent, Table
 from .detours import detour_markdown
 from .figures import Figure
+from .physics import physics_markdown
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -115,6 +116,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     out += ["## Over time", "", *figure("timeseries")]
 
     out += detour_markdown(content.detours, _md)
+    out += physics_markdown(content.physics, _md, figure("inflation"))
     out += ["## Flag details", ""]
     if not content.flagged:
         out += ["No flags.", ""]
