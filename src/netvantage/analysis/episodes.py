@@ -22,7 +22,9 @@ the Bayesian information criterion of a Gaussian series with known variance, tim
 **Episodes.**  The segments are read in order against a *rolling robust baseline*: the median
 of the last ``baseline_windows`` window medians that are not part of an episode.  A segment
 whose median is above the baseline by at least the threshold —
-``max(min_rise × baseline, min_rise_ms, z_min × σ)`` — opens an episode (or, inside one,
+``max(min_rise × baseline, min_rise_ms, z_min × σ)`` — and which has at least ``min_windows``
+windows above it (two spikes in a short segment lift its median, not three windows) opens
+an episode (or, inside one,
 keeps it open); the first segment back within the threshold of the episode's baseline ends
 it.  An episode still open at the last window is *ongoing*.  Each episode has its start (the
 start of its first window), its end (the start of the first window after it) or "ongoing",
@@ -344,6 +346,18 @@ def _segments(values: FloatArray, sigma: float, o: EpisodeOptions) -> list[tuple
     return list(zip(starts, ends, strict=True))
 
 
+def _onset(values: FloatArray, a: int, b: int, above: float, run: int) -> int:
+    """The first window of [a, b) that starts ``run`` windows all above ``above``.
+
+    PELT may open a segment a few windows early (a spike just before the rise); the rise
+    starts where it is sustained.  ``a`` when no such run exists.
+    """
+    for w in range(a, b - run + 1):
+        if bool(np.all(values[w:w + run] >= above)):
+            return w
+    return a
+
+
 def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], values: FloatArray,
                    o: EpisodeOptions) -> tuple[list[Episode], list[Improvement]]:
     region, target, kind = key
@@ -376,10 +390,15 @@ def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], val
             continue
         baseline = float(np.median(normal[-o.baseline_windows:]))
         thr = o.threshold(baseline, sigma)
-        if level - baseline >= thr:
-            open_ = (a, baseline)
+        # A rise needs min_windows windows above the threshold, not a median lifted by two
+        # spikes in a short segment.
+        if level - baseline >= thr and int(np.sum(values[a:b] - baseline >= thr)) >= min(
+                o.min_windows, b - a):
+            open_ = (_onset(values, a, b, baseline + thr / 2, o.min_windows), baseline)
+            normal += [float(v) for v in values[a:open_[0]]]
             continue
-        if baseline - level >= thr:
+        if baseline - level >= thr and int(np.sum(baseline - values[a:b] >= thr)) >= min(
+                o.min_windows, b - a):
             improvements.append(Improvement(region, target, kind, times[a], baseline, level))
             normal = []  # the baseline follows the new level
         normal += [float(v) for v in values[a:b]]
