@@ -20,6 +20,7 @@ import pandas as pd
 from ..analysis.frames import Campaign
 from ..analysis.summary import Analysis
 from .detours import DetourSection, detour_section
+from .mixes import MixSection, mix_section
 from .physics import PhysicsSection, physics_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
@@ -85,6 +86,7 @@ class ReportContent:
     gathering: tuple[tuple[str, str], ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     detours: DetourSection | None = None
+    mixes: MixSection | None = None
     physics: PhysicsSection | None = None
 
 
@@ -471,5 +473,6 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         gathering=tuple(_gathering(campaign, result, sources, version)),
         notes=tuple(result.notes),
         detours=detour_section(result.detours),
+        mixes=mix_section(result.mixes),
         physics=physics_section(result.physics),
     )

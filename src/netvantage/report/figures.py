@@ -32,7 +32,7 @@ from .content import duration_text
 from .worldmap import coastlines
 
 __all__ = ["FIGURES", "Figure", "draw_all", "inflation_figure", "latency_figure", "loss_figure",
-           "map_figure", "phases_figure", "timeseries_figure"]
+           "map_figure", "mix_figure", "phases_figure", "timeseries_figure"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -470,7 +470,7 @@ def mix_figure(campaign: Campaign, result: Analysis) -> Figure | None:
 
 
 #: The figures in report order (names are also the PNG files' stems).
-FIGURES = ("map", "latency", "loss", "phases", "timeseries", "inflation")
+FIGURES = ("map", "latency", "loss", "phases", "timeseries", "inflation", "mixes")
 
 
 def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
@@ -478,5 +478,6 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
     """Every figure the data allow, in report order (:data:`FIGURES`)."""
     drawn = [map_figure(campaign, result, places), latency_figure(campaign, result),
              loss_figure(campaign, result), phases_figure(campaign, result),
-             timeseries_figure(campaign, result), inflation_figure(campaign, result)]
+             timeseries_figure(campaign, result), inflation_figure(campaign, result),
+             mix_figure(campaign, result)]
     return [f for f in drawn if f is not None]

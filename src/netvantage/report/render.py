@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from .content import ReportContent, Table
 from .detours import detour_markdown
 from .figures import Figure
+from .mixes import mix_markdown
 from .physics import physics_markdown
 
 __all__ = ["render_html", "render_markdown"]
@@ -116,6 +117,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     out += ["## Over time", "", *figure("timeseries")]
 
     out += detour_markdown(content.detours, _md)
+    out += mix_markdown(content.mixes, _md, figure("mixes"))
     out += physics_markdown(content.physics, _md, figure("inflation"))
     out += ["## Flag details", ""]
     if not content.flagged:
