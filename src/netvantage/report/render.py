@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .content import ReportContent, Table
+from .coverage import coverage_markdown
 from .detours import detour_markdown
 from .figures import Figure
 from .mixes import mix_markdown
@@ -79,7 +80,8 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     r = content.recommendation
     out: list[str] = [f"# {_md(content.title)}", "",
                       f"Generated {_md(content.generated)} by netvantage {_md(content.version)}.",
-                      "", "## Question and recommendation", "",
+                      "", *coverage_markdown(content.coverage, _md),
+                      "## Question and recommendation", "",
                       f"**Question:** {_md(r.question)}", ""]
     if r.winner:
         out += [f"**Recommendation: {_md(r.winner)}** {_md(r.answer)} "
@@ -92,6 +94,16 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     else:
         out += [f"**No recommendation:** {_md(r.answer)}", ""]
 
+    if content.changes is not None:  # events first, then the pairs
+        ch = content.changes
+        out += ["## Events and episodes", ""]
+        for e in ch["events"]:
+            out += [f"**{_md(e['headline'])}**", ""] + [f"- {_md(x)}" for x in e["lines"]] + [""]
+        for title, key in (("Episodes by pair", "episodes"), ("Improvements", "improvements")):
+            out += [f"**{title}:**", ""] + [f"- {_md(x)}" for x in ch[key] or ["none"]] + [""]
+        if ch["comparison"]:
+            out += ["**Two snapshots, pair by pair:**", ""]
+            out += [f"- {_md(x)}" for x in ch["comparison"]["rows"]] + [""]
     out += ["## Flagged regions", ""]
     if content.flag_groups:
         for g in content.flag_groups:
