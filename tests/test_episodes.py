@@ -213,3 +213,14 @@ def test_compare_at_splits_the_lab_into_two_snapshots() -> None:
     verdicts = {(p.region, p.target): p.verdict for p in result.changes.comparison.pairs}
     assert verdicts[("GB-LHR", "dc-ams")] == "degraded"
     assert [k for k, v in verdicts.items() if v == "improved"] == []
+
+
+def test_the_report_leads_with_events(tmp_path: Path) -> None:
+    from netvantage.report import build_report
+
+    report = build_report(SAMPLE, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert html.index('id="events"') < html.index('id="flags"')
+    assert "Event 1:" in html and "GB-LHR -&gt; dc-ams" in html
+    md = report.markdown()
+    assert md.index("## Events and episodes") < md.index("## Flagged regions")

@@ -189,6 +189,13 @@ class PairChange:
     p_value: float | None  # None: too few records on a side for a test
     verdict: str  # degraded / improved / unchanged / only before / only after
 
+    def text(self) -> str:
+        before = "-" if self.before_ms is None else f"{self.before_ms:.1f}"
+        after = "-" if self.after_ms is None else f"{self.after_ms:.1f}"
+        test = "" if self.p_value is None else f", p={self.p_value:.2g}"
+        return (f"{self.region} -> {self.target} [{self.kind}]: {before} -> {after} ms "
+                f"(n {self.n_before}/{self.n_after}{test}): {self.verdict}")
+
     def to_dict(self) -> dict[str, Any]:
         change = (None if self.before_ms is None or self.after_ms is None
                   else self.after_ms - self.before_ms)
@@ -237,6 +244,18 @@ class Changes:
                 "comparison": None if self.comparison is None else self.comparison.to_dict(),
                 "episode_window": None if self.window is None else str(self.window)}
 
+    def report_section(self) -> dict[str, Any]:
+        """What the report's "Events and episodes" section shows, as sentences."""
+        c = self.comparison
+        return {"window": str(self.window) if self.window is not None else "none",
+                "events": [{"headline": e.headline(), "lines": e.text_lines()[1:]}
+                           for e in self.events],
+                "episodes": [e.text() for e in self.episodes],
+                "improvements": [i.text() for i in self.improvements],
+                "comparison": None if c is None else {
+                    "before": c.before, "after": c.after,
+                    "rows": [p.text() for p in c.pairs]}}
+
     def text_lines(self) -> list[str]:
         o = self.options
         lines = ["", f"Events ({len(self.events)}: flags of several pairs starting within one "
@@ -253,12 +272,7 @@ class Changes:
             counts = ", ".join(f"{n} {v}" for v, n in sorted(c.counts().items()))
             lines += ["", f"Two snapshots compared pair by pair ({counts}):",
                       f"  before: {c.before}", f"  after: {c.after}"]
-            for p in c.pairs:
-                before = "-" if p.before_ms is None else f"{p.before_ms:.1f}"
-                after = "-" if p.after_ms is None else f"{p.after_ms:.1f}"
-                test = ("" if p.p_value is None else f", p={p.p_value:.2g}")
-                lines.append(f"  {p.region} -> {p.target} [{p.kind}]: {before} -> {after} ms "
-                             f"(n {p.n_before}/{p.n_after}{test}): {p.verdict}")
+            lines += [f"  {p.text()}" for p in c.pairs]
         return lines
 
 
