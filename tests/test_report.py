@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
 AFRICA = "ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1"
-SECTIONS = ("question", "recommendation", "flags", "ranking", "breakdown", "map", "latency",
-            "loss", "timeseries", "detours", "physics", "flag-details", "gathering")
-HEADINGS = ("Question and recommendation", "Flagged regions", "Ranking",
+SECTIONS = ("coverage", "question", "recommendation", "flags", "ranking", "breakdown", "map", "latency",
+            "loss", "timeseries", "detours", "mixes", "physics", "flag-details", "gathering")
+HEADINGS = ("Coverage", "Question and recommendation", "Flagged regions", "Ranking",
             "Per-region breakdown", "Map", "Latency distributions",
-            "Loss and handshake phases", "Over time", "Detours", "Physical checks", "Flag details",
+            "Loss and handshake phases", "Over time", "Detours", "Client mixes", "Physical checks", "Flag details",
             "How the data were gathered")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -104,6 +104,7 @@ def analysis_result() -> nva.Analysis:
 def html_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("report") / "report.html"
     proc = invoke_cli("report", str(SAMPLE), "--locations", str(LOCATIONS), "--weights", AFRICA,
+                   "--mix", "africa=AF=1", "--mix", "north=CA-*=0.5,GB-*=0.5",
                    "--title", "Mail host <test> & choice", "-o", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr
     return out, proc.stderr
@@ -196,6 +197,16 @@ def test_nothing_fetched_from_the_network(page: Page) -> None:
     assert "url(" not in css and "@import" not in css
 
 
+def test_mixes_section_names_each_mix_winner(page: Page) -> None:
+    table = page.text_of("mixes-table")
+    assert "africa ZA-JNB 50%, ZM-LUN 50% dc-jnb" in table, table
+    assert "north" in table and "flips at" in table
+    section = page.text_of("mixes")
+    assert "AF (continent) = 1: 2 region(s), 0.5 each: ZA-JNB, ZM-LUN" in section
+    assert "Smallest change of the given mix that flips the winner" in section
+    assert "figure-mixes" in page.ids
+
+
 def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> None:
     out = tmp_path / "out" / "report.md"
     figures = tmp_path / "figs"
@@ -206,6 +217,7 @@ def test_markdown_and_figures(tmp_path: Path, analysis_result: nva.Analysis) -> 
     assert f"**Recommendation: {analysis_result.winner}**" in text
     assert "## Flag details" in text and "Lisbon" in text
     assert "## Detours" in text and "AS64710 West Coast Cable, Lisbon, PT" in text
+    assert "## Client mixes" in text and "Smallest change of the given mix" in text
     names = {p.name for p in figures.iterdir()}
     assert names == {f"{name}.png" for name in FIGURES}
     for name in names:
@@ -279,3 +291,5 @@ def test_report_in_headless_chromium(html_report: tuple[Path, str], tmp_path: Pa
         assert heading in parsed.headings, parsed.headings
     assert parsed.text_of("winner") == "dc-jnb"
     assert "Lisbon" in parsed.text_of("detours")
+    assert "every weighted pair was measured" in parsed.text_of("coverage")
+    assert "dc-jnb" in parsed.text_of("mixes-table")
