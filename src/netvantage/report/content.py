@@ -17,8 +17,10 @@ from typing import Any, cast
 
 import pandas as pd
 
+from ..analysis.coverage import CONFIDENCE_RULE
 from ..analysis.frames import Campaign
 from ..analysis.summary import Analysis
+from .coverage import CoverageSection, coverage_section
 from .detours import DetourSection, detour_section
 from .mixes import MixSection, mix_section
 from .physics import PhysicsSection, physics_section
@@ -88,6 +90,7 @@ class ReportContent:
     changes: dict[str, Any] | None = None  # analysis.episodes: events first
     detours: DetourSection | None = None
     mixes: MixSection | None = None
+    coverage: CoverageSection | None = None
     physics: PhysicsSection | None = None
 
 
@@ -180,12 +183,18 @@ def _recommendation(result: Analysis) -> Recommendation:
             and (len(loo) == 0 or loo_same == len(loo)))
     moderate = p_best >= 0.8 and st.dirichlet_share >= 0.7
     level = "high" if high else "moderate" if moderate else "low"
-    rule = ("high: best in ≥ 95 % of bootstrap resamplings, first in ≥ 90 % of perturbed "
+    if result.coverage is not None:  # the rule of analysis.coverage: margin against noise
+        level = result.coverage.confidence.level
+    rule = CONFIDENCE_RULE if result.coverage is not None else (
+            "high: best in ≥ 95 % of bootstrap resamplings, first in ≥ 90 % of perturbed "
             "client mixes and in every leave-one-region-out check; moderate: ≥ 80 % and "
             "≥ 70 %; low otherwise")
     answer = (f"has the lowest weighted cost for this client mix: a score of "
-              f"{_num(best['score'])} ms-equivalent (95 % CI {_num(best['score_lo'])}–"
-              f"{_num(best['score_hi'])}; lower is better).")
+              f"{_num(best['score'])} ms-equivalent ("
+              + (f"95 % CI {_num(best['score_lo'])}–{_num(best['score_hi'])}"
+                 if not _missing(best['score_lo']) else
+                 f"no bootstrap interval: {best.get('ci_basis', 'too few records')}")
+              + "; lower is better).")
     evidence = [
         f"Best in {_pct(p_best)} of bootstrap resamplings of the records (p_best).",
         f"Stays first in {_pct(st.dirichlet_share)} of perturbed client mixes (each share "
@@ -476,5 +485,6 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         changes=result.changes.report_section() if result.changes else None,
         detours=detour_section(result.detours),
         mixes=mix_section(result.mixes),
+        coverage=coverage_section(result.coverage),
         physics=physics_section(result.physics),
     )

@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .content import ReportContent, Table
+from .coverage import coverage_markdown
 from .detours import detour_markdown
 from .figures import Figure
 from .mixes import mix_markdown
@@ -79,7 +80,8 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     r = content.recommendation
     out: list[str] = [f"# {_md(content.title)}", "",
                       f"Generated {_md(content.generated)} by netvantage {_md(content.version)}.",
-                      "", "## Question and recommendation", "",
+                      "", *coverage_markdown(content.coverage, _md),
+                      "## Question and recommendation", "",
                       f"**Question:** {_md(r.question)}", ""]
     if r.winner:
         out += [f"**Recommendation: {_md(r.winner)}** {_md(r.answer)} "
