@@ -70,12 +70,11 @@ def test_every_port_mode_against_real_servers(lab, protocol, port, mode):
             assert rec["status"] == "ok", rec
             assert body["mode"] == mode and body["failed_phase"] is None
             assert [p["name"] for p in body["phases"]] == EXPECTED_PHASES[(protocol, mode)]
+            # Phases follow each other inside the whole: they never add up to more.
+            # (That they account for all of it is judged on a long path, where a round
+            # trip dwarfs a loaded CPU's pauses: test_phase_times_grow_by_round_trips...)
             total = sum(p["duration_ms"] for p in body["phases"])
-            # Phases follow each other: they add up to the whole, less our own work
-            # between a reply and the next command.  That is well under one round trip
-            # (connect takes one), so a phase left out of the record would show.
-            gap = rec["duration_ms"] - total
-            assert 0 <= gap < 0.8 * body["phases"][0]["duration_ms"], (gap, rec)
+            assert rec["duration_ms"] - total >= 0, rec
             tls = body["tls"]
             assert re.fullmatch(r"TLSv1\.[23]", tls["version"]) and tls["verified"] is True
             assert re.fullmatch(r"[A-Z0-9_-]+", tls["cipher"]), tls
@@ -131,6 +130,12 @@ def test_phase_times_grow_by_round_trips_with_the_path(lab):
         if region == "yyz":
             rounds = min(rec["duration_ms"] for rec in runs) / rtt - (handshake_rtts - 1)
             assert 6.5 <= rounds <= 9.5, (rounds, fastest)
+            # The phases account for the whole session: what lies outside them is our own
+            # work between a reply and the next command, far less than the round trip a
+            # phase left out of the record would add to every run.
+            gaps = [rec["duration_ms"] - sum(p["duration_ms"] for p in rec["body"]["phases"])
+                    for rec in runs]
+            assert all(g >= 0 for g in gaps) and min(gaps) < 0.5 * rtt, (gaps, rtt)
 
 
 def test_wrong_name_is_a_tls_error_with_the_refused_certificate(lab):
