@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
 AFRICA = "ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1"
-SECTIONS = ("coverage", "question", "recommendation", "flags", "ranking", "breakdown", "map", "latency",
-            "loss", "timeseries", "detours", "mixes", "physics", "flag-details", "gathering")
+SECTIONS = ("coverage", "question", "recommendation", "flags", "ranking", "breakdown", "map",
+            "latency", "loss", "timeseries", "detours", "mixes", "physics", "flag-details",
+            "gathering")
 HEADINGS = ("Coverage", "Question and recommendation", "Flagged regions", "Ranking",
             "Per-region breakdown", "Map", "Latency distributions",
-            "Loss and handshake phases", "Over time", "Detours", "Client mixes", "Physical checks", "Flag details",
-            "How the data were gathered")
+            "Loss and handshake phases", "Over time", "Detours", "Client mixes",
+            "Physical checks", "Flag details", "How the data were gathered")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
