@@ -226,3 +226,17 @@ def test_same_city_pair_follows_the_stated_policy() -> None:
 def test_planted_coverage_cases_are_found_and_healthy_ones_not() -> None:
     for row in _bench().evaluate(3):
         assert row["true_positives"] == row["planted"] == row["flagged"], row
+
+
+def test_report_takes_the_gap_policy_and_the_episode_options(with_dead: Path,
+                                                             tmp_path: Path) -> None:
+    failed = invoke_cli("report", str(with_dead), "--gaps", "fail", "-o",
+                        str(tmp_path / "r.html"), timeout=180)
+    assert failed.returncode != 0 and "dc-dead" in failed.stderr
+    assert not (tmp_path / "r.html").exists()
+    page = tmp_path / "skip.html"
+    done = invoke_cli("report", str(with_dead), "--gaps", "skip", "--same-city-floor", "1",
+                      "--episode-min-rise", "0.2", "--episode-min-windows", "2",
+                      "--locations", str(LOCATIONS), "-o", str(page), timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "Gap policy — skip: gaps skipped" in page.read_text()

@@ -211,3 +211,27 @@ def test_lab_campaign_africa_mix_by_continent_picks_johannesburg() -> None:
 def test_mix_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
     proc = invoke_cli("analyse", str(SAMPLE), *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_mixes_follow_the_main_rankings_gap_policy() -> None:
+    # A: X 10, Y 30;  B: X never measured, Y 50.  Under "exclude" X cannot win (Y, 40);
+    # under "skip" X scores 10 over the one region that measured it and wins.
+    from netvantage.analysis.mix import mixes
+    from netvantage.analysis.rank import CostModel, Thresholds
+    from test_analysis_rank import _frame, _pings
+
+    m = _frame(_pings("A", "X", [10, 10]) + _pings("A", "Y", [30, 30])
+               + _pings("B", "Y", [50, 50]))
+    only_p50 = CostModel(rtt_p50_ms=1.0, rtt_p95_ms=0.0, loss_pct=0.0, handshake_p95_ms=0.0,
+                         failure_pct=0.0)
+    free = Thresholds(None, (), None, None)
+    even = {"A": 0.5, "B": 0.5}
+    named = {"onlyB": {"B": 1.0}}
+    excluded = mixes(m, even, named=named, cost=only_p50, thresholds=free)
+    skipped = mixes(m, even, named=named, cost=only_p50, thresholds=free, gaps="skip")
+    assert (excluded.given.winner, excluded.given.score) == ("Y", 40.0)
+    assert (skipped.given.winner, skipped.given.score) == ("X", 10.0)
+    # The named mix of B only: X unmeasured there, so Y under either policy.
+    assert [x.winner for x in skipped.named] == ["Y"]
+    assert any("gap policy 'skip'" in n for n in skipped.notes)
+    assert not any("gap policy" in n for n in excluded.notes)

@@ -360,8 +360,11 @@ def _normalised(w: Mapping[str, float]) -> dict[str, float]:
 
 
 def _mix(name: str, weights: Mapping[str, float], groups: tuple[GroupMatch, ...],
-         measurements: pd.DataFrame, cost: CostModel, thresholds: Thresholds) -> Mix:
-    table = rank(measurements, weights, cost=cost, thresholds=thresholds, n_boot=0).table
+         measurements: pd.DataFrame, cost: CostModel, thresholds: Thresholds,
+         gaps: str = "exclude",
+         assumed: Mapping[tuple[str, str], float] | None = None) -> Mix:
+    table = rank(measurements, weights, cost=cost, thresholds=thresholds, n_boot=0,
+                 gaps=gaps, assumed=assumed).table
     table = table.sort_values("rank")
     # Only a candidate the ranking lets win counts (coverage first: column "eligible").
     able = table[table["score"].notna() & (table["eligible"].astype(bool)
@@ -508,22 +511,33 @@ def nearest_flip(costs: Costs, w0: Mapping[str, float], winner: str) -> NearestF
 def mixes(measurements: pd.DataFrame, weights: Mapping[str, float], *,
           named: Mapping[str, Mapping[str, float]] | None = None,
           groups: tuple[GroupMatch, ...] = (), locations: pd.DataFrame | None = None,
-          cost: CostModel = _COST, thresholds: Thresholds = _THRESHOLDS) -> Mixes:
+          cost: CostModel = _COST, thresholds: Thresholds = _THRESHOLDS,
+          gaps: str = "exclude",
+          assumed: Mapping[tuple[str, str], float] | None = None) -> Mixes:
     """The given mix (``weights`` by region, ``groups`` what its keys matched) and the
     ``named`` mixes (by group: resolved here with ``locations``), their winners, the lines
-    between them and the smallest change that flips the given mix's winner."""
+    between them and the smallest change that flips the given mix's winner.
+
+    ``gaps`` and ``assumed`` are the main ranking's gap policy and same-city RTTs (see
+    :func:`netvantage.analysis.rank.rank`; defaults "exclude" and none): every mix's winner
+    is ranked under them.  The lines between mixes and the smallest change count only
+    candidates measured from every region with weight on them (the "exclude" rule)."""
     regions = client_regions(measurements)
     resolved: dict[str, tuple[dict[str, float], tuple[GroupMatch, ...]]] = {}
     for name, spec in (named or {}).items():
         resolved[name] = resolve_weights(spec, regions, locations)
-    given = _mix("given", weights, groups, measurements, cost, thresholds)
-    others = tuple(_mix(name, w, g, measurements, cost, thresholds)
+    given = _mix("given", weights, groups, measurements, cost, thresholds, gaps, assumed)
+    others = tuple(_mix(name, w, g, measurements, cost, thresholds, gaps, assumed)
                    for name, (w, g) in resolved.items())
     every = sorted(set(regions) | set(weights) | {r for w, _ in resolved.values() for r in w})
     breakdown = rank(measurements, dict.fromkeys(every, 1.0), cost=cost, thresholds=thresholds,
-                     n_boot=0).breakdown
+                     n_boot=0, assumed=assumed).breakdown
     costs = Costs.from_breakdown(breakdown)
     notes: list[str] = []
+    if gaps != "exclude":
+        notes.append(f"winners follow the gap policy '{gaps}'; the lines between mixes and "
+                     "the smallest change count only candidates measured from every region "
+                     "with weight on them")
     lines = tuple(continuum(costs, weights, w, to=name, given_winner=given.winner)
                   for name, (w, _) in resolved.items())
     towards = tuple(continuum(costs, weights, {r: 1.0}, to=f"region:{r}",

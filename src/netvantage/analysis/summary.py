@@ -297,7 +297,7 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     # Detours per trace and region (analysis.detours: probe places, light test, hop named).
     routes = detour_table(campaign.hops, locations, m)
     mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
-                       thresholds=thresholds)
+                       thresholds=thresholds, gaps=gaps, assumed=assumed)
     return Analysis(weights=w, metrics=metrics_table(campaign, n_boot=min(n_boot, 500),
                                                      seed=seed),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,

@@ -126,10 +126,26 @@ DATA, --weights and --locations. Progress goes to stderr.""")
 @click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
               "below light in fibre in the ranking (flagged all the same) [left out].")
 @click.option("--window", help="Time window of the history test [a tenth of the campaign].")
+@click.option("--gaps", type=click.Choice(["exclude", "skip", "worst", "fail"]),
+              default="exclude", show_default=True, help="Weighted pairs never measured: "
+              "exclude (such a data centre cannot win), skip (score over the regions that "
+              "measured it), worst (a gap costs the region's worst cost), fail (refuse).")
+@click.option("--same-city-floor", "same_city_floor", type=float, metavar="MS",
+              help="RTT assumed for an unmeasured pair whose region and data centre are in "
+              "the same city (needs --locations) [none: the pair needs its own measurement].")
+@click.option("--compare", is_flag=True, help="DATA are two snapshots, earlier then "
+              "later: compare them pair by pair (the rest of the report is of the later).")
+@click.option("--compare-at", metavar="TIME", help="Compare the records before TIME "
+              "with those after it, pair by pair (the rest of the report is of the later).")
+@click.option("--episode-min-rise", type=float, default=0.08, show_default=True,
+              help="Smallest rise over the rolling baseline flagged as an episode (a ratio).")
+@click.option("--episode-min-windows", type=int, default=3, show_default=True,
+              help="Shortest episode, in windows of the data's cadence.")
 @click.option("--title", help="Title of the report.")
 def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path | None,
                locations_path: Path | None, weights: str | None, mix: tuple[str, ...],
-               window: str | None,
+               window: str | None, gaps: str, same_city_floor: float | None, compare: bool,
+               compare_at: str | None, episode_min_rise: float, episode_min_windows: int,
                title: str | None, keep_impossible: bool) -> None:
     """Write the report a person reads: recommendation, flags, ranking, map and figures."""
     import time
@@ -144,13 +160,21 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
 
     parsed = parse_weights(weights)
     mixes = parse_mixes(mix)
+    if compare and (len(data) != 2 or compare_at):
+        die("--compare takes two DATA (the earlier snapshot, then the later) and no "
+            "--compare-at", EXIT_USAGE)
     progress("loading…")
-    campaign, places = load_campaign_and_places(data, locations_path)
+    earlier = load_campaign_and_places(data[:1], None)[0] if compare else None
+    later = data[1:] if compare else data
+    campaign, places = load_campaign_and_places(later, locations_path)
     try:
         report = make_report(campaign, keep_impossible=keep_impossible,
                              weights=parsed, locations=places, title=title,
                              mixes=mixes, window=window, sources=[Path(d).name for d in data],
-                             progress=progress)
+                             progress=progress, gaps=gaps,
+                             same_city_floor_ms=same_city_floor, compare=earlier,
+                             compare_at=compare_at, episode_min_rise=episode_min_rise,
+                             episode_min_windows=episode_min_windows)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
     progress(f"writing {output}…")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
+from ..analysis.episodes import snapshots
 from ..analysis.frames import Campaign
 from ..analysis.geo import locations as read_locations
 from ..analysis.load import load
@@ -81,12 +82,25 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                 window: str | pd.Timedelta | None = None, sources: Sequence[str] = (),
                 progress: Progress | None = None, now: pd.Timestamp | None = None,
                 keep_impossible: bool = False,
-                mixes: Mapping[str, Mapping[str, float]] | None = None) -> Report:
-    """Analyse ``campaign`` (as :func:`analyse` does), draw the figures, word the findings."""
+                mixes: Mapping[str, Mapping[str, float]] | None = None,
+                gaps: str = "exclude", same_city_floor_ms: float | None = None,
+                compare: Campaign | None = None,
+                compare_at: str | pd.Timestamp | None = None,
+                episode_min_rise: float = 0.08, episode_min_windows: int = 3) -> Report:
+    """Analyse ``campaign`` (as :func:`analyse` does, with the same options and defaults),
+    draw the figures, word the findings.
+
+    With ``compare`` (an earlier snapshot) or ``compare_at`` (a time to split at), the page
+    is of the later snapshot, compared pair by pair with the earlier one.
+    """
     say: Progress = progress or (lambda _message: None)
     say("analysing…")
+    campaign, earlier = snapshots(campaign, compare, compare_at)
     result = analyse(campaign, keep_impossible=keep_impossible, weights=weights,
-                     locations=locations, window=window, mixes=mixes)
+                     locations=locations, window=window, mixes=mixes, gaps=gaps,
+                     same_city_floor_ms=same_city_floor_ms, compare=earlier,
+                     episode_min_rise=episode_min_rise,
+                     episode_min_windows=episode_min_windows)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
     content = collect_content(
