@@ -425,3 +425,37 @@ def test_summary_records_survive_json_lines(tmp_path):
     back = read_jsonl(io.BytesIO(buf.getvalue()))
     assert back == recs
     assert msgspec.json.decode(buf.getvalue().splitlines()[2])["body"]["rtts_ms"] == []
+
+
+def test_rtt_sd_of_each_record_by_hand_and_the_noise_it_gives() -> None:
+    """rtt_sd_ms: the sample sd (n - 1) of a record's own RTTs, or a summary's stdev_ms.
+
+    a  ping 10, 20, lost, 30   mean 20, squares 100 + 0 + 100 = 200 over 2: sd 10
+    b  tcp  5, 7, timeout      mean 6, squares 1 + 1 = 2 over 1: sd √2
+    c  ping 12, lost           one RTT: NaN
+    d  summary, stdev 3, 9 samples (mdev 5 is not a standard deviation): 3
+    e  summary without stdev (mdev 4 only): NaN
+    """
+    ok = [TcpAttempt(status="ok", connect_ms=5.0), TcpAttempt(status="ok", connect_ms=7.0),
+          TcpAttempt(status="timeout")]
+    recs: list[AnyRecord] = [
+        ping(PingBody.from_samples([10.0, 20.0, None, 30.0], **PING), target="dcA"),
+        tcp(TcpBody.from_attempts(ok, **TCP), target="dcA"),
+        ping(PingBody.from_samples([12.0, None], **PING), target="dcC"),
+        ping(summary_ping(RttSummary(samples=9, median_ms=40.0, stdev_ms=3.0, mdev_ms=5.0),
+                          9, 9), target="dcB"),
+        ping(summary_ping(RttSummary(samples=9, median_ms=50.0, mdev_ms=4.0), 9, 9),
+             target="dcD"),
+    ]
+    m = check_campaign(frames_from_records(recs)).measurements
+    sd = m["rtt_sd_ms"].to_list()
+    assert sd[0] == pytest.approx(10.0) and sd[1] == pytest.approx(math.sqrt(2))
+    assert math.isnan(sd[2]) and sd[3] == 3.0 and math.isnan(sd[4])
+    # One record per pair: the ranking's noise is 1.5 (p50 + 0.5 × p95) × 1.2533 × sd / √n.
+    from netvantage.analysis.rank import Thresholds, rank
+
+    pings = m[(m["kind"] == "ping") & m["target"].isin(["dcA", "dcB"])]
+    table = rank(pings, {"r1": 1.0}, thresholds=Thresholds(None, (), None, None),
+                 n_boot=0).table.set_index("target")
+    assert table.loc["dcA", "score_se"] == pytest.approx(1.5 * 1.2533 * 10 / math.sqrt(3))
+    assert table.loc["dcB", "score_se"] == pytest.approx(1.5 * 1.2533 * 3 / 3)

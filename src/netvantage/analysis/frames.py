@@ -16,7 +16,9 @@ from JSON Lines, the collector's store or an exported Parquet dataset:
     rtt_stat (which statistic of the record's RTTs rtt_ms is: "median" for
     ping/tcp/trace samples; for a summary the figure chosen, see
     :mod:`netvantage.analysis.load`), rtt_samples (Int64: RTTs behind the
-    record's figures; <NA> when a summary does not say).
+    record's figures; <NA> when a summary does not say), rtt_sd_ms (the sample
+    standard deviation of the record's own RTTs: ping/tcp with two or more
+    received, or a summary's stdev_ms; NaN otherwise).
 
 ``samples`` — one row per RTT sample (ping echo, tcp attempt)
     id, kind, region, target, port, started_at, seq, rtt_ms (NaN = lost).
@@ -50,7 +52,7 @@ MEASUREMENT_COLUMNS = (
     "id", "kind", "agent", "region", "target", "address", "port", "started_at", "duration_ms",
     "status", "ok", "source", "rtt_ms", "rtt_min_ms", "loss_ratio", "jitter_ms", "sent",
     "received", "handshake_ms", "failed_phase", "tls_version", "cert_verified", "summary",
-    "rtt_stat", "rtt_samples",
+    "rtt_stat", "rtt_samples", "rtt_sd_ms",
 )
 SAMPLE_COLUMNS = ("id", "kind", "region", "target", "port", "started_at", "seq", "rtt_ms")
 HOP_COLUMNS = (

@@ -62,6 +62,12 @@ The headline figures of ``measurements`` per kind (NaN / <NA> where a kind has n
   jitter).  sent/received (tcp: attempted/succeeded) are the source's counts,
   <NA> where it gives none, and loss_ratio is NaN then (unknown, not 0 %).
   ``rtt_samples`` is the summary's ``samples`` (<NA>: the source does not say).
+* rtt_sd_ms: the spread of the record's own RTTs, the sample standard deviation
+  (n - 1 in the denominator) of the received ping echoes or successful tcp
+  connects when there are two or more; a summary's ``stdev_ms`` (never its
+  ``mdev_ms``, a different quantity); NaN otherwise (traces, smtp/imap, fewer
+  than two RTTs).  The ranking's noise for one record per pair comes from it
+  (:mod:`netvantage.analysis.rank`).
 * smtp/imap: handshake_ms = sum of the phase durations when the record is ok
   and no phase failed; rtt_ms is the same figure (so that one column holds
   every kind's headline time); failed_phase, tls_version, cert_verified.
@@ -75,6 +81,7 @@ call :func:`check_campaign` on frames they are given.
 from __future__ import annotations
 
 import sqlite3
+import statistics
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
@@ -309,6 +316,7 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
     is_summary = False
     rtt_stat: str | None = None
     rtt_samples: int | None = None
+    rtt_sd = np.nan
     if isinstance(r, PingRecord | TcpRecord):
         b = r.body
         if isinstance(b, TcpBody):
@@ -323,11 +331,15 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
             rtt, rtt_min = _nan(figure), _nan(b.summary.min_ms)
             # Unknown stays unknown (<NA>): never one sample by default.
             rtt_samples = b.summary.samples if figure is not None else 0
+            rtt_sd = _nan(b.summary.stdev_ms)
         else:
             rtt, rtt_min, jitter = (_nan(b.stats.median_ms), _nan(b.stats.min_ms),
                                     _nan(b.stats.jitter_ms))
             rtt_samples = received
             rtt_stat = "median" if received else None
+            got = [x for x in ([a.connect_ms for a in b.attempts] if isinstance(b, TcpBody)
+                               else b.rtts_ms) if x is not None]
+            rtt_sd = statistics.stdev(got) if len(got) >= 2 else np.nan
     elif isinstance(r, TraceRecord):
         port = r.body.port
         dest = _destination_probes(r)
@@ -360,6 +372,7 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
         ("received", received), ("handshake_ms", handshake), ("failed_phase", failed_phase),
         ("tls_version", tls_version), ("cert_verified", cert_verified),
         ("summary", is_summary), ("rtt_stat", rtt_stat), ("rtt_samples", rtt_samples),
+        ("rtt_sd_ms", rtt_sd),
     ):
         m[column].append(value)
 
@@ -448,7 +461,7 @@ _MEASUREMENT_DTYPES: dict[str, _Spec] = {
     "rtt_min_ms": "float64", "loss_ratio": "float64", "jitter_ms": "float64", "sent": "Int64",
     "received": "Int64", "handshake_ms": "float64", "failed_phase": PHASE_ORDER,
     "tls_version": "cat", "cert_verified": "boolean", "summary": "bool", "rtt_stat": "cat",
-    "rtt_samples": "Int64",
+    "rtt_samples": "Int64", "rtt_sd_ms": "float64",
 }
 _SAMPLE_DTYPES: dict[str, _Spec] = {
     "id": "str", "kind": KINDS, "region": "cat", "target": "cat", "port": "Int64",
@@ -537,7 +550,7 @@ def schemas() -> dict[str, pa.DataFrameSchema]:
             checks=list(frame_checks), strict=True, ordered=True, name=name)
 
     finite = {c: [ge0] for c in ("duration_ms", "rtt_ms", "rtt_min_ms", "jitter_ms",
-                                 "handshake_ms", "rtt_median_ms")}
+                                 "handshake_ms", "rtt_median_ms", "rtt_sd_ms")}
     return {
         "measurements": frame(
             "measurements", MEASUREMENT_COLUMNS, _MEASUREMENT_DTYPES,
