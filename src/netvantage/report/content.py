@@ -92,6 +92,8 @@ class ReportContent:
     mixes: MixSection | None = None
     coverage: CoverageSection | None = None
     physics: PhysicsSection | None = None
+    ranking_note: str = ""  # what the 95 % CI and p(best) columns rest on, or why empty
+    calm: str = ""  # the sentence shown when no region is flagged: what was tested
 
 
 # --------------------------------------------------------------------------- formatting
@@ -192,11 +194,11 @@ def _recommendation(result: Analysis) -> Recommendation:
     answer = (f"has the lowest weighted cost for this client mix: a score of "
               f"{_num(best['score'])} ms-equivalent ("
               + (f"95 % CI {_num(best['score_lo'])}–{_num(best['score_hi'])}"
-                 if not _missing(best['score_lo']) else
-                 f"no bootstrap interval: {best.get('ci_basis', 'too few records')}")
+                 if not _missing(best['score_lo']) else _no_interval(best))
               + "; lower is better).")
     evidence = [
-        f"Best in {_pct(p_best)} of bootstrap resamplings of the records (p_best).",
+        f"Best in {_pct(p_best)} of bootstrap resamplings of the records (p_best)."
+        if not math.isnan(p_best) else _no_resampling(table),
         f"Stays first in {_pct(st.dirichlet_share)} of perturbed client mixes (each share "
         f"varied by about ±15 %).",
     ]
@@ -209,6 +211,91 @@ def _recommendation(result: Analysis) -> Recommendation:
         f"Does not meet every service threshold: {best['fails']}.")
     return Recommendation(question, winner, answer, level, rule, tuple(evidence),
                           tuple(_would_change(result, table)))
+
+
+_FEW = "fewer than two records in some pair"
+
+
+def _no_interval(row: Any) -> str:
+    """Why a candidate's score has no interval, in a few words."""
+    basis = str(row.get("ci_basis", "") or "")
+    if basis.startswith(_FEW):
+        return "no interval: a weighted pair of it has a single record, nothing to resample"
+    if basis == "no score":
+        return "no interval: no score"
+    return "no interval: no bootstrap was run"
+
+
+def _no_resampling(table: pd.DataFrame) -> str:
+    """The evidence line when there is no p(best): there were no resamplings, and why."""
+    basis = table["ci_basis"].astype(str) if "ci_basis" in table.columns else pd.Series([])
+    few = table.loc[basis.str.startswith(_FEW), "target"].astype(str).tolist()
+    if few and len(few) == int(table["score"].notna().sum()):
+        return ("No bootstrap resampling: every candidate has a weighted pair measured by a "
+                "single record (one snapshot per pair), so there is nothing to resample; "
+                "no interval and no p(best). The confidence rests on the margin against "
+                "the measurement noise and on the client-mix checks.")
+    if few:
+        return ("No p(best): " + _and(few) + " ha" + ("s" if len(few) == 1 else "ve")
+                + " a weighted pair with a single record, so the resamplings cannot compare "
+                "every candidate. The confidence rests on the margin against the measurement "
+                "noise and on the client-mix checks.")
+    return "No bootstrap resampling was run, so there is no p(best)."
+
+
+def _ranking_note(table: pd.DataFrame) -> str:
+    """What the ranking table's 95 % CI and p(best) columns rest on (or why they are empty)."""
+    has_ci = table["score_lo"].notna() if "score_lo" in table.columns else pd.Series([])
+    if has_ci.all() and len(has_ci):
+        return ("95 % CI from a stratified bootstrap of the records; p(best): share of "
+                "bootstrap replicates in which the data centre scores lowest.")
+    if has_ci.any():
+        return ("95 % CI from a stratified bootstrap of the records, where every weighted "
+                "pair has two records or more (– otherwise); p(best): share of bootstrap "
+                "replicates in which the data centre scores lowest, – when some candidate "
+                "could not be resampled.")
+    if table.empty:
+        return ""
+    return ("No 95 % CI and no p(best) (–): no candidate has a record to resample in every "
+            "weighted pair (a single record per pair, such as one snapshot of a latency "
+            "matrix, has none).")
+
+
+def _calm(result: Analysis) -> str:
+    """What "no region is flagged" means here: the tests that could run, and those that could
+    not."""
+    could = ["than its peers"]
+    could_not = []
+    ph = result.physics
+    located = 0 if ph is None or ph.pairs.empty else int(
+        (ph.pairs["status"] != "unlocated").sum())
+    if located:
+        could.append("than the physical bound")
+    else:
+        could_not.append("the physical bound (no pair with a minimum RTT and the places of "
+                         "both ends" + ("" if ph is not None else ": no --locations") + ")")
+    span = result.span
+    if span is not None and pd.Timedelta(span[1] - span[0]) >= 2 * result.window:
+        could.append("than its own recent past")
+    else:
+        could_not.append("its own recent past (the campaign spans under two history "
+                         "windows)" if span is not None and span[1] > span[0] else
+                         "its own recent past (every record was taken at one time)")
+    text = ("No region is flagged: no (region, data centre) pair is significantly worse "
+            + _and(could) + ".")
+    if could_not:
+        text += " Not tested: " + "; ".join(could_not) + "."
+    return text
+
+
+def _changes(result: Analysis) -> dict[str, Any] | None:
+    """The events-and-episodes section's strings, with the window as a plain duration."""
+    if result.changes is None:
+        return None
+    section = result.changes.report_section()
+    if result.changes.window is not None:
+        section["window"] = duration_text(pd.Timedelta(result.changes.window))
+    return section
 
 
 def _would_change(result: Analysis, table: pd.DataFrame) -> list[str]:
@@ -227,9 +314,10 @@ def _would_change(result: Analysis, table: pd.DataFrame) -> list[str]:
         per = (bd[bd["target"] == runner].set_index("region")["weighted_cost"]
                - bd[bd["target"] == winner].set_index("region")["weighted_cost"]).dropna()
         per = per.sort_values(ascending=False)
-        text = (f"The runner-up, {runner} (score {_num(second['score'])}, 95 % CI "
-                f"{_num(second['score_lo'])}–{_num(second['score_hi'])}), would need to be "
-                f"{_num(gap)} ms-equivalent cheaper overall")
+        ci = (f"95 % CI {_num(second['score_lo'])}–{_num(second['score_hi'])}"
+              if not _missing(second["score_lo"]) else "no interval")
+        text = (f"The runner-up, {runner} (score {_num(second['score'])}, {ci}), would need "
+                f"to be {_num(gap)} ms-equivalent cheaper overall")
         worse = [f"{r} (+{_num(v)})" for r, v in per.items() if v >= 0.5][:3]
         better = [f"{r} ({_num(v)})" for r, v in per.items() if v <= -0.5]
         if worse:
@@ -403,8 +491,9 @@ def _flagged_pairs(result: Analysis, campaign: Campaign) -> list[FlaggedPair]:
 
 def _ranking_table(result: Analysis) -> Table:
     table = result.ranking.table.sort_values("rank")
-    rows = tuple((str(r.rank), str(r.target), _num(r.score), f"{_num(r.score_lo)}–"
-                  f"{_num(r.score_hi)}", _pct(r.p_best),
+    rows = tuple((str(r.rank), str(r.target), _num(r.score),
+                  "–" if _missing(r.score_lo) else f"{_num(r.score_lo)}–{_num(r.score_hi)}",
+                  _pct(r.p_best),
                   "met" if r.meets_thresholds else f"not met: {r.fails}")
                  for r in table.itertuples())
     marks = tuple("winner" if str(r.target) == result.winner else "" for r in table.itertuples())
@@ -453,17 +542,22 @@ def _gathering(campaign: Campaign, result: Analysis, sources: Sequence[str],
     regions = sorted(m["region"].dropna().astype(str).unique())
     out.append(("client regions", f"{len(regions)}: " + ", ".join(regions)))
     dcs = m[["target", "address"]].astype(str).drop_duplicates().sort_values("target")
-    out.append(("data centres", ", ".join(f"{d.target} ({d.address})"
-                                          for d in dcs.itertuples())))
+    out.append(("data centres", ", ".join(
+        f"{d.target}" + ("" if _missing(d.address) or str(d.address) in ("nan", "None", "")
+                         else f" ({d.address})")
+        for d in dcs.itertuples())))
     if result.span is not None:
         start, end = result.span
         length = pd.Timedelta(end - start)
         out.append(("period", f"{_when(start)} to {_when(end)} ({duration_text(length)})"))
     out.append(("traces", f"{campaign.hops['id'].nunique():,} traces, {len(campaign.hops):,} "
                           "hop rows"))
-    out.append(("analysis", f"history window {duration_text(result.window)}; score CIs from a "
-                            "stratified bootstrap of the records; costs in ms-equivalents of "
-                            "median RTT"))
+    resampled = result.ranking.table["score_lo"].notna().any()
+    out.append(("analysis", f"history window {duration_text(result.window)}; "
+                            + ("score CIs from a stratified bootstrap of the records"
+                               if resampled else "no score CIs (no pair had records to "
+                               "resample)")
+                            + "; costs in ms-equivalents of median RTT"))
     out.append(("tool", f"netvantage {version}"))
     return out
 
@@ -482,9 +576,11 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         flagged=tuple(_flagged_pairs(result, campaign)),
         gathering=tuple(_gathering(campaign, result, sources, version)),
         notes=tuple(result.notes),
-        changes=result.changes.report_section() if result.changes else None,
+        changes=_changes(result),
         detours=detour_section(result.detours),
         mixes=mix_section(result.mixes),
         coverage=coverage_section(result.coverage),
         physics=physics_section(result.physics),
+        ranking_note=_ranking_note(result.ranking.table),
+        calm=_calm(result),
     )

@@ -51,7 +51,9 @@ def mix_section(mixes: Mixes | None) -> MixSection | None:
     winners = sorted({m.winner for m in (mixes.given, *mixes.named) if m.winner})
     picks = (f"every mix picks {winners[0]}" if len(winners) == 1
              else f"the winners differ: {', '.join(winners)}")
-    headline = f"{len(mixes.named)} named mix(es) besides the given one; {picks}."
+    headline = (f"{len(mixes.named)} named mix(es) besides the given one; {picks}."
+                if mixes.named else "No named mix (--mix) besides the given one, which picks "
+                f"{mixes.given.winner or 'no winner'}.")
     groups = tuple(f"{m.name}: {g.text()}" for m in (mixes.given, *mixes.named)
                    for g in m.groups if g.kind != "region")
     flips: list[str] = []

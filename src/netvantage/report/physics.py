@@ -44,7 +44,11 @@ def physics_section(physics: Physics | None) -> PhysicsSection | None:
     bad = physics.impossible
     checked = int((physics.pairs["status"] != "unlocated").sum())
     vac = int((bad["status"] == VACUUM).sum())
-    if bad.empty:
+    if not checked:
+        headline = ("Nothing to check: no pair has both a minimum RTT and the places of both "
+                    "ends (summary records that give no minimum cannot be tested), so "
+                    "impossible measurements could not be looked for.")
+    elif bad.empty:
         headline = (f"No impossible measurement: every one of the {checked} located pairs is "
                     "slower than light in fibre.")
     else:
@@ -65,7 +69,10 @@ def physics_section(physics: Physics | None) -> PhysicsSection | None:
     med = physics.median_inflation
     inflation = (f"Median inflation (minimum RTT over the fibre floor): "
                  f"{_n(med, 2)} over {len(physics.usable)} pairs; impossible pairs and pairs "
-                 f"whose floor is under {MIN_FLOOR_MS:g} ms are left out.")
+                 f"whose floor is under {MIN_FLOOR_MS:g} ms are left out."
+                 if len(physics.usable) else
+                 "No inflation figure: no possible pair has a minimum RTT and a fibre floor "
+                 f"of at least {MIN_FLOOR_MS:g} ms to divide it by.")
     cont = tuple((f"{r.region_continent} → {r.target_continent}", str(int(cast(Any, r.n))),
                   _n(r.median, 2), f"{_n(r.p25, 2)}–{_n(r.p75, 2)}")
                  for r in physics.continents.itertuples())

@@ -100,7 +100,9 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
         for e in ch["events"]:
             out += [f"**{_md(e['headline'])}**", ""] + [f"- {_md(x)}" for x in e["lines"]] + [""]
         for title, key in (("Episodes by pair", "episodes"), ("Improvements", "improvements")):
-            out += [f"**{title}:**", ""] + [f"- {_md(x)}" for x in ch[key] or ["none"]] + [""]
+            empty = ("none: no pair has two records at different times, so there is no "
+                     "series to follow" if ch["window"] == "none" else "none")
+            out += [f"**{title}:**", ""] + [f"- {_md(x)}" for x in ch[key] or [empty]] + [""]
         if ch["comparison"]:
             out += ["**Two snapshots, pair by pair:**", ""]
             out += [f"- {_md(x)}" for x in ch["comparison"]["rows"]] + [""]
@@ -110,9 +112,10 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
             out += [f"**{_md(g.headline)}**", ""]
             out += [f"- {_md(line)}" for line in g.lines] + [""]
     else:
-        out += ["No region is flagged.", ""]
+        out += [_md(content.calm or "No region is flagged."), ""]
 
-    out += ["## Ranking", "", *_md_table(content.ranking)]
+    out += ["## Ranking", "", *([_md(content.ranking_note), ""] if content.ranking_note
+                                else []), *_md_table(content.ranking)]
     out += ["## Per-region breakdown", "", *_md_table(content.breakdown)]
 
     def figure(name: str) -> list[str]:
