@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
 AFRICA = "ZM-LUN=0.45,ZA-JNB=0.45,GB-LHR=0.1"
-SECTIONS = ("coverage", "question", "recommendation", "flags", "ranking", "breakdown", "map",
-            "latency", "loss", "timeseries", "detours", "mixes", "physics", "flag-details",
-            "gathering")
-HEADINGS = ("Coverage", "Question and recommendation", "Flagged regions", "Ranking",
-            "Per-region breakdown", "Map", "Latency distributions",
+SECTIONS = ("coverage", "question", "recommendation", "events", "flags", "ranking",
+            "breakdown", "map", "latency", "loss", "timeseries", "detours", "mixes", "physics",
+            "flag-details", "gathering")
+HEADINGS = ("Coverage", "Question and recommendation", "Events and episodes",
+            "Flagged regions", "Ranking", "Per-region breakdown", "Map", "Latency distributions",
             "Loss and handshake phases", "Over time", "Detours", "Client mixes",
             "Physical checks", "Flag details", "How the data were gathered")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -291,6 +291,49 @@ def test_report_in_headless_chromium(html_report: tuple[Path, str], tmp_path: Pa
     for heading in HEADINGS:
         assert heading in parsed.headings, parsed.headings
     assert parsed.text_of("winner") == "dc-jnb"
-    assert "Lisbon" in parsed.text_of("detours")
+    # Every section of issue 14, as the browser rendered it.
     assert "every weighted pair was measured" in parsed.text_of("coverage")
+    assert "No impossible measurement: every one of the 12 located pairs" in parsed.text_of(
+        "physics")
+    assert "AF → EU" in parsed.text_of("inflation-table")
+    assert "Lisbon" in parsed.text_of("detours")
+    events = parsed.text_of("events")
+    assert "Event 1: 2 pairs from 2026-11-28 20:04:14" in events
+    assert "GB-LHR -> dc-ams" in events and "CA-YYZ -> dc-ams" in events
+    assert "Episodes by pair (window 15 s)" in events
     assert "dc-jnb" in parsed.text_of("mixes-table")
+    assert "africa" in parsed.text_of("mixes-table")
+    assert all(f"figure-{name}" in parsed.ids for name in ("inflation", "mixes"))
+    # The page leads with coverage, then the answer, then events before the flagged pairs.
+    order = parsed.headings
+    assert (order.index("Coverage") < order.index("Question and recommendation")
+            < order.index("Events and episodes") < order.index("Flagged regions"))
+
+
+def test_one_record_per_pair_report_says_what_it_cannot_tell(tmp_path: Path) -> None:
+    """A latency matrix (one summary record per pair, means only): no resampling, no minimum
+    RTT, no series; the page says so instead of claiming tests it could not run."""
+    data, places = tmp_path / "m.jsonl", tmp_path / "m.locations.csv"
+    imported = invoke_cli("import", "matrix", str(ROOT / "tests" / "data" / "matrix" /
+                                                  "pings.csv"),
+                          "--from", "source", "--to", "destination", "--rtt", "avg",
+                          "-o", str(data), timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    out = tmp_path / "m.html"
+    proc = invoke_cli("report", str(data), "--locations", str(places), "-o", str(out),
+                      timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    page = Page()
+    page.feed(out.read_text(encoding="utf-8"))
+    text = page.all_text
+    assert "Best in – of bootstrap" not in text and "CI –" not in text
+    assert "No bootstrap resampling: every candidate has a weighted pair measured by a " \
+        "single record" in text
+    assert "No 95 % CI and no p(best)" in page.text_of("ranking")
+    assert "Nothing to check: no pair has both a minimum RTT" in page.text_of("physics")
+    assert "No episode could be looked for" in page.text_of("events")
+    assert "Not tested: the physical bound" in page.text_of("flags")
+    assert "its own recent past (every record was taken at one time)" in page.text_of("flags")
+    assert "(nan)" not in page.text_of("gathering")
+    assert "no score CIs" in page.text_of("gathering")
+    assert "Confidence: low" in page.text_of("coverage")
