@@ -337,3 +337,7 @@ def test_one_record_per_pair_report_says_what_it_cannot_tell(tmp_path: Path) -> 
     assert "(nan)" not in page.text_of("gathering")
     assert "no score CIs" in page.text_of("gathering")
     assert "Confidence: low" in page.text_of("coverage")
+    text_out = invoke_cli("analyse", str(data), "--locations", str(places), timeout=120)
+    assert text_out.returncode == 0, text_out.stderr
+    assert "Impossible measurements: nothing to check" in text_out.stdout
+    assert "0 of 0 located pairs" not in text_out.stdout

@@ -208,7 +208,10 @@ class Physics:
                 else "excluded from the ranking (--keep-impossible keeps them)")
         lines = [f"Impossible measurements: {len(bad)} of {checked} located pairs below the "
                  f"fibre bound ({FIBRE_FAST_KM_PER_MS:.1f} km/ms), {n_vac} of them below "
-                 f"light in vacuum" + (f"; {what}" if len(bad) else "")]
+                 f"light in vacuum" + (f"; {what}" if len(bad) else "")
+                 if checked else
+                 "Impossible measurements: nothing to check (no pair has both a minimum RTT "
+                 "and the places of both ends)"]
         for r in bad.sort_values(["status", "region", "target"]).itertuples():
             lines.append(f"  {r.region} -> {r.target}: {r.status}: min RTT "
                          f"{r.rtt_min_ms:.1f} ms < {r.fibre_bound_ms:.1f} ms over "
@@ -220,6 +223,10 @@ class Physics:
                          "not from the probes' own coordinates (the region point is not "
                          "where the probes are): not impossible")
         med = self.median_inflation
+        if not len(self.usable):
+            return [*lines, "", f"Inflation (min RTT / fibre floor at {FIBRE_KM_PER_MS:g} "
+                    "km/ms): no figure (no possible pair with a minimum RTT and a floor of "
+                    f"at least {MIN_FLOOR_MS:g} ms)"]
         lines += ["", f"Inflation (min RTT / fibre floor at {FIBRE_KM_PER_MS:g} km/ms): median "
                   + (f"{med:.2f}" if not math.isnan(med) else "-")
                   + f" over {len(self.usable)} pairs (impossible pairs and pairs with a floor "
