@@ -11,7 +11,16 @@ each window's median RTT is one point of the series.
 successive records (the median over pairs), rounded up to a plain unit (seconds, minutes,
 hours, days, weeks): weekly data gets one-week windows, a lab campaign probing every 15 s
 gets 15 s windows.  No more than ``max_windows`` windows are made: a long, dense series gets
-wider windows.  An explicit ``window`` overrides all this.
+wider windows.  An explicit ``window`` overrides all this.  The window boundaries fall in
+the widest lull of the records' phases (weekly records made on Mondays get windows cut on
+Thursdays), so records made at about the same time of each window never share one; each
+window is dated by its first record.
+
+**Spikes.**  Before segmentation, a window that agrees (within ``z_min`` σ) with the median
+of no run of ``2 × min_windows − 1`` windows holding it — an excursion shorter than
+``min_windows`` windows — is replaced by the median of the run centred on it.  Segments,
+baselines and levels are read on that series; an episode's level and peak on the window
+medians as measured.
 
 **Change points.**  The window medians are segmented by PELT (``ruptures``, least-squares
 cost, segments of at least ``min_windows`` windows) with the penalty
@@ -22,17 +31,21 @@ the Bayesian information criterion of a Gaussian series with known variance, tim
 **Episodes.**  The segments are read in order against a *rolling robust baseline*: the median
 of the last ``baseline_windows`` window medians that are not part of an episode.  A segment
 whose median is above the baseline by at least the threshold —
-``max(min_rise × baseline, min_rise_ms, z_min × σ)`` — and which has at least ``min_windows``
-windows above it (two spikes in a short segment lift its median, not three windows) opens
-an episode (or, inside one,
-keeps it open); the first segment back within the threshold of the episode's baseline ends
-it.  An episode still open at the last window is *ongoing*.  Each episode has its start (the
-start of its first window), its end (the start of the first window after it) or "ongoing",
-its baseline, its level (median of its windows) and its peak (highest window median).
+``max(min_rise × baseline, min_rise_ms, z_min × σ)`` — and which holds a run of
+``min_windows`` successive windows each above half the threshold (spikes that come and go
+lift a median, not a run) opens an episode where that run starts (or, inside one, keeps it
+open); the first segment back within the threshold of the episode's baseline ends it.  Only
+windows within the threshold of the baseline feed it, and no change is judged against a
+baseline that fewer than ``min_windows`` of its windows agree with (as many spikes as usual
+windows at the start of a series).  An episode still open at the last window is *ongoing*.
+Each episode has its start (the first record of its first window), its end (the first record
+of the first window after it) or "ongoing", its baseline, its level (median of its windows)
+and its peak (highest window median).
 
-**Improvements.**  A segment below the baseline by at least the threshold, outside an
-episode, is an improvement: reported as such (with its time, before and after), never as a
-degradation; the baseline then follows the new, lower level.
+**Improvements.**  A segment below the baseline by at least the threshold, with a run of
+``min_windows`` windows each below half of it, outside an episode, is an improvement:
+reported as such (with its time, before and after), never as a degradation; the baseline
+then follows the new, lower level.
 
 **Snapshots.**  :func:`compare` sets two snapshots side by side per (region, target):
 median RTT before and after, the change, and a verdict (``degraded``, ``improved``,
@@ -344,6 +357,32 @@ def _noise(values: FloatArray) -> float:
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
 
 
+def _despike(values: FloatArray, sigma: float, o: EpisodeOptions) -> FloatArray:
+    """``values`` with every excursion shorter than ``min_windows`` windows taken out.
+
+    A window is kept when it agrees, within ``z_min`` σ, with the median of at least one of
+    the runs of ``2 × min_windows − 1`` successive windows that hold it; otherwise it is
+    replaced by the median of the run centred on it (shifted inside the series at its
+    ends).  Fewer than ``min_windows`` outlying windows are a minority of every such run, so
+    they go; ``min_windows`` or more are the majority of some run, so they stay, and so does
+    the first window of a new level even when a spike follows it.  Least-squares change
+    points would otherwise wrap each spike in a segment of its own, misplacing the real
+    change points next to it, and a short segment holding two spikes would take a spike's
+    value for its median.
+    """
+    n = len(values)
+    width = 2 * o.min_windows - 1
+    if width < 3 or n < width:
+        return values
+    medians = np.median(np.lib.stride_tricks.sliding_window_view(values, width), axis=1)
+    out = values.copy()
+    for i in range(n):
+        runs = medians[max(0, i - width + 1):min(i, n - width) + 1]
+        if float(np.min(np.abs(values[i] - runs))) > o.z_min * sigma:
+            out[i] = medians[min(max(i - o.min_windows + 1, 0), n - width)]
+    return out
+
+
 def _segments(values: FloatArray, sigma: float, o: EpisodeOptions) -> list[tuple[int, int]]:
     """[start, stop) index ranges of PELT's segmentation of ``values``."""
     n = len(values)
@@ -360,22 +399,21 @@ def _segments(values: FloatArray, sigma: float, o: EpisodeOptions) -> list[tuple
     return list(zip(starts, ends, strict=True))
 
 
-def _onset(values: FloatArray, a: int, b: int, above: float, run: int) -> int:
-    """The first window of [a, b) that starts ``run`` windows all above ``above``.
-
-    PELT may open a segment a few windows early (a spike just before the rise); the rise
-    starts where it is sustained.  ``a`` when no such run exists.
-    """
-    for w in range(a, b - run + 1):
-        if bool(np.all(values[w:w + run] >= above)):
+def _run(beyond: npt.NDArray[np.bool_], run: int) -> int | None:
+    """The first index that starts ``run`` successive True values of ``beyond``, or None."""
+    for w in range(len(beyond) - run + 1):
+        if bool(np.all(beyond[w:w + run])):
             return w
-    return a
+    return None
 
 
-def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], values: FloatArray,
+def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], raw: FloatArray,
                    o: EpisodeOptions) -> tuple[list[Episode], list[Improvement]]:
     region, target, kind = key
-    sigma = _noise(values)
+    sigma = _noise(raw)
+    # Segments, baselines and levels on the series without its short spikes; the runs that
+    # confirm a change, and an episode's level and peak, on the window medians as measured.
+    values = _despike(raw, sigma, o)
     segs = _segments(values, sigma, o)
     episodes: list[Episode] = []
     improvements: list[Improvement] = []
@@ -383,10 +421,24 @@ def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], val
     open_: tuple[int, float] | None = None  # (first window, baseline) of the open episode
 
     def close(first: int, stop: int, baseline: float, end: pd.Timestamp | None) -> None:
-        inside = values[first:stop]
+        inside = raw[first:stop]
         episodes.append(Episode(region, target, kind, times[first], end, baseline,
                                 float(np.median(inside)), float(np.max(inside)),
                                 stop - first))
+
+    def fall(a: int, b: int, level: float, baseline: float, thr: float) -> int | None:
+        """Where the segment [a, b) starts a sustained fall below ``baseline``, or None."""
+        start = _run(baseline - values[a:b] >= thr / 2, min(o.min_windows, b - a))
+        if baseline - level < thr or start is None:
+            return None
+        improvements.append(Improvement(region, target, kind, times[a + start], baseline,
+                                        level))
+        return a + start
+
+    def usual(a: int, b: int, baseline: float, thr: float) -> list[float]:
+        """The windows of [a, b) within the threshold of the baseline: they feed it."""
+        part = values[a:b]
+        return [float(v) for v in part[np.abs(part - baseline) < thr]]
 
     for a, b in segs[1:]:
         level = float(np.median(values[a:b]))
@@ -397,28 +449,56 @@ def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], val
                 continue  # still elevated
             close(first, a, baseline, times[a])
             open_ = None
-            if baseline - level >= thr:
-                improvements.append(Improvement(region, target, kind, times[a], baseline,
-                                                level))
+            at = fall(a, b, level, baseline, thr)
+            if at is not None:
+                normal = [float(v) for v in values[at:b]]  # the baseline follows the new level
+            else:
+                normal += usual(a, b, baseline, thr)
+            continue
+        recent = np.asarray(normal[-o.baseline_windows:], dtype=np.float64)
+        baseline = float(np.median(recent))
+        thr = o.threshold(baseline, sigma)
+        if int(np.sum(np.abs(recent - baseline) < thr / 2)) < min(o.min_windows, len(recent)):
+            # No level to judge against (as many spikes as usual windows at the start of
+            # the series): wait for more windows.
             normal += [float(v) for v in values[a:b]]
             continue
-        baseline = float(np.median(normal[-o.baseline_windows:]))
-        thr = o.threshold(baseline, sigma)
-        # A rise needs min_windows windows above the threshold, not a median lifted by two
-        # spikes in a short segment.
-        if level - baseline >= thr and int(np.sum(values[a:b] - baseline >= thr)) >= min(
-                o.min_windows, b - a):
-            open_ = (_onset(values, a, b, baseline + thr / 2, o.min_windows), baseline)
-            normal += [float(v) for v in values[a:open_[0]]]
+        # A rise is a segment whose median is above the threshold and which holds a run of
+        # min_windows measured windows each above half of it: sustained, not a median lifted
+        # by spikes that come and go.  It starts where that run starts.
+        start = _run(values[a:b] - baseline >= thr / 2, min(o.min_windows, b - a))
+        if level - baseline >= thr and start is not None:
+            open_ = (a + start, baseline)
+            normal += usual(a, a + start, baseline, thr)
             continue
-        if baseline - level >= thr and int(np.sum(baseline - values[a:b] >= thr)) >= min(
-                o.min_windows, b - a):
-            improvements.append(Improvement(region, target, kind, times[a], baseline, level))
-            normal = []  # the baseline follows the new level
-        normal += [float(v) for v in values[a:b]]
+        at = fall(a, b, level, baseline, thr)
+        if at is not None:
+            normal = [float(v) for v in values[at:b]]  # the baseline follows the new level
+        else:
+            # Spikes that did not last stay out of the baseline.
+            normal += usual(a, b, baseline, thr)
     if open_ is not None:
         close(open_[0], len(values), open_[1], None)
     return episodes, improvements
+
+
+def _origin(started: pd.Series, window: pd.Timedelta) -> pd.Timestamp:
+    """Where the windows start: their boundaries fall in the widest lull of the records.
+
+    Records made once a week at some hour of Monday, or every 15 s a little late, sit at
+    nearly the same phase of every window; a boundary at the earliest record would cut that
+    cluster, putting two weeks' records in one window and none in the next.  The boundary
+    goes in the middle of the largest gap between the records' phases instead (circularly),
+    and the first window starts at or before the first record.
+    """
+    first = started.min()
+    w = window.value
+    phases = np.unique((started - first).to_numpy(dtype="timedelta64[ns]").astype(np.int64)
+                        % w)
+    gaps = np.diff(np.append(phases, phases[0] + w))
+    k = int(np.argmax(gaps))
+    boundary = (int(phases[k]) + int(gaps[k]) // 2) % w
+    return pd.Timestamp(first + pd.Timedelta(boundary - w, unit="ns"))
 
 
 def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = None,
@@ -428,17 +508,22 @@ def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = N
     window = episode_window(measurements, o)
     if window is None:
         return None, [], []
-    origin = pd.to_datetime(measurements["started_at"], utc=True).min()
+    series = _series(measurements)
+    if not series:
+        return window, [], []
+    origin = _origin(pd.concat([pd.to_datetime(g["started_at"], utc=True)
+                                for g in series.values()]), window)
     episodes: list[Episode] = []
     improvements: list[Improvement] = []
-    for key, group in _series(measurements).items():
+    for key, group in series.items():
         started = pd.to_datetime(group["started_at"], utc=True)
-        index = ((started - origin) // window).astype("int64")
-        medians = group["rtt_ms"].astype("float64").groupby(index.to_numpy()).median()
+        index = ((started - origin) // window).astype("int64").to_numpy()
+        medians = group["rtt_ms"].astype("float64").groupby(index).median()
         medians = medians[np.isfinite(medians.to_numpy(dtype=np.float64))]
         if len(medians) < 2 * o.min_windows:
             continue
-        times = [origin + int(i) * window for i in medians.index]
+        first_seen = started.groupby(index).min()
+        times = [pd.Timestamp(first_seen[i]) for i in medians.index]
         values: FloatArray = np.asarray(medians.to_numpy(), dtype=np.float64)
         e, i = _pair_episodes(key, times, values, o)
         episodes += e
