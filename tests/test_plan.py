@@ -118,3 +118,92 @@ credentials = { user = "probe", password_env = "NV_TEST_PW" }
     loaded = load_plan(plan)
     assert loaded.targets[0].credentials is not None
     assert loaded.targets[0].credentials.password == "pw"
+
+
+def test_defaults_are_checked_with_every_problem_listed(tmp_path):
+    plan = tmp_path / "d.toml"
+    plan.write_text("""\
+[agent]
+name = "a"
+
+[defaults]
+colour = 1
+
+[defaults.ping]
+count = -5
+bogus = 1
+
+[defaults.trace]
+protocol = "udp"
+pps = "fast"
+
+[defaults.tcp]
+attempts = 0
+
+[defaults.smtp]
+mode = "weird"
+
+[[targets]]
+name = "t"
+addresses = ["127.0.0.1"]
+tests = ["ping"]
+""")
+    with pytest.raises(PlanError) as info:
+        load_plan(plan)
+    expected = [
+        "line 5: defaults.colour: unknown key",
+        "line 7: defaults.ping: count must be 1..",
+        "line 9: defaults.ping.bogus: unknown key",
+        "line 12: defaults.trace.protocol: unknown key",  # set per test (trace:udp), not here
+        "line 13: defaults.trace.pps: must be a number, not 'fast'",
+        "line 15: defaults.tcp: attempts must be 1..",
+        "line 19: defaults.smtp.mode: must be one of 'starttls', 'tls', 'plain'",
+    ]
+    text = str(info.value)
+    for line in expected:
+        assert line in text, text
+    assert len(info.value.problems) == len(expected), text
+
+
+def test_defaults_that_the_probes_accept_pass(tmp_path):
+    plan = tmp_path / "ok.toml"
+    plan.write_text("""\
+[agent]
+name = "a"
+[defaults.ping]
+count = 3
+interval_s = 0.5
+socket = "dgram"
+[defaults.smtp]
+mode = "starttls"
+timeout_s = 30
+[[targets]]
+name = "t"
+addresses = ["127.0.0.1"]
+tests = ["ping", "smtp"]
+""")
+    loaded = load_plan(plan)
+    assert loaded.options["ping"] == {"count": 3, "interval_s": 0.5, "socket": "dgram"}
+
+
+def test_a_plan_that_is_not_utf8_is_a_plan_error(tmp_path):
+    plan = tmp_path / "latin1.toml"
+    plan.write_bytes('[agent]\nname = "a"\nregion = "Bogotá"\n'.encode("latin-1"))
+    with pytest.raises(PlanError, match=r"line 3: not UTF-8"):
+        load_plan(plan)
+
+
+def test_cli_check_exits_2_with_every_problem(tmp_path):
+    from click.testing import CliRunner
+
+    from netvantage.cli import cli
+
+    plan = tmp_path / "p.toml"
+    plan.write_text('[agent]\nname = "a"\n[defaults.ping]\ncount = -5\nnope = 1\n'
+                    '[[targets]]\nname = "t"\naddresses = ["127.0.0.1"]\ntests = ["ping"]\n')
+    result = CliRunner().invoke(cli, ["agent", "run", "--check", "--plan", str(plan)])
+    assert result.exit_code == 2, result.output
+    assert "count must be 1.." in result.output and "defaults.ping.nope" in result.output
+    plan.write_bytes(b'[agent]\nname = "\xff"\n')
+    result = CliRunner().invoke(cli, ["agent", "run", "--check", "--plan", str(plan)])
+    assert result.exit_code == 2 and "not UTF-8" in result.output, result.output

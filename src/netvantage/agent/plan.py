@@ -12,10 +12,13 @@ Test names: ``ping``, ``tcp:PORT``, ``trace`` / ``trace:udp`` /
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -223,12 +226,94 @@ class _Checker:
             self.bad((*path, key), f"unknown key (known: {', '.join(sorted(allowed))})")
 
 
+# Options a plan may not set in [defaults]: each target or test sets them itself.
+_PER_TARGET = {"trace": {"protocol", "port"},
+               "smtp": {"ca_file", "server_name", "username", "password"},
+               "imap": {"ca_file", "server_name", "username", "password"}}
+
+
+def _option_classes() -> dict[str, type[Any]]:
+    from ..measure.mail import MailOptions
+    from ..measure.ping.options import PingOptions
+    from ..measure.tcp import TcpOptions
+    from ..measure.trace.options import TraceOptions
+
+    return {"ping": PingOptions, "tcp": TcpOptions, "trace": TraceOptions,
+            "smtp": MailOptions, "imap": MailOptions}
+
+
+def _fits(value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not fit the type ``hint`` of an option (None: it fits)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        reasons = [_fits(value, a) for a in args if a is not type(None)]
+        return None if any(r is None for r in reasons) else next(
+            (r for r in reasons if r), f"{value!r} is not allowed")
+    if typing.get_origin(hint) is typing.Literal:
+        return None if value in args else \
+            f"must be one of {', '.join(repr(a) for a in args)}, not {value!r}"
+    if hint is bool:
+        return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            f"must be a whole number, not {value!r}"
+    if hint is float:
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else \
+            f"must be a number, not {value!r}"
+    if hint is str:
+        return None if isinstance(value, str) else f"must be a string, not {value!r}"
+    return f"cannot be set in a plan ({value!r})"
+
+
+def _check_defaults(c: _Checker, defaults: Any) -> dict[str, dict[str, Any]]:
+    """``[defaults.KIND]``: every key known, every value of its type, every table a valid
+    set of options as the probe itself checks it (count, timeouts, ceilings ...)."""
+    if not isinstance(defaults, dict):
+        c.bad(("defaults",), "must be a table of [defaults.ping], [defaults.tcp] ...")
+        return {}
+    classes = _option_classes()
+    c.unknown(defaults, ("defaults",), set(classes))
+    options: dict[str, dict[str, Any]] = {}
+    for kind, table in defaults.items():
+        if kind not in classes:
+            continue
+        path: tuple[str | int, ...] = (f"defaults.{kind}",)
+        if not isinstance(table, dict):
+            c.bad(path, f"must be a table of {kind} options, not {table!r}")
+            continue
+        cls = classes[kind]
+        hints = typing.get_type_hints(cls)
+        allowed = {f.name for f in dataclasses.fields(cls)} - _PER_TARGET.get(kind, set())
+        c.unknown(table, path, allowed)
+        good: dict[str, Any] = {}
+        for key in sorted(set(table) & allowed):
+            why = _fits(table[key], hints[key])
+            if why:
+                c.bad((*path, key), why)
+            else:
+                good[key] = table[key]
+        try:  # the probe's own checks, over the options that are well typed
+            cls(**good)
+        except (ValueError, TypeError) as exc:
+            c.bad(path, str(exc))
+        options[kind] = dict(table)
+    return options
+
+
 def load_plan(path: Path | str) -> Plan:
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise PlanError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise PlanError(str(path), [f"line {line}: not UTF-8 (byte {exc.object[exc.start]:#04x} "
+                                    f"at offset {exc.start}); save the plan as UTF-8"]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -281,9 +366,7 @@ def parse_plan(raw: dict[str, Any], text: str = "", source: str = "<memory>",
     if jitter * 2 >= interval:
         c.bad(("schedule", "jitter_s"), "must be less than half of interval_s")
 
-    defaults = raw.get("defaults", {})
-    c.unknown(defaults, ("defaults",), {"ping", "tcp", "trace", "smtp", "imap"})
-    options = {k: dict(v) for k, v in defaults.items() if isinstance(v, dict)}
+    options = _check_defaults(c, raw.get("defaults", {}))
 
     targets: list[TargetPlan] = []
     raw_targets = raw.get("targets", [])
