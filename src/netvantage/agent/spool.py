@@ -16,6 +16,8 @@ kill -9 test compares the collector's store with.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -60,6 +62,9 @@ class Spool:
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 (the WAL and SHM files take the same mode).
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                        timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -21,8 +21,10 @@ Tables::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 import threading
@@ -172,6 +174,11 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is
         # exactly one transaction and nothing is left open between calls.
+        # A new store is created 0600 (results are private); SQLite gives its
+        # WAL and shared-memory files the database file's mode.  Any other
+        # error is left for sqlite3.connect to report.
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=self._busy_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
