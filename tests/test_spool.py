@@ -9,6 +9,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from netvantage.agent.spool import Spool
 from netvantage.results import PingBody, PingRecord, new_id
 from waiting import read_line
@@ -43,12 +45,14 @@ def test_put_batch_ack_reject(tmp_path):
 WRITER = """
 import sys, time
 from datetime import UTC, datetime
+
+import pytest
 from netvantage.agent.spool import Spool
 from netvantage.results import PingBody, PingRecord, new_id
 spool = Spool(__import__("pathlib").Path(sys.argv[1]), audit=True)
 i = 0
 while True:
-    body = PingBody.from_samples([float(i)], ip_version=4, socket="raw", payload_bytes=56,
+    body = PingBody.from_samples([1.0 + i % 100], ip_version=4, socket="raw", payload_bytes=56,
                                  interval_s=1.0, timeout_s=1.0, dont_fragment=False)
     spool.put(PingRecord(id=new_id(), agent="a", target="t", started_at=datetime.now(UTC),
                          duration_ms=1.0, status="ok", body=body))
@@ -74,4 +78,29 @@ def test_kill_9_mid_write_leaves_only_whole_records(tmp_path):
         assert spool.rejected_count() == 0
         assert len(rows) == spool.depth() == len(spool.audit_ids()) > total
         total = len(rows)
+        spool.close()
+
+
+def test_a_full_disk_is_reported_as_such_and_nothing_is_half_written():
+    from netvantage.agent.spool import SpoolWriteError
+    from tmpfs import fill, small_tmpfs
+
+    with small_tmpfs(2048) as disk:
+        spool = Spool(disk / "s.sqlite", audit=True)
+        kept = []
+        filler = fill(disk, 64 << 10)
+        with pytest.raises(SpoolWriteError) as info:
+            for i in range(10_000):
+                r = record(i)
+                spool.put(r)
+                kept.append(r.id)
+        # The real cause, not "cannot rollback - no transaction is active".
+        message = str(info.value)
+        assert "SQLITE_FULL" in message and "disk is full" in message, message
+        assert "rollback" not in message.lower(), message
+        assert spool.depth() == len(kept) > 0  # the failed put left nothing behind
+        filler.unlink()  # room again: the same spool goes on working
+        spool.put(record(1))
+        assert spool.depth() == len(kept) + 1
+        assert spool.ack(kept) == len(kept)
         spool.close()

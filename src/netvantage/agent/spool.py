@@ -12,6 +12,11 @@ lost silently.
 With ``audit=True`` (tests and benchmarks) every id ever spooled is also kept,
 in the same transaction, in an ``audit`` table: that is the ground truth the
 kill -9 test compares the collector's store with.
+
+A write that fails (a full disk: ``SQLITE_FULL``; an I/O error) is rolled back
+whole and raised as :class:`SpoolWriteError` naming SQLite's own error and the
+free space left, never hidden behind a failed ``ROLLBACK``; what the agent
+then does is :mod:`.run`'s business.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NetvantageError, SchemaError
 from ..results import AnyRecord, decode_record, encode_record
 
-__all__ = ["Spool", "SpoolError"]
+__all__ = ["Spool", "SpoolError", "SpoolWriteError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -47,6 +52,10 @@ CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, kind TEXT NOT NULL, targe
 
 class SpoolError(NetvantageError):
     """The spool file cannot be used; the message says which file and why."""
+
+
+class SpoolWriteError(SpoolError):
+    """A write to an open spool failed (full disk, I/O error); nothing of it was kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +90,49 @@ class Spool:
         with self._lock:
             self._db.close()
 
-    def put(self, record: AnyRecord) -> None:
-        """Store ``record`` durably (returns after the commit reached the disk)."""
-        data = encode_record(record)
-        with self._lock:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the caller holds the lock); a failure is a SpoolWriteError.
+
+        SQLite may already have rolled a failed statement's transaction back (it
+        does on SQLITE_FULL): a second ROLLBACK would then fail and its error would
+        hide the real one, so it runs only while a transaction is still open.
+        """
+        try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO spool (id, kind, created, record) VALUES (?, ?, ?, ?)",
-                    (record.id, record.kind, time.time(), data))
-                if self.audit:
-                    self._db.execute("INSERT OR IGNORE INTO audit VALUES (?, ?, ?)",
-                                     (record.id, record.kind, record.target))
+                yield
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
+        except sqlite3.Error as exc:
+            raise SpoolWriteError(f"{self.path}: cannot write to the spool: "
+                                  f"{self._describe(exc)}") from exc
+
+    def _describe(self, exc: sqlite3.Error) -> str:
+        name = getattr(exc, "sqlite_errorname", None)
+        text = f"{name}: {exc}" if name else str(exc)
+        with contextlib.suppress(OSError):
+            st = os.statvfs(self.path.parent)
+            text += f" ({st.f_bavail * st.f_frsize} bytes free on its file system)"
+        return text
+
+    def put(self, record: AnyRecord) -> None:
+        """Store ``record`` durably (returns after the commit reached the disk).
+
+        Raises :class:`SpoolWriteError` if it could not: then nothing of it is stored.
+        """
+        data = encode_record(record)
+        with self._lock, self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO spool (id, kind, created, record) VALUES (?, ?, ?, ?)",
+                (record.id, record.kind, time.time(), data))
+            if self.audit:
+                self._db.execute("INSERT OR IGNORE INTO audit VALUES (?, ?, ?)",
+                                 (record.id, record.kind, record.target))
 
     def batch(self, limit: int) -> list[Pending]:
         """The oldest ``limit`` records, re-validated; unreadable rows move to ``rejected``."""
@@ -117,27 +153,23 @@ class Spool:
         """Forget records the collector has acknowledged; returns how many were removed."""
         if not ids:
             return 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            removed = 0
+        removed = 0
+        with self._lock, self._transaction():
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start:start + 500])
                 cur = self._db.execute(
                     f"DELETE FROM spool WHERE id IN ({','.join('?' * len(chunk))})", chunk)
                 removed += cur.rowcount
-            self._db.execute("COMMIT")
         return removed
 
     def reject(self, items: Sequence[tuple[str, str]]) -> None:
         """Move records the collector refused (id, reason) out of the queue, keeping them."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, self._transaction():
             for rid, reason in items:
                 self._db.execute(
                     "INSERT OR REPLACE INTO rejected SELECT id, record, ?, ? FROM spool "
                     "WHERE id = ?", (reason, time.time(), rid))
                 self._db.execute("DELETE FROM spool WHERE id = ?", (rid,))
-            self._db.execute("COMMIT")
 
     def depth(self) -> int:
         with self._lock:
