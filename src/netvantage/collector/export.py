@@ -11,7 +11,13 @@
   parsing the body (percentiles and deviations stay in ``body``).
   Times are ``timestamp[us, UTC]``.
 * **JSON Lines**: the records exactly as the schema writes them.
-* **CSV**: the envelope columns and ``body`` as JSON text.
+* **CSV**: the envelope columns and ``body`` as JSON text, made safe to open
+  in a spreadsheet (see :func:`csv_cell`): a text cell that starts with
+  ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``
+  so that it is shown as text, never run as a formula, and control characters
+  are written as ``\\xNN``.  Numbers (``schema``, ``duration_ms``) stay
+  numbers, negative ones included: only text is neutralised.  The CSV is for
+  reading; JSON Lines is the lossless export.
 
 Files are written whole or not at all (a temporary name, then a rename), so a
 reader never sees half an export.  pyarrow is imported only for Parquet.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
@@ -34,8 +41,8 @@ from ..files import replaced_whole
 from ..results import AnyRecord, PingRecord, TcpRecord, write_jsonl
 from .store import Store, StoredRow, StoreError
 
-__all__ = ["ENVELOPE", "FORMATS", "SUMMARY_COLUMNS", "export", "export_csv", "export_jsonl",
-           "export_parquet", "flat_row"]
+__all__ = ["ENVELOPE", "FORMATS", "SUMMARY_COLUMNS", "csv_cell", "export", "export_csv",
+           "export_jsonl", "export_parquet", "flat_row"]
 
 FORMATS = ("parquet", "jsonl", "csv")
 Format = Literal["parquet", "jsonl", "csv"]
@@ -50,6 +57,33 @@ SUMMARY_COLUMNS = ("summary_samples", "summary_min_ms", "summary_median_ms",
                    "summary_mean_ms", "summary_max_ms")
 
 _json = msgspec.json.Encoder()
+
+#: A text cell starting with one of these is a formula to a spreadsheet (or,
+#: for tab and carriage return, may become one after trimming).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: C0 controls, DEL and C1 controls: written as ``\xNN``.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell as written: text neutralised for spreadsheets, numbers unchanged.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    gets a leading ``'`` (OWASP's advice on CSV injection; spreadsheets show
+    the rest as text), whatever follows, so ``-1`` *as text* (a target's name)
+    becomes ``'-1``.  Every control character (including tab and newlines: a
+    cell stays on one line) becomes ``\\xNN``.  ``None`` is an empty cell;
+    ``int`` and ``float`` values are numbers and pass unchanged, negative ones
+    too, since a number cell cannot carry a formula.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        text = str(value)
+        if text.startswith(_FORMULA_STARTS):
+            text = "'" + text
+        return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return value
 
 
 def _summary_columns(r: AnyRecord) -> dict[str, Any]:
@@ -103,7 +137,7 @@ def _write_csv(store: Store, fh: IO[str], kind: str | None, since: datetime | No
         flat = flat_row(row)
         for key in ("started_at", "received_at"):
             flat[key] = flat[key].isoformat().replace("+00:00", "Z")
-        writer.writerow(["" if flat[c] is None else flat[c] for c in (*ENVELOPE, "body")])
+        writer.writerow([csv_cell(flat[c]) for c in (*ENVELOPE, "body")])
         n += 1
     return n
 
