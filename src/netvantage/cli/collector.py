@@ -31,6 +31,8 @@ Examples:
 API: POST /v1/records (Authorization: Bearer TOKEN, Content-Type: application/x-ndjson,
 one record per line) answers {"accepted", "duplicates", "ids"}; GET /v1/health.
 A refused batch (401, 403, 400, 422, 413, 415) stores nothing and says why, line by line.
+A connection over --max-connections is answered 503; a request whose headers or body
+arrive too slowly (--header-timeout, --body-timeout) is answered 408 and closed.
 SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store closes.""")
 @store_option
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -49,16 +51,36 @@ SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store 
                    "faster, a power loss may lose the last acknowledged batches.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (decoding uses one CPU per process).")
+@click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=1000,
+              show_default=True,
+              help="Open connections per process at most; one more is answered 503 and closed.")
+@click.option("--header-timeout", type=click.FloatRange(0.1, 3600), default=10.0,
+              show_default=True,
+              help="Seconds a request's line and headers may take to arrive (then 408).")
+@click.option("--body-timeout", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True,
+              help="Seconds a request's body may take to arrive after its headers (then 408).")
+@click.option("--keep-alive", type=click.IntRange(1, 3600), default=30, show_default=True,
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-header-kb", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Request line and headers at most, in KiB (more: 400).")
+@click.option("--backlog", type=click.IntRange(1, 65535), default=1024, show_default=True,
+              help="Connections the kernel queues before they are accepted.")
 def collector_serve(store_path: Path, host: str, port: int, tls_cert: Path | None,
                     tls_key: Path | None, max_body_mb: float, synchronous: str,
-                    workers: int) -> None:
+                    workers: int, max_connections: int, header_timeout: float,
+                    body_timeout: float, keep_alive: int, max_header_kb: int,
+                    backlog: int) -> None:
     """Receive agents' records over HTTP(S) and store them."""
-    from ..collector.serve import serve
+    from ..collector.serve import Limits, serve
 
+    limits = Limits(max_connections=max_connections, header_timeout_s=header_timeout,
+                    body_timeout_s=body_timeout, keep_alive_s=keep_alive,
+                    max_header_bytes=max_header_kb * 1024, backlog=backlog)
     serve(store_path, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
           max_body_bytes=int(max_body_mb * 1024 * 1024),
           synchronous="normal" if synchronous == "normal" else "full", workers=workers,
-          announce=lambda line: click.echo(line))
+          limits=limits, announce=lambda line: click.echo(line))
 
 
 @collector.command("add-agent", context_settings=CONTEXT, epilog="""\b
