@@ -4,7 +4,9 @@
     ``Authorization: Bearer TOKEN``, ``Content-Type: application/x-ndjson``,
     body: JSON Lines, one record per line.  200 answers
     ``{"accepted": N, "duplicates": M, "ids": [every id of the batch]}``;
-    duplicates (ids already stored) are acknowledged and not stored twice.
+    duplicates (the same record already stored: same agent, same id, same
+    content) are acknowledged and not stored twice.  Ids are unique per agent:
+    another agent's record with the same id is a different record.
 
 ``GET /v1/health``
     ``{"ok": true}``, no token needed.
@@ -20,7 +22,18 @@ first that fails decides the status:
 400   a line that is not JSON (every such line listed)
 422   a line that is JSON but not a valid record (every such line listed)
 403   a valid record naming another agent than the token's (line listed)
+409   a record whose (agent, id) is stored (or repeated in the batch) with
+      other content: a *conflict*, every such id listed; the agent keeps
+      those records (in its spool's ``rejected`` table) and says so
 ====  ==================================================================
+
+The work per request is bounded: a batch whose fast all-good decoding fails
+is read line by line only until :data:`MAX_PROBLEMS` bad lines are found;
+the answer then says where reading stopped, lists those lines, and nothing of
+the batch is stored.  No per-line object is built past that bound, and a
+line is never decoded into generic Python objects (only checked as JSON), so
+a 16 MiB body of garbage costs no more memory than the body itself.  A line
+nested deeper than the decoder's recursion guard is "not JSON" (400).
 
 Lines are numbered from 1; blank lines are skipped but counted.  Parsing,
 validation and the store write run in a worker thread so that the event loop
@@ -31,9 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import msgspec
@@ -46,6 +58,7 @@ from starlette.routing import Route
 
 from ..errors import SchemaError
 from ..results import AnyRecord, decode_record
+from ..results.jsonl import NESTED_TOO_DEEP
 from .store import Store
 
 __all__ = [
@@ -60,14 +73,25 @@ __all__ = [
 
 CONTENT_TYPE = "application/x-ndjson"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-#: Problems listed in one answer at most (the count in ``error`` is always exact):
-#: a 16 MiB body of two-byte lines would otherwise answer with a gigabyte.
-MAX_PROBLEMS = 1000
+#: Bad lines after which a batch is no longer read (and the most an answer lists):
+#: a 16 MiB body of two-byte lines would otherwise cost a problem object per line
+#: (gigabytes) for an answer nobody reads past the first few.
+MAX_PROBLEMS = 100
+#: A problem's reason is cut to this many characters.
+MAX_REASON_CHARS = 300
 
 log = logging.getLogger("netvantage.collector")
 
 _batch_decoder = msgspec.json.Decoder(AnyRecord)
-_any_decoder = msgspec.json.Decoder()
+# Checks that a line is JSON without building Python objects for its contents.
+_syntax_decoder = msgspec.json.Decoder(msgspec.Raw)
+
+
+class _IdOnly(msgspec.Struct):
+    id: str | None = None
+
+
+_id_decoder = msgspec.json.Decoder(_IdOnly)
 _json = msgspec.json.Encoder()
 
 
@@ -95,18 +119,41 @@ class Rejection:
                         media_type="application/json", headers=self.headers)
 
 
-def _id_of(value: Any) -> str | None:
-    if isinstance(value, dict):
-        got = value.get("id")
-        if isinstance(got, str):
-            return got
-    return None
+def _classify(line: bytes) -> tuple[bool, str | None, str | None]:
+    """(is JSON, its string ``id`` if any, why not JSON) for a line that failed the schema."""
+    try:
+        _syntax_decoder.decode(line)
+    except msgspec.DecodeError as bad:
+        return False, None, f"malformed JSON: {bad}"
+    except RecursionError:
+        return False, None, NESTED_TOO_DEEP
+    try:
+        return True, _id_decoder.decode(line).id, None
+    except (msgspec.DecodeError, RecursionError):
+        return True, None, None
+
+
+def _numbered_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``body`` numbered from 1, one at a time (never a list of them all)."""
+    start, number, end_of_body = 0, 0, len(body)
+    while start <= end_of_body:
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = end_of_body
+        number += 1
+        yield number, body[start:end]
+        start = end + 1
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 1] + "…"
 
 
 def check_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
     """Decode and validate a JSON Lines batch sent with ``agent``'s token.
 
-    Returns every record, or the :class:`Rejection` listing every bad line.
+    Returns every record, or the :class:`Rejection` listing the bad lines (at
+    most :data:`MAX_PROBLEMS`: reading stops there).
     """
     try:
         # Fast path: one call for the whole batch (the usual case, all good).
@@ -119,45 +166,64 @@ def check_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
 
 
 def _explain_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
-    """The slow path: line by line, collecting every problem with its line number."""
+    """The slow path: line by line, collecting problems with their line numbers.
+
+    Stops after :data:`MAX_PROBLEMS` problems; once a line is bad no record
+    is kept (the batch will be refused whole), so memory stays bounded.
+    """
     malformed: list[Problem] = []
     invalid: list[Problem] = []
     foreign: list[Problem] = []
     records: list[AnyRecord] = []
-    for number, raw in enumerate(body.split(b"\n"), start=1):
+    bad = 0
+    stopped_at: int | None = None
+    for number, raw in _numbered_lines(body):
         line = raw.strip()
         if not line:
             continue
         try:
             record = decode_record(line)
         except SchemaError as exc:
-            try:
-                value = _any_decoder.decode(line)
-            except msgspec.DecodeError as bad:
-                malformed.append(Problem(number, None, f"malformed JSON: {bad}"))
+            is_json, rid, why = _classify(line)
+            if is_json:
+                invalid.append(Problem(number, rid, _cut(str(exc))))
+            else:
+                malformed.append(Problem(number, None, _cut(why or str(exc))))
+        else:
+            if record.agent != agent:
+                foreign.append(Problem(
+                    number, record.id,
+                    _cut(f"record names agent {record.agent!r} but the token belongs to "
+                         f"{agent!r}")))
+            elif not bad:
+                records.append(record)
                 continue
-            invalid.append(Problem(number, _id_of(value), str(exc)))
-            continue
-        if record.agent != agent:
-            foreign.append(Problem(
-                number, record.id,
-                f"record names agent {record.agent!r} but the token belongs to {agent!r}"))
-            continue
-        records.append(record)
-    total = len(malformed) + len(invalid) + len(foreign)
+            else:
+                continue
+        if not bad:
+            records.clear()  # the batch is refused: keep nothing of it
+        bad += 1
+        if bad >= MAX_PROBLEMS:
+            stopped_at = number
+            break
+    if not bad:
+        return records
     every = sorted([*malformed, *invalid, *foreign], key=lambda p: p.line or 0)
+    if stopped_at is None:
+        found = f"{bad} bad line(s) in all"
+    else:
+        found = (f"reading stopped at line {stopped_at} after {MAX_PROBLEMS} bad lines; "
+                 "the rest was not checked")
     nothing = "nothing of this batch was stored"
     if malformed:
-        return Rejection(400, f"{len(malformed)} line(s) are not JSON ({total} bad line(s) in "
-                              f"all); {nothing}", every)
-    if invalid:
-        return Rejection(422, f"{len(invalid)} line(s) do not fit the result schema ({total} "
-                              f"bad line(s) in all); {nothing}", every)
-    if foreign:
-        return Rejection(403, f"{len(foreign)} record(s) name another agent than the token's "
-                              f"({agent!r}); an agent writes only in its own name; {nothing}",
+        return Rejection(400, f"{len(malformed)} line(s) are not JSON ({found}); {nothing}",
                          every)
-    return records
+    if invalid:
+        return Rejection(422, f"{len(invalid)} line(s) do not fit the result schema ({found}); "
+                              f"{nothing}", every)
+    return Rejection(403, f"{len(foreign)} record(s) name another agent than the token's "
+                          f"({agent!r}); an agent writes only in its own name ({found}); "
+                          f"{nothing}", every)
 
 
 def _bearer(request: Request) -> str | None:
@@ -219,6 +285,18 @@ def _ingest(store: Store, body: bytes, agent: str) -> Response:
         log.warning("batch from %s refused (%d): %s", agent, checked.status, checked.error)
         return checked.response()
     result = store.add_records(checked)
+    if result.conflicts:
+        shown = result.conflicts[:MAX_PROBLEMS]
+        refusal = Rejection(
+            409, f"{len(result.conflicts)} record(s) reuse an id this agent already sent with "
+                 "other content (a conflict: the stored record is kept as it is); keep these "
+                 "records and find out why their content changed; nothing of this batch was "
+                 "stored",
+            [Problem(None, rid, "conflict: this agent already sent a different record with "
+                                "this id") for rid in shown])
+        log.warning("batch from %s refused (409): %d conflict(s), e.g. %s", agent,
+                    len(result.conflicts), shown[0])
+        return refusal.response()
     log.info("batch from %s: %d accepted, %d duplicate(s)", agent, len(result.accepted),
              len(result.duplicates))
     answer = {"accepted": len(result.accepted), "duplicates": len(result.duplicates),

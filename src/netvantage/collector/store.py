@@ -2,14 +2,20 @@
 
 Tables::
 
-    records(id TEXT PRIMARY KEY, agent, kind, region, target, address,
-            started_at, status, source, received_at, json)
+    records(id, agent, kind, region, target, address, started_at, status,
+            source, received_at, json, PRIMARY KEY (agent, id))
     agents(name TEXT PRIMARY KEY, token_sha256 TEXT UNIQUE, created_at, rotated_at)
 
 * A batch is written in **one transaction**: all of it or none of it.  A
-  record whose ``id`` is already stored is a *duplicate*: it is acknowledged
-  and not stored again (the first copy wins; ids are stable, so a retried
-  upload carries the same record).
+  record is identified by its **(agent, id)**: ids are unique per agent, so
+  another agent's record that happens to carry the same id is a different
+  record.  A record whose (agent, id) is already stored *with the same
+  content* is a *duplicate*: it is acknowledged and not stored again (ids are
+  stable, so a retried upload carries the same record).  The same (agent, id)
+  with *other* content is a *conflict*: the batch is refused whole and the
+  conflicting ids are reported (the stored record is never replaced).
+* A store made when ids were unique on their own (``id TEXT PRIMARY KEY``) is
+  migrated to the (agent, id) key when opened, in one transaction.
 * Timestamps are stored as fixed-width UTC text (``2026-11-28T19:00:00.123456Z``)
   so that text order is time order and the file reads well in ``sqlite3``.
 * WAL mode lets other processes (``netvantage export``, a notebook) read a
@@ -29,7 +35,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -52,7 +58,7 @@ __all__ = [
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
-    id          TEXT PRIMARY KEY,
+    id          TEXT NOT NULL,
     agent       TEXT NOT NULL,
     kind        TEXT NOT NULL,
     region      TEXT,
@@ -62,7 +68,8 @@ CREATE TABLE IF NOT EXISTS records (
     status      TEXT NOT NULL,
     source      TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    json        TEXT NOT NULL
+    json        TEXT NOT NULL,
+    PRIMARY KEY (agent, id)
 );
 CREATE INDEX IF NOT EXISTS records_kind_started ON records (kind, started_at);
 CREATE TABLE IF NOT EXISTS agents (
@@ -82,6 +89,8 @@ _INSERT = (
     + ", ?1, json_extract(value, '$[9]') FROM json_each(?2)"
 )
 _rows_encoder = msgspec.json.Encoder()
+_COLUMNS = ("id, agent, kind, region, target, address, started_at, status, source, "
+            "received_at, json")
 
 # SQLite's default limit of host parameters in one statement is 32766 since
 # 3.32 (999 before); stay well under the old one for the duplicate look-up.
@@ -100,10 +109,16 @@ class AgentExistsError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What one batch did: the ids newly stored and the ids already there, in batch order."""
+    """What one batch did: the ids newly stored and the ids already there, in batch order.
+
+    ``conflicts``: ids whose (agent, id) is stored, or repeated in the batch, with
+    other content.  When there is any, nothing of the batch was stored (and
+    ``accepted`` and ``duplicates`` are empty).
+    """
 
     accepted: list[str]
     duplicates: list[str]
+    conflicts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +127,22 @@ class StoredRow:
 
     record: AnyRecord
     received_at: str
+
+
+def _same_record(stored: str, offered: str) -> bool:
+    """Whether a stored record's JSON and an offered one's are the same record.
+
+    Equal text is the usual case; otherwise both are decoded and compared, so a
+    record stored by another netvantage version (its encoder may order or
+    default fields differently) is still recognised.  A stored text that no
+    longer decodes is a different record.
+    """
+    if stored == offered:
+        return True
+    try:
+        return decode_record(stored) == decode_record(offered)
+    except NetvantageError:
+        return False
 
 
 def new_token() -> str:
@@ -166,8 +197,34 @@ class Store:
         try:
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
+
+    def _keyed_by_id_alone(self) -> bool:
+        info = self._writer.execute("PRAGMA table_info(records)").fetchall()
+        return {str(r[1]): int(r[5]) for r in info}.get("agent", 0) == 0
+
+    def _migrate(self) -> None:
+        """Move a store keyed by ``id`` alone to the (agent, id) key (one transaction)."""
+        if not self._keyed_by_id_alone():
+            return
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._keyed_by_id_alone():  # another process may have migrated meanwhile
+                table = _SCHEMA.split(";")[0].replace("TABLE IF NOT EXISTS records",
+                                                     "TABLE records_by_agent")
+                conn.execute(table)
+                conn.execute(f"INSERT INTO records_by_agent ({_COLUMNS}) "
+                             f"SELECT {_COLUMNS} FROM records")
+                conn.execute("DROP TABLE records")
+                conn.execute("ALTER TABLE records_by_agent RENAME TO records")
+                conn.execute(_SCHEMA.split(";")[1])
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ connections
 
@@ -272,18 +329,31 @@ class Store:
     # ------------------------------------------------------------------ records
 
     def add_records(self, records: Sequence[AnyRecord]) -> BatchResult:
-        """Store a batch in one transaction; ids already stored (or repeated) are duplicates."""
-        rows: dict[str, tuple[str | None, ...]] = {}
+        """Store a batch in one transaction.
+
+        A record whose (agent, id) is already stored with the same content (or
+        repeated in the batch) is a duplicate; with other content a conflict, and
+        then nothing is stored (see :class:`BatchResult`).
+        """
+        rows: dict[tuple[str, str], tuple[str | None, ...]] = {}
+        conflicts: list[str] = []
         for r in records:
-            if r.id not in rows:  # a record repeated inside the batch counts once
-                rows[r.id] = (r.id, r.agent, r.kind, r.region, r.target, r.address,
-                              utc_text(r.started_at), r.status, r.source,
-                              encode_record(r).decode("utf-8"))
+            key = (r.agent, r.id)
+            text = encode_record(r).decode("utf-8")
+            known = rows.get(key)
+            if known is None:
+                rows[key] = (r.id, r.agent, r.kind, r.region, r.target, r.address,
+                             utc_text(r.started_at), r.status, r.source, text)
+            elif known[-1] != text and r.id not in conflicts:
+                conflicts.append(r.id)
+        if conflicts:
+            return BatchResult([], [], conflicts)
         # The whole batch is one parameter (a JSON array of rows) of one
         # statement: SQLite then inserts it without holding the GIL, where
         # executemany() takes the GIL back for every row and, with other
         # threads decoding, waits for it each time while holding the write lock.
         packed = _rows_encoder.encode(list(rows.values()))
+        seen: set[tuple[str, str]] = set()
         with self._write_lock:
             conn = self._writer
             received = utc_text(datetime.now(UTC))
@@ -298,11 +368,16 @@ class Store:
                 if conn.total_changes - before != len(rows):
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
-                    seen = self._existing(conn, list(rows))
+                    stored = self._existing(conn, list(rows))
+                    for key, text in stored.items():
+                        if not _same_record(text, str(rows[key][-1])):
+                            conflicts.append(key[1])
+                    if conflicts:
+                        conn.execute("ROLLBACK")
+                        return BatchResult([], [], conflicts)
+                    seen = set(stored)
                     fresh = [v for k, v in rows.items() if k not in seen]
                     conn.execute(_INSERT, (received, _rows_encoder.encode(fresh)))
-                else:
-                    seen = set()
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -310,22 +385,29 @@ class Store:
         accepted: list[str] = []
         duplicates: list[str] = []
         for r in records:
-            if r.id in seen:
+            key = (r.agent, r.id)
+            if key in seen:
                 duplicates.append(r.id)
             else:
                 accepted.append(r.id)
-                seen.add(r.id)
+                seen.add(key)
         return BatchResult(accepted, duplicates)
 
     @staticmethod
-    def _existing(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start:start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found.update(str(r[0]) for r in conn.execute(
-                f"SELECT id FROM records WHERE id IN ({marks})", chunk))
+    def _existing(conn: sqlite3.Connection,
+                  keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The stored JSON of those (agent, id) keys that are stored."""
+        found: dict[tuple[str, str], str] = {}
+        by_agent: dict[str, list[str]] = {}
+        for agent, rid in dict.fromkeys(keys):
+            by_agent.setdefault(agent, []).append(rid)
+        for agent, ids in by_agent.items():
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start:start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(((agent, str(rid)), str(text)) for rid, text in conn.execute(
+                    f"SELECT id, json FROM records WHERE agent = ? AND id IN ({marks})",
+                    [agent, *chunk]))
         return found
 
     def count(self, *, kind: str | None = None) -> int:

@@ -40,7 +40,18 @@ def decode_record(data: bytes | str) -> AnyRecord:
         record: AnyRecord = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise SchemaError(_explain(data, exc)) from None
+    except RecursionError:
+        raise SchemaError(NESTED_TOO_DEEP) from None
+    except (ArithmeticError, ValueError) as exc:
+        # A check in a struct's __post_init__ that failed other than with a
+        # ValueError msgspec translates (e.g. an overflow): still bad data.
+        raise SchemaError(f"a value is out of range: {exc}") from None
     return record
+
+
+#: Why a line nested deeper than the decoder's recursion guard is refused (a record
+#: is at most seven levels deep; the guard stops at roughly a thousand).
+NESTED_TOO_DEEP = "nested too deeply (arrays or objects inside each other past the decoder's limit)"
 
 
 def _explain(data: bytes | str, exc: msgspec.DecodeError) -> str:
@@ -48,6 +59,8 @@ def _explain(data: bytes | str, exc: msgspec.DecodeError) -> str:
         head = _head_decoder.decode(data)
     except msgspec.DecodeError:
         return f"not a JSON object: {exc}"
+    except RecursionError:
+        return NESTED_TOO_DEEP
     newer = (isinstance(head.schema, int) and not isinstance(head.schema, bool)
              and head.schema > SCHEMA_VERSION)
     if newer:

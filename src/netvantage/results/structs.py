@@ -18,7 +18,11 @@ from typing import Annotated, Any, Literal, TypeAlias
 import msgspec
 
 __all__ = [
+    "EARLIEST_START",
     "KINDS",
+    "MAX_AHEAD_S",
+    "MAX_FIGURE",
+    "MAX_RTT_MS",
     "PHASES_IMAP",
     "PHASES_SMTP",
     "SCHEMA_VERSION",
@@ -68,7 +72,29 @@ STATUSES: tuple[str, ...] = (
     "ok", "timeout", "refused", "unreachable", "tls_error", "protocol_error", "error",
 )
 
-NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+# --------------------------------------------------------------------------- plausible values
+# Bounds on what a record may claim, so that a hostile or broken source cannot
+# make a checker overflow (1e308 RTTs) or the analysis crash later (a year
+# pandas cannot represent).  docs/results.md lists them.
+
+#: The longest RTT (and any time figure derived from RTTs) a record may carry:
+#: ten minutes, far beyond any timeout a probe uses.  An RTT is also > 0.
+MAX_RTT_MS = 600_000.0
+#: The largest value of any other non-negative number (durations, timeouts,
+#: intervals): finite and below 10^12, so sums and means stay finite.
+MAX_FIGURE = 1e12
+#: No measurement starts before this (a clock that was never set reads 1970).
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+#: How far ``started_at`` may be ahead of the clock of whoever reads the
+#: record (the collector at ingest, the analysis when loading): 24 hours.
+MAX_AHEAD_S = 24 * 3600.0
+_EARLIEST_TS = EARLIEST_START.timestamp()
+
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0, le=MAX_FIGURE)]
+#: A measured round trip: > 0 ms (a lost probe is null, never 0), at most MAX_RTT_MS.
+RttMs = Annotated[float, msgspec.Meta(gt=0, le=MAX_RTT_MS)]
+#: A figure in ms derived from RTTs (a statistic, a kernel's estimate): 0 to MAX_RTT_MS.
+TimeMs = Annotated[float, msgspec.Meta(ge=0, le=MAX_RTT_MS)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -111,11 +137,11 @@ def new_id() -> str:
 class RttStats(msgspec.Struct, frozen=True):
     """Summary of a sequence of RTT samples; every field is ``None`` without samples."""
 
-    min_ms: float | None
-    median_ms: float | None
-    mean_ms: float | None
-    max_ms: float | None
-    jitter_ms: float | None
+    min_ms: TimeMs | None
+    median_ms: TimeMs | None
+    mean_ms: TimeMs | None
+    max_ms: TimeMs | None
+    jitter_ms: TimeMs | None
 
 
 _NO_STATS = RttStats(None, None, None, None, None)
@@ -183,8 +209,18 @@ def _percent(key: str) -> float:
 
 
 def _figure(where: str, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{where} is {value!r}: a time is a finite number >= 0 or null")
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_RTT_MS):
+        raise ValueError(f"{where} is {value!r}: a time is a number from 0 to {MAX_RTT_MS:g} "
+                         "ms or null")
+
+
+def _check_rtts(where: str, values: Sequence[float | None]) -> None:
+    """Every measured RTT is > 0 and at most MAX_RTT_MS (for records built in Python:
+    msgspec checks the same bounds when decoding)."""
+    for i, v in enumerate(values):
+        if v is not None and not (0 < v <= MAX_RTT_MS):
+            raise ValueError(f"{where}[{i}] is {v!r}: an RTT is > 0 and at most "
+                             f"{MAX_RTT_MS:g} ms (a lost probe is null)")
 
 
 class RttSummary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -200,13 +236,13 @@ class RttSummary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """
 
     samples: NonNegInt | None = None
-    min_ms: NonNegFloat | None = None
-    median_ms: NonNegFloat | None = None
-    mean_ms: NonNegFloat | None = None
-    max_ms: NonNegFloat | None = None
-    stdev_ms: NonNegFloat | None = None
-    mdev_ms: NonNegFloat | None = None
-    percentiles_ms: dict[str, NonNegFloat] = {}
+    min_ms: TimeMs | None = None
+    median_ms: TimeMs | None = None
+    mean_ms: TimeMs | None = None
+    max_ms: TimeMs | None = None
+    stdev_ms: TimeMs | None = None
+    mdev_ms: TimeMs | None = None
+    percentiles_ms: dict[str, TimeMs] = {}
 
     def __post_init__(self) -> None:
         # msgspec checks the constraints when decoding, not when a struct is built
@@ -331,7 +367,7 @@ class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Replies received; ``None`` only in a summary body whose source does not say.
     received: NonNegInt | None
     duplicates: NonNegInt = 0
-    rtts_ms: list[NonNegFloat | None]
+    rtts_ms: list[RttMs | None]
     stats: RttStats
     loss_ratio: Ratio | None
     icmp_errors: list[IcmpError] = []
@@ -350,6 +386,7 @@ class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         elif self.sent is None or self.received is None:
             raise ValueError("sent and received are null only in a summary body")
         else:
+            _check_rtts("rtts_ms", self.rtts_ms)
             if len(self.rtts_ms) != self.sent:
                 raise ValueError(f"rtts_ms has {len(self.rtts_ms)} entries for {self.sent} sent")
             got = sum(r is not None for r in self.rtts_ms)
@@ -423,11 +460,12 @@ class TcpAttempt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """
 
     status: Status
-    connect_ms: NonNegFloat | None = None
-    handshake_rtt_ms: NonNegFloat | None = None
+    connect_ms: RttMs | None = None
+    handshake_rtt_ms: TimeMs | None = None
     error: str | None = None
 
     def __post_init__(self) -> None:
+        _check_rtts("connect_ms", [self.connect_ms])
         if self.status == "ok" and self.connect_ms is None:
             raise ValueError("a successful attempt needs connect_ms")
         if self.status != "ok" and self.connect_ms is not None:
@@ -517,8 +555,8 @@ class Annotation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     as_org: str | None = None
     country: str | None = None
     city: str | None = None
-    lat: float | None = None
-    lon: float | None = None
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
     rdns: str | None = None
     source: str | None = None
 
@@ -533,7 +571,7 @@ class TraceProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     cycle: NonNegInt = 0
     address: str | None = None
-    rtt_ms: NonNegFloat | None = None
+    rtt_ms: RttMs | None = None
     icmp_type: NonNegInt | None = None
     icmp_code: NonNegInt | None = None
     tcp_flags: str | None = None
@@ -733,6 +771,15 @@ class Record(
         offset = self.started_at.utcoffset()
         if offset is None or offset.total_seconds() != 0:
             raise ValueError("started_at must be in UTC")
+        when = self.started_at.timestamp()
+        if when < _EARLIEST_TS:
+            raise ValueError(f"started_at {self.started_at.isoformat()} is before "
+                             f"{EARLIEST_START.date()}: the measuring clock was not set")
+        if when > time.time() + MAX_AHEAD_S:
+            raise ValueError(f"started_at {self.started_at.isoformat()} is more than "
+                             f"{MAX_AHEAD_S / 3600:g} h ahead of this clock (now "
+                             f"{utc_now().isoformat(timespec='seconds')}): the measuring "
+                             "clock is wrong")
         if self.status == "ok" and self.error is not None:
             raise ValueError("an ok record carries no error text")
 
