@@ -85,3 +85,119 @@ def test_crashing_probe_is_reported_and_the_rest_goes_on(tmp_path):
     spool = Spool(tmp_path / "unit.spool.sqlite")
     assert spool.depth() == 6
     spool.close()
+
+
+def _ping_record(job, origin) -> PingRecord:
+    body = PingBody.from_samples([1.0], ip_version=4, socket="raw", payload_bytes=56,
+                                 interval_s=1.0, timeout_s=1.0, dont_fragment=False)
+    return PingRecord(id=new_id(), agent=origin.agent, target=job.target.name,
+                      address=job.address, started_at=datetime.now(UTC), duration_ms=1.0,
+                      status="ok", body=body)
+
+
+def _many_jobs_plan(spool: str, addresses: int, limit_s: float, tests: str = '"ping"') -> str:
+    return f"""
+[agent]
+name = "full"
+spool = "{spool}"
+spool_error_limit_s = {limit_s}
+[schedule]
+interval_s = 5
+start_spread_s = 0
+concurrency = 4
+max_starts_per_s = 100
+[defaults.tcp]
+attempts = 1
+timeout_s = 1
+[[targets]]
+name = "t"
+addresses = [{", ".join(f'"127.0.{i // 250}.{i % 250 + 1}"' for i in range(addresses))}]
+tests = [{tests}]
+"""
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_full_spool_disk_pauses_measuring_loudly_and_loses_nothing():
+    import tomllib
+
+    from tmpfs import fill, small_tmpfs
+
+    with small_tmpfs(2048) as disk:
+        text = _many_jobs_plan(str(disk / "s.sqlite"), 300, 120)
+        plan = parse_plan(tomllib.loads(text), text, base=disk)
+        measured: list[str] = []
+        paused_at: list[int] = []
+
+        async def fake_measure(job, plan_, origin):
+            await asyncio.sleep(0.005)
+            record = _ping_record(job, origin)
+            measured.append(record.id)
+            return record
+
+        out = Lines()
+        agent = Agent(plan, audit=True, out=out, status_interval_s=0.2,
+                      measure=fake_measure)  # type: ignore[arg-type]
+        filler = fill(disk, 96 << 10)  # room for a few dozen results
+
+        async def scenario():
+            task = asyncio.create_task(agent.run(drain_s=2.0))
+            await wait_until_async(lambda: task.done() or agent.spool_error, 30,
+                                   "the spool write to fail")
+            assert not task.done()
+            line = agent.status_line()
+            assert "MEASURING PAUSED" in line and "SQLITE_FULL" in line, line
+            # Paused: no measurement starts while nothing can be kept (in-flight ones end).
+            await asyncio.sleep(0.1)
+            paused_at.append(len(measured))
+            await asyncio.sleep(1.5)
+            assert len(measured) == paused_at[0]
+            assert agent.stats.skipped_spool > 0
+            filler.unlink()
+            await wait_until_async(lambda: task.done() or agent.spool_error is None, 30,
+                                   "measuring to resume")
+            assert "PAUSED" not in agent.status_line()
+            await wait_until_async(lambda: task.done() or len(measured) > paused_at[0], 30,
+                                   "a new measurement after the pause")
+            agent.stop.set()
+            return await task
+
+        stats = asyncio.run(scenario())
+        assert any("MEASURING PAUSED" in line and "SQLITE_FULL" in line for line in out.lines)
+        assert any("measuring resumes" in line for line in out.lines)
+        assert stats.lost == 0
+        spool = Spool(disk / "s.sqlite", audit=True)
+        spooled = {a for a, _, _ in spool.audit_ids()}
+        spool.close()
+        assert set(measured) == spooled  # every result measured reached the spool
+        assert stats.measured == len(measured)
+
+
+def test_a_spool_that_stays_full_stops_the_agent_with_exit_1():
+    import subprocess
+
+    from conftest import NETVANTAGE
+    from tmpfs import fill, small_tmpfs
+
+    with small_tmpfs(2048) as disk:
+        plan = disk / "plan.toml"
+        # TCP to closed loopback ports: real results, quickly, and no privilege needed.
+        plan.write_text(_many_jobs_plan("s.sqlite", 400, 2, '"tcp:9"'))
+        fill(disk, 96 << 10)
+        proc = subprocess.run([NETVANTAGE, "agent", "run", "--plan", str(plan), "--duration",
+                               "120", "--status-interval", "0.5"],
+                              capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "MEASURING PAUSED" in err and "SQLITE_FULL" in err, err[-3000:]
+    assert "netvantage: error: spool writes failed for 2 s" in err, err[-3000:]
+    assert "rollback" not in err.lower()

@@ -34,6 +34,8 @@ _DEFAULT_PORT = {"smtp": 25, "imap": 143}
 MIN_INTERVAL_S = 5.0
 MAX_CONCURRENCY = 64
 MAX_JOBS = 2_000
+# How long spool writes may keep failing (a full disk) before the agent gives up and exits 1.
+SPOOL_ERROR_LIMIT_S = 300.0
 
 
 class PlanError(NetvantageError):
@@ -114,6 +116,7 @@ class Plan:
     targets: tuple[TargetPlan, ...]
     source: str = "<memory>"
     jobs: tuple[Job, ...] = field(default=())
+    spool_error_limit_s: float = SPOOL_ERROR_LIMIT_S
 
     def __post_init__(self) -> None:
         jobs = tuple(Job(t, a, s) for t in self.targets for a in t.addresses for s in t.tests)
@@ -327,13 +330,15 @@ def parse_plan(raw: dict[str, Any], text: str = "", source: str = "<memory>",
     base = base or Path.cwd()
     c.unknown(raw, (), {"agent", "collector", "schedule", "defaults", "targets"})
     agent = raw.get("agent", {})
-    c.unknown(agent, ("agent",), {"name", "region", "spool"})
+    c.unknown(agent, ("agent",), {"name", "region", "spool", "spool_error_limit_s"})
     name = c.string(agent, ("agent",), "name", required=True) or "agent"
     if not _NAME.match(name):
         c.bad(("agent", "name"), "letters, digits and . _ : - only (at most 64)")
     region = c.string(agent, ("agent",), "region")
     spool_text = c.string(agent, ("agent",), "spool")
     spool = (base / spool_text) if spool_text else base / f"{name}.spool.sqlite"
+    spool_limit = c.number(agent, ("agent",), "spool_error_limit_s", SPOOL_ERROR_LIMIT_S, 1,
+                           86_400)
 
     col = raw.get("collector", {})
     c.unknown(col, ("collector",), {"url", "token", "token_file", "ca_file", "batch_size",
@@ -456,4 +461,5 @@ def parse_plan(raw: dict[str, Any], text: str = "", source: str = "<memory>",
         upload_interval_s=upload_interval, upload_timeout_s=upload_timeout, interval_s=interval,
         jitter_s=jitter, start_spread_s=spread, concurrency=concurrency,
         max_starts_per_s=starts, options=options, targets=tuple(targets), source=source,
+        spool_error_limit_s=spool_limit,
     )

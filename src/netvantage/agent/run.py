@@ -14,6 +14,16 @@ uploader drains the spool in the background.  SIGTERM or SIGINT: stop
 starting measurements, let running ones finish (bounded), try one last
 upload (bounded), close the spool.  A ``kill -9`` loses only measurements
 that had not reached the spool yet.
+
+A spool write that fails (a full disk) stops measuring, loudly: the result is
+held in memory and written again every few seconds, no new measurement
+starts (each round that is due meanwhile is counted as skipped), and the
+status line says ``MEASURING PAUSED`` with SQLite's error.  When a write works
+again the held results go to the spool and measuring resumes.  If writes keep
+failing for the plan's ``[agent] spool_error_limit_s`` (default 300 s), the
+agent stops and :meth:`Agent.run` raises :class:`SpoolWriteError`
+(``agent run`` exits 1); results still held then are counted and reported
+as lost, never dropped silently.
 """
 
 from __future__ import annotations
@@ -35,10 +45,13 @@ from ..measure.common import Origin
 from ..measure.target import Target
 from ..results import AnyRecord
 from .plan import Job, Plan
-from .spool import Spool
+from .spool import Spool, SpoolWriteError
 from .upload import Uploader
 
 __all__ = ["Agent", "AgentStats"]
+
+# Retries of a failing spool write: 1 s, doubling, at most this often apart.
+SPOOL_RETRY_MAX_S = 10.0
 
 
 @dataclass
@@ -48,6 +61,8 @@ class AgentStats:
     statuses: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     skipped_busy: int = 0
+    skipped_spool: int = 0  # rounds not measured because the spool could not be written
+    lost: int = 0  # results that never reached the spool (only when the agent gave up)
     disabled: dict[str, str] = field(default_factory=dict)
 
 
@@ -102,9 +117,16 @@ class Agent:
         self.uploader = (Uploader(plan.collector_url, plan.token or "", self.spool,
                                   batch_size=plan.batch_size,
                                   interval_s=plan.upload_interval_s,
-                                  timeout_s=plan.upload_timeout_s, ca_file=plan.collector_ca)
+                                  timeout_s=plan.upload_timeout_s, ca_file=plan.collector_ca,
+                                  say=self.say)
                          if plan.collector_url else None)
         self.stop = asyncio.Event()
+        # Results measured but not yet in the spool (a write failed), oldest first.
+        self._held: list[AnyRecord] = []
+        self._held_lock = asyncio.Lock()
+        self.spool_error: str | None = None
+        self._spool_failing_since: float | None = None
+        self.fatal: SpoolWriteError | None = None
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -116,14 +138,79 @@ class Agent:
         s = self.stats
         up = self.uploader.stats if self.uploader else None
         ok = s.statuses.get("ok", 0)
-        parts = [f"measured {s.measured} (ok {ok})", f"spool {self.spool.depth()}"]
+        parts = []
+        if self.spool_error is not None and self._spool_failing_since is not None:
+            failing = time.monotonic() - self._spool_failing_since
+            parts.append(f"MEASURING PAUSED: spool write failing for {failing:.0f} s "
+                         f"(gives up after {self.plan.spool_error_limit_s:g} s): "
+                         f"{self.spool_error}")
+        parts += [f"measured {s.measured} (ok {ok})", f"spool {self.spool.depth()}"]
+        if self._held:
+            parts.append(f"held in memory {len(self._held)}")
+        if s.lost:
+            parts.append(f"LOST {s.lost}")
+        rejected = self.spool.rejected_count()
+        if rejected:
+            parts.append(f"rejected {rejected} (kept in the spool's rejected table)")
         if up is not None:
             parts.append(f"uploaded {up.uploaded}")
-            if up.last_error and (up.last_ok is None or up.failures):
-                parts.append(f"last upload error: {up.last_error}")
+            if up.failing and up.last_error:  # failing now, not some time ago
+                parts.append(f"upload failing ({up.failing} attempt(s)): {up.last_error}")
         if s.skipped_busy:
             parts.append(f"skipped (still running) {s.skipped_busy}")
+        if s.skipped_spool:
+            parts.append(f"skipped (spool failing) {s.skipped_spool}")
         return ", ".join(parts)
+
+    async def _keep(self, record: AnyRecord) -> None:
+        """Spool ``record``, after any results still held; a failed write holds it."""
+        self._held.append(record)
+        await self._write_held()
+
+    async def _write_held(self) -> None:
+        async with self._held_lock:
+            while self._held:
+                try:
+                    await asyncio.to_thread(self.spool.put, self._held[0])
+                except SpoolWriteError as exc:
+                    if self.spool_error is None:
+                        self._spool_failing_since = time.monotonic()
+                        self.say(f"MEASURING PAUSED: {exc}; retrying, giving up after "
+                                 f"{self.plan.spool_error_limit_s:g} s")
+                    self.spool_error = str(exc)
+                    return
+                except Exception as exc:  # a bug (the record cannot be encoded): say so
+                    self.stats.statuses["crashed"] += 1
+                    self.say(f"result {self._held[0].id} cannot be spooled (a bug, please "
+                             f"report it): {exc!r}")
+                self._held.pop(0)
+            if self.spool_error is not None:
+                self.say("the spool can be written again: measuring resumes")
+                self.spool_error = None
+                self._spool_failing_since = None
+
+    async def _spool_retry(self) -> None:
+        """While spool writes fail: retry them with backoff; give up past the plan's limit."""
+        delay = 1.0
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            if self.spool_error is None:
+                delay = 1.0
+                continue
+            await self._write_held()
+            since = self._spool_failing_since
+            if self.spool_error is None or since is None:
+                delay = 1.0
+                continue
+            delay = min(SPOOL_RETRY_MAX_S, delay * 2)
+            if time.monotonic() - since >= self.plan.spool_error_limit_s:
+                self.fatal = SpoolWriteError(
+                    f"spool writes failed for {self.plan.spool_error_limit_s:g} s (the plan's "
+                    f"spool_error_limit_s); stopping. Last error: {self.spool_error}")
+                self.say(f"giving up: {self.fatal}")
+                self.stop.set()
+                return
 
     async def _run_job(self, job: Job, gate: asyncio.Semaphore) -> None:
         async with gate:
@@ -140,10 +227,10 @@ class Agent:
                 return
             finally:
                 self._running.discard(job.key)
-            await asyncio.to_thread(self.spool.put, record)
             self.stats.measured += 1
             self.stats.statuses[record.status] += 1
             self.stats.kinds[record.kind] += 1
+            await self._keep(record)
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
@@ -173,6 +260,9 @@ class Agent:
             if key in self._running:
                 self.stats.skipped_busy += 1
                 continue
+            if self.spool_error is not None:  # nowhere to keep a result: measure nothing
+                self.stats.skipped_spool += 1
+                continue
             self._running.add(key)
             last_start = loop.time()
             task = asyncio.create_task(self._run_job(job, gate))
@@ -196,7 +286,8 @@ class Agent:
                 loop.add_signal_handler(sig, self.stop.set)
         self.say(f"{len(self.plan.jobs)} measurement(s) every {self.plan.interval_s:g} s, "
                  f"spool {self.plan.spool}, collector {self.plan.collector_url or 'none'}")
-        background = [asyncio.create_task(self._schedule()), asyncio.create_task(self._report())]
+        background = [asyncio.create_task(self._schedule()), asyncio.create_task(self._report()),
+                      asyncio.create_task(self._spool_retry())]
         if self.uploader is not None:
             background.append(asyncio.create_task(self.uploader.run(self.stop)))
         try:
@@ -212,6 +303,13 @@ class Agent:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            if self._held:
+                await self._write_held()  # one last try
+            if self._held:
+                self.stats.lost += len(self._held)
+                self.say(f"LOST {len(self._held)} result(s) that could not be written to the "
+                         f"spool: {self.spool_error}")
+                self._held.clear()
             if self.uploader is not None:
                 await self.uploader.drain(drain_s)
             self.say(f"stopped: {self.status_line()}")
@@ -222,4 +320,6 @@ class Agent:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             self.spool.close()
+        if self.fatal is not None:
+            raise self.fatal
         return self.stats

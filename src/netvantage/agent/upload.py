@@ -10,7 +10,11 @@ collector's; see :mod:`netvantage.collector.app`.  The rules here:
 * a 4xx answer that names bad records (400, 403, 422) moves just those to the
   spool's ``rejected`` table with the collector's reason, and the rest is sent
   again; a 413 halves the batch; a 401 means the token is wrong: nothing is
-  dropped, the agent says so and retries slowly.
+  dropped, the agent says so and retries slowly;
+* an answer the uploader cannot read (not JSON, wrong types, truncated, a
+  200 that acknowledges none of the batch) is a failed upload like a network
+  error: logged, retried after a backoff, nothing dropped.  No answer and no
+  error in a step ends the upload task: it logs and goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import random
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from .spool import Pending, Spool
 __all__ = ["UploadStats", "Uploader"]
 
 MAX_BACKOFF_S = 60.0
+MAX_ANSWER_BYTES = 4 << 20  # an answer names at most a batch of ids; more is not read
 
 
 @dataclass
@@ -40,6 +46,7 @@ class UploadStats:
     duplicates: int = 0
     rejected: int = 0
     failures: int = 0
+    failing: int = 0  # failures since the last upload that worked (0: working now)
     last_ok: float | None = None
     last_error: str | None = None
     batches: int = 0
@@ -49,7 +56,8 @@ class UploadStats:
 class Uploader:
     def __init__(self, url: str, token: str, spool: Spool, *, batch_size: int = 500,
                  interval_s: float = 5.0, timeout_s: float = 10.0,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
         self.https = parts.scheme == "https"
         self.host = parts.hostname or "localhost"
@@ -63,9 +71,10 @@ class Uploader:
         self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None) \
             if self.https else None
         self.stats = UploadStats()
+        self.say = say or (lambda message: None)
         self._backoff = 0.0
 
-    def _post(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _post(self, body: bytes) -> tuple[int, Any]:
         """One request, blocking (run in a thread); raises OSError on network trouble."""
         conn: http.client.HTTPConnection
         if self.https:
@@ -79,12 +88,12 @@ class Uploader:
                 "Content-Type": "application/x-ndjson",
             })
             response = conn.getresponse()
-            raw = response.read(4 << 20)
+            raw = response.read(MAX_ANSWER_BYTES)
             try:
                 payload = json.loads(raw) if raw else {}
-            except ValueError:
-                payload = {"error": raw[:200].decode("utf-8", "replace")}
-            return response.status, payload if isinstance(payload, dict) else {}
+            except (ValueError, RecursionError):
+                payload = {"error": "not JSON: " + raw[:120].decode("utf-8", "replace")}
+            return response.status, payload
         finally:
             conn.close()
 
@@ -100,17 +109,27 @@ class Uploader:
             self._fail(f"collector unreachable: {exc}")
             return False
         self.stats.batches += 1
+        if not isinstance(payload, dict):
+            payload = {"error": f"an answer that is not a JSON object: {_short(payload)}"}
         if status == 200:
-            ids = [i for i in payload.get("ids", []) if isinstance(i, str)]
+            ids = payload.get("ids")
             sent = {p.id for p in batch}
-            acked = [i for i in ids if i in sent]
+            acked = [i for i in ids if isinstance(i, str) and i in sent] \
+                if isinstance(ids, list) else []
+            if not acked:
+                # A 200 that acknowledges nothing we sent is not a success: retrying
+                # at once would spin, and the records must stay in the spool.
+                self._fail("collector answered 200 without acknowledging the batch "
+                           f"(ids: {_short(ids)}; {_short(payload.get('error', ''))})")
+                return False
             await asyncio.to_thread(self.spool.ack, acked)
             self.stats.uploaded += len(acked)
-            self.stats.duplicates += int(payload.get("duplicates", 0) or 0)
-            self.stats.last_ok = time.time()
-            self._backoff = 0.0
+            duplicates = payload.get("duplicates")
+            if isinstance(duplicates, int) and not isinstance(duplicates, bool):
+                self.stats.duplicates += max(0, duplicates)
+            self._ok()
             return len(batch) == self.batch_size
-        reason = str(payload.get("error", f"HTTP {status}"))
+        reason = _short(payload.get("error", f"HTTP {status}"))
         if status == 413:
             self.batch_size = max(1, self.batch_size // 2)
             if len(batch) == 1:
@@ -134,26 +153,47 @@ class Uploader:
     @staticmethod
     def _bad_ids(batch: list[Pending], payload: dict[str, Any]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        for problem in payload.get("problems", []) or []:
+        problems = payload.get("problems")
+        for problem in problems if isinstance(problems, list) else []:
             if not isinstance(problem, dict):
                 continue
-            reason = str(problem.get("reason", "refused"))
+            reason = _short(problem.get("reason", "refused"))
             rid = problem.get("id")
             line = problem.get("line")
-            if not isinstance(rid, str) and isinstance(line, int) and 1 <= line <= len(batch):
+            if not isinstance(rid, str) and type(line) is int and 1 <= line <= len(batch):
                 rid = batch[line - 1].id
             if isinstance(rid, str) and any(p.id == rid for p in batch):
                 out.append((rid, reason))
         return out
 
     def _fail(self, message: str, floor: float = 0.0) -> None:
+        if message != self.stats.last_error or not self.stats.failing:
+            self.say(f"upload failed: {message} (retrying; nothing is dropped)")
         self.stats.failures += 1
+        self.stats.failing += 1
         self.stats.last_error = message
         self._backoff = min(MAX_BACKOFF_S, max(floor, self._backoff * 2 or 1.0))
 
+    def _ok(self) -> None:
+        if self.stats.failing:
+            self.say(f"uploads work again (after {self.stats.failing} failed attempt(s))")
+        self.stats.failing = 0
+        self.stats.last_ok = time.time()
+        self._backoff = 0.0
+
+    async def _step(self) -> bool:
+        """One upload; whatever goes wrong is logged and backed off, never raised."""
+        try:
+            return await self.upload_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a spool error: the task must survive it
+            self._fail(f"upload step failed: {exc!r}")
+            return False
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            more = await self.upload_once()
+            more = await self._step()
             if more:
                 continue
             delay = self._backoff * random.uniform(0.5, 1.0) if self._backoff else self.interval_s
@@ -165,6 +205,13 @@ class Uploader:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             failures = self.stats.failures
-            more = await self.upload_once()
+            more = await self._step()
             if not more or self.stats.failures != failures:
                 return
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """A bounded, printable rendering of something the collector sent."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return text + ("…" if len(text) >= limit else "")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import CONTEXT
+from ._common import CONTEXT, EXIT_FAILED, die
 
 __all__ = ["agent"]
 
@@ -24,7 +24,11 @@ Examples:
   netvantage agent run --plan plan.toml --duration 300 --status-interval 30
 \b
 Every result is written to the spool (SQLite) before it is uploaded; it leaves
-the spool only when the collector acknowledges it. SIGTERM stops cleanly.""")
+the spool only when the collector acknowledges it. SIGTERM stops cleanly.
+\b
+If spool writes fail (a full disk), measuring pauses with the error in the
+status line; past the plan's [agent] spool_error_limit_s (default 300 s) the
+agent stops and exits 1.""")
 @click.option("--plan", "plan_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--duration", type=click.FloatRange(0.1), help="Stop after this many seconds.")
@@ -40,6 +44,7 @@ def agent_run(plan_path: Path, duration: float | None, status_interval: float, a
 
     from ..agent.plan import load_plan
     from ..agent.run import Agent
+    from ..agent.spool import SpoolWriteError
 
     plan = load_plan(plan_path)  # a PlanError exits 2 with every problem (see cli.Root)
     if check:
@@ -50,4 +55,7 @@ def agent_run(plan_path: Path, duration: float | None, status_interval: float, a
         runner = Agent(plan, audit=audit, status_interval_s=status_interval)
         await runner.run(duration_s=duration)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SpoolWriteError as exc:  # the spool kept failing: not a usage error
+        die(str(exc), EXIT_FAILED)
