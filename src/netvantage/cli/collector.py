@@ -63,7 +63,8 @@ SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store 
 @click.option("--keep-alive", type=click.IntRange(1, 3600), default=30, show_default=True,
               help="Seconds an idle keep-alive connection stays open.")
 @click.option("--max-header-kb", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Request line and headers at most, in KiB (more: 400).")
+              help="Request line and headers buffered at most while incomplete, in KiB "
+                   "(more: 400).")
 @click.option("--backlog", type=click.IntRange(1, 65535), default=1024, show_default=True,
               help="Connections the kernel queues before they are accepted.")
 def collector_serve(store_path: Path, host: str, port: int, tls_cert: Path | None,

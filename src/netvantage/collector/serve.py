@@ -24,8 +24,8 @@ same names) bound what a crowd of clients can hold:
   headers (``408`` and closed): uvicorn has no read timeout of its own, and
   the app reads the body as it streams in.
 * ``keep_alive_s`` (30 s): an idle keep-alive connection is closed after it.
-* ``max_header_bytes`` (16 KiB): request line and headers at most (h11's
-  incomplete-event limit; more is ``400``).
+* ``max_header_bytes`` (16 KiB): request line and headers buffered at most
+  while incomplete (h11's incomplete-event limit; more is ``400``).
 * ``backlog`` (1024): connections the kernel queues before they are accepted.
 
 Every accepted connection has ``TCP_NODELAY`` set: without it a keep-alive
@@ -138,6 +138,7 @@ class _Quiet(logging.Filter):
         self._seen: dict[tuple[str, str], tuple[float, int, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(getattr(record, "netvantage_kind", record.msg))[:200])
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and (isinstance(exc, _DROPPED) or (
                 isinstance(exc, OSError) and exc.errno in _DROPPED_ERRNOS)):
@@ -145,7 +146,6 @@ class _Quiet(logging.Filter):
             record.args = None
             record.exc_info = None
             record.exc_text = None
-        key = (record.name, str(getattr(record, "netvantage_kind", record.msg))[:200])
         now = time.monotonic()
         with self._lock:
             start, shown, hidden = self._seen.get(key, (now, 0, 0))
