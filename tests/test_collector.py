@@ -5,6 +5,7 @@ Every refusal is checked for what it answers *and* for what it did not store.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import http.client
@@ -16,16 +17,22 @@ import ssl
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow.dataset as ds  # type: ignore[import-untyped]
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import NETVANTAGE, run_cli
-from netvantage.collector.app import check_batch
+from netvantage.agent.spool import Spool
+from netvantage.agent.upload import Uploader
+from netvantage.collector.app import DEFAULT_MAX_BODY_BYTES, MAX_PROBLEMS, check_batch
 from netvantage.collector.serve import BackgroundCollector
 from netvantage.collector.store import Store, hash_token
 from netvantage.lab.pki import LabCA
@@ -567,3 +574,275 @@ def test_the_collector_does_not_load_pyarrow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code],
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ hostile input (issue 15)
+
+
+def _raw_post(url: str, token: str, body: bytes) -> tuple[int, bytes]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request("POST", "/v1/records", body=body,
+                     headers={"Content-Type": NDJSON, "Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_batch_of_garbage_lines_costs_bounded_memory_and_a_small_answer(tmp_path):
+    # Defect 1: 16 MiB of two-byte garbage lines built a problem object per line
+    # (gigabytes); reading now stops after MAX_PROBLEMS bad lines.
+    body = b"x\n" * (8 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        result = check_batch(body, "a")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not isinstance(result, list)
+    assert result.status == 400
+    assert len(result.problems) == MAX_PROBLEMS
+    assert "reading stopped at line 100" in result.error
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for a garbage batch"
+    # Over HTTP: the answer stays small, nothing stored.
+    with Store(tmp_path / "c.db") as store:
+        token = store.add_agent("a")
+        with BackgroundCollector(store) as c:
+            status, answer = _raw_post(c.url, token, body[:DEFAULT_MAX_BODY_BYTES])
+        assert status == 400
+        assert len(answer) < 64 * 1024
+        assert store.count() == 0
+
+
+def test_one_huge_valid_json_line_is_checked_without_building_its_values():
+    # A 4 MiB array of numbers is JSON but no record: it is classified (422) by a
+    # syntax check, not by building millions of Python ints.
+    body = b"[" + b"1," * (2 * 1024 * 1024) + b"1]\n"
+    tracemalloc.start()
+    try:
+        result = check_batch(body, "a")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not isinstance(result, list) and result.status == 422
+    assert peak < 2 * len(body), f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("line, status", [
+    (b"[" * 1000 + b"]" * 1000, 400),                                 # bare deep nesting
+    (b'{"id":"abcdefgh","zzz":' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
+    (b'{"kind":"ping","x":' + b"{\"a\":" * 3000 + b"1" + b"}" * 3001, 400),
+])
+def test_deep_nesting_is_a_4xx_not_a_500(collector, store, tokens, line, status):
+    # Defect 2: the RecursionError of the generic decoder escaped as HTTP 500.
+    got, answer = post(collector.url, tokens["lusaka-1"], line + b"\n")
+    assert got == status
+    assert "nested too deeply" in answer["problems"][0]["reason"]
+    assert store.count() == 0
+
+
+def test_absurd_rtts_are_a_422_not_an_overflow(collector, store, tokens):
+    # Defect 2: RTTs of 1e308 overflowed the statistics check (HTTP 500).
+    raw = json.loads(encode_record(ping("lusaka-1", samples=[1.0, 2.0])))
+    raw["body"]["rtts_ms"] = [1e308, 1e308]
+    raw["body"]["stats"] = {"min_ms": 1e308, "median_ms": 1e308, "mean_ms": 1e308,
+                            "max_ms": 1e308, "jitter_ms": 0.0}
+    status, answer = post(collector.url, tokens["lusaka-1"], json.dumps(raw).encode() + b"\n")
+    assert status == 422
+    assert answer["problems"][0]["id"] == raw["id"]
+    assert store.count() == 0
+
+
+def test_ids_are_unique_per_agent_not_across_agents(collector, store, tokens):
+    # Defect 3: agent B's record made agent A's record with the same id "a
+    # duplicate", and A deleted it from its spool: lost.
+    theirs = ping("harare-1")
+    ours = msgspec.structs.replace(ping("lusaka-1"), id=theirs.id)
+    assert post(collector.url, tokens["harare-1"], lines([theirs]))[1]["accepted"] == 1
+    status, answer = post(collector.url, tokens["lusaka-1"], lines([ours]))
+    assert (status, answer["accepted"], answer["duplicates"]) == (200, 1, 0)
+    assert store.count() == 2
+    assert sorted(r.agent for r in store.iter_records()) == ["harare-1", "lusaka-1"]
+
+
+def test_same_agent_same_id_other_content_is_a_409_conflict(collector, store, tokens):
+    first, other = ping("lusaka-1"), ping("lusaka-1")
+    assert post(collector.url, tokens["lusaka-1"], lines([first]))[0] == 200
+    changed = msgspec.structs.replace(first, target="elsewhere.example")
+    status, answer = post(collector.url, tokens["lusaka-1"], lines([other, changed]))
+    assert status == 409
+    assert [p["id"] for p in answer["problems"]] == [first.id]
+    assert "conflict" in answer["error"]
+    assert store.count() == 1                               # nothing of the batch stored
+    assert next(store.iter_records()) == first              # the stored record is kept
+    # The same record again is still a plain duplicate.
+    status, answer = post(collector.url, tokens["lusaka-1"], lines([first, other]))
+    assert (status, answer["accepted"], answer["duplicates"]) == (200, 1, 1)
+    # Inside one batch too.
+    twin = ping("lusaka-1")
+    status, answer = post(collector.url, tokens["lusaka-1"], lines(
+        [twin, msgspec.structs.replace(twin, target="x.example")]))
+    assert status == 409 and [p["id"] for p in answer["problems"]] == [twin.id]
+
+
+def test_a_store_keyed_by_id_alone_is_migrated_to_agent_and_id(tmp_path):
+    path = tmp_path / "old.db"
+    old = ping("harare-1")
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE records (id TEXT PRIMARY KEY, agent TEXT NOT NULL, kind TEXT NOT NULL,
+                region TEXT, target TEXT NOT NULL, address TEXT, started_at TEXT NOT NULL,
+                status TEXT NOT NULL, source TEXT NOT NULL, received_at TEXT NOT NULL,
+                json TEXT NOT NULL);
+            CREATE INDEX records_kind_started ON records (kind, started_at);
+            CREATE TABLE agents (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL, rotated_at TEXT);""")
+        conn.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     (old.id, old.agent, old.kind, old.region, old.target, old.address,
+                      "2026-11-28T00:00:01.000000Z", old.status, old.source,
+                      "2026-11-28T00:00:02.000000Z", encode_record(old).decode()))
+    conn.close()
+    with Store(path) as store:
+        assert list(store.iter_records()) == [old]
+        mine = msgspec.structs.replace(ping("lusaka-1"), id=old.id)
+        result = store.add_records([mine, old])
+        assert (result.accepted, result.duplicates) == ([old.id], [old.id])
+        assert store.count() == 2
+    with sqlite3.connect(path) as conn:
+        pk = {r[1]: r[5] for r in conn.execute("PRAGMA table_info(records)")}
+        indexes = [r[1] for r in conn.execute("PRAGMA index_list(records)")]
+    conn.close()
+    assert (pk["agent"], pk["id"]) == (1, 2)
+    assert "records_kind_started" in indexes
+    Store(path).close()  # opening again: nothing left to migrate
+
+
+def test_uploader_keeps_conflicting_records_and_says_so(collector, store, tokens, tmp_path):
+    # The agent's side of a 409: the records stay in its spool ("rejected", with
+    # the reason), the rest of the batch goes through.
+    first = ping("lusaka-1")
+    assert post(collector.url, tokens["lusaka-1"], lines([first]))[0] == 200
+    changed = msgspec.structs.replace(first, target="elsewhere.example")
+    fresh = ping("lusaka-1")
+    spool = Spool(tmp_path / "spool.db")
+    try:
+        spool.put(changed)
+        spool.put(fresh)
+        uploader = Uploader(collector.url, tokens["lusaka-1"], spool)
+        for _ in range(3):
+            asyncio.run(uploader.upload_once())
+        assert spool.depth() == 0
+        assert spool.rejected_count() == 1
+        assert uploader.stats.rejected == 1
+        assert any("conflict" in p for p in uploader.stats.problems)
+    finally:
+        spool.close()
+    assert sorted(stored_ids(store.path)) == sorted([first.id, fresh.id])
+
+
+@pytest.mark.parametrize("started, samples, why", [
+    (datetime(2300, 1, 1, tzinfo=UTC), [10.0], "ahead of this clock"),
+    (datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC), [10.0], "before 2000-01-01"),
+    (DAY2, [0.0, 10.0], "> 0"),
+])
+def test_implausible_times_and_rtts_are_refused_at_ingest(collector, store, tokens, started,
+                                                          samples, why):
+    # Defect 4: the year 2300 passed and crashed analyse later; 1970 and RTT 0 passed.
+    good = ping("lusaka-1", samples=[10.0])
+    raw = json.loads(encode_record(good))
+    raw["started_at"] = started.isoformat().replace("+00:00", "Z")
+    raw["body"]["rtts_ms"] = samples
+    raw["body"].update(sent=len(samples), received=len(samples), loss_ratio=0.0)
+    status, answer = post(collector.url, tokens["lusaka-1"], json.dumps(raw).encode() + b"\n")
+    assert status == 422, answer
+    assert why in answer["problems"][0]["reason"]
+    assert store.count() == 0
+
+
+def test_a_stored_record_from_the_year_2300_makes_analyse_refuse_not_crash(tmp_path):
+    # A store written before the bounds existed may hold such a record: analyse
+    # names it and exits 2 instead of an OutOfBoundsDatetime traceback.
+    path = tmp_path / "c.db"
+    with Store(path) as store:
+        store.add_records(batch("lusaka-1", 4))
+    future = json.loads(encode_record(ping("lusaka-1")))
+    future["started_at"] = "2300-01-01T00:00:00Z"
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                      (future["id"], "lusaka-1", "ping", "ZM-LUN", "ams.example", None,
+                       "2300-01-01T00:00:00.000000Z", "ok", "netvantage",
+                       "2026-11-28T00:00:02.000000Z", json.dumps(future)))
+    conn.close()
+    for command in ("analyse", "report"):
+        args = [command, str(path)] + (["-o", str(tmp_path / "r.html")]
+                                       if command == "report" else [])
+        done = run_cli(*args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert future["id"] in done.stderr and "ahead of this clock" in done.stderr
+
+
+# --------------------------------------------------------------------------- property test
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=20)
+
+
+def _mutated_record(data: st.DataObject) -> bytes:
+    """A valid record's JSON with one field replaced by an arbitrary JSON value."""
+    raw = json.loads(encode_record(ping("a")))
+    where = data.draw(st.sampled_from(["", "body", "body.stats"]))
+    node = raw
+    for part in filter(None, where.split(".")):
+        node = node[part]
+    key = data.draw(st.sampled_from(sorted(node)))
+    node[key] = data.draw(_json_values)
+    return json.dumps(raw).encode()
+
+
+def test_ingest_never_answers_5xx_never_stores_part_of_a_batch_and_stays_small(tmp_path):
+    """Arbitrary bytes and arbitrary JSON lines (alone and mixed with good records) at a
+    real collector on loopback: never a 5xx, a batch is stored whole or not at all, and
+    the memory traced during one request stays under a bound."""
+    with Store(tmp_path / "p.db") as store:
+        token = store.add_agent("a")
+        with BackgroundCollector(store, max_body_bytes=256 * 1024) as c:
+
+            @settings(max_examples=150, deadline=None,
+                      suppress_health_check=[HealthCheck.too_slow])
+            @given(data=st.data())
+            def check(data: st.DataObject) -> None:
+                pieces: list[bytes] = []
+                for _ in range(data.draw(st.integers(1, 5))):
+                    pieces.append(data.draw(st.one_of(
+                        st.binary(max_size=300),
+                        _json_values.map(lambda v: json.dumps(v).encode()),
+                        st.builds(lambda: encode_record(ping("a"))),
+                        st.just(b"[" * data.draw(st.integers(1, 3000))),
+                        st.builds(lambda: _mutated_record(data)),
+                    )))
+                body = b"\n".join(pieces)
+                before = store.count()
+                tracemalloc.start()
+                try:
+                    status, answer = _raw_post(c.url, token, body)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                assert status < 500, answer[:300]
+                assert peak < 4 * 1024 * 1024 + 50 * len(body), peak
+                reply = json.loads(answer)
+                if status == 200:
+                    assert store.count() == before + reply["accepted"]
+                    assert reply["accepted"] + reply["duplicates"] == len(reply["ids"])
+                else:
+                    assert store.count() == before
+                    assert "error" in reply and len(reply["problems"]) <= MAX_PROBLEMS
+
+            check()

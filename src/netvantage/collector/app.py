@@ -158,7 +158,9 @@ def check_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
     try:
         # Fast path: one call for the whole batch (the usual case, all good).
         records: list[AnyRecord] = _batch_decoder.decode_lines(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, ArithmeticError, ValueError):
+        # (Finding a record's "kind" skips the fields before it, and skipping a
+        # value nested past the decoder's guard raises RecursionError.)
         return _explain_batch(body, agent)
     if any(r.agent != agent for r in records):
         return _explain_batch(body, agent)
