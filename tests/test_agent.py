@@ -4,12 +4,15 @@ does not take the others down.  (Real probes and a real collector: test_agent_la
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 from collections import Counter
 from datetime import UTC, datetime
 
 from netvantage.agent.plan import parse_plan
 from netvantage.agent.run import Agent
 from netvantage.agent.spool import Spool
+from netvantage.measure.common import Origin
 from netvantage.results import PingBody, PingRecord, new_id
 from waiting import wait_until_async
 
@@ -116,15 +119,16 @@ tests = [{tests}]
 """
 
 
-class Lines:
+class Lines(io.StringIO):
+    """What the agent says, line by line (a text stream to it)."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.lines: list[str] = []
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> int:
         self.lines.append(text)
-
-    def flush(self) -> None:
-        pass
+        return len(text)
 
 
 def test_a_full_spool_disk_pauses_measuring_loudly_and_loses_nothing():
@@ -146,7 +150,7 @@ def test_a_full_spool_disk_pauses_measuring_loudly_and_loses_nothing():
 
         out = Lines()
         agent = Agent(plan, audit=True, out=out, status_interval_s=0.2,
-                      measure=fake_measure)  # type: ignore[arg-type]
+                      measure=fake_measure)
         filler = fill(disk, 96 << 10)  # room for a few dozen results
 
         async def scenario():
@@ -201,3 +205,132 @@ def test_a_spool_that_stays_full_stops_the_agent_with_exit_1():
     assert "MEASURING PAUSED" in err and "SQLITE_FULL" in err, err[-3000:]
     assert "netvantage: error: spool writes failed for 2 s" in err, err[-3000:]
     assert "rollback" not in err.lower()
+
+
+# --------------------------------------------------------------------------- a confused collector
+
+GARBAGE: list[bytes] = [
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ids": 5}\n',
+    b'HTTP/1.1 200 OK\r\nContent-Length: 52\r\n\r\n'
+    b'{"ids": [1, null, {"x": 1}], "duplicates": "many"}\n',
+    b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n[1,2,3]\n',
+    b'HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 26\r\n\r\n'
+    b'<html><b>oops</b></html>\n\n',
+    b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"ids": ["',  # truncated
+    b'HTTP/1.1 200 OK\r\nContent-Length: 9000000\r\n\r\n' + b'[' * 9_000_000,  # huge, deep
+    b'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\xff\xfe\x00\x1b',
+    b'HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\n{"ids": "abc", "problems": "x"}',
+    b'HTTP/1.1 422 Unprocessable\r\nContent-Length: 15\r\n\r\n{"problems": 7}',
+    b'HTTP/1.1 400 Bad\r\nContent-Length: 40\r\n\r\n{"problems": [{"line": true}, 5, null]}\n',
+    b'HTTP/1.1 500 Oops\r\nContent-Length: 5\r\n\r\nnope\n',
+    b'this is not HTTP at all\r\n\r\n',
+    b'',  # closes without a word
+]
+
+
+class ConfusedCollector:
+    """A loopback HTTP server that answers each upload with the next garbage answer, then,
+    once they are all used, passes uploads to a real collector and its answers back."""
+
+    def __init__(self, real_url: str) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.script = list(GARBAGE)
+        self.answered = 0
+        real = urllib.parse.urlsplit(real_url)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import http.client
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.script:
+                    answer = outer.script.pop(0)
+                    outer.answered += 1
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(answer)
+                        self.wfile.flush()
+                    self.close_connection = True
+                    return
+                conn = http.client.HTTPConnection(real.hostname or "", real.port, timeout=10)
+                conn.request("POST", self.path, body=body, headers=dict(self.headers))
+                response = conn.getresponse()
+                data = response.read()
+                conn.close()
+                self.send_response(response.status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ConfusedCollector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_uploader_survives_any_answer_and_the_spool_drains(tmp_path, monkeypatch):
+    import sqlite3
+    import tomllib
+
+    from netvantage.agent import upload
+    from netvantage.collector.serve import BackgroundCollector
+    from netvantage.collector.store import Store
+
+    monkeypatch.setattr(upload, "MAX_BACKOFF_S", 0.05)  # retry fast: the answers are the point
+    with Store(tmp_path / "collector.db") as store:
+        token = store.add_agent("unit")
+        with BackgroundCollector(store) as real, ConfusedCollector(real.url) as confused:
+            text = PLAN + f'[collector]\nurl = "{confused.url}"\ntoken = "{token}"\n' \
+                          'batch_size = 7\nupload_interval_s = 0.1\ntimeout_s = 5\n'
+            plan = parse_plan(tomllib.loads(text), text, base=tmp_path)
+            out = Lines()
+            agent = Agent(plan, out=out)
+            assert agent.uploader is not None
+            origin = agent.origin
+            good = [_ping_record(job, origin) for job in plan.jobs for _ in range(5)]
+            for record in good:
+                agent.spool.put(record)
+            stranger = Origin(agent="someone-else")  # the collector refuses it (403)
+            agent.spool.put(_ping_record(plan.jobs[0], stranger))
+            statuses: list[str] = []
+
+            async def scenario():
+                stop = asyncio.Event()
+                task = asyncio.create_task(agent.uploader.run(stop))  # type: ignore[union-attr]
+                await wait_until_async(lambda: task.done() or confused.answered >= 3, 30,
+                                       "garbage answers")
+                statuses.append(agent.status_line())
+                await wait_until_async(lambda: task.done() or agent.spool.depth() == 0, 60,
+                                       "the spool to drain")
+                assert not task.done(), task  # it survived every answer
+                statuses.append(agent.status_line())
+                stop.set()
+                await task
+
+            asyncio.run(scenario())
+            assert confused.answered == len(GARBAGE)
+            assert "upload failing" in statuses[0], statuses
+            assert "upload failing" not in statuses[1], statuses  # recovered: the line says so
+            assert f"uploaded {len(good)}" in statuses[1], statuses
+            assert "rejected 1" in statuses[1], statuses
+            agent.spool.close()
+        with sqlite3.connect(tmp_path / "collector.db") as db:
+            stored = {r[0] for r in db.execute("SELECT id FROM records")}
+    assert stored == {r.id for r in good}
+    logged = "".join(out.lines)
+    assert "upload failed: collector answered 200 without acknowledging the batch (ids: 5" in logged
+    assert "not JSON" in logged and "collector unreachable" in logged
+    assert "uploads work again" in logged
