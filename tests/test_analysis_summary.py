@@ -112,3 +112,35 @@ def test_imported_atlas_results_are_analysed(tmp_path):
                      timeout=300)
     assert report.returncode == 0, report.stderr
     assert "af-south-1.ec2.cloudharmony.net" in html.read_text()
+
+
+def test_an_empty_file_is_refused_with_the_reason(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(nva.summary.NothingToAnalyse, match="no records to analyse"):
+        nva.analyse(nva.load(empty), n_boot=10)
+    for command in (("analyse", str(empty)),
+                    ("report", str(empty), "-o", str(tmp_path / "r.html"))):
+        proc = invoke_cli(*command, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "no records to analyse" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_records_without_any_region_are_refused_saying_how_to_give_them_one(tmp_path):
+    atlas = ROOT / "tests" / "data" / "atlas"
+    out = tmp_path / "no-region.jsonl"
+    # Atlas results imported without the probes' metadata: no record has a region.
+    imported = invoke_cli("import", "atlas", str(atlas / "tmp_ping.json"),
+                          "--targets", str(atlas / "datacenters.csv"), "-o", str(out),
+                          timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    campaign = nva.load(out)
+    assert campaign.measurements["region"].isna().all()
+    with pytest.raises(nva.summary.NothingToAnalyse, match="names its client region"):
+        nva.analyse(campaign, n_boot=10)
+    for command in (("analyse", str(out)),
+                    ("report", str(out), "-o", str(tmp_path / "r.html"))):
+        proc = invoke_cli(*command, timeout=180)
+        assert proc.returncode == 2, proc.stderr
+        assert "names its client region" in proc.stderr and "--probes" in proc.stderr
+        assert "Traceback" not in proc.stderr and "share" not in proc.stderr

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import NetvantageError
 from ..text import columns, ms
 from .coverage import Coverage, same_city_pairs
 from .coverage import coverage as coverage_of
@@ -32,7 +33,7 @@ from .physics import check as physics_check
 from .physics import json_keys as physics_keys
 from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
 
-__all__ = ["Analysis", "analyse", "default_window", "equal_weights"]
+__all__ = ["Analysis", "NothingToAnalyse", "analyse", "default_window", "equal_weights"]
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,31 @@ def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+class NothingToAnalyse(NetvantageError, ValueError):
+    """The campaign holds nothing the analysis can compare; the message says why."""
+
+
+def _check_input(m: pd.DataFrame) -> str | None:
+    """Refuse a campaign without records or without any client region; else a note on
+    the records without a region (they cannot be ranked), if any."""
+    if m.empty:
+        raise NothingToAnalyse("no records to analyse: the data is empty")
+    missing = int(m["region"].isna().sum())
+    if missing == len(m):
+        agents = sorted(str(a) for a in m["agent"].dropna().unique())
+        shown = ", ".join(agents[:5]) + (f" and {len(agents) - 5} more" if len(agents) > 5
+                                         else "")
+        raise NothingToAnalyse(
+            f"none of the {len(m)} records names its client region (agents: {shown or 'none'})"
+            ", so regions cannot be compared, weighted or flagged. Give the records a region:"
+            " `import atlas --probes` with the probes' metadata (or --geo-db), `import scamper "
+            "--region`, or the plan's [agent] region")
+    if missing:
+        return (f"{missing} of {len(m)} records name no client region: they are left out of "
+                "the ranking and the flags")
+    return None
+
+
 def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             locations: pd.DataFrame | None = None, cost: CostModel | None = None,
             thresholds: Thresholds | None = None, window: str | pd.Timedelta | None = None,
@@ -245,6 +271,9 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     """
     campaign, earlier = snapshots(campaign, compare, compare_at)
     notes: list[str] = []
+    no_region = _check_input(campaign.measurements)
+    if no_region:
+        notes.append(no_region)
     if cost is None:
         cost = CostModel()  # traces stand in per pair only (CostModel.fallback_kinds)
     if thresholds is None:
