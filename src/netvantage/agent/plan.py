@@ -5,6 +5,12 @@ everything at once and refuses a wrong plan with every problem listed, each
 with its key and, where the file has it, its line.  An agent measures only
 the targets its plan names: there is no other way to give it one.
 
+``[agent] spool_error_limit_s`` (default 300 s) is how long writes to the spool
+may keep failing (a full disk) before the agent stops and exits 1; meanwhile it
+measures nothing and says why in its status line (see :mod:`.run`).
+``[defaults.KIND]`` tables are checked like the probe's own options: unknown
+keys, wrong types and values the probe refuses are all listed.
+
 Test names: ``ping``, ``tcp:PORT``, ``trace`` / ``trace:udp`` /
 ``trace:tcp:PORT``, ``smtp[:PORT]`` (25, 587 STARTTLS; 465 implicit TLS),
 ``imap[:PORT]`` (143 STARTTLS; 993 implicit TLS).
