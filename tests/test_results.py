@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import run_cli
 from netvantage.errors import SchemaError
 from netvantage.results import (
     SCHEMA_VERSION,
@@ -281,3 +282,59 @@ def test_decoder_uses_kind_to_pick_the_body():
         decode_record(json.dumps(data))
     assert isinstance(decode_record(encode_record(rec)), PingRecord)
     assert msgspec.json.decode(encode_record(rec))["kind"] == "ping"
+
+
+# --------------------------------------------------------------------------- plausible values
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(started_at="2300-01-01T00:00:00Z"), "ahead of this clock"),
+    (lambda d: d.update(started_at="1970-01-01T00:00:05Z"), "before 2000-01-01"),
+    (lambda d: d["body"]["rtts_ms"].__setitem__(0, 0.0), "> 0"),
+    (lambda d: d["body"]["rtts_ms"].__setitem__(0, 1e308), "<= 600000"),
+    (lambda d: d["body"].update(rtts_ms=[1e308, None, 1e308], stats={
+        "min_ms": 1e308, "median_ms": 1e308, "mean_ms": 1e308, "max_ms": 1e308,
+        "jitter_ms": 0.0}), "<= 600000"),
+    (lambda d: d.update(duration_ms=1e308), "<= 1000000000000"),
+])
+def test_implausible_values_are_refused_with_a_reason(mutate, message):
+    # Issue 15: 1e308 RTTs overflowed the statistics check; 2300 passed and broke
+    # the analysis later; 1970 and RTT 0 passed though an RTT is never 0.
+    data = json.loads(encode_record(ping_record([1.0, None, 2.0])))
+    mutate(data)
+    with pytest.raises(SchemaError, match=message):
+        decode_record(json.dumps(data))
+
+
+def test_implausible_values_are_refused_when_built():
+    with pytest.raises(ValueError, match="ahead of this clock"):
+        ping_record([1.0], started_at=datetime.now(UTC) + timedelta(days=2))
+    with pytest.raises(ValueError, match="before 2000"):
+        ping_record([1.0], started_at=datetime(1999, 12, 31, 23, 59, tzinfo=UTC))
+    with pytest.raises(ValueError, match=r"rtts_ms\[1\] is 0.0"):
+        ping_record([1.0, 0.0])
+    with pytest.raises(ValueError, match="connect_ms"):
+        TcpAttempt(status="ok", connect_ms=1e308)
+    # The bounds themselves are fine.
+    ping_record([0.001, 600_000.0], started_at=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def test_deep_nesting_is_a_schema_error_not_a_recursion_error():
+    deep = b'{"kind":"ping","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(SchemaError, match="nested too deeply"):
+        decode_record(deep)
+
+
+def test_schema_validate_reports_absurd_values_without_a_traceback(tmp_path):
+    data = json.loads(encode_record(ping_record([1.0, None, 2.0])))
+    data["body"]["rtts_ms"] = [1e308, None, 1e308]
+    data["body"]["stats"] = {"min_ms": 1e308, "median_ms": 1e308, "mean_ms": 1e308,
+                             "max_ms": 1e308, "jitter_ms": 0.0}
+    future = json.loads(encode_record(ping_record([1.0])))
+    future["started_at"] = "2300-01-01T00:00:00Z"
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(data) + "\n" + json.dumps(future) + "\n")
+    done = run_cli("schema", "--validate", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "line 1" in done.stderr and "line 2" in done.stderr
