@@ -9,8 +9,10 @@ collector's; see :mod:`netvantage.collector.app`.  The rules here:
   sent again after a backoff (exponential with jitter, capped);
 * a 4xx answer that names bad records (400, 403, 422) moves just those to the
   spool's ``rejected`` table with the collector's reason, and the rest is sent
-  again; a 413 halves the batch; a 401 means the token is wrong: nothing is
-  dropped, the agent says so and retries slowly;
+  again; so does a 409 (a conflict: this agent already sent another record
+  with the same id), whose records are kept there, never deleted; a 413
+  halves the batch; a 401 means the token is wrong: nothing is dropped, the
+  agent says so and retries slowly;
 * an answer the uploader cannot read (not JSON, wrong types, truncated, a
   200 that acknowledges none of the batch) is a failed upload like a network
   error: logged, retried after a backoff, nothing dropped.  No answer and no
@@ -136,7 +138,7 @@ class Uploader:
                 await asyncio.to_thread(self.spool.reject, [(batch[0].id, reason)])
                 self.stats.rejected += 1
             return True
-        if status in (400, 403, 422):
+        if status in (400, 403, 409, 422):
             bad = self._bad_ids(batch, payload)
             if bad:
                 await asyncio.to_thread(self.spool.reject, bad)
