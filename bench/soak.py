@@ -716,7 +716,13 @@ def run(args: argparse.Namespace) -> int:
                 a.proc.send_signal(signal.SIGTERM)
         if fleet is not None:
             fleet.stop()
-        exit_codes: Counter[int | None] = Counter(stop_pid(a.proc, 60) for a in real)
+        # One SIGTERM only: a second one during the agent's own shutdown is not the point.
+        deadline = time.monotonic() + 60
+        for a in real:
+            if a.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    a.proc.wait(max(0.1, deadline - time.monotonic()))
+        exit_codes: Counter[int | None] = Counter(stop_pid(a.proc, 10) for a in real)
         if fleet is not None:
             fleet.done.wait(120)
         msg = collector.watchdog()
