@@ -41,6 +41,10 @@ answered with a 4xx or survived.
     .venv/bin/python bench/soak.py [--minutes 10] [--agents 50] [--real 50]
         [--loris 200] [--rss-cap-mb 3000]
 
+To soak the committed code while the working tree is being edited, run it on
+an export of HEAD: ``git archive HEAD src | tar -x -C DIR`` and
+``PYTHONPATH=DIR/src`` (the collector and agent processes inherit it).
+
 A collector over ``--rss-cap-mb`` is killed (and restarted) to protect the
 machine; that counts as a fault not survived.  Every process started is
 stopped by its pid and the temporary directory removed, also on Ctrl-C.
