@@ -551,3 +551,25 @@ def test_the_lab_sample_campaign_loads_with_its_counts():
     out = metrics(camp, n_boot=100)
     assert out["records"].sum() == sum(want.values())
     assert (out["rtt_p50_ms"].dropna() > 0).all()
+
+
+def test_records_are_one_per_agent_and_id(tmp_path):
+    """The loader keys records as the collector does: the same (agent, id) twice is one
+    record; two agents' records that share an id are two (the later one's frame id is
+    AGENT:ID), so neither is lost to the other."""
+    from test_results import ping_record
+
+    from netvantage.analysis.load import read_records
+
+    a = ping_record([10.0, 11.0], id="shared-id", agent="a1", region="R1")
+    b = ping_record([20.0, 21.0], id="shared-id", agent="a2", region="R2")
+    first, second = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    write_jsonl([a, b], first)
+    write_jsonl([a], second)  # a re-import of a1's record
+    got = read_records([first, second])
+    assert [(r.agent, r.id) for r in got] == [("a1", "shared-id"), ("a2", "a2:shared-id")]
+    camp = load([first, second])
+    m = camp.measurements.set_index("id")
+    assert number(m.loc["shared-id", "rtt_min_ms"]) == 10.0
+    assert number(m.loc["a2:shared-id", "rtt_min_ms"]) == 20.0
+    assert len(camp.samples) == 4

@@ -164,18 +164,30 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
 
 def read_records(source: Source | Sequence[Source], *,
                  kinds: Iterable[str] | None = None) -> list[AnyRecord]:
-    """The validated records of ``source`` (see :func:`load`), each ``id`` once."""
+    """The validated records of ``source`` (see :func:`load`), each (agent, id) once.
+
+    A record is identified by its agent and its id, as the collector stores it: the
+    same pair read twice (two files, a re-import) is kept once.  Two agents' records
+    that share an id are both kept; the later one's ``id`` becomes ``AGENT:ID`` in the
+    frames, whose rows are joined on ``id`` alone.
+    """
     wanted = _kinds(kinds)
     sources = [source] if isinstance(source, str | Path) else list(source)
     if not sources:
         raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    ids: set[str] = set()
     out: list[AnyRecord] = []
     for one in sources:
         for record in _read_one(Path(one), wanted):
-            if record.id not in seen:
-                seen.add(record.id)
-                out.append(record)
+            key = (record.agent, record.id)
+            if key in seen:
+                continue
+            seen.add(key)
+            if record.id in ids:
+                record = msgspec.structs.replace(record, id=f"{record.agent}:{record.id}")
+            ids.add(record.id)
+            out.append(record)
     return out
 
 
