@@ -557,9 +557,8 @@ def test_records_are_one_per_agent_and_id(tmp_path):
     """The loader keys records as the collector does: the same (agent, id) twice is one
     record; two agents' records that share an id are two (the later one's frame id is
     AGENT:ID), so neither is lost to the other."""
-    from test_results import ping_record
-
     from netvantage.analysis.load import read_records
+    from test_results import ping_record
 
     a = ping_record([10.0, 11.0], id="shared-id", agent="a1", region="R1")
     b = ping_record([20.0, 21.0], id="shared-id", agent="a2", region="R2")
