@@ -779,14 +779,16 @@ def run(args: argparse.Namespace) -> int:
         squatted_ids = {i for _, i in lost_keys} & attacker_ids
         load = os.getloadavg()
     finally:
-        for a in agents:
-            stop_pid(a.proc, 10)
-        if fleet is not None:
-            fleet.stop()
-            fleet.done.wait(30)
-        collector.close()
-        listener.sock.close()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            for a in agents:
+                stop_pid(a.proc, 10)
+            if fleet is not None:
+                fleet.stop()
+                fleet.done.wait(30)
+            collector.close()
+            listener.sock.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     # -- report
     peak_mb = collector.peak_kb / 1024
