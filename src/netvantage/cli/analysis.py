@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from ._common import CONTEXT, EXIT_USAGE, die, load_campaign_and_places, parse_mixes, parse_weights
 
-__all__ = ["analyse_cmd", "report_cmd"]
+__all__ = ["analyse_cmd", "analysis_options", "report_cmd"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def analysis_options(what: str) -> Callable[[F], F]:
+    """The options ``analyse`` and ``report`` share (``what``: the word their help uses for
+    the rest of the output)."""
+    options = [
+        click.option("--weights", help="Client weights, GROUP=W,...: a region, a continent "
+                     "(AF EU ...), a country (ZA, or country:NA), or a region glob (ZA-*); a "
+                     "group's weight is split equally among its regions [every region equal]."),
+        click.option("--mix", "mix", multiple=True, metavar="NAME=GROUP=W,...",
+                     help="A named client mix to compare (repeatable): its winner, and where "
+                     "the winner flips between it and --weights."),
+        click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT "
+                     "is below light in fibre in the ranking (flagged all the same) "
+                     "[left out]."),
+        click.option("--window", help="Time window of the history test [a tenth of the "
+                     "campaign]."),
+        click.option("--gaps", type=click.Choice(["exclude", "skip", "worst", "fail"]),
+                     default="exclude", show_default=True, help="Weighted pairs never "
+                     "measured: exclude (such a data centre cannot win), skip (score over the "
+                     "regions that measured it), worst (a gap costs the region's worst cost), "
+                     "fail (refuse)."),
+        click.option("--same-city-floor", "same_city_floor", type=float, metavar="MS",
+                     help="RTT assumed for an unmeasured pair whose region and data centre "
+                     "are in the same city (needs --locations) [none: the pair needs its own "
+                     "measurement]."),
+        click.option("--compare", is_flag=True, help="DATA are two snapshots, earlier then "
+                     f"later: compare them pair by pair (the rest of the {what} is of the "
+                     "later)."),
+        click.option("--compare-at", metavar="TIME", help="Compare the records before TIME "
+                     f"with those after it, pair by pair (the rest of the {what} is of the "
+                     "later)."),
+        click.option("--episode-min-rise", type=float, default=0.08, show_default=True,
+                     help="Smallest rise over the rolling baseline flagged as an episode "
+                     "(a ratio)."),
+        click.option("--episode-min-windows", type=int, default=3, show_default=True,
+                     help="Shortest episode, in windows of the data's cadence."),
+    ]
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
 
 
 @click.command("analyse", context_settings=CONTEXT, epilog="""\b
@@ -25,32 +74,7 @@ DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
 @click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="CSV of regions and data centres (name, role, lat, lon "
               "or iata): enables the physical-bound tests.")
-@click.option("--weights", help="Client weights, GROUP=W,...: a region, a continent (AF "
-              "EU ...), a country (ZA, or country:NA), or a region glob (ZA-*); a group's "
-              "weight is split equally among its regions [every region equal].")
-@click.option("--mix", "mix", multiple=True, metavar="NAME=GROUP=W,...",
-              help="A named client mix to compare (repeatable): its winner, and where the "
-              "winner flips between it and --weights.")
-@click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
-              "below light in fibre in the ranking (flagged all the same) [left out].")
-@click.option("--window", help="Time window of the history test [a tenth of the campaign].")
-@click.option("--gaps", type=click.Choice(["exclude", "skip", "worst", "fail"]),
-              default="exclude", show_default=True, help="Weighted pairs never measured: "
-              "exclude (such a data centre cannot win), skip (score over the regions that "
-              "measured it), worst (a gap costs the region's worst cost), fail (refuse).")
-@click.option("--same-city-floor", "same_city_floor", type=float, metavar="MS",
-              help="RTT assumed for an unmeasured pair whose region and data centre are in "
-              "the same city (needs --locations) [none: the pair needs its own measurement].")
-@click.option("--compare", is_flag=True, help="DATA are two snapshots, earlier then "
-              "later: compare them pair by pair (the rest of the analysis is of the "
-              "later).")
-@click.option("--compare-at", metavar="TIME", help="Compare the records before TIME "
-              "with those after it, pair by pair (the rest of the analysis is of the "
-              "later).")
-@click.option("--episode-min-rise", type=float, default=0.08, show_default=True,
-              help="Smallest rise over the rolling baseline flagged as an episode (a ratio).")
-@click.option("--episode-min-windows", type=int, default=3, show_default=True,
-              help="Shortest episode, in windows of the data's cadence.")
+@analysis_options("analysis")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
@@ -117,30 +141,7 @@ DATA, --weights and --locations. Progress goes to stderr.""")
 @click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="CSV of regions and data centres: enables the map and "
               "the physical-bound tests.")
-@click.option("--weights", help="Client weights, GROUP=W,...: a region, a continent (AF "
-              "EU ...), a country (ZA, or country:NA), or a region glob (ZA-*); a group's "
-              "weight is split equally among its regions [every region equal].")
-@click.option("--mix", "mix", multiple=True, metavar="NAME=GROUP=W,...",
-              help="A named client mix to compare (repeatable): its winner, and where the "
-              "winner flips between it and --weights.")
-@click.option("--keep-impossible", is_flag=True, help="Keep pairs whose minimum RTT is "
-              "below light in fibre in the ranking (flagged all the same) [left out].")
-@click.option("--window", help="Time window of the history test [a tenth of the campaign].")
-@click.option("--gaps", type=click.Choice(["exclude", "skip", "worst", "fail"]),
-              default="exclude", show_default=True, help="Weighted pairs never measured: "
-              "exclude (such a data centre cannot win), skip (score over the regions that "
-              "measured it), worst (a gap costs the region's worst cost), fail (refuse).")
-@click.option("--same-city-floor", "same_city_floor", type=float, metavar="MS",
-              help="RTT assumed for an unmeasured pair whose region and data centre are in "
-              "the same city (needs --locations) [none: the pair needs its own measurement].")
-@click.option("--compare", is_flag=True, help="DATA are two snapshots, earlier then "
-              "later: compare them pair by pair (the rest of the report is of the later).")
-@click.option("--compare-at", metavar="TIME", help="Compare the records before TIME "
-              "with those after it, pair by pair (the rest of the report is of the later).")
-@click.option("--episode-min-rise", type=float, default=0.08, show_default=True,
-              help="Smallest rise over the rolling baseline flagged as an episode (a ratio).")
-@click.option("--episode-min-windows", type=int, default=3, show_default=True,
-              help="Shortest episode, in windows of the data's cadence.")
+@analysis_options("report")
 @click.option("--title", help="Title of the report.")
 def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path | None,
                locations_path: Path | None, weights: str | None, mix: tuple[str, ...],
