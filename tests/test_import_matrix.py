@@ -13,6 +13,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner, Result
 
@@ -252,8 +254,6 @@ def test_unresolved_places_error_lists_names() -> None:
 
 
 def test_parquet_long_with_times_and_nulls(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     table = pa.table({
         "src": ["LUN", "LUN", "LUN", "LHR"],
         "dst": ["AMS", "AMS", "JNB", "AMS"],
@@ -367,8 +367,6 @@ def test_ids_are_uuid5_and_long_names_refused(tmp_path: Path) -> None:
 def test_wide_parquet_compressed_and_csv_from_stdin(tmp_path: Path) -> None:
     import bz2
 
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     table = pa.table({"from": ["LUN", "LHR"], "AMS": [190.5, 8.2], "JNB": [21.5, None]})
     plain = tmp_path / "w.parquet"
     pq.write_table(table, plain)
