@@ -141,12 +141,18 @@ def test_a_full_spool_disk_pauses_measuring_loudly_and_loses_nothing():
         plan = parse_plan(tomllib.loads(text), text, base=disk)
         measured: list[str] = []
         paused_at: list[int] = []
+        in_flight = 0
 
         async def fake_measure(job, plan_, origin):
-            await asyncio.sleep(0.005)
-            record = _ping_record(job, origin)
-            measured.append(record.id)
-            return record
+            nonlocal in_flight
+            in_flight += 1
+            try:
+                await asyncio.sleep(0.005)  # a measurement takes a while (the fake's work)
+                record = _ping_record(job, origin)
+                measured.append(record.id)
+                return record
+            finally:
+                in_flight -= 1
 
         out = Lines()
         agent = Agent(plan, audit=True, out=out, status_interval_s=0.2,
@@ -161,10 +167,12 @@ def test_a_full_spool_disk_pauses_measuring_loudly_and_loses_nothing():
             line = agent.status_line()
             assert "MEASURING PAUSED" in line and "SQLITE_FULL" in line, line
             # Paused: no measurement starts while nothing can be kept (in-flight ones end).
-            await asyncio.sleep(0.1)
+            await wait_until_async(lambda: in_flight == 0, 30, "in-flight measurements to end")
             paused_at.append(len(measured))
+            # That nothing starts can only be shown over a stretch of time: this sleep is
+            # the observation under test (several of the agent's 1 s-scale retries).
             await asyncio.sleep(1.5)
-            assert len(measured) == paused_at[0]
+            assert len(measured) == paused_at[0] and in_flight == 0
             assert agent.stats.skipped_spool > 0
             filler.unlink()
             await wait_until_async(lambda: task.done() or agent.spool_error is None, 30,
