@@ -87,7 +87,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from ..errors import NetvantageError, SchemaError
+from ..errors import SchemaError
 from ..results import (
     Annotation,
     Hop,
@@ -110,6 +110,7 @@ from .io import (
     ImportFormatError,
     ImportReport,
     JsonValue,
+    Refused,
     display_name,
     iter_json,
     open_text,
@@ -137,15 +138,6 @@ _SOURCE = "globalping"
 _TYPES = ("ping", "traceroute", "mtr")
 
 GlobalpingRecord = PingRecord | TcpRecord | TraceRecord
-
-
-class Refused(NetvantageError):
-    """One result that cannot be imported: ``reason`` is short and stable (counted)."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def globalping_id(measurement: str, index: int) -> str:

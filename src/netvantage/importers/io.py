@@ -59,6 +59,7 @@ __all__ = [
     "ImportReport",
     "JsonValue",
     "Refusals",
+    "Refused",
     "compression_of",
     "display_name",
     "iter_json",
@@ -73,6 +74,19 @@ BLOCK = 1 << 20
 MAX_VALUE_CHARS = 64 << 20
 
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+
+
+class Refused(NetvantageError):
+    """One value of an input (a result, an object, a cell) that cannot be imported.
+
+    ``reason`` is short and stable: it is what :class:`Refusals` counts; ``detail`` says
+    what this value was.  Raised and caught inside an importer, one per refused value.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class ImportFormatError(NetvantageError, ValueError):

@@ -117,7 +117,14 @@ from ..files import replaced_whole
 from ..results import PingBody, PingRecord, RttStats, RttSummary, encode_record
 from .ids import RECENT_KEYS as _RECENT_KEYS
 from .ids import RecentKeys, uuid5
-from .io import ImportFormatError, ImportReport, display_name, open_binary, open_text
+from .io import (
+    ImportFormatError,
+    ImportReport,
+    Refused,
+    display_name,
+    open_binary,
+    open_text,
+)
 from .places import Place, from_city, from_coordinates, from_country, from_iata, write_locations
 
 __all__ = [
@@ -552,36 +559,27 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-class _Refused(Exception):
-    """One cell refused; ``reason`` is short and stable (it is counted)."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-
 def _number(value: Any, stat: str, factor: float) -> float | None:
-    """A cell as milliseconds; ``None`` for a gap; raises :class:`_Refused`."""
+    """A cell as milliseconds; ``None`` for a gap; raises :class:`Refused`."""
     if value is None or isinstance(value, bool):
         if value is None:
             return None
-        raise _Refused("value not a number", repr(value))
+        raise Refused("value not a number", repr(value))
     try:
         f = float(value)  # str (surrounding blanks allowed), int, float
     except (TypeError, ValueError):
         if str(value).strip().lower() in GAPS:
             return None
-        raise _Refused("value not a number", repr(value)) from None
+        raise Refused("value not a number", repr(value)) from None
     if f > 0 and f != math.inf:
         return round(f * factor, 3)
     if math.isnan(f):
         return None  # "nan", "NaN" or a float NaN (Parquet's missing value)
     if math.isinf(f):
-        raise _Refused("value not a number", repr(value))
+        raise Refused("value not a number", repr(value))
     if f == 0 and stat in ("stdev", "mdev"):
         return 0.0
-    raise _Refused("value not above 0", repr(value))
+    raise Refused("value not above 0", repr(value))
 
 
 def _summary(values: Iterable[tuple[str, float]]) -> RttSummary:
@@ -596,7 +594,7 @@ def _summary(values: Iterable[tuple[str, float]]) -> RttSummary:
     try:
         return RttSummary(samples=None, percentiles_ms=percentiles, **fields)
     except ValueError as exc:
-        raise _Refused("statistics contradict each other", str(exc)) from None
+        raise Refused("statistics contradict each other", str(exc)) from None
 
 
 def _in_order(figures: list[tuple[str, float]]) -> bool:
@@ -636,11 +634,11 @@ def _time_text(text: str) -> datetime:
     except ValueError:
         pass
     except (OverflowError, OSError):
-        raise _Refused("bad time", repr(text)) from None
+        raise Refused("bad time", repr(text)) from None
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
-        raise _Refused("bad time", repr(text)) from None
+        raise Refused("bad time", repr(text)) from None
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
@@ -655,7 +653,7 @@ def _time(value: Any) -> datetime:
         return _time_text(repr(value))
     text = _text(value)
     if not text:
-        raise _Refused("no time")
+        raise Refused("no time")
     return _time_text(text)
 
 
@@ -959,7 +957,7 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                 continue
             try:
                 when = at if plan.time_i is None else _time(cells[plan.time_i])
-            except _Refused as exc:
+            except Refused as exc:
                 read += 1
                 report.refuse(exc.reason, _where(name, n, None, unit), exc.detail, file=name)
                 continue
@@ -980,7 +978,7 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                 read += 1
                 try:
                     if not source or not target:
-                        raise _Refused("no place name", "source" if not source
+                        raise Refused("no place name", "source" if not source
                                        else "destination")
                     figures = [(key, v) for i, stat, key, factor in value_columns
                                if (v := _number(cells[i], stat, factor)) is not None]
@@ -990,7 +988,7 @@ def _convert(name: str, header: list[str], rows: Iterator[Row], spec: MatrixSpec
                         continue
                     if len(figures) > 1 and not _in_order(figures):
                         _summary(figures)  # refuses, saying which figures contradict
-                except _Refused as exc:
+                except Refused as exc:
                     report.refuse(exc.reason, _where(name, n, column, unit), exc.detail,
                                   file=name)
                     continue

@@ -80,7 +80,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO
 
-from ..errors import NetvantageError, SchemaError
+from ..errors import SchemaError
 from ..results import (
     Hop,
     IcmpError,
@@ -93,7 +93,15 @@ from ..results import (
     decode_record,
     encode_record,
 )
-from .io import BLOCK, ImportFormatError, ImportReport, display_name, iter_json, open_binary
+from .io import (
+    BLOCK,
+    ImportFormatError,
+    ImportReport,
+    Refused,
+    display_name,
+    iter_json,
+    open_binary,
+)
 
 __all__ = [
     "SCAMPER_NAMESPACE",
@@ -112,15 +120,6 @@ WARTS_MAGIC = b"\x12\x05"
 
 _SOURCE = "scamper"
 _BOOKKEEPING = ("cycle-start", "cycle-stop", "cycle-def", "list")
-
-
-class Refused(NetvantageError):
-    """One scamper object that cannot be imported: ``reason`` is short and stable (counted)."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
