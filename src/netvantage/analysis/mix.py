@@ -312,6 +312,11 @@ class Mixes:
                 "nearest_flip": self.nearest.to_dict() if self.nearest else None,
                 "notes": self.notes}
 
+    def nearest_regions(self, n: int = 5) -> list[Stretch]:
+        """The ``n`` single regions whose growth flips the winner soonest, nearest first."""
+        return sorted((s for s in self.towards if s.flip_at is not None),
+                      key=lambda s: float(s.flip_at or 0.0))[:n]
+
     def text_lines(self) -> list[str]:
         lines = ["", "Client mixes (winner per mix; 'flips at': share of the way from the "
                  "given mix):"]
@@ -335,9 +340,7 @@ class Mixes:
                     lines.append(f"  {m.name}: {g.text()}")
         if self.nearest is not None:
             lines.append(f"  smallest change that flips the winner: {self.nearest.text()}")
-        near = sorted((s for s in self.towards if s.flip_at is not None),
-                      key=lambda s: float(s.flip_at or 0.0))[:5]
-        for s in near:
+        for s in self.nearest_regions():
             region = s.to.removeprefix("region:")
             lines.append(f"  towards {region}: {s.flip_to} wins once {region} has "
                          f"{s.weights_at_flip.get(region, 0.0):.1%} of the clients "

@@ -60,9 +60,7 @@ def mix_section(mixes: Mixes | None) -> MixSection | None:
     if mixes.nearest is not None:
         flips.append(f"Smallest change of the given mix that flips the winner: "
                      f"{mixes.nearest.text()}.")
-    near = sorted((s for s in mixes.towards if s.flip_at is not None),
-                  key=lambda s: float(s.flip_at or 0.0))[:5]
-    for s in near:
+    for s in mixes.nearest_regions():
         region = s.to.removeprefix("region:")
         flips.append(f"Towards {region}: {s.flip_to} wins once {region} has "
                       f"{s.weights_at_flip.get(region, 0.0):.1%} of the clients (now "
