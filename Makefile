@@ -13,10 +13,11 @@ PIP    := $(BIN)/python -m pip install --quiet --no-build-isolation -c $(LOCK)
 # What the measurements and the tests need from Debian.
 DEBIAN_PACKAGES := iproute2 nftables iptables iputils-ping iputils-tracepath traceroute \
                    mtr-tiny tcpdump openssl postfix dovecot-imapd fping scamper \
-                   chromium
+                   chromium knot unbound rbldnsd postgresql prometheus
 
 # What the live demo's lab needs (a subset: no peers for benchmarks, no browser).
-LAB_PACKAGES := iproute2 nftables iputils-ping traceroute openssl postfix dovecot-imapd
+LAB_PACKAGES := iproute2 nftables iputils-ping traceroute openssl postfix dovecot-imapd \
+                knot unbound rbldnsd
 
 .PHONY: demo test test-latest lint typecheck pytest notebooks lock debian-packages \
         lab-packages clean
