@@ -48,7 +48,7 @@ _quiet = False
 
 
 class Bar(Protocol):
-    """What a step yields: count work done (``update``), say what is being done (``set_postfix_str``)."""
+    """What a step yields: ``update`` counts work done, ``set_postfix_str`` says what."""
 
     def update(self, n: float | None = 1) -> bool | None: ...
 
