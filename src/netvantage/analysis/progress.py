@@ -105,7 +105,7 @@ def step(name: str, *, total: float | None = None, unit: str = "it",
     if not enabled():
         yield _NoBar()
         return
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     # A step that counts nothing shows its name and the time elapsed.
     fmt = "{desc}: {elapsed}" if total is None and unit == "it" else None
