@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from conftest import invoke_cli
 from netvantage.analysis import progress
-from netvantage.analysis.load import FRAME_NAMES, load
+from netvantage.analysis.load import FRAME_NAMES, check_campaign, load
 from netvantage.errors import SchemaError
 from netvantage.results import PingRecord, read_jsonl, write_jsonl
 
@@ -126,3 +127,32 @@ def test_quiet_cli_writes_nothing_on_stderr(tmp_path: Path) -> None:
     rep = invoke_cli("report", str(SAMPLE), "--format", "md", "-o", str(page), "--quiet")
     assert rep.returncode == 0, rep.stderr
     assert rep.stderr == "" and page.exists()
+
+
+def test_checks_by_slices_find_what_one_check_finds(whole: object,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long frames are checked a slice of rows at a time, uniqueness over the whole: the
+    problems (rows and counts) are those of one check of the whole frame."""
+    import dataclasses
+
+    camp: Any = whole
+    m, s, p = camp.measurements.copy(), camp.samples.copy(), camp.phases.copy()
+    m.loc[5, "id"] = m.loc[1500, "id"]  # two slices apart
+    m.loc[1900, "rtt_ms"] = -1.0
+    s.loc[4000, ["id", "seq"]] = s.loc[3999, ["id", "seq"]].to_numpy()
+    s.loc[10, "rtt_ms"] = -5.0
+    p.loc[100, "phase"] = p.loc[101, "phase"]
+    bad = dataclasses.replace(camp, measurements=m, samples=s, phases=p)
+
+    def problems(rows: int) -> list[str]:
+        monkeypatch.setattr(loader, "CHECK_ROWS", rows)
+        with pytest.raises(SchemaError) as caught:
+            check_campaign(bad)
+        return sorted(caught.value.problems)
+
+    whole_check = problems(10**9)
+    assert any("field_uniqueness failed for 2" in x for x in whole_check), whole_check
+    assert any("(id, seq) unique" in x and "(row 4000)" in x for x in whole_check)
+    assert problems(300) == whole_check
+    monkeypatch.setattr(loader, "CHECK_ROWS", 300)
+    check_campaign(camp)  # the good frames pass by slices too

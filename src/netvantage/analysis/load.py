@@ -610,8 +610,10 @@ class _Column:
         return pd.array(values, dtype=spec)  # type: ignore[call-overload]
 
     def series(self) -> pd.Series:
+        """The whole column; its parts are let go (the column is built once)."""
         self.flush()
         spec, parts = self.spec, self.parts
+        self.parts = []
         if not parts:
             parts = [self._compact([])] if spec not in ("cat", "str") and not isinstance(
                 spec, tuple) else parts
@@ -632,7 +634,7 @@ class _Column:
             chunked = pyarrow.chunked_array(parts, type=pyarrow.string())
             return pd.Series(chunked.to_pandas(types_mapper=_STR_TYPES.get))
         if spec == "time":
-            return pd.Series(np.concatenate(parts).view("M8[ns]")).dt.tz_localize("UTC")
+            return pd.Series(pd.DatetimeIndex(np.concatenate(parts).view("M8[ns]"), tz="UTC"))
         if spec in ("float64", "int64", "bool"):
             return pd.Series(np.concatenate(parts))
         return pd.concat([pd.Series(p) for p in parts], ignore_index=True)
@@ -655,6 +657,9 @@ class _Columns(dict[str, list[Any]]):
 
     def series(self) -> dict[str, pd.Series]:
         return {name: col.series() for name, col in self.built.items()}
+
+    def frame(self, order: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame({name: self.built[name].series() for name in order}, copy=False)
 
 
 class _Builder:
@@ -692,7 +697,7 @@ class _Builder:
             columns.flush()
 
     def campaign(self, *, dedup: bool) -> Campaign:
-        measurements = pd.DataFrame(self.m.series())[list(MEASUREMENT_COLUMNS)]
+        measurements = self.m.frame(MEASUREMENT_COLUMNS)
         children = {"samples": self.s.series(), "hops": self.h.series(),
                     "phases": self.p.series()}
         if dedup:
@@ -715,7 +720,7 @@ def _child(name: str, own: dict[str, pd.Series], measurements: pd.DataFrame) -> 
         if dtypes[column] == "cat":  # the values of this frame, as if built alone
             taken = taken.cat.remove_unused_categories()
         columns[column] = taken
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _dedup(measurements: pd.DataFrame, children: dict[str, dict[str, pd.Series]],
@@ -857,24 +862,68 @@ def check_campaign(campaign: Campaign) -> Campaign:
     return campaign
 
 
+#: Frames longer than this are checked a slice of rows at a time (pandera's checks make
+#: frame-sized temporaries): the row checks per slice, the uniqueness checks once over
+#: the whole frame.  The problems are those of one whole-frame check.
+CHECK_ROWS = 250_000
+
+
 def _problems(name: str, frame: pd.DataFrame, per_check: int = 5) -> list[str]:
     import pandera.errors
 
     if name not in FRAME_NAMES:
         raise LoadError(f"no schema for a frame named {name!r} (known: {FRAME_NAMES})")
-    try:
-        schemas()[name].validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        problems: list[str] = []
-        for (column, check), rows in cases.groupby(["column", "check"], dropna=False,
-                                                   sort=False):
-            where = f"{name}.{column}" if pd.notna(column) else name
-            shown = [f"{c!r}" + ("" if pd.isna(i) else f" (row {i})")
-                     for c, i in zip(rows["failure_case"][:per_check],
-                                     rows["index"][:per_check], strict=True)]
-            more = f", … {len(rows) - per_check} more" if len(rows) > per_check else ""
-            problems.append(f"{where}: {check} failed for {len(rows)} value(s): "
-                            f"{', '.join(shown)}{more}")
-        return problems
-    return []
+    schema = schemas()[name]
+    parts: list[tuple[pa.DataFrameSchema, pd.DataFrame]]
+    if len(frame) <= CHECK_ROWS or list(frame.columns) != list(schema.columns):
+        parts = [(schema, frame)]
+    else:
+        row_schema, keys = _sliced_schemas(name)
+        parts = [(row_schema, frame.iloc[start:start + CHECK_ROWS])
+                 for start in range(0, len(frame), CHECK_ROWS)]
+        parts.append((keys, frame))
+    found: list[pd.DataFrame] = []
+    for part_schema, part in parts:
+        try:
+            part_schema.validate(part, lazy=True)
+        except pandera.errors.SchemaErrors as exc:
+            found.append(exc.failure_cases)
+    if not found:
+        return []
+    cases: Any = pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
+    problems: list[str] = []
+    for (column, check), rows in cases.groupby(["column", "check"], dropna=False, sort=False):
+        where = f"{name}.{column}" if pd.notna(column) else name
+        shown = [f"{c!r}" + ("" if pd.isna(i) else f" (row {i})")
+                 for c, i in zip(rows["failure_case"][:per_check],
+                                 rows["index"][:per_check], strict=True)]
+        more = f", … {len(rows) - per_check} more" if len(rows) > per_check else ""
+        problems.append(f"{where}: {check} failed for {len(rows)} value(s): "
+                        f"{', '.join(shown)}{more}")
+    return problems
+
+
+@cache
+def _sliced_schemas(name: str) -> tuple[pa.DataFrameSchema, pa.DataFrameSchema]:
+    """(the schema without its uniqueness checks, a schema of those alone)."""
+    import pandera.pandas as pa
+
+    full = schemas()[name]
+    unique_columns = [c for c, col in full.columns.items() if col.unique]
+    unique_checks = [c for c in full.checks if str(c.name).endswith(" unique")]
+    row_schema = pa.DataFrameSchema(
+        {c: _not_unique(col) if col.unique else col for c, col in full.columns.items()},
+        checks=[c for c in full.checks if c not in unique_checks],
+        strict=True, ordered=True, name=name)
+    keys = pa.DataFrameSchema(
+        {c: pa.Column(unique=True, nullable=full.columns[c].nullable) for c in unique_columns},
+        checks=unique_checks, name=name)
+    return row_schema, keys
+
+
+def _not_unique(column: Any) -> Any:
+    import copy
+
+    out = copy.copy(column)
+    out.unique = False
+    return out
