@@ -590,6 +590,7 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
             bottom.annotate(f"flagged: {who}", (start, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -11), textcoords="offset points", fontsize=7,
                             color=FLAG_COLOUR)
+        _mark_path_changes(top, bottom, result, t)
         top.set_title(f"to {t}", fontsize=10, loc="left")
         top.set_yscale("log")
         top.grid(alpha=0.3, which="both")
@@ -611,7 +612,28 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
                   f"Median {kind} RTT (log scale) and loss per {duration_text(result.window)} "
                   "window, one column per data centre, one line per client region. Shaded "
                   "from the dashed line on: a change flagged by the history test (its "
-                  "'since')." + chosen.note(), _png(fig))
+                  "'since')." + _path_change_caption(result) + chosen.note(), _png(fig))
+
+
+PATH_COLOUR = "#6a1b9a"
+
+
+def _mark_path_changes(top: Axes, bottom: Axes, result: Analysis, target: str) -> None:
+    """A dotted line and a "path" label where an agent's path to ``target`` changed."""
+    changes = result.changes.paths if result.changes is not None else ()
+    for change in (c for c in changes if c.target == target):
+        at: Any = pd.Timestamp(change.at).tz_localize(None)
+        for ax in (top, bottom):
+            ax.axvline(at, color=PATH_COLOUR, linestyle=":", linewidth=1.4, zorder=3)
+        top.annotate(f"path: {change.region}", (at, 1.0), xycoords=("data", "axes fraction"),
+                     xytext=(3, -11), textcoords="offset points", fontsize=7,
+                     color=PATH_COLOUR)
+
+
+def _path_change_caption(result: Analysis) -> str:
+    n = len(result.changes.paths) if result.changes is not None else 0
+    return (f" Dotted purple lines: {n} path change(s) (an agent's traces took other hops "
+            "from then on; see Path changes)." if n else "")
 
 
 def inflation_figure(campaign: Campaign, result: Analysis) -> Figure | None:
