@@ -74,6 +74,14 @@ def test_load_balanced_branches_lost_probes_and_one_off_detours_are_not_changes(
     assert find_path_changes(*frames(one_off)) == []
 
 
+def test_a_change_whose_first_trace_lost_the_new_hop_is_dated_by_the_next():
+    moved = ["a1", "b2", "d"]
+    paths = [A] * 5 + [["a1", None, "d"]] + [moved] * 5
+    (change,) = find_path_changes(*frames(paths))
+    assert change.at == T0 + 6 * STEP and change.ttls == (2,)
+    assert change.before == (("a1",), ("a2",), ("d",))  # the lost hop filled from before
+
+
 def test_traces_that_did_not_arrive_say_nothing():
     paths = [A] * 5 + [["a1", "b2", None]] * 3 + [A] * 5
     reached = [True] * 5 + [False] * 3 + [True] * 5
