@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -113,3 +114,19 @@ def test_a_coinciding_improvement_or_rise_is_named_and_a_distant_one_is_not():
 @pytest.mark.parametrize("hops", [None, pd.DataFrame()])
 def test_no_traces_no_changes(hops):
     assert find_path_changes(hops) == []
+
+
+def test_a_path_change_of_an_events_pair_joins_its_timeline():
+    from netvantage.analysis.events import group_events
+
+    hops, meas = frames([A] * 8 + [B] * 8, region="R1", target="dcX")
+    (change,) = find_path_changes(hops, meas)
+    rise = T0 + 8 * STEP
+    flags = [Episode("R1", "dcX", "ping", rise, None, 10.0, 30.0, 31.0, 3),
+             Episode("R2", "dcX", "ping", rise, None, 12.0, 33.0, 35.0, 3)]
+    (event,) = group_events(flags, pd.Timedelta("30s"), paths=[change])
+    assert (change.at, "R1 -> dcX: path changed at TTL 2, 3, 4 (agent jnb-1)") \
+        in event.timeline
+    (far,) = group_events([replace(f, start=f.start + pd.Timedelta("1h")) for f in flags],
+                          pd.Timedelta("30s"), paths=[change])
+    assert not any("path changed" in what for _, what in far.timeline)
