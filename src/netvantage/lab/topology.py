@@ -70,6 +70,10 @@ class Node:
     lon: float | None = None
     asn: int | None = None
     org: str | None = None
+    #: A data centre's planted mail-readiness problem (see :mod:`netvantage.lab.dns`):
+    #: ``listed`` (its address on a blocklist), ``ptr`` (generic PTR, not
+    #: forward-confirmed), ``dkim`` (its DKIM key never published); ``None``: clean.
+    mail_plant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +215,8 @@ class Topology:
 
 # --------------------------------------------------------------------------- loading
 
-_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org"}
+_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org", "mail_plant"}
+MAIL_PLANTS = ("listed", "ptr", "dkim")
 _LINK_KEYS = {"a", "b", "delay_ms", "jitter_ms", "loss", "cost"}
 
 
@@ -285,12 +290,17 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             problems.append(f"{where}.lon: outside -180..180")
         if "asn" in spec and not (isinstance(spec["asn"], int) and 0 < spec["asn"] < 2**32):
             problems.append(f"{where}.asn: must be an AS number")
+        if "mail_plant" in spec and (spec["mail_plant"] not in MAIL_PLANTS
+                                     or role != "dc"):
+            problems.append(f"{where}.mail_plant: one of {', '.join(MAIL_PLANTS)}, on a "
+                            "data centre only")
         nodes[node_name] = Node(
             name=node_name, role=role, index=index,
             v4=str(v4net.network_address + (255 << 8) + index + 1),
             v6=str(v6net.network_address + (0xFF << 80) + index + 1),
             city=spec.get("city"), country=spec.get("country"), iata=spec.get("iata"),
             lat=spec.get("lat"), lon=spec.get("lon"), asn=spec.get("asn"), org=spec.get("org"),
+            mail_plant=spec.get("mail_plant"),
         )
     if len(nodes) > 250:
         problems.append("nodes: at most 250")
