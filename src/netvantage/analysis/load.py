@@ -98,6 +98,7 @@ from ..results import (
     STATUSES,
     AnyRecord,
     ImapRecord,
+    MailReadyRecord,
     PingRecord,
     RttSummary,
     SmtpRecord,
@@ -115,6 +116,7 @@ from .frames import (
     SAMPLE_COLUMNS,
     Campaign,
 )
+from .readiness import readiness_frame
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -273,8 +275,10 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
     s: dict[str, list[Any]] = {c: [] for c in SAMPLE_COLUMNS}
     h: dict[str, list[Any]] = {c: [] for c in HOP_COLUMNS}
     p: dict[str, list[Any]] = {c: [] for c in PHASE_COLUMNS}
+    ready: list[MailReadyRecord] = []
     for r in records:
-        if r.kind == "mailready":  # readiness, not a measurement: analysis.readiness reads it
+        if isinstance(r, MailReadyRecord):  # readiness, not a measurement: its own frame
+            ready.append(r)
             continue
         _measurement(r, m)
         # A summary body has no samples (rtts_ms / attempts are empty): no rows.
@@ -292,6 +296,7 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
         samples=_frame(s, SAMPLE_COLUMNS, _SAMPLE_DTYPES),
         hops=_frame(h, HOP_COLUMNS, _HOP_DTYPES),
         phases=_frame(p, PHASE_COLUMNS, _PHASE_DTYPES),
+        readiness=readiness_frame(ready) if ready else None,
     )
 
 

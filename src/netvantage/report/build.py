@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +19,7 @@ from ..analysis.episodes import snapshots
 from ..analysis.frames import Campaign
 from ..analysis.geo import locations as read_locations
 from ..analysis.load import load
+from ..analysis.readiness import DEFAULT_FAIL_ON
 from ..analysis.summary import Analysis, analyse
 from .content import ReportContent, collect_content
 from .figures import FIGURES, Figure, draw_all
@@ -86,7 +87,8 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                 gaps: str = "exclude", same_city_floor_ms: float | None = None,
                 compare: Campaign | None = None,
                 compare_at: str | pd.Timestamp | None = None,
-                episode_min_rise: float = 0.08, episode_min_windows: int = 3) -> Report:
+                episode_min_rise: float = 0.08, episode_min_windows: int = 3,
+                readiness_fail_on: tuple[str, ...] = DEFAULT_FAIL_ON) -> Report:
     """Analyse ``campaign`` (as :func:`analyse` does, with the same options and defaults),
     draw the figures, word the findings.
 
@@ -95,12 +97,16 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
     """
     say: Progress = progress or (lambda _message: None)
     say("analysing…")
+    ready = campaign.readiness  # snapshots keep the four measurement frames only
     campaign, earlier = snapshots(campaign, compare, compare_at)
+    if ready is not None and campaign.readiness is None:
+        campaign = replace(campaign, readiness=ready)
     result = analyse(campaign, keep_impossible=keep_impossible, weights=weights,
                      locations=locations, window=window, mixes=mixes, gaps=gaps,
                      same_city_floor_ms=same_city_floor_ms, compare=earlier,
                      episode_min_rise=episode_min_rise,
-                     episode_min_windows=episode_min_windows)
+                     episode_min_windows=episode_min_windows,
+                     readiness_fail_on=readiness_fail_on)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
     content = collect_content(

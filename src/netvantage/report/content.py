@@ -24,6 +24,7 @@ from .coverage import CoverageSection, coverage_section
 from .detours import DetourSection, detour_section
 from .mixes import MixSection, mix_section
 from .physics import PhysicsSection, physics_section
+from .readiness import ReadinessSection, readiness_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
            "collect_content", "duration_text"]
@@ -94,6 +95,7 @@ class ReportContent:
     physics: PhysicsSection | None = None
     ranking_note: str = ""  # what the 95 % CI and p(best) columns rest on, or why empty
     calm: str = ""  # the sentence shown when no region is flagged: what was tested
+    readiness: ReadinessSection | None = None  # "Will mail flow on day one?"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -583,4 +585,5 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         physics=physics_section(result.physics),
         ranking_note=_ranking_note(result.ranking.table),
         calm=_calm(result),
+        readiness=readiness_section(result.readiness),
     )
