@@ -779,6 +779,9 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     greeting: str | None = None
     capabilities: list[str] = []
     capabilities_tls: list[str] = []
+    #: IMAP: the capabilities the server announced after LOGIN (untagged or in the
+    #: tagged OK's [CAPABILITY …] code); empty when it announced none or no login ran.
+    capabilities_auth: list[str] = []
     tls: TlsInfo | None = None
     auth: Literal["ok", "failed"] | None = None
     bytes_received: NonNegInt = 0
