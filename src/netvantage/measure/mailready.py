@@ -608,6 +608,11 @@ async def _tls_rpt(run: _Run, domain: str) -> ReadyCheck:
     return _check("pass", f"reports to {t['rua']}", evidence)
 
 
+def _preference(mx: str) -> tuple[int, str]:
+    first, _, rest = mx.partition(" ")
+    return (int(first), rest) if first.isdigit() else (65536, mx)
+
+
 async def _mx(run: _Run, domain: str) -> tuple[ReadyCheck, list[str], list[str]]:
     """(the check, every MX name, the MX names pointing at the address)."""
     answer = await run.dns.query(domain, "MX")
@@ -616,8 +621,9 @@ async def _mx(run: _Run, domain: str) -> tuple[ReadyCheck, list[str], list[str]]
     if answer.outcome != "ok" or not answer.records:
         return (_check("fail", f"{domain} has no MX records",
                        [f"{domain} MX: {answer.outcome}"]), [], [])
-    hosts = [r.split()[-1].rstrip(".").lower() for r in answer.records]
-    evidence = [f"{domain} MX {r}" for r in answer.records]
+    records = sorted(answer.records, key=_preference)
+    hosts = [r.split()[-1].rstrip(".").lower() for r in records]
+    evidence = [f"{domain} MX {r}" for r in records]
     rdtype = "A" if ipaddress.ip_address(run.address).version == 4 else "AAAA"
     answers = await asyncio.gather(*(run.dns.query(h, rdtype) for h in hosts))
     pointing = [h for h, a in zip(hosts, answers, strict=True)
