@@ -44,7 +44,9 @@ Bart 1968), then a depth-first branch and bound over the sites in order of their
 score, with a node limit.  Its lower bounds: every region at its cheapest site among those
 chosen and those still to come (valid in every mode, since legs cost ≥ 0), and for
 anycast also the score of the chosen sites less the sum of the largest single-site gains
-still to come (the gains of adding sites to an anycast set are submodular); for failover,
+still to come (the gains of adding sites to an anycast set are submodular); for relay, the
+best primary among those chosen or still possible with each region at its cheapest way to
+it through the chosen and still possible sites; for failover,
 the chosen and best remaining single scores in priority order.  When the node limit stops
 it, the **optimality gap** is (best found − least bound of the unexplored nodes) / best
 found; 0 when the search ran to the end.  Written here because no well-kept Python library
@@ -521,14 +523,40 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
     sizes = list(p.sizes())
     prices = p.price[order] if p.price is not None else None
     must_price = float(p.price[list(p.must)].sum()) if p.price is not None and p.must else 0.0
+    relay = p.mode == "relay"
+    n_sites, n_regions = len(p.sites), len(p.regions)
+    if relay:
+        # via[q, a, r]: region r reaching primary a through site q (q = a: directly);
+        # rsuffix[i][a]: each region's cheapest way to primary a through order[i:].
+        via = p.cost.T[:, np.newaxis, :] + p.legs[:, :, np.newaxis]
+        rsuffix = np.full((len(order) + 1, n_sites, n_regions), np.inf)
+        future = np.zeros((len(order) + 1, n_sites), dtype=bool)
+        for i in range(len(order) - 1, -1, -1):
+            rsuffix[i] = np.minimum(rsuffix[i + 1], via[order[i]])
+            future[i] = future[i + 1]
+            future[i, order[i]] = True
 
-    def bound(chosen: list[int], start: int, cover: FloatArray, spent: float) -> float:
+    def relay_bound(chosen: list[int], start: int, rcover: FloatArray) -> float:
+        """Relay: the best primary among those chosen or still possible, each region at its
+        cheapest way to it through the chosen and still possible sites."""
+        room = p.k - len(chosen)
+        reach = np.minimum(rcover, rsuffix[start]) if room > 0 else rcover
+        allowed = future[start].copy() if room > 0 else np.zeros(n_sites, dtype=bool)
+        allowed[chosen] = True
+        with np.errstate(invalid="ignore"):
+            per = reach[allowed] @ p.w
+        return float(np.min(per)) if len(per) else math.inf
+
+    def bound(chosen: list[int], start: int, cover: FloatArray, spent: float,
+              rcover: FloatArray | None = None) -> float:
         """A lower bound of every set that adds sites of order[start:] to ``chosen``."""
         room = p.k - len(chosen)
         reach = np.minimum(cover, suffix[start]) if room > 0 else cover
         if np.isinf(reach).any():
             return math.inf
         base = float(reach @ p.w)
+        if relay and rcover is not None:
+            return max(base, relay_bound(chosen, start, rcover))
         if p.mode == "anycast":
             if room > 0 and np.isfinite(cover).all():
                 rest = cols[:, start:]
@@ -536,8 +564,6 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
                     rest = rest[:, prices[start:] <= p.budget - spent + 1e-9]
                 gains = np.sort(p.w @ np.maximum(cover[:, np.newaxis] - rest, 0.0))[::-1]
                 base = max(base, float(cover @ p.w) - float(gains[:room].sum()))
-            return base
-        if p.mode == "relay":
             return base
         # failover: every site serves every region; Σ p_i c_i ≥ (1 - f^m) min_i c_i
         if any(np.isinf(single[j]) for j in chosen):
@@ -556,15 +582,20 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
 
     cover0 = (p.cost[:, list(p.must)].min(axis=1) if p.must
               else np.full(len(p.regions), np.inf))
-    stack: list[tuple[float, list[int], int, FloatArray, float]] = [
-        (bound(list(p.must), 0, cover0, must_price), list(p.must), 0, cover0, must_price)]
+    rcover0 = None
+    if relay:
+        rcover0 = (via[list(p.must)].min(axis=0) if p.must
+                   else np.full((n_sites, n_regions), np.inf))
+    stack: list[tuple[float, list[int], int, FloatArray, float, FloatArray | None]] = [
+        (bound(list(p.must), 0, cover0, must_price, rcover0), list(p.must), 0, cover0,
+         must_price, rcover0)]
     nodes = 0
 
     def incumbent() -> float:
         return min((-s for s, _ in top.heap), default=math.inf)
 
     while stack and nodes < node_limit:
-        lb, chosen, start, cover, spent = stack.pop()
+        lb, chosen, start, cover, spent, rcover = stack.pop()
         if lb >= incumbent() - 1e-9:
             continue
         nodes += 1
@@ -580,9 +611,10 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
                 continue
             nxt = [*chosen, order[i]]
             ncover = np.minimum(cover, cols[:, i])
-            lb_child = bound(nxt, i + 1, ncover, spend)
+            nrcover = np.minimum(rcover, via[order[i]]) if rcover is not None else None
+            lb_child = bound(nxt, i + 1, ncover, spend, nrcover)
             if lb_child < best - 1e-9:
-                children.append((lb_child, nxt, i + 1, ncover, spend))
+                children.append((lb_child, nxt, i + 1, ncover, spend, nrcover))
         children.sort(key=lambda c: -c[0])  # depth first, the most promising on top
         stack.extend(children)
     best_score = incumbent()
