@@ -37,8 +37,8 @@ every region with pairs that meet them all; only when none can are those pairs u
 the answer says the thresholds are not met.  One site (k = 1) is therefore the ranking's
 winner.
 
-**Search.**  With few enough sets (``exact_limit``, 100,000 by default) every set is
-scored, vectorised over chunks of sets.  Otherwise: greedy (add the site that lowers the
+**Search.**  With few enough sets (:data:`EXACT_LIMIT`: 100,000, or 500,000 for relay) every
+set is scored, vectorised over chunks of sets.  Otherwise: greedy (add the site that lowers the
 score most), then interchange (swap one site for another while the score falls; Teitz and
 Bart 1968), then a depth-first branch and bound over the sites in order of their single
 score, with a node limit.  Its lower bounds: every region at its cheapest site among those
@@ -85,8 +85,8 @@ from ..errors import NetvantageError
 from ..text import columns
 from .rank import CostMatrix, CostModel, Thresholds, cost_matrix
 
-__all__ = ["MODES", "Choice", "Placement", "PlacementError", "Search", "parse_prices",
-           "place", "place_campaign", "place_costs", "relay_legs"]
+__all__ = ["EXACT_LIMIT", "MODES", "Choice", "Placement", "PlacementError", "Search",
+           "parse_prices", "place", "place_campaign", "place_costs", "relay_legs"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -94,6 +94,9 @@ IntArray = npt.NDArray[np.intp]
 #: The placement modes (module docstring).
 MODES = ("anycast", "failover", "relay")
 _COST, _THRESHOLDS = CostModel(), Thresholds()  # frozen: shared defaults are safe
+#: Up to this many possible sets, ``method="auto"`` scores every set (per mode: a relay
+#: set's score costs k² routes per region, its bound is weaker; bench/placement.py).
+EXACT_LIMIT = {"anycast": 100_000, "failover": 100_000, "relay": 500_000}
 _CHUNK_CELLS = 4_000_000  # cells of one vectorised evaluation (sets × regions × sites in a set)
 
 
@@ -650,7 +653,7 @@ def place_costs(
     concentration: float = 50.0,
     seed: int = 0,
     method: str = "auto",
-    exact_limit: int = 100_000,
+    exact_limit: int | None = None,
     node_limit: int = 200_000,
 ) -> Placement:
     """The best set of ``sites`` sites for a cost table (index: regions, columns: sites;
@@ -661,7 +664,8 @@ def place_costs(
     and ``p_best``; ``rtt_records`` (same shape) the "two records per pair" rule.
     ``legs`` (sites × sites, the relay's cost to the primary; NaN unknown) for ``relay``,
     with an optional frame of the same shape in ``legs.attrs["basis"]``.
-    ``method``: "auto" (exhaustive up to ``exact_limit`` sets), "exhaustive" or
+    ``method``: "auto" (exhaustive up to ``exact_limit`` sets, by default
+    :data:`EXACT_LIMIT` of the mode), "exhaustive" or
     "heuristic" (greedy + branch and bound with ``node_limit`` nodes).
     """
     if mode not in MODES:
@@ -734,9 +738,11 @@ def place_costs(
                         failure_prob, outage_cost, price_vec, budget if k == sites else None,
                         mst, k)
 
+    limit = exact_limit if exact_limit is not None else EXACT_LIMIT[mode]
+
     def solve(pr: _Problem) -> tuple[_Top, Search]:
         n = _n_sets(pr)
-        if method == "exhaustive" or (method == "auto" and n <= exact_limit):
+        if method == "exhaustive" or (method == "auto" and n <= limit):
             return _exhaustive(pr, pool)
         return _branch_and_bound(pr, pool, node_limit)
 
