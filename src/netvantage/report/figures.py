@@ -159,8 +159,14 @@ def shown(result: Analysis, regions: Iterable[str], targets: Iterable[str], *,
 
 
 def _date_axis(ax: Axes) -> None:
-    """Concise date ticks (minutes for an hour, months and years for a long campaign)."""
-    locator = _DATES.AutoDateLocator(minticks=3, maxticks=8)
+    """Concise date ticks (minutes for an hour, months and years for a long campaign).
+
+    At most seven ticks, at least two: the locator picks the finest interval that stays
+    within seven; its minute and second steps get a 2 (matplotlib's go 1, 5, 10, ...), so
+    a seven-minute campaign gets ticks every two minutes instead of one tick at :05."""
+    locator = _DATES.AutoDateLocator(minticks=3, maxticks=7)
+    for freq in (_DATES.MINUTELY, _DATES.SECONDLY):
+        locator.intervald[freq] = [1, 2, 5, 10, 15, 20, 30]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(_DATES.ConciseDateFormatter(locator))
 
@@ -590,16 +596,18 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
             bottom.annotate(f"flagged: {who}", (start, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -11), textcoords="offset points", fontsize=7,
                             color=FLAG_COLOUR)
+        _mark_path_changes(top, bottom, result, t)
         top.set_title(f"to {t}", fontsize=10, loc="left")
         top.set_yscale("log")
         top.grid(alpha=0.3, which="both")
         bottom.grid(alpha=0.3)
-        _date_axis(bottom)
         bottom.tick_params(axis="x", labelsize=8)
-        bottom.set_xlabel("time (UTC)")
         if j == 0:
             top.set_ylabel(f"{kind} median RTT (ms)")
             bottom.set_ylabel("loss (%)")
+    # The panels share one x axis (one ticker): set it once.
+    _date_axis(axes[1][0])
+    fig.supxlabel("time (UTC)", fontsize=10)
     top_loss = float(np.nanmax(100 * w["loss_ratio"].to_numpy(dtype=float), initial=0.0))
     axes[1][0].set_ylim(0, max(1.0, top_loss * 1.15))
     handles = [Line2D([], [], color=palette[r], marker=".", label=r) for r in regions]
@@ -611,7 +619,28 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
                   f"Median {kind} RTT (log scale) and loss per {duration_text(result.window)} "
                   "window, one column per data centre, one line per client region. Shaded "
                   "from the dashed line on: a change flagged by the history test (its "
-                  "'since')." + chosen.note(), _png(fig))
+                  "'since')." + _path_change_caption(result) + chosen.note(), _png(fig))
+
+
+PATH_COLOUR = "#6a1b9a"
+
+
+def _mark_path_changes(top: Axes, bottom: Axes, result: Analysis, target: str) -> None:
+    """A dotted line and a "path" label where an agent's path to ``target`` changed."""
+    changes = result.changes.paths if result.changes is not None else ()
+    for change in (c for c in changes if c.target == target):
+        at: Any = pd.Timestamp(change.at).tz_localize(None)
+        for ax in (top, bottom):
+            ax.axvline(at, color=PATH_COLOUR, linestyle=":", linewidth=1.4, zorder=3)
+        top.annotate(f"path: {change.region}", (at, 1.0), xycoords=("data", "axes fraction"),
+                     xytext=(3, -11), textcoords="offset points", fontsize=7,
+                     color=PATH_COLOUR)
+
+
+def _path_change_caption(result: Analysis) -> str:
+    n = len(result.changes.paths) if result.changes is not None else 0
+    return (f" Dotted purple lines: {n} path change(s) (an agent's traces took other hops "
+            "from then on; see Path changes)." if n else "")
 
 
 def inflation_figure(campaign: Campaign, result: Analysis) -> Figure | None:

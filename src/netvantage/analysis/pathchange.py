@@ -1,0 +1,363 @@
+"""Path changes over time: per (agent, target), each trace compared with the path before it.
+
+Pure functions over the ``hops`` and ``measurements`` frames (see
+:mod:`netvantage.analysis.frames`); the episodes and improvements of
+:mod:`netvantage.analysis.episodes` to tie a latency change to a path change.
+
+The rules, and why
+------------------
+*A trace's path* is, per TTL, the set of addresses that answered there.  Only traces
+that reached their target count: one that stopped short says nothing about where the
+path ends.  Each trace is compared with the path *known so far*: the trace before it,
+with the TTLs it left silent filled from the traces before that (a lost probe is neither
+a new path nor the end of the old one).
+
+*A trace differs* at a TTL where it and the known path both have answers and share
+none, or where only one of them has a hop at all (the path got longer or shorter).
+Consecutive traces with the same hops are recognised by a 64-bit key of their (TTL,
+address) rows, so a long campaign is mostly array work.  The AS path (the annotated ASes
+along the path, each once, in order) is reported too, when the hops are annotated.
+
+*A difference is a path change* when it lasts and is not load balancing: the trace
+after the new one agrees with it (as known after it), the addresses that left do not
+come back at their TTL in the next ``window`` traces, and the addresses that arrived
+were not there in the ``window`` traces before.  A per-flow load balancer whose
+branches alternate from trace to trace (each trace draws its own flow) therefore makes
+no path changes; a route that moves and stays makes one, dated by the first trace on the
+new path, so it is found within one trace interval of the moment the route moved (two,
+if that first trace lost exactly the hops that moved).  A change back is a second one.
+
+*Latency*: each change carries the median destination RTT of the traces on the old path
+(up to ``window`` × 3 of them, since the change before) and on the new one (until the
+change after).  A change *coincides* with an episode (a rise) or an improvement of the
+same (region, target) starting within ``tolerance`` of it: the analysis says so, and the
+report marks the change on its time line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .episodes import Episode, Improvement
+
+__all__ = ["PathChange", "find_path_changes"]
+
+WINDOW = 3
+
+
+def _short(ts: pd.Timestamp) -> str:
+    return f"{pd.Timestamp(ts):%Y-%m-%d %H:%M:%S}"
+
+
+@dataclass(frozen=True, slots=True)
+class PathChange:
+    """One agent's path to one target moved (see the module docstring)."""
+
+    agent: str
+    region: str
+    target: str
+    at: pd.Timestamp  # start of the first trace on the new path
+    last_before: pd.Timestamp  # start of the last trace on the old path
+    id_before: str
+    id_after: str
+    ttls: tuple[int, ...]  # where the two traces differ
+    before: tuple[tuple[str, ...], ...]  # per TTL from 1, the addresses ("*": silent)
+    after: tuple[tuple[str, ...], ...]
+    as_before: tuple[str, ...]
+    as_after: tuple[str, ...]
+    rtt_before_ms: float | None
+    rtt_after_ms: float | None
+    coincides: str | None = None  # the episode or improvement it coincides with, in words
+
+    @property
+    def as_changed(self) -> bool:
+        return bool(self.as_before or self.as_after) and self.as_before != self.as_after
+
+    def _hops(self, side: tuple[tuple[str, ...], ...]) -> str:
+        return ", ".join(f"{ttl}: {'|'.join(side[ttl - 1]) if ttl <= len(side) else '-'}"
+                         for ttl in self.ttls)
+
+    def headline(self) -> str:
+        rtt = ""
+        if self.rtt_before_ms is not None and self.rtt_after_ms is not None:
+            rtt = (f"; RTT {self.rtt_before_ms:.1f} -> {self.rtt_after_ms:.1f} ms "
+                   f"({self.rtt_after_ms - self.rtt_before_ms:+.1f})")
+        return (f"{_short(self.at)}  {self.region} -> {self.target} (agent {self.agent}): "
+                f"path changed at TTL {', '.join(map(str, self.ttls))}{rtt}")
+
+    def text_lines(self) -> list[str]:
+        lines = [self.headline(),
+                 f"  before (until {_short(self.last_before)}): {self._hops(self.before)}",
+                 f"  after: {self._hops(self.after)}"]
+        if self.as_changed:
+            lines.append(f"  AS path: {' '.join(self.as_before) or '?'} -> "
+                         f"{' '.join(self.as_after) or '?'}")
+        if self.coincides:
+            lines.append(f"  coincides with {self.coincides}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "region": self.region, "target": self.target,
+                "at": pd.Timestamp(self.at).isoformat(),
+                "last_before": pd.Timestamp(self.last_before).isoformat(),
+                "id_before": self.id_before, "id_after": self.id_after,
+                "ttls": list(self.ttls), "before": [list(x) for x in self.before],
+                "after": [list(x) for x in self.after], "as_before": list(self.as_before),
+                "as_after": list(self.as_after), "as_changed": self.as_changed,
+                "rtt_before_ms": self.rtt_before_ms, "rtt_after_ms": self.rtt_after_ms,
+                "coincides": self.coincides}
+
+
+class _Rows:
+    """The answered hop rows of all reached traces, sorted by (trace, TTL, address)."""
+
+    def __init__(self, ttls: npt.NDArray[np.int64], codes: npt.NDArray[np.int64],
+                 addresses: npt.NDArray[Any], asns: npt.NDArray[Any] | None) -> None:
+        self.ttls, self.codes, self.addresses, self.asns = ttls, codes, addresses, asns
+
+
+class _Trace:
+    """One reached trace: a slice of :class:`_Rows`, decoded on demand."""
+
+    __slots__ = ("_asns", "_hops", "at", "end", "id", "key", "last", "rows", "rtt_ms", "start")
+
+    def __init__(self, tid: str, at: int, rows: _Rows, start: int, end: int, key: int,
+                 last: int, rtt_ms: float | None) -> None:
+        self.id, self.at, self.rows, self.start, self.end = tid, at, rows, start, end
+        self.key, self.last, self.rtt_ms = key, last, rtt_ms  # at: ns since the epoch
+        self._hops: dict[int, frozenset[int]] | None = None
+        self._asns: tuple[str, ...] | None = None
+
+    @property
+    def when(self) -> pd.Timestamp:
+        return pd.Timestamp(self.at, tz="UTC")
+
+    @property
+    def hops(self) -> dict[int, frozenset[int]]:
+        """TTL → address codes (answered TTLs only; :meth:`names` turns codes to text)."""
+        if self._hops is None:
+            r = self.rows
+            per: dict[int, set[int]] = {}
+            for ttl, code in zip(r.ttls[self.start:self.end].tolist(),
+                                 r.codes[self.start:self.end].tolist(), strict=True):
+                if ttl in per:
+                    per[ttl].add(code)
+                else:
+                    per[ttl] = {code}
+            self._hops = {ttl: frozenset(v) for ttl, v in per.items()}
+        return self._hops
+
+    def names(self, codes: frozenset[int]) -> tuple[str, ...]:
+        return tuple(sorted(str(self.rows.addresses[c]) for c in codes))
+
+    @property
+    def asns(self) -> tuple[str, ...]:
+        """The AS path: each TTL's first annotated AS, consecutive repeats once."""
+        if self._asns is None:
+            path: list[str] = []
+            r = self.rows
+            if r.asns is not None:
+                seen: set[int] = set()
+                for ttl, value in zip(r.ttls[self.start:self.end].tolist(),
+                                      r.asns[self.start:self.end], strict=True):
+                    if ttl in seen or value is None or value is pd.NA or (
+                            isinstance(value, float) and math.isnan(value)):
+                        continue
+                    seen.add(ttl)
+                    if not path or path[-1] != str(value):
+                        path.append(str(value))
+            self._asns = tuple(path)
+        return self._asns
+
+
+def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """A 64-bit mixer (the finaliser of SplitMix64) so that sums of mixed rows rarely meet."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+_Path = tuple[dict[int, frozenset[int]], int]  # TTL → address codes, and the last TTL
+
+
+def _differ(x: _Path, y: _Path) -> list[int]:
+    """TTLs where two paths differ: both answered and share no address, or one ends first."""
+    (hx, last_x), (hy, last_y) = x, y
+    out = []
+    for ttl in range(1, max(last_x, last_y) + 1):
+        u, v = hx.get(ttl), hy.get(ttl)
+        if ttl > last_x or ttl > last_y or (u is not None and v is not None and not u & v):
+            out.append(ttl)
+    return out
+
+
+def _path(t: _Trace) -> _Path:
+    return t.hops, t.last
+
+
+def _merge(ref: _Path, t: _Trace) -> _Path:
+    """The path as known after trace ``t``: its answers, and the earlier ones where it was
+    silent (a lost probe does not erase a hop)."""
+    hops = {ttl: v for ttl, v in ref[0].items() if ttl <= t.last}
+    hops.update(t.hops)
+    return hops, t.last
+
+
+def _side(t: _Trace, path: _Path) -> tuple[tuple[str, ...], ...]:
+    hops, last = path
+    return tuple(t.names(hops[ttl]) if ttl in hops else ("*",) for ttl in range(1, last + 1))
+
+
+def _traces(hops: pd.DataFrame, measurements: pd.DataFrame | None
+            ) -> dict[tuple[str, str, str], list[_Trace]]:
+    """(agent, region, target) → its reached traces, by start time.
+
+    Array work only: a campaign's hops frame can hold millions of rows.  Each trace gets a
+    64-bit key summing its mixed (TTL, address) rows and its last TTL: equal keys, equal
+    paths, so most consecutive traces are compared by their keys alone.
+    """
+    answered = hops["address"].notna().to_numpy(dtype=bool)
+    dest = hops["is_destination"].fillna(False).to_numpy(dtype=bool) & answered
+    id_codes, id_values = pd.factorize(hops["id"])
+    reached = np.zeros(len(id_values) + 1, dtype=bool)
+    reached[id_codes[dest]] = True
+    keep = answered & reached[id_codes]
+    if not keep.any():
+        return {}
+    sub = hops[keep]
+    ids = id_codes[keep]
+    addr_codes, addr_values = pd.factorize(sub["address"])
+    ttl = sub["ttl"].to_numpy(dtype=np.int64)
+    order = np.lexsort((addr_codes, ttl, ids))
+    ids, ttl, addr = ids[order], ttl[order], addr_codes[order].astype(np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1])
+    ends = np.append(starts[1:], len(ids))
+    mixed = _mix((ttl.astype(np.uint64) << np.uint64(40)) ^ addr.astype(np.uint64))
+    with np.errstate(over="ignore"):
+        keys = np.add.reduceat(mixed, starts)
+    lasts = np.maximum.reduceat(ttl, starts)
+    keys ^= _mix(lasts.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    rows = _Rows(ttl, addr, np.asarray(addr_values, dtype=object),
+                 sub["asn"].to_numpy(dtype=object)[order] if "asn" in sub.columns else None)
+    first = order[starts]
+    names = np.asarray(id_values, dtype=object)[ids[starts]]
+    regions = sub["region"].to_numpy(dtype=object)[first]
+    targets = sub["target"].to_numpy(dtype=object)[first]
+    ats = pd.to_datetime(sub["started_at"], utc=True).to_numpy(dtype="datetime64[ns]")
+    at_ns = ats[first].astype(np.int64)
+    agents: dict[str, str] = {}
+    rtts: dict[str, float] = {}
+    if measurements is not None and not measurements.empty:
+        m = measurements[(measurements["kind"] == "trace").to_numpy(dtype=bool)]
+        mid = m["id"].astype(str).to_numpy(dtype=object)
+        agents = dict(zip(mid, m["agent"].astype(str).to_numpy(dtype=object), strict=True))
+        rtt = pd.to_numeric(m["rtt_ms"]).to_numpy(dtype=float)
+        rtts = {k: float(v) for k, v in zip(mid, rtt, strict=True) if not math.isnan(v)}
+    out: dict[tuple[str, str, str], list[_Trace]] = {}
+    for name, s0, s1, key, last, at, region, target in zip(
+            names, starts.tolist(), ends.tolist(), keys.tolist(),
+            lasts.tolist(), at_ns.tolist(), regions, targets, strict=True):
+        tid = str(name)
+        group = (agents.get(tid, str(region)), str(region), str(target))
+        out.setdefault(group, []).append(_Trace(tid, at, rows, s0, s1, key, last,
+                                                rtts.get(tid)))
+    for seq in out.values():
+        seq.sort(key=lambda x: x.at)
+    return out
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return float(np.median(got)) if got else None
+
+
+def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | None = None,
+                      *, window: int = WINDOW, episodes: Sequence[Episode] = (),
+                      improvements: Sequence[Improvement] = (),
+                      tolerance: pd.Timedelta | None = None,
+                      min_tolerance: pd.Timedelta | None = None) -> list[PathChange]:
+    """Every lasting path change, earliest first (see the module docstring).
+
+    ``measurements`` gives each trace its agent and destination RTT (without it the
+    region stands for the agent); ``episodes``/``improvements`` within ``tolerance``
+    (default: twice the median gap between an agent's traces, at least ``min_tolerance``)
+    of a change coincide with it.
+    """
+    if hops is None or hops.empty:
+        return []
+    changes: list[PathChange] = []
+    for (agent, region, target), seq in sorted(_traces(hops, measurements).items()):
+        gaps = np.diff(np.fromiter((t.at for t in seq), dtype=np.int64, count=len(seq)))
+        tol = tolerance if tolerance is not None else max(
+            pd.Timedelta(int(2 * np.median(gaps)), "ns") if gaps.size else pd.Timedelta(0),
+            min_tolerance or pd.Timedelta(0))
+        found: list[tuple[int, _Path, list[int]]] = []  # index, path before, TTLs
+        ref = _path(seq[0])
+        for i in range(1, len(seq)):
+            if seq[i].key == seq[i - 1].key:
+                continue  # the same hops as the trace before: nothing new
+            b = seq[i]
+            ttls = _differ(ref, _path(b))
+            after = _merge(ref, b)
+            if ttls and i + 1 < len(seq) and not _differ(after, _path(seq[i + 1])) \
+                    and not _flapping(ref, b, ttls, seq[i + 1:i + window],
+                                      seq[max(0, i - window):i]):
+                found.append((i, ref, ttls))
+            ref = after
+        for n, (i, before, ttls) in enumerate(found):
+            a, b = seq[i - 1], seq[i]
+            start = max(found[n - 1][0] if n else 0, i - 3 * window)
+            stop = min(found[n + 1][0] if n + 1 < len(found) else len(seq), i + 3 * window)
+            change = PathChange(
+                agent=agent, region=region, target=target, at=b.when, last_before=a.when,
+                id_before=a.id, id_after=b.id, ttls=tuple(ttls), before=_side(a, before),
+                after=_side(b, _path(b)), as_before=a.asns, as_after=b.asns,
+                rtt_before_ms=_median([t.rtt_ms for t in seq[start:i]]),
+                rtt_after_ms=_median([t.rtt_ms for t in seq[i:stop]]))
+            changes.append(_tie(change, episodes, improvements, tol))
+    changes.sort(key=lambda c: (c.at, c.region, c.target, c.agent))
+    return changes
+
+
+def _flapping(before: _Path, b: _Trace, ttls: list[int], later: Sequence[_Trace],
+              earlier: Sequence[_Trace]) -> bool:
+    """Whether the hops that left come back soon, or the new ones were there just before:
+    load balancing or a one-off, not a path change."""
+    none: frozenset[int] = frozenset()
+    for ttl in ttls:
+        old, new = before[0].get(ttl, none), b.hops.get(ttl, none)
+        if any(old & t.hops.get(ttl, none) for t in later) or \
+                any(new & t.hops.get(ttl, none) for t in earlier):
+            return True
+    return False
+
+
+def _tie(change: PathChange, episodes: Sequence[Episode],
+         improvements: Sequence[Improvement], tolerance: pd.Timedelta) -> PathChange:
+    """The change with the nearest coinciding episode or improvement of its pair named."""
+    best: tuple[pd.Timedelta, str] | None = None
+    at = pd.Timestamp(change.at)
+    for e in episodes:
+        if (e.region, e.target) == (change.region, change.target):
+            gap = abs(pd.Timestamp(e.start) - at)
+            if gap <= tolerance and (best is None or gap < best[0]):
+                best = (gap, f"a rise [{e.kind}] from {_short(e.start)}: median "
+                              f"{e.level_ms:.1f} ms vs {e.baseline_ms:.1f} ms before")
+    for imp in improvements:
+        if (imp.region, imp.target) == (change.region, change.target):
+            gap = abs(pd.Timestamp(imp.at) - at)
+            if gap <= tolerance and (best is None or gap < best[0]):
+                best = (gap, f"an improvement [{imp.kind}] from {_short(imp.at)}: median "
+                              f"{imp.after_ms:.1f} ms vs {imp.before_ms:.1f} ms before")
+    if best is None:
+        return change
+    return replace(change, coincides=best[1])
