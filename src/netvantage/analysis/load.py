@@ -99,6 +99,7 @@ from ..results import (
     AnyRecord,
     ImapRecord,
     PingRecord,
+    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -274,6 +275,8 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
     h: dict[str, list[Any]] = {c: [] for c in HOP_COLUMNS}
     p: dict[str, list[Any]] = {c: [] for c in PHASE_COLUMNS}
     for r in records:
+        if isinstance(r, PmtuRecord):
+            continue  # a path MTU is not a latency, loss or handshake: no frame holds it yet
         _measurement(r, m)
         # A summary body has no samples (rtts_ms / attempts are empty): no rows.
         if isinstance(r, PingRecord):
@@ -283,7 +286,7 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
             _samples(r, r.body.port, [a.connect_ms for a in r.body.attempts], s)
         elif isinstance(r, TraceRecord):
             _hops(r, h)
-        else:
+        elif isinstance(r, SmtpRecord | ImapRecord):
             _phases(r, p)
     return Campaign(
         measurements=_measurement_frame(m),
@@ -364,7 +367,7 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
             loss = 1 - received / sent if sent else np.nan
             rtt_samples = sum(x is not None for x in answered)
             rtt_stat = "median" if rtt_samples else None
-    else:
+    elif isinstance(r, SmtpRecord | ImapRecord):
         mail = r.body
         port = mail.port
         failed_phase = mail.failed_phase

@@ -1,4 +1,4 @@
-"""``netvantage measure ping|tcp|trace|smtp|imap``: one-shot measurements, JSON Lines out.
+"""``netvantage measure ping|tcp|trace|pmtu|smtp|imap``: one-shot measurements, JSON Lines out.
 
 Each command imports its probe module when it runs, not when the CLI starts.
 """
@@ -146,6 +146,52 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
         die(str(exc), EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,
                              concurrency=concurrency))
+    emit(records, output, table, fail_on_error)
+
+
+@measure.command("pmtu", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure pmtu 10.10.255.16 --table
+  netvantage measure pmtu mx.example.net --protocol tcp --port 25
+  netvantage measure pmtu 2001:db8::25 -6 --protocol udp --pcap pmtu.pcap
+\b
+Don't-Fragment probes of growing size (binary search in rounds): the path MTU, the
+hop where a larger packet stops, and whether the ICMP "fragmentation needed" /
+"packet too big" came back (none: a black hole). Needs root or CAP_NET_RAW.""")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
+@click.option("-P", "--protocol", type=click.Choice(["icmp", "udp", "tcp"]), default="icmp",
+              show_default=True)
+@click.option("-p", "--port", type=click.IntRange(1, 65535),
+              help="Destination port (UDP: 33434, TCP: 443 by default).")
+@click.option("-W", "--timeout", type=click.FloatRange(0.01, 60), default=1.0,
+              show_default=True,
+              help="Seconds each round waits for answers (at least 4 RTTs).")
+@click.option("--tries", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Copies of each size per round (a lost copy is not a too-big packet).")
+@click.option("-m", "--max-ttl", type=click.IntRange(1, 255), default=30, show_default=True)
+@click.option("--deadline", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True, help="Seconds for each target.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
+@common_options
+def measure_pmtu(hosts: tuple[str, ...], protocol: str, port: int | None, timeout: float,
+                 tries: int, max_ttl: int, deadline: float, pcap: Path | None,
+                 output: Path | None, table: bool, fail_on_error: bool, agent: str | None,
+                 region: str | None, concurrency: int, family: Literal[4, 6] | None) -> None:
+    """Path MTU: DF probes by binary search; the hop where it drops; PTB seen or not."""
+    parsed = targets(hosts, require_port=False)
+    from ..measure.pmtu import PmtuOptions, measure_pmtu
+
+    if pcap is not None and len(parsed) > 1:
+        die("--pcap takes one target", EXIT_USAGE)
+    try:
+        opts = PmtuOptions(protocol=protocol,  # type: ignore[arg-type]
+                           port=port, timeout_s=timeout, tries=tries, max_ttl=max_ttl,
+                           deadline_s=deadline, pcap=pcap)
+    except ValueError as exc:
+        die(str(exc), EXIT_USAGE)
+    records = [measure_pmtu(t.host, opts, origin=origin(agent, region), family=family)
+               for t in parsed]
     emit(records, output, table, fail_on_error)
 
 

@@ -38,6 +38,9 @@ __all__ = [
     "Phase",
     "PingBody",
     "PingRecord",
+    "PmtuBody",
+    "PmtuProbe",
+    "PmtuRecord",
     "Record",
     "Responder",
     "RttStats",
@@ -738,6 +741,66 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return next((p for p in self.phases if p.name == name), None)
 
 
+# --------------------------------------------------------------------------- pmtu
+
+Mtu = Annotated[int, msgspec.Meta(ge=68, le=65_535)]
+
+
+class PmtuProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One Don't-Fragment probe: its total IP size, TTL and what came back.
+
+    ``answer``: ``reply`` (the target answered: the size passed), ``ptb`` (ICMP
+    "fragmentation needed" or ICMPv6 "packet too big", with the ``mtu`` it named),
+    ``time_exceeded`` (a router at that TTL), ``unreachable``, or ``None`` (nothing).
+    """
+
+    size: Annotated[int, msgspec.Meta(ge=20, le=65_535)]
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=255)]
+    answer: Literal["reply", "ptb", "time_exceeded", "unreachable"] | None = None
+    responder: str | None = None
+    mtu: NonNegInt | None = None
+    rtt_ms: RttMs | None = None
+
+
+class PmtuBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Path MTU toward the target, and where a packet that does not fit stops.
+
+    ``local_mtu`` is the MTU of the interface toward the target, ``cached_mtu``
+    a smaller path MTU the measuring kernel had already learned for it (from an
+    earlier "fragmentation needed"), when it had one; ``path_mtu``
+    the largest total IP size that reached the target (``None`` if the search
+    did not end).  ``ptb_received`` says whether an ICMP "fragmentation needed"
+    (RFC 1191) or ICMPv6 "packet too big" (RFC 8201) came back; ``black_hole``
+    is a path MTU below ``local_mtu`` learned *without* one (RFC 2923).
+    ``hop_ttl``/``hop_address`` name the router that cannot forward the larger
+    packet (the sender of the ICMP message, or the last router to answer
+    TTL-limited probes of the failing size); ``next_hop_address`` the hop after it.
+    """
+
+    protocol: Literal["icmp", "udp", "tcp"]
+    ip_version: Literal[4, 6]
+    port: Port | None = None
+    local_mtu: Mtu
+    cached_mtu: Mtu | None = None
+    path_mtu: Mtu | None = None
+    reached: bool
+    ptb_received: bool = False
+    ptb_mtu: NonNegInt | None = None
+    ptb_from: str | None = None
+    black_hole: bool = False
+    hop_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)] | None = None
+    hop_address: str | None = None
+    next_hop_address: str | None = None
+    rounds: NonNegInt = 0
+    probes: list[PmtuProbe] = []
+
+    def __post_init__(self) -> None:
+        if self.path_mtu is not None and self.path_mtu > self.local_mtu:
+            raise ValueError("path_mtu is larger than local_mtu")
+        if self.black_hole and self.ptb_received:
+            raise ValueError("a black hole is a path MTU learned without a PTB message")
+
+
 # --------------------------------------------------------------------------- envelope
 
 
@@ -801,6 +864,10 @@ class TraceRecord(Record, tag="trace", frozen=True):
     body: TraceBody
 
 
+class PmtuRecord(Record, tag="pmtu", frozen=True):
+    body: PmtuBody
+
+
 class SmtpRecord(Record, tag="smtp", frozen=True):
     body: MailBody
 
@@ -809,7 +876,8 @@ class ImapRecord(Record, tag="imap", frozen=True):
     body: MailBody
 
 
-AnyRecord: TypeAlias = PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapRecord
+AnyRecord: TypeAlias = (PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapRecord
+                        | PmtuRecord)
 _RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, TraceRecord, SmtpRecord,
-                                           ImapRecord)
+                                           ImapRecord, PmtuRecord)
 KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)
