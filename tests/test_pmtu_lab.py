@@ -85,3 +85,47 @@ def test_black_hole_over_ipv6_and_tcp_written_to_a_pcap_tcpdump_reads(lab, tmp_p
     # Every size the record says it sent is in the capture, at its length on the wire.
     lengths = {int(x.rsplit("length ", 1)[1].split()[0].rstrip(":")) for x in sent}
     assert {p["size"] - 60 for p in body["probes"]} == lengths  # IPv6 and TCP headers off
+
+
+def mail(lab, node: str, protocol: str, endpoints: list[str], *args: str) -> list[dict[str, Any]]:
+    ca = lab.read_state()["ca"]
+    proc = subprocess.run(["ip", "netns", "exec", lab.ns(node), NETVANTAGE, "measure", protocol,
+                           *endpoints, "--ca", ca, "--phase-timeout", "3", "-W", "8", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_mail_flags_the_black_hole_on_465_and_starttls_from_that_region_only(lab):
+    topo = lab.topology
+    hole_region, hole_dc, link = planted(topo)
+    ports = ["465", "25"]  # implicit TLS and STARTTLS
+    regions = [c.name for c in topo.of_role("client")]
+    dcs = topo.of_role("dc")
+
+    def run(region: str) -> list[dict[str, Any]]:
+        return mail(lab, region, "smtp", [f"{d.v4}:{p}" for d in dcs for p in ports])
+
+    with ThreadPoolExecutor(len(regions)) as pool:
+        found = dict(zip(regions, pool.map(run, regions), strict=True))
+    path = topo.path(hole_region, hole_dc)
+    near = link.a if path.index(link.a) < path.index(link.b) else link.b
+    for region in regions:
+        for record in found[region]:
+            dc = topo.node_by_address(record["address"])
+            assert dc is not None
+            body = record["body"]
+            if (region, dc.name) != (hole_region, hole_dc):
+                assert record["status"] == "ok" and body["tls_stall"] is None, (region, record)
+                continue
+            # Connected (and on 25 the greeting, EHLO and STARTTLS answered): small packets pass.
+            assert record["status"] == "timeout" and body["failed_phase"] == "tls_handshake"
+            passed = [p["name"] for p in body["phases"] if p["ok"]]
+            assert passed == (["connect"] if body["mode"] == "tls"
+                              else ["connect", "greeting", "ehlo", "starttls"]), passed
+            stall = body["tls_stall"]
+            assert stall["verdict"] == "pmtu_black_hole", stall
+            assert stall["hello_acked"] is True and stall["flight_bytes"] is not None
+            assert stall["path_mtu"] == link.mtu and stall["ptb_received"] is False
+            assert stall["hop_address"] == topo.nodes[near].v4
+            assert "black hole" in record["error"]

@@ -141,6 +141,7 @@ class _Run:
     ident: int = field(default_factory=lambda: random.randint(1, 0xFFFF))
     next_id: int = field(default_factory=lambda: random.randint(1, 0x7FFF))
     sent: dict[int, _Sent] = field(default_factory=dict)
+    copies: dict[int, set[int]] = field(default_factory=dict)  # probe id -> ids of its group
     rounds: int = 0
     log: PacketLog | None = None
 
@@ -246,6 +247,7 @@ class _Sockets:
     def _rx(self, family: int, proto: int, name: str) -> socket.socket:
         s = socket.socket(family, socket.SOCK_RAW, proto)
         s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._stamp(s)
         self.rx[s] = name
         return s
@@ -346,7 +348,8 @@ class _Sockets:
         probe.rtt_ns = (stamp - probe.tx_real if stamp is not None
                         and 0 <= stamp - probe.tx_real <= mono else mono)
         assert pid is not None
-        pending.discard(pid)
+        # One answer settles its size at that TTL: the other copies need not be waited for.
+        pending.difference_update(r.copies.get(pid, {pid}))
 
 
 # --------------------------------------------------------------------------- search
@@ -361,7 +364,8 @@ def _local(dst: str, version: int) -> tuple[str, int, int]:
         src = str(s.getsockname()[0])
         cached = int(s.getsockopt(socket.IPPROTO_IP if version == 4 else socket.IPPROTO_IPV6,
                                   _IP_MTU if version == 4 else _IPV6_MTU))
-    return src, _interface_mtu(dst) or cached, cached
+    # Loopback's MTU is 65536, one more than an IP packet can say it is long.
+    return src, min(_interface_mtu(dst) or cached, 65_535), min(cached, 65_535)
 
 
 def _interface_mtu(dst: str) -> int | None:
@@ -385,7 +389,10 @@ def _round(socks: _Sockets, sizes: Iterable[int], ttls: Iterable[int], wait_s: f
     ids: dict[tuple[int, int], list[int]] = {}
     for ttl in ttls:
         for size in sizes:
-            ids[(size, ttl)] = [socks.send(size, ttl) for _ in range(r.opts.tries)]
+            group = [socks.send(size, ttl) for _ in range(r.opts.tries)]
+            ids[(size, ttl)] = group
+            for pid in group:
+                r.copies[pid] = set(group)
     pending = {pid for group in ids.values() for pid in group}
     socks.read(min(time.monotonic() + wait_s, deadline), pending)
     return {key: [r.sent[pid] for pid in group] for key, group in ids.items()}
@@ -408,8 +415,13 @@ def _candidates(good: int, bad: int, hint: int | None) -> list[int]:
 
 
 def measure_pmtu(target: str, opts: PmtuOptions = PmtuOptions(), *,
-                 origin: Origin | None = None, family: Literal[4, 6] | None = None) -> PmtuRecord:
-    """Measure the path MTU to ``target`` (an address, or a name resolved first)."""
+                 origin: Origin | None = None, family: Literal[4, 6] | None = None,
+                 name: str | None = None) -> PmtuRecord:
+    """Measure the path MTU to ``target`` (an address, or a name resolved first).
+
+    Raises :class:`~netvantage.errors.PrivilegeError` without raw sockets; a name
+    that does not resolve raises :class:`OSError` or :class:`TimeoutError`.
+    """
     import asyncio
 
     from .target import resolve
@@ -484,7 +496,8 @@ def measure_pmtu(target: str, opts: PmtuOptions = PmtuOptions(), *,
         status, error = "unreachable", "an ICMP unreachable answered the smallest probe"
     else:
         status, error = "timeout", f"no answer to a {floor}-byte probe"
-    return PmtuRecord(id=new_id(), agent=origin.agent, region=origin.region, target=target,
+    return PmtuRecord(id=new_id(), agent=origin.agent, region=origin.region,
+                      target=name or target,
                       address=r.dst, started_at=started, duration_ms=round(duration_ms, 3),
                       status=status, error=error, body=body)  # type: ignore[arg-type]
 

@@ -51,6 +51,7 @@ __all__ = [
     "TcpBody",
     "TcpRecord",
     "TlsInfo",
+    "TlsStall",
     "TraceBody",
     "TraceProbe",
     "TraceRecord",
@@ -101,6 +102,7 @@ TimeMs = Annotated[float, msgspec.Meta(ge=0, le=MAX_RTT_MS)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Mtu = Annotated[int, msgspec.Meta(ge=68, le=65_535)]
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
@@ -710,6 +712,30 @@ class TlsInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     cert_from_second_handshake: bool = False
 
 
+class TlsStall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why a TLS handshake timed out (see :mod:`netvantage.measure.blackhole`).
+
+    ``verdict`` is ``pmtu_black_hole`` when the server's TCP acknowledged our
+    ClientHello (``hello_acked``), its answer never came whole, and the path MTU
+    measured toward it is below the interface MTU; ``stalled`` otherwise.
+    ``flight_bytes`` is how much of the server's answer arrived in order,
+    ``out_of_order_segments`` how many segments arrived past a gap (``None``
+    where the kernel does not say).  ``path_mtu``, ``local_mtu``,
+    ``ptb_received`` and ``hop_address`` come from the path MTU measurement;
+    ``note`` says why one is missing.
+    """
+
+    verdict: Literal["pmtu_black_hole", "stalled"]
+    hello_acked: bool | None = None
+    flight_bytes: NonNegInt | None = None
+    out_of_order_segments: NonNegInt | None = None
+    path_mtu: Mtu | None = None
+    local_mtu: Mtu | None = None
+    ptb_received: bool | None = None
+    hop_address: str | None = None
+    note: str | None = None
+
+
 class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An SMTP or IMAP handshake, phase by phase.  Never sends mail; logs in only when asked."""
 
@@ -725,6 +751,8 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tls: TlsInfo | None = None
     auth: Literal["ok", "failed"] | None = None
     bytes_received: NonNegInt = 0
+    #: Set when the TLS handshake timed out: the evidence and the verdict.
+    tls_stall: TlsStall | None = None
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.phases]
@@ -742,9 +770,6 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 # --------------------------------------------------------------------------- pmtu
-
-Mtu = Annotated[int, msgspec.Meta(ge=68, le=65_535)]
-
 
 class PmtuProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One Don't-Fragment probe: its total IP size, TTL and what came back.
