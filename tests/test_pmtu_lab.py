@@ -116,7 +116,7 @@ def test_mail_flags_the_black_hole_on_465_and_starttls_from_that_region_only(lab
             assert dc is not None
             body = record["body"]
             if (region, dc.name) != (hole_region, hole_dc):
-                assert record["status"] == "ok" and body["tls_stall"] is None, (region, record)
+                assert record["status"] == "ok" and "tls_stall" not in body, (region, record)
                 continue
             # Connected (and on 25 the greeting, EHLO and STARTTLS answered): small packets pass.
             assert record["status"] == "timeout" and body["failed_phase"] == "tls_handshake"

@@ -1,4 +1,4 @@
-"""The ingest API: a Starlette app over a :class:`~netvantage.collector.store.Store`.
+"""The ingest API: a Starlette app over a :class:`~netvantage.collector.store.RecordStore`.
 
 ``POST /v1/records``
     ``Authorization: Bearer TOKEN``, ``Content-Type: application/x-ndjson``,
@@ -8,8 +8,19 @@
     content) are acknowledged and not stored twice.  Ids are unique per agent:
     another agent's record with the same id is a different record.
 
+    Optional request headers report the agent's health (recorded per agent,
+    listed by ``netvantage collector agents``; a value that is not a finite
+    number >= 0 is ignored, never a reason to refuse a batch):
+    ``X-Netvantage-Backlog`` (records in its spool, this batch included),
+    ``X-Netvantage-Oldest-Unsent`` (seconds the oldest of them has waited),
+    ``X-Netvantage-Sent-At`` (the agent's clock, Unix seconds: the collector
+    keeps the difference from its own clock as the agent's clock skew).
+
 ``GET /v1/health``
     ``{"ok": true}``, no token needed.
+
+``GET /metrics``
+    Prometheus metrics, no token needed (see :mod:`.metrics`).
 
 Every refusal is ``{"error": "...", "problems": [{"line", "id", "reason"}]}``
 and stores nothing of the batch.  The checks run in this order, and the
@@ -44,6 +55,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -52,6 +65,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -59,7 +73,7 @@ from starlette.routing import Route
 from ..errors import SchemaError
 from ..results import AnyRecord, decode_record
 from ..results.jsonl import NESTED_TOO_DEEP
-from .store import Store
+from .store import AgentReport, RecordStore
 
 __all__ = [
     "CONTENT_TYPE",
@@ -281,12 +295,30 @@ def _too_large(limit: int, what: str) -> Rejection:
                      headers={"Connection": "close"})
 
 
-def _ingest(store: Store, body: bytes, agent: str) -> Response:
+def _header_number(request: Request, name: str) -> float | None:
+    """A finite number >= 0 from a request header, or ``None``."""
+    try:
+        value = float(request.headers.get(name, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def agent_report(request: Request, agent: str, arrived: float) -> AgentReport:
+    """What the request's ``X-Netvantage-*`` headers say about its agent (see above)."""
+    backlog = _header_number(request, "x-netvantage-backlog")
+    sent_at = _header_number(request, "x-netvantage-sent-at")
+    return AgentReport(agent, backlog=None if backlog is None else int(backlog),
+                       oldest_unsent_s=_header_number(request, "x-netvantage-oldest-unsent"),
+                       clock_skew_s=None if sent_at is None else round(sent_at - arrived, 3))
+
+
+def _ingest(store: RecordStore, body: bytes, agent: str, report: AgentReport) -> Response:
     checked = check_batch(body, agent)
     if isinstance(checked, Rejection):
         log.warning("batch from %s refused (%d): %s", agent, checked.status, checked.error)
         return checked.response()
-    result = store.add_records(checked)
+    result = store.add_records(checked, report)
     if result.conflicts:
         shown = result.conflicts[:MAX_PROBLEMS]
         refusal = Rejection(
@@ -306,9 +338,12 @@ def _ingest(store: Store, body: bytes, agent: str) -> Response:
     return Response(_json.encode(answer), media_type="application/json")
 
 
-def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               ingest_threads: int = 3, close_store: bool = False) -> Starlette:
+def create_app(store: RecordStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               ingest_threads: int = 3, close_store: bool = False,
+               metrics: bool = True) -> Starlette:
     """The collector's ASGI app, writing to ``store``.
+
+    ``metrics``: serve ``GET /metrics`` and count every request (:mod:`.metrics`).
 
     The caller owns (and closes) the store, unless ``close_store``: then the
     app closes it at lifespan shutdown (for servers that build the app, such
@@ -322,6 +357,7 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     limiter = anyio.CapacityLimiter(ingest_threads)
 
     async def post_records(request: Request) -> Response:
+        arrived = time.time()
         token = _bearer(request)
         if token is None:
             return Rejection(401, "no bearer token: send 'Authorization: Bearer TOKEN' (create "
@@ -332,6 +368,7 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
             return Rejection(401, "unknown token: no agent holds it (was it rotated?)",
                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
                              ).response()
+        request.state.agent = agent  # for the metrics middleware's counts by agent
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != CONTENT_TYPE:
             return Rejection(415, f"content type {media or 'none'!r} is not {CONTENT_TYPE!r} "
@@ -344,7 +381,9 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         if isinstance(body, Rejection):
             log.warning("batch from %s refused (413): %s", agent, body.error)
             return body.response()
-        return await anyio.to_thread.run_sync(_ingest, store, body, agent, limiter=limiter)
+        return await anyio.to_thread.run_sync(_ingest, store, body, agent,
+                                              agent_report(request, agent, arrived),
+                                              limiter=limiter)
 
     async def health(request: Request) -> Response:
         return Response(b'{"ok":true}', media_type="application/json")
@@ -367,5 +406,14 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
             if close_store:
                 store.close()
 
+    # -- Prometheus (collector/metrics.py): one route and one middleware, nothing else.
+    middleware: list[Middleware] = []
+    if metrics:
+        from .metrics import CollectorMetrics, MetricsMiddleware
+
+        counts = CollectorMetrics(store)
+        routes.append(Route("/metrics", counts.endpoint, methods=["GET"]))
+        middleware.append(Middleware(MetricsMiddleware, metrics=counts))
+
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error},
-                     lifespan=lifespan)
+                     lifespan=lifespan, middleware=middleware)

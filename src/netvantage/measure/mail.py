@@ -552,7 +552,7 @@ async def _probe(protocol: Protocol, target: Target | str, opts: MailOptions,
         tls=session.tls if (session is not None and used_tls) else None,
         auth=core.auth_result if core else None,
         bytes_received=session.received if session else 0,
-        tls_stall=stall,
+        tls_stall=msgspec.UNSET if stall is None else stall,
     )
     cls = SmtpRecord if protocol == "smtp" else ImapRecord
     return cls(id=record_id, agent=origin.agent, region=origin.region, target=name or target.host,
