@@ -31,6 +31,7 @@ Examples:
   netvantage measure ping 127.0.0.1 --count 5
   netvantage measure ping 192.0.2.1 2001:db8::1 --interval 0.2 --table
   netvantage measure ping 10.0.0.1 --timeout 1 --fail-on-error -o ping.jsonl
+  netvantage measure ping 10.10.255.15 --pcap ping.pcap   # then: tcpdump -r ping.pcap
 \b
 Without root or CAP_NET_RAW, unprivileged ICMP sockets are used where
 net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.""")
@@ -50,10 +51,13 @@ net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to
 @click.option("--socket", "socket_kind", type=click.Choice(["auto", "raw", "dgram"]),
               default="auto", show_default=True,
               help="raw needs CAP_NET_RAW; dgram needs net.ipv4.ping_group_range.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
 @common_options
 def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: float,
                  size: int, ttl: int, dont_fragment: bool, pace: float,
-                 socket_kind: Literal["auto", "raw", "dgram"], output: Path | None,
+                 socket_kind: Literal["auto", "raw", "dgram"], pcap: Path | None,
+                 output: Path | None,
                  table: bool, fail_on_error: bool, agent: str | None, region: str | None,
                  concurrency: int, family: Literal[4, 6] | None) -> None:
     """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
@@ -63,7 +67,7 @@ def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: f
     opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
                        ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind, pace_s=pace)
     records = run(ping_many(parsed, opts, origin=origin(agent, region), family=family,
-                            concurrency=concurrency))
+                            concurrency=concurrency, pcap=pcap))
     emit(records, output, table, fail_on_error)
 
 
@@ -102,6 +106,7 @@ Examples:
   netvantage measure trace 192.0.2.1 --cycles 10 --protocol udp --table
   netvantage measure trace 192.0.2.1 --method recverr   # no privilege needed
   netvantage measure trace 10.10.255.21 --mda --protocol udp --table
+  netvantage measure trace 10.10.255.15 --pcap trace.pcap   # then: tcpdump -r trace.pcap
 \b
 Paris traceroute: one flow per trace; every TTL and probe kept; loss and RTT per
 (TTL, responder). raw needs root or CAP_NET_RAW; recverr (UDP or ICMP) needs none.
@@ -136,12 +141,14 @@ load-balanced interface per TTL, the links between them and the diamonds.""")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95,
               show_default=True,
               help="MDA: confidence of having seen every successor of each interface.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
 @common_options
 def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probes: int,
                   cycles: int, cycle_interval: float, max_ttl: int, window: int, pps: float,
                   timeout: float, deadline: float, method: str, mda: bool,
-                  confidence: float, output: Path | None, table: bool, fail_on_error: bool,
-                  agent: str | None, region: str | None, concurrency: int,
+                  confidence: float, pcap: Path | None, output: Path | None, table: bool,
+                  fail_on_error: bool, agent: str | None, region: str | None, concurrency: int,
                   family: Literal[4, 6] | None) -> None:
     """Paris traceroute (ICMP, UDP, TCP SYN): per-hop RTT and loss, every probe kept."""
     from ..measure.trace import TraceOptions, trace_many
@@ -156,8 +163,10 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
                             mda=mda, confidence=confidence)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
+    if pcap is not None and mda:
+        die("--pcap records Paris traces, not --mda runs", EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,
-                             concurrency=concurrency))
+                             concurrency=concurrency, pcap=pcap))
     emit(records, output, table, fail_on_error)
 
 
