@@ -271,7 +271,9 @@ def main() -> int:
                                   "icmplib multiping (unprivileged)", "dgram"))
         finally:
             os.unlink(addr_file)
-        print()
+        load = os.getloadavg()
+        print(f"\nload average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a shared machine: "
+              "wall and CPU ratios move with it)")
         print(table(rows))
         print()
         for line in verdict(rows, rows[0], rows[1]):

@@ -216,7 +216,11 @@ class MdaRun:
         out: list[MdaLink] = []
         for ttl in range(1, self.highest_ttl):
             near, far = self.at(ttl), self.at(ttl + 1)
-            counts = Counter((near[f], far[f]) for f in near if f in far)
+            # With one interface (or one silence) at a TTL, every flow passed there: a flow
+            # sent straight to the next TTL (see _wanted) links it too.
+            only = set(near.values())
+            counts = Counter((near[f] if f in near else next(iter(only)), far[f])
+                             for f in far if f in near or len(only) == 1)
             out += [MdaLink(ttl=ttl, near=a, far=b, flows=n)
                     for (a, b), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]),
                                                                            str(kv[0][1])))
@@ -381,16 +385,22 @@ async def run_mda(engine: MdaEngine, t: MdaRun, deadline: float) -> None:
 def _wanted(t: MdaRun, ttl: int, confidence: float) -> list[tuple[int, int]]:
     """The next round's probes at ``ttl`` (and node control at ``ttl - 1``)."""
     here = t.at(ttl)
-    if ttl == t.opts.first_ttl:
-        before: dict[str | None, list[int]] = {_SOURCE: list(here)}
-        total_before = max(1, len(here))
+    groups = t.groups(ttl - 1) if ttl > t.opts.first_ttl else {}
+    if len(groups) <= 1 and not set(groups) & t.terminal:
+        # The first TTL, or one interface (or one silence) before it: every flow passes
+        # there, so new flows go straight to this TTL, no node control needed.
+        flows_all = list(dict.fromkeys([*next(iter(groups.values()), []), *here]))
+        before: dict[str | None, list[int]] = {_SOURCE: flows_all}
+        total_before = max(1, len(flows_all))
     else:
-        before = {a: flows for a, flows in t.groups(ttl - 1).items() if a not in t.terminal}
+        before = {a: flows for a, flows in groups.items() if a not in t.terminal}
         total_before = max(1, len(t.at(ttl - 1)))
     wanted: list[tuple[int, int]] = []
     for vertex, flows in before.items():
         probed = [f for f in flows if f in here]
         successors = {here[f] for f in probed if here[f] is not None}
+        if successors & t.terminal:
+            continue  # it leads to the destination (as scamper's tracelb: no more probing)
         deficit = n_k(confidence, len(successors)) - len(probed)
         if deficit <= 0:
             continue
