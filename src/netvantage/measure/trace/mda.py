@@ -396,6 +396,7 @@ def _wanted(t: MdaRun, ttl: int, confidence: float) -> list[tuple[int, int]]:
         before = {a: flows for a, flows in groups.items() if a not in t.terminal}
         total_before = max(1, len(t.at(ttl - 1)))
     wanted: list[tuple[int, int]] = []
+    control = 0
     for vertex, flows in before.items():
         probed = [f for f in flows if f in here]
         successors = {here[f] for f in probed if here[f] is not None}
@@ -412,10 +413,12 @@ def _wanted(t: MdaRun, ttl: int, confidence: float) -> list[tuple[int, int]]:
         if vertex == _SOURCE:
             wanted += [(f, ttl) for f in t.new_flows(missing)]
         else:
-            # Node control: new flows at ttl - 1; as many as this interface's share predicts.
+            # Node control: new flows at ttl - 1, as many as this interface's share predicts;
+            # one batch serves every interface short of flows.
             share = len(flows) / total_before
-            count = min(MAX_PROBES_PER_TTL, math.ceil(missing / max(share, 1e-3)))
-            wanted += [(f, ttl - 1) for f in t.new_flows(count)]
+            control = max(control, math.ceil(missing / max(share, 1e-3)))
+    if control:
+        wanted += [(f, ttl - 1) for f in t.new_flows(min(MAX_PROBES_PER_TTL, control))]
     return wanted
 
 
