@@ -36,13 +36,21 @@ paper (Veitch et al. show how to spread a budget over a whole trace; we do not).
 
 Node control: the flows probed at TTL ``h`` through interface ``v`` of TTL
 ``h − 1`` must be flows known to reach ``v``; when too few are known, new flows
-are sent at ``h − 1`` first (as many as ``v``'s share of the flows seen there
-predicts are needed) and those that reach ``v`` are sent on.  A silent TTL is a
-pseudo-interface (``None``) whose flows are followed the same way.  An
+are sent at ``h − 1`` first (as many as the least-visited short interface's share
+of the flows seen there predicts are needed; one batch serves them all) and those
+that reach ``v`` are sent on.  Where TTL ``h − 1`` has one interface, every flow
+passes it: new flows go straight to ``h`` and the links are inferred.  A silent
+TTL is a pseudo-interface (``None``) whose flows are followed the same way.  An
 unanswered probe counts as sent (it found nothing new), so a silent router costs
-``n_1`` probes, not a stall.  The trace ends when every interface of a TTL is
+``n_1`` probes, not a stall.  An interface one of whose flows reached the
+destination is not probed further (as scamper's ``tracelb`` does: the destination
+ends every path through it).  The trace ends when every interface of a TTL is
 the destination (or a router's unreachable), after ``gap_limit`` silent TTLs,
 at ``max_ttl`` or at the deadline.
+
+Cost, measured on the lab's diamond (``bench/mda_bench.py``): about 40 probes where
+scamper's ``tracelb`` sends 19; scamper spends its ``n_k`` on a whole set of
+branches where they reconverge, not on each interface as the MDA's rule does here.
 
 Why here and not a library: scamper's ``tracelb`` is a C program (it is the
 reference the benchmark compares against), and no Python library implements the
