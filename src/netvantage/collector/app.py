@@ -313,12 +313,29 @@ def agent_report(request: Request, agent: str, arrived: float) -> AgentReport:
                        clock_skew_s=None if sent_at is None else round(sent_at - arrived, 3))
 
 
+def record_lines(body: bytes, records: int) -> list[str] | None:
+    """The lines of a body that :func:`check_batch` decoded whole, as text: one per record.
+
+    ``decode_lines`` skips the lines that are only JSON whitespace; a batch that
+    decoded holds no other blank line (one of another space character would
+    not have decoded), so the lines left are the records', in order.  ``None``
+    (the store then encodes the records) if the count does not match or the
+    body is not UTF-8.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = [line for line in text.split("\n") if line and not line.isspace()]
+    return lines if len(lines) == records else None
+
+
 def _ingest(store: RecordStore, body: bytes, agent: str, report: AgentReport) -> Response:
     checked = check_batch(body, agent)
     if isinstance(checked, Rejection):
         log.warning("batch from %s refused (%d): %s", agent, checked.status, checked.error)
         return checked.response()
-    result = store.add_records(checked, report)
+    result = store.add_records(checked, report, texts=record_lines(body, len(checked)))
     if result.conflicts:
         shown = result.conflicts[:MAX_PROBLEMS]
         refusal = Rejection(

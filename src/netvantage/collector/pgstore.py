@@ -309,9 +309,9 @@ class PgStore(RecordStore):
         return {(str(a), str(i)): str(text)
                 for a, i, text in conn.execute(_EXISTING, (agents, ids))}
 
-    def add_records(self, records: Sequence[AnyRecord],
-                    report: AgentReport | None = None) -> BatchResult:
-        batch = self._prepare(records, _same, _itself)
+    def add_records(self, records: Sequence[AnyRecord], report: AgentReport | None = None,
+                    *, texts: Sequence[str] | None = None) -> BatchResult:
+        batch = self._prepare(records, _same, _itself, texts)
         if batch.conflicts:
             result = BatchResult([], [], batch.conflicts)
             self._note(report, batch, result)
