@@ -19,9 +19,11 @@ from ..analysis.episodes import snapshots
 from ..analysis.frames import Campaign
 from ..analysis.geo import locations as read_locations
 from ..analysis.load import load
+from ..analysis.place import Placement, place_campaign
 from ..analysis.summary import Analysis, analyse
 from .content import ReportContent, collect_content
 from .figures import FIGURES, Figure, draw_all
+from .placement import placement_figure
 from .render import render_html, render_markdown
 
 __all__ = ["Report", "build_report", "make_report"]
@@ -101,12 +103,33 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                      same_city_floor_ms=same_city_floor_ms, compare=earlier,
                      episode_min_rise=episode_min_rise,
                      episode_min_windows=episode_min_windows)
+    placement = _placement(campaign, result, locations, keep_impossible, same_city_floor_ms,
+                           say)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
+    drawn = placement_figure(placement)
+    if drawn is not None:
+        figures += (Figure("placement", *drawn),)
     content = collect_content(
         campaign, result, title=title or "Where should the service live? A netvantage report",
-        version=__version__, generated=now or pd.Timestamp.now(tz="UTC"), sources=sources)
+        version=__version__, generated=now or pd.Timestamp.now(tz="UTC"), sources=sources,
+        placement=placement)
     return Report(content, figures, result)
+
+
+def _placement(campaign: Campaign, result: Analysis, locations: pd.DataFrame | None,
+               keep_impossible: bool, same_city_floor_ms: float | None,
+               say: Progress) -> Placement | None:
+    """The best single site and pair for the report's weights (anycast; the ranking's
+    costs, coverage and thresholds), or None when there are fewer than two sites or no
+    weighted region."""
+    sites = campaign.measurements["target"].dropna().nunique()
+    if sites < 2 or not result.weights:
+        return None
+    say("placing: the best pair…")
+    return place_campaign(campaign, weights=result.weights, locations=locations,
+                          keep_impossible=keep_impossible,
+                          same_city_floor_ms=same_city_floor_ms, sites=2, alternatives=3)
 
 
 def build_report(data: Source | Sequence[Source] | Campaign, output: str | os.PathLike[str], *,

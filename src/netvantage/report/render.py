@@ -20,6 +20,7 @@ from .detours import detour_markdown
 from .figures import Figure
 from .mixes import mix_markdown
 from .physics import physics_markdown
+from .placement import placement_markdown
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -126,6 +127,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
         note = "" if name in paths else " (write the figures with `--figures DIR` to see it)"
         return [*lines, f"*{_md(f.caption)}*{note}", ""]
 
+    out += placement_markdown(content.placement, _md, figure("placement"))
     out += ["## Map", "", *figure("map")]
     out += ["## Latency distributions", "", *figure("latency")]
     out += ["## Loss and handshake phases", "", *figure("loss"), *figure("phases")]
