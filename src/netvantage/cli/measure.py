@@ -34,7 +34,9 @@ Examples:
   netvantage measure ping 10.10.255.15 --pcap ping.pcap   # then: tcpdump -r ping.pcap
 \b
 Without root or CAP_NET_RAW, unprivileged ICMP sockets are used where
-net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.""")
+net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.
+Every target is active at once and the global --pace bounds the sweep (like
+fping -i); --concurrency N lets only N targets have requests in flight.""")
 @click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
 @click.option("-n", "--count", type=click.IntRange(1, 10_000), default=5, show_default=True,
               help="Echo requests per target.")
@@ -63,6 +65,10 @@ def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: f
     """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
     parsed = targets(hosts, require_port=False)
     from ..measure.ping import PingOptions, ping_many
+
+    if click.get_current_context().get_parameter_source("concurrency") is \
+            click.core.ParameterSource.DEFAULT:
+        concurrency = len(parsed)  # the pace, not a small batch, bounds a sweep (fping -i)
 
     opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
                        ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind, pace_s=pace)
