@@ -102,6 +102,7 @@ from ..results import (
     ImapRecord,
     MailReadyRecord,
     PingRecord,
+    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -684,6 +685,8 @@ class _Builder:
             if isinstance(r, MailReadyRecord):
                 self.ready.append(r)
                 continue
+            if isinstance(r, PmtuRecord):
+                continue  # a path MTU is not a latency, loss or handshake: no frame holds it
             rec = self.n
             self.n += 1
             _measurement(r, rows)
