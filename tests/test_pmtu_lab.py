@@ -97,6 +97,8 @@ def mail(lab, node: str, protocol: str, endpoints: list[str], *args: str) -> lis
 
 
 def test_mail_flags_the_black_hole_on_465_and_starttls_from_that_region_only(lab):
+    """SMTP on 465 and 25 from every region to every data centre, and IMAP on 993 from the
+    hole's region: only that region's probes to that data centre stall, and say why."""
     topo = lab.topology
     hole_region, hole_dc, link = planted(topo)
     ports = ["465", "25"]  # implicit TLS and STARTTLS
@@ -106,8 +108,10 @@ def test_mail_flags_the_black_hole_on_465_and_starttls_from_that_region_only(lab
     def run(region: str) -> list[dict[str, Any]]:
         return mail(lab, region, "smtp", [f"{d.v4}:{p}" for d in dcs for p in ports])
 
-    with ThreadPoolExecutor(len(regions)) as pool:
+    with ThreadPoolExecutor(len(regions) + 1) as pool:
+        imap = pool.submit(mail, lab, hole_region, "imap", [f"{topo.nodes[hole_dc].v4}:993"])
         found = dict(zip(regions, pool.map(run, regions), strict=True))
+    found[hole_region] += imap.result()  # the same verdict from the IMAP probe
     path = topo.path(hole_region, hole_dc)
     near = link.a if path.index(link.a) < path.index(link.b) else link.b
     for region in regions:

@@ -237,6 +237,9 @@ class Lab:
                 "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
                 "net.ipv4.ping_group_range=0 2147483647",
+                # No TCP black-hole detection (RFC 4821 probing; Linux's default, said
+                # outright): a path MTU black hole must stall TLS, as it does in the wild.
+                "net.ipv4.tcp_mtu_probing=0",
                 f"net.ipv4.ip_forward={int(node.role == 'router')}",
                 f"net.ipv6.conf.all.forwarding={int(node.role == 'router')}",
             ]
