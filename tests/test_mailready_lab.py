@@ -69,3 +69,13 @@ def test_a_blocklist_that_never_answers_is_unknown_not_clean(lab, tmp_path: Path
     (answer,) = r.body.zones
     assert answer.result == "unknown" and "timeout" in (answer.meaning or "")
     assert r.body.failing == []
+
+
+def test_ipv6_listing_and_reverse_dns_by_nibbles(lab):
+    topo = lab.topology
+    listed = next(dc for dc in topo.of_role("dc") if dc.mail_plant == "listed")
+    r = mailready(lab, "lon", listed.v6, "--no-smtp")
+    assert r.body.dnsbl.status == "fail"
+    (hit,) = [z for z in r.body.zones if z.result == "listed"]
+    assert hit.query.endswith(".zen.spamhaus.org") and len(hit.query.split(".")) == 32 + 3
+    assert r.body.rdns.status == "pass" and r.body.host == f"mail.{listed.name}.lab"

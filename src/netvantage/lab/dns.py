@@ -181,12 +181,13 @@ def _blocklists(topo: Topology, root: Path) -> list[str]:
     big.write_text(":127.0.0.2:$ listed in the lab's copy of this blocklist (planted by "
                    "netvantage: the new address was used by a spammer before)\n"
                    + "".join(f"{dc.v4}\n" for dc in listed))
-    big6 = root / "listed.ip6tset"
+    # ip6trie, not ip6tset: the "trivial" IPv6 set holds /64s only (rbldnsd(8)).
+    big6 = root / "listed.ip6trie"
     big6.write_text(":127.0.0.2:listed in the lab's copy of this blocklist (planted)\n"
-                    + "".join(f"{dc.v6}\n" for dc in listed))
+                    + "".join(f"{dc.v6}/128\n" for dc in listed))
     empty = root / "empty.ip4set"
     empty.write_text("")
-    empty6 = root / "empty.ip6tset"
+    empty6 = root / "empty.ip6trie"
     empty6.write_text("")
     none = root / "empty.dnset"
     none.write_text("")
@@ -195,9 +196,9 @@ def _blocklists(topo: Topology, root: Path) -> list[str]:
         if zone.kind == "domain":
             specs.append(f"{zone.name}:dnset:{none.name}")
         elif i == 0:  # the first IP zone (zen.spamhaus.org) carries the planted listing
-            specs += [f"{zone.name}:ip4set:{big.name}", f"{zone.name}:ip6tset:{big6.name}"]
+            specs += [f"{zone.name}:ip4set:{big.name}", f"{zone.name}:ip6trie:{big6.name}"]
         else:
-            specs += [f"{zone.name}:ip4set:{empty.name}", f"{zone.name}:ip6tset:{empty6.name}"]
+            specs += [f"{zone.name}:ip4set:{empty.name}", f"{zone.name}:ip6trie:{empty6.name}"]
     return specs
 
 
