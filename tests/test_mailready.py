@@ -261,3 +261,83 @@ def test_cli_prints_one_json_record(server, tmp_path):
                        "--zones", str(zones), "--no-smtp", "--table", "--fail-on-error")
     assert table.returncode == 1
     assert "dnsbl    fail" in table.stdout
+
+
+POLICIES = {
+    "sts.test": "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n",
+    "uncovered.test": "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n",
+    "testing.test": "version: STSv1\nmode: testing\nmx: mx.sts.test\nmax_age: 86400\n",
+}
+STS_DOMAINS = (*POLICIES, "missing.test")
+
+
+@pytest.fixture(scope="module")
+def sts(tmp_path_factory):
+    """A real HTTPS server on loopback serving MTA-STS policies by Host, with a lab CA
+    certificate, and the DNS records that point at it."""
+    import http.server
+    import ssl
+    import threading
+
+    from netvantage.lab.pki import LabCA
+
+    root = tmp_path_factory.mktemp("sts")
+    ca = LabCA.create(root / "ca")
+    issued = ca.issue("mta-sts", dns_names=[f"mta-sts.{d}" for d in STS_DOMAINS],
+                      directory=root / "leaf")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            domain = (self.headers.get("Host") or "").removeprefix("mta-sts.")
+            body = POLICIES.get(domain)
+            if body is None or self.path != "/.well-known/mta-sts.txt":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(issued.chain, issued.key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    records: dict[tuple[str, str], list[str] | str] = {}
+    for d in STS_DOMAINS:
+        records[(d, "MX")] = ["10 mx.sts.test."]
+        records[(f"_mta-sts.{d}", "TXT")] = [txt("v=STSv1; id=20261205")]
+        records[(f"mta-sts.{d}", "A")] = ["127.0.0.1"]
+    records[("mx.sts.test", "A")] = [ADDR]
+    with FakeDns(records) as fake:
+        yield fake, httpd.server_address[1], ca.cert_path
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("domain, status, words", [
+    ("sts.test", "pass", "enforce"),
+    ("uncovered.test", "fail", "not covered"),
+    ("testing.test", "warn", "testing"),
+    ("missing.test", "fail", "HTTP 404"),
+])
+def test_mta_sts_policy_fetched_over_https(sts, domain, status, words):
+    fake, port, ca = sts
+    r = asyncio.run(mailready(ADDR, MailReadyOptions(
+        domain=domain, resolvers=(fake.address,), zones=(), smtp=False, timeout_s=0.5,
+        budget_s=5.0, ca_file=ca, mta_sts_port=port)))
+    assert r.body.mta_sts.status == status, r.body.mta_sts
+    assert words in r.body.mta_sts.summary
+    assert r.body.mx.status == "pass"
+
+
+def test_mta_sts_certificate_not_trusted_fails(sts):
+    fake, port, _ = sts
+    r = asyncio.run(mailready(ADDR, MailReadyOptions(
+        domain="sts.test", resolvers=(fake.address,), zones=(), smtp=False, timeout_s=0.5,
+        budget_s=5.0, mta_sts_port=port)))  # the system's trust store: the lab CA is not in it
+    assert r.body.mta_sts.status == "fail" and "SSL" in r.body.mta_sts.summary
