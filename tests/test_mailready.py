@@ -287,7 +287,7 @@ def sts(tmp_path_factory):
                       directory=root / "leaf")
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:  # the http.server API names it
             domain = (self.headers.get("Host") or "").removeprefix("mta-sts.")
             body = POLICIES.get(domain)
             if body is None or self.path != "/.well-known/mta-sts.txt":
