@@ -54,9 +54,10 @@ def test_every_planted_problem_is_found_and_the_clean_candidate_is_clean(checks)
         expected = {"listed": ["dnsbl"], "ptr": ["rdns"], "dkim": ["dkim"], None: []}[plant]
         assert r.body.failing == expected, (plant, r.body.failing)
         # what every candidate shares: the domain's policy, TLS and port 25
-        for name in ("spf", "dmarc", "tls_rpt", "mx", "tls", "port25"):
+        for name in ("spf", "dmarc", "mta_sts", "tls_rpt", "mx", "tls", "port25"):
             assert r.body.check(name).status == "pass", (plant, name, r.body.check(name))
-    assert planted[None].body.verdict in ("pass", "warn")
+    assert planted[None].body.verdict == "pass"
+    assert "enforce" in planted[None].body.mta_sts.summary
 
 
 def test_a_blocklist_that_never_answers_is_unknown_not_clean(lab, tmp_path: Path):
