@@ -33,7 +33,7 @@ from ..errors import NetvantageError
 
 __all__ = ["Credentials", "Job", "Plan", "PlanError", "TargetPlan", "TestSpec", "load_plan"]
 
-Kind = Literal["ping", "tcp", "trace", "smtp", "imap"]
+Kind = Literal["ping", "tcp", "trace", "smtp", "imap", "pmtu"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _DEFAULT_PORT = {"smtp": 25, "imap": 143}
 # Floors that keep an agent from becoming a flooding tool, whatever the plan says.
@@ -57,7 +57,7 @@ class PlanError(NetvantageError):
 class TestSpec:
     kind: Kind
     port: int | None = None
-    protocol: Literal["icmp", "udp", "tcp"] | None = None  # trace only
+    protocol: Literal["icmp", "udp", "tcp"] | None = None  # trace and pmtu only
 
     @property
     def label(self) -> str:
@@ -136,7 +136,7 @@ class Plan:
 
 
 def parse_test(text: str) -> TestSpec:
-    """``ping``, ``tcp:25``, ``trace``, ``trace:tcp:25``, ``smtp:465``, ``imap`` …"""
+    """``ping``, ``tcp:25``, ``trace``, ``trace:tcp:25``, ``smtp:465``, ``imap``, ``pmtu`` …"""
     parts = text.strip().lower().split(":")
     kind, rest = parts[0], parts[1:]
 
@@ -151,16 +151,16 @@ def parse_test(text: str) -> TestSpec:
         return TestSpec("tcp", port(rest[0]))
     if kind in ("smtp", "imap") and len(rest) <= 1:
         return TestSpec(kind, port(rest[0]) if rest else _DEFAULT_PORT[kind])  # type: ignore[arg-type]
-    if kind == "trace" and len(rest) <= 2:
+    if kind in ("trace", "pmtu") and len(rest) <= 2:
         protocol = rest[0] if rest else "icmp"
         if protocol not in ("icmp", "udp", "tcp"):
-            raise ValueError(f"{text!r}: trace protocol must be icmp, udp or tcp")
+            raise ValueError(f"{text!r}: {kind} protocol must be icmp, udp or tcp")
         if protocol == "tcp" and len(rest) != 2:
-            raise ValueError(f"{text!r}: a TCP trace needs a port (trace:tcp:25)")
-        return TestSpec("trace", port(rest[1]) if len(rest) == 2 else None,
+            raise ValueError(f"{text!r}: a TCP {kind} needs a port ({kind}:tcp:25)")
+        return TestSpec(kind, port(rest[1]) if len(rest) == 2 else None,  # type: ignore[arg-type]
                         protocol)  # type: ignore[arg-type]
     raise ValueError(f"{text!r}: unknown test (ping, tcp:PORT, trace[:udp|:tcp:PORT], "
-                     "smtp[:PORT], imap[:PORT])")
+                     "smtp[:PORT], imap[:PORT], pmtu[:udp|:tcp:PORT])")
 
 
 def _locate(text: str, path: tuple[str | int, ...]) -> int | None:
@@ -236,7 +236,7 @@ class _Checker:
 
 
 # Options a plan may not set in [defaults]: each target or test sets them itself.
-_PER_TARGET = {"trace": {"protocol", "port"},
+_PER_TARGET = {"trace": {"protocol", "port"}, "pmtu": {"protocol", "port", "pcap"},
                "smtp": {"ca_file", "server_name", "username", "password"},
                "imap": {"ca_file", "server_name", "username", "password"}}
 
@@ -244,11 +244,12 @@ _PER_TARGET = {"trace": {"protocol", "port"},
 def _option_classes() -> dict[str, type[Any]]:
     from ..measure.mail import MailOptions
     from ..measure.ping.options import PingOptions
+    from ..measure.pmtu import PmtuOptions
     from ..measure.tcp import TcpOptions
     from ..measure.trace.options import TraceOptions
 
     return {"ping": PingOptions, "tcp": TcpOptions, "trace": TraceOptions,
-            "smtp": MailOptions, "imap": MailOptions}
+            "smtp": MailOptions, "imap": MailOptions, "pmtu": PmtuOptions}
 
 
 def _fits(value: Any, hint: Any) -> str | None:

@@ -91,6 +91,15 @@ async def measure_job(job: Job, plan: Plan, origin: Origin) -> AnyRecord:
 
         opts = TraceOptions(**_options(plan, "trace", protocol=test.protocol, port=test.port))
         return await trace(Target(job.address), opts, origin=origin, name=name)
+    if test.kind == "pmtu":
+        import asyncio
+
+        from ..measure.pmtu import PmtuOptions, measure_pmtu
+
+        popts = PmtuOptions(**_options(plan, "pmtu", protocol=test.protocol, port=test.port))
+        # The engine is synchronous (select on raw sockets): off the agent's loop.
+        return await asyncio.to_thread(measure_pmtu, job.address, popts, origin=origin,
+                                       name=name)
     from ..measure.mail import MailOptions, imap_probe, smtp_probe
 
     creds = target.credentials

@@ -101,6 +101,7 @@ from ..results import (
     AnyRecord,
     ImapRecord,
     PingRecord,
+    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -442,7 +443,7 @@ def _measurement(r: AnyRecord, rows: list[tuple[Any, ...]]) -> None:
             loss = 1 - received / sent if sent else np.nan
             rtt_samples = sum(x is not None for x in answered)
             rtt_stat = "median" if rtt_samples else None
-    else:
+    elif isinstance(r, SmtpRecord | ImapRecord):
         mail = r.body
         port = mail.port
         failed_phase = mail.failed_phase
@@ -678,6 +679,8 @@ class _Builder:
         s, h, p = self.s, self.h, self.p
         rows: list[tuple[Any, ...]] = []
         for r in records:
+            if isinstance(r, PmtuRecord):
+                continue  # a path MTU is not a latency, loss or handshake: no frame holds it
             rec = self.n
             self.n += 1
             _measurement(r, rows)
@@ -688,7 +691,7 @@ class _Builder:
                 _samples(rec, [a.connect_ms for a in r.body.attempts], s)
             elif isinstance(r, TraceRecord):
                 _hops(rec, r, h)
-            else:
+            elif isinstance(r, SmtpRecord | ImapRecord):
                 _phases(rec, r, p)
         if rows:
             for name, values in zip(MEASUREMENT_COLUMNS, zip(*rows, strict=True), strict=True):

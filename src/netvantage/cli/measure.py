@@ -1,4 +1,4 @@
-"""``netvantage measure ping|tcp|trace|smtp|imap``: one-shot measurements, JSON Lines out.
+"""``netvantage measure ping|tcp|trace|pmtu|smtp|imap``: one-shot measurements, JSON Lines out.
 
 Each command imports its probe module when it runs, not when the CLI starts.
 """
@@ -31,6 +31,7 @@ Examples:
   netvantage measure ping 127.0.0.1 --count 5
   netvantage measure ping 192.0.2.1 2001:db8::1 --interval 0.2 --table
   netvantage measure ping 10.0.0.1 --timeout 1 --fail-on-error -o ping.jsonl
+  netvantage measure ping 10.10.255.15 --pcap ping.pcap   # then: tcpdump -r ping.pcap
 \b
 Without root or CAP_NET_RAW, unprivileged ICMP sockets are used where
 net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.
@@ -52,10 +53,13 @@ fping -i); --concurrency N lets only N targets have requests in flight.""")
 @click.option("--socket", "socket_kind", type=click.Choice(["auto", "raw", "dgram"]),
               default="auto", show_default=True,
               help="raw needs CAP_NET_RAW; dgram needs net.ipv4.ping_group_range.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
 @common_options
 def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: float,
                  size: int, ttl: int, dont_fragment: bool, pace: float,
-                 socket_kind: Literal["auto", "raw", "dgram"], output: Path | None,
+                 socket_kind: Literal["auto", "raw", "dgram"], pcap: Path | None,
+                 output: Path | None,
                  table: bool, fail_on_error: bool, agent: str | None, region: str | None,
                  concurrency: int, family: Literal[4, 6] | None) -> None:
     """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
@@ -69,7 +73,7 @@ def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: f
     opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
                        ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind, pace_s=pace)
     records = run(ping_many(parsed, opts, origin=origin(agent, region), family=family,
-                            concurrency=concurrency))
+                            concurrency=concurrency, pcap=pcap))
     emit(records, output, table, fail_on_error)
 
 
@@ -108,6 +112,7 @@ Examples:
   netvantage measure trace 192.0.2.1 --cycles 10 --protocol udp --table
   netvantage measure trace 192.0.2.1 --method recverr   # no privilege needed
   netvantage measure trace 10.10.255.21 --mda --protocol udp --table
+  netvantage measure trace 10.10.255.15 --pcap trace.pcap   # then: tcpdump -r trace.pcap
 \b
 Paris traceroute: one flow per trace; every TTL and probe kept; loss and RTT per
 (TTL, responder). raw needs root or CAP_NET_RAW; recverr (UDP or ICMP) needs none.
@@ -142,12 +147,14 @@ load-balanced interface per TTL, the links between them and the diamonds.""")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95,
               show_default=True,
               help="MDA: confidence of having seen every successor of each interface.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
 @common_options
 def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probes: int,
                   cycles: int, cycle_interval: float, max_ttl: int, window: int, pps: float,
                   timeout: float, deadline: float, method: str, mda: bool,
-                  confidence: float, output: Path | None, table: bool, fail_on_error: bool,
-                  agent: str | None, region: str | None, concurrency: int,
+                  confidence: float, pcap: Path | None, output: Path | None, table: bool,
+                  fail_on_error: bool, agent: str | None, region: str | None, concurrency: int,
                   family: Literal[4, 6] | None) -> None:
     """Paris traceroute (ICMP, UDP, TCP SYN): per-hop RTT and loss, every probe kept."""
     from ..measure.trace import TraceOptions, trace_many
@@ -162,8 +169,56 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
                             mda=mda, confidence=confidence)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
+    if pcap is not None and mda:
+        die("--pcap records Paris traces, not --mda runs", EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,
-                             concurrency=concurrency))
+                             concurrency=concurrency, pcap=pcap))
+    emit(records, output, table, fail_on_error)
+
+
+@measure.command("pmtu", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure pmtu 10.10.255.16 --table
+  netvantage measure pmtu mx.example.net --protocol tcp --port 25
+  netvantage measure pmtu 2001:db8::25 -6 --protocol udp --pcap pmtu.pcap
+\b
+Don't-Fragment probes of growing size (binary search in rounds): the path MTU, the
+hop where a larger packet stops, and whether the ICMP "fragmentation needed" /
+"packet too big" came back (none: a black hole). Needs root or CAP_NET_RAW.""")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
+@click.option("-P", "--protocol", type=click.Choice(["icmp", "udp", "tcp"]), default="icmp",
+              show_default=True)
+@click.option("-p", "--port", type=click.IntRange(1, 65535),
+              help="Destination port (UDP: 33434, TCP: 443 by default).")
+@click.option("-W", "--timeout", type=click.FloatRange(0.01, 60), default=1.0,
+              show_default=True,
+              help="Seconds each round waits for answers (at least 4 RTTs).")
+@click.option("--tries", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Copies of each size per round (a lost copy is not a too-big packet).")
+@click.option("-m", "--max-ttl", type=click.IntRange(1, 255), default=30, show_default=True)
+@click.option("--deadline", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True, help="Seconds for each target.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
+@common_options
+def measure_pmtu(hosts: tuple[str, ...], protocol: str, port: int | None, timeout: float,
+                 tries: int, max_ttl: int, deadline: float, pcap: Path | None,
+                 output: Path | None, table: bool, fail_on_error: bool, agent: str | None,
+                 region: str | None, concurrency: int, family: Literal[4, 6] | None) -> None:
+    """Path MTU: DF probes by binary search; the hop where it drops; PTB seen or not."""
+    parsed = targets(hosts, require_port=False)
+    from ..measure.pmtu import PmtuOptions, measure_pmtu
+
+    if pcap is not None and len(parsed) > 1:
+        die("--pcap takes one target", EXIT_USAGE)
+    try:
+        opts = PmtuOptions(protocol=protocol,  # type: ignore[arg-type]
+                           port=port, timeout_s=timeout, tries=tries, max_ttl=max_ttl,
+                           deadline_s=deadline, pcap=pcap)
+    except ValueError as exc:
+        die(str(exc), EXIT_USAGE)
+    records = [measure_pmtu(t.host, opts, origin=origin(agent, region), family=family)
+               for t in parsed]
     emit(records, output, table, fail_on_error)
 
 
