@@ -54,6 +54,22 @@ def test_mda_finds_both_branches_of_the_diamond(lab, protocol, version):
     assert m["probes_sent"] == sum(len(h["probes"]) for h in record["body"]["hops"])
 
 
+def test_pcap_holds_every_probe_and_answer(lab, tmp_path):
+    dst = lab.topology.nodes["r-muc"].v4
+    pcap = tmp_path / "mda.pcap"
+    (record,) = mda(lab, "lon", [dst], "--protocol", "udp", "--pcap", str(pcap))
+    lines = subprocess.run(["tcpdump", "-nr", str(pcap)], capture_output=True, text=True,
+                           timeout=30, check=True).stdout.splitlines()
+    sent = [x for x in lines if f"> {dst}." in x and " UDP" in x]
+    answers = [x for x in lines if "ICMP" in x]
+    probes = [p for h in record["body"]["hops"] for p in h["probes"]]
+    assert len(sent) == record["body"]["multipath"]["probes_sent"] == len(probes)
+    assert len(answers) == sum(p["address"] is not None for p in probes)
+    # Every flow is its own source port: the capture shows as many as the record's flows.
+    ports = {x.split(" > ")[0].rsplit(".", 1)[1] for x in sent}
+    assert len(ports) == record["body"]["multipath"]["flows"]
+
+
 def test_no_diamond_where_nothing_balances(lab):
     topo = lab.topology
     dc = topo.nodes["dc-ams"]
