@@ -136,3 +136,15 @@ def test_live_scamper_on_loopback(tmp_path: Path) -> None:
     assert isinstance(record, PingRecord) and record.agent == "here"
     assert (record.body.sent, record.body.received, record.status) == (3, 3, "ok")
     assert all(r is not None and 0 <= r < 100 for r in record.body.rtts_ms)
+
+
+def test_repeated_input_is_counted_as_duplicates() -> None:
+    from netvantage.importers.io import ImportReport
+
+    files = [DATA / f"{n}.json" for n in NAMES]
+    once = ImportReport(source="scamper")
+    first = [r.id for r in import_scamper(files, once)]
+    twice = ImportReport(source="scamper")
+    both = [r.id for r in import_scamper([*files, *files], twice)]
+    assert both == first and first
+    assert twice.duplicates == len(first) and once.duplicates == 0

@@ -16,6 +16,7 @@ keep it so); the ones that are also a ``ValueError`` stay catchable as one::
     │   └── AtlasFormatError  importers.atlas: a RIPE Atlas result
     ├── PlanError          agent.plan: a measurement plan with mistakes
     ├── SpoolError         agent.spool: the agent's spool file cannot be used
+    ├── MetricsListenError agent.metrics: a bad --metrics-listen address (also ValueError)
     ├── StoreError         collector.store: the store refuses an operation
     │   └── AgentExistsError
     ├── LoadError          analysis.load: data that cannot be loaded for analysis

@@ -127,6 +127,8 @@ class Agent:
         self.spool_error: str | None = None
         self._spool_failing_since: float | None = None
         self.fatal: SpoolWriteError | None = None
+        # Called with every result after it is counted (agent.metrics hooks in here).
+        self.observers: list[Callable[[Job, AnyRecord], None]] = []
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -230,6 +232,8 @@ class Agent:
             self.stats.measured += 1
             self.stats.statuses[record.status] += 1
             self.stats.kinds[record.kind] += 1
+            for observe in self.observers:
+                observe(job, record)
             await self._keep(record)
 
     async def _schedule(self) -> None:

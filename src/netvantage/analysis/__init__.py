@@ -8,6 +8,8 @@ The public surface the notebooks and the report use::
     result = nva.analyse(campaign, weights={"ZM-LUN": 0.45, "ZA-JNB": 0.45, "GB-LHR": 0.1},
                          locations=places)
     result.ranking.table, result.flags
+    pair = nva.place_campaign(campaign, locations=places, sites=2)   # where to live
+    pair.best.sites, pair.per_region
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ from .geo import great_circle_km, inflation, locations, rtt_floor_ms
 from .load import load
 from .metrics import metrics, phase_metrics, windowed
 from .paths import path_changes, path_summary, where_it_starts
-from .rank import CostModel, Thresholds, rank, stability
+from .place import Placement, PlacementError, place, place_campaign, place_costs
+from .rank import CostMatrix, CostModel, Thresholds, cost_matrix, rank, stability
 from .summary import Analysis, analyse, default_window, equal_weights
 
 __all__ = [
     "Analysis",
     "Campaign",
+    "CostMatrix",
     "CostModel",
+    "Placement",
+    "PlacementError",
     "Thresholds",
     "analyse",
+    "cost_matrix",
     "default_window",
     "degradation_flags",
     "equal_weights",
@@ -38,6 +45,9 @@ __all__ = [
     "path_changes",
     "path_summary",
     "phase_metrics",
+    "place",
+    "place_campaign",
+    "place_costs",
     "rank",
     "rtt_floor_ms",
     "stability",

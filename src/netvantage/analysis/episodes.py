@@ -75,6 +75,7 @@ import pandas as pd
 from scipy import stats
 
 from .events import Event, group_events
+from .pathchange import PathChange, find_path_changes
 
 __all__ = ["Changes", "Comparison", "Episode", "EpisodeOptions", "Improvement", "PairChange",
            "cadence", "compare", "episode_window", "find_changes", "find_episodes",
@@ -249,12 +250,14 @@ class Changes:
     comparison: Comparison | None = None
     notes: tuple[str, ...] = ()
     options: EpisodeOptions = field(default_factory=EpisodeOptions)
+    paths: tuple[PathChange, ...] = ()  # path changes over time (see .pathchange)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON keys "episodes", "improvements", "events" and "comparison"."""
+        """The JSON keys "episodes", "improvements", "events", "path_changes", "comparison"."""
         return {"episodes": [e.to_dict() for e in self.episodes],
                 "improvements": [i.to_dict() for i in self.improvements],
                 "events": [e.to_dict() for e in self.events],
+                "path_changes": [p.to_dict() for p in self.paths],
                 "comparison": None if self.comparison is None else self.comparison.to_dict(),
                 "episode_window": None if self.window is None else str(self.window)}
 
@@ -266,6 +269,8 @@ class Changes:
                            for e in self.events],
                 "episodes": [e.text() for e in self.episodes],
                 "improvements": [i.text() for i in self.improvements],
+                "path_changes": [{"headline": p.headline(), "lines": p.text_lines()[1:]}
+                                 for p in self.paths],
                 "comparison": None if c is None else {
                     "before": c.before, "after": c.after,
                     "rows": [p.text() for p in c.pairs]}}
@@ -281,6 +286,9 @@ class Changes:
         lines += [f"  {e.text()}" for e in self.episodes] or ["  none"]
         lines += ["", f"Improvements ({len(self.improvements)}; not degradations):"]
         lines += [f"  {i.text()}" for i in self.improvements] or ["  none"]
+        lines += ["", f"Path changes ({len(self.paths)}; per agent and target, consecutive "
+                  "traces whose hops differ and stay so):"]
+        lines += [f"  {line}" for p in self.paths for line in p.text_lines()] or ["  none"]
         if self.comparison is not None:
             c = self.comparison
             counts = ", ".join(f"{n} {v}" for v, n in sorted(c.counts().items()))
@@ -736,6 +744,9 @@ def find_changes(measurements: pd.DataFrame, *, flags: pd.DataFrame | None = Non
                    for e in episodes):
             members.append(h)
     events = group_events(members, window_used or pd.Timedelta("1h"), hops)
+    paths = find_path_changes(hops, measurements, episodes=episodes, improvements=improvements,
+                              min_tolerance=2 * (window_used or pd.Timedelta(0)))
     return Changes(window=window_used, episodes=tuple(episodes),
                    improvements=tuple(improvements), events=tuple(events),
-                   comparison=comparison, notes=tuple(notes), options=replace(o))
+                   comparison=comparison, notes=tuple(notes), options=replace(o),
+                   paths=tuple(paths))

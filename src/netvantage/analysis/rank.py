@@ -33,8 +33,8 @@ import pandas as pd
 
 from .fastagg import group_quantiles, replicate_quantiles
 
-__all__ = ["GAP_POLICIES", "MEDIAN_SE_FACTOR", "CostModel", "Ranking", "Stability",
-           "Thresholds", "pair_latency_kinds", "rank", "stability"]
+__all__ = ["GAP_POLICIES", "MEDIAN_SE_FACTOR", "CostMatrix", "CostModel", "Ranking",
+           "Stability", "Thresholds", "cost_matrix", "pair_latency_kinds", "rank", "stability"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -703,7 +703,16 @@ def _pair_rng(seed: int, region: str, target: str) -> np.random.Generator:
 def _bootstrap_scores(measurements: pd.DataFrame, regions: list[str], wvec: FloatArray,
                       costed: _Costed, active: npt.NDArray[np.bool_], cost: CostModel,
                       thresholds: Thresholds, n_boot: int, seed: int, gaps: str) -> FloatArray:
-    """Scores of ``n_boot`` replicates (replicates × targets), records resampled per stratum.
+    """Scores of ``n_boot`` replicates (replicates × targets), records resampled per stratum."""
+    return _scores(_bootstrap_costs(measurements, regions, costed, active, cost, thresholds,
+                                    n_boot, seed), wvec, gaps)
+
+
+def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Costed,
+                     active: npt.NDArray[np.bool_], cost: CostModel, thresholds: Thresholds,
+                     n_boot: int, seed: int) -> FloatArray:
+    """Costs of ``n_boot`` replicates (replicates × ``regions`` × targets), records
+    resampled per stratum; ``regions`` are those of ``costed`` where ``active``.
 
     Each pair draws its records from its own random stream (:func:`_pair_rng`: every kind
     of the pair, in sorted order, ``n_boot`` × its records); the replicates' metrics come
@@ -742,7 +751,7 @@ def _bootstrap_scores(measurements: pd.DataFrame, regions: list[str], wvec: Floa
                 # the term NaN: that replicate says nothing about this target.
                 total = total + np.broadcast_to(terms[term], (n_boot,))
             costs[:, i, j] = total
-    return _scores(costs, wvec, gaps)
+    return costs
 
 
 def _winner(costed: _Costed, wvec: FloatArray, gaps: str = "exclude") -> str | None:
@@ -826,3 +835,53 @@ def stability(
         leave_one_out=loo,
         leave_one_out_share=float(loo["same"].mean()) if len(loo) else float("nan"),
     )
+
+
+class CostMatrix(NamedTuple):
+    """The costs :func:`rank` scores, as a matrix: what :mod:`.place` builds on.
+
+    ``cost`` — regions × targets, the point cost of each pair (ms-equivalents), NaN where
+    the pair has no successful measurement (a gap: never a cost made of failures alone).
+    ``meets`` — regions × targets, the pair meets every :class:`Thresholds` service level.
+    ``assumed`` — the pair's cost stands on an assumed same-city RTT (no records).
+    ``rtt_records`` — records with an RTT behind each pair.
+    ``replicates`` — bootstrap replicates × regions × targets (the very replicates whose
+    weighted sums are :func:`rank`'s bootstrap scores; NaN where a replicate drew nothing
+    of a term, and at every gap), or None when ``n_boot`` is 0.
+    ``breakdown`` — :func:`rank`'s breakdown of the same pairs (weight 1 for every region).
+    """
+
+    regions: list[str]
+    targets: list[str]
+    cost: FloatArray
+    meets: npt.NDArray[np.bool_]
+    assumed: npt.NDArray[np.bool_]
+    rtt_records: npt.NDArray[np.int64]
+    replicates: FloatArray | None
+    breakdown: pd.DataFrame
+
+
+def cost_matrix(
+    measurements: pd.DataFrame,
+    regions: list[str],
+    *,
+    cost: CostModel = CostModel(),
+    thresholds: Thresholds = Thresholds(),
+    n_boot: int = 500,
+    seed: int = 0,
+    assumed: Mapping[tuple[str, str], float] | None = None,
+) -> CostMatrix:
+    """The per-(region, target) costs and their bootstrap replicates, as :func:`rank` computes
+    them for ``regions`` (in that order): ``rank(m, w).table["score"]`` is ``w @ cost`` for
+    the eligible targets, and its replicates ``w @ replicates`` — the same records, the same
+    seeded draws.  This is the narrow interface placement (:mod:`.place`) relies on."""
+    regions = [str(r) for r in regions]
+    costed = _cost_table(measurements, regions, cost, thresholds, dict.fromkeys(regions, 1.0),
+                         assumed)
+    replicates = None
+    if n_boot > 0 and costed.targets and regions:
+        replicates = _bootstrap_costs(measurements, regions, costed,
+                                      np.ones(len(regions), dtype=bool), cost, thresholds,
+                                      n_boot, seed)
+    return CostMatrix(costed.regions, costed.targets, costed.cost, costed.meets,
+                      costed.assumed, costed.rtt_records, replicates, costed.breakdown)

@@ -2,7 +2,7 @@
 
 One module per command group (``measure``, ``lab``, ``agent``, ``collector`` with
 ``export``, ``analysis`` with ``analyse`` and ``report``, ``imports`` with
-``import``, ``records`` with ``annotate`` and ``schema``, ``demo``); ``_common``
+``import``, ``place``, ``records`` with ``annotate`` and ``schema``, ``demo``); ``_common``
 holds what they share.
 Text meant for people is formatted by the library module that owns the data
 (``measure.text``, ``Analysis.to_text``, ``LabStatus.describe``, ``Plan.describe``).
@@ -33,6 +33,7 @@ from .demo import demo_cmd
 from .imports import import_
 from .lab import lab
 from .measure import measure
+from .place import place_cmd
 from .records import annotate_cmd, schema_cmd
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PRIVILEGE", "EXIT_USAGE", "cli", "main"]
@@ -50,7 +51,7 @@ def cli() -> None:
 
 
 for _command in (measure, lab, agent, collector, export_cmd, import_, analyse_cmd, report_cmd,
-                 annotate_cmd, schema_cmd, demo_cmd):
+                 place_cmd, annotate_cmd, schema_cmd, demo_cmd):
     cli.add_command(_command)
 
 

@@ -101,9 +101,12 @@ Examples:
   netvantage measure trace mx.example.net --protocol tcp --port 25
   netvantage measure trace 192.0.2.1 --cycles 10 --protocol udp --table
   netvantage measure trace 192.0.2.1 --method recverr   # no privilege needed
+  netvantage measure trace 10.10.255.21 --mda --protocol udp --table
 \b
 Paris traceroute: one flow per trace; every TTL and probe kept; loss and RTT per
-(TTL, responder). raw needs root or CAP_NET_RAW; recverr (UDP or ICMP) needs none.""")
+(TTL, responder). raw needs root or CAP_NET_RAW; recverr (UDP or ICMP) needs none.
+--mda varies the flow per probe (Multipath Detection Algorithm) to list every
+load-balanced interface per TTL, the links between them and the diamonds.""")
 @click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
 @click.option("-P", "--protocol", type=click.Choice(["icmp", "udp", "tcp"]), default="icmp",
               show_default=True)
@@ -126,12 +129,20 @@ Paris traceroute: one flow per trace; every TTL and probe kept; loss and RTT per
               show_default=True, help="Seconds for the whole run.")
 @click.option("--method", type=click.Choice(["auto", "raw", "recverr"]), default="auto",
               show_default=True)
+@click.option("--mda", is_flag=True,
+              help="Multipath Detection Algorithm: vary the flow per probe, list every "
+                   "load-balanced interface, link and diamond (raw sockets; -q, --cycles "
+                   "and --window do not apply).")
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95,
+              show_default=True,
+              help="MDA: confidence of having seen every successor of each interface.")
 @common_options
 def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probes: int,
                   cycles: int, cycle_interval: float, max_ttl: int, window: int, pps: float,
-                  timeout: float, deadline: float, method: str, output: Path | None,
-                  table: bool, fail_on_error: bool, agent: str | None, region: str | None,
-                  concurrency: int, family: Literal[4, 6] | None) -> None:
+                  timeout: float, deadline: float, method: str, mda: bool,
+                  confidence: float, output: Path | None, table: bool, fail_on_error: bool,
+                  agent: str | None, region: str | None, concurrency: int,
+                  family: Literal[4, 6] | None) -> None:
     """Paris traceroute (ICMP, UDP, TCP SYN): per-hop RTT and loss, every probe kept."""
     from ..measure.trace import TraceOptions, trace_many
 
@@ -141,7 +152,8 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
                             port=port, probes_per_hop=probes, cycles=cycles,
                             cycle_interval_s=cycle_interval, max_ttl=max_ttl, window=window,
                             pps=pps, probe_timeout_s=timeout, deadline_s=deadline,
-                            method=method)  # type: ignore[arg-type]
+                            method=method,  # type: ignore[arg-type]
+                            mda=mda, confidence=confidence)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,

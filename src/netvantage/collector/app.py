@@ -11,6 +11,9 @@
 ``GET /v1/health``
     ``{"ok": true}``, no token needed.
 
+``GET /metrics``
+    Prometheus metrics, no token needed (see :mod:`.metrics`).
+
 Every refusal is ``{"error": "...", "problems": [{"line", "id", "reason"}]}``
 and stores nothing of the batch.  The checks run in this order, and the
 first that fails decides the status:
@@ -52,6 +55,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -307,8 +311,11 @@ def _ingest(store: Store, body: bytes, agent: str) -> Response:
 
 
 def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               ingest_threads: int = 3, close_store: bool = False) -> Starlette:
+               ingest_threads: int = 3, close_store: bool = False,
+               metrics: bool = True) -> Starlette:
     """The collector's ASGI app, writing to ``store``.
+
+    ``metrics``: serve ``GET /metrics`` and count every request (:mod:`.metrics`).
 
     The caller owns (and closes) the store, unless ``close_store``: then the
     app closes it at lifespan shutdown (for servers that build the app, such
@@ -332,6 +339,7 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
             return Rejection(401, "unknown token: no agent holds it (was it rotated?)",
                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
                              ).response()
+        request.state.agent = agent  # for the metrics middleware's counts by agent
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != CONTENT_TYPE:
             return Rejection(415, f"content type {media or 'none'!r} is not {CONTENT_TYPE!r} "
@@ -367,5 +375,14 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
             if close_store:
                 store.close()
 
+    # -- Prometheus (collector/metrics.py): one route and one middleware, nothing else.
+    middleware: list[Middleware] = []
+    if metrics:
+        from .metrics import CollectorMetrics, MetricsMiddleware
+
+        counts = CollectorMetrics(store)
+        routes.append(Route("/metrics", counts.endpoint, methods=["GET"]))
+        middleware.append(Middleware(MetricsMiddleware, metrics=counts))
+
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error},
-                     lifespan=lifespan)
+                     lifespan=lifespan, middleware=middleware)

@@ -106,6 +106,7 @@ from ..results import (
     decode_record,
     encode_record,
 )
+from .ids import RecentKeys
 from .io import (
     ImportFormatError,
     ImportReport,
@@ -619,7 +620,7 @@ def import_globalping(sources: Iterable[str | Path], report: ImportReport, *,
                       places: dict[str, Place] | None = None) -> Iterator[GlobalpingRecord]:
     """The records of Globalping measurement files (``"-"`` = standard input; compressed
     or not), one at a time, counting into ``report``; probe places go into ``places``."""
-    seen: set[str] = set()
+    seen = RecentKeys()  # bounded: a long import must not grow without limit
     for source in sources:
         name = display_name(source)
         tally = report.file(name)
@@ -637,11 +638,15 @@ def import_globalping(sources: Iterable[str | Path], report: ImportReport, *,
                             at = where if index < 0 else f"{where} results[{index}]"
                             report.refuse(got.reason, at, got.detail, file=name)
                             continue
-                        if got.id in seen:
+                        if seen.again(_hour(got.started_at), got.id):
                             tally.duplicates += 1
                             continue
-                        seen.add(got.id)
                         report.keep(name, got.kind)
                         yield got
         except ImportFormatError as exc:
             report.fail(name, exc)
+
+
+def _hour(when: datetime) -> int:
+    """The bucket of a record for :class:`RecentKeys`: the hour it started in."""
+    return int(when.timestamp()) // 3600

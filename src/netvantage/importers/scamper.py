@@ -93,6 +93,7 @@ from ..results import (
     decode_record,
     encode_record,
 )
+from .ids import RecentKeys
 from .io import (
     BLOCK,
     ImportFormatError,
@@ -545,7 +546,7 @@ def import_scamper(sources: Iterable[str | Path], report: ImportReport, *,
     Each file is read as a stream: warts is piped through ``sc_warts2json`` while
     its output is read, JSON is decoded value by value.
     """
-    seen: set[str] = set()
+    seen = RecentKeys()  # bounded: a long import must not grow without limit
     for source in sources:
         name = display_name(source)
         ctx = ScamperContext(agent=agent, region=region, notes=report.notes)
@@ -569,11 +570,15 @@ def import_scamper(sources: Iterable[str | Path], report: ImportReport, *,
                         if record is None:
                             continue
                         tally.read += 1
-                        if record.id in seen:
+                        if seen.again(_hour(record.started_at), record.id):
                             tally.duplicates += 1
                             continue
-                        seen.add(record.id)
                         report.keep(name, record.kind)
                         yield record
         except ImportFormatError as exc:
             report.fail(name, exc)
+
+
+def _hour(when: datetime) -> int:
+    """The bucket of a record for :class:`RecentKeys`: the hour it started in."""
+    return int(when.timestamp()) // 3600

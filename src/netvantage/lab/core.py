@@ -224,6 +224,9 @@ class Lab:
                 f"net.ipv4.ip_forward={int(node.role == 'router')}",
                 f"net.ipv6.conf.all.forwarding={int(node.role == 'router')}",
             ]
+            if node.ecmp:  # multipath routes hash the ports too (L4), IPv4 and IPv6
+                keys += ["net.ipv4.fib_multipath_hash_policy=1",
+                         "net.ipv6.fib_multipath_hash_policy=1"]
             _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *keys])
 
     def _netem_available(self, ns: str) -> bool:
@@ -307,7 +310,18 @@ class Lab:
             for other in topo.nodes.values():
                 if other.name == node_name:
                     continue
-                hop = topo.next_hop(node_name, other.name)
+                hops = topo.next_hops(node_name, other.name)
+                if len(hops) > 1:  # equal-cost multipath (the node's `ecmp`)
+                    via4 = via6 = ""
+                    for hop in hops:
+                        link = topo.link(node_name, hop)
+                        hop_v4, hop_v6 = link.addresses(hop)
+                        via4 += f" nexthop via {hop_v4} dev {link.dev(node_name)}"
+                        via6 += f" nexthop via {hop_v6} dev {link.dev(node_name)}"
+                    cmds += [f"route add {other.v4}/32 src {node.v4}{via4}",
+                             f"route add {other.v6}/128 src {node.v6}{via6}"]
+                    continue
+                hop = hops[0]
                 link = topo.link(node_name, hop)
                 dev = link.dev(node_name)
                 hop_v4, hop_v6 = link.addresses(hop)

@@ -12,7 +12,9 @@ Addressing plan (inside the lab's own prefixes, e.g. 10.10.0.0/16 and fd00:10::/
 
 Routing: shortest paths by link ``cost`` (default: the delay), computed once,
 ties broken by node name so that the result is deterministic; with symmetric
-costs the path back is the reverse of the path there.
+costs the path back is the reverse of the path there.  A node with ``ecmp = true``
+routes instead over *every* equally short next hop (a Linux multipath route hashing
+addresses and ports): an ECMP diamond for multipath tracing.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class Node:
     lon: float | None = None
     asn: int | None = None
     org: str | None = None
+    # Equal-cost multipath: where several next hops are equally short, route over all of
+    # them with a flow hash on the ports (Linux fib_multipath_hash_policy=1, IPv4 and
+    # IPv6) instead of the one the name tie-break picks.  False changes nothing.
+    ecmp: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +197,40 @@ class Topology:
     def next_hop(self, src: str, dst: str) -> str:
         return self.path(src, dst)[1]
 
+    @cached_property
+    def _distances(self) -> dict[str, dict[str, float]]:
+        """Shortest-path cost from every node to every node."""
+        adj: dict[str, list[tuple[float, str]]] = {n: [] for n in self.nodes}
+        for link in self.links:
+            adj[link.a].append((link.cost, link.b))
+            adj[link.b].append((link.cost, link.a))
+        out: dict[str, dict[str, float]] = {}
+        for src in self.nodes:
+            dist = {src: 0.0}
+            heap = [(0.0, src)]
+            while heap:
+                d, node = heapq.heappop(heap)
+                if d > dist.get(node, math.inf):
+                    continue
+                for cost, nxt in adj[node]:
+                    if d + cost < dist.get(nxt, math.inf) - 1e-9:
+                        dist[nxt] = d + cost
+                        heapq.heappush(heap, (d + cost, nxt))
+            out[src] = dist
+        return out
+
+    def next_hops(self, src: str, dst: str) -> list[str]:
+        """The next hops ``src`` routes ``dst`` over: all the equally short ones where
+        ``src`` has ``ecmp`` set (sorted by name), else the one of :meth:`path`."""
+        first = self.next_hop(src, dst)
+        if not self.nodes[src].ecmp:
+            return [first]
+        dist = self._distances
+        best = dist[src][dst]
+        hops = {lk.peer(src) for lk in self.links_of(src)
+                if abs(lk.cost + dist[lk.peer(src)].get(dst, math.inf) - best) < 1e-9}
+        return sorted(hops | {first})
+
     def one_way_ms(self, src: str, dst: str) -> float:
         hops = self.path(src, dst)
         return sum(self.link(x, y).delay_ms for x, y in pairwise(hops))
@@ -211,7 +251,7 @@ class Topology:
 
 # --------------------------------------------------------------------------- loading
 
-_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org"}
+_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org", "ecmp"}
 _LINK_KEYS = {"a", "b", "delay_ms", "jitter_ms", "loss", "cost"}
 
 
@@ -285,12 +325,15 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             problems.append(f"{where}.lon: outside -180..180")
         if "asn" in spec and not (isinstance(spec["asn"], int) and 0 < spec["asn"] < 2**32):
             problems.append(f"{where}.asn: must be an AS number")
+        if "ecmp" in spec and not isinstance(spec["ecmp"], bool):
+            problems.append(f"{where}.ecmp: must be true or false")
         nodes[node_name] = Node(
             name=node_name, role=role, index=index,
             v4=str(v4net.network_address + (255 << 8) + index + 1),
             v6=str(v6net.network_address + (0xFF << 80) + index + 1),
             city=spec.get("city"), country=spec.get("country"), iata=spec.get("iata"),
             lat=spec.get("lat"), lon=spec.get("lon"), asn=spec.get("asn"), org=spec.get("org"),
+            ecmp=spec.get("ecmp") is True,
         )
     if len(nodes) > 250:
         problems.append("nodes: at most 250")

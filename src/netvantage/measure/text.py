@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..results import AnyRecord, ImapRecord, PingRecord, SmtpRecord, TcpRecord, TraceRecord
+from ..results import (
+    AnyRecord,
+    ImapRecord,
+    Multipath,
+    PingRecord,
+    SmtpRecord,
+    TcpRecord,
+    TraceRecord,
+)
 from ..text import columns, ms
 from .target import Target
 
-__all__ = ["mail_table", "reach_table", "records_table", "trace_table"]
+__all__ = ["mail_table", "multipath_lines", "reach_table", "records_table", "trace_table"]
 
 
 def reach_table(records: Sequence[AnyRecord]) -> list[str]:
@@ -86,6 +94,25 @@ def trace_table(records: Sequence[AnyRecord]) -> list[str]:
                              sent if k == 0 else "", ms(resp.stats.min_ms),
                              ms(resp.stats.median_ms), ms(resp.stats.max_ms)))
         lines += ["  " + line for line in columns(rows)]
+        if isinstance(b.multipath, Multipath):
+            lines += ["  " + line for line in multipath_lines(b.multipath)]
+    return lines
+
+
+def multipath_lines(m: Multipath) -> list[str]:
+    """The MDA's summary under a trace's hops: its cost, each TTL's width, its diamonds."""
+    lines = [f"multipath (MDA, {m.confidence:.0%} per interface): {m.probes_sent} probes, "
+             f"{m.flows} flows (varying the {m.flow_field.replace('_', ' ')})"]
+    for ttl, found in enumerate(m.interfaces, start=1):
+        if len(found) > 1:
+            lines.append(f"  TTL {ttl}: {len(found)} interfaces: {', '.join(found)}")
+    for d in m.diamonds:
+        end = (f"{d.convergence} (TTL {d.convergence_ttl})" if d.convergence is not None
+               else "not converged")
+        lines.append(f"  diamond: {d.divergence} (TTL {d.divergence_ttl}) -> {end}: "
+                     f"width {d.width}, length {d.length}")
+    if not m.diamonds:
+        lines.append("  no diamond: one interface per TTL")
     return lines
 
 

@@ -37,6 +37,7 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
     numeric: tuple[bool, ...]
     marks: tuple[str, ...] = ()  # per row: "" or a CSS-ish tag ("winner", "flagged")
+    note: str = ""  # what the table leaves out, shown under it
 
     def mark(self, i: int) -> str:
         return self.marks[i] if i < len(self.marks) else ""
@@ -501,10 +502,29 @@ def _ranking_table(result: Analysis) -> Table:
                  rows, (True, False, True, True, True, False), marks)
 
 
-def _breakdown_table(result: Analysis) -> Table:
-    bd = result.ranking.breakdown.sort_values(["region", "cost"])
+#: The per-region table's row budget: a 250 x 250 city matrix has 62,500 pairs, a page
+#: of them is tens of megabytes that no reader scrolls.  Beyond it the table keeps, per
+#: region, its best data centre and the recommended one, and every flagged pair.
+BREAKDOWN_ROWS = 2000
+
+
+def _breakdown_table(result: Analysis, max_rows: int = BREAKDOWN_ROWS) -> Table:
+    bd = result.ranking.breakdown
     flagged = set(zip(result.flags["region"].astype(str), result.flags["target"].astype(str),
                       strict=True))
+    note = ""
+    if len(bd) > max_rows:
+        region = bd["region"].astype(str)
+        target = bd["target"].astype(str)
+        best = bd["cost"].astype(float).groupby(region).transform("min")
+        keep = ((bd["cost"].astype(float) == best).to_numpy(dtype=bool)
+                | (target == (result.winner or "")).to_numpy(dtype=bool)
+                | [(r, t) in flagged for r, t in zip(region, target, strict=True)])
+        note = (f"{int(keep.sum()):,} of {len(bd):,} pairs shown: for every region its best "
+                "data centre and the recommended one, and every flagged pair. Every pair: "
+                "netvantage analyse --format json (the breakdown).")
+        bd = bd[keep]
+    bd = bd.sort_values(["region", "cost"])
     weights = _normalised(result.weights)
     rows: list[tuple[str, ...]] = []
     marks: list[str] = []
@@ -519,7 +539,7 @@ def _breakdown_table(result: Analysis) -> Table:
     return Table(("region", "data centre", "weight", "records", "RTT p50 (ms)", "RTT p95 (ms)",
                   "loss %", "handshake p95 (ms)", "failed %", "cost", "thresholds", "flag"),
                  tuple(rows), (False, False, True, True, True, True, True, True, True, True,
-                               False, False), tuple(marks))
+                               False, False), tuple(marks), note)
 
 
 def _gathering(campaign: Campaign, result: Analysis, sources: Sequence[str],

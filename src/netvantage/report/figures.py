@@ -4,13 +4,25 @@ Each function takes the campaign and its :class:`Analysis` and returns a :class:
 (or ``None`` when the data hold nothing to draw).  Figures are built with
 ``matplotlib.figure.Figure`` directly, not pyplot: no global state, no GUI backend, safe in
 a server or a test run in parallel.
+
+Figures that scale: real campaigns have hundreds of client regions and data centres, and
+a city matrix tens of thousands of pairs.  A figure never draws one panel, bar group or
+line per region of the data: it draws the regions a reader must see (:func:`shown`: the
+flagged ones, then the heaviest by weight, at most :data:`MAX_REGIONS`) and the candidates
+that matter (the best-ranked and the flagged, at most :data:`MAX_TARGETS`), and its
+caption says how many more are in the per-region table.  Series colours come from a
+colour map sized to the number of series (never a cycle that repeats), time axes use
+matplotlib's concise date formatter (minutes to years), map labels are placed so that they
+do not overlap, and every figure fits a pixel budget (:data:`MAX_PIXELS`), so that the
+page's size is bounded whatever the campaign.
 """
 
 from __future__ import annotations
 
+import colorsys
 import importlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
@@ -31,8 +44,9 @@ from ..analysis.summary import Analysis
 from .content import duration_text
 from .worldmap import coastlines
 
-__all__ = ["FIGURES", "Figure", "draw_all", "inflation_figure", "latency_figure", "loss_figure",
-           "map_figure", "mix_figure", "phases_figure", "timeseries_figure"]
+__all__ = ["FIGURES", "MAX_REGIONS", "MAX_TARGETS", "Figure", "Shown", "colours", "draw_all",
+           "inflation_figure", "latency_figure", "loss_figure", "map_figure", "mix_figure",
+           "phases_figure", "shown", "timeseries_figure"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -40,6 +54,17 @@ DPI = 110
 FLAG_COLOUR = "#c62828"
 _DATES: Any = importlib.import_module("matplotlib.dates")  # untyped module
 LAND, SEA, COAST = "#e9e6df", "#f4f8fb", "#b9b3a6"
+
+#: At most this many client regions get a panel, a bar group or a line of their own.
+MAX_REGIONS = 12
+#: At most this many data centres are drawn per panel (the best-ranked and the flagged).
+MAX_TARGETS = 8
+#: Beyond this many pairs the map draws only the shown regions' lines and the lines to
+#: the best-ranked candidates (a line per pair of a 250 x 250 matrix is a brown smear).
+MAX_MAP_LINES = 1500
+#: A figure's pixel budget (width x height at :data:`DPI`): a taller figure is drawn at a
+#: lower resolution rather than made longer.
+MAX_PIXELS = 1200 * 1800
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +76,10 @@ class Figure:
 
 
 def _png(fig: MplFigure) -> bytes:
+    width, height = fig.get_size_inches()
+    dpi = min(float(DPI), float(np.sqrt(MAX_PIXELS / max(width * height, 1e-9))))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight",
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
                 metadata={"Software": None})  # no version stamp: same data, same bytes
     return buf.getvalue()
 
@@ -62,10 +89,124 @@ def _flagged(result: Analysis) -> set[tuple[str, str]]:
     return set(zip(f["region"].astype(str), f["target"].astype(str), strict=True))
 
 
-def _colours(names: Sequence[str]) -> dict[str, str]:
-    cycle = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-             "#bcbd22", "#17becf", "#d62728"]
-    return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
+def colours(names: Sequence[str]) -> dict[str, Any]:
+    """A distinct colour per name, for any number of names: matplotlib's qualitative maps
+    while they last (tab10, then tab20); beyond that hues spaced by the golden angle at
+    three lightness levels, which never returns the same colour twice (a sampled colour
+    map would: its lookup table has 256 entries)."""
+    n = len(names)
+    if n <= 10:
+        palette: list[Any] = [mpl.colormaps["tab10"](i) for i in range(n)]
+    elif n <= 20:
+        palette = [mpl.colormaps["tab20"](i) for i in range(n)]
+    else:
+        palette = [(*colorsys.hls_to_rgb((i * 0.6180339887) % 1.0, (0.35, 0.5, 0.65)[i % 3],
+                                         0.7), 1.0) for i in range(n)]
+    return dict(zip(names, palette, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """The regions and data centres a figure draws, and how many it leaves to the table."""
+
+    regions: tuple[str, ...]
+    targets: tuple[str, ...]
+    all_regions: int
+    all_targets: int
+
+    def note(self) -> str:
+        """The caption's sentence on what was left out ('' when nothing was)."""
+        parts = []
+        if self.all_regions > len(self.regions):
+            parts.append(f"{len(self.regions)} of {self.all_regions} client regions (the "
+                         "flagged ones, then the heaviest by weight)")
+        if self.all_targets > len(self.targets):
+            parts.append(f"{len(self.targets)} of {self.all_targets} data centres (the "
+                         "best-ranked and the flagged)")
+        if not parts:
+            return ""
+        return (" Shown: " + " and ".join(parts) + "; every pair is in the per-region "
+                "table.")
+
+
+def shown(result: Analysis, regions: Iterable[str], targets: Iterable[str], *,
+          max_regions: int = MAX_REGIONS, max_targets: int = MAX_TARGETS) -> Shown:
+    """Which of ``regions`` and ``targets`` a figure draws.
+
+    Regions: those with a flag first (they are the evidence), then by weight (the client
+    mix), then by name; at most ``max_regions``.  Targets: the flagged ones and the
+    best-ranked by the ranking, in rank order, at most ``max_targets``.
+    """
+    regions = sorted(set(regions))
+    targets = sorted(set(targets))
+    flagged = _flagged(result)
+    flagged_regions = {r for r, _ in flagged}
+    weights = result.weights
+    by_region = sorted(regions, key=lambda r: (r not in flagged_regions,
+                                               -float(weights.get(r, 0.0)), r))
+    table = result.ranking.table
+    order = {str(t): float(k) for t, k in zip(table["target"].astype(str),
+                                              table["rank"].to_numpy(dtype=float),
+                                              strict=True)}
+    flagged_targets = {t for _, t in flagged}
+    by_target = sorted(targets, key=lambda t: (t not in flagged_targets,
+                                               order.get(t, np.inf), t))
+    keep_t = by_target[:max_targets]
+    # Drawn in rank order (the reader's order), not in selection order.
+    keep_t.sort(key=lambda t: (order.get(t, np.inf), t))
+    keep_r = sorted(by_region[:max_regions])
+    return Shown(tuple(keep_r), tuple(keep_t), len(regions), len(targets))
+
+
+def _date_axis(ax: Axes) -> None:
+    """Concise date ticks (minutes for an hour, months and years for a long campaign)."""
+    locator = _DATES.AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(_DATES.ConciseDateFormatter(locator))
+
+
+def _boxes_overlap(a: tuple[float, float, float, float],
+                   b: tuple[float, float, float, float]) -> bool:
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def place_labels(points: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]],
+                 *, avoid: Sequence[tuple[float, float]] = (), marker: float = 6.0,
+                 small: float = 2.5, must: int = 0) -> list[tuple[float, float] | None]:
+    """Offsets (in points, from each anchor) for labels that neither overlap each other nor
+    the markers; ``None`` where no candidate position is free (the label is left out).
+
+    ``points`` are the anchors in display points, ``sizes`` each label's (width, height)
+    in points; ``marker`` is the half-size of the anchors' markers, ``small`` that of the
+    unlabelled markers in ``avoid``.  A greedy placement, tried in the given order (put the
+    important labels first): right, left, above, below, then the four diagonals, then the
+    same eight at twice the distance; the first position whose box is free wins.  The first
+    ``must`` labels, when nothing is free, may cover the small markers (never a label).
+    """
+    big = [(x - marker, y - marker, x + marker, y + marker) for x, y in points]
+    dots = [(x - small, y - small, x + small, y + small) for x, y in avoid]
+    labels: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float] | None] = []
+    gap = marker + 2.0
+    for i, ((x, y), (w, h)) in enumerate(zip(points, sizes, strict=True)):
+        chosen: tuple[float, float] | None = None
+        for blockers in ([*big, *dots, *labels], [*big, *labels]) if i < must else (
+                [*big, *dots, *labels],):
+            for scale in (1.0, 2.2):
+                g = gap * scale
+                for dx, dy in ((g, -h / 2), (-g - w, -h / 2), (-w / 2, g), (-w / 2, -g - h),
+                               (g, g), (-g - w, g), (g, -g - h), (-g - w, -g - h)):
+                    box = (x + dx, y + dy, x + dx + w, y + dy + h)
+                    if not any(_boxes_overlap(box, t) for t in blockers):
+                        chosen = (dx, dy)
+                        labels.append(box)
+                        break
+                if chosen is not None:
+                    break
+            if chosen is not None:
+                break
+        out.append(chosen)
+    return out
 
 
 # --------------------------------------------------------------------------- map
@@ -102,17 +243,26 @@ def map_figure(campaign: Campaign, result: Analysis,
         if np.isfinite(lat) and np.isfinite(lon)}
     bd = result.ranking.breakdown.merge(result.inflation[["region", "target", "floor_ms"]],
                                         on=["region", "target"], how="left")
+    bd = bd.assign(region=bd["region"].astype(str), target=bd["target"].astype(str))
     bd = bd[bd["region"].isin(pos) & bd["target"].isin(pos)]
     if bd.empty:
         return None
+    chosen = shown(result, bd["region"], bd["target"], max_targets=3)
+    flagged = _flagged(result)
+    all_pairs = len(bd)
+    if all_pairs > MAX_MAP_LINES:
+        keys = list(zip(bd["region"], bd["target"], strict=True))
+        keep = (bd["region"].isin(chosen.regions) | bd["target"].isin(chosen.targets)
+                | pd.Series([k in flagged for k in keys], index=bd.index))
+        bd = bd[keep]
     excess = (bd["rtt_p50_ms"] - bd["floor_ms"]).to_numpy(dtype=float)
     finite = excess[np.isfinite(excess)]
     vmax = float(np.nanpercentile(finite, 95)) if finite.size else 1.0
     norm = Normalize(vmin=0.0, vmax=max(vmax, 1.0))
     cmap = mpl.colormaps["RdYlGn_r"]
-    flagged = _flagged(result)
 
-    used = {*bd["region"].astype(str), *bd["target"].astype(str)}
+    dcs = set(bd["target"])
+    used = {*bd["region"], *dcs}
     lats = np.array([pos[n][0] for n in used])
     lons = np.array([pos[n][1] for n in used])
     pad_lon = max(15.0, 0.15 * float(np.ptp(lons)))
@@ -128,29 +278,52 @@ def map_figure(campaign: Campaign, result: Analysis,
             continue
         ax.fill(poly[:, 0], poly[:, 1], facecolor=LAND, edgecolor=COAST, linewidth=0.5,
                 zorder=1)
-    for r in bd.sort_values("rtt_p50_ms").itertuples():
-        (la1, lo1), (la2, lo2) = pos[str(r.region)], pos[str(r.target)]
-        lat, lon = _great_circle(la1, lo1, la2, lo2)
-        value = float(cast(Any, r.rtt_p50_ms)) - float(cast(Any, r.floor_ms))
+    # One collection per style (thousands of lines in one draw call), worst drawn last.
+    bd = bd.assign(excess=excess).sort_values("excess", na_position="first")
+    many = len(bd) > 200
+    plain: list[npt.NDArray[np.float64]] = []
+    plain_colours: list[Any] = []
+    marked: list[npt.NDArray[np.float64]] = []
+    marked_colours: list[Any] = []
+    for region, target, value in zip(bd["region"], bd["target"],
+                                     bd["excess"].to_numpy(dtype=float), strict=True):
+        (la1, lo1), (la2, lo2) = pos[region], pos[target]
+        lat, lon = _great_circle(la1, lo1, la2, lo2, n=24 if many else 64)
+        line = np.column_stack([lon, lat])
         colour = cmap(norm(value)) if np.isfinite(value) else "#999999"
-        if (str(r.region), str(r.target)) in flagged:
-            ax.plot(lon, lat, color=FLAG_COLOUR, linewidth=5.0, alpha=0.35, zorder=2,
-                    solid_capstyle="round")
-            ax.plot(lon, lat, color=colour, linewidth=2.2, linestyle=(0, (4, 2)), zorder=3)
+        if (region, target) in flagged:
+            marked.append(line)
+            marked_colours.append(colour)
         else:
-            ax.plot(lon, lat, color=colour, linewidth=1.8, alpha=0.9, zorder=3)
-    for name in sorted(used):
+            plain.append(line)
+            plain_colours.append(colour)
+    if plain:
+        ax.add_collection(LineCollection(plain, colors=plain_colours,
+                                         linewidths=0.6 if many else 1.8,
+                                         alpha=0.6 if many else 0.9, zorder=3))
+    if marked:
+        ax.add_collection(LineCollection(marked, colors=FLAG_COLOUR, linewidths=5.0,
+                                         alpha=0.35, zorder=2, capstyle="round"))
+        ax.add_collection(LineCollection(marked, colors=marked_colours, linewidths=2.2,
+                                         linestyles=(0, (4, 2)), zorder=3))
+    # Labels: the shown candidates first (every candidate when they are few), then the
+    # shown regions; every other place is a small marker without a label.
+    dc_labels = (list(chosen.targets) if len(dcs) > 3 * MAX_TARGETS
+                 else [*chosen.targets, *sorted(dcs - set(chosen.targets))])
+    labelled = [*dc_labels, *(r for r in chosen.regions if r not in dc_labels)]
+    quiet = sorted(used - set(labelled))
+    for names, marker in (([n for n in quiet if n not in dcs], "o"),
+                          ([n for n in quiet if n in dcs], "s")):
+        if names:
+            ax.scatter([pos[n][1] for n in names], [pos[n][0] for n in names], marker=marker,
+                       s=12, color="#ffffff" if marker == "o" else "#263238",
+                       edgecolor="#263238", linewidth=0.8, zorder=4)
+    for name in labelled:
         la, lo = pos[name]
-        is_dc = name in set(bd["target"].astype(str))
+        is_dc = name in dcs
         ax.scatter([lo], [la], marker="s" if is_dc else "o", s=90 if is_dc else 60,
                    color="#263238" if is_dc else "#ffffff", edgecolor="#263238", linewidth=1.5,
                    zorder=5)
-        # Co-located region and data centre (a client office next to the DC): offset labels.
-        dy = -3.2 if is_dc else 2.2
-        ax.annotate(name, (lo, la), xytext=(lo + 1.2, la + dy), fontsize=9, zorder=6,
-                    fontweight="bold" if is_dc else "normal",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
-                          "alpha": 0.75})
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect(1.0 / np.cos(np.radians((y0 + y1) / 2)) if abs(y0 + y1) < 150 else "auto")
@@ -165,42 +338,79 @@ def map_figure(campaign: Campaign, result: Analysis,
         Line2D([], [], color=FLAG_COLOUR, linewidth=4, alpha=0.5, label="flagged pair"),
     ], loc="lower left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
+    ax.apply_aspect()  # the final geometry: labels are placed after the layout
+    # Labels placed in display points so that none covers another or a marker.
+    to_points = 72.0 / fig.dpi
+    anchors = [tuple(v * to_points for v in ax.transData.transform((pos[n][1], pos[n][0])))
+               for n in labelled]
+    others = [tuple(v * to_points for v in ax.transData.transform((pos[n][1], pos[n][0])))
+              for n in quiet]
+    fontsize = 9.0
+    sizes = [(0.62 * fontsize * len(n) + 4.0, 1.35 * fontsize) for n in labelled]
+    offsets = place_labels([(a[0], a[1]) for a in anchors], sizes,
+                           avoid=[(o[0], o[1]) for o in others], must=len(dc_labels))
+    unlabelled = 0
+    for name, offset in zip(labelled, offsets, strict=True):
+        if offset is None:
+            unlabelled += 1
+            continue
+        la, lo = pos[name]
+        ax.annotate(name, (lo, la), xytext=offset, textcoords="offset points", fontsize=fontsize,
+                    ha="left", va="bottom", zorder=6,
+                    fontweight="bold" if name in dcs else "normal",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                          "alpha": 0.75})
+    left_out = ""
+    if len(bd) < all_pairs:
+        left_out = (f" Of {all_pairs:,} pairs, the {len(bd):,} drawn are those of the shown "
+                    "regions, of the three best-ranked data centres and the flagged ones.")
+    if quiet or unlabelled:
+        left_out += (f" {len(quiet) + unlabelled} places are unlabelled (small dots, or no "
+                     "room for a label without covering another).")
     return Figure("map", "Map of regions and data centres",
                   "Each line joins a client region to a data centre along the great circle; "
                   "its colour is the pair's median RTT above the physical floor (1 ms per "
                   "100 km of great-circle distance): green is close to the speed of light in "
                   "fibre, red is far above it. Flagged pairs are dashed on a red band. "
-                  "Coastlines: GSHHS (crude), drawn offline.", _png(fig))
+                  "Coastlines: GSHHS (crude), drawn offline." + left_out, _png(fig))
 
 
 # --------------------------------------------------------------------------- distributions
 
 
 def latency_figure(campaign: Campaign, result: Analysis) -> Figure | None:
-    """Box plots of ping RTT samples per data centre, one panel per region."""
+    """Box plots of ping RTT samples per data centre, one panel per shown region."""
     s = campaign.samples
-    s = s[(s["kind"].astype(str) == "ping") & s["rtt_ms"].notna()]
-    if s.empty:
-        s = campaign.samples[campaign.samples["rtt_ms"].notna()]
-        kind = "RTT samples"
+    kind_col = s["kind"]
+    is_ping = (kind_col == "ping").to_numpy(dtype=bool)
+    received = s["rtt_ms"].notna().to_numpy(dtype=bool)
+    if (is_ping & received).any():
+        s, kind = s[is_ping & received], "ping RTT samples"
     else:
-        kind = "ping RTT samples"
+        s, kind = s[received], "RTT samples"
     if s.empty:
         return None
-    regions = sorted(s["region"].dropna().astype(str).unique())
-    targets = sorted(s["target"].dropna().astype(str).unique())
+    chosen = shown(result, s["region"].dropna().astype(str).unique(),
+                   s["target"].dropna().astype(str).unique())
+    s = s[s["region"].isin(chosen.regions) & s["target"].isin(chosen.targets)]
+    # One pass over the samples: each shown pair's RTTs by group, not a filter per pair.
+    groups = {(str(r), str(t)): g.to_numpy(dtype=float) for (r, t), g in
+              s.groupby([s["region"].astype(str), s["target"].astype(str)], sort=False,
+                        observed=True)["rtt_ms"]}
+    regions = list(chosen.regions)
+    targets = list(chosen.targets)
     loss = result.ranking.breakdown.set_index(["region", "target"])["loss_pct"]
     flagged = _flagged(result)
     cols = min(len(regions), 2)
     rows = -(-len(regions) // cols)
-    fig = MplFigure(figsize=(10.5, 3.3 * rows))
+    panel_height = max(1.6, 0.42 * len(targets) + 0.9)
+    fig = MplFigure(figsize=(10.5, panel_height * rows))
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
     for i, region in enumerate(regions):
         ax: Axes = axes[i // cols][i % cols]
         data, labels, boxcolours = [], [], []
         for t in targets:
-            v = s.loc[(s["region"].astype(str) == region) & (s["target"].astype(str) == t),
-                      "rtt_ms"].to_numpy(dtype=float)
+            v = groups.get((region, t), np.empty(0))
             data.append(v if v.size else np.array([np.nan]))
             lp = loss.get((region, t), np.nan)
             labels.append(f"{t}\nloss {lp:.1f} %" if np.isfinite(lp) else t)
@@ -208,7 +418,7 @@ def latency_figure(campaign: Campaign, result: Analysis) -> Figure | None:
         bp = ax.boxplot(data, orientation="horizontal", whis=(5, 95), widths=0.6, patch_artist=True,
                         flierprops={"marker": ".", "markersize": 2, "alpha": 0.4},
                         medianprops={"color": "black", "linewidth": 1.6})
-        ax.set_yticks(range(1, len(labels) + 1), labels)
+        ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8 if len(targets) > 4 else 10)
         for patch, colour in zip(bp["boxes"], boxcolours, strict=True):
             patch.set_facecolor(colour)
             patch.set_alpha(0.55)
@@ -225,87 +435,94 @@ def latency_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     return Figure("latency", "Latency distributions",
                   f"Distribution of {kind} from each client region to each data centre "
                   "(box: quartiles and median; whiskers: 5th–95th percentile; dots beyond; log "
-                  "scale). Labels give the loss the ranking uses. Red boxes are flagged pairs.",
-                  _png(fig))
+                  "scale). Labels give the loss the ranking uses. Red boxes are flagged pairs."
+                  + chosen.note(), _png(fig))
 
 
 def loss_figure(campaign: Campaign, result: Analysis) -> Figure | None:
-    """Grouped bars of packet loss (ping and tcp, as ranked) per region and data centre."""
+    """Grouped bars of packet loss (ping and tcp, as ranked) per shown region and data centre."""
     bd = result.ranking.breakdown
     if bd.empty or not np.isfinite(bd["loss_pct"].to_numpy(dtype=float)).any():
         return None
-    regions = sorted(bd["region"].dropna().astype(str).unique())
-    targets = sorted(bd["target"].dropna().astype(str).unique())
-    colours = _colours(targets)
+    chosen = shown(result, bd["region"].dropna().astype(str), bd["target"].dropna().astype(str))
+    regions, targets = list(chosen.regions), list(chosen.targets)
+    loss = {(str(r), str(t)): float(v) for r, t, v in zip(
+        bd["region"], bd["target"], bd["loss_pct"].to_numpy(dtype=float), strict=True)}
+    palette = colours(targets)
     flagged = _flagged(result)
     fig = MplFigure(figsize=(10.5, 3.6))
     ax = fig.add_subplot()
     width = 0.8 / len(targets)
+    crowded = len(regions) * len(targets) > 40
     for j, t in enumerate(targets):
-        sub = bd[bd["target"].astype(str) == t].set_index("region")
-        vals = [float(sub["loss_pct"].get(r, np.nan)) for r in regions]
+        vals = [loss.get((r, t), np.nan) for r in regions]
         x = np.arange(len(regions)) + (j - (len(targets) - 1) / 2) * width
-        bars = ax.bar(x, vals, width * 0.92, color=colours[t])
+        bars = ax.bar(x, vals, width * 0.92, color=palette[t])
         for bar, r, v in zip(bars, regions, vals, strict=True):
             if (r, t) in flagged:
                 bar.set_edgecolor(FLAG_COLOUR)
                 bar.set_linewidth(2.0)
                 bar.set_hatch("//")
-            if np.isfinite(v):
+            if np.isfinite(v) and not crowded:
                 ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v),
                             xytext=(0, 2), textcoords="offset points", ha="center",
                             fontsize=7)
-    ax.set_xticks(np.arange(len(regions)), regions)
+    ax.set_xticks(np.arange(len(regions)), regions, fontsize=8 if len(regions) > 6 else 10,
+                  rotation=30 if len(regions) > 6 else 0)
     ax.set_ylabel("packet loss (%)")
     ax.grid(axis="y", alpha=0.3)
-    handles = [Patch(color=colours[t], label=t) for t in targets]
+    handles = [Patch(color=palette[t], label=t) for t in targets]
     handles.append(Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="//",
                          label="flagged pair"))
     ax.legend(handles=handles, title="data centre", fontsize=8, loc="upper left",
               bbox_to_anchor=(1.0, 1.0))
-    ax.set_ylim(0, max(1.0, float(np.nanmax(bd["loss_pct"].to_numpy(dtype=float))) * 1.15))
+    drawn = [v for r in regions for t in targets if np.isfinite(v := loss.get((r, t), np.nan))]
+    ax.set_ylim(0, max(1.0, max(drawn, default=0.0) * 1.15))
     fig.tight_layout()
     return Figure("loss", "Packet loss",
                   "Share of ping echoes and TCP connects lost, per client region and data "
                   "centre, as the ranking counts it. Hatched bars with a red edge are flagged "
-                  "pairs.", _png(fig))
+                  "pairs." + chosen.note(), _png(fig))
 
 
 def phases_figure(campaign: Campaign, result: Analysis) -> Figure | None:
-    """Stacked median durations of each handshake phase (smtp, imap) per pair."""
+    """Stacked median durations of each handshake phase (smtp, imap) per shown pair."""
     if campaign.phases.empty:
         return None
     pm = phase_metrics(campaign, by=("region", "target", "kind"))
-    kinds = [k for k in ("smtp", "imap") if (pm["kind"].astype(str) == k).any()]
+    pm = pm.assign(region=pm["region"].astype(str), target=pm["target"].astype(str),
+                   kind=pm["kind"].astype(str), phase=pm["phase"].astype(str))
+    kinds = [k for k in ("smtp", "imap") if (pm["kind"] == k).any()]
     if not kinds:
         return None
+    chosen = shown(result, pm["region"], pm["target"])
+    pm = pm[pm["region"].isin(chosen.regions) & pm["target"].isin(chosen.targets)]
     flagged = _flagged(result)
-    pairs = pm[["region", "target"]].astype(str).drop_duplicates().sort_values(
-        ["region", "target"])
-    labels = [f"{r.region} → {r.target}" for r in pairs.itertuples()]
-    fig = MplFigure(figsize=(10.5, 0.32 * len(labels) * len(kinds) + 1.6 * len(kinds)))
+    pairs = pm[["region", "target"]].drop_duplicates().sort_values(["region", "target"])
+    keys = list(zip(pairs["region"], pairs["target"], strict=True))
+    labels = [f"{r} → {t}" for r, t in keys]
+    height = min(0.32 * len(labels) * len(kinds) + 1.6 * len(kinds), 24.0)
+    fig = MplFigure(figsize=(10.5, height))
     axes = fig.subplots(len(kinds), 1, squeeze=False)
+    ph = campaign.phases
     for i, kind in enumerate(kinds):
         ax: Axes = axes[i][0]
-        ph = campaign.phases
-        order = list(pd.unique(ph.loc[ph["kind"].astype(str) == kind, "phase"].astype(str)))
-        tab = mpl.colormaps["tab10"]
-        colours = {phase: tab(i % 10) for i, phase in enumerate(order)}
-        sub = pm[pm["kind"].astype(str) == kind]
+        order = list(pd.unique(ph.loc[ph["kind"] == kind, "phase"].astype(str)))
+        palette = colours(order)
+        sub = pm[pm["kind"] == kind]
+        durations = {(r, t, ph_): float(v) for r, t, ph_, v in zip(
+            sub["region"], sub["target"], sub["phase"],
+            sub["duration_p50_ms"].to_numpy(dtype=float), strict=True)}
         left = np.zeros(len(labels))
         for phase in order:
-            p = sub[sub["phase"].astype(str) == phase].set_index(
-                [sub.loc[sub["phase"].astype(str) == phase, "region"].astype(str),
-                 sub.loc[sub["phase"].astype(str) == phase, "target"].astype(str)])
-            vals = np.array([float(p["duration_p50_ms"].get((r.region, r.target), np.nan))
-                             for r in pairs.itertuples()])
-            vals = np.nan_to_num(vals, nan=0.0)
-            ax.barh(np.arange(len(labels)), vals, left=left, color=colours[phase], label=phase,
+            vals = np.nan_to_num(np.array([durations.get((r, t, phase), np.nan)
+                                           for r, t in keys]), nan=0.0)
+            ax.barh(np.arange(len(labels)), vals, left=left, color=palette[phase], label=phase,
                     height=0.7)
             left += vals
         ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
-        for tick, r in zip(ax.get_yticklabels(), pairs.itertuples(), strict=True):
-            if (r.region, r.target) in flagged:
+        for tick, key in zip(ax.get_yticklabels(), keys, strict=True):
+            if key in flagged:
                 tick.set_color(FLAG_COLOUR)
                 tick.set_fontweight("bold")
         ax.invert_yaxis()
@@ -319,38 +536,48 @@ def phases_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     return Figure("phases", "Handshake phases",
                   "Median duration of each phase of the SMTP and IMAP handshakes (connect, "
                   "greeting, EHLO/CAPABILITY, STARTTLS, TLS handshake, …), stacked, per client "
-                  "region and data centre; flagged pairs in red.", _png(fig))
+                  "region and data centre; flagged pairs in red." + chosen.note(), _png(fig))
 
 
 def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
-    """Median RTT and loss per window, one column per data centre, flagged periods shaded."""
+    """Median RTT and loss per window, one column per shown data centre, one line per shown
+    region, flagged periods shaded."""
     m = campaign.measurements
-    kind = "ping" if (m["kind"].astype(str) == "ping").any() else "tcp"
-    sub = m[m["kind"].astype(str) == kind]
+    kind = "ping" if (m["kind"] == "ping").any() else "tcp"
+    sub = m[(m["kind"] == kind).to_numpy(dtype=bool)]
     if sub.empty:
         return None
+    chosen = shown(result, sub["region"].dropna().astype(str).unique(),
+                   sub["target"].dropna().astype(str).unique(), max_targets=4)
+    sub = sub[sub["region"].isin(chosen.regions) & sub["target"].isin(chosen.targets)]
     freq = f"{max(1, int(result.window.total_seconds()))}s"
     w = windowed(Campaign(sub, campaign.samples, campaign.hops, campaign.phases), freq,
                  by=("region", "target"), n_boot=0)
-    targets = sorted(w["target"].dropna().astype(str).unique())
-    regions = sorted(w["region"].dropna().astype(str).unique())
-    colours = _colours(regions)
+    w = w.assign(region=w["region"].astype(str), target=w["target"].astype(str))
+    targets = [t for t in chosen.targets if (w["target"] == t).any()]
+    regions = [r for r in chosen.regions if (w["region"] == r).any()]
+    if not targets:
+        return None
+    palette = colours(regions)
     step = pd.Timedelta(freq)
     fig = MplFigure(figsize=(10.5, 5.2))
     axes = fig.subplots(2, len(targets), squeeze=False, sharex=True, sharey="row")
     end = result.span[1] if result.span is not None else w["window"].max() + step
     flags = result.flags[result.flags["since"].notna()]
+    series = dict(iter(w.groupby(["target", "region"], sort=False)))
     for j, t in enumerate(targets):
         top: Axes = axes[0][j]
         bottom: Axes = axes[1][j]
         for region in regions:
-            sel = w[(w["target"].astype(str) == t) & (w["region"].astype(str) == region)]
-            if sel.empty:
+            sel = series.get((t, region))
+            if sel is None or sel.empty:
                 continue
             x = (sel["window"] + step / 2).dt.tz_localize(None)
-            top.plot(x, sel["rtt_p50_ms"], color=colours[region], marker=".", label=region)
-            bottom.plot(x, 100 * sel["loss_ratio"].astype(float), color=colours[region],
-                        marker=".")
+            dots = "." if len(sel) <= 200 else None
+            top.plot(x, sel["rtt_p50_ms"], color=palette[region], marker=dots, label=region,
+                     linewidth=1.0)
+            bottom.plot(x, 100 * sel["loss_ratio"].astype(float), color=palette[region],
+                        marker=dots, linewidth=1.0)
         mine = flags[flags["target"].astype(str) == t]
         for since, group in mine.groupby("since", sort=True):
             # Timestamps go through matplotlib's date units (its stubs only say float).
@@ -363,27 +590,50 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
             bottom.annotate(f"flagged: {who}", (start, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -11), textcoords="offset points", fontsize=7,
                             color=FLAG_COLOUR)
+        _mark_path_changes(top, bottom, result, t)
         top.set_title(f"to {t}", fontsize=10, loc="left")
         top.set_yscale("log")
         top.grid(alpha=0.3, which="both")
         bottom.grid(alpha=0.3)
-        bottom.xaxis.set_major_formatter(_DATES.DateFormatter("%H:%M"))
-        bottom.tick_params(axis="x", labelsize=8, rotation=30)
+        _date_axis(bottom)
+        bottom.tick_params(axis="x", labelsize=8)
         bottom.set_xlabel("time (UTC)")
         if j == 0:
             top.set_ylabel(f"{kind} median RTT (ms)")
             bottom.set_ylabel("loss (%)")
     top_loss = float(np.nanmax(100 * w["loss_ratio"].to_numpy(dtype=float), initial=0.0))
     axes[1][0].set_ylim(0, max(1.0, top_loss * 1.15))
-    handles = [Line2D([], [], color=colours[r], marker=".", label=r) for r in regions]
-    fig.legend(handles=handles, loc="upper center", ncols=len(regions), fontsize=8,
-               title="client region", title_fontsize=8, bbox_to_anchor=(0.5, 1.06))
+    handles = [Line2D([], [], color=palette[r], marker=".", label=r) for r in regions]
+    fig.legend(handles=handles, loc="upper center", ncols=min(len(regions), 6), fontsize=8,
+               title="client region", title_fontsize=8,
+               bbox_to_anchor=(0.5, 1.0 + 0.04 * (1 + -(-len(regions) // 6))))
     fig.tight_layout()
     return Figure("timeseries", "Over time",
                   f"Median {kind} RTT (log scale) and loss per {duration_text(result.window)} "
                   "window, one column per data centre, one line per client region. Shaded "
                   "from the dashed line on: a change flagged by the history test (its "
-                  "'since').", _png(fig))
+                  "'since')." + _path_change_caption(result) + chosen.note(), _png(fig))
+
+
+PATH_COLOUR = "#6a1b9a"
+
+
+def _mark_path_changes(top: Axes, bottom: Axes, result: Analysis, target: str) -> None:
+    """A dotted line and a "path" label where an agent's path to ``target`` changed."""
+    changes = result.changes.paths if result.changes is not None else ()
+    for change in (c for c in changes if c.target == target):
+        at: Any = pd.Timestamp(change.at).tz_localize(None)
+        for ax in (top, bottom):
+            ax.axvline(at, color=PATH_COLOUR, linestyle=":", linewidth=1.4, zorder=3)
+        top.annotate(f"path: {change.region}", (at, 1.0), xycoords=("data", "axes fraction"),
+                     xytext=(3, -11), textcoords="offset points", fontsize=7,
+                     color=PATH_COLOUR)
+
+
+def _path_change_caption(result: Analysis) -> str:
+    n = len(result.changes.paths) if result.changes is not None else 0
+    return (f" Dotted purple lines: {n} path change(s) (an agent's traces took other hops "
+            "from then on; see Path changes)." if n else "")
 
 
 def inflation_figure(campaign: Campaign, result: Analysis) -> Figure | None:
@@ -398,11 +648,12 @@ def inflation_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     ax = fig.add_subplot()
     groups = sorted(u.groupby(["region_continent", "target_continent"], sort=True),
                     key=lambda kv: -len(kv[1]))[:10]
+    palette = colours([f"{src} → {dst}" for (src, dst), _ in groups])
     for (src, dst), g in groups:
         x = np.sort(g["inflation"].to_numpy(dtype=float))
         y = np.arange(1, x.size + 1) / x.size
         ax.step(x, y, where="post", marker="." if x.size < 20 else None,
-                label=f"{src} → {dst} ({x.size})")
+                color=palette[f"{src} → {dst}"], label=f"{src} → {dst} ({x.size})")
     ax.axvline(1.0, color=FLAG_COLOUR, linestyle="--", linewidth=1)
     ax.annotate("fibre floor", (1.0, 0.02), xytext=(3, 0), textcoords="offset points",
                 fontsize=8, color=FLAG_COLOUR)
@@ -441,7 +692,7 @@ def mix_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     if not stretches:
         return None
     winners = sorted({seg.winner for s in stretches for seg in s.segments})
-    colour = _colours(winners)
+    colour = colours(winners)
     fig = MplFigure(figsize=(8.0, 1.0 + 0.55 * len(stretches)))
     ax = fig.add_subplot()
     for y, s in enumerate(stretches):

@@ -69,7 +69,7 @@ def _md_table(t: Table) -> list[str]:
         if t.mark(i) == "winner":
             cells = [f"**{c}**" if c else c for c in cells]
         rows.append("| " + " | ".join(cells) + " |")
-    return [head, rule, *rows, ""]
+    return [*([_md(t.note), ""] if t.note else []), head, rule, *rows, ""]
 
 
 def render_markdown(content: ReportContent, figures: Sequence[Figure],

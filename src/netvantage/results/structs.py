@@ -31,10 +31,13 @@ __all__ = [
     "Annotation",
     "AnyRecord",
     "CertInfo",
+    "Diamond",
     "Hop",
     "IcmpError",
     "ImapRecord",
     "MailBody",
+    "MdaLink",
+    "Multipath",
     "Phase",
     "PingBody",
     "PingRecord",
@@ -618,6 +621,54 @@ class Hop(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
             raise ValueError(f"hop {self.ttl}: responders do not add up to the answered probes")
 
 
+class MdaLink(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A link seen by the MDA: one flow answered from ``near`` at ``ttl`` and from ``far`` at
+    ``ttl + 1`` (``None``: that probe went unanswered); ``flows`` counts the flows seen on it."""
+
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=254)]
+    near: str | None
+    far: str | None
+    flows: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Diamond(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Load-balanced paths that split at ``divergence`` and meet again at ``convergence``.
+
+    ``width`` is the most interfaces at one TTL between them, ``length`` the TTLs from the
+    divergence to the convergence point (2 for a split over one hop of parallel routers).
+    ``convergence`` is ``None`` when the branches had not met when the trace ended.
+    """
+
+    divergence: str
+    divergence_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)]
+    convergence: str | None = None
+    convergence_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)] | None = None
+    width: Annotated[int, msgspec.Meta(ge=2)]
+    length: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Multipath(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the Multipath Detection Algorithm found (``measure trace --mda``).
+
+    The trace varies its flow identifier (``flow_field``: the UDP or TCP source port, or the
+    ICMP identifier, which moves the checksum) from one probe to the next, and at each TTL
+    keeps sending flows through every interface of the previous TTL until, with ``k``
+    successors seen, ``stopping[k-1]`` flows found no new one: the chance of having missed
+    a (k+1)-th equally loaded successor is then at most 1 - ``confidence``.  ``interfaces``
+    lists each TTL's interfaces (the hop rows hold every probe), ``links`` the interface
+    pairs of successive TTLs, ``diamonds`` where the paths split and meet again.
+    """
+
+    confidence: Annotated[float, msgspec.Meta(gt=0, lt=1)]
+    flow_field: Literal["sport", "icmp_id"]
+    flows: NonNegInt
+    probes_sent: NonNegInt
+    stopping: list[NonNegInt]
+    interfaces: list[list[str]]
+    links: list[MdaLink] = []
+    diamonds: list[Diamond] = []
+
+
 class TraceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A Paris traceroute: one flow per trace, every TTL and probe kept.
 
@@ -640,6 +691,9 @@ class TraceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     dest_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)] | None = None
     stop_reason: Literal["reached", "unreachable", "gap", "max_ttl", "deadline"]
     hops: list[Hop]
+    # Only with --mda, and left out of the JSON otherwise (UNSET, not null): readers that
+    # predate it, which refuse unknown keys, read every other trace as before.
+    multipath: Multipath | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
         ttls = [h.ttl for h in self.hops]

@@ -115,6 +115,11 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
     method = _choose_method(opts)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + opts.deadline_s
+    if opts.mda:
+        if method != "raw":
+            raise PrivilegeError("multipath tracing (--mda) needs raw sockets: root or "
+                                 "CAP_NET_RAW")
+        return await _mda_many(targets, opts, origin, family, concurrency, deadline)
     engine = RawEngine(opts) if method == "raw" else None
     gate = asyncio.Semaphore(concurrency)
     used_ids: set[int] = set()
@@ -155,6 +160,44 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
     finally:
         if engine is not None:
             engine.close()
+
+
+async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
+                    family: Literal[4, 6] | None, concurrency: int,
+                    deadline: float) -> list[TraceRecord]:
+    """The multipath traces of :func:`trace_many` (``opts.mda``): one :class:`.mda.MdaEngine`."""
+    from .mda import MdaEngine, mda_record, new_run, run_mda
+
+    engine = MdaEngine(opts)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(target: Target | str) -> TraceRecord:
+        host = target.host if isinstance(target, Target) else parse_target(target).host
+        record_id, started_at, t0 = new_id(), utc_now(), time.perf_counter_ns()
+        try:
+            resolved = await resolve(host, family)
+        except (OSError, TimeoutError) as exc:
+            return empty_record(host, opts, origin, status_of(exc), describe(exc), record_id,
+                                started_at, t0)
+        async with gate:
+            try:
+                src = _source_for(resolved.address, resolved.ip_version)
+            except OSError as exc:
+                return empty_record(host, opts, origin, status_of(exc), describe(exc),
+                                    record_id, started_at, t0)
+            t = new_run(resolved.address, resolved.ip_version, src, opts)
+            started_at, t0 = utc_now(), time.perf_counter_ns()
+            engine.by_dst.setdefault(t.dst, []).append(t)
+            try:
+                await run_mda(engine, t, deadline)
+            finally:
+                engine.by_dst[t.dst].remove(t)
+            return mda_record(t, origin, host, record_id, started_at, t0)
+
+    try:
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+    finally:
+        engine.close()
 
 
 async def trace(target: Target | str, opts: TraceOptions = _DEFAULTS, *,

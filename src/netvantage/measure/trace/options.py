@@ -29,6 +29,8 @@ class TraceOptions:
     pps: float = 100.0
     payload_bytes: int = 24
     method: Method = "auto"
+    mda: bool = False  # Multipath Detection Algorithm (see .mda): flows vary per probe
+    confidence: float = 0.95  # MDA: per-interface confidence of having seen every successor
 
     def __post_init__(self) -> None:
         if not 1 <= self.first_ttl <= self.max_ttl <= 255:
@@ -41,6 +43,11 @@ class TraceOptions:
             raise ValueError("window 1..64, gap limit 1..255")
         if not 0 < self.probe_timeout_s <= 60 or not 0 < self.deadline_s <= 3600:
             raise ValueError("probe timeout (0, 60] s, deadline (0, 3600] s")
+        if self.mda and self.method == "recverr":
+            raise ValueError("--mda sends many flows at once over raw sockets: it cannot run "
+                             "with --method recverr (needs root or CAP_NET_RAW)")
+        if not 0.5 <= self.confidence <= 0.999:
+            raise ValueError("MDA confidence must be in 0.5..0.999")
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError("port must be 1..65535")
 

@@ -1,0 +1,83 @@
+"""Multipath tracing in the lab: the MDA finds both branches of the ECMP diamond (r-lon
+spreads London-Frankfurt flows over r-lhr1 and r-lhr2), scamper's tracelb agrees, and a
+path without load balancing shows no diamond."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from typing import Any
+
+import pytest
+
+from conftest import NETVANTAGE
+
+pytestmark = pytest.mark.lab
+
+
+def mda(lab, node: str, addresses: list[str], *args: str) -> list[dict[str, Any]]:
+    proc = subprocess.run(["ip", "netns", "exec", lab.ns(node), NETVANTAGE, "measure", "trace",
+                           *addresses, "--mda", "--pps", "500", "-W", "1", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def addresses(topo, names: list[str], version: int) -> list[str]:
+    return [topo.nodes[n].v4 if version == 4 else topo.nodes[n].v6 for n in names]
+
+
+@pytest.mark.parametrize(("protocol", "version"), [("udp", 4), ("udp", 6), ("tcp", 4)])
+def test_mda_finds_both_branches_of_the_diamond(lab, protocol, version):
+    topo = lab.topology
+    dst = topo.nodes["r-muc"]
+    (record,) = mda(lab, "lon", [dst.v4 if version == 4 else dst.v6], "--protocol", protocol)
+    assert record["status"] == "ok", record["error"]
+    m = record["body"]["multipath"]
+    r_lon, lhr1, lhr2, fra, muc = addresses(topo, ["r-lon", "r-lhr1", "r-lhr2", "r-fra",
+                                                   "r-muc"], version)
+    assert m["interfaces"] == [[r_lon], sorted([lhr1, lhr2]), [fra], [muc]]
+    links = {(x["ttl"], x["near"], x["far"]) for x in m["links"]}
+    assert links == {(1, r_lon, lhr1), (1, r_lon, lhr2), (2, lhr1, fra), (2, lhr2, fra),
+                     (3, fra, muc)}
+    assert m["diamonds"] == [{"divergence": r_lon, "divergence_ttl": 1, "convergence": fra,
+                              "convergence_ttl": 3, "width": 2, "length": 2}]
+    # The stopping rule: with two successors seen, n_2 flows went through r-lon at TTL 2.
+    assert len(record["body"]["hops"][1]["probes"]) >= m["stopping"][1]
+    assert {r["address"] for r in record["body"]["hops"][1]["responders"]} == {lhr1, lhr2}
+    assert m["probes_sent"] == sum(len(h["probes"]) for h in record["body"]["hops"])
+
+
+def test_no_diamond_where_nothing_balances(lab):
+    topo = lab.topology
+    dc = topo.nodes["dc-ams"]
+    (record,) = mda(lab, "lon", [dc.v4], "--protocol", "udp")
+    m = record["body"]["multipath"]
+    assert m["diamonds"] == []
+    assert m["interfaces"] == [[topo.nodes[n].v4] for n in topo.path("lon", "dc-ams")[1:]]
+
+
+def scamper_tracelb(lab, node: str, address: str) -> str:
+    # scamper's udp-sport and tcp-sport methods send through the datalink, which a TUN
+    # link (the lab's delayed links) does not have: udp-dport goes through the kernel.
+    proc = subprocess.run(["ip", "netns", "exec", lab.ns(node), "scamper", "-O", "text",
+                           "-c", "tracelb -P udp-dport -W 15", "-i", address],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_scamper_tracelb_agrees(lab):
+    topo = lab.topology
+    dst = topo.nodes["r-muc"]
+    (record,) = mda(lab, "lon", [dst.v4], "--protocol", "udp")
+    ours = {a for found in record["body"]["multipath"]["interfaces"] for a in found}
+    text = scamper_tracelb(lab, "lon", dst.v4)
+    theirs = set(re.findall(r"\d+\.\d+\.\d+\.\d+", text.split("\n", 1)[1]))
+    assert theirs == ours, text
+    # scamper draws the split as "r-lon -> (r-lhr1, r-lhr2) -> r-fra".
+    branches = re.search(r"\(([^)]*)\)", text)
+    assert branches is not None, text
+    lhr = {topo.nodes["r-lhr1"].v4, topo.nodes["r-lhr2"].v4}
+    assert set(re.findall(r"[\d.]+", branches.group(1))) == lhr, text

@@ -1,0 +1,107 @@
+"""Path changes over time on synthetic traces: a lasting move is one change, dated by the
+first trace on the new path; load balancing, lost probes and one-off detours are not."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from netvantage.analysis.episodes import Episode, Improvement
+from netvantage.analysis.pathchange import find_path_changes
+
+T0 = pd.Timestamp("2026-01-01 10:00:00", tz="UTC")
+STEP = pd.Timedelta("10s")
+ASN = {"a1": "64601", "a2": "64700", "b2": "64720", "b3": "64720", "d": "65001"}
+
+
+def frames(paths: Sequence[Sequence[str | None]], *, agent: str = "jnb-1", region: str = "ZA",
+           target: str = "dc-ams", rtts: list[float] | None = None, start: int = 0,
+           reached: list[bool] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hops and measurements for one agent's traces; None in a path is a silent TTL."""
+    hops: list[dict[str, Any]] = []
+    meas: list[dict[str, Any]] = []
+    for n, path in enumerate(paths):
+        tid = f"{agent}-{start + n}"
+        at = T0 + (start + n) * STEP
+        ok = reached[n] if reached else True
+        for ttl, address in enumerate(path, start=1):
+            last = ttl == len(path)
+            hops.append({"id": tid, "region": region, "target": target, "started_at": at,
+                         "ttl": ttl, "address": address, "replies": 0 if address is None else 2,
+                         "is_destination": last and ok and address is not None,
+                         "asn": ASN.get(address or "")})
+        meas.append({"id": tid, "kind": "trace", "agent": agent, "region": region,
+                     "target": target, "started_at": at,
+                     "rtt_ms": rtts[n] if rtts else 100.0})
+    return pd.DataFrame(hops), pd.DataFrame(meas)
+
+
+A = ["a1", "a2", "d"]
+B = ["a1", "b2", "b3", "d"]
+
+
+def test_a_route_that_moves_and_stays_is_one_change_dated_by_its_first_trace():
+    hops, meas = frames([A] * 8 + [B] * 8, rtts=[220.0] * 8 + [165.0] * 8)
+    (change,) = find_path_changes(hops, meas)
+    assert change.at == T0 + 8 * STEP and change.last_before == T0 + 7 * STEP
+    assert (change.agent, change.region, change.target) == ("jnb-1", "ZA", "dc-ams")
+    assert change.ttls == (2, 3, 4)
+    assert change.before == (("a1",), ("a2",), ("d",))
+    assert change.after == (("a1",), ("b2",), ("b3",), ("d",))
+    assert change.as_before == ("64601", "64700", "65001")
+    assert change.as_after == ("64601", "64720", "65001") and change.as_changed
+    assert (change.rtt_before_ms, change.rtt_after_ms) == (220.0, 165.0)
+    assert change.to_dict()["as_changed"] is True
+
+
+def test_a_change_back_is_a_second_change():
+    hops, meas = frames([A] * 5 + [B] * 5 + [A] * 5)
+    assert [c.at for c in find_path_changes(hops, meas)] == [T0 + 5 * STEP, T0 + 10 * STEP]
+
+
+def test_load_balanced_branches_lost_probes_and_one_off_detours_are_not_changes():
+    rng = random.Random(7)
+    balanced = [["a1", rng.choice(["x", "y"]), "d"] for _ in range(40)]
+    hops, meas = frames(balanced)
+    assert find_path_changes(hops, meas) == []
+    lossy = [A] * 5 + [["a1", None, "d"]] + [A] * 5
+    assert find_path_changes(*frames(lossy)) == []
+    one_off = [A] * 5 + [B] + [A] * 5
+    assert find_path_changes(*frames(one_off)) == []
+
+
+def test_traces_that_did_not_arrive_say_nothing():
+    paths = [A] * 5 + [["a1", "b2", None]] * 3 + [A] * 5
+    reached = [True] * 5 + [False] * 3 + [True] * 5
+    assert find_path_changes(*frames(paths, reached=reached)) == []
+
+
+def test_each_agent_is_followed_on_its_own():
+    h1, m1 = frames([A] * 6 + [B] * 6, agent="jnb-1")
+    h2, m2 = frames([A] * 12, agent="jnb-2")
+    changes = find_path_changes(pd.concat([h1, h2]), pd.concat([m1, m2]))
+    assert [c.agent for c in changes] == ["jnb-1"]
+
+
+def test_a_coinciding_improvement_or_rise_is_named_and_a_distant_one_is_not():
+    hops, meas = frames([A] * 8 + [B] * 8, rtts=[220.0] * 8 + [165.0] * 8)
+    near = Improvement("ZA", "dc-ams", "ping", T0 + 8 * STEP + pd.Timedelta("4s"), 221.0,
+                       166.0)
+    far = Episode("ZA", "dc-ams", "ping", T0 + 2 * STEP, None, 200.0, 240.0, 250.0, 3)
+    other_pair = Improvement("GB", "dc-ams", "ping", T0 + 8 * STEP, 20.0, 10.0)
+    (change,) = find_path_changes(hops, meas, episodes=[far],
+                                  improvements=[near, other_pair])
+    assert change.coincides is not None and change.coincides.startswith("an improvement")
+    assert "166.0 ms vs 221.0 ms" in change.coincides
+    (alone,) = find_path_changes(hops, meas, episodes=[far], improvements=[other_pair])
+    assert alone.coincides is None
+    assert any("coincides with an improvement" in line for line in change.text_lines())
+
+
+@pytest.mark.parametrize("hops", [None, pd.DataFrame()])
+def test_no_traces_no_changes(hops):
+    assert find_path_changes(hops) == []

@@ -1,0 +1,176 @@
+"""Report figures and tables at real size: hundreds of regions, multi-year campaigns.
+
+A campaign of 40 client regions and 12 data centres over 30 weeks, one ping a week per
+pair (built from the seeded generator of bench/planted_coverage.py), drawn with every
+figure: no figure grows with the number of regions, no colour repeats, dates read as
+dates, map labels do not overlap, the per-region table keeps to its budget and says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import struct
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure as MplFigure
+
+from netvantage import analysis as nva
+from netvantage.analysis.load import frames_from_records
+from netvantage.report import figures as F
+from netvantage.report.content import _breakdown_table
+from netvantage.results import decode_record
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
+N_REGIONS, N_TARGETS, WEEKS = 40, 12, 30
+
+
+def _planted() -> ModuleType:
+    path = ROOT / "bench" / "planted_coverage.py"
+    spec = importlib.util.spec_from_file_location("planted_coverage", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["planted_coverage"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[nva.Campaign, nva.Analysis, pd.DataFrame]:
+    planted = _planted()
+    rng = np.random.default_rng(11)
+    regions = [f"R{i:03d}" for i in range(N_REGIONS)]
+    targets = [f"dc-{i:02d}" for i in range(N_TARGETS)]
+    names = [*regions, *targets]
+    places = pd.DataFrame({"name": names,
+                           "role": ["region"] * N_REGIONS + ["dc"] * N_TARGETS,
+                           "lat": rng.uniform(-40, 60, len(names)),
+                           "lon": rng.uniform(-120, 140, len(names))})
+    at = {n: (la, lo) for n, la, lo in zip(names, places["lat"], places["lon"], strict=True)}
+    # Physically possible RTTs: 1.6 x the fibre floor (1 ms per 100 km) plus access.
+    base = {(r, t): 1.6 * nva.great_circle_km(*at[r], *at[t]) / 100.0 + 3.0
+            for r in regions for t in targets}
+    records = []
+    for week in range(WEEKS):
+        for r in regions:
+            for t in targets:
+                rtts = (base[(r, t)] + rng.gamma(2.0, 1.0, size=3)).round(3).tolist()
+                records.append(planted._ping(r, t, 7 * 86400.0 * (week - WEEKS), rtts))
+    campaign = frames_from_records([decode_record(json.dumps(x).encode()) for x in records])
+    weights = {r: float(w) for r, w in zip(regions, rng.uniform(0.1, 1.0, N_REGIONS),
+                                           strict=True)}
+    result = nva.analyse(campaign, weights=weights, locations=nva.locations(_csv(places)),
+                         n_boot=0)
+    return campaign, result, places
+
+
+def _csv(frame: pd.DataFrame) -> Path:
+    import tempfile
+    out = Path(tempfile.mkdtemp(prefix="nvt-scale-")) / "places.csv"
+    frame.to_csv(out, index=False)
+    return out
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def test_colours_never_repeat() -> None:
+    for n in (3, 10, 15, 20, 21, 300):
+        names = [f"s{i}" for i in range(n)]
+        palette = F.colours(names)
+        assert len({tuple(np.round(np.asarray(c, dtype=float), 6)) for c in palette.values()}) \
+            == n
+
+
+def test_shown_regions_flagged_first_then_heaviest(big: Any) -> None:
+    _, result, _ = big
+    regions = [f"R{i:03d}" for i in range(N_REGIONS)]
+    s = F.shown(result, regions, [f"dc-{i:02d}" for i in range(N_TARGETS)])
+    assert len(s.regions) == F.MAX_REGIONS and len(s.targets) == F.MAX_TARGETS
+    heaviest = sorted(regions, key=lambda r: -result.weights[r])[:F.MAX_REGIONS]
+    flagged = set(result.flags["region"].astype(str))
+    if not flagged:
+        assert set(s.regions) == set(heaviest)
+    assert flagged & set(regions) <= set(s.regions) | set(regions[F.MAX_REGIONS:])
+    ranked = result.ranking.table.sort_values("rank")["target"].astype(str).tolist()
+    if result.flags.empty:
+        assert list(s.targets) == ranked[:F.MAX_TARGETS]
+    assert f"{F.MAX_REGIONS} of {N_REGIONS} client regions" in s.note()
+    assert f"{F.MAX_TARGETS} of {N_TARGETS} data centres" in s.note()
+
+
+def test_figures_stay_within_the_pixel_budget(big: Any) -> None:
+    campaign, result, places = big
+    figures = {f.name: f for f in F.draw_all(campaign, result, nva.locations(_csv(places)))}
+    assert {"map", "latency", "loss", "timeseries"} <= set(figures)
+    for f in figures.values():
+        width, height = _png_size(f.png)
+        # bbox_inches="tight" may add a margin of a few pixels around the budget.
+        assert width * height <= F.MAX_PIXELS * 1.1, (f.name, width, height)
+    for name in ("latency", "loss", "timeseries"):
+        assert "client regions" in figures[name].caption and "per-region table" in \
+            figures[name].caption
+
+
+def test_multi_year_axis_reads_as_dates() -> None:
+    fig = MplFigure()
+    ax = fig.add_subplot()
+    when = pd.date_range("2024-01-01", "2026-06-30", freq="7D")
+    ax.plot(when.to_pydatetime(), np.arange(len(when)))
+    F._date_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert any("2025" in text for text in labels), labels
+    assert not any(text.strip("0:") == "" for text in labels), labels  # no "00:00"/"000000"
+
+
+def test_labels_never_overlap() -> None:
+    rnd = random.Random(5)
+    points = [(rnd.uniform(0, 400), rnd.uniform(0, 300)) for _ in range(80)]
+    dots = [(rnd.uniform(0, 400), rnd.uniform(0, 300)) for _ in range(200)]
+    sizes = [(rnd.uniform(20, 50), 12.0) for _ in points]
+    offsets = F.place_labels(points, sizes, avoid=dots, must=5)
+    boxes = [(x + o[0], y + o[1], x + o[0] + w, y + o[1] + h)
+             for (x, y), (w, h), o in zip(points, sizes, offsets, strict=True) if o is not None]
+    assert 20 < len(boxes) < len(points)  # crowded: some placed, some left out
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not F._boxes_overlap(a, b)
+        for x, y in points:  # nor over a labelled marker
+            assert not F._boxes_overlap(a, (x - 6, y - 6, x + 6, y + 6))
+    assert all(o is not None for o in offsets[:5])  # the important ones always get a place
+
+
+def test_breakdown_keeps_to_its_budget(big: Any) -> None:
+    _, result, _ = big
+    full = _breakdown_table(result)
+    assert len(full.rows) == N_REGIONS * N_TARGETS and not full.note
+    small = _breakdown_table(result, max_rows=100)
+    assert len(small.rows) < len(full.rows)
+    assert f"of {N_REGIONS * N_TARGETS:,} pairs shown" in small.note
+    kept = {(row[0], row[1]) for row in small.rows}
+    bd = result.ranking.breakdown
+    for region, group in bd.groupby(bd["region"].astype(str)):
+        best = str(group.sort_values("cost").iloc[0]["target"])
+        assert (region, best) in kept
+        assert (region, result.winner) in kept
+    for r, t in zip(result.flags["region"].astype(str), result.flags["target"].astype(str),
+                    strict=True):
+        assert (r, t) in kept
+
+
+def test_lab_sample_report_tables_are_whole() -> None:
+    result = nva.analyse(nva.load(SAMPLE), n_boot=0)
+    table = _breakdown_table(result)
+    assert len(table.rows) == len(result.ranking.breakdown) and not table.note
