@@ -423,8 +423,10 @@ def path_evidence(hops: pd.DataFrame, locations: pd.DataFrame | None = None, *,
 def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
                    jump_factor: float, geo_tolerance_km: float) -> list[dict[str, Any]]:
     """The rows of :func:`path_evidence` (the dicts :func:`where_it_starts` returns)."""
+    if hops.empty:
+        return []
     pairs = hops[["region", "target"]].dropna().drop_duplicates()
-    if hops.empty or pairs.empty:
+    if pairs.empty:
         return []
     per = _per_ttl(hops)
     # Each trace belongs to the pair of its rows (one trace, one pair); rows without a
