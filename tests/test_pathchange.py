@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -74,6 +75,14 @@ def test_load_balanced_branches_lost_probes_and_one_off_detours_are_not_changes(
     assert find_path_changes(*frames(one_off)) == []
 
 
+def test_a_change_whose_first_trace_lost_the_new_hop_is_dated_by_the_next():
+    moved = ["a1", "b2", "d"]
+    paths = [A] * 5 + [["a1", None, "d"]] + [moved] * 5
+    (change,) = find_path_changes(*frames(paths))
+    assert change.at == T0 + 6 * STEP and change.ttls == (2,)
+    assert change.before == (("a1",), ("a2",), ("d",))  # the lost hop filled from before
+
+
 def test_traces_that_did_not_arrive_say_nothing():
     paths = [A] * 5 + [["a1", "b2", None]] * 3 + [A] * 5
     reached = [True] * 5 + [False] * 3 + [True] * 5
@@ -105,3 +114,19 @@ def test_a_coinciding_improvement_or_rise_is_named_and_a_distant_one_is_not():
 @pytest.mark.parametrize("hops", [None, pd.DataFrame()])
 def test_no_traces_no_changes(hops):
     assert find_path_changes(hops) == []
+
+
+def test_a_path_change_of_an_events_pair_joins_its_timeline():
+    from netvantage.analysis.events import group_events
+
+    hops, meas = frames([A] * 8 + [B] * 8, region="R1", target="dcX")
+    (change,) = find_path_changes(hops, meas)
+    rise = T0 + 8 * STEP
+    flags = [Episode("R1", "dcX", "ping", rise, None, 10.0, 30.0, 31.0, 3),
+             Episode("R2", "dcX", "ping", rise, None, 12.0, 33.0, 35.0, 3)]
+    (event,) = group_events(flags, pd.Timedelta("30s"), paths=[change])
+    assert (change.at, "R1 -> dcX: path changed at TTL 2, 3, 4 (agent jnb-1)") \
+        in event.timeline
+    (far,) = group_events([replace(f, start=f.start + pd.Timedelta("1h")) for f in flags],
+                          pd.Timedelta("30s"), paths=[change])
+    assert not any("path changed" in what for _, what in far.timeline)

@@ -123,16 +123,22 @@ def test_figures_stay_within_the_pixel_budget(big: Any) -> None:
             figures[name].caption
 
 
-def test_multi_year_axis_reads_as_dates() -> None:
-    fig = MplFigure()
+@pytest.mark.parametrize(("start", "end", "expect"), [
+    ("2026-11-28 20:01", "2026-11-28 20:08", "20:04"),  # a lab campaign: minutes
+    ("2026-11-28 20:00", "2026-11-29 02:00", "Nov-29"),  # hours across midnight
+    ("2024-01-01", "2026-06-30", "2025"),  # weekly over years: years, not "000000"
+])
+def test_time_axis_reads_as_dates(start: str, end: str, expect: str) -> None:
+    fig = MplFigure(figsize=(3.5, 2.5))  # a narrow panel, as in the time line
     ax = fig.add_subplot()
-    when = pd.date_range("2024-01-01", "2026-06-30", freq="7D")
+    when = pd.date_range(start, end, periods=30)
     ax.plot(when.to_pydatetime(), np.arange(len(when)))
     F._date_axis(ax)
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
-    assert any("2025" in text for text in labels), labels
-    assert not any(text.strip("0:") == "" for text in labels), labels  # no "00:00"/"000000"
+    assert len(labels) >= 3, labels
+    assert any(expect in text for text in labels), labels
+    assert not any(text.strip("0:") == "" for text in labels), labels
 
 
 def test_labels_never_overlap() -> None:

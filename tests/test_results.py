@@ -338,3 +338,50 @@ def test_schema_validate_reports_absurd_values_without_a_traceback(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "line 1" in done.stderr and "line 2" in done.stderr
+
+
+# The fast checks of the ingest path decide exactly as the plain rule does.
+
+_rtt = st.floats(min_value=0.001, max_value=600_000, allow_nan=False)
+_nudge = st.sampled_from([0.0, 0.0004, -0.0004, 0.0009, -0.0009, 0.00149, -0.00149, 0.0015,
+                          -0.0015, 0.00151, -0.00151, 0.003, 1e-9])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.none(), _rtt), max_size=12), _nudge, _nudge, _nudge)
+def test_fast_stats_check_decides_as_the_plain_rule(samples, d_median, d_mean, d_jitter):
+    from netvantage.results.structs import _TOLERANCE_MS, RttStats, _check_stats, rtt_stats
+
+    want = rtt_stats(samples)
+
+    def moved(value: float | None, delta: float) -> float | None:
+        return None if value is None else value + delta
+
+    given_stats = RttStats(want.min_ms, moved(want.median_ms, d_median),
+                           moved(want.mean_ms, d_mean), want.max_ms,
+                           moved(want.jitter_ms, d_jitter))
+    plain = all(
+        (g is None and w is None) or (g is not None and w is not None
+                                      and abs(g - w) <= _TOLERANCE_MS)
+        for g, w in zip(msgspec.structs.astuple(given_stats), msgspec.structs.astuple(want),
+                        strict=True))
+    if plain:
+        _check_stats("stats", given_stats, samples)
+    else:
+        with pytest.raises(ValueError):
+            _check_stats("stats", given_stats, samples)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 50), st.integers(0, 50), st.sampled_from(
+    [None, float("nan"), 0.0, 3e-7, -3e-7, 6e-7, -6e-7, 9.9e-7, -9.9e-7, 1e-6, 2e-6, 0.5]))
+def test_fast_loss_check_decides_as_the_plain_rule(sent, received, delta):
+    from netvantage.results.structs import _loss, _loss_matches
+
+    received = min(received, sent)
+    want = _loss(sent, received)
+    base = want if want is not None else 0.0
+    loss = None if delta is None else base + delta
+    plain = (want is None and loss is None) or (
+        want is not None and loss is not None and abs(want - loss) < 1e-6)
+    assert _loss_matches(sent, received, loss) == plain

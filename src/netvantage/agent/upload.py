@@ -17,6 +17,12 @@ collector's; see :mod:`netvantage.collector.app`.  The rules here:
   200 that acknowledges none of the batch) is a failed upload like a network
   error: logged, retried after a backoff, nothing dropped.  No answer and no
   error in a step ends the upload task: it logs and goes on.
+
+Each request also says how the agent is doing, in headers the collector keeps
+per agent (``netvantage collector agents``): ``X-Netvantage-Backlog`` (records
+in the spool, this batch included), ``X-Netvantage-Oldest-Unsent`` (seconds
+the oldest has waited) and ``X-Netvantage-Sent-At`` (this clock, Unix seconds,
+from which the collector finds the clock skew).
 """
 
 from __future__ import annotations
@@ -76,7 +82,15 @@ class Uploader:
         self.say = say or (lambda message: None)
         self._backoff = 0.0
 
-    def _post(self, body: bytes) -> tuple[int, Any]:
+    def _backlog_headers(self) -> dict[str, str]:
+        """The spool's depth and oldest age (blocking: run in a thread)."""
+        oldest = self.spool.oldest_age_s()
+        headers = {"X-Netvantage-Backlog": str(self.spool.depth())}
+        if oldest is not None:
+            headers["X-Netvantage-Oldest-Unsent"] = f"{oldest:.1f}"
+        return headers
+
+    def _post(self, body: bytes, extra: dict[str, str] | None = None) -> tuple[int, Any]:
         """One request, blocking (run in a thread); raises OSError on network trouble."""
         conn: http.client.HTTPConnection
         if self.https:
@@ -88,6 +102,8 @@ class Uploader:
             conn.request("POST", self.path, body=body, headers={
                 "Authorization": f"Bearer {self.token}",
                 "Content-Type": "application/x-ndjson",
+                **(extra or {}),
+                "X-Netvantage-Sent-At": f"{time.time():.3f}",
             })
             response = conn.getresponse()
             raw = response.read(MAX_ANSWER_BYTES)
@@ -106,7 +122,8 @@ class Uploader:
             return False
         body = b"".join(p.data + b"\n" for p in batch)
         try:
-            status, payload = await asyncio.to_thread(self._post, body)
+            backlog = await asyncio.to_thread(self._backlog_headers)
+            status, payload = await asyncio.to_thread(self._post, body, backlog)
         except (OSError, http.client.HTTPException, TimeoutError) as exc:
             self._fail(f"collector unreachable: {exc}")
             return False

@@ -743,9 +743,9 @@ def find_changes(measurements: pd.DataFrame, *, flags: pd.DataFrame | None = Non
                    and abs(e.start - h.start) <= max(window_used, pd.Timedelta(0)) * 4
                    for e in episodes):
             members.append(h)
-    events = group_events(members, window_used or pd.Timedelta("1h"), hops)
     paths = find_path_changes(hops, measurements, episodes=episodes, improvements=improvements,
                               min_tolerance=2 * (window_used or pd.Timedelta(0)))
+    events = group_events(members, window_used or pd.Timedelta("1h"), hops, paths)
     return Changes(window=window_used, episodes=tuple(episodes),
                    improvements=tuple(improvements), events=tuple(events),
                    comparison=comparison, notes=tuple(notes), options=replace(o),

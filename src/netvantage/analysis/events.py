@@ -6,7 +6,8 @@ detector's window) **and** their pairs share a data centre, a region, an AS on t
 paths, or a path segment (two successive responding hops).  An event is a connected group
 of linked flags covering at least two (region, target) pairs.  Each event carries its pairs,
 what they all share (the data centre, the region, the ASes and hops common to every traced
-pair), and its timeline (each pair's start and end, in order).
+pair), and its timeline (each pair's start and end, and the path changes of its pairs
+around it, in order: a rise that comes with a new route says so).
 
 Pure functions: the flags (see :class:`netvantage.analysis.episodes.Episode`) and the
 ``hops`` frame in, :class:`Event` objects out.
@@ -22,6 +23,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from .episodes import Episode
+    from .pathchange import PathChange
 
 __all__ = ["Event", "group_events", "path_facts"]
 
@@ -159,8 +161,13 @@ def _shares(a: Episode, b: Episode, facts: dict[tuple[str, str], PathFacts]) -> 
 
 
 def group_events(flags: Sequence[Episode], window: pd.Timedelta,
-                 hops: pd.DataFrame | None = None) -> list[Event]:
-    """Events of at least two pairs, earliest first (see the module docstring)."""
+                 hops: pd.DataFrame | None = None,
+                 paths: Sequence[PathChange] = ()) -> list[Event]:
+    """Events of at least two pairs, earliest first (see the module docstring).
+
+    ``paths``: path changes (:mod:`.pathchange`); those of an event's pairs from one
+    window before its start to one window after its end join its timeline.
+    """
     n = len(flags)
     # What the flagged pairs' paths crossed (only theirs; none needed below two flags).
     facts = path_facts(hops, {(f.region, f.target) for f in flags}) if n >= 2 else {}
@@ -185,12 +192,12 @@ def group_events(flags: Sequence[Episode], window: pd.Timedelta,
         if len({(m.region, m.target) for m in members}) < 2:
             continue
         members = sorted(members, key=lambda m: (m.start, m.region, m.target))
-        events.append(_event(len(events) + 1, members, facts))
+        events.append(_event(len(events) + 1, members, facts, paths, window))
     return events
 
 
-def _event(number: int, members: list[Episode],
-           facts: dict[tuple[str, str], PathFacts]) -> Event:
+def _event(number: int, members: list[Episode], facts: dict[tuple[str, str], PathFacts],
+           paths: Sequence[PathChange] = (), window: pd.Timedelta | None = None) -> Event:
     shared: list[str] = []
     targets = {m.target for m in members}
     regions = {m.region for m in members}
@@ -218,5 +225,15 @@ def _event(number: int, members: list[Episode],
         timeline.append((m.start, what))
         if m.end is not None:
             timeline.append((m.end, f"{m.region} -> {m.target} back to its baseline"))
+    pairs = {(m.region, m.target) for m in members}
+    window = window if window is not None else pd.Timedelta(0)
+    first = min(m.start for m in members) - window
+    ends = [m.end for m in members]
+    last = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+    for p in paths:
+        if (p.region, p.target) in pairs and p.at >= first and (
+                last is None or p.at <= last + window):
+            timeline.append((p.at, f"{p.region} -> {p.target}: path changed at TTL "
+                             f"{', '.join(map(str, p.ttls))} (agent {p.agent})"))
     timeline.sort(key=lambda t: t[0])
     return Event(number, tuple(members), tuple(shared), asns, common, tuple(timeline))

@@ -80,10 +80,11 @@ call :func:`check_campaign` on frames they are given.
 
 from __future__ import annotations
 
+import gc
+import math
 import sqlite3
-import statistics
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 import pandas as pd
+import pyarrow  # type: ignore[import-untyped]
 
 from ..errors import NetvantageError, SchemaError
 from ..results import (
@@ -104,10 +106,10 @@ from ..results import (
     TcpBody,
     TcpRecord,
     TraceRecord,
-    decode_all,
-    read_jsonl,
+    decode_record,
     rtt_stats,
 )
+from . import progress
 from .frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -149,6 +151,11 @@ class LoadError(NetvantageError):
 
 # --------------------------------------------------------------------------- reading
 
+#: Records decoded, turned into columns and dropped at a time: memory holds one
+#: chunk of record objects, never the whole campaign's.
+CHUNK_RECORDS = 20_000
+_MAX_PROBLEMS = 20
+
 
 def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = None) -> Campaign:
     """Read a campaign (JSON Lines, collector store or Parquet dataset) as checked frames.
@@ -158,8 +165,19 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     Raises :class:`LoadError` for a source that cannot be read and
     :class:`~netvantage.errors.SchemaError` (listing every problem) for records
     or frames that do not fit the schema.
+
+    Records are streamed: decoded :data:`CHUNK_RECORDS` at a time, each chunk
+    turned into compact columns (category codes, floats, Arrow strings) before
+    the next is read, so memory follows the size of the frames, not of the input.
+    A record whose (agent, id) was already read is kept once (see :func:`read_records`).
     """
-    return check_campaign(frames_from_records(read_records(source, kinds=kinds)))
+    builder = _Builder()
+    with _no_gc():
+        for chunk in _chunks(source, kinds, show=True):
+            builder.add(chunk)
+        campaign = builder.campaign(dedup=True)
+    with progress.step("checking the frames"):
+        return check_campaign(campaign)
 
 
 def read_records(source: Source | Sequence[Source], *,
@@ -171,15 +189,11 @@ def read_records(source: Source | Sequence[Source], *,
     that share an id are both kept; the later one's ``id`` becomes ``AGENT:ID`` in the
     frames, whose rows are joined on ``id`` alone.
     """
-    wanted = _kinds(kinds)
-    sources = [source] if isinstance(source, str | Path) else list(source)
-    if not sources:
-        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
     seen: set[tuple[str, str]] = set()
     ids: set[str] = set()
     out: list[AnyRecord] = []
-    for one in sources:
-        for record in _read_one(Path(one), wanted):
+    for chunk in _chunks(source, kinds):
+        for record in chunk:
             key = (record.agent, record.id)
             if key in seen:
                 continue
@@ -189,6 +203,25 @@ def read_records(source: Source | Sequence[Source], *,
             ids.add(record.id)
             out.append(record)
     return out
+
+
+def _chunks(source: Source | Sequence[Source], kinds: Iterable[str] | None, *,
+            show: bool = False) -> Iterator[list[AnyRecord]]:
+    """Every source's validated records (not deduplicated), a chunk at a time."""
+    wanted = _kinds(kinds)
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
+    for one in sources:
+        path = Path(one)
+        label = f"loading {path.name}" if len(sources) > 1 else "loading"
+        step = (progress.step(label, unit=" records", scale=True) if show
+                else nullcontext(None))
+        with step as bar:
+            for chunk in _read_one(path, wanted):
+                if bar is not None:
+                    bar.update(len(chunk))
+                yield chunk
 
 
 def _kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -202,23 +235,63 @@ def _kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
     return wanted
 
 
-def _read_one(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
+def _read_one(path: Path, kinds: tuple[str, ...] | None) -> Iterator[list[AnyRecord]]:
     if path.is_dir():
-        return _read_parquet(path, kinds)
+        yield from _read_parquet(path, kinds)
+        return
     if not path.exists():
         raise LoadError(f"{path}: no such file or directory")
     with open(path, "rb") as fh:
         head = fh.read(len(_SQLITE_MAGIC))
     if head == _SQLITE_MAGIC:
-        return _read_store(path, kinds)
+        yield from _read_store(path, kinds)
+        return
     if head.startswith(_PARQUET_MAGIC):
         raise LoadError(f"{path} is one Parquet file of a dataset: give the dataset's "
                         "directory (the one holding kind=…/), whose paths carry the kind")
-    records = read_jsonl(path)
-    return records if kinds is None else [r for r in records if r.kind in kinds]
+    for chunk in _decode_chunks(str(path), _jsonl_rows(path), unit="line"):
+        yield chunk if kinds is None else [r for r in chunk if r.kind in kinds]
 
 
-def _read_store(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(where, line) of a JSON Lines file, as :func:`netvantage.results.read_jsonl` reads it."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            # A writer that died mid-line leaves an unterminated tail.
+            torn = "" if raw.endswith(b"\n") else ": unterminated last line (torn write?)"
+            yield f"line {number}{torn}", line
+
+
+def _decode_chunks(name: str, rows: Iterable[tuple[str, bytes | str]], *,
+                   unit: str = "record") -> Iterator[list[AnyRecord]]:
+    """:func:`netvantage.results.decode_all`, a chunk at a time: every row goes through the
+    one schema decoder; after the last chunk, one SchemaError lists the bad rows (so a
+    source with any bad row loads nothing, as ``decode_all`` has it)."""
+    chunk: list[AnyRecord] = []
+    problems: list[str] = []
+    bad = 0
+    for where, text in rows:
+        try:
+            chunk.append(decode_record(text))
+        except SchemaError as exc:
+            bad += 1
+            if len(problems) < _MAX_PROBLEMS:
+                problems.append(f"{where}: {exc}")
+        if len(chunk) >= CHUNK_RECORDS:
+            if not bad:
+                yield chunk
+            chunk = []
+    if bad:
+        more = f" (showing {len(problems)})" if bad > len(problems) else ""
+        raise SchemaError(f"{name}: {bad} bad {unit}(s), nothing loaded{more}", problems)
+    if chunk:
+        yield chunk
+
+
+def _read_store(path: Path, kinds: tuple[str, ...] | None) -> Iterator[list[AnyRecord]]:
     sql = "SELECT id, json FROM records"
     args: tuple[str, ...] = ()
     if kinds is not None:
@@ -228,16 +301,24 @@ def _read_store(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise LoadError(f"{path}: cannot open the store: {exc}") from None
+
+    def rows() -> Iterator[tuple[str, str]]:
+        try:
+            # One read transaction: the snapshot stays consistent while a collector writes.
+            cursor = conn.execute(sql + " ORDER BY started_at, id", args)
+            while batch := cursor.fetchmany(CHUNK_RECORDS):
+                for rid, text in batch:
+                    yield f"record {rid}", text
+        except sqlite3.Error as exc:
+            raise LoadError(f"{path}: not a netvantage collector store ({exc})") from None
+
     try:
-        rows = conn.execute(sql + " ORDER BY started_at, id", args).fetchall()
-    except sqlite3.Error as exc:
-        raise LoadError(f"{path}: not a netvantage collector store ({exc})") from None
+        yield from _decode_chunks(str(path), rows())
     finally:
         conn.close()
-    return decode_all(str(path), ((f"record {rid}", text) for rid, text in rows))
 
 
-def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
+def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> Iterator[list[AnyRecord]]:
     import pyarrow.dataset as pads  # type: ignore[import-untyped]
 
     if not any(path.rglob("*.parquet")):
@@ -249,19 +330,34 @@ def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
     if missing:
         raise LoadError(f"{path}: not a netvantage export, missing column(s) {missing}")
     where = None if kinds is None else pads.field("kind").isin(list(kinds))
-    table = dataset.to_table(columns=[*_ENVELOPE, "kind", "body"], filter=where)
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
 
-    def rows() -> Iterable[tuple[str, bytes]]:
-        for i in range(table.num_rows):
-            envelope = {name: columns[name][i] for name in ("kind", *_ENVELOPE)}
-            # The body is stored as JSON text: splice it in rather than parse it
-            # twice, and decode the whole record like any other source.
-            text = (_enc.encode(envelope)[:-1] + b',"body":'
-                    + str(columns["body"][i]).encode("utf-8") + b"}")
-            yield f"record {envelope['id']}", text
+    def rows() -> Iterator[tuple[str, bytes]]:
+        # Only the record's columns, a batch at a time.
+        for batch in dataset.to_batches(columns=[*_ENVELOPE, "kind", "body"], filter=where,
+                                        batch_size=CHUNK_RECORDS):
+            columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+            for i in range(batch.num_rows):
+                envelope = {name: columns[name][i] for name in ("kind", *_ENVELOPE)}
+                # The body is stored as JSON text: splice it in rather than parse it
+                # twice, and decode the whole record like any other source.
+                text = (_enc.encode(envelope)[:-1] + b',"body":'
+                        + str(columns["body"][i]).encode("utf-8") + b"}")
+                yield f"record {envelope['id']}", text
 
-    return decode_all(str(path), rows())
+    yield from _decode_chunks(str(path), rows())
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: decoding allocates millions of acyclic objects,
+    and every collection it triggers would walk all the live ones again (quadratic)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------- frames
@@ -269,28 +365,10 @@ def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> list[AnyRecord]:
 
 def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
     """The four frames of ``records`` (unchecked; :func:`load` checks them)."""
-    m: dict[str, list[Any]] = {c: [] for c in MEASUREMENT_COLUMNS}
-    s: dict[str, list[Any]] = {c: [] for c in SAMPLE_COLUMNS}
-    h: dict[str, list[Any]] = {c: [] for c in HOP_COLUMNS}
-    p: dict[str, list[Any]] = {c: [] for c in PHASE_COLUMNS}
-    for r in records:
-        _measurement(r, m)
-        # A summary body has no samples (rtts_ms / attempts are empty): no rows.
-        if isinstance(r, PingRecord):
-            rtts: list[float | None] = list(r.body.rtts_ms)
-            _samples(r, None, rtts, s)
-        elif isinstance(r, TcpRecord):
-            _samples(r, r.body.port, [a.connect_ms for a in r.body.attempts], s)
-        elif isinstance(r, TraceRecord):
-            _hops(r, h)
-        else:
-            _phases(r, p)
-    return Campaign(
-        measurements=_measurement_frame(m),
-        samples=_frame(s, SAMPLE_COLUMNS, _SAMPLE_DTYPES),
-        hops=_frame(h, HOP_COLUMNS, _HOP_DTYPES),
-        phases=_frame(p, PHASE_COLUMNS, _PHASE_DTYPES),
-    )
+    builder = _Builder()
+    for start in range(0, len(records), CHUNK_RECORDS):
+        builder.add(records[start:start + CHUNK_RECORDS])
+    return builder.campaign(dedup=False)
 
 
 def _nan(x: float | None) -> float:
@@ -318,7 +396,7 @@ def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
     return None, None
 
 
-def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
+def _measurement(r: AnyRecord, rows: list[tuple[Any, ...]]) -> None:
     port: int | None = None
     rtt = rtt_min = loss = jitter = handshake = np.nan
     sent: int | None = None
@@ -351,7 +429,7 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
             rtt_stat = "median" if received else None
             got = [x for x in ([a.connect_ms for a in b.attempts] if isinstance(b, TcpBody)
                                else b.rtts_ms) if x is not None]
-            rtt_sd = statistics.stdev(got) if len(got) >= 2 else np.nan
+            rtt_sd = _stdev(got) if len(got) >= 2 else np.nan
     elif isinstance(r, TraceRecord):
         port = r.body.port
         dest = _destination_probes(r)
@@ -375,18 +453,20 @@ def _measurement(r: AnyRecord, m: dict[str, list[Any]]) -> None:
                 and all(d is not None for d in durations)):
             handshake = rtt = float(sum(d for d in durations if d is not None))
         rtt_samples = 0 if np.isnan(rtt) else 1
-    for column, value in (
-        ("id", r.id), ("kind", r.kind), ("agent", r.agent), ("region", r.region),
-        ("target", r.target), ("address", r.address), ("port", port),
-        ("started_at", r.started_at), ("duration_ms", r.duration_ms), ("status", r.status),
-        ("ok", r.status == "ok"), ("source", r.source), ("rtt_ms", rtt),
-        ("rtt_min_ms", rtt_min), ("loss_ratio", loss), ("jitter_ms", jitter), ("sent", sent),
-        ("received", received), ("handshake_ms", handshake), ("failed_phase", failed_phase),
-        ("tls_version", tls_version), ("cert_verified", cert_verified),
-        ("summary", is_summary), ("rtt_stat", rtt_stat), ("rtt_samples", rtt_samples),
-        ("rtt_sd_ms", rtt_sd),
-    ):
-        m[column].append(value)
+    # One row, in MEASUREMENT_COLUMNS order (the chunk is transposed once at its end).
+    rows.append((
+        r.id, r.kind, r.agent, r.region, r.target, r.address, port, r.started_at,
+        r.duration_ms, r.status, r.status == "ok", r.source, rtt, rtt_min, loss, jitter, sent,
+        received, handshake, failed_phase, tls_version, cert_verified, is_summary, rtt_stat,
+        rtt_samples, rtt_sd,
+    ))
+
+
+def _stdev(values: list[float]) -> float:
+    """The sample standard deviation (n - 1), two passes in floats: within a few ulps of
+    :func:`statistics.stdev` (exact rationals, a hundred times slower)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (len(values) - 1))
 
 
 def _destination_probes(r: TraceRecord) -> tuple[int, list[float | None]] | None:
@@ -400,18 +480,14 @@ def _destination_probes(r: TraceRecord) -> tuple[int, list[float | None]] | None
     return len(hop.probes), [p.rtt_ms for p in (own or answered)]
 
 
-def _samples(r: PingRecord | TcpRecord, port: int | None, rtts: Sequence[float | None],
-             s: dict[str, list[Any]]) -> None:
+def _samples(rec: int, rtts: Sequence[float | None], s: dict[str, list[Any]]) -> None:
     n = len(rtts)
-    for column, value in (("id", r.id), ("kind", r.kind), ("region", r.region),
-                          ("target", r.target), ("port", port),
-                          ("started_at", r.started_at)):
-        s[column].extend([value] * n)
+    s["_rec"].extend([rec] * n)
     s["seq"].extend(range(n))
     s["rtt_ms"].extend([np.nan if x is None else x for x in rtts])
 
 
-def _hops(r: TraceRecord, h: dict[str, list[Any]]) -> None:
+def _hops(rec: int, r: TraceRecord, h: dict[str, list[Any]]) -> None:
     b = r.body
     dest_hop = b.dest_ttl if b.reached else None
     for hop in b.hops:
@@ -434,10 +510,7 @@ def _hops(r: TraceRecord, h: dict[str, list[Any]]) -> None:
             rows.append((None, 0, np.nan, np.nan, None, False,
                          None, None, None, None, np.nan, np.nan))
         for row in rows:
-            h["id"].append(r.id)
-            h["region"].append(r.region)
-            h["target"].append(r.target)
-            h["started_at"].append(r.started_at)
+            h["_rec"].append(rec)
             h["protocol"].append(b.protocol)
             h["ttl"].append(hop.ttl)
             h["sent"].append(len(hop.probes))
@@ -450,13 +523,11 @@ def _hops(r: TraceRecord, h: dict[str, list[Any]]) -> None:
                 h[column].append(value)
 
 
-def _phases(r: SmtpRecord | ImapRecord, p: dict[str, list[Any]]) -> None:
+def _phases(rec: int, r: SmtpRecord | ImapRecord, p: dict[str, list[Any]]) -> None:
     b = r.body
     n = len(b.phases)
-    for column, value in (("id", r.id), ("kind", r.kind), ("region", r.region),
-                          ("target", r.target), ("port", b.port), ("mode", b.mode),
-                          ("started_at", r.started_at)):
-        p[column].extend([value] * n)
+    p["_rec"].extend([rec] * n)
+    p["mode"].extend([b.mode] * n)
     for ph in b.phases:
         p["phase"].append(ph.name)
         p["duration_ms"].append(_nan(ph.duration_ms))
@@ -493,32 +564,200 @@ _PHASE_DTYPES: dict[str, _Spec] = {
 }
 
 
-def _column(values: list[Any], spec: _Spec) -> pd.Series:
-    if isinstance(spec, tuple):
-        extra = sorted({v for v in values if v is not None and v not in spec})
-        return pd.Series(pd.Categorical(values, categories=[*spec, *extra]))
-    if spec == "cat":
-        return pd.Series(pd.Categorical(values))
-    if spec == "time":
-        return pd.Series(_times(values), dtype=_UTC_NS)
-    if spec == "float64":
-        return pd.Series(np.asarray(values, dtype=np.float64))
-    return pd.Series(values, dtype=spec)
+# Columns a child frame (samples, hops, phases) takes from its record's row of
+# ``measurements`` (through the row number ``_rec``) rather than repeat per row.
+_FROM_RECORD = {
+    "samples": ("id", "kind", "region", "target", "port", "started_at"),
+    "hops": ("id", "region", "target", "started_at"),
+    "phases": ("id", "kind", "region", "target", "port", "started_at"),
+}
 
 
-def _times(values: list[datetime]) -> pd.DatetimeIndex:
-    if not values:
-        return pd.DatetimeIndex([], dtype=_UTC_NS)
-    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns")
+class _Column:
+    """One column being built: this chunk's values (a list), then compact parts per chunk."""
+
+    __slots__ = ("codes", "parts", "spec", "values")
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.values: list[Any] = []
+        self.parts: list[Any] = []
+        # A categorical's values in the order first seen, and their provisional codes.
+        self.codes: dict[Any, int] = {}
+
+    def flush(self) -> None:
+        if self.values:
+            self.parts.append(self._compact(self.values))
+            self.values = []
+
+    def _compact(self, values: list[Any]) -> Any:
+        spec = self.spec
+        if isinstance(spec, tuple) or spec == "cat":
+            objects = np.empty(len(values), dtype=object)
+            objects[:] = values
+            codes, uniques = pd.factorize(objects)  # None -> -1
+            if not len(uniques):
+                return codes.astype(np.int32)
+            lookup = np.fromiter((self.codes.setdefault(u, len(self.codes)) for u in uniques),
+                                 dtype=np.int32, count=len(uniques))
+            return np.where(codes >= 0, lookup[codes], -1).astype(np.int32)
+        if spec == "str":
+            return pyarrow.array(values, type=pyarrow.string())
+        if spec == "time":
+            return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+        if spec in ("float64", "int64", "bool"):
+            return np.asarray(values, dtype=spec)
+        return pd.array(values, dtype=spec)  # type: ignore[call-overload]
+
+    def series(self) -> pd.Series:
+        """The whole column; its parts are let go (the column is built once)."""
+        self.flush()
+        spec, parts = self.spec, self.parts
+        self.parts = []
+        if not parts:
+            parts = [self._compact([])] if spec not in ("cat", "str") and not isinstance(
+                spec, tuple) else parts
+        if isinstance(spec, tuple) or spec == "cat":
+            seen = list(self.codes)
+            if isinstance(spec, tuple):
+                categories = [*spec, *sorted(v for v in seen if v not in spec)]
+            else:
+                categories = sorted(seen)
+            where = {c: i for i, c in enumerate(categories)}
+            remap = np.array([where[v] for v in seen], dtype=np.int32)
+            codes = np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+            if len(remap):
+                codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+            return pd.Series(pd.Categorical.from_codes(
+                codes, categories=categories))  # type: ignore[call-overload]
+        if spec == "str":
+            chunked = pyarrow.chunked_array(parts, type=pyarrow.string())
+            return pd.Series(chunked.to_pandas(types_mapper=_STR_TYPES.get))
+        if spec == "time":
+            return pd.Series(pd.DatetimeIndex(np.concatenate(parts).view("M8[ns]"), tz="UTC"))
+        if spec in ("float64", "int64", "bool"):
+            return pd.Series(np.concatenate(parts))
+        return pd.concat([pd.Series(p) for p in parts], ignore_index=True)
 
 
-def _frame(columns: dict[str, list[Any]], order: Sequence[str],
-           dtypes: dict[str, _Spec]) -> pd.DataFrame:
-    return pd.DataFrame({c: _column(columns[c], dtypes[c]) for c in order})
+_STR_TYPES = {pyarrow.string(): pd.StringDtype("pyarrow", na_value=np.nan)}
 
 
-def _measurement_frame(m: dict[str, list[Any]]) -> pd.DataFrame:
-    return _frame(m, MEASUREMENT_COLUMNS, _MEASUREMENT_DTYPES)
+class _Columns(dict[str, list[Any]]):
+    """A frame being built: ``columns[name]`` is the list the per-record code appends to."""
+
+    def __init__(self, specs: dict[str, _Spec]) -> None:
+        self.built = {name: _Column(spec) for name, spec in specs.items()}
+        super().__init__((name, col.values) for name, col in self.built.items())
+
+    def flush(self) -> None:
+        for name, col in self.built.items():
+            col.flush()
+            self[name] = col.values
+
+    def series(self) -> dict[str, pd.Series]:
+        return {name: col.series() for name, col in self.built.items()}
+
+    def frame(self, order: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame({name: self.built[name].series() for name in order}, copy=False)
+
+
+class _Builder:
+    """The four frames, built a chunk of records at a time (see :func:`load`)."""
+
+    def __init__(self) -> None:
+        self.m = _Columns(_MEASUREMENT_DTYPES)
+        self.s = _Columns({"_rec": "int64", "seq": "int64", "rtt_ms": "float64"})
+        self.h = _Columns({"_rec": "int64", **{c: _HOP_DTYPES[c] for c in HOP_COLUMNS
+                                               if c not in _FROM_RECORD["hops"]}})
+        self.p = _Columns({"_rec": "int64", **{c: _PHASE_DTYPES[c] for c in PHASE_COLUMNS
+                                               if c not in _FROM_RECORD["phases"]}})
+        self.n = 0
+
+    def add(self, records: Sequence[AnyRecord]) -> None:
+        s, h, p = self.s, self.h, self.p
+        rows: list[tuple[Any, ...]] = []
+        for r in records:
+            rec = self.n
+            self.n += 1
+            _measurement(r, rows)
+            # A summary body has no samples (rtts_ms / attempts are empty): no rows.
+            if isinstance(r, PingRecord):
+                _samples(rec, r.body.rtts_ms, s)
+            elif isinstance(r, TcpRecord):
+                _samples(rec, [a.connect_ms for a in r.body.attempts], s)
+            elif isinstance(r, TraceRecord):
+                _hops(rec, r, h)
+            else:
+                _phases(rec, r, p)
+        if rows:
+            for name, values in zip(MEASUREMENT_COLUMNS, zip(*rows, strict=True), strict=True):
+                self.m[name].extend(values)
+        for columns in (self.m, s, h, p):
+            columns.flush()
+
+    def campaign(self, *, dedup: bool) -> Campaign:
+        measurements = self.m.frame(MEASUREMENT_COLUMNS)
+        children = {"samples": self.s.series(), "hops": self.h.series(),
+                    "phases": self.p.series()}
+        if dedup:
+            measurements, children = _dedup(measurements, children)
+        frames = {name: _child(name, cols, measurements) for name, cols in children.items()}
+        return Campaign(measurements=measurements, **frames)
+
+
+def _child(name: str, own: dict[str, pd.Series], measurements: pd.DataFrame) -> pd.DataFrame:
+    """A child frame: its own columns, and its record's (taken from ``measurements``)."""
+    rec = own.pop("_rec").to_numpy()
+    order = {"samples": SAMPLE_COLUMNS, "hops": HOP_COLUMNS, "phases": PHASE_COLUMNS}[name]
+    dtypes = {"samples": _SAMPLE_DTYPES, "hops": _HOP_DTYPES, "phases": _PHASE_DTYPES}[name]
+    columns: dict[str, pd.Series] = {}
+    for column in order:
+        if column in own:
+            columns[column] = own[column]
+            continue
+        taken = pd.Series(measurements[column].array.take(rec))
+        if dtypes[column] == "cat":  # the values of this frame, as if built alone
+            taken = taken.cat.remove_unused_categories()
+        columns[column] = taken
+    return pd.DataFrame(columns, copy=False)
+
+
+def _dedup(measurements: pd.DataFrame, children: dict[str, dict[str, pd.Series]],
+           ) -> tuple[pd.DataFrame, dict[str, dict[str, pd.Series]]]:
+    """Each (agent, id) once, the later agents' ids renamed AGENT:ID (see read_records).
+
+    Only the rows whose id occurs more than once are looked at one by one.
+    """
+    ids = measurements["id"]
+    shared = ids.duplicated(keep=False).to_numpy()
+    if not shared.any():
+        return measurements, children
+    agents = np.array(measurements["agent"].astype(object).to_numpy(), dtype=object)
+    new_ids = np.array(ids.astype(object).to_numpy(), dtype=object)  # a writable copy
+    drop = np.zeros(len(ids), dtype=bool)
+    seen: set[tuple[str, str]] = set()
+    taken: set[str] = set(new_ids[~shared])
+    for pos in np.flatnonzero(shared):
+        key = (agents[pos], new_ids[pos])
+        if key in seen:
+            drop[pos] = True
+            continue
+        seen.add(key)
+        if key[1] in taken:
+            new_ids[pos] = f"{key[0]}:{key[1]}"
+        taken.add(new_ids[pos])
+    measurements = measurements.assign(id=pd.Series(new_ids, dtype="str"))
+    keep = ~drop
+    measurements = measurements[keep].reset_index(drop=True)
+    position = np.cumsum(keep) - 1
+    out: dict[str, dict[str, pd.Series]] = {}
+    for name, columns in children.items():
+        rec = columns["_rec"].to_numpy()
+        rows = keep[rec]
+        out[name] = {c: (pd.Series(position[rec[rows]]) if c == "_rec"
+                         else s[rows].reset_index(drop=True)) for c, s in columns.items()}
+    return measurements, out
 
 
 # --------------------------------------------------------------------------- schemas
@@ -623,24 +862,68 @@ def check_campaign(campaign: Campaign) -> Campaign:
     return campaign
 
 
+#: Frames longer than this are checked a slice of rows at a time (pandera's checks make
+#: frame-sized temporaries): the row checks per slice, the uniqueness checks once over
+#: the whole frame.  The problems are those of one whole-frame check.
+CHECK_ROWS = 250_000
+
+
 def _problems(name: str, frame: pd.DataFrame, per_check: int = 5) -> list[str]:
     import pandera.errors
 
     if name not in FRAME_NAMES:
         raise LoadError(f"no schema for a frame named {name!r} (known: {FRAME_NAMES})")
-    try:
-        schemas()[name].validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        problems: list[str] = []
-        for (column, check), rows in cases.groupby(["column", "check"], dropna=False,
-                                                   sort=False):
-            where = f"{name}.{column}" if pd.notna(column) else name
-            shown = [f"{c!r}" + ("" if pd.isna(i) else f" (row {i})")
-                     for c, i in zip(rows["failure_case"][:per_check],
-                                     rows["index"][:per_check], strict=True)]
-            more = f", … {len(rows) - per_check} more" if len(rows) > per_check else ""
-            problems.append(f"{where}: {check} failed for {len(rows)} value(s): "
-                            f"{', '.join(shown)}{more}")
-        return problems
-    return []
+    schema = schemas()[name]
+    parts: list[tuple[pa.DataFrameSchema, pd.DataFrame]]
+    if len(frame) <= CHECK_ROWS or list(frame.columns) != list(schema.columns):
+        parts = [(schema, frame)]
+    else:
+        row_schema, keys = _sliced_schemas(name)
+        parts = [(row_schema, frame.iloc[start:start + CHECK_ROWS])
+                 for start in range(0, len(frame), CHECK_ROWS)]
+        parts.append((keys, frame))
+    found: list[pd.DataFrame] = []
+    for part_schema, part in parts:
+        try:
+            part_schema.validate(part, lazy=True)
+        except pandera.errors.SchemaErrors as exc:
+            found.append(exc.failure_cases)
+    if not found:
+        return []
+    cases: Any = pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
+    problems: list[str] = []
+    for (column, check), rows in cases.groupby(["column", "check"], dropna=False, sort=False):
+        where = f"{name}.{column}" if pd.notna(column) else name
+        shown = [f"{c!r}" + ("" if pd.isna(i) else f" (row {i})")
+                 for c, i in zip(rows["failure_case"][:per_check],
+                                 rows["index"][:per_check], strict=True)]
+        more = f", … {len(rows) - per_check} more" if len(rows) > per_check else ""
+        problems.append(f"{where}: {check} failed for {len(rows)} value(s): "
+                        f"{', '.join(shown)}{more}")
+    return problems
+
+
+@cache
+def _sliced_schemas(name: str) -> tuple[pa.DataFrameSchema, pa.DataFrameSchema]:
+    """(the schema without its uniqueness checks, a schema of those alone)."""
+    import pandera.pandas as pa
+
+    full = schemas()[name]
+    unique_columns = [c for c, col in full.columns.items() if col.unique]
+    unique_checks = [c for c in full.checks if str(c.name).endswith(" unique")]
+    row_schema = pa.DataFrameSchema(
+        {c: _not_unique(col) if col.unique else col for c, col in full.columns.items()},
+        checks=[c for c in full.checks if c not in unique_checks],
+        strict=True, ordered=True, name=name)
+    keys = pa.DataFrameSchema(
+        {c: pa.Column(unique=True, nullable=full.columns[c].nullable) for c in unique_columns},
+        checks=unique_checks, name=name)
+    return row_schema, keys
+
+
+def _not_unique(column: Any) -> Any:
+    import copy
+
+    out = copy.copy(column)
+    out.unique = False
+    return out

@@ -1,4 +1,4 @@
-"""Path changes over time: per (agent, target), each trace compared with the one before.
+"""Path changes over time: per (agent, target), each trace compared with the path before it.
 
 Pure functions over the ``hops`` and ``measurements`` frames (see
 :mod:`netvantage.analysis.frames`); the episodes and improvements of
@@ -8,21 +8,24 @@ The rules, and why
 ------------------
 *A trace's path* is, per TTL, the set of addresses that answered there.  Only traces
 that reached their target count: one that stopped short says nothing about where the
-path ends.  A silent TTL matches anything (a lost probe is not a new path).
+path ends.  Each trace is compared with the path *known so far*: the trace before it,
+with the TTLs it left silent filled from the traces before that (a lost probe is neither
+a new path nor the end of the old one).
 
-*Two consecutive traces differ* (of one agent towards one target, by start time) at a TTL
-where both have answers and share none, or where only one of them has a hop at all
-(the path got longer or shorter).  The AS path (the annotated ASes along the path, each
-once, in order) is compared too, when the hops are annotated.
+*A trace differs* at a TTL where it and the known path both have answers and share
+none, or where only one of them has a hop at all (the path got longer or shorter).
+Consecutive traces with the same hops are recognised by a 64-bit key of their (TTL,
+address) rows, so a long campaign is mostly array work.  The AS path (the annotated ASes
+along the path, each once, in order) is reported too, when the hops are annotated.
 
 *A difference is a path change* when it lasts and is not load balancing: the trace
-after the new one agrees with it, the addresses that left do not come back at their TTL
-in the next ``window`` traces, and the addresses that arrived were not there in the
-``window`` traces before.  A per-flow load balancer whose branches alternate from trace
-to trace (each trace draws its own flow) therefore makes no path changes; a route that
-moves and stays makes one, dated by the first trace on the new path, so it is found
-within one trace interval of the moment the route moved.  A change back is a second
-change.
+after the new one agrees with it (as known after it), the addresses that left do not
+come back at their TTL in the next ``window`` traces, and the addresses that arrived
+were not there in the ``window`` traces before.  A per-flow load balancer whose
+branches alternate from trace to trace (each trace draws its own flow) therefore makes
+no path changes; a route that moves and stays makes one, dated by the first trace on the
+new path, so it is found within one trace interval of the moment the route moved (two,
+if that first trace lost exactly the hops that moved).  A change back is a second one.
 
 *Latency*: each change carries the median destination RTT of the traces on the old path
 (up to ``window`` × 3 of them, since the change before) and on the new one (until the
@@ -33,13 +36,13 @@ report marks the change on its time line.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -113,74 +116,160 @@ class PathChange:
                 "coincides": self.coincides}
 
 
-@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The answered hop rows of all reached traces, sorted by (trace, TTL, address)."""
+
+    def __init__(self, ttls: npt.NDArray[np.int64], codes: npt.NDArray[np.int64],
+                 addresses: npt.NDArray[Any], asns: npt.NDArray[Any] | None) -> None:
+        self.ttls, self.codes, self.addresses, self.asns = ttls, codes, addresses, asns
+
+
 class _Trace:
-    id: str
-    at: pd.Timestamp
-    hops: dict[int, frozenset[str]]  # TTL → addresses (answered TTLs only)
-    last: int
-    asns: tuple[str, ...]
-    rtt_ms: float | None
+    """One reached trace: a slice of :class:`_Rows`, decoded on demand."""
+
+    __slots__ = ("_asns", "_hops", "at", "end", "id", "key", "last", "rows", "rtt_ms", "start")
+
+    def __init__(self, tid: str, at: int, rows: _Rows, start: int, end: int, key: int,
+                 last: int, rtt_ms: float | None) -> None:
+        self.id, self.at, self.rows, self.start, self.end = tid, at, rows, start, end
+        self.key, self.last, self.rtt_ms = key, last, rtt_ms  # at: ns since the epoch
+        self._hops: dict[int, frozenset[int]] | None = None
+        self._asns: tuple[str, ...] | None = None
+
+    @property
+    def when(self) -> pd.Timestamp:
+        return pd.Timestamp(self.at, tz="UTC")
+
+    @property
+    def hops(self) -> dict[int, frozenset[int]]:
+        """TTL → address codes (answered TTLs only; :meth:`names` turns codes to text)."""
+        if self._hops is None:
+            r = self.rows
+            per: dict[int, set[int]] = {}
+            for ttl, code in zip(r.ttls[self.start:self.end].tolist(),
+                                 r.codes[self.start:self.end].tolist(), strict=True):
+                if ttl in per:
+                    per[ttl].add(code)
+                else:
+                    per[ttl] = {code}
+            self._hops = {ttl: frozenset(v) for ttl, v in per.items()}
+        return self._hops
+
+    def names(self, codes: frozenset[int]) -> tuple[str, ...]:
+        return tuple(sorted(str(self.rows.addresses[c]) for c in codes))
+
+    @property
+    def asns(self) -> tuple[str, ...]:
+        """The AS path: each TTL's first annotated AS, consecutive repeats once."""
+        if self._asns is None:
+            path: list[str] = []
+            r = self.rows
+            if r.asns is not None:
+                seen: set[int] = set()
+                for ttl, value in zip(r.ttls[self.start:self.end].tolist(),
+                                      r.asns[self.start:self.end], strict=True):
+                    if ttl in seen or value is None or value is pd.NA or (
+                            isinstance(value, float) and math.isnan(value)):
+                        continue
+                    seen.add(ttl)
+                    if not path or path[-1] != str(value):
+                        path.append(str(value))
+            self._asns = tuple(path)
+        return self._asns
 
 
-def _differ(a: _Trace, b: _Trace) -> list[int]:
+def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """A 64-bit mixer (the finaliser of SplitMix64) so that sums of mixed rows rarely meet."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+_Path = tuple[dict[int, frozenset[int]], int]  # TTL → address codes, and the last TTL
+
+
+def _differ(x: _Path, y: _Path) -> list[int]:
+    """TTLs where two paths differ: both answered and share no address, or one ends first."""
+    (hx, last_x), (hy, last_y) = x, y
     out = []
-    for ttl in range(1, max(a.last, b.last) + 1):
-        x, y = a.hops.get(ttl), b.hops.get(ttl)
-        if ttl > a.last or ttl > b.last or (x is not None and y is not None and not x & y):
+    for ttl in range(1, max(last_x, last_y) + 1):
+        u, v = hx.get(ttl), hy.get(ttl)
+        if ttl > last_x or ttl > last_y or (u is not None and v is not None and not u & v):
             out.append(ttl)
     return out
 
 
-def _side(t: _Trace) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(sorted(t.hops[ttl])) if ttl in t.hops else ("*",)
-                 for ttl in range(1, t.last + 1))
+def _path(t: _Trace) -> _Path:
+    return t.hops, t.last
+
+
+def _merge(ref: _Path, t: _Trace) -> _Path:
+    """The path as known after trace ``t``: its answers, and the earlier ones where it was
+    silent (a lost probe does not erase a hop)."""
+    hops = {ttl: v for ttl, v in ref[0].items() if ttl <= t.last}
+    hops.update(t.hops)
+    return hops, t.last
+
+
+def _side(t: _Trace, path: _Path) -> tuple[tuple[str, ...], ...]:
+    hops, last = path
+    return tuple(t.names(hops[ttl]) if ttl in hops else ("*",) for ttl in range(1, last + 1))
 
 
 def _traces(hops: pd.DataFrame, measurements: pd.DataFrame | None
             ) -> dict[tuple[str, str, str], list[_Trace]]:
-    """(agent, region, target) → its reached traces, by start time."""
-    h = hops[["id", "region", "target", "started_at", "ttl", "address", "replies",
-              "is_destination", *(["asn"] if "asn" in hops.columns else [])]]
-    ids = h["id"].astype(str)
-    reached = set(ids[h["is_destination"].fillna(False).astype(bool)
-                      & h["address"].notna()])
+    """(agent, region, target) → its reached traces, by start time.
+
+    Array work only: a campaign's hops frame can hold millions of rows.  Each trace gets a
+    64-bit key summing its mixed (TTL, address) rows and its last TTL: equal keys, equal
+    paths, so most consecutive traces are compared by their keys alone.
+    """
+    answered = hops["address"].notna().to_numpy(dtype=bool)
+    dest = hops["is_destination"].fillna(False).to_numpy(dtype=bool) & answered
+    id_codes, id_values = pd.factorize(hops["id"])
+    reached = np.zeros(len(id_values) + 1, dtype=bool)
+    reached[id_codes[dest]] = True
+    keep = answered & reached[id_codes]
+    if not keep.any():
+        return {}
+    sub = hops[keep]
+    ids = id_codes[keep]
+    addr_codes, addr_values = pd.factorize(sub["address"])
+    ttl = sub["ttl"].to_numpy(dtype=np.int64)
+    order = np.lexsort((addr_codes, ttl, ids))
+    ids, ttl, addr = ids[order], ttl[order], addr_codes[order].astype(np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1])
+    ends = np.append(starts[1:], len(ids))
+    mixed = _mix((ttl.astype(np.uint64) << np.uint64(40)) ^ addr.astype(np.uint64))
+    with np.errstate(over="ignore"):
+        keys = np.add.reduceat(mixed, starts)
+    lasts = np.maximum.reduceat(ttl, starts)
+    keys ^= _mix(lasts.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    rows = _Rows(ttl, addr, np.asarray(addr_values, dtype=object),
+                 sub["asn"].to_numpy(dtype=object)[order] if "asn" in sub.columns else None)
+    first = order[starts]
+    names = np.asarray(id_values, dtype=object)[ids[starts]]
+    regions = sub["region"].to_numpy(dtype=object)[first]
+    targets = sub["target"].to_numpy(dtype=object)[first]
+    ats = pd.to_datetime(sub["started_at"], utc=True).to_numpy(dtype="datetime64[ns]")
+    at_ns = ats[first].astype(np.int64)
     agents: dict[str, str] = {}
     rtts: dict[str, float] = {}
     if measurements is not None and not measurements.empty:
-        m = measurements[measurements["kind"].astype(str) == "trace"]
-        agents = dict(zip(m["id"].astype(str), m["agent"].astype(str), strict=True))
-        rtts = {k: float(v) for k, v in zip(m["id"].astype(str),
-                                            pd.to_numeric(m["rtt_ms"]), strict=True)
-                if v is not None and not math.isnan(float(v))}
-    h = h.assign(id=ids)[ids.isin(reached)]
-    if h.empty:
-        return {}
-    h = h.sort_values(["id", "ttl"], kind="mergesort")
+        m = measurements[(measurements["kind"] == "trace").to_numpy(dtype=bool)]
+        mid = m["id"].astype(str).to_numpy(dtype=object)
+        agents = dict(zip(mid, m["agent"].astype(str).to_numpy(dtype=object), strict=True))
+        rtt = pd.to_numeric(m["rtt_ms"]).to_numpy(dtype=float)
+        rtts = {k: float(v) for k, v in zip(mid, rtt, strict=True) if not math.isnan(v)}
     out: dict[tuple[str, str, str], list[_Trace]] = {}
-    for tid, t in h.groupby("id", sort=False):
-        first = t.iloc[0]
-        answered = t[t["address"].notna()]
-        per: dict[int, frozenset[str]] = {}
-        for ttl, address in zip(answered["ttl"].astype(int), answered["address"].astype(str),
-                                strict=True):
-            per[ttl] = per.get(ttl, frozenset()) | {address}
-        asns: list[str] = []
-        if "asn" in answered.columns:
-            for value in answered.sort_values(["ttl", "replies"],
-                                              ascending=[True, False]).drop_duplicates(
-                                                  "ttl")["asn"]:
-                if value is None or (isinstance(value, float) and math.isnan(value)) \
-                        or value is pd.NA:
-                    continue
-                if not asns or asns[-1] != str(value):
-                    asns.append(str(value))
-        tid = str(tid)
-        key = (agents.get(tid, str(first["region"])), str(first["region"]),
-               str(first["target"]))
-        out.setdefault(key, []).append(_Trace(tid, pd.Timestamp(first["started_at"]), per,
-                                              int(t["ttl"].max()), tuple(asns),
-                                              rtts.get(tid)))
+    for name, s0, s1, key, last, at, region, target in zip(
+            names, starts.tolist(), ends.tolist(), keys.tolist(),
+            lasts.tolist(), at_ns.tolist(), regions, targets, strict=True):
+        tid = str(name)
+        group = (agents.get(tid, str(region)), str(region), str(target))
+        out.setdefault(group, []).append(_Trace(tid, at, rows, s0, s1, key, last,
+                                                rtts.get(tid)))
     for seq in out.values():
         seq.sort(key=lambda x: x.at)
     return out
@@ -207,36 +296,49 @@ def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | No
         return []
     changes: list[PathChange] = []
     for (agent, region, target), seq in sorted(_traces(hops, measurements).items()):
-        gaps = [b.at - a.at for a, b in itertools.pairwise(seq)]
+        gaps = np.diff(np.fromiter((t.at for t in seq), dtype=np.int64, count=len(seq)))
         tol = tolerance if tolerance is not None else max(
-            2 * pd.Series(gaps).median() if gaps else pd.Timedelta(0),
+            pd.Timedelta(int(2 * np.median(gaps)), "ns") if gaps.size else pd.Timedelta(0),
             min_tolerance or pd.Timedelta(0))
-        found: list[int] = []
-        for i in range(1, len(seq) - 1):
+        found: list[tuple[int, _Path, list[int]]] = []  # index, path before, TTLs
+        ref = _path(seq[0])
+        for i in range(1, len(seq)):
+            if seq[i].key == seq[i - 1].key:
+                continue  # the same hops as the trace before: nothing new
+            b = seq[i]
+            ttls = _differ(ref, _path(b))
+            after = _merge(ref, b)
+            if ttls and i + 1 < len(seq) and not _differ(after, _path(seq[i + 1])) \
+                    and not _flapping(ref, b, ttls, seq[i + 1:i + window],
+                                      seq[max(0, i - window):i]):
+                found.append((i, ref, ttls))
+            ref = after
+        for n, (i, before, ttls) in enumerate(found):
             a, b = seq[i - 1], seq[i]
-            ttls = _differ(a, b)
-            if not ttls or _differ(b, seq[i + 1]):
-                continue  # no difference, or the new path does not hold
-            later, earlier = seq[i + 1:i + window], seq[max(0, i - window):i - 1]
-            flapping = any(a.hops.get(ttl, frozenset()) & t.hops.get(ttl, frozenset())
-                           for ttl in ttls for t in later) or \
-                any(b.hops.get(ttl, frozenset()) & t.hops.get(ttl, frozenset())
-                    for ttl in ttls for t in earlier)
-            if not flapping:
-                found.append(i)
-        for n, i in enumerate(found):
-            a, b = seq[i - 1], seq[i]
-            start = max(found[n - 1] if n else 0, i - 3 * window)
-            stop = min(found[n + 1] if n + 1 < len(found) else len(seq), i + 3 * window)
+            start = max(found[n - 1][0] if n else 0, i - 3 * window)
+            stop = min(found[n + 1][0] if n + 1 < len(found) else len(seq), i + 3 * window)
             change = PathChange(
-                agent=agent, region=region, target=target, at=b.at, last_before=a.at,
-                id_before=a.id, id_after=b.id, ttls=tuple(_differ(a, b)), before=_side(a),
-                after=_side(b), as_before=a.asns, as_after=b.asns,
+                agent=agent, region=region, target=target, at=b.when, last_before=a.when,
+                id_before=a.id, id_after=b.id, ttls=tuple(ttls), before=_side(a, before),
+                after=_side(b, _path(b)), as_before=a.asns, as_after=b.asns,
                 rtt_before_ms=_median([t.rtt_ms for t in seq[start:i]]),
                 rtt_after_ms=_median([t.rtt_ms for t in seq[i:stop]]))
             changes.append(_tie(change, episodes, improvements, tol))
     changes.sort(key=lambda c: (c.at, c.region, c.target, c.agent))
     return changes
+
+
+def _flapping(before: _Path, b: _Trace, ttls: list[int], later: Sequence[_Trace],
+              earlier: Sequence[_Trace]) -> bool:
+    """Whether the hops that left come back soon, or the new ones were there just before:
+    load balancing or a one-off, not a path change."""
+    none: frozenset[int] = frozenset()
+    for ttl in ttls:
+        old, new = before[0].get(ttl, none), b.hops.get(ttl, none)
+        if any(old & t.hops.get(ttl, none) for t in later) or \
+                any(new & t.hops.get(ttl, none) for t in earlier):
+            return True
+    return False
 
 
 def _tie(change: PathChange, episodes: Sequence[Episode],

@@ -144,8 +144,10 @@ def common_options(f: F) -> F:
 
 
 store_option = click.option(
-    "--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="The collector's SQLite file (created if missing).")
+    "--store", "store_path", required=True, metavar="FILE|URL",
+    help="The collector's store: a SQLite file (created if missing) or a PostgreSQL "
+         "database, postgresql://[USER[:PASSWORD]@][HOST][:PORT]/DBNAME[?host=SOCKET_DIR] "
+         "(its tables are created).")
 
 
 def parse_weights(text: str | None, option: str = "--weights") -> dict[str, float] | None:

@@ -15,6 +15,13 @@ __all__ = ["analyse_cmd", "analysis_options", "report_cmd"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _progress(quiet: bool, show_progress: bool) -> None:
+    """Set the progress switch from --quiet / --progress (see netvantage.analysis.progress)."""
+    from ..analysis import progress
+
+    progress.configure(True if show_progress else None, quiet=quiet)
+
+
 def analysis_options(what: str) -> Callable[[F], F]:
     """The options ``analyse`` and ``report`` share (``what``: the word their help uses for
     the rest of the output)."""
@@ -50,6 +57,11 @@ def analysis_options(what: str) -> Callable[[F], F]:
                      "(a ratio)."),
         click.option("--episode-min-windows", type=int, default=3, show_default=True,
                      help="Shortest episode, in windows of the data's cadence."),
+        click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors "
+                     "(no progress)."),
+        click.option("--progress", "show_progress", is_flag=True, help="Progress bars on "
+                     "stderr even when it is not a terminal (they are drawn on a terminal "
+                     "for any step over 2 s)."),
     ]
 
     def apply(command: F) -> F:
@@ -82,10 +94,12 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
                 episode_min_windows: int,
                 mix: tuple[str, ...],
                 window: str | None, fmt: str, keep_impossible: bool, gaps: str,
-                same_city_floor: float | None) -> None:
+                same_city_floor: float | None, quiet: bool, show_progress: bool) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
+    _progress(quiet, show_progress)
+    from ..analysis import progress
     from ..analysis.episodes import snapshots
     from ..analysis.summary import analyse
 
@@ -102,11 +116,12 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
     except ValueError as exc:
         die(f"--compare-at: {exc}", EXIT_USAGE)
     try:
-        result = analyse(campaign, compare=earlier, episode_min_rise=episode_min_rise,
-                         episode_min_windows=episode_min_windows,
-                         keep_impossible=keep_impossible, gaps=gaps,
-                         same_city_floor_ms=same_city_floor,
-                         weights=parsed, locations=places, window=window, mixes=mixes)
+        with progress.step("analysing"):
+            result = analyse(campaign, compare=earlier, episode_min_rise=episode_min_rise,
+                             episode_min_windows=episode_min_windows,
+                             keep_impossible=keep_impossible, gaps=gaps,
+                             same_city_floor_ms=same_city_floor,
+                             weights=parsed, locations=places, window=window, mixes=mixes)
     except ValueError as exc:
         if gaps != "fail":
             raise
@@ -130,7 +145,7 @@ Examples:
 DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
 The HTML page is self-contained (figures embedded; nothing fetched when it is opened).
 The recommendation and the flags are exactly those of `netvantage analyse` for the same
-DATA, --weights and --locations. Progress goes to stderr.""")
+DATA, --weights and --locations. Progress goes to stderr (none with --quiet).""")
 @click.argument("data", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The report file to write (HTML, or Markdown with --format md).")
@@ -147,17 +162,19 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
                locations_path: Path | None, weights: str | None, mix: tuple[str, ...],
                window: str | None, gaps: str, same_city_floor: float | None, compare: bool,
                compare_at: str | None, episode_min_rise: float, episode_min_windows: int,
-               title: str | None, keep_impossible: bool) -> None:
+               title: str | None, keep_impossible: bool, quiet: bool,
+               show_progress: bool) -> None:
     """Write the report a person reads: recommendation, flags, ranking, map and figures."""
     import time
 
+    _progress(quiet, show_progress)
+    from ..analysis.progress import note
     from ..report import make_report
 
     started = time.perf_counter()
 
     def progress(message: str) -> None:
-        click.echo(f"netvantage: report: {message} ({time.perf_counter() - started:.1f} s)",
-                   err=True)
+        note(f"report: {message} ({time.perf_counter() - started:.1f} s)")
 
     parsed = parse_weights(weights)
     mixes = parse_mixes(mix)

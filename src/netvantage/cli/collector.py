@@ -1,8 +1,13 @@
-"""``netvantage collector serve|add-agent`` and ``netvantage export``: the store's two sides."""
+"""``netvantage collector serve|add-agent|agents`` and ``netvantage export``.
+
+The store's two sides: agents' records coming in, files for analysis going out.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,9 @@ __all__ = ["collector", "export_cmd"]
 Examples:
   netvantage collector add-agent lusaka-1 --store results.db
   netvantage collector serve --store results.db --host 0.0.0.0 \\
-      --tls-cert collector.pem --tls-key collector.key""")
+      --tls-cert collector.pem --tls-key collector.key
+  netvantage collector serve --store postgresql://netvantage@db.example/results
+  netvantage collector agents --store results.db""")
 def collector() -> None:
     """The ingest service agents upload to, and its agent tokens."""
 
@@ -27,6 +34,11 @@ Examples:
   netvantage collector serve --store results.db
   netvantage collector serve --store results.db --host 0.0.0.0 --port 8750 \\
       --tls-cert /etc/netvantage/cert.pem --tls-key /etc/netvantage/key.pem
+  netvantage collector serve --store 'postgresql://netvantage@/results?host=/run/postgresql'
+\b
+With a postgresql:// store, several collectors (behind one address) may share one
+database: the database keeps each (agent, id) once. The tables are created, or
+migrated, when the collector starts.
 \b
 API: POST /v1/records (Authorization: Bearer TOKEN, Content-Type: application/x-ndjson,
 one record per line) answers {"accepted", "duplicates", "ids"}; GET /v1/health.
@@ -47,8 +59,8 @@ SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store 
               show_default=True, help="Largest batch accepted, in MiB (larger: 413).")
 @click.option("--synchronous", type=click.Choice(["full", "normal"]), default="full",
               show_default=True,
-              help="full: every acknowledged batch is on disk (survives power loss); normal: "
-                   "faster, a power loss may lose the last acknowledged batches.")
+              help="SQLite only. full: every acknowledged batch is on disk (survives power "
+                   "loss); normal: faster, a power loss may lose the last acknowledged batches.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (decoding uses one CPU per process).")
 @click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=1000,
@@ -67,7 +79,7 @@ SIGTERM or Ctrl-C stops it gracefully: batches in flight finish, then the store 
                    "(more: 400).")
 @click.option("--backlog", type=click.IntRange(1, 65535), default=1024, show_default=True,
               help="Connections the kernel queues before they are accepted.")
-def collector_serve(store_path: Path, host: str, port: int, tls_cert: Path | None,
+def collector_serve(store_path: str, host: str, port: int, tls_cert: Path | None,
                     tls_key: Path | None, max_body_mb: float, synchronous: str,
                     workers: int, max_connections: int, header_timeout: float,
                     body_timeout: float, keep_alive: int, max_header_kb: int,
@@ -95,15 +107,81 @@ Give it to the agent (e.g. in its plan's token file).""")
 @store_option
 @click.option("--rotate", is_flag=True,
               help="Replace the token of an existing agent (the old one stops working).")
-def collector_add_agent(name: str, store_path: Path, rotate: bool) -> None:
+def collector_add_agent(name: str, store_path: str, rotate: bool) -> None:
     """Create an agent and print its new upload token."""
-    from ..collector.store import Store
+    from ..collector.store import open_store
 
-    with Store(store_path) as store:
+    with open_store(store_path) as store:
         token = store.add_agent(name, rotate=rotate)
     click.echo(token)
     click.echo(f"netvantage: {'new token for' if rotate else 'created'} agent {name!r} in "
-               f"{store_path}; this token is shown only now", err=True)
+               f"{store.location}; this token is shown only now", err=True)
+
+
+@collector.command("agents", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage collector agents --store results.db
+  netvantage collector agents --store postgresql://netvantage@db.example/results --json
+\b
+Columns: last seen (the last batch a collector took from it, ago), records stored,
+backlog (records in the agent's spool when it last uploaded) and the age of the oldest,
+clock skew (the agent's clock minus the collector's, from the agent's send time),
+lag (receive time minus the start of the newest record of the last batch), duplicates
+and conflicts over its uploads. '-': not known (never uploaded, or an agent too old to
+report it). --json prints the same as one JSON object per agent, times in UTC.""")
+@store_option
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line instead of a table.")
+def collector_agents(store_path: str, as_json: bool) -> None:
+    """Every agent: last seen, records, backlog, clock skew (fleet health)."""
+    from ..collector.store import open_store
+
+    with open_store(store_path, create=False) as store:
+        health = store.agent_health()
+    if as_json:
+        for h in health:
+            click.echo(json.dumps(h.as_dict()))
+        return
+    now = datetime.now(UTC)
+    header = ("agent", "last seen", "records", "backlog", "oldest unsent", "clock skew",
+              "lag", "duplicates", "conflicts")
+    table = [header] + [(
+        h.agent + ("" if h.has_token else " (no token)"),
+        "-" if h.last_seen_at is None else _ago(now, h.last_seen_at),
+        str(h.records), _or_dash(h.backlog), _seconds(h.oldest_unsent_s),
+        _seconds(h.clock_skew_s, signed=True), _seconds(h.record_lag_s),
+        str(h.duplicates), str(h.conflicts)) for h in health]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                             ).rstrip())
+    if not health:
+        click.echo("netvantage: no agents yet (add one with 'netvantage collector add-agent')",
+                   err=True)
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _seconds(value: float | None, *, signed: bool = False) -> str:
+    """A duration for a table: ``-``, ``+0.4 s``, ``12 min``, ``3.0 h``, ``2.1 d``."""
+    if value is None:
+        return "-"
+    sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
+    size = abs(value)
+    if size < 60:
+        return f"{sign}{size:.1f} s"
+    if size < 3600:
+        return f"{sign}{size / 60:.0f} min"
+    if size < 86400:
+        return f"{sign}{size / 3600:.1f} h"
+    return f"{sign}{size / 86400:.1f} d"
+
+
+def _ago(now: datetime, when: str) -> str:
+    return _seconds((now - datetime.fromisoformat(when)).total_seconds()) + " ago"
 
 
 @click.command("export", context_settings=CONTEXT, epilog="""\b
@@ -111,6 +189,7 @@ Examples:
   netvantage export --store results.db --format parquet -o dataset/
   netvantage export --store results.db --format jsonl --kind ping -o ping.jsonl
   netvantage export --store results.db --format csv -o - | head
+  netvantage export --store postgresql://netvantage@db.example/results --format parquet -o ds/
 \b
 Parquet: a dataset partitioned by kind and date (dataset/kind=ping/date=2026-11-28/
 part-0.parquet), envelope columns flattened, the body as a JSON string column.
@@ -124,12 +203,12 @@ The store may be in use by a running collector: the export reads one snapshot.""
                    "exist yet).")
 @click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap"]),
               help="Only records of this kind.")
-def export_cmd(store_path: Path, fmt: str, output: Path, kind: str | None) -> None:
+def export_cmd(store_path: str, fmt: str, output: Path, kind: str | None) -> None:
     """Write the store's records as Parquet, JSON Lines or CSV."""
     from ..collector.export import export
-    from ..collector.store import Store
+    from ..collector.store import open_store
 
     target: Path | Any = sys.stdout.buffer if str(output) == "-" else output
-    with Store(store_path, create=False) as store:
+    with open_store(store_path, create=False) as store:
         n = export(store, fmt, target, kind=kind)  # type: ignore[arg-type]
     click.echo(f"netvantage: exported {n} record(s) as {fmt} to {output}", err=True)

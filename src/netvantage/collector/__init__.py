@@ -1,6 +1,8 @@
 """The collector: the ingest service agents upload to, and the store behind it.
 
-* :mod:`.store`  – the embedded SQLite store (WAL mode) and agent tokens;
+* :mod:`.store`  – the store interface, the embedded SQLite store (WAL mode), agent
+  tokens and health;
+* :mod:`.pgstore` – the same store in PostgreSQL (several collectors, one database);
 * :mod:`.app`    – the HTTP API (Starlette), see its docstring for the contract;
 * :mod:`.serve`  – running it under uvicorn (foreground or in a thread);
 * :mod:`.export` – the store as Parquet, JSON Lines or CSV.

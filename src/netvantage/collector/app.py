@@ -1,4 +1,4 @@
-"""The ingest API: a Starlette app over a :class:`~netvantage.collector.store.Store`.
+"""The ingest API: a Starlette app over a :class:`~netvantage.collector.store.RecordStore`.
 
 ``POST /v1/records``
     ``Authorization: Bearer TOKEN``, ``Content-Type: application/x-ndjson``,
@@ -7,6 +7,14 @@
     duplicates (the same record already stored: same agent, same id, same
     content) are acknowledged and not stored twice.  Ids are unique per agent:
     another agent's record with the same id is a different record.
+
+    Optional request headers report the agent's health (recorded per agent,
+    listed by ``netvantage collector agents``; a value that is not a finite
+    number >= 0 is ignored, never a reason to refuse a batch):
+    ``X-Netvantage-Backlog`` (records in its spool, this batch included),
+    ``X-Netvantage-Oldest-Unsent`` (seconds the oldest of them has waited),
+    ``X-Netvantage-Sent-At`` (the agent's clock, Unix seconds: the collector
+    keeps the difference from its own clock as the agent's clock skew).
 
 ``GET /v1/health``
     ``{"ok": true}``, no token needed.
@@ -47,6 +55,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -63,7 +73,7 @@ from starlette.routing import Route
 from ..errors import SchemaError
 from ..results import AnyRecord, decode_record
 from ..results.jsonl import NESTED_TOO_DEEP
-from .store import Store
+from .store import AgentReport, RecordStore
 
 __all__ = [
     "CONTENT_TYPE",
@@ -285,12 +295,47 @@ def _too_large(limit: int, what: str) -> Rejection:
                      headers={"Connection": "close"})
 
 
-def _ingest(store: Store, body: bytes, agent: str) -> Response:
+def _header_number(request: Request, name: str) -> float | None:
+    """A finite number >= 0 from a request header, or ``None``."""
+    try:
+        value = float(request.headers.get(name, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def agent_report(request: Request, agent: str, arrived: float) -> AgentReport:
+    """What the request's ``X-Netvantage-*`` headers say about its agent (see above)."""
+    backlog = _header_number(request, "x-netvantage-backlog")
+    sent_at = _header_number(request, "x-netvantage-sent-at")
+    return AgentReport(agent, backlog=None if backlog is None else int(backlog),
+                       oldest_unsent_s=_header_number(request, "x-netvantage-oldest-unsent"),
+                       clock_skew_s=None if sent_at is None else round(sent_at - arrived, 3))
+
+
+def record_lines(body: bytes, records: int) -> list[str] | None:
+    """The lines of a body that :func:`check_batch` decoded whole, as text: one per record.
+
+    ``decode_lines`` skips the lines that are only JSON whitespace; a batch that
+    decoded holds no other blank line (one of another space character would
+    not have decoded), so the lines left are the records', in order.  ``None``
+    (the store then encodes the records) if the count does not match or the
+    body is not UTF-8.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = [line for line in text.split("\n") if line and not line.isspace()]
+    return lines if len(lines) == records else None
+
+
+def _ingest(store: RecordStore, body: bytes, agent: str, report: AgentReport) -> Response:
     checked = check_batch(body, agent)
     if isinstance(checked, Rejection):
         log.warning("batch from %s refused (%d): %s", agent, checked.status, checked.error)
         return checked.response()
-    result = store.add_records(checked)
+    result = store.add_records(checked, report, texts=record_lines(body, len(checked)))
     if result.conflicts:
         shown = result.conflicts[:MAX_PROBLEMS]
         refusal = Rejection(
@@ -310,7 +355,7 @@ def _ingest(store: Store, body: bytes, agent: str) -> Response:
     return Response(_json.encode(answer), media_type="application/json")
 
 
-def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+def create_app(store: RecordStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                ingest_threads: int = 3, close_store: bool = False,
                metrics: bool = True) -> Starlette:
     """The collector's ASGI app, writing to ``store``.
@@ -329,6 +374,7 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     limiter = anyio.CapacityLimiter(ingest_threads)
 
     async def post_records(request: Request) -> Response:
+        arrived = time.time()
         token = _bearer(request)
         if token is None:
             return Rejection(401, "no bearer token: send 'Authorization: Bearer TOKEN' (create "
@@ -352,7 +398,9 @@ def create_app(store: Store, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         if isinstance(body, Rejection):
             log.warning("batch from %s refused (413): %s", agent, body.error)
             return body.response()
-        return await anyio.to_thread.run_sync(_ingest, store, body, agent, limiter=limiter)
+        return await anyio.to_thread.run_sync(_ingest, store, body, agent,
+                                              agent_report(request, agent, arrived),
+                                              limiter=limiter)
 
     async def health(request: Request) -> Response:
         return Response(b'{"ok":true}', media_type="application/json")

@@ -39,7 +39,7 @@ import msgspec
 
 from ..files import replaced_whole
 from ..results import AnyRecord, PingRecord, TcpRecord, write_jsonl
-from .store import Store, StoredRow, StoreError
+from .store import RecordStore, StoredRow, StoreError
 
 __all__ = ["ENVELOPE", "FORMATS", "SUMMARY_COLUMNS", "csv_cell", "export", "export_csv",
            "export_jsonl", "export_parquet", "flat_row"]
@@ -107,13 +107,13 @@ def flat_row(row: StoredRow) -> dict[str, Any]:
     }
 
 
-def export_jsonl(store: Store, out: str | Path | IO[bytes], *, kind: str | None = None,
+def export_jsonl(store: RecordStore, out: str | Path | IO[bytes], *, kind: str | None = None,
                  since: datetime | None = None) -> int:
     """Records as JSON Lines; returns how many."""
     return write_jsonl(store.iter_records(kind=kind, since=since), out)
 
 
-def export_csv(store: Store, out: str | Path | IO[bytes], *, kind: str | None = None,
+def export_csv(store: RecordStore, out: str | Path | IO[bytes], *, kind: str | None = None,
                since: datetime | None = None) -> int:
     """Envelope columns and the body as JSON; returns how many rows (header excluded)."""
     if not isinstance(out, str | Path):
@@ -129,7 +129,7 @@ def export_csv(store: Store, out: str | Path | IO[bytes], *, kind: str | None = 
     return n
 
 
-def _write_csv(store: Store, fh: IO[str], kind: str | None, since: datetime | None) -> int:
+def _write_csv(store: RecordStore, fh: IO[str], kind: str | None, since: datetime | None) -> int:
     writer = csv.writer(fh)
     writer.writerow([*ENVELOPE, "body"])
     n = 0
@@ -142,7 +142,7 @@ def _write_csv(store: Store, fh: IO[str], kind: str | None, since: datetime | No
     return n
 
 
-def _partitions(store: Store, kind: str | None, since: datetime | None, size: int
+def _partitions(store: RecordStore, kind: str | None, since: datetime | None, size: int
                 ) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
     """(kind, date, rows) chunks of at most ``size`` rows.
 
@@ -163,7 +163,7 @@ def _partitions(store: Store, kind: str | None, since: datetime | None, size: in
         yield key[0], key[1], rows
 
 
-def export_parquet(store: Store, out_dir: str | Path, *, kind: str | None = None,
+def export_parquet(store: RecordStore, out_dir: str | Path, *, kind: str | None = None,
                    since: datetime | None = None, rows_per_file: int = 250_000
                    ) -> dict[tuple[str, str], int]:
     """A hive-partitioned Parquet dataset; returns rows per (kind, date).
@@ -209,7 +209,7 @@ def export_parquet(store: Store, out_dir: str | Path, *, kind: str | None = None
     return written
 
 
-def export(store: Store, fmt: Format, out: str | Path | IO[bytes], *, kind: str | None = None,
+def export(store: RecordStore, fmt: Format, out: str | Path | IO[bytes], *, kind: str | None = None,
            since: datetime | None = None) -> int:
     """Any format; returns the number of records written."""
     if fmt == "parquet":

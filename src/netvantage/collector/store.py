@@ -1,10 +1,15 @@
-"""The embedded store: one SQLite file in WAL mode, records and agent tokens.
+"""The collector's stores: one SQLite file in WAL mode (the default), or PostgreSQL.
 
-Tables::
+:class:`RecordStore` is what the collector, the exports and the CLI use;
+:func:`open_store` opens the one ``--store`` names: a file name is a SQLite
+store (:class:`Store`, here), a ``postgresql://`` URL a PostgreSQL one
+(:class:`~netvantage.collector.pgstore.PgStore`).  Both hold the same tables::
 
     records(id, agent, kind, region, target, address, started_at, status,
             source, received_at, json, PRIMARY KEY (agent, id))
     agents(name TEXT PRIMARY KEY, token_sha256 TEXT UNIQUE, created_at, rotated_at)
+    agent_health(agent PRIMARY KEY, last_seen_at, batches, records, duplicates,
+                 conflicts, backlog, oldest_unsent_s, clock_skew_s, record_lag_s)
 
 * A batch is written in **one transaction**: all of it or none of it.  A
   record is identified by its **(agent, id)**: ids are unique per agent, so
@@ -13,7 +18,20 @@ Tables::
   content* is a *duplicate*: it is acknowledged and not stored again (ids are
   stable, so a retried upload carries the same record).  The same (agent, id)
   with *other* content is a *conflict*: the batch is refused whole and the
-  conflicting ids are reported (the stored record is never replaced).
+  conflicting ids are reported (the stored record is never replaced).  The
+  database's primary key enforces the (agent, id) rule, so two collectors
+  writing to one database cannot store a record twice.
+* What a batch costs: the app decodes each record once (msgspec) and hands
+  the store the records with the lines they were decoded from; the line is
+  the stored ``json`` (a batch given without its lines is encoded in one
+  call, as the schema writes records), the indexed columns are read from the
+  decoded records, and the rows go in with a few multi-row ``INSERT``
+  statements, each run by SQLite without Python's GIL.  (Passing the rows as
+  one JSON parameter and taking them apart with ``json_extract`` made SQLite
+  parse every row's JSON once per column.)
+* ``agent_health`` is what uploads say about their agent (see
+  :class:`AgentReport`), updated in the batch's transaction;
+  :meth:`RecordStore.agent_health` lists it with each agent's stored records.
 * A store made when ids were unique on their own (``id TEXT PRIMARY KEY``) is
   migrated to the (agent, id) key when opened, in one transaction.
 * Timestamps are stored as fixed-width UTC text (``2026-11-28T19:00:00.123456Z``)
@@ -27,32 +45,42 @@ Tables::
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import hmac
+import itertools
+import operator
 import os
+import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from ..errors import NetvantageError
-from ..results import AnyRecord, decode_record, encode_record
+from ..results import AnyRecord, decode_record
 
 __all__ = [
     "AgentExistsError",
+    "AgentHealth",
+    "AgentReport",
     "BatchResult",
+    "RecordStore",
     "Store",
     "StoreError",
     "StoredRow",
     "hash_token",
+    "is_url",
     "new_token",
+    "open_store",
     "utc_text",
 ]
 
@@ -78,29 +106,71 @@ CREATE TABLE IF NOT EXISTS agents (
     created_at   TEXT NOT NULL,
     rotated_at   TEXT
 );
+CREATE TABLE IF NOT EXISTS agent_health (
+    agent           TEXT PRIMARY KEY,
+    last_seen_at    TEXT NOT NULL,
+    batches         INTEGER NOT NULL,
+    records         INTEGER NOT NULL,
+    duplicates      INTEGER NOT NULL,
+    conflicts       INTEGER NOT NULL,
+    backlog         INTEGER,
+    oldest_unsent_s REAL,
+    clock_skew_s    REAL,
+    record_lag_s    REAL
+);
 """
 
-# ?1: received_at; ?2: a JSON array of rows [id, agent, kind, region, target,
-# address, started_at, status, source, json] (json_extract: SQLite >= 3.9).
-_INSERT = (
-    "INSERT OR IGNORE INTO records (id, agent, kind, region, target, address, started_at, "
-    "status, source, received_at, json) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
-    + ", ?1, json_extract(value, '$[9]') FROM json_each(?2)"
-)
-_rows_encoder = msgspec.json.Encoder()
 _COLUMNS = ("id, agent, kind, region, target, address, started_at, status, source, "
             "received_at, json")
-
+_ROW_MARKS = "(" + ",".join("?" * 11) + ")"
+#: Rows per INSERT statement, largest first: a batch of 1,000 is 3 x 256 + 3 x 64
+#: + 2 x 16 + 2 x 4 rows, ten statements, each compiled once (the statement cache).
+_CHUNKS = (256, 64, 16, 4, 1)
 # SQLite's default limit of host parameters in one statement is 32766 since
 # 3.32 (999 before); stay well under the old one for the duplicate look-up.
 _IN_CHUNK = 500
 
+#: (agent, last_seen_at, batches, records, duplicates, conflicts, backlog,
+#: oldest_unsent_s, clock_skew_s, record_lag_s); a report's missing figures keep
+#: the last ones known.
+_HEALTH_UPSERT = """
+INSERT INTO agent_health (agent, last_seen_at, batches, records, duplicates, conflicts,
+                          backlog, oldest_unsent_s, clock_skew_s, record_lag_s)
+VALUES ({marks})
+ON CONFLICT (agent) DO UPDATE SET
+    last_seen_at = excluded.last_seen_at,
+    batches = agent_health.batches + excluded.batches,
+    records = agent_health.records + excluded.records,
+    duplicates = agent_health.duplicates + excluded.duplicates,
+    conflicts = agent_health.conflicts + excluded.conflicts,
+    backlog = coalesce(excluded.backlog, agent_health.backlog),
+    oldest_unsent_s = coalesce(excluded.oldest_unsent_s, agent_health.oldest_unsent_s),
+    clock_skew_s = coalesce(excluded.clock_skew_s, agent_health.clock_skew_s),
+    record_lag_s = coalesce(excluded.record_lag_s, agent_health.record_lag_s)
+"""
+
 Synchronous = Literal["full", "normal"]
+
+#: The record kind of each record class (faster than the ``kind`` property).
+_KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in typing.get_args(AnyRecord)}
+_encoder = msgspec.json.Encoder()
+_started_at = operator.itemgetter(6)
+_get_id = operator.attrgetter("id")
+_get_agent = operator.attrgetter("agent")
+_get_region = operator.attrgetter("region")
+_get_target = operator.attrgetter("target")
+_get_address = operator.attrgetter("address")
+_get_started = operator.attrgetter("started_at")
+_get_status = operator.attrgetter("status")
+_get_source = operator.attrgetter("source")
+# msgspec writes a UTC time as RFC 3339 with "Z" and six fractional digits, or
+# none when the microseconds are 0: those get ".000000" (fixed width, see utc_text).
+_WHOLE_SECOND = re.compile(rb'(:[0-9]{2})Z"')
+_texts = msgspec.json.Decoder(list[str])
 
 
 class StoreError(NetvantageError):
-    """The store file cannot be opened or used; the message says what to do."""
+    """The store cannot be opened or used; the message says what to do."""
 
 
 class AgentExistsError(StoreError):
@@ -127,6 +197,53 @@ class StoredRow:
 
     record: AnyRecord
     received_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """What an upload says about its agent besides its records (``None``: not said).
+
+    ``backlog``: records waiting in the agent's spool when it sent the batch
+    (this batch included); ``oldest_unsent_s``: how long the oldest of them
+    has waited; ``clock_skew_s``: the agent's clock minus the collector's when
+    the request arrived (positive: the agent's clock is ahead), from the
+    agent's own send time, so it includes the request's one-way delay.
+    """
+
+    agent: str
+    backlog: int | None = None
+    oldest_unsent_s: float | None = None
+    clock_skew_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHealth:
+    """One agent as :meth:`RecordStore.agent_health` lists it.
+
+    ``records``: records of this agent in the store now; ``batches``,
+    ``uploaded``, ``duplicates``, ``conflicts``: counted over its uploads to
+    collectors of this store; ``record_lag_s``: the collector's receive time
+    minus the start of the newest record of the agent's last batch (the
+    measurement's duration, the upload interval and any backlog, plus the clock
+    skew); the rest is the agent's last :class:`AgentReport`.  Times are UTC text.
+    """
+
+    agent: str
+    has_token: bool
+    created_at: str | None
+    last_seen_at: str | None
+    records: int
+    batches: int
+    uploaded: int
+    duplicates: int
+    conflicts: int
+    backlog: int | None
+    oldest_unsent_s: float | None
+    clock_skew_s: float | None
+    record_lag_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def _same_record(stored: str, offered: str) -> bool:
@@ -162,7 +279,201 @@ def utc_text(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-class Store:
+def is_url(spec: str | Path) -> bool:
+    """Whether ``--store`` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(spec: str | Path, *, create: bool = True,
+               synchronous: Synchronous = "full") -> RecordStore:
+    """The store ``spec`` names: a ``postgresql://`` URL or a SQLite file.
+
+    ``synchronous`` is SQLite's (PostgreSQL commits are durable unless the
+    server is configured otherwise); ``create=False`` refuses a missing SQLite
+    file (a PostgreSQL database must exist; its tables are created).
+    """
+    if is_url(spec):
+        from .pgstore import PgStore
+
+        return PgStore(str(spec))
+    return Store(spec, synchronous=synchronous, create=create)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch made ready to insert: one row per distinct (agent, id), in batch order."""
+
+    rows: dict[tuple[str, str], tuple[Any, ...]]
+    conflicts: list[str]
+    received_at: datetime
+
+
+class RecordStore(abc.ABC):
+    """What every store does; safe to share between threads."""
+
+    #: Where the store is, for messages (a URL without its password).
+    location: str
+
+    # ---------------------------------------------------------------- agents
+
+    @abc.abstractmethod
+    def add_agent(self, name: str, *, rotate: bool = False) -> str:
+        """Create (or with ``rotate`` replace) an agent's token; returns the token, once."""
+
+    @abc.abstractmethod
+    def agent_for_token(self, token: str) -> str | None:
+        """The agent a bearer token belongs to, or ``None``."""
+
+    @abc.abstractmethod
+    def agents(self) -> list[str]:
+        """Every agent that has a token, by name."""
+
+    @abc.abstractmethod
+    def agent_health(self) -> list[AgentHealth]:
+        """Every agent with a token or stored records, by name (see :class:`AgentHealth`)."""
+
+    # ---------------------------------------------------------------- records
+
+    @abc.abstractmethod
+    def add_records(self, records: Sequence[AnyRecord], report: AgentReport | None = None,
+                    *, texts: Sequence[str] | None = None) -> BatchResult:
+        """Store a batch in one transaction (see the module's docstring).
+
+        ``report`` (what the upload said about its agent) is recorded in the
+        same transaction, with the batch's counts; a batch refused for a
+        conflict still counts its conflicts.  ``texts``: each record's JSON as
+        received, when the caller decoded the records from exactly these texts
+        (the collector: the lines of the body); stored as they are instead of
+        the records encoded again.
+        """
+
+    @abc.abstractmethod
+    def count(self, *, kind: str | None = None) -> int:
+        """Records stored (of one kind)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Records stored per (agent, kind, target)."""
+
+    @abc.abstractmethod
+    def iter_rows(self, *, kind: str | None = None,
+                  since: datetime | None = None) -> Iterator[StoredRow]:
+        """Stored records in (kind, started_at, id) order, from one consistent snapshot.
+
+        ``since`` keeps records that *started* at or after that time (UTC-aware).
+        """
+
+    def iter_records(self, kind: str | None = None,
+                     since: datetime | None = None) -> Iterator[AnyRecord]:
+        """Stored records (see :meth:`iter_rows`) as the schema's classes."""
+        for row in self.iter_rows(kind=kind, since=since):
+            yield row.record
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+
+    def __enter__(self) -> typing.Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- shared steps
+
+    @staticmethod
+    def _prepare(records: Sequence[AnyRecord], started: Callable[[list[datetime]], list[Any]],
+                 received: Callable[[datetime], Any],
+                 texts: Sequence[str] | None = None) -> _Batch:
+        """The batch's rows, keyed by (agent, id), and the ids repeated with other content.
+
+        ``started`` turns the records' ``started_at`` into the column's values;
+        ``received`` the batch's arrival into every row's ``received_at``.
+        Rows hold the columns in :data:`_COLUMNS` order.  Built a column at a
+        time (C loops: ``map``, ``zip``), since this runs for every record ingested.
+        """
+        now = datetime.now(UTC)
+        n = len(records)
+        if texts is None or len(texts) != n:
+            # One encoder call for the whole batch; a record's JSON never holds a
+            # raw newline (JSON escapes them in strings), so the lines are the records.
+            texts = _encoder.encode_lines(records).decode("utf-8").split("\n")[:n]
+        ids = list(map(_get_id, records))
+        agents = list(map(_get_agent, records))
+        rows = list(zip(ids, agents, map(_KIND.__getitem__, map(type, records)),
+                        map(_get_region, records), map(_get_target, records),
+                        map(_get_address, records), started(list(map(_get_started, records))),
+                        map(_get_status, records), map(_get_source, records),
+                        itertools.repeat(received(now), n), texts, strict=False))
+        keyed = dict(zip(zip(agents, ids, strict=True), rows, strict=True))
+        conflicts: list[str] = []
+        if len(keyed) != n:  # an (agent, id) repeated in the batch: keep the first
+            keyed = {}
+            for row in rows:
+                known = keyed.setdefault((row[1], row[0]), row)
+                if known[-1] != row[-1] and row[0] not in conflicts:
+                    conflicts.append(row[0])
+        return _Batch(keyed, conflicts, now)
+
+    @staticmethod
+    def _outcome(records: Sequence[AnyRecord], batch: _Batch, seen: set[tuple[str, str]]
+                 ) -> BatchResult:
+        """Accepted and duplicate ids in batch order, ``seen`` holding the keys stored before."""
+        if not seen and len(batch.rows) == len(records):
+            return BatchResult([r.id for r in records], [])
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        seen = set(seen)
+        for r in records:
+            key = (r.agent, r.id)
+            if key in seen:
+                duplicates.append(r.id)
+            else:
+                accepted.append(r.id)
+                seen.add(key)
+        return BatchResult(accepted, duplicates)
+
+    @staticmethod
+    def _health_row(report: AgentReport, batch: _Batch, received: Any, result: BatchResult
+                    ) -> tuple[Any, ...]:
+        lag: float | None = None
+        if batch.rows and not result.conflicts:
+            newest = max(map(_started_at, batch.rows.values()))
+            if isinstance(newest, str):
+                newest = datetime.fromisoformat(newest)
+            lag = (batch.received_at - newest).total_seconds()
+        return (report.agent, received(batch.received_at), 1, len(result.accepted),
+                len(result.duplicates), len(result.conflicts), report.backlog,
+                report.oldest_unsent_s, report.clock_skew_s, lag)
+
+    @staticmethod
+    def _health(names: set[str], tokens: dict[str, str], stored: dict[str, int],
+                rows: dict[str, tuple[Any, ...]]) -> list[AgentHealth]:
+        out: list[AgentHealth] = []
+        for name in sorted(names):
+            h = rows.get(name)
+            out.append(AgentHealth(
+                agent=name, has_token=name in tokens, created_at=tokens.get(name),
+                last_seen_at=h[0] if h else None, records=stored.get(name, 0),
+                batches=int(h[1]) if h else 0, uploaded=int(h[2]) if h else 0,
+                duplicates=int(h[3]) if h else 0, conflicts=int(h[4]) if h else 0,
+                backlog=None if not h or h[5] is None else int(h[5]),
+                oldest_unsent_s=None if not h or h[6] is None else float(h[6]),
+                clock_skew_s=None if not h or h[7] is None else float(h[7]),
+                record_lag_s=None if not h or h[8] is None else float(h[8])))
+        return out
+
+
+def _started_texts(times: list[datetime]) -> list[str]:
+    """:func:`utc_text` of records' ``started_at`` (UTC already), a batch in a few C calls.
+
+    (A record's ``__post_init__`` refuses any other offset.  ``isoformat`` one
+    record at a time cost as much as inserting the row.)
+    """
+    return _texts.decode(_WHOLE_SECOND.sub(rb'\1.000000Z"', _encoder.encode(times)))
+
+
+class Store(RecordStore):
     """The SQLite store; safe to share between threads.
 
     Writes go through one connection under a lock (SQLite has one writer at a
@@ -182,6 +493,7 @@ class Store:
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "full",
                  create: bool = True, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no such store (create it with "
                              f"'netvantage collector add-agent NAME --store {self.path}')")
@@ -198,8 +510,12 @@ class Store:
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
             self._migrate()
+            params = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
+        self._inserts = [(n, f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES "
+                          + ",".join([_ROW_MARKS] * n)) for n in _CHUNKS if 11 * n <= params]
+        self._health_upsert = _HEALTH_UPSERT.format(marks=",".join("?" * 10))
 
     def _keyed_by_id_alone(self) -> bool:
         info = self._writer.execute("PRAGMA table_info(records)").fetchall()
@@ -271,16 +587,9 @@ class Store:
         with self._write_lock:
             self._writer.close()
 
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ agents
 
     def add_agent(self, name: str, *, rotate: bool = False) -> str:
-        """Create (or with ``rotate`` replace) an agent's token; returns the token, once."""
         if not name or len(name) > 255:
             raise StoreError("an agent name is 1 to 255 characters")
         token = new_token()
@@ -307,7 +616,6 @@ class Store:
         return token
 
     def agent_for_token(self, token: str) -> str | None:
-        """The agent a bearer token belongs to, or ``None``."""
         if not token:
             return None
         digest = hash_token(token)
@@ -326,72 +634,81 @@ class Store:
         return [str(r[0]) for r in
                 self._reader().execute("SELECT name FROM agents ORDER BY name")]
 
+    def agent_health(self) -> list[AgentHealth]:
+        conn = self._connect()  # one snapshot for the three reads
+        try:
+            conn.execute("BEGIN")
+            tokens = {str(n): str(c) for n, c in conn.execute(
+                "SELECT name, created_at FROM agents")}
+            stored = {str(a): int(n) for a, n in conn.execute(
+                "SELECT agent, count(*) FROM records GROUP BY agent")}
+            rows = {str(r[0]): tuple(r[1:]) for r in conn.execute(
+                "SELECT agent, last_seen_at, batches, records, duplicates, conflicts, backlog, "
+                "oldest_unsent_s, clock_skew_s, record_lag_s FROM agent_health")}
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return self._health(set(tokens) | set(stored) | set(rows), tokens, stored, rows)
+
     # ------------------------------------------------------------------ records
 
-    def add_records(self, records: Sequence[AnyRecord]) -> BatchResult:
-        """Store a batch in one transaction.
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+        """Insert ``rows`` (INSERT OR IGNORE); returns how many went in."""
+        before = conn.total_changes
+        done, total = 0, len(rows)
+        for size, sql in self._inserts:
+            while total - done >= size:
+                conn.execute(sql, list(itertools.chain.from_iterable(rows[done:done + size])))
+                done += size
+        return conn.total_changes - before
 
-        A record whose (agent, id) is already stored with the same content (or
-        repeated in the batch) is a duplicate; with other content a conflict, and
-        then nothing is stored (see :class:`BatchResult`).
-        """
-        rows: dict[tuple[str, str], tuple[str | None, ...]] = {}
-        conflicts: list[str] = []
-        for r in records:
-            key = (r.agent, r.id)
-            text = encode_record(r).decode("utf-8")
-            known = rows.get(key)
-            if known is None:
-                rows[key] = (r.id, r.agent, r.kind, r.region, r.target, r.address,
-                             utc_text(r.started_at), r.status, r.source, text)
-            elif known[-1] != text and r.id not in conflicts:
-                conflicts.append(r.id)
-        if conflicts:
-            return BatchResult([], [], conflicts)
-        # The whole batch is one parameter (a JSON array of rows) of one
-        # statement: SQLite then inserts it without holding the GIL, where
-        # executemany() takes the GIL back for every row and, with other
-        # threads decoding, waits for it each time while holding the write lock.
-        packed = _rows_encoder.encode(list(rows.values()))
+    def add_records(self, records: Sequence[AnyRecord], report: AgentReport | None = None,
+                    *, texts: Sequence[str] | None = None) -> BatchResult:
+        batch = self._prepare(records, _started_texts, utc_text, texts)
+        if batch.conflicts:
+            result = BatchResult([], [], batch.conflicts)
+            self._note_conflicts(report, batch, result)
+            return result
+        rows = list(batch.rows.values())
         seen: set[tuple[str, str]] = set()
         with self._write_lock:
             conn = self._writer
-            received = utc_text(datetime.now(UTC))
             # IMMEDIATE: take the write lock now, so that what we learn about
             # existing ids holds until COMMIT, even with another writing process.
             conn.execute("BEGIN IMMEDIATE")
             try:
                 # The usual batch is all new: insert first, and only when fewer
                 # rows went in than were offered find out which ids were there.
-                before = conn.total_changes
-                conn.execute(_INSERT, (received, packed))
-                if conn.total_changes - before != len(rows):
+                if self._insert(conn, rows) != len(rows):
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
-                    stored = self._existing(conn, list(rows))
-                    for key, text in stored.items():
-                        if not _same_record(text, str(rows[key][-1])):
-                            conflicts.append(key[1])
+                    stored = self._existing(conn, list(batch.rows))
+                    conflicts = [key[1] for key, text in stored.items()
+                                 if not _same_record(text, str(batch.rows[key][-1]))]
                     if conflicts:
                         conn.execute("ROLLBACK")
-                        return BatchResult([], [], conflicts)
+                        result = BatchResult([], [], conflicts)
+                        self._note_conflicts(report, batch, result, locked=True)
+                        return result
                     seen = set(stored)
-                    fresh = [v for k, v in rows.items() if k not in seen]
-                    conn.execute(_INSERT, (received, _rows_encoder.encode(fresh)))
+                    self._insert(conn, [v for k, v in batch.rows.items() if k not in seen])
+                result = self._outcome(records, batch, seen)
+                if report is not None:
+                    conn.execute(self._health_upsert,
+                                 self._health_row(report, batch, utc_text, result))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        accepted: list[str] = []
-        duplicates: list[str] = []
-        for r in records:
-            key = (r.agent, r.id)
-            if key in seen:
-                duplicates.append(r.id)
-            else:
-                accepted.append(r.id)
-                seen.add(key)
-        return BatchResult(accepted, duplicates)
+        return result
+
+    def _note_conflicts(self, report: AgentReport | None, batch: _Batch, result: BatchResult,
+                        *, locked: bool = False) -> None:
+        if report is None:
+            return
+        with contextlib.nullcontext() if locked else self._write_lock:
+            self._writer.execute(self._health_upsert,
+                                 self._health_row(report, batch, utc_text, result))
 
     @staticmethod
     def _existing(conn: sqlite3.Connection,
@@ -419,7 +736,6 @@ class Store:
         return int(row[0])
 
     def counts(self) -> dict[tuple[str, str, str], int]:
-        """Records stored per (agent, kind, target)."""
         rows = self._reader().execute(
             "SELECT agent, kind, target, count(*) FROM records "
             "GROUP BY agent, kind, target ORDER BY agent, kind, target")
@@ -427,10 +743,6 @@ class Store:
 
     def iter_rows(self, *, kind: str | None = None,
                   since: datetime | None = None) -> Iterator[StoredRow]:
-        """Stored records in (kind, started_at, id) order, from one consistent snapshot.
-
-        ``since`` keeps records that *started* at or after that time (UTC-aware).
-        """
         where: list[str] = []
         args: list[str] = []
         if kind is not None:
@@ -455,9 +767,3 @@ class Store:
             conn.execute("COMMIT")
         finally:
             conn.close()
-
-    def iter_records(self, kind: str | None = None,
-                     since: datetime | None = None) -> Iterator[AnyRecord]:
-        """Stored records (see :meth:`iter_rows`) as the schema's classes."""
-        for row in self.iter_rows(kind=kind, since=since):
-            yield row.record

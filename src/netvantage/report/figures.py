@@ -159,8 +159,14 @@ def shown(result: Analysis, regions: Iterable[str], targets: Iterable[str], *,
 
 
 def _date_axis(ax: Axes) -> None:
-    """Concise date ticks (minutes for an hour, months and years for a long campaign)."""
-    locator = _DATES.AutoDateLocator(minticks=3, maxticks=8)
+    """Concise date ticks (minutes for an hour, months and years for a long campaign).
+
+    At most seven ticks, at least two: the locator picks the finest interval that stays
+    within seven; its minute and second steps get a 2 (matplotlib's go 1, 5, 10, ...), so
+    a seven-minute campaign gets ticks every two minutes instead of one tick at :05."""
+    locator = _DATES.AutoDateLocator(minticks=3, maxticks=7)
+    for freq in (_DATES.MINUTELY, _DATES.SECONDLY):
+        locator.intervald[freq] = [1, 2, 5, 10, 15, 20, 30]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(_DATES.ConciseDateFormatter(locator))
 
@@ -595,12 +601,13 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
         top.set_yscale("log")
         top.grid(alpha=0.3, which="both")
         bottom.grid(alpha=0.3)
-        _date_axis(bottom)
         bottom.tick_params(axis="x", labelsize=8)
-        bottom.set_xlabel("time (UTC)")
         if j == 0:
             top.set_ylabel(f"{kind} median RTT (ms)")
             bottom.set_ylabel("loss (%)")
+    # The panels share one x axis (one ticker): set it once.
+    _date_axis(axes[1][0])
+    fig.supxlabel("time (UTC)", fontsize=10)
     top_loss = float(np.nanmax(100 * w["loss_ratio"].to_numpy(dtype=float), initial=0.0))
     axes[1][0].set_ylim(0, max(1.0, top_loss * 1.15))
     handles = [Line2D([], [], color=palette[r], marker=".", label=r) for r in regions]

@@ -1,0 +1,158 @@
+"""The streamed loader and the progress switch.
+
+The loader decodes and turns records into columns a chunk at a time; these tests make
+the chunks tiny so that every boundary (categories first seen in a later chunk, a
+duplicate in another chunk, a bad line after good chunks) is crossed on small data.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conftest import invoke_cli
+from netvantage.analysis import progress
+from netvantage.analysis.load import FRAME_NAMES, check_campaign, load
+from netvantage.errors import SchemaError
+from netvantage.results import PingRecord, read_jsonl, write_jsonl
+
+loader = importlib.import_module("netvantage.analysis.load")
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
+LOCATIONS = ROOT / "data" / "locations" / "lab.csv"
+KEYS = {"measurements": ("kind", "agent", "region", "target", "status"),
+        "samples": ("kind", "region", "target"), "hops": ("region", "target"),
+        "phases": ("kind", "region", "target", "phase")}
+
+
+@pytest.fixture(scope="module")
+def whole() -> object:
+    """The bundled campaign loaded in one chunk (it has 1,932 records)."""
+    return load(SAMPLE)
+
+
+def test_chunks_change_nothing(whole: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded 7 records at a time, every frame equals the one-chunk load, dtypes and
+    categories (in their order) included."""
+    monkeypatch.setattr(loader, "CHUNK_RECORDS", 7)
+    small = load(SAMPLE)
+    for name in FRAME_NAMES:
+        pd.testing.assert_frame_equal(getattr(small, name), getattr(whole, name),
+                                      check_exact=True, obj=name)
+
+
+def test_key_columns_are_categorical(whole: object) -> None:
+    for name, keys in KEYS.items():
+        frame = getattr(whole, name)
+        assert len(frame), name
+        for key in keys:
+            assert isinstance(frame[key].dtype, pd.CategoricalDtype), (name, key)
+    # A child frame's categories are its own values, as if built alone.
+    hops = whole.hops  # type: ignore[attr-defined]
+    assert set(hops["region"].cat.categories) == set(hops["region"].dropna())
+
+
+def test_a_bad_line_after_good_chunks_loads_nothing(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "CHUNK_RECORDS", 5)
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)[:40]
+    lines[33] = b'{"kind": "ping", "id": "broken"\n'
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines))
+    with pytest.raises(SchemaError) as caught:
+        load(bad)
+    assert "1 bad line(s), nothing loaded" in str(caught.value)
+    assert any(p.startswith("line 34:") for p in caught.value.problems)
+
+
+def test_duplicates_in_other_chunks_and_files(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same (agent, id) in a later chunk and in a second file is one record; another
+    agent's record with a taken id is renamed AGENT:ID in every frame."""
+    monkeypatch.setattr(loader, "CHUNK_RECORDS", 3)
+    records = read_jsonl(SAMPLE)
+    pings = [r for r in records if isinstance(r, PingRecord)][:6]
+    traces = [r for r in records if r.kind == "trace"][:2]
+    import msgspec
+
+    other = msgspec.structs.replace(traces[0], agent="other-agent", id=pings[0].id)
+    first, second = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    write_jsonl([*pings, *traces, pings[1], other], first)
+    write_jsonl([pings[2], traces[1]], second)
+    camp = load([first, second])
+    m = camp.measurements
+    renamed = f"other-agent:{pings[0].id}"
+    assert m["id"].tolist() == [*(p.id for p in pings), *(t.id for t in traces), renamed]
+    assert m["id"].is_unique
+    want_samples = sum(len(p.body.rtts_ms) for p in pings)
+    assert len(camp.samples) == want_samples
+    assert set(camp.hops["id"]) == {traces[0].id, traces[1].id, renamed}
+    own = camp.hops[camp.hops["id"] == renamed]
+    assert len(own) == len(camp.hops[camp.hops["id"] == traces[0].id])
+    assert set(own["region"].astype(str)) == {other.region}
+
+
+def test_progress_is_silent_unless_asked(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr is not a terminal here: nothing by default nor when quiet; with bars forced
+    on, a step longer than the delay (0 here) is drawn with its name and count."""
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    try:
+        for bars, quiet in ((None, False), (False, False), (True, True)):
+            progress.configure(bars, quiet=quiet)
+            with progress.step("counting", unit=" things") as bar:
+                bar.update(3)
+            progress.note("a note")
+            err = capsys.readouterr().err
+            assert ("counting" in err) is False, (bars, quiet, err)
+            assert ("a note" in err) is (not quiet), (bars, quiet, err)
+        progress.configure(True)
+        assert list(progress.track(range(4), "tracking", unit=" items")) == [0, 1, 2, 3]
+        err = capsys.readouterr().err
+        assert "tracking" in err and "4/4" in err, err
+    finally:
+        progress.configure()
+
+
+def test_quiet_cli_writes_nothing_on_stderr(tmp_path: Path) -> None:
+    out = invoke_cli("analyse", str(SAMPLE), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    assert out.stdout.strip()
+    page = tmp_path / "report.md"
+    rep = invoke_cli("report", str(SAMPLE), "--format", "md", "-o", str(page), "--quiet")
+    assert rep.returncode == 0, rep.stderr
+    assert rep.stderr == "" and page.exists()
+
+
+def test_checks_by_slices_find_what_one_check_finds(whole: object,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long frames are checked a slice of rows at a time, uniqueness over the whole: the
+    problems (rows and counts) are those of one check of the whole frame."""
+    import dataclasses
+
+    camp: Any = whole
+    m, s, p = camp.measurements.copy(), camp.samples.copy(), camp.phases.copy()
+    m.loc[5, "id"] = m.loc[1500, "id"]  # two slices apart
+    m.loc[1900, "rtt_ms"] = -1.0
+    s.loc[4000, ["id", "seq"]] = s.loc[3999, ["id", "seq"]].to_numpy()
+    s.loc[10, "rtt_ms"] = -5.0
+    p.loc[100, "phase"] = p.loc[101, "phase"]
+    bad = dataclasses.replace(camp, measurements=m, samples=s, phases=p)
+
+    def problems(rows: int) -> list[str]:
+        monkeypatch.setattr(loader, "CHECK_ROWS", rows)
+        with pytest.raises(SchemaError) as caught:
+            check_campaign(bad)
+        return sorted(caught.value.problems)
+
+    whole_check = problems(10**9)
+    assert any("field_uniqueness failed for 2" in x for x in whole_check), whole_check
+    assert any("(id, seq) unique" in x and "(row 4000)" in x for x in whole_check)
+    assert problems(300) == whole_check
+    monkeypatch.setattr(loader, "CHECK_ROWS", 300)
+    check_campaign(camp)  # the good frames pass by slices too
