@@ -476,3 +476,19 @@ def test_the_collector_stores_each_line_as_sent(tmp_path):
         r.id: text for r, text in zip(records, sent, strict=True)}
     with open_store(db) as again:
         assert {r.id: r for r in again.iter_records()} == {r.id: r for r in records}
+
+
+def test_a_postgresql_store_reconnects_after_its_connections_are_lost(postgres):
+    import psycopg
+
+    url = postgres.create_database(f"t{next(_names)}")
+    with open_store(url) as s:
+        token = s.add_agent("lusaka-1")
+        s.add_records(batch("lusaka-1", 3))
+        assert s.agent_for_token(token) == "lusaka-1"
+        with psycopg.connect(url, autocommit=True) as admin:  # as a server restart would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert s.add_records(batch("lusaka-1", 3)).accepted
+        assert s.agent_for_token(token) == "lusaka-1"
+        assert s.count() == 6

@@ -1,6 +1,10 @@
 """Multipath tracing in the lab: the MDA finds both branches of the ECMP diamond (r-lon
 spreads London-Frankfurt flows over r-lhr1 and r-lhr2), scamper's tracelb agrees, and a
-path without load balancing shows no diamond."""
+path without load balancing shows no diamond.
+
+The MDA is a statistical test: at confidence c it misses the second of two equally loaded
+branches with probability at most 1 - c.  The tests ask for 0.999 (11 flows before
+concluding there is one branch: a miss once in 1,024 runs)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ pytestmark = pytest.mark.lab
 
 def mda(lab, node: str, addresses: list[str], *args: str) -> list[dict[str, Any]]:
     proc = subprocess.run(["ip", "netns", "exec", lab.ns(node), NETVANTAGE, "measure", "trace",
-                           *addresses, "--mda", "--pps", "500", "-W", "1", *args],
+                           *addresses, "--mda", "--confidence", "0.999", "--pps", "500",
+                           "-W", "1", *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]
@@ -62,7 +67,7 @@ def scamper_tracelb(lab, node: str, address: str) -> str:
     # scamper's udp-sport and tcp-sport methods send through the datalink, which a TUN
     # link (the lab's delayed links) does not have: udp-dport goes through the kernel.
     proc = subprocess.run(["ip", "netns", "exec", lab.ns(node), "scamper", "-O", "text",
-                           "-c", "tracelb -P udp-dport -W 15", "-i", address],
+                           "-c", "tracelb -P udp-dport -c 99 -W 15", "-i", address],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -73,11 +78,14 @@ def test_scamper_tracelb_agrees(lab):
     dst = topo.nodes["r-muc"]
     (record,) = mda(lab, "lon", [dst.v4], "--protocol", "udp")
     ours = {a for found in record["body"]["multipath"]["interfaces"] for a in found}
-    text = scamper_tracelb(lab, "lon", dst.v4)
-    theirs = set(re.findall(r"\d+\.\d+\.\d+\.\d+", text.split("\n", 1)[1]))
-    assert theirs == ours, text
+    # scamper offers 95 or 99 % (a miss of one of two branches in ~1 % of runs at 99 %):
+    # two runs, their union, make a miss about one in 16,000.
+    texts = [scamper_tracelb(lab, "lon", dst.v4) for _ in range(2)]
+    theirs = {a for text in texts for a in re.findall(r"\d+\.\d+\.\d+\.\d+",
+                                                       text.split("\n", 1)[1])}
+    assert theirs == ours, texts
     # scamper draws the split as "r-lon -> (r-lhr1, r-lhr2) -> r-fra".
-    branches = re.search(r"\(([^)]*)\)", text)
-    assert branches is not None, text
     lhr = {topo.nodes["r-lhr1"].v4, topo.nodes["r-lhr2"].v4}
-    assert set(re.findall(r"[\d.]+", branches.group(1))) == lhr, text
+    groups = [set(re.findall(r"[\d.]+", g)) for text in texts
+              for g in re.findall(r"\(([^)]*)\)", text)]
+    assert lhr in groups, texts

@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import invoke_cli
+from conftest import NETVANTAGE, invoke_cli
 from exposition import (
     fed_collector,
     lab_records,
@@ -29,6 +33,7 @@ from netvantage.agent.metrics import MetricsListenError, parse_listen, serve_met
 from netvantage.collector.serve import BackgroundCollector
 from netvantage.collector.store import Store
 from netvantage.results import PingBody, PingRecord, encode_record, new_id
+from waiting import read_line
 
 
 def exposition(collector) -> str:
@@ -233,3 +238,43 @@ def test_collector_counts_every_outcome_by_agent(served):
     seen_a = value(samples, "netvantage_collector_agent_last_seen_timestamp_seconds", agent="a")
     seen_b = value(samples, "netvantage_collector_agent_last_seen_timestamp_seconds", agent="b")
     assert seen_a is not None and seen_b is not None and seen_a <= seen_b
+
+
+def test_with_workers_every_scrape_adds_up_every_workers_counts(tmp_path):
+    """``collector serve --workers 2``: whichever worker answers /metrics, it counts all."""
+    db = tmp_path / "c.db"
+    with Store(db) as store:
+        token = store.add_agent("a")
+    before = set(Path(tempfile.gettempdir()).glob("netvantage-metrics-*"))
+    proc = subprocess.Popen([NETVANTAGE, "collector", "serve", "--store", str(db), "--port",
+                             "0", "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = read_line(proc.stdout, 60, "the collector's address")
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        port = int(found.group(1))
+        record = next(iter(lab_records().values()))
+
+        def upload(n: int) -> int:
+            copies = [msgspec.structs.replace(record, agent="a", id=new_id()) for _ in range(3)]
+            return post(port, token, b"".join(encode_record(r) + b"\n" for r in copies),
+                        **{"X-Netvantage-Backlog": "33"})[0]
+
+        # Many at once, each on its own connection: the kernel hands them to both workers.
+        with ThreadPoolExecutor(12) as pool:
+            assert list(pool.map(upload, range(36))) == [200] * 36
+        sent = 108
+        for _ in range(6):
+            samples = parse(scrape(f"http://127.0.0.1:{port}/metrics"))
+            assert value(samples, "netvantage_collector_records_ingested_total",
+                         agent="a") == sent
+            assert value(samples, "netvantage_collector_batches_total", agent="a",
+                         code="200") == 36
+            assert value(samples, "netvantage_collector_agent_backlog_records", agent="a") == 33
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert set(Path(tempfile.gettempdir()).glob("netvantage-metrics-*")) <= before

@@ -36,13 +36,15 @@ def test_example_plan_loads(tmp_path):
     ("ping", "ping", None, None), ("tcp:25", "tcp", 25, None), ("trace", "trace", None, "icmp"),
     ("trace:udp", "trace", None, "udp"), ("trace:tcp:993", "trace", 993, "tcp"),
     ("smtp", "smtp", 25, None), ("smtp:465", "smtp", 465, None), ("IMAP:993", "imap", 993, None),
+    ("pmtu", "pmtu", None, "icmp"), ("pmtu:tcp:465", "pmtu", 465, "tcp"),
 ])
 def test_test_names(text, kind, port, protocol):
     spec = parse_test(text)
     assert (spec.kind, spec.port, spec.protocol) == (kind, port, protocol)
 
 
-@pytest.mark.parametrize("text", ["pong", "tcp", "tcp:0", "trace:tcp", "trace:sctp", "smtp:x"])
+@pytest.mark.parametrize("text", ["pong", "tcp", "tcp:0", "trace:tcp", "trace:sctp", "smtp:x",
+                                  "pmtu:tcp", "pmtu:gre"])
 def test_bad_test_names(text):
     with pytest.raises(ValueError):
         parse_test(text)

@@ -93,6 +93,9 @@ class Thresholds:
     handshake_kinds: tuple[str, ...] = ("smtp",)
     loss_pct: float | None = 1.0
     success_pct: float | None = 99.0
+    #: (target, reason) pairs decided outside the measurements (mail readiness, see
+    #: :mod:`netvantage.analysis.readiness`): every pair of such a target fails, with the reason.
+    failing_targets: tuple[tuple[str, str], ...] = ()
 
 
 _TERMS = ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "handshake_p95_ms", "failure_pct")
@@ -466,6 +469,7 @@ def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
                 # A pair without a single RTT was not measured successfully: a gap, never a
                 # cost made of its failures alone.
                 matrix[i, j] = total if m["records"] > 0 and rtt_records[i, j] > 0 else np.nan
+            fails = fails + [why for failing, why in thresholds.failing_targets if failing == t]
             meets[i, j] = not fails
             rows.append({
                 "region": r, "target": t, "weight": weights[r], "records": int(m["records"]),
