@@ -169,8 +169,6 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
                             mda=mda, confidence=confidence)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
-    if pcap is not None and mda:
-        die("--pcap records Paris traces, not --mda runs", EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,
                              concurrency=concurrency, pcap=pcap))
     emit(records, output, table, fail_on_error)
