@@ -27,7 +27,7 @@ from .geo import inflation as inflation_table
 from .metrics import metrics as metrics_table
 from .mix import Mixes, client_regions, resolve_weights
 from .mix import mixes as mix_answer
-from .paths import where_it_starts
+from .paths import path_evidence
 from .physics import Physics
 from .physics import check as physics_check
 from .physics import json_keys as physics_keys
@@ -212,15 +212,8 @@ def _summary_notes(m: pd.DataFrame) -> list[str]:
 
 
 def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.DataFrame:
-    hops = campaign.hops
-    if hops.empty:
-        return pd.DataFrame()
-    rows: list[dict[str, Any]] = []
-    pairs = hops[["region", "target"]].dropna().drop_duplicates()
-    for region, target in pairs.itertuples(index=False):
-        found = where_it_starts(hops, str(region), str(target), locations)
-        rows.append({"region": str(region), "target": str(target), **found})
-    return pd.DataFrame(rows)
+    """Where paths go wrong, every (region, target) of the hops at once (paths.path_evidence)."""
+    return path_evidence(campaign.hops, locations)
 
 
 class NothingToAnalyse(NetvantageError, ValueError):
