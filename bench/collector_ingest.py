@@ -58,7 +58,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from netvantage.collector.app import check_batch
+from netvantage.collector.app import check_batch, record_lines
 from netvantage.collector.store import Store, open_store
 from netvantage.lab.postgres import TempPostgres
 from netvantage.results import (
@@ -342,7 +342,7 @@ def profile(args: argparse.Namespace) -> int:
         for body in bodies:
             records = check_batch(body, "agent-000")
             assert isinstance(records, list)
-            store.add_records(records)
+            store.add_records(records, texts=record_lines(body, len(records)))
         prof.disable()
         wall = time.perf_counter() - t
         n = len(bodies) * args.batch

@@ -54,6 +54,22 @@ def test_mda_finds_both_branches_of_the_diamond(lab, protocol, version):
     assert m["probes_sent"] == sum(len(h["probes"]) for h in record["body"]["hops"])
 
 
+def test_pcap_holds_every_probe_and_answer(lab, tmp_path):
+    dst = lab.topology.nodes["r-muc"].v4
+    pcap = tmp_path / "mda.pcap"
+    (record,) = mda(lab, "lon", [dst], "--protocol", "udp", "--pcap", str(pcap))
+    lines = subprocess.run(["tcpdump", "-nr", str(pcap)], capture_output=True, text=True,
+                           timeout=30, check=True).stdout.splitlines()
+    sent = [x for x in lines if f"> {dst}." in x and " UDP" in x]
+    answers = [x for x in lines if "ICMP" in x]
+    probes = [p for h in record["body"]["hops"] for p in h["probes"]]
+    assert len(sent) == record["body"]["multipath"]["probes_sent"] == len(probes)
+    assert len(answers) == sum(p["address"] is not None for p in probes)
+    # Every flow is its own source port: the capture shows as many as the record's flows.
+    ports = {x.split(" > ")[0].rsplit(".", 1)[1] for x in sent}
+    assert len(ports) == record["body"]["multipath"]["flows"]
+
+
 def test_no_diamond_where_nothing_balances(lab):
     topo = lab.topology
     dc = topo.nodes["dc-ams"]
@@ -89,3 +105,28 @@ def test_scamper_tracelb_agrees(lab):
     groups = [set(re.findall(r"[\d.]+", g)) for text in texts
               for g in re.findall(r"\(([^)]*)\)", text)]
     assert lhr in groups, texts
+
+
+def test_a_silent_router_after_the_split_costs_little_and_is_not_a_branch(lab):
+    topo = lab.topology
+    dst = topo.nodes["r-muc"].v4
+    ns = lab.ns("r-fra")
+    rules = ("table inet nvtsilent {\n chain out {\n  type filter hook output priority 0;\n"
+             "  icmp type time-exceeded drop\n }\n}\n")
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True,
+                   check=True, timeout=10)
+    try:
+        (record,) = mda(lab, "lon", [dst], "--protocol", "udp")
+    finally:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet",
+                        "nvtsilent"], check=True, timeout=10)
+    m = record["body"]["multipath"]
+    assert record["status"] == "ok"
+    lhr = sorted([topo.nodes["r-lhr1"].v4, topo.nodes["r-lhr2"].v4])
+    assert m["interfaces"] == [[topo.nodes["r-lon"].v4], lhr, [], [dst]]
+    # Both branches lead into the silence: where they meet is unknown, not a third branch.
+    (diamond,) = m["diamonds"]
+    assert (diamond["divergence"], diamond["convergence"]) == (topo.nodes["r-lon"].v4, None)
+    # The silent TTL costs each branch's n_1 flows (plus node control), not a stall.
+    silent = record["body"]["hops"][2]
+    assert silent["loss_ratio"] == 1.0 and len(silent["probes"]) <= 4 * m["stopping"][0]

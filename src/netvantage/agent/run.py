@@ -91,6 +91,14 @@ async def measure_job(job: Job, plan: Plan, origin: Origin) -> AnyRecord:
 
         opts = TraceOptions(**_options(plan, "trace", protocol=test.protocol, port=test.port))
         return await trace(Target(job.address), opts, origin=origin, name=name)
+    if test.kind == "mailready":
+        from ..measure.mailready import DEFAULT_ZONES, MailReadyOptions, mailready, read_zones
+
+        zones = read_zones(target.zones_file) if target.zones_file else DEFAULT_ZONES
+        ready = MailReadyOptions(**_options(plan, "mailready", domain=target.mail_domain,
+                                            selectors=target.dkim_selectors or None,
+                                            zones=zones, ca_file=target.ca_file))
+        return await mailready(job.address, ready, origin=origin, name=name)
     if test.kind == "pmtu":
         import asyncio
 

@@ -202,7 +202,8 @@ The store may be in use by a running collector: the export reads one snapshot.""
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True),
               help="Output file (jsonl, csv; '-' for stdout) or directory (parquet, must not "
                    "exist yet).")
-@click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap"]),
+@click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap", "pmtu",
+                                           "mailready"]),
               help="Only records of this kind.")
 def export_cmd(store_path: str, fmt: str, output: Path, kind: str | None) -> None:
     """Write the store's records as Parquet, JSON Lines or CSV."""

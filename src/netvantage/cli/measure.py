@@ -169,8 +169,6 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
                             mda=mda, confidence=confidence)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
-    if pcap is not None and mda:
-        die("--pcap records Paris traces, not --mda runs", EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,
                              concurrency=concurrency, pcap=pcap))
     emit(records, output, table, fail_on_error)
@@ -290,3 +288,81 @@ Port {default} is the default; ports {tls_port} use implicit TLS, others STARTTL
 
 measure_smtp = _mail_command("smtp")
 measure_imap = _mail_command("imap")
+
+
+@measure.command("mailready", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure mailready 10.10.255.15 --domain mail.example --selector s1
+  netvantage measure mailready mx.example.net --domain example.net --selector s1 \\
+      --selector s2 --resolver 192.0.2.53 --zones zones.txt --table
+\b
+Checks: dnsbl, rhsbl, rdns, spf, dkim, dmarc, mta_sts, tls_rpt, mx, tls, port25;
+each pass, warn, fail or unknown, with its evidence. A blocklist that times out
+is unknown, never clean. Zones file: one 'ip ZONE' or 'domain ZONE' a line
+(default: well-known public zones). Exit 1 with --fail-on-error if a check fails.""")
+@click.argument("host", metavar="HOST_OR_IP")
+@click.option("--domain", help="Mail domain whose SPF, DKIM, DMARC, MTA-STS, TLS-RPT and MX "
+              "are read (also checked against domain blocklists).")
+@click.option("--selector", "selectors", multiple=True, help="DKIM selector (repeatable).")
+@click.option("--resolver", "resolvers", multiple=True,
+              help="DNS resolver IP[:PORT] (repeatable) [the system's, /etc/resolv.conf].")
+@click.option("--zones", "zones_file", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              help="File of blocklist zones ('ip ZONE' / 'domain ZONE' lines).")
+@click.option("-W", "--timeout", type=click.FloatRange(0.1, 60), default=2.0,
+              show_default=True, help="Seconds to wait for each DNS answer.")
+@click.option("--budget", type=click.FloatRange(0.5, 600), default=20.0, show_default=True,
+              help="Seconds for all DNS queries of the check together.")
+@click.option("--smtp/--no-smtp", default=True, show_default=True,
+              help="Probe port 25 (banner, EHLO, STARTTLS certificate).")
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Verify certificates against this CA file instead of the system's.")
+@click.option("--helo", help="EHLO name for the SMTP probe [an address literal].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON record here instead of stdout.")
+@click.option("--table", is_flag=True, help="Print one line per check instead of JSON.")
+@click.option("--fail-on-error", is_flag=True, help="Exit 1 if any check fails.")
+@click.option("--agent", default=None, help="Agent name in the record [host name].")
+@click.option("--region", default=None, help="Region label in the record.")
+def measure_mailready(host: str, domain: str | None, selectors: tuple[str, ...],
+                      resolvers: tuple[str, ...], zones_file: Path | None, timeout: float,
+                      budget: float, smtp: bool, ca_file: Path | None, helo: str | None,
+                      output: Path | None, table: bool, fail_on_error: bool,
+                      agent: str | None, region: str | None) -> None:
+    """Will mail flow from this host on day one? Blocklists, rDNS, SPF/DKIM/DMARC, TLS, port 25."""
+    import sys
+
+    from ..measure.mailready import (
+        DEFAULT_ZONES,
+        MailReadyError,
+        MailReadyOptions,
+        mailready,
+        read_zones,
+    )
+    from ..results import READY_CHECKS, encode_record
+
+    try:
+        zones = read_zones(zones_file) if zones_file else DEFAULT_ZONES
+        opts = MailReadyOptions(domain=domain, selectors=selectors, resolvers=resolvers,
+                                zones=zones, timeout_s=timeout, budget_s=budget, smtp=smtp,
+                                ca_file=ca_file, helo=helo)
+        record = run(mailready(host, opts, origin=origin(agent, region)))
+    except (MailReadyError, ValueError) as exc:
+        die(str(exc), EXIT_USAGE)
+    if table:
+        b = record.body
+        lines = [f"mailready {record.target} ({record.address or '-'}): {b.verdict}"
+                 + (f", failing: {', '.join(b.failing)}" if b.failing else "")]
+        for name in READY_CHECKS:
+            check = b.check(name)
+            lines.append(f"  {name:<8} {check.status:<8} {check.summary}")
+            lines += [f"           {e}" for e in check.evidence]
+        text = "\n".join(lines) + "\n"
+    else:
+        text = encode_record(record).decode() + "\n"
+    if output is not None:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+    if fail_on_error and record.body.failing:
+        sys.exit(1)

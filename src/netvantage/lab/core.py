@@ -18,7 +18,11 @@ directory *before* it is taken, so that ``down`` can undo a half-built lab):
 5. MaxMind-format ASN and City databases for the lab's addresses (from the
    topology's ``asn``/``org``/``city``/``lat``/``lon``), so that hop annotation
    is tested for real;
-6. a lab CA, and Postfix and Dovecot in every data centre.
+6. a lab CA, and Postfix and Dovecot in every data centre;
+7. DNS (:mod:`netvantage.lab.dns`): Knot authoritative for the lab's zones and
+   reverse zones, rbldnsd serving blocklist zones, an Unbound resolver in every
+   client region (named by ``/etc/netns/PREFIX-NODE/resolv.conf``), with the
+   planted mail-readiness problems of the topology's ``mail_plant``.
 
 The lab has only its own prefixes, no default route and no link to the root
 namespace: nothing it sends can leave it.  ``down`` stops the recorded
@@ -161,7 +165,8 @@ class Lab:
 
     # -- up ------------------------------------------------------------------
 
-    def up(self, *, mail: bool = True, progress: Any = None) -> dict[str, Any]:
+    def up(self, *, mail: bool = True, dns: bool = True,
+           progress: Any = None) -> dict[str, Any]:
         """Build the lab; on any failure undo what was built and raise :class:`LabError`."""
         say = progress or (lambda msg: None)
         self._preflight()
@@ -194,6 +199,14 @@ class Lab:
             if mail and topo.of_role("dc"):
                 say(f"mail servers: {len(topo.of_role('dc'))} data centre(s)")
                 self._start_mail(topo, state)
+            if dns and topo.of_role("client"):
+                from .dns import start_dns
+
+                say(f"DNS: Knot, rbldnsd, {len(topo.of_role('client'))} Unbound resolver(s)")
+                state["dns"] = {"root": str(self.state_dir / "dns")}
+                self._write_state(state)
+                state["dns"] = start_dns(topo, self.state_dir / "dns",
+                                         {n: self.ns(n) for n in topo.nodes})
             state["phase"] = "up"
             state["up_seconds"] = round(time.monotonic() - t0, 3)
             self._write_state(state)
@@ -224,6 +237,9 @@ class Lab:
                 "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
                 "net.ipv4.ping_group_range=0 2147483647",
+                # No TCP black-hole detection (RFC 4821 probing; Linux's default, said
+                # outright): a path MTU black hole must stall TLS, as it does in the wild.
+                "net.ipv4.tcp_mtu_probing=0",
                 f"net.ipv4.ip_forward={int(node.role == 'router')}",
                 f"net.ipv6.conf.all.forwarding={int(node.role == 'router')}",
             ]
@@ -495,6 +511,13 @@ class Lab:
             with ThreadPoolExecutor(max_workers=len(mail_dirs)) as pool:
                 list(pool.map(stop_recorded, mail_dirs))
             done.append(f"stopped mail servers in {len(mail_dirs)} data centre(s)")
+        dns_root = self.state_dir / "dns"
+        names = self.own_namespaces()
+        if dns_root.is_dir() or any((Path("/etc/netns") / ns).exists() for ns in names):
+            from .dns import stop_dns
+
+            stopped = stop_dns(dns_root, names)
+            done.append(f"stopped {stopped} DNS server(s)")
         pid = state.get("delay_pid")
         if isinstance(pid, int) and _pid_alive(pid):
             _terminate(pid)

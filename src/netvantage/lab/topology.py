@@ -80,6 +80,10 @@ class Node:
     lon: float | None = None
     asn: int | None = None
     org: str | None = None
+    #: A data centre's planted mail-readiness problem (see :mod:`netvantage.lab.dns`):
+    #: ``listed`` (its address on a blocklist), ``ptr`` (generic PTR, not
+    #: forward-confirmed), ``dkim`` (its DKIM key never published); ``None``: clean.
+    mail_plant: str | None = None
     # Equal-cost multipath: where several next hops are equally short, route over all of
     # them with a flow hash on the ports (Linux fib_multipath_hash_policy=1, IPv4 and
     # IPv6) instead of the one the name tie-break picks.  False changes nothing.
@@ -282,7 +286,9 @@ class Topology:
 
 # --------------------------------------------------------------------------- loading
 
-_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org", "ecmp"}
+_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org", "ecmp",
+              "mail_plant"}
+MAIL_PLANTS = ("listed", "ptr", "dkim")
 _LINK_KEYS = {"a", "b", "delay_ms", "jitter_ms", "loss", "cost", "mtu", "mtu_for", "drop_ptb"}
 _MIN_MTU, _MAX_MTU = 1280, 9000  # IPv6's minimum link MTU (RFC 8200) .. jumbo frames
 
@@ -357,6 +363,10 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             problems.append(f"{where}.lon: outside -180..180")
         if "asn" in spec and not (isinstance(spec["asn"], int) and 0 < spec["asn"] < 2**32):
             problems.append(f"{where}.asn: must be an AS number")
+        if "mail_plant" in spec and (spec["mail_plant"] not in MAIL_PLANTS
+                                     or role != "dc"):
+            problems.append(f"{where}.mail_plant: one of {', '.join(MAIL_PLANTS)}, on a "
+                            "data centre only")
         if "ecmp" in spec and not isinstance(spec["ecmp"], bool):
             problems.append(f"{where}.ecmp: must be true or false")
         nodes[node_name] = Node(
@@ -365,6 +375,7 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             v6=str(v6net.network_address + (0xFF << 80) + index + 1),
             city=spec.get("city"), country=spec.get("country"), iata=spec.get("iata"),
             lat=spec.get("lat"), lon=spec.get("lon"), asn=spec.get("asn"), org=spec.get("org"),
+            mail_plant=spec.get("mail_plant"),
             ecmp=spec.get("ecmp") is True,
         )
     if len(nodes) > 250:

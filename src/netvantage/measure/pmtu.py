@@ -403,7 +403,9 @@ def _passed(probes: list[_Sent]) -> bool:
 
 
 def _candidates(good: int, bad: int, hint: int | None) -> list[int]:
-    inside = {p for p in _PLATEAUS if good < p < bad}
+    # good + 1 settles at once a path MTU that is the largest size known to pass (IPv6's
+    # 1280, or a plateau found in the previous round).
+    inside = {p for p in _PLATEAUS if good < p < bad} | {good + 1}
     step = (bad - good) / (_SPREAD + 1)
     inside |= {round(good + step * i) for i in range(1, _SPREAD + 1)}
     if hint is not None and good < hint < bad:

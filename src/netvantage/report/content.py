@@ -26,6 +26,7 @@ from .detours import DetourSection, detour_section
 from .mixes import MixSection, mix_section
 from .physics import PhysicsSection, physics_section
 from .placement import PlacementSection, placement_section
+from .readiness import ReadinessSection, readiness_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
            "collect_content", "duration_text"]
@@ -98,6 +99,7 @@ class ReportContent:
     placement: PlacementSection | None = None  # the best single site, the best pair
     ranking_note: str = ""  # what the 95 % CI and p(best) columns rest on, or why empty
     calm: str = ""  # the sentence shown when no region is flagged: what was tested
+    readiness: ReadinessSection | None = None  # "Will mail flow on day one?"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -609,4 +611,5 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         placement=placement_section(placement),
         ranking_note=_ranking_note(result.ranking.table),
         calm=_calm(result),
+        readiness=readiness_section(result.readiness),
     )

@@ -21,6 +21,7 @@ from .figures import Figure
 from .mixes import mix_markdown
 from .physics import physics_markdown
 from .placement import placement_markdown
+from .readiness import readiness_markdown
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -118,6 +119,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     out += ["## Ranking", "", *([_md(content.ranking_note), ""] if content.ranking_note
                                 else []), *_md_table(content.ranking)]
     out += ["## Per-region breakdown", "", *_md_table(content.breakdown)]
+    out += readiness_markdown(content.readiness, _md)
 
     def figure(name: str) -> list[str]:
         f = byname.get(name)

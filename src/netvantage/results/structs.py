@@ -26,6 +26,7 @@ __all__ = [
     "MAX_RTT_MS",
     "PHASES_IMAP",
     "PHASES_SMTP",
+    "READY_CHECKS",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "STATUSES",
@@ -37,6 +38,8 @@ __all__ = [
     "IcmpError",
     "ImapRecord",
     "MailBody",
+    "MailReadyBody",
+    "MailReadyRecord",
     "MdaLink",
     "Multipath",
     "Phase",
@@ -45,6 +48,8 @@ __all__ = [
     "PmtuBody",
     "PmtuProbe",
     "PmtuRecord",
+    "ReadyCheck",
+    "ReadyStatus",
     "Record",
     "Responder",
     "RttStats",
@@ -59,6 +64,7 @@ __all__ = [
     "TraceBody",
     "TraceProbe",
     "TraceRecord",
+    "ZoneAnswer",
     "ms",
     "new_id",
     "rtt_stats",
@@ -853,6 +859,9 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     greeting: str | None = None
     capabilities: list[str] = []
     capabilities_tls: list[str] = []
+    #: IMAP: the capabilities the server announced after LOGIN (untagged or in the
+    #: tagged OK's [CAPABILITY …] code); empty when it announced none or no login ran.
+    capabilities_auth: list[str] = []
     tls: TlsInfo | None = None
     auth: Literal["ok", "failed"] | None = None
     bytes_received: NonNegInt = 0
@@ -875,6 +884,88 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return next((p for p in self.phases if p.name == name), None)
 
 
+# --------------------------------------------------------------------------- mail readiness
+
+ReadyStatus: TypeAlias = Literal["pass", "warn", "fail", "unknown"]
+#: The checks of a ``mailready`` record, in the order a report shows them.
+READY_CHECKS: tuple[str, ...] = ("dnsbl", "rhsbl", "rdns", "spf", "dkim", "dmarc", "mta_sts",
+                                 "tls_rpt", "mx", "tls", "port25")
+
+
+class ReadyCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One check of a mail host's readiness: its status, one line for people, the evidence.
+
+    ``status``: ``pass``; ``warn`` (works, but a receiver may object, or something optional
+    is missing); ``fail`` (mail will bounce or be junked); ``unknown`` (the check could not
+    be made: a DNS timeout or SERVFAIL, a server that did not answer).  Unknown is never
+    counted as pass.  ``evidence`` holds what was found, each item ``WHERE: WHAT``
+    (the zone that lists the address and its code, the record text, the certificate name).
+    """
+
+    status: ReadyStatus
+    summary: str
+    evidence: list[str] = []
+
+
+class ZoneAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One blocklist zone's answer for the address (``ip``) or the domain (``domain``).
+
+    ``result``: ``listed``, ``clean`` (NXDOMAIN) or ``unknown`` (timeout, SERVFAIL, a
+    refusal code such as 127.255.255.254, an answer outside 127.0.0.0/8).  ``codes`` are
+    the A records returned, ``meaning`` their decoding, ``txt`` the zone's TXT reason.
+    """
+
+    zone: Name
+    kind: Literal["ip", "domain"]
+    query: str
+    result: Literal["listed", "clean", "unknown"]
+    codes: list[str] = []
+    meaning: str | None = None
+    txt: str | None = None
+    elapsed_ms: NonNegFloat | None = None
+
+
+class MailReadyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Will mail flow from this host on day one?  One field per check (:data:`READY_CHECKS`).
+
+    ``host`` is the host name checked (given, or the PTR name), ``domain`` the mail
+    domain whose policy records were read, ``selectors`` the DKIM selectors.
+    ``resolvers`` are the DNS servers asked; ``dns_queries`` how many queries were
+    sent, within ``budget_s`` seconds in all.  ``verdict`` is the worst status of the
+    checks (fail > unknown > warn > pass); ``failing`` names the failed checks.
+    """
+
+    host: str | None = None
+    domain: str | None = None
+    selectors: list[str] = []
+    resolvers: list[str] = []
+    budget_s: NonNegFloat
+    dns_queries: NonNegInt = 0
+    verdict: ReadyStatus
+    failing: list[str] = []
+    dnsbl: ReadyCheck
+    rhsbl: ReadyCheck
+    rdns: ReadyCheck
+    spf: ReadyCheck
+    dkim: ReadyCheck
+    dmarc: ReadyCheck
+    mta_sts: ReadyCheck
+    tls_rpt: ReadyCheck
+    mx: ReadyCheck
+    tls: ReadyCheck
+    port25: ReadyCheck
+    zones: list[ZoneAnswer] = []
+
+    def __post_init__(self) -> None:
+        failing = [name for name in READY_CHECKS if self.check(name).status == "fail"]
+        if failing != list(self.failing):
+            raise ValueError(f"failing is {self.failing} but the failed checks are {failing}")
+
+    def check(self, name: str) -> ReadyCheck:
+        if name not in READY_CHECKS:
+            raise KeyError(f"no check {name!r} (checks: {', '.join(READY_CHECKS)})")
+        check: ReadyCheck = getattr(self, name)
+        return check
 # --------------------------------------------------------------------------- pmtu
 
 class PmtuProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -1007,8 +1098,12 @@ class ImapRecord(Record, tag="imap", frozen=True):
     body: MailBody
 
 
+class MailReadyRecord(Record, tag="mailready", frozen=True):
+    body: MailReadyBody
+
+
 AnyRecord: TypeAlias = (PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapRecord
-                        | PmtuRecord)
+                        | PmtuRecord | MailReadyRecord)
 _RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, TraceRecord, SmtpRecord,
-                                           ImapRecord, PmtuRecord)
+                                           ImapRecord, PmtuRecord, MailReadyRecord)
 KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)

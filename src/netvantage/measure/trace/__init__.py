@@ -124,7 +124,7 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
         if method != "raw":
             raise PrivilegeError("multipath tracing (--mda) needs raw sockets: root or "
                                  "CAP_NET_RAW")
-        return await _mda_many(targets, opts, origin, family, concurrency, deadline)
+        return await _mda_many(targets, opts, origin, family, concurrency, deadline, pcap)
     engine = RawEngine(opts) if method == "raw" else None
     if pcap is not None:
         if engine is None:
@@ -179,11 +179,15 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
 
 async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
                     family: Literal[4, 6] | None, concurrency: int,
-                    deadline: float) -> list[TraceRecord]:
+                    deadline: float, pcap: Path | None = None) -> list[TraceRecord]:
     """The multipath traces of :func:`trace_many` (``opts.mda``): one :class:`.mda.MdaEngine`."""
     from .mda import MdaEngine, mda_record, new_run, run_mda
 
     engine = MdaEngine(opts)
+    if pcap is not None:
+        from ..pcap import PacketLog
+
+        engine.sockets.log = PacketLog(pcap)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(target: Target | str) -> TraceRecord:
@@ -202,6 +206,7 @@ async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin:
                                     record_id, started_at, t0)
             t = new_run(resolved.address, resolved.ip_version, src, opts)
             started_at, t0 = utc_now(), time.perf_counter_ns()
+            engine.sockets.log_dsts.add(t.dst)
             engine.by_dst.setdefault(t.dst, []).append(t)
             try:
                 await run_mda(engine, t, deadline)
@@ -212,6 +217,8 @@ async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin:
     try:
         return list(await asyncio.gather(*(one(t) for t in targets)))
     finally:
+        if engine.sockets.log is not None:
+            engine.sockets.log.close()
         engine.close()
 
 

@@ -283,6 +283,15 @@ class MdaEngine:
             return
         probe.sent = True
         t.outstanding += 1
+        log = self.sockets.log
+        if log is not None:  # --pcap: the probe as it left
+            if t.version == 4:
+                log.write(data, probe.tx_real)
+            else:
+                proto = {"icmp": PROTO_ICMP6, "udp": PROTO_UDP, "tcp": PROTO_TCP}[
+                    self.opts.protocol]
+                log.write6(data, probe.tx_real, src=t.src, dst=t.dst, next_header=proto,
+                           hop_limit=probe.ttl)
 
     def _match(self, q: Quoted, rx_real: int | None, rx_mono: int) -> None:
         o = self.opts
