@@ -28,7 +28,12 @@ is sampled every second from /proc (VmRSS, VmHWM, utime+stime).  Printed:
 
 Goal (issue): at most 40 MB RSS in steady state.
 
-    .venv/bin/python bench/agent_footprint.py [--duration 210]
+``--metrics``: the agent also serves Prometheus metrics (``--metrics-listen
+127.0.0.1:9469`` inside its namespace), scraped every 15 s from a helper
+process in the same namespace, as a Prometheus server would; the scrapes that
+worked are counted.
+
+    .venv/bin/python bench/agent_footprint.py [--duration 210] [--metrics]
 
 Needs root.  Stops the agent and the collector by pid and takes the lab down,
 even when interrupted.  Exits non-zero when something crashed (the agent or the
@@ -323,7 +328,32 @@ class LineReader(threading.Thread):
 
 # -- the run ----------------------------------------------------------------------
 
-def run(duration: float) -> int:
+class Scraper(threading.Thread):
+    """Scrapes the agent's /metrics every 15 s from inside its namespace."""
+
+    def __init__(self, ns: str) -> None:
+        super().__init__(daemon=True)
+        self.ns = ns
+        self.ok = 0
+        self.failed = 0
+        self.series = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        code = ("import urllib.request as u; print(sum(1 for l in u.urlopen("
+                "'http://127.0.0.1:9469/metrics', timeout=5).read().decode().splitlines() "
+                "if l and not l.startswith('#')))")
+        while not self.stop.wait(15):
+            done = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
+                                  capture_output=True, text=True, timeout=30)
+            if done.returncode == 0 and done.stdout.strip().isdigit():
+                self.ok += 1
+                self.series = int(done.stdout)
+            else:
+                self.failed += 1
+
+
+def run(duration: float, metrics: bool = False) -> int:
     print(f"agent footprint: 20 targets x {len(TESTS)} tests ({', '.join(TESTS)}), "
           f"interval 60 s, {duration:g} s run, lab {PREFIX}", flush=True)
     print("\nimport cost, fresh processes (RSS after the imports):", flush=True)
@@ -363,8 +393,12 @@ def run(duration: float) -> int:
         t0 = time.monotonic()
         agent = subprocess.Popen(
             ["ip", "netns", "exec", lab.ns(REGION), NETVANTAGE, "agent", "run", "--plan",
-             str(plan), "--duration", str(duration), "--status-interval", "30"],
+             str(plan), "--duration", str(duration), "--status-interval", "30",
+             *(["--metrics-listen", "127.0.0.1:9469"] if metrics else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        scraper = Scraper(lab.ns(REGION)) if metrics else None
+        if scraper is not None:
+            scraper.start()
         reader = LineReader(agent.stderr, t0)
         reader.start()
         # Until ip has exec'd the agent, /proc shows ip itself.
@@ -392,6 +426,11 @@ def run(duration: float) -> int:
                 time.sleep(1.0 - (time.monotonic() - t0) % 1.0)
         agent.wait()
         reader.join(timeout=5)
+        if scraper is not None:
+            scraper.stop.set()
+            scraper.join(timeout=40)
+            print(f"\nmetrics: --metrics-listen on, {scraper.ok} scrapes answered "
+                  f"({scraper.series} samples in the last), {scraper.failed} failed")
         rc = agent.returncode
         agent_lines = reader.lines
         agent = None
@@ -469,6 +508,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=210.0,
                         help="Seconds the agent runs (the last 120 s are steady state).")
+    parser.add_argument("--metrics", action="store_true",
+                        help="Run the agent with --metrics-listen and scrape it every 15 s.")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -481,7 +522,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
-    return run(args.duration)
+    return run(args.duration, args.metrics)
 
 
 if __name__ == "__main__":

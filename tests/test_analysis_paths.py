@@ -408,3 +408,75 @@ def test_lab_sample_detour_found(tmp_path: Path) -> None:
         after = where_it_starts(hops[hops["started_at"] >= at + pd.Timedelta(seconds=30)],
                                 "GB-LHR", "dc-ams", loc)
         assert after["jump_city"] == "Amsterdam"  # the London-Amsterdam link's new delay
+
+
+def _where_reference(hops: pd.DataFrame, region: str, target: str,
+                     loc: pd.DataFrame | None) -> dict[str, Any]:
+    """where_it_starts as it was computed pair by pair: the pair's hops filtered out,
+    path_summary's per-trace jumps counted, the pooled loss by TTL (the reference for the
+    one-pass path_evidence)."""
+    from collections import Counter
+
+    from netvantage.analysis.paths import _first_loss, _per_ttl
+
+    sel = hops[(hops["region"].astype("string") == region)
+               & (hops["target"].astype("string") == target)]
+    out: dict[str, Any] = {"traces": int(sel["id"].nunique())}
+    summary = path_summary(sel, loc)
+    found = summary[summary["jump_ttl"].notna()]
+    keys = Counter((int(r["jump_ttl"]), r["jump_address"]) for _, r in found.iterrows())
+    out.update(jump_ttl=None, jump_address=None, jump_traces=0, jump_step_ms=math.nan)
+    if keys:
+        (ttl, address), count = max(keys.items(), key=lambda kv: (kv[1], -kv[0][0]))
+        these = found[(found["jump_ttl"] == ttl) & (found["jump_address"].astype("string")
+                                                    == address)]
+        out.update(jump_ttl=ttl, jump_address=address, jump_traces=count,
+                   jump_step_ms=float(these["jump_step_ms"].median()))
+    out.update(loss_ttl=None, loss_address=None, loss_lost=0, loss_sent=0, loss_traces=0)
+    per = _per_ttl(sel)
+    per["lost"] = (per["sent"] - per["replies"]).clip(lower=0)
+    pooled = per.groupby("ttl", sort=True).agg(lost=("lost", "sum"), sent=("sent", "sum"),
+                                               traces=("lost", lambda s: int((s > 0).sum())))
+    ratios = [float(lo / se) if se > 0 else None
+              for lo, se in zip(pooled["lost"], pooled["sent"], strict=True)]
+    first = _first_loss(ratios, 0.5, 0.5)
+    if first is not None:
+        ttl = int(pooled.index[first])
+        answered = per[(per["ttl"] == ttl) & per["address"].notna()]
+        out.update(loss_ttl=ttl, loss_lost=int(pooled.iloc[first]["lost"]),
+                   loss_sent=int(pooled.iloc[first]["sent"]),
+                   loss_traces=int(pooled.iloc[first]["traces"]),
+                   loss_address=answered["address"].mode().iloc[0] if len(answered) else None)
+    return out
+
+
+@pytest.mark.parametrize("shaken", [False, True])
+def test_path_evidence_equals_the_pair_by_pair_reference(shaken: bool) -> None:
+    from netvantage.analysis.load import load
+    from netvantage.analysis.paths import path_evidence
+
+    hops = load(SAMPLE).hops
+    if shaken:
+        # Silent TTLs, extra lost probes, RTT noise and plain (object) keys: ties and gaps
+        # the recorded traces do not have.
+        rng = np.random.default_rng(3)
+        hops = hops[rng.random(len(hops)) > 0.05].copy()
+        hops["rtt_min_ms"] = hops["rtt_min_ms"] * rng.uniform(0.7, 1.6, len(hops))
+        hops["replies"] = np.maximum(0, hops["replies"] - rng.integers(0, 2, len(hops)))
+        hops["region"] = hops["region"].astype(object)
+        hops["target"] = hops["target"].astype(object)
+    # With the places (steps corrected by distance, the geography check) on the recorded
+    # traces, without them on the shaken ones; every pair of the lab sample is compared.
+    places = None if shaken else locations(ROOT / "data" / "locations" / "lab.csv")
+    evidence = path_evidence(hops, places)
+    assert len(evidence) == 12
+    for found in evidence.to_dict("records"):
+        want = _where_reference(hops, found["region"], found["target"], places)
+        for key, value in want.items():
+            got = found[key]
+            if isinstance(value, float):
+                assert got == pytest.approx(value, rel=1e-9, nan_ok=True), key
+            else:
+                assert (None if pd.isna(got) else got) == value, (found["region"],
+                                                                  found["target"], key)
+    assert (evidence["jump_traces"] > 0).any() and (evidence["loss_traces"] > 0).any()

@@ -420,3 +420,99 @@ def test_lab_campaign_flags(lab_campaign: pd.DataFrame) -> None:
     assert not history.empty, flags.to_string()
     for since in history["since"]:
         assert abs(since - degraded_at) <= pd.Timedelta("2min"), flags.to_string()
+
+
+def _reference_bootstrap_scores(frame: pd.DataFrame, weights: dict[str, float], n_boot: int,
+                                seed: int) -> np.ndarray:
+    """The bootstrap scores written out the straightforward way: per pair the same seeded
+    draws as rank's (every kind of the pair, in sorted order), the drawn values gathered and
+    each replicate's metrics taken by numpy's nanquantile and nanmean (default CostModel)."""
+    import warnings
+    import zlib
+
+    cost = CostModel()
+    total = sum(weights.values())
+    regions = sorted(weights)
+    targets = sorted(frame["target"].astype(str).unique())
+    strata = {(str(r), str(t), str(k)): g for (r, t, k), g in
+              frame.groupby(["region", "target", "kind"], observed=True)}
+    scores = np.zeros((n_boot, len(targets)))
+
+    def gathered(drawn: dict[str, pd.DataFrame], column: str, these: tuple[str, ...]
+                 ) -> np.ndarray:
+        parts = [drawn[k][column].to_numpy(dtype=float, na_value=np.nan)
+                 .reshape(n_boot, -1) for k in these if k in drawn]
+        return np.concatenate(parts, axis=1) if parts else np.full((n_boot, 0), np.nan)
+
+    def finite(r: str, t: str, column: str, these: tuple[str, ...]) -> bool:
+        return any(np.isfinite(strata[(r, t, k)][column].to_numpy(
+            dtype=float, na_value=np.nan)).any() for k in these if (r, t, k) in strata)
+
+    for j, t in enumerate(targets):
+        for r in regions:
+            kinds = sorted(k for (rr, tt, k) in strata if (rr, tt) == (r, t))
+            rng = np.random.default_rng([seed, zlib.crc32(f"{r}\x1f{t}".encode())])
+            drawn = {k: strata[(r, t, k)].iloc[
+                rng.integers(0, len(strata[(r, t, k)]), size=(n_boot, len(strata[(r, t, k)])))
+                .ravel()] for k in kinds}
+
+            lat = cost.latency_kinds if finite(r, t, "rtt_ms", cost.latency_kinds) or not finite(
+                r, t, "rtt_ms", cost.fallback_kinds) else cost.fallback_kinds
+            served = {*cost.latency_kinds, *lat, *cost.handshake_kinds}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                rtt = gathered(drawn, "rtt_ms", lat)
+                ok = np.concatenate([drawn[k]["ok"].to_numpy(dtype=float).reshape(n_boot, -1)
+                                     for k in kinds if k in served], axis=1)
+                pair = (cost.rtt_p50_ms * np.nanquantile(rtt, 0.5, axis=1)
+                        + cost.rtt_p95_ms * np.nanquantile(rtt, 0.95, axis=1)
+                        + cost.loss_pct * 100 * np.nanmean(
+                            gathered(drawn, "loss_ratio", lat), axis=1)
+                        + cost.handshake_p95_ms * np.nanquantile(
+                            gathered(drawn, "handshake_ms", cost.handshake_kinds), 0.95, axis=1)
+                        + cost.failure_pct * 100 * (1 - ok.mean(axis=1)))
+            scores[:, j] += weights[r] / total * pair
+    return scores
+
+
+def test_bootstrap_interval_equals_the_straightforward_bootstrap() -> None:
+    # Ping and tcp with loss, smtp handshakes, failed records without an RTT: every cost
+    # term is drawn.  The vectorised bootstrap (counts and order statistics) must give the
+    # interval of the replicates written out and reduced by numpy, from the same draws.
+    frame = _noisy_campaign(4, {"ZM-LUN": {"X": 30.0, "Y": 60.0}, "GB-LHR": {"X": 90.0,
+                                                                            "Y": 20.0}},
+                            n=25, loss={("ZM-LUN", "X"): 0.05})
+    rng = np.random.default_rng(9)
+    extra = []
+    for region in ("ZM-LUN", "GB-LHR"):
+        for target in ("X", "Y"):
+            for i in range(12):
+                when = T0 + pd.Timedelta(seconds=15 * i)
+                failed = rng.random() < 0.2
+                hs = None if failed else 300.0 + rng.gamma(2.0, 40.0)
+                extra.append(_record(region, target, "smtp", when, rtt=hs, loss=None,
+                                     sent=None, handshake=hs, ok=not failed))
+            extra.append(_record(region, target, "ping", T0, rtt=None, loss=1.0, ok=False))
+    frame = _frame([{str(k): v for k, v in r.items()} for r in frame.to_dict("records")] + extra)
+    weights = {"ZM-LUN": 0.7, "GB-LHR": 0.3}
+    table = rank(frame, weights, n_boot=120, seed=8).table.set_index("target")
+    reference = _reference_bootstrap_scores(frame, weights, 120, 8)
+    for j, target in enumerate(["X", "Y"]):
+        assert table.loc[target, "score_lo"] == pytest.approx(
+            np.percentile(reference[:, j], 2.5), rel=1e-9)
+        assert table.loc[target, "score_hi"] == pytest.approx(
+            np.percentile(reference[:, j], 97.5), rel=1e-9)
+        assert table.loc[target, "score_se"] == pytest.approx(
+            np.std(reference[:, j], ddof=1), rel=1e-9)
+    best = np.bincount(np.argmin(reference, axis=1), minlength=2) / 120
+    assert table.loc[["X", "Y"], "p_best"].tolist() == pytest.approx(best.tolist())
+
+
+def test_ranking_is_the_same_with_categorical_and_plain_keys() -> None:
+    frame = _noisy_campaign(2, LAB_RTT, n=12)
+    plain = frame.assign(**{c: frame[c].astype(object) for c in ("region", "target", "kind")})
+    weights = {"ZM-LUN": 0.45, "ZA-JNB": 0.45, "GB-LHR": 0.1}
+    a = rank(frame, weights, n_boot=50, seed=1)
+    b = rank(plain, weights, n_boot=50, seed=1)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    pd.testing.assert_frame_equal(a.breakdown, b.breakdown)

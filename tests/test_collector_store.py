@@ -410,7 +410,8 @@ def test_uploads_report_the_backlog_and_collector_agents_lists_it(tmp_path):
                 assert asyncio.run(uploader.upload_once()) is False
         finally:
             spool.close()
-    lusaka = {h.agent: h for h in open_store(db).agent_health()}["lusaka-1"]
+    with open_store(db) as again:
+        lusaka = {h.agent: h for h in again.agent_health()}["lusaka-1"]
     assert (lusaka.backlog, lusaka.records, lusaka.batches) == (2, 7, 2)
     assert lusaka.oldest_unsent_s is not None and 0 <= lusaka.oldest_unsent_s < 600
     assert lusaka.clock_skew_s is not None and abs(lusaka.clock_skew_s) < 5
@@ -447,3 +448,47 @@ def test_bad_health_headers_are_ignored_never_refused(tmp_path):
         (health,) = store.agent_health()
     assert (health.backlog, health.oldest_unsent_s, health.clock_skew_s) == (None, None, None)
     assert health.uploaded == 1
+
+
+def test_the_collector_stores_each_line_as_sent(tmp_path):
+    """The stored JSON is the line the agent sent (blank lines, CRLF and spacing
+    included), never another record's: each line belongs to the record decoded from it."""
+    records = batch("lusaka-1", 6)
+    sent = [encode_record(r).decode() for r in records]
+    sent[1] = sent[1].replace('"agent":', '"agent" :  ')  # same record, other spacing
+    body = ("\n \t\r\n".join(sent[:3]) + "\r\n\n" + "\n".join(sent[3:])).encode()
+    db = tmp_path / "c.db"
+    with Store(db) as store:
+        token = store.add_agent("lusaka-1")
+        with BackgroundCollector(store) as c:
+            conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=30)
+            try:
+                for _ in range(2):
+                    conn.request("POST", "/v1/records", body=body,
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/x-ndjson"})
+                    answer = json.loads(conn.getresponse().read())
+            finally:
+                conn.close()
+        assert (answer["accepted"], answer["duplicates"]) == (0, 6)
+        stored = dict(store._reader().execute("SELECT id, json FROM records").fetchall())
+    assert {i: t.rstrip("\r") for i, t in stored.items()} == {
+        r.id: text for r, text in zip(records, sent, strict=True)}
+    with open_store(db) as again:
+        assert {r.id: r for r in again.iter_records()} == {r.id: r for r in records}
+
+
+def test_a_postgresql_store_reconnects_after_its_connections_are_lost(postgres):
+    import psycopg
+
+    url = postgres.create_database(f"t{next(_names)}")
+    with open_store(url) as s:
+        token = s.add_agent("lusaka-1")
+        s.add_records(batch("lusaka-1", 3))
+        assert s.agent_for_token(token) == "lusaka-1"
+        with psycopg.connect(url, autocommit=True) as admin:  # as a server restart would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert s.add_records(batch("lusaka-1", 3)).accepted
+        assert s.agent_for_token(token) == "lusaka-1"
+        assert s.count() == 6

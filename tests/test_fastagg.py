@@ -125,3 +125,60 @@ def test_too_many_combinations_for_mixed_radix_codes() -> None:
     samples.loc[rng.random(n) < 0.1, "rtt_ms"] = np.nan
     assert_same(sample_quantiles(samples, by=by, qs=(0.5, 0.9)),
                 naive(samples, by, (0.5, 0.9)), by)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def test_group_quantiles_equal_numpy_nanquantile_per_group() -> None:
+    from netvantage.analysis.fastagg import group_quantiles
+
+    rng = np.random.default_rng(11)
+    n_groups = 40
+    group = rng.integers(0, n_groups - 3, 3000)  # the last three groups stay empty
+    values = np.round(rng.lognormal(3.0, 1.0, len(group)), 1)  # ties, as real readings
+    values[rng.random(len(group)) < 0.1] = np.nan
+    values[group == 5] = np.nan  # a group with nothing but NaN
+    keep = (group != 7) | (np.cumsum(group == 7) == 1)  # a group of one value
+    group, values = group[keep], values[keep]
+    values[group == 7] = 42.0
+    qs = (0.0, 0.05, 0.5, 0.95, 0.99, 1.0)
+    got = group_quantiles(group, values, n_groups, qs)
+    for g in range(n_groups):
+        mine = values[group == g]
+        if np.isnan(mine).all():
+            assert np.isnan(got[g]).all(), g
+        else:
+            # Bit for bit: the same order statistics and numpy's own interpolation formula.
+            assert got[g].tolist() == np.nanquantile(mine, qs).tolist(), g
+    assert got[7].tolist() == [42.0] * len(qs)
+
+
+def test_replicate_quantiles_equal_numpy_on_the_replicates_written_out() -> None:
+    from netvantage.analysis.fastagg import replicate_quantiles
+
+    rng = np.random.default_rng(5)
+    values = np.sort(np.round(rng.normal(50.0, 10.0, 25), 0))
+    weights = rng.multinomial(25, np.full(25, 1 / 25), size=200)
+    weights[3] = 0  # a replicate that drew nothing
+    weights[4] = 0
+    weights[4, 6] = 1  # and one of a single value
+    qs = (0.5, 0.95, 0.025)
+    got = replicate_quantiles(values, weights, qs)
+    for b in range(len(weights)):
+        written = np.repeat(values, weights[b])
+        if written.size == 0:
+            assert np.isnan(got[b]).all()
+        else:
+            assert got[b].tolist() == np.quantile(written, qs).tolist(), b
+    assert got[4].tolist() == [values[6]] * len(qs)
+
+
+def test_replicate_quantiles_of_a_hand_checked_replicate() -> None:
+    from netvantage.analysis.fastagg import replicate_quantiles
+
+    # Values 10, 20, 30 drawn 2, 0, 1 times: the replicate is [10, 10, 30].  Its median is
+    # the 2nd value, 10; its p95 lies at position 0.95 × 2 = 1.9, between 10 and 30:
+    # 10 + 0.9 × 20 = 28.
+    got = replicate_quantiles(np.array([10.0, 20.0, 30.0]), np.array([[2, 0, 1]]), (0.5, 0.95))
+    assert got[0].tolist() == pytest.approx([10.0, 28.0])

@@ -174,6 +174,8 @@ def test_imap_login_only_with_credentials(lab):
                 "--password-env", "NV_PW", env=env)
     assert rec["status"] == "ok" and rec["body"]["auth"] == "ok"
     assert "login" in [p["name"] for p in rec["body"]["phases"]]
+    # Dovecot announces its post-login capabilities in the tagged OK: recorded apart.
+    assert "IMAP4REV1" in rec["body"]["capabilities_auth"]
     env["NV_PW"] = password + "-wrong"
     rec = probe(lab, "yyz", "imap", dc.v4, 143, "--ca", ca, "--user", user,
                 "--password-env", "NV_PW", env=env)

@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import invoke_cli
+from conftest import NETVANTAGE, invoke_cli
 from exposition import (
     fed_collector,
     lab_records,
@@ -28,7 +32,19 @@ from exposition import (
 from netvantage.agent.metrics import MetricsListenError, parse_listen, serve_metrics
 from netvantage.collector.serve import BackgroundCollector
 from netvantage.collector.store import Store
-from netvantage.results import PingBody, PingRecord, encode_record, new_id
+from netvantage.results import (
+    READY_CHECKS,
+    MailReadyBody,
+    MailReadyRecord,
+    PingBody,
+    PingRecord,
+    PmtuBody,
+    PmtuRecord,
+    ReadyCheck,
+    encode_record,
+    new_id,
+)
+from waiting import read_line
 
 
 def exposition(collector) -> str:
@@ -106,6 +122,34 @@ def test_missing_is_missing_and_the_last_result_wins(tmp_path):
     assert value(samples, "probe_rtt_mean_seconds", test="ping") is None
     assert value(samples, "probe_results_total", test="ping", status="ok") == 1.0
     assert value(samples, "probe_results_total", test="ping", status="timeout") == 1.0
+
+
+def test_pmtu_and_mailready_results_have_their_own_series(tmp_path):
+    agent = make_agent(tmp_path)
+    ping_job = next(j for j in agent.plan.jobs if j.test.kind == "ping")
+    tcp_job = next(j for j in agent.plan.jobs if j.test.kind == "tcp")
+    now = datetime.now(UTC)
+    pmtu = PmtuRecord(id=new_id(), agent="lun-1", target="t", address="192.0.2.1",
+                      started_at=now, duration_ms=900.0, status="ok",
+                      body=PmtuBody(protocol="icmp", ip_version=4, local_mtu=1500,
+                                    path_mtu=1400, reached=True, black_hole=True))
+    checks = {name: ReadyCheck(status="fail" if name in ("spf", "dkim") else "pass",
+                               summary=name) for name in READY_CHECKS}
+    ready = MailReadyRecord(id=new_id(), agent="lun-1", target="t", address="192.0.2.1",
+                            started_at=now, duration_ms=100.0, status="ok",
+                            body=MailReadyBody(budget_s=20.0, verdict="fail",
+                                               failing=["spf", "dkim"],
+                                               **checks))  # type: ignore[arg-type]
+    collector = fed_collector(agent, [])
+    collector.observe(ping_job, pmtu)  # (the job only names the series)
+    collector.observe(tcp_job, ready)
+    samples = parse(exposition(collector))
+    agent.spool.close()
+    assert value(samples, "probe_path_mtu_bytes", test="ping") == 1400
+    assert value(samples, "probe_pmtu_black_hole", test="ping") == 1
+    assert value(samples, "probe_mailready_failed_checks", test="tcp:25") == 2
+    assert value(samples, "probe_path_mtu_bytes", test="tcp:25") is None
+    assert value(samples, "probe_rtt_seconds", test="ping", quantile="0.5") is None
 
 
 def test_health_series_follow_the_spool_and_the_uploader(tmp_path):
@@ -233,3 +277,43 @@ def test_collector_counts_every_outcome_by_agent(served):
     seen_a = value(samples, "netvantage_collector_agent_last_seen_timestamp_seconds", agent="a")
     seen_b = value(samples, "netvantage_collector_agent_last_seen_timestamp_seconds", agent="b")
     assert seen_a is not None and seen_b is not None and seen_a <= seen_b
+
+
+def test_with_workers_every_scrape_adds_up_every_workers_counts(tmp_path):
+    """``collector serve --workers 2``: whichever worker answers /metrics, it counts all."""
+    db = tmp_path / "c.db"
+    with Store(db) as store:
+        token = store.add_agent("a")
+    before = set(Path(tempfile.gettempdir()).glob("netvantage-metrics-*"))
+    proc = subprocess.Popen([NETVANTAGE, "collector", "serve", "--store", str(db), "--port",
+                             "0", "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = read_line(proc.stdout, 60, "the collector's address")
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        port = int(found.group(1))
+        record = next(iter(lab_records().values()))
+
+        def upload(n: int) -> int:
+            copies = [msgspec.structs.replace(record, agent="a", id=new_id()) for _ in range(3)]
+            return post(port, token, b"".join(encode_record(r) + b"\n" for r in copies),
+                        **{"X-Netvantage-Backlog": "33"})[0]
+
+        # Many at once, each on its own connection: the kernel hands them to both workers.
+        with ThreadPoolExecutor(12) as pool:
+            assert list(pool.map(upload, range(36))) == [200] * 36
+        sent = 108
+        for _ in range(6):
+            samples = parse(scrape(f"http://127.0.0.1:{port}/metrics"))
+            assert value(samples, "netvantage_collector_records_ingested_total",
+                         agent="a") == sent
+            assert value(samples, "netvantage_collector_batches_total", agent="a",
+                         code="200") == 36
+            assert value(samples, "netvantage_collector_agent_backlog_records", agent="a") == 33
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert set(Path(tempfile.gettempdir()).glob("netvantage-metrics-*")) <= before

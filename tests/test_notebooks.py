@@ -32,7 +32,8 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NAMES = ["01-explore-campaign", "02-rank-data-centres", "03-investigate-flagged-region"]
+NAMES = ["01-explore-campaign", "02-rank-data-centres", "03-investigate-flagged-region",
+         "04-placement"]
 PAIRING = "ipynb,py:percent"
 PROBE = "KERNEL-PYTHON"
 
@@ -106,7 +107,7 @@ def executed() -> Callable[[str], Run]:
     return run
 
 
-def test_there_are_the_three_notebooks_each_a_script_and_an_ipynb() -> None:
+def test_there_are_the_four_notebooks_each_a_script_and_an_ipynb() -> None:
     assert [p.stem for p in render.notebooks()] == NAMES
     assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == NAMES
     assert not (NOTEBOOK_DIR / "build.py").exists()
@@ -234,3 +235,28 @@ def test_investigation_finds_the_lagos_lisbon_segment(executed: Callable[[str], 
     assert f"RTT first jumps at {lisbon}" in text, text
     assert f"loss first shows at {lisbon}" in text, text
     assert "route changes during the campaign: 0" in text
+
+
+def test_placement_finds_the_brute_force_pair(executed: Callable[[str], Run]) -> None:
+    text = executed("04-placement").stdout()
+    found = re.search(r"best pair for the equal mix: (\S+) \+ (\S+) \(score (\d+)", text)
+    assert found, text
+    # Independently: every pair of the ranking's costs, each region at its cheaper site,
+    # pairs serving every region within the thresholds first (as placement).
+    from netvantage import analysis as nva
+
+    campaign = nva.load(str(ROOT / "data" / "campaigns" / "lab-sample.jsonl"))
+    bd = nva.rank(campaign.measurements, nva.equal_weights(campaign), n_boot=0).breakdown
+    sites = sorted(str(t) for t in bd["target"].unique())
+    scored = []
+    for i, a in enumerate(sites):
+        for b in sites[i + 1:]:
+            rows = bd[bd["target"].isin([a, b]) & bd["cost"].notna()]
+            strict = rows[rows["meets_thresholds"].astype(bool)].groupby("region")["cost"].min()
+            loose = rows.groupby("region")["cost"].min()
+            within = len(strict) == bd["region"].nunique()
+            scored.append((not within, float((strict if within else loose).mean()), {a, b}))
+    best = min(scored, key=lambda x: (x[0], x[1]))
+    assert {found.group(1), found.group(2)} == best[2]
+    assert int(found.group(3)) == round(best[1])
+    assert "relay legs without site-to-site measurements are ESTIMATED" in text

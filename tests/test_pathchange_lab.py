@@ -20,10 +20,11 @@ from waiting import read_line
 
 pytestmark = pytest.mark.lab
 
-ROUNDS, SWITCH_AFTER, INTERVAL_S = 16, 8, 2.0
+ROUNDS, SWITCH_AFTER, INTERVAL_S = 12, 6, 2.0
 
 # One agent in the jnb namespace: every INTERVAL_S, a trace and a ping to each target,
-# records appended to OUT; "round N" on stdout once round N's records are written.
+# records appended to OUT; "round N" on stdout once round N's records are written.  After
+# round PAUSE it waits for a line on stdin: the route moves while no trace is in flight.
 AGENT = textwrap.dedent("""
     import asyncio, sys, time
     from netvantage.measure.common import Origin
@@ -31,7 +32,7 @@ AGENT = textwrap.dedent("""
     from netvantage.measure.trace import TraceOptions, trace_many
     from netvantage.results import encode_record
 
-    out, rounds, interval, *targets = sys.argv[1:]
+    out, rounds, interval, pause, *targets = sys.argv[1:]
     origin = Origin(agent="jnb-1", region="ZA-JNB")
 
     async def main():
@@ -47,6 +48,8 @@ AGENT = textwrap.dedent("""
                 for r in records:
                     f.write(encode_record(r) + b"\\n")
             print(f"round {n}", flush=True)
+            if n == int(pause):
+                await asyncio.to_thread(sys.stdin.readline)
 
     asyncio.run(main())
 """)
@@ -67,23 +70,28 @@ def test_a_route_change_mid_campaign_is_found_tied_and_marked(lab, tmp_path: Pat
     script = tmp_path / "agent.py"
     script.write_text(AGENT)
     proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("jnb"), sys.executable, str(script),
-                             str(data), str(ROUNDS), str(INTERVAL_S), ams.v4, jnb.v4],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    switched_at = None
+                             str(data), str(ROUNDS), str(INTERVAL_S), str(SWITCH_AFTER - 1),
+                             ams.v4, jnb.v4],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    switching = switched_at = None
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stdin is not None
         for n in range(ROUNDS):
             assert read_line(proc.stdout, 30, f"round {n}").strip() == f"round {n}"
-            if n == SWITCH_AFTER - 1:  # between two rounds: no trace is in flight
+            if n == SWITCH_AFTER - 1:  # the agent waits: no trace is in flight
+                switching = datetime.now(UTC)
                 route(lab, "r-mrs", ams.v4)
                 switched_at = datetime.now(UTC)
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         route(lab, "r-cpt", ams.v4)
-    assert switched_at is not None
+    assert switching is not None and switched_at is not None
 
     analysed = run_cli("analyse", str(data), "--format", "json", timeout=180)
     assert analysed.returncode == 0, analysed.stderr
@@ -93,8 +101,9 @@ def test_a_route_change_mid_campaign_is_found_tied_and_marked(lab, tmp_path: Pat
     assert (change["agent"], change["region"], change["target"]) == ("jnb-1", "ZA-JNB",
                                                                      ams.v4)
     at = pd.Timestamp(change["at"])
-    assert pd.Timestamp(switched_at) <= at <= pd.Timestamp(switched_at) + pd.Timedelta(
-        seconds=INTERVAL_S), (switched_at, at)
+    # The first trace after the switch is the first on the new path: within one interval.
+    assert pd.Timestamp(switched_at) <= at <= pd.Timestamp(switching) + pd.Timedelta(
+        seconds=INTERVAL_S), (switching, switched_at, at)
     west = [topo.nodes[n].v4 for n in topo.path("jnb", "dc-ams")[1:]]
     east = [topo.nodes[n].v4 for n in ("r-jnb", "r-mrs", "r-lon", "r-ams", "dc-ams")]
     assert [hop[0] for hop in change["before"]] == west

@@ -268,3 +268,24 @@ def test_prices_glob_then_override():
     with pytest.raises(PlacementError):
         parse_prices(["dc-ams=-1"], ["dc-ams"])
 
+
+
+def test_report_shows_the_best_single_site_the_best_pair_and_the_gain(
+        lab: tuple[nva.Campaign, pd.DataFrame]):
+    from netvantage.report import make_report
+
+    campaign, places = lab
+    report = make_report(campaign, locations=places)
+    expected = place_campaign(campaign, weights=report.analysis.weights, locations=places,
+                              sites=2)
+    assert expected.best is not None and expected.single is not None
+    html = report.html()
+    section = html.split('<section id="placement">')[1].split("</section>")[0]
+    assert f"Best single site: {expected.single.sites[0]}" in section
+    assert f"Best pair: {expected.best.label()}" in section
+    assert 'id="figure-placement"' in section
+    for row in expected.per_region.to_dict(orient="records"):
+        assert f"<td>{row['region']}</td>" in section
+    assert "placement" in {f.name for f in report.figures}
+    md = report.markdown()
+    assert f"Best pair: {expected.best.label()}" in md.replace("\\", "")

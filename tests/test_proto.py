@@ -188,3 +188,82 @@ def test_imap_bye_greeting_and_refused_starttls():
     d.on_response(reader.feed(b"a1 OK done\r\n")[0])
     action = d.on_response(reader.feed(b"a2 NO not now\r\n")[0])
     assert isinstance(action, Fail) and (action.status, action.phase) == ("tls_error", "starttls")
+
+
+def _smtp_to_auth(ehlo: bytes) -> tuple[SmtpDialogue, object]:
+    """An implicit-TLS dialogue with credentials, fed a greeting and ``ehlo``; its action."""
+    dialogue = SmtpDialogue(mode="tls", username="u", password="p")
+    dialogue.start()
+    dialogue.tls_established()
+    reader = ReplyReader()
+    dialogue.on_reply(reader.feed(b"220 hi\r\n")[0])
+    return dialogue, dialogue.on_reply(reader.feed(ehlo)[0])
+
+
+def test_smtp_x_exps_and_auth_equals_are_read_as_auth():
+    from netvantage.measure.proto.smtp import auth_mechanisms
+
+    assert auth_mechanisms(["X-EXPS GSSAPI NTLM", "AUTH=LOGIN PLAIN"]) == {
+        "GSSAPI", "NTLM", "LOGIN", "PLAIN"}
+    d, action = _smtp_to_auth(b"250-mx.example\r\n250-X-EXPS PLAIN LOGIN\r\n250 8BITMIME\r\n")
+    assert isinstance(action, Send) and action.data.startswith(b"AUTH PLAIN ")
+    assert d.capabilities_tls == ["X-EXPS PLAIN LOGIN", "8BITMIME"]  # recorded as written
+
+
+@pytest.mark.parametrize("ehlo", [b"250-mx.example\r\n250 AUTH LOGIN CRAM-MD5\r\n",
+                                  b"250-mx.example\r\n250 8BITMIME\r\n"])
+def test_smtp_sends_no_auth_plain_unless_offered(ehlo):
+    _, action = _smtp_to_auth(ehlo)
+    assert isinstance(action, Fail) and action.phase == "auth"
+    assert "no AUTH PLAIN" in action.reason and "credentials not sent" in action.reason
+
+
+def test_imap_preauth_skips_login_and_refuses_starttls_in_clear():
+    d = ImapDialogue(mode="tls", username="u", password="p")
+    d.start()
+    d.tls_established()
+    reader = ResponseReader()
+    assert d.on_response(reader.feed(b"* PREAUTH [CAPABILITY IMAP4rev1] welcome\r\n")[0]) \
+        == Send(b"a1 CAPABILITY\r\n", "capability")
+    d.on_response(reader.feed(b"* CAPABILITY IMAP4rev1 IDLE\r\n")[0])
+    # Authenticated by the greeting: no LOGIN, straight to LOGOUT.
+    assert d.on_response(reader.feed(b"a1 OK done\r\n")[0]) == Send(b"a2 LOGOUT\r\n", "logout")
+    assert d.preauth and d.auth_result is None
+    clear = ImapDialogue(mode="starttls")
+    action = clear.on_response(ResponseReader().feed(b"* PREAUTH hi\r\n")[0])
+    assert isinstance(action, Fail) and (action.status, action.phase) == ("tls_error",
+                                                                          "greeting")
+
+
+@pytest.mark.parametrize("after_login, caps", [
+    (b"* CAPABILITY IMAP4rev1 IDLE MOVE\r\na2 OK Logged in\r\n", ["IMAP4REV1", "IDLE", "MOVE"]),
+    (b"a2 OK [CAPABILITY IMAP4rev1 SORT THREAD=REFS] Logged in\r\n",
+     ["IMAP4REV1", "SORT", "THREAD=REFS"]),
+    (b"a2 OK Logged in\r\n", []),
+])
+def test_imap_post_login_capabilities_are_recorded(after_login, caps):
+    d = ImapDialogue(mode="tls", username="u", password="p")
+    d.start()
+    d.tls_established()
+    reader = ResponseReader()
+    d.on_response(reader.feed(b"* OK hi\r\n")[0])
+    assert d.on_response(reader.feed(b"a1 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] x\r\n")[0]) \
+        == Send(b'a2 LOGIN "u" "p"\r\n', "login")
+    actions = [d.on_response(r) for r in reader.feed(after_login)]
+    assert actions[-1] == Send(b"a3 LOGOUT\r\n", "logout")
+    assert d.capabilities_auth == caps and d.auth_result == "ok"
+    assert d.capabilities_tls == ["IMAP4REV1", "AUTH=PLAIN"]
+
+
+@pytest.mark.parametrize("tag, ok", [
+    ("a1", True), ("A.001", True), ("x-1_y", True), ("t]1", True), ("#!&'", True),
+    ("a+1", False), ("a{1", False), ("a%1", False), ('a"1', False), ("a\\1", False),
+])
+def test_imap_tag_grammar_is_rfc_3501s(tag, ok):
+    line = f"{tag} OK done\r\n".encode()
+    if ok:
+        (r,) = ResponseReader().feed(line)
+        assert (r.kind, r.tag, r.word) == ("tagged", tag, "OK")
+    else:
+        with pytest.raises(ProtocolError, match="malformed"):
+            ResponseReader().feed(line)

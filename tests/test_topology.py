@@ -88,3 +88,43 @@ def test_broken_toml_names_the_file(tmp_path):
     bad.write_text("[nodes.a\nrole=1")
     with pytest.raises(TopologyError, match=r"(?s)bad.toml.*not valid TOML.*line 1"):
         load_topology(bad)
+
+
+def test_mtu_fields_default_to_nothing_and_are_checked():
+    nodes = {"x": {"role": "client"}, "r": {"role": "router"}, "s": {"role": "router"},
+             "y": {"role": "dc"}, "z": {"role": "dc"}}
+    links = [{"a": "x", "b": "r"}, {"a": "r", "b": "s"}, {"a": "s", "b": "y"},
+             {"a": "s", "b": "z"}]
+    plain = parse_topology({"nodes": nodes, "links": links})
+    assert all(link.mtu is None and link.mtu_for is None and not link.drop_ptb
+               for link in plain.links)
+    assert plain.path_mtu("x", "y") == 1500
+    tunnel = parse_topology({"nodes": nodes, "links": [
+        *links[:1], {**links[1], "mtu": 1280, "mtu_for": ["x", "y"], "drop_ptb": True},
+        *links[2:]]})
+    # The tunnel's MTU holds for its pair, both ways, and for no other.
+    assert tunnel.path_mtu("x", "y") == tunnel.path_mtu("y", "x") == 1280
+    assert tunnel.path_mtu("x", "z") == 1500
+    assert tunnel.without_mtu_faults().path_mtu("x", "y") == 1500
+    whole = parse_topology({"nodes": nodes, "links": [*links[:3], {**links[3], "mtu": 1400}]})
+    assert whole.path_mtu("x", "z") == whole.path_mtu("z", "x") == 1400
+    bad = [*links[:1], {**links[1], "mtu": 500, "drop_ptb": "yes"},
+           {**links[2], "mtu_for": ["x", "nowhere"]}, {**links[3], "mtu_for": ["x", "z"]}]
+    with pytest.raises(TopologyError) as info:
+        parse_topology({"nodes": nodes, "links": bad})
+    text = str(info.value)
+    for expected in ["links[1].mtu: must be an integer in 1280..9000",
+                     "links[1].drop_ptb: must be true or false",
+                     "links[2].mtu_for: must name two different nodes",
+                     "links[3].mtu_for: needs an mtu"]:
+        assert expected in text
+    with pytest.raises(TopologyError, match=r"links\[2\].mtu_for: the path from x to z"):
+        parse_topology({"nodes": nodes, "links": [
+            *links[:2], {**links[2], "mtu": 1400, "mtu_for": ["x", "z"]}, links[3]]})
+
+
+def test_the_default_lab_plants_one_black_hole(topo):
+    holes = [(c.name, d.name) for c in topo.of_role("client") for d in topo.of_role("dc")
+             if topo.path_mtu(c.name, d.name) < 1500]
+    assert holes == [("yyz", "dc-jnb")]
+    assert [link.drop_ptb for link in topo.links].count(True) == 1

@@ -25,7 +25,7 @@ from .lab.topology import Topology, load_topology
 __all__ = ["CampaignResult", "Degradation", "run_lab_campaign", "wait_for_collector"]
 
 COLLECTOR_PORT = 8750
-DEFAULT_TESTS = ("ping", "tcp:25", "trace", "smtp:25", "imap:993")
+DEFAULT_TESTS = ("ping", "tcp:25", "trace", "smtp:25", "imap:993", "mailready")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,8 @@ class CampaignResult:
 
 def _plan_text(agent: str, region: str, topo: Topology, url: str, ca: str, interval: float,
                tests: Sequence[str]) -> str:
+    from .lab.dns import DOMAIN, selector
+
     targets = []
     for dc in topo.of_role("dc"):
         targets.append(f"""
@@ -65,6 +67,8 @@ addresses = ["{dc.v4}"]
 tests = {json.dumps(list(tests))}
 server_name = "mail.{dc.name}.lab"
 ca_file = "{ca}"
+mail_domain = "{DOMAIN}"
+dkim_selectors = ["{selector(topo, dc.name)}"]
 """)
     return f"""
 [agent]
@@ -87,6 +91,7 @@ tcp = {{ attempts = 3, interval_s = 0.1, timeout_s = 3.0 }}
 trace = {{ probes_per_hop = 2, probe_timeout_s = 1.5, pps = 100 }}
 smtp = {{ timeout_s = 15.0 }}
 imap = {{ timeout_s = 15.0 }}
+mailready = {{ timeout_s = 2.0, budget_s = 20.0, smtp_timeout_s = 15.0 }}
 {''.join(targets)}
 """
 

@@ -13,7 +13,9 @@ keys, wrong types and values the probe refuses are all listed.
 
 Test names: ``ping``, ``tcp:PORT``, ``trace`` / ``trace:udp`` /
 ``trace:tcp:PORT``, ``smtp[:PORT]`` (25, 587 STARTTLS; 465 implicit TLS),
-``imap[:PORT]`` (143 STARTTLS; 993 implicit TLS).
+``imap[:PORT]`` (143 STARTTLS; 993 implicit TLS), ``mailready`` (blocklists, reverse DNS,
+SPF/DKIM/DMARC, TLS and port 25 of the address; the target's ``mail_domain`` and
+``dkim_selectors`` name the domain and selectors, ``zones_file`` a blocklist zones file).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..errors import NetvantageError
 
 __all__ = ["Credentials", "Job", "Plan", "PlanError", "TargetPlan", "TestSpec", "load_plan"]
 
-Kind = Literal["ping", "tcp", "trace", "smtp", "imap"]
+Kind = Literal["ping", "tcp", "trace", "smtp", "imap", "pmtu", "mailready"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _DEFAULT_PORT = {"smtp": 25, "imap": 143}
 # Floors that keep an agent from becoming a flooding tool, whatever the plan says.
@@ -57,7 +59,7 @@ class PlanError(NetvantageError):
 class TestSpec:
     kind: Kind
     port: int | None = None
-    protocol: Literal["icmp", "udp", "tcp"] | None = None  # trace only
+    protocol: Literal["icmp", "udp", "tcp"] | None = None  # trace and pmtu only
 
     @property
     def label(self) -> str:
@@ -87,6 +89,9 @@ class TargetPlan:
     server_name: str | None = None
     ca_file: Path | None = None
     credentials: Credentials | None = None
+    mail_domain: str | None = None  # mailready: the domain whose policy is read
+    dkim_selectors: tuple[str, ...] = ()  # mailready: DKIM selectors
+    zones_file: Path | None = None  # mailready: blocklist zones (default: public ones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,7 @@ class Plan:
 
 
 def parse_test(text: str) -> TestSpec:
-    """``ping``, ``tcp:25``, ``trace``, ``trace:tcp:25``, ``smtp:465``, ``imap`` …"""
+    """``ping``, ``tcp:25``, ``trace``, ``trace:tcp:25``, ``smtp:465``, ``imap``, ``pmtu`` …"""
     parts = text.strip().lower().split(":")
     kind, rest = parts[0], parts[1:]
 
@@ -147,20 +152,22 @@ def parse_test(text: str) -> TestSpec:
 
     if kind == "ping" and not rest:
         return TestSpec("ping")
+    if kind == "mailready" and not rest:
+        return TestSpec("mailready")
     if kind == "tcp" and len(rest) == 1:
         return TestSpec("tcp", port(rest[0]))
     if kind in ("smtp", "imap") and len(rest) <= 1:
         return TestSpec(kind, port(rest[0]) if rest else _DEFAULT_PORT[kind])  # type: ignore[arg-type]
-    if kind == "trace" and len(rest) <= 2:
+    if kind in ("trace", "pmtu") and len(rest) <= 2:
         protocol = rest[0] if rest else "icmp"
         if protocol not in ("icmp", "udp", "tcp"):
-            raise ValueError(f"{text!r}: trace protocol must be icmp, udp or tcp")
+            raise ValueError(f"{text!r}: {kind} protocol must be icmp, udp or tcp")
         if protocol == "tcp" and len(rest) != 2:
-            raise ValueError(f"{text!r}: a TCP trace needs a port (trace:tcp:25)")
-        return TestSpec("trace", port(rest[1]) if len(rest) == 2 else None,
+            raise ValueError(f"{text!r}: a TCP {kind} needs a port ({kind}:tcp:25)")
+        return TestSpec(kind, port(rest[1]) if len(rest) == 2 else None,  # type: ignore[arg-type]
                         protocol)  # type: ignore[arg-type]
     raise ValueError(f"{text!r}: unknown test (ping, tcp:PORT, trace[:udp|:tcp:PORT], "
-                     "smtp[:PORT], imap[:PORT])")
+                     "smtp[:PORT], imap[:PORT], pmtu[:udp|:tcp:PORT], mailready)")
 
 
 def _locate(text: str, path: tuple[str | int, ...]) -> int | None:
@@ -236,19 +243,23 @@ class _Checker:
 
 
 # Options a plan may not set in [defaults]: each target or test sets them itself.
-_PER_TARGET = {"trace": {"protocol", "port"},
+_PER_TARGET = {"trace": {"protocol", "port"}, "pmtu": {"protocol", "port", "pcap"},
                "smtp": {"ca_file", "server_name", "username", "password"},
-               "imap": {"ca_file", "server_name", "username", "password"}}
+               "imap": {"ca_file", "server_name", "username", "password"},
+               "mailready": {"domain", "selectors", "zones", "resolvers", "ca_file"}}
 
 
 def _option_classes() -> dict[str, type[Any]]:
     from ..measure.mail import MailOptions
+    from ..measure.mailready import MailReadyOptions
     from ..measure.ping.options import PingOptions
+    from ..measure.pmtu import PmtuOptions
     from ..measure.tcp import TcpOptions
     from ..measure.trace.options import TraceOptions
 
     return {"ping": PingOptions, "tcp": TcpOptions, "trace": TraceOptions,
-            "smtp": MailOptions, "imap": MailOptions}
+            "smtp": MailOptions, "imap": MailOptions, "pmtu": PmtuOptions,
+            "mailready": MailReadyOptions}
 
 
 def _fits(value: Any, hint: Any) -> str | None:
@@ -391,7 +402,8 @@ def parse_plan(raw: dict[str, Any], text: str = "", source: str = "<memory>",
             c.bad(p, "must be a table")
             continue
         c.unknown(t, p, {"name", "addresses", "tests", "interval_s", "location", "lat", "lon",
-                         "server_name", "ca_file", "credentials"})
+                         "server_name", "ca_file", "credentials", "mail_domain",
+                         "dkim_selectors", "zones_file"})
         tname = c.string(t, p, "name", required=True) or f"target-{i}"
         if tname in names:
             c.bad((*p, "name"), f"a second target named {tname!r}")
@@ -435,6 +447,21 @@ def parse_plan(raw: dict[str, Any], text: str = "", source: str = "<memory>",
         ca_path = base / ca if ca else None
         if ca_path is not None and not ca_path.is_file():
             c.bad((*p, "ca_file"), f"{ca_path} does not exist")
+        mail_domain = c.string(t, p, "mail_domain")
+        selectors = t.get("dkim_selectors", [])
+        if not isinstance(selectors, list) or not all(isinstance(x, str) and x
+                                                      for x in selectors):
+            c.bad((*p, "dkim_selectors"), "must be a list of DKIM selectors (strings)")
+            selectors = []
+        zones_text = c.string(t, p, "zones_file")
+        zones_path = base / zones_text if zones_text else None
+        if zones_path is not None:
+            from ..measure.mailready import MailReadyError, read_zones
+
+            try:
+                read_zones(zones_path)
+            except MailReadyError as exc:
+                c.bad((*p, "zones_file"), str(exc))
         creds = None
         raw_creds = t.get("credentials")
         if raw_creds is not None:
@@ -455,7 +482,8 @@ def parse_plan(raw: dict[str, Any], text: str = "", source: str = "<memory>",
             interval_s=t_interval, location=c.string(t, p, "location"),
             lat=float(lat) if isinstance(lat, int | float) else None,
             lon=float(lon) if isinstance(lon, int | float) else None,
-            server_name=c.string(t, p, "server_name"), ca_file=ca_path, credentials=creds))
+            server_name=c.string(t, p, "server_name"), ca_file=ca_path, credentials=creds,
+            mail_domain=mail_domain, dkim_selectors=tuple(selectors), zones_file=zones_path))
     jobs = sum(len(t.addresses) * len(t.tests) for t in targets)
     if jobs > MAX_JOBS:
         c.bad(("targets",), f"{jobs} measurements per cycle; at most {MAX_JOBS}")

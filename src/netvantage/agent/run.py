@@ -91,6 +91,23 @@ async def measure_job(job: Job, plan: Plan, origin: Origin) -> AnyRecord:
 
         opts = TraceOptions(**_options(plan, "trace", protocol=test.protocol, port=test.port))
         return await trace(Target(job.address), opts, origin=origin, name=name)
+    if test.kind == "mailready":
+        from ..measure.mailready import DEFAULT_ZONES, MailReadyOptions, mailready, read_zones
+
+        zones = read_zones(target.zones_file) if target.zones_file else DEFAULT_ZONES
+        ready = MailReadyOptions(**_options(plan, "mailready", domain=target.mail_domain,
+                                            selectors=target.dkim_selectors or None,
+                                            zones=zones, ca_file=target.ca_file))
+        return await mailready(job.address, ready, origin=origin, name=name)
+    if test.kind == "pmtu":
+        import asyncio
+
+        from ..measure.pmtu import PmtuOptions, measure_pmtu
+
+        popts = PmtuOptions(**_options(plan, "pmtu", protocol=test.protocol, port=test.port))
+        # The engine is synchronous (select on raw sockets): off the agent's loop.
+        return await asyncio.to_thread(measure_pmtu, job.address, popts, origin=origin,
+                                       name=name)
     from ..measure.mail import MailOptions, imap_probe, smtp_probe
 
     creds = target.credentials

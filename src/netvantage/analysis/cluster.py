@@ -41,7 +41,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,7 @@ class PartitionResult(msgspec.Struct, frozen=True):
 
     measurements: Any
     pairs: Any
+    readiness: Any = None
 
 
 def analyse_partition(part: str, *, n_boot: int, seed: int) -> PartitionResult:
@@ -175,7 +176,8 @@ def analyse_partition(part: str, *, n_boot: int, seed: int) -> PartitionResult:
 
     campaign = load(part)
     return PartitionResult(measurements=campaign.measurements,
-                           pairs=metrics(campaign, n_boot=n_boot, seed=seed))
+                           pairs=metrics(campaign, n_boot=n_boot, seed=seed),
+                           readiness=campaign.readiness)
 
 
 def concat_frames(frames: Sequence[pd.DataFrame], specs: dict[str, Any]) -> pd.DataFrame:
@@ -292,7 +294,8 @@ def _peak_rss_mib() -> float:
 def analyse_on_cluster(dataset: str | Path, address: str, *,
                        weights: Mapping[str, float] | None = None, gaps: str = "exclude",
                        n_boot: int = 500, seed: int = 0, workers: int = 2,
-                       memory: str = "2GiB") -> ClusterAnalysis:
+                       memory: str = "2GiB",
+                       readiness_fail_on: Sequence[str] | None = None) -> ClusterAnalysis:
     """The per-pair table and the ranking of a region-partitioned dataset on a Dask cluster.
 
     Each partition is loaded and its per-pair statistics computed on a worker; the client
@@ -304,6 +307,8 @@ def analyse_on_cluster(dataset: str | Path, address: str, *,
     from .metrics import DEFAULT_BY
     from .mix import client_regions, resolve_weights
     from .rank import CostModel, Thresholds, rank
+    from .readiness import DEFAULT_FAIL_ON, failing_targets
+    from .readiness import readiness as readiness_of
     from .summary import equal_weights
 
     parts = partitions(dataset)
@@ -341,6 +346,14 @@ def analyse_on_cluster(dataset: str | Path, address: str, *,
     if not set(m["kind"].astype(str).unique()) & set(thresholds.handshake_kinds):
         thresholds = Thresholds(handshake_p95_ms=None)
         notes.append("no SMTP measurements: the handshake threshold is not applied")
+    # Mail readiness fails candidates as in analyse() (readiness records, if any).
+    ready_frames = [r.readiness for r in ordered if r.readiness is not None]
+    ready = readiness_of(pd.concat(ready_frames, ignore_index=True) if ready_frames else None,
+                         DEFAULT_FAIL_ON if readiness_fail_on is None
+                         else tuple(readiness_fail_on))
+    if ready is not None and ready.failing:
+        thresholds = replace(thresholds, failing_targets=thresholds.failing_targets
+                             + failing_targets(ready))
     resolved = resolve_weights(weights, client_regions(m), None)[0] if weights else None
     w = dict(resolved) if resolved else equal_weights(campaign_of(m))
     ranking = rank(m, w, cost=CostModel(), thresholds=thresholds, n_boot=n_boot, seed=seed,

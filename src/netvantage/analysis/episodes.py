@@ -63,6 +63,7 @@ three windows on a series with 2 % noise is found; a single bad window never is.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -308,15 +309,20 @@ def cadence(measurements: pd.DataFrame) -> pd.Timedelta | None:
     (one kind per pair, with an RTT) count: a ping and a TCP connect made a second apart
     are not a one-second cadence.
     """
-    gaps: list[float] = []
-    for group in _series(measurements).values():
-        times = pd.to_datetime(group["started_at"], utc=True).dropna()
-        values = np.unique(times.to_numpy(dtype="datetime64[ns]").astype(np.int64))
-        if len(values) >= 2:
-            gaps.append(float(np.median(np.diff(values))))
-    if not gaps:
+    rows, _ = _series_rows(measurements)
+    started = pd.to_datetime(rows["started_at"], utc=True)
+    known = started.notna().to_numpy()
+    frame = pd.DataFrame({
+        "series": rows["_series"].to_numpy()[known],
+        "t": started.to_numpy(dtype="datetime64[ns]")[known].astype(np.int64),
+    }).drop_duplicates().sort_values(["series", "t"], kind="stable")
+    series, t = frame["series"].to_numpy(), frame["t"].to_numpy()
+    same = series[1:] == series[:-1]
+    if not same.any():
         return None
-    return pd.Timedelta(int(np.median(gaps)), unit="ns")
+    # Per series the median gap between its distinct times; the median of those.
+    gaps = pd.Series(np.diff(t)[same]).groupby(series[1:][same]).median()
+    return pd.Timedelta(int(np.median(gaps.to_numpy(dtype=np.float64))), unit="ns")
 
 
 def _round_up(td: pd.Timedelta) -> pd.Timedelta:
@@ -344,17 +350,38 @@ def episode_window(measurements: pd.DataFrame,
 # Episodes
 
 
-def _series(measurements: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
-    """(region, target, kind) → its records with an RTT, one kind per pair (ping > tcp > trace)."""
+def _as_str(column: pd.Series) -> npt.NDArray[np.object_]:
+    """``column.astype(str)`` as an array, a categorical's categories converted once."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.array([str(c) for c in column.cat.categories] + ["nan"], dtype=object)
+        return np.asarray(names[column.cat.codes.to_numpy()], dtype=object)
+    return np.asarray(column.astype(str).to_numpy(), dtype=object)
+
+
+def _series_rows(measurements: pd.DataFrame
+                 ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """The records of every series (:func:`_series`) in one frame, numbered by ``_series``
+    (an index into the keys, which are sorted by region and target)."""
     m = measurements[measurements["kind"].astype(str).isin(_KIND_ORDER)
                      & measurements["rtt_ms"].notna()]
-    out: dict[tuple[str, str, str], pd.DataFrame] = {}
-    for (region, target), group in m.groupby([m["region"].astype(str),
-                                              m["target"].astype(str)], sort=True):
-        kinds = set(group["kind"].astype(str))
-        kind = next(k for k in _KIND_ORDER if k in kinds)
-        out[(str(region), str(target), kind)] = group[group["kind"].astype(str) == kind]
-    return out
+    if m.empty:
+        return m.assign(_series=np.empty(0, dtype=np.int64)), []
+    code, pairs = pd.MultiIndex.from_arrays([_as_str(m["region"]), _as_str(m["target"])]
+                                            ).factorize(sort=True)
+    order = {k: i for i, k in enumerate(_KIND_ORDER)}
+    rank = np.array([order[k] for k in _as_str(m["kind"])], dtype=np.int64) if len(m) > 0 \
+        else np.empty(0, dtype=np.int64)
+    best = pd.Series(rank).groupby(code).min().reindex(range(len(pairs))).to_numpy()
+    keep = rank == best[code]
+    keys = [(str(r), str(t), _KIND_ORDER[int(k)]) for (r, t), k in zip(pairs, best, strict=True)]
+    return m[keep].assign(_series=np.asarray(code, dtype=np.int64)[keep]), keys
+
+
+def _series(measurements: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """(region, target, kind) → its records with an RTT, one kind per pair (ping > tcp > trace)."""
+    rows, keys = _series_rows(measurements)
+    return {keys[int(g["_series"].iloc[0])]: g.drop(columns="_series")
+            for _, g in rows.groupby("_series", sort=True)}
 
 
 def _noise(values: FloatArray) -> float:
@@ -516,24 +543,31 @@ def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = N
     window = episode_window(measurements, o)
     if window is None:
         return None, [], []
-    series = _series(measurements)
-    if not series:
+    rows, keys = _series_rows(measurements)
+    if not keys:
         return window, [], []
-    origin = _origin(pd.concat([pd.to_datetime(g["started_at"], utc=True)
-                                for g in series.values()]), window)
+    started = pd.to_datetime(rows["started_at"], utc=True)
+    origin = _origin(started, window)
+    # Every series' window medians in one group-by over (series, window).
+    frame = pd.DataFrame({"series": rows["_series"].to_numpy(),
+                          "w": ((started - origin) // window).astype("int64").to_numpy(),
+                          "rtt": rows["rtt_ms"].astype("float64").to_numpy(),
+                          "t": started.reset_index(drop=True)})
+    by = frame.groupby(["series", "w"], sort=True)
+    table = pd.DataFrame({"median": by["rtt"].median(), "first": by["t"].min()})
+    table = table[np.isfinite(table["median"].to_numpy(dtype=np.float64))]
+    code = table.index.get_level_values(0).to_numpy()
+    bounds: list[int] = (np.flatnonzero(np.r_[True, code[1:] != code[:-1], True]).tolist()
+                         if len(code) else [])
     episodes: list[Episode] = []
     improvements: list[Improvement] = []
-    for key, group in series.items():
-        started = pd.to_datetime(group["started_at"], utc=True)
-        index = ((started - origin) // window).astype("int64").to_numpy()
-        medians = group["rtt_ms"].astype("float64").groupby(index).median()
-        medians = medians[np.isfinite(medians.to_numpy(dtype=np.float64))]
-        if len(medians) < 2 * o.min_windows:
+    medians = table["median"].to_numpy(dtype=np.float64)
+    firsts = table["first"]
+    for a, b in itertools.pairwise(bounds):
+        if b - a < 2 * o.min_windows:
             continue
-        first_seen = started.groupby(index).min()
-        times = [pd.Timestamp(first_seen[i]) for i in medians.index]
-        values: FloatArray = np.asarray(medians.to_numpy(), dtype=np.float64)
-        e, i = _pair_episodes(key, times, values, o)
+        times = [pd.Timestamp(x) for x in firsts.iloc[a:b]]
+        e, i = _pair_episodes(keys[int(code[a])], times, np.array(medians[a:b]), o)
         episodes += e
         improvements += i
     return window, episodes, improvements

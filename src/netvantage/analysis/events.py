@@ -15,8 +15,7 @@ Pure functions: the flags (see :class:`netvantage.analysis.episodes.Episode`) an
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,28 +94,61 @@ class Event:
         return lines
 
 
-def path_facts(hops: pd.DataFrame | None) -> dict[tuple[str, str], PathFacts]:
-    """(region, target) → ASes, hops and segments its traces crossed."""
+def path_facts(hops: pd.DataFrame | None,
+               pairs: Collection[tuple[str, str]] | None = None
+               ) -> dict[tuple[str, str], PathFacts]:
+    """(region, target) → ASes, hops and segments its traces crossed (``pairs``: only those).
+
+    One pass over the answering hops sorted by (pair, trace, TTL): a trace's segments are
+    its successive answering TTLs (the first responder listed at each), whatever the
+    number of pairs or traces.
+    """
     if hops is None or hops.empty:
         return {}
-    h = hops[hops["address"].notna()]
+    h = hops.loc[hops["address"].notna()]
+    region, target = h["region"].astype(str), h["target"].astype(str)
+    if pairs is not None:
+        keep = pd.MultiIndex.from_arrays([region, target]).isin(list(pairs))
+        h, region, target = h[keep], region[keep], target[keep]
+    if h.empty:
+        return {}
+    pair_code, pair_keys = pd.MultiIndex.from_arrays([region, target]).factorize(sort=True)
+    trace = pd.factorize(h["id"], sort=False)[0]
+    frame = pd.DataFrame({"pair": pair_code, "trace": trace,
+                          "ttl": h["ttl"].to_numpy(), "address": h["address"].astype(str)})
+    frame = frame.sort_values(["pair", "trace", "ttl"], kind="stable")
+    at_ttl = frame.drop_duplicates(["pair", "trace", "ttl"])
+    same = ((at_ttl["pair"].to_numpy()[1:] == at_ttl["pair"].to_numpy()[:-1])
+            & (at_ttl["trace"].to_numpy()[1:] == at_ttl["trace"].to_numpy()[:-1]))
+    address = at_ttl["address"].to_numpy()
+    segments = pd.DataFrame({"pair": at_ttl["pair"].to_numpy()[1:][same],
+                             "a": address[:-1][same], "b": address[1:][same]}
+                            ).drop_duplicates()
+    asn = (h["asn"] if "asn" in h.columns else pd.Series(pd.NA, index=h.index))
+    asns = pd.DataFrame({"pair": pair_code, "asn": asn.to_numpy()}).dropna().drop_duplicates()
+    first = pd.DataFrame({"pair": pair_code, "address": h["address"].astype(str).to_numpy(),
+                          "city": (h["city"] if "city" in h.columns
+                                   else pd.Series(None, index=h.index)).to_numpy(),
+                          "asn": asn.to_numpy()}).drop_duplicates(["pair", "address"])
+
+    def grouped(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
+        return {int(g["pair"].iloc[0]): g for _, g in frame.groupby("pair", sort=False)}
+
+    by_asn, by_segment, by_first = grouped(asns), grouped(segments), grouped(first)
+    empty = pd.DataFrame({"pair": [], "asn": [], "a": [], "b": [], "address": [], "city": []})
     out: dict[tuple[str, str], PathFacts] = {}
-    for (region, target), group in h.groupby([h["region"].astype(str), h["target"].astype(str)],
-                                             sort=True):
-        asns = frozenset(str(a) for a in group["asn"].dropna().unique()) \
-            if "asn" in group.columns else frozenset()
-        segments: set[tuple[str, str]] = set()
-        for _, trace in group.sort_values("ttl").groupby("id", sort=False):
-            addresses = [str(a) for a in trace.drop_duplicates("ttl")["address"]]
-            segments.update(itertools.pairwise(addresses))
+    for p, (r, t) in enumerate(pair_keys):
         names: dict[str, str] = {}
-        for row in group.drop_duplicates("address").itertuples():
-            extra = [str(v) for v in (getattr(row, "city", None), getattr(row, "asn", None))
-                     if v is not None and not pd.isna(v)]
-            address = str(row.address)
-            names[address] = f"{address} ({', '.join(extra)})" if extra else address
-        out[(str(region), str(target))] = PathFacts(
-            asns, frozenset(str(a) for a in group["address"].unique()), frozenset(segments),
+        rows = by_first.get(p, empty)
+        for address, city, number in zip(rows["address"], rows["city"], rows["asn"],
+                                         strict=True):
+            extra = [str(v) for v in (city, number) if v is not None and not pd.isna(v)]
+            names[str(address)] = f"{address} ({', '.join(extra)})" if extra else str(address)
+        seg = by_segment.get(p, empty)
+        out[(str(r), str(t))] = PathFacts(
+            frozenset(str(a) for a in by_asn.get(p, empty)["asn"]),
+            frozenset(str(a) for a in rows["address"]),
+            frozenset(zip(seg["a"].astype(str), seg["b"].astype(str), strict=True)),
             tuple(sorted(names.items())))
     return out
 
@@ -136,8 +168,9 @@ def group_events(flags: Sequence[Episode], window: pd.Timedelta,
     ``paths``: path changes (:mod:`.pathchange`); those of an event's pairs from one
     window before its start to one window after its end join its timeline.
     """
-    facts = path_facts(hops)
     n = len(flags)
+    # What the flagged pairs' paths crossed (only theirs; none needed below two flags).
+    facts = path_facts(hops, {(f.region, f.target) for f in flags}) if n >= 2 else {}
     parent = list(range(n))
 
     def root(i: int) -> int:

@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["quantile_column", "sample_quantiles"]
+__all__ = ["group_quantiles", "lerp", "quantile_column", "replicate_quantiles",
+           "sample_quantiles"]
 
 # Combined group codes are used directly when there are at most this many possible key
 # combinations (the product of the key cardinalities); beyond it the observed combinations
@@ -228,3 +229,85 @@ def sample_quantiles(
     for j, q in enumerate(qs):
         columns[quantile_column(q)] = quantiles[:, j]
     return pd.DataFrame(columns)
+
+
+# --------------------------------------------------------------------------- kernels
+# The vectorised kernels the analysis path uses (metrics, rank, paths): quantiles of many
+# groups, or of many bootstrap replicates, without a Python call per group or replicate.
+
+
+def lerp(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
+         t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Linear interpolation between ``a`` and ``b`` as numpy's quantile does it (its "linear"
+    method: ``a + (b − a)·t`` below t = ½, ``b − (b − a)·(1 − t)`` from ½ on), so that the
+    kernels below give the very figures of :func:`numpy.nanquantile`."""
+    diff = b - a
+    out = np.asarray(a + diff * t, dtype=np.float64)
+    np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5)
+    return out
+
+
+def group_quantiles(group: npt.NDArray[np.integer], values: npt.NDArray[np.float64],
+                    n_groups: int, qs: Sequence[float]) -> npt.NDArray[np.float64]:
+    """Quantiles (groups × ``qs``) of ``values`` per group code (0 … n_groups − 1).
+
+    NaN values are left out (numpy's ``nanquantile``); a group without a value gives NaN.
+    One sort by (group, value) for every group at once, then the order statistics around
+    each quantile's position (numpy's linear method, :func:`lerp`).
+    """
+    out = np.full((n_groups, len(qs)), np.nan)
+    keep = ~np.isnan(values)
+    g = np.asarray(group, dtype=np.int64)[keep]
+    v = values[keep]
+    if not len(v):
+        return out
+    order = np.lexsort((v, g))
+    v = v[order]
+    sizes = np.bincount(g, minlength=n_groups)
+    starts = np.zeros(n_groups, dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    present = np.flatnonzero(sizes)
+    n = sizes[present]
+    for j, q in enumerate(qs):
+        h = (n - 1) * float(q)
+        below = np.floor(h)
+        gamma = h - below
+        lo = below.astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        out[present, j] = lerp(v[starts[present] + lo], v[starts[present] + hi], gamma)
+    return out
+
+
+def replicate_quantiles(values: npt.NDArray[np.float64], weights: npt.NDArray[np.integer],
+                        qs: Sequence[float]) -> npt.NDArray[np.float64]:
+    """Quantiles (replicates × ``qs``) of weighted bootstrap replicates of sorted values.
+
+    ``values`` are finite and sorted ascending; ``weights[b, j]`` is how many times value
+    ``j`` is in replicate ``b`` (a bootstrap draw as counts).  Each replicate's quantile is
+    what :func:`numpy.quantile` gives on the replicate's values written out (the order
+    statistics around the position, :func:`lerp`), found by one cumulative sum and one
+    binary search over all replicates: linear in replicates × values, no sort per
+    replicate.  A replicate with no value gives NaN.
+    """
+    reps, m = weights.shape
+    out = np.full((reps, len(qs)), np.nan)
+    if m == 0 or reps == 0:
+        return out
+    # One cumulative sum over all rows: row b starts where row b − 1 ended (``offset``).
+    flat = np.cumsum(weights, axis=None, dtype=np.int64)
+    ends = flat[m - 1::m]
+    total = np.diff(ends, prepend=0)
+    offset = ends - total
+    base = np.arange(reps, dtype=np.int64) * m
+    filled = total > 0
+    for j, q in enumerate(qs):
+        h = (total - 1) * float(q)
+        below = np.floor(h)
+        gamma = h - below
+        lo_rank = below.astype(np.int64)
+        hi_rank = np.minimum(lo_rank + 1, total - 1)
+        # The k-th value (0-based) is the first whose cumulative weight exceeds k.
+        lo = np.clip(np.searchsorted(flat, offset + lo_rank, side="right") - base, 0, m - 1)
+        hi = np.clip(np.searchsorted(flat, offset + hi_rank, side="right") - base, 0, m - 1)
+        out[:, j] = np.where(filled, lerp(values[lo], values[hi], gamma), np.nan)
+    return out

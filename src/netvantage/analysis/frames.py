@@ -32,6 +32,10 @@ from JSON Lines, the collector's store or an exported Parquet dataset:
     id, kind, region, target, port, mode, started_at, phase, duration_ms (NaN if
     the phase failed), ok.
 
+``readiness`` — one row per (mailready record, check); ``None`` when the source has none
+    id, region, target, address, started_at, check, status (pass / warn / fail /
+    unknown), summary, evidence (the check's evidence, one item a line).
+
 ``locations`` (given by the user or ``data/locations/``) — one row per place
     name (a region label or a target name), role ("region" or "dc"), lat, lon,
     country, continent, iata.
@@ -46,7 +50,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["HOP_COLUMNS", "MEASUREMENT_COLUMNS", "PHASE_COLUMNS", "SAMPLE_COLUMNS", "Campaign"]
+__all__ = ["HOP_COLUMNS", "MEASUREMENT_COLUMNS", "PHASE_COLUMNS", "READINESS_COLUMNS",
+           "SAMPLE_COLUMNS", "Campaign"]
 
 MEASUREMENT_COLUMNS = (
     "id", "kind", "agent", "region", "target", "address", "port", "started_at", "duration_ms",
@@ -62,6 +67,8 @@ HOP_COLUMNS = (
 )
 PHASE_COLUMNS = ("id", "kind", "region", "target", "port", "mode", "started_at", "phase",
                  "duration_ms", "ok")
+READINESS_COLUMNS = ("id", "region", "target", "address", "started_at", "check", "status",
+                     "summary", "evidence")
 LOCATION_COLUMNS = ("name", "role", "lat", "lon", "country", "continent", "iata")
 
 
@@ -73,3 +80,5 @@ class Campaign:
     samples: pd.DataFrame
     hops: pd.DataFrame
     phases: pd.DataFrame
+    #: mail readiness checks (``mailready`` records), kept apart from the measurements
+    readiness: pd.DataFrame | None = None

@@ -101,7 +101,9 @@ from ..results import (
     STATUSES,
     AnyRecord,
     ImapRecord,
+    MailReadyRecord,
     PingRecord,
+    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -118,6 +120,7 @@ from .frames import (
     SAMPLE_COLUMNS,
     Campaign,
 )
+from .readiness import readiness_frame
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -474,7 +477,7 @@ def _measurement(r: AnyRecord, rows: list[tuple[Any, ...]]) -> None:
             loss = 1 - received / sent if sent else np.nan
             rtt_samples = sum(x is not None for x in answered)
             rtt_stat = "median" if rtt_samples else None
-    else:
+    elif isinstance(r, SmtpRecord | ImapRecord):
         mail = r.body
         port = mail.port
         failed_phase = mail.failed_phase
@@ -705,11 +708,17 @@ class _Builder:
         self.p = _Columns({"_rec": "int64", **{c: _PHASE_DTYPES[c] for c in PHASE_COLUMNS
                                                if c not in _FROM_RECORD["phases"]}})
         self.n = 0
+        self.ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
 
     def add(self, records: Sequence[AnyRecord]) -> None:
         s, h, p = self.s, self.h, self.p
         rows: list[tuple[Any, ...]] = []
         for r in records:
+            if isinstance(r, MailReadyRecord):
+                self.ready.append(r)
+                continue
+            if isinstance(r, PmtuRecord):
+                continue  # a path MTU is not a latency, loss or handshake: no frame holds it
             rec = self.n
             self.n += 1
             _measurement(r, rows)
@@ -720,7 +729,7 @@ class _Builder:
                 _samples(rec, [a.connect_ms for a in r.body.attempts], s)
             elif isinstance(r, TraceRecord):
                 _hops(rec, r, h)
-            else:
+            elif isinstance(r, SmtpRecord | ImapRecord):
                 _phases(rec, r, p)
         if rows:
             for name, values in zip(MEASUREMENT_COLUMNS, zip(*rows, strict=True), strict=True):
@@ -735,7 +744,14 @@ class _Builder:
         if dedup:
             measurements, children = _dedup(measurements, children)
         frames = {name: _child(name, cols, measurements) for name, cols in children.items()}
-        return Campaign(measurements=measurements, **frames)
+        ready = self.ready
+        if dedup:  # each (agent, id) once, as for the measurements
+            once: dict[tuple[str, str], MailReadyRecord] = {}
+            for r in ready:
+                once.setdefault((r.agent, r.id), r)
+            ready = list(once.values())
+        return Campaign(measurements=measurements, **frames,
+                        readiness=readiness_frame(ready) if ready else None)
 
 
 def _child(name: str, own: dict[str, pd.Series], measurements: pd.DataFrame) -> pd.DataFrame:

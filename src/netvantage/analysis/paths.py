@@ -48,9 +48,8 @@ another.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections import Counter
-from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -66,6 +65,7 @@ __all__ = [
     "LOSS_PERSIST_SHARE",
     "LOSS_WINDOW",
     "path_changes",
+    "path_evidence",
     "path_summary",
     "where_it_starts",
 ]
@@ -120,9 +120,26 @@ def _per_ttl(hops: pd.DataFrame) -> pd.DataFrame:
     silent = out["rtt_ms"].isna() & out["replies"].eq(0)
     out["loss"] = out["loss"].where(~(silent & out["loss"].isna()), 1.0)
     out["is_destination"] = g["is_destination"].max().astype("boolean").fillna(False)
-    out["responders"] = g["address"].agg(
-        lambda s: "|".join(sorted(a for a in s.dropna().unique())) or SILENT)
+    out["responders"] = _responders(h).reindex(out.index).fillna(SILENT)
     return out.reset_index()
+
+
+def _responders(h: pd.DataFrame) -> pd.Series:
+    """Per (id, ttl) with an answer: its distinct addresses, sorted, joined by "|".
+
+    Most TTLs have one responder: its address is taken as it is; only the TTLs with
+    several are joined one by one.
+    """
+    answered = h.loc[h["address"].notna(), ["id", "ttl", "address"]].drop_duplicates()
+    answered = answered.sort_values(["id", "ttl", "address"], kind="mergesort")
+    by = answered.groupby(["id", "ttl"], sort=True)["address"]
+    sizes = by.size()
+    joined = by.first().astype(object)
+    several = sizes.index[sizes.to_numpy() > 1]
+    if len(several):
+        multi = answered.set_index(["id", "ttl"]).loc[several, "address"]
+        joined.loc[several] = multi.groupby(level=[0, 1], sort=True).agg("|".join)
+    return joined.mask(joined == "", SILENT)
 
 
 def _located(lat: object, lon: object) -> bool:
@@ -313,63 +330,204 @@ def where_it_starts(hops: pd.DataFrame, region: str, target: str,
     """
     sel = hops[(hops["region"].astype("string") == region)
                & (hops["target"].astype("string") == target)]
-    out: dict[str, Any] = {"region": region, "target": target,
-                           "traces": int(sel["id"].nunique())}
-    summary = path_summary(sel, locations, jump_min_ms=jump_min_ms, jump_factor=jump_factor)
-    found = summary[summary["jump_ttl"].notna()]
-    keys = Counter((int(r["jump_ttl"]), _nz(r["jump_address"])) for _, r in found.iterrows())
+    found = _evidence_rows(sel, locations, jump_min_ms, jump_factor, GEO_TOLERANCE_KM)
+    if found:
+        return found[0]
+    out: dict[str, Any] = {"region": region, "target": target, "traces": 0}
     out.update(_hop_fields("jump", None))
     out.update(jump_traces=0, jump_step_ms=math.nan, jump_evidence=None)
-    if keys:
-        (ttl, address), count = max(keys.items(), key=lambda kv: (kv[1], -kv[0][0]))
-        these = found[(found["jump_ttl"] == ttl) & _same(found["jump_address"], address)]
-        info = {f: _nz(these.iloc[0][f"jump_{f}"]) for f in _HOP_INFO}
-        out.update({"jump_ttl": ttl, **{f"jump_{f}": v for f, v in info.items()}})
-        step = float(these["jump_step_ms"].median())
-        out.update(jump_traces=count, jump_step_ms=step, jump_evidence=(
-            f"RTT first jumps at {_describe(ttl, info)}: +{step:.0f} ms beyond the previous "
-            f"hop (median), in {count} of {out['traces']} traces"))
     out.update(_hop_fields("loss", None))
     out.update(loss_lost=0, loss_sent=0, loss_before_lost=0, loss_before_sent=0,
                loss_traces=0, loss_evidence=None)
-    if not len(sel):
-        return out
-    per = _per_ttl(sel)
-    per["lost"] = (per["sent"] - per["replies"]).clip(lower=0)
-    pooled = per.groupby("ttl", sort=True).agg(lost=("lost", "sum"), sent=("sent", "sum"),
-                                               traces=("lost", lambda s: int((s > 0).sum())))
+    return out
+
+
+# --------------------------------------------------------------------------- every pair at once
+
+def _trace_jumps(per: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
+                 jump_factor: float, geo_tolerance_km: float) -> pd.DataFrame:
+    """The first RTT jump of every trace of ``per`` (:func:`_per_ttl`), vectorised.
+
+    The rules of :func:`path_summary` (``_first_jump``, with the geography sanity that
+    drops a hop's location when it answered faster than light from the source), over all
+    traces at once.  One row per trace with a jump, in the order of ``per``: ``row`` (its
+    position in ``per``) and ``step`` (the excess step).
+    """
+    n = len(per)
+    rtt = per["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
+    lat = per["lat"].to_numpy(dtype=np.float64, na_value=np.nan)
+    lon = per["lon"].to_numpy(dtype=np.float64, na_value=np.nan)
+    trace = pd.factorize(per["id"], sort=False)[0]
+    src_lat, src_lon = np.full(n, np.nan), np.full(n, np.nan)
+    if locations is not None and n:
+        places = locations.assign(name=locations["name"].astype(str)).drop_duplicates("name")
+        places = places.set_index("name")
+        region = pd.Index(per["region"].astype("string"))
+        lat_of = pd.to_numeric(places["lat"]).astype(np.float64)
+        lon_of = pd.to_numeric(places["lon"]).astype(np.float64)
+        src_lat = lat_of.reindex(region).to_numpy(dtype=np.float64, na_value=np.nan)
+        src_lon = lon_of.reindex(region).to_numpy(dtype=np.float64, na_value=np.nan)
+        # A trace's source is its first TTL's region (as path_summary reads it).
+        first = np.r_[True, trace[1:] != trace[:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        src_lat, src_lon = src_lat[start], src_lon[start]
+    located = ~np.isnan(lat) & ~np.isnan(lon)
+    sourced = ~np.isnan(src_lat) & ~np.isnan(src_lon)
+    with np.errstate(invalid="ignore"):
+        km = great_circle_km(src_lat, src_lon, lat, lon)
+        violation = located & sourced & ~np.isnan(rtt) & (
+            km > rtt / 2 * 200.0 + geo_tolerance_km)
+    located &= ~violation
+    answered = np.flatnonzero(~np.isnan(rtt))
+    if not len(answered):
+        return pd.DataFrame({"row": np.empty(0, dtype=np.int64), "step": np.empty(0)})
+    a_trace = trace[answered]
+    a_rtt = rtt[answered]
+    first = np.r_[True, a_trace[1:] != a_trace[:-1]]
+    prev = np.r_[0, np.arange(len(answered) - 1)]
+    prev_rtt = np.where(first, 0.0, a_rtt[prev])
+    prev_lat = np.where(first, src_lat[answered], lat[answered][prev])
+    prev_lon = np.where(first, src_lon[answered], lon[answered][prev])
+    prev_located = np.where(first, sourced[answered], located[answered][prev])
+    here = located[answered]
+    step = a_rtt - prev_rtt
+    both = prev_located & here
+    if both.any():
+        step[both] -= rtt_floor_ms(great_circle_km(prev_lat[both], prev_lon[both],
+                                                   lat[answered][both], lon[answered][both]))
+    steps = pd.DataFrame({"trace": a_trace, "step": step})
+    positive = steps[steps["step"] > 0]
+    typical = positive.groupby("trace", sort=False)["step"].median()
+    limit = (jump_factor * typical).clip(lower=jump_min_ms)
+    bound = limit.reindex(a_trace).to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        over = step > bound  # NaN bound (no positive step): no jump
+    hits = pd.DataFrame({"trace": a_trace[over], "row": answered[over], "step": step[over]})
+    return hits.drop_duplicates("trace")[["row", "step"]].reset_index(drop=True)
+
+
+def path_evidence(hops: pd.DataFrame, locations: pd.DataFrame | None = None, *,
+                  jump_min_ms: float = JUMP_MIN_MS, jump_factor: float = JUMP_FACTOR,
+                  geo_tolerance_km: float = GEO_TOLERANCE_KM) -> pd.DataFrame:
+    """:func:`where_it_starts` for every (region, target) of ``hops`` at once: one row each.
+
+    The same rules and figures as calling :func:`where_it_starts` pair by pair, computed
+    in one pass: the per-TTL table (:func:`_per_ttl`) once, every trace's first jump
+    vectorised, the pooled loss and the modal hops by group-bys over (pair, TTL).  Pairs in
+    the order they first appear in ``hops``; an empty frame when there are no hops.
+    """
+    return pd.DataFrame(_evidence_rows(hops, locations, jump_min_ms, jump_factor,
+                                       geo_tolerance_km))
+
+
+def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
+                   jump_factor: float, geo_tolerance_km: float) -> list[dict[str, Any]]:
+    """The rows of :func:`path_evidence` (the dicts :func:`where_it_starts` returns)."""
+    if hops.empty:
+        return []
+    pairs = hops[["region", "target"]].dropna().drop_duplicates()
+    if pairs.empty:
+        return []
+    per = _per_ttl(hops)
+    # Each trace belongs to the pair of its rows (one trace, one pair); rows without a
+    # region or target belong to no pair.
+    keys = pd.DataFrame({"region": per["region"].astype("string"),
+                         "target": per["target"].astype("string")})
+    names = pairs.astype("string").drop_duplicates().reset_index(drop=True)
+    index = pd.MultiIndex.from_frame(names)
+    pair = index.get_indexer(pd.MultiIndex.from_frame(keys.fillna("\x00")))
+    per["_pair"] = pair
+    per["_row"] = np.arange(len(per))
+    traces = per.loc[pair >= 0].groupby("_pair", sort=True)["id"].nunique()
+
+    out: list[dict[str, Any]] = []
+    jumps = _trace_jumps(per, locations, jump_min_ms, jump_factor, geo_tolerance_km)
+    found = per.iloc[jumps["row"].to_numpy()][["_pair", "_row", "ttl", *_HOP_INFO]].assign(
+        step=jumps["step"].to_numpy())
+    found = found[found["_pair"] >= 0]
+    modal_jump: dict[int, pd.Series] = {}
+    if len(found):
+        # The modal (TTL, address) of the traces' first jumps: most traces, then the lower
+        # TTL, then the first seen; its hop fields from the first trace there.
+        by = found.groupby(["_pair", "ttl", found["address"].fillna("\x00")], sort=False)
+        agg = by.agg(count=("_row", "size"), first=("_row", "min"), step=("step", "median"))
+        agg = agg.reset_index().sort_values(["_pair", "count", "ttl", "first"],
+                                            ascending=[True, False, True, True])
+        best = agg.drop_duplicates("_pair").set_index("_pair")
+        rows_at = per.set_index("_row")
+        for p, ttl, count, step, at in zip(best.index.tolist(), best["ttl"].tolist(),
+                                           best["count"].tolist(), best["step"].tolist(),
+                                           best["first"].tolist(), strict=True):
+            modal_jump[int(p)] = pd.Series({"ttl": int(ttl), "count": int(count),
+                                            "step": float(step),
+                                            **rows_at.loc[int(at), list(_HOP_INFO)]})
+
+    lost = (per["sent"] - per["replies"]).clip(lower=0)
+    pooled = pd.DataFrame({"_pair": pair, "ttl": per["ttl"], "lost": lost, "sent": per["sent"],
+                           "lossy": (lost > 0).astype(np.int64)})[pair >= 0]
+    pooled = pooled.groupby(["_pair", "ttl"], sort=True).agg(
+        lost=("lost", "sum"), sent=("sent", "sum"), traces=("lossy", "sum"))
+    answered = per.loc[(pair >= 0) & per["address"].notna(), ["_pair", "ttl", "address", "_row"]]
+    responders = answered.groupby(["_pair", "ttl", "address"], sort=True).agg(
+        count=("_row", "size"), first=("_row", "min")).reset_index()
+    rows_by_position = per[list(_HOP_INFO)]
+    pair_level = pooled.index.get_level_values(0).to_numpy(dtype=np.int64)
+    bounds = np.flatnonzero(np.r_[True, pair_level[1:] != pair_level[:-1], True])
+    pooled_of = {int(pair_level[a]): pooled.iloc[a:b].droplevel(0)
+                 for a, b in itertools.pairwise(bounds.tolist())}
+
+    for p, (region, target) in enumerate(names.itertuples(index=False)):
+        row: dict[str, Any] = {"region": str(region), "target": str(target),
+                               "traces": int(traces.get(p, 0))}
+        row.update(_hop_fields("jump", None))
+        row.update(jump_traces=0, jump_step_ms=math.nan, jump_evidence=None)
+        jump = modal_jump.get(p)
+        if jump is not None:
+            info = {f: _nz(jump[f]) for f in _HOP_INFO}
+            ttl, count, step = int(jump["ttl"]), int(jump["count"]), float(jump["step"])
+            row.update({"jump_ttl": ttl, **{f"jump_{f}": v for f, v in info.items()}})
+            row.update(jump_traces=count, jump_step_ms=step, jump_evidence=(
+                f"RTT first jumps at {_describe(ttl, info)}: +{step:.0f} ms beyond the "
+                f"previous hop (median), in {count} of {row['traces']} traces"))
+        row.update(_hop_fields("loss", None))
+        row.update(loss_lost=0, loss_sent=0, loss_before_lost=0, loss_before_sent=0,
+                   loss_traces=0, loss_evidence=None)
+        at_pair = pooled_of.get(p)
+        if at_pair is not None:
+            _loss_fields(row, at_pair, responders, rows_by_position, p)
+        out.append(row)
+    return out
+
+
+def _loss_fields(row: dict[str, Any], pooled: pd.DataFrame, responders: pd.DataFrame,
+                 rows: pd.DataFrame, pair: int) -> None:
+    """Fill ``row``'s loss fields from the pair's pooled per-TTL loss (where_it_starts)."""
     lost_at = pooled["lost"].to_numpy(dtype=np.float64)
     sent_at = pooled["sent"].to_numpy(dtype=np.float64)
     ratios = [float(lo / se) if se > 0 else None for lo, se in zip(lost_at, sent_at, strict=True)]
     first = _first_loss(ratios, LOSS_CARRY_FRACTION, LOSS_PERSIST_SHARE)
     if first is None:
-        return out
+        return
     ttl = int(pooled.index[first])
-    at = per[per["ttl"] == ttl]
-    answered = at[at["address"].notna()]
-    info = {f: None for f in _HOP_INFO}
-    if len(answered):
-        modal = answered["address"].mode().iloc[0]
-        info = {f: _nz(answered[answered["address"] == modal].iloc[0][f]) for f in _HOP_INFO}
+    info: dict[str, Any] = {f: None for f in _HOP_INFO}
+    here = responders[(responders["_pair"] == pair) & (responders["ttl"] == ttl)]
+    if len(here):
+        # The modal responder (ties: the lowest address, as Series.mode orders them), its
+        # fields from its first row.
+        modal = here.sort_values(["count", "address"], ascending=[False, True]).iloc[0]
+        info = {f: _nz(rows.iloc[int(modal["first"])][f]) for f in _HOP_INFO}
     before = pooled.iloc[:first]
     lost, sent = int(pooled.iloc[first]["lost"]), int(pooled.iloc[first]["sent"])
     traces_with = int(pooled.iloc[first]["traces"])
-    out.update({"loss_ttl": ttl, **{f"loss_{f}": v for f, v in info.items()}})
-    out.update(loss_lost=lost, loss_sent=sent, loss_before_lost=int(before["lost"].sum()),
+    row.update({"loss_ttl": ttl, **{f"loss_{f}": v for f, v in info.items()}})
+    row.update(loss_lost=lost, loss_sent=sent, loss_before_lost=int(before["lost"].sum()),
                loss_before_sent=int(before["sent"].sum()), loss_traces=traces_with)
     later_text = ", ".join(f"{x:.0%}" for x in ratios[first + 1:] if x is not None)
-    out["loss_evidence"] = (
+    row["loss_evidence"] = (
         f"loss first shows at {_describe(ttl, info)}: {lost} of {sent} probes "
-        f"({lost / sent:.1%}) lost there, in {traces_with} of {out['traces']} traces; "
-        f"{out['loss_before_lost']} of {out['loss_before_sent']} before it"
+        f"({lost / sent:.1%}) lost there, in {traces_with} of {row['traces']} traces; "
+        f"{row['loss_before_lost']} of {row['loss_before_sent']} before it"
         + (f"; later hops {later_text}" if later_text else ""))
-    return out
-
-
-def _same(series: pd.Series, value: Hashable) -> pd.Series:
-    if value is None:
-        return series.isna()
-    return series.astype("string") == value
 
 
 def path_changes(hops: pd.DataFrame) -> pd.DataFrame:

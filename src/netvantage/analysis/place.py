@@ -37,14 +37,16 @@ every region with pairs that meet them all; only when none can are those pairs u
 the answer says the thresholds are not met.  One site (k = 1) is therefore the ranking's
 winner.
 
-**Search.**  With few enough sets (``exact_limit``, 100,000 by default) every set is
-scored, vectorised over chunks of sets.  Otherwise: greedy (add the site that lowers the
+**Search.**  With few enough sets (:data:`EXACT_LIMIT`: 100,000, or 500,000 for relay) every
+set is scored, vectorised over chunks of sets.  Otherwise: greedy (add the site that lowers the
 score most), then interchange (swap one site for another while the score falls; Teitz and
 Bart 1968), then a depth-first branch and bound over the sites in order of their single
 score, with a node limit.  Its lower bounds: every region at its cheapest site among those
 chosen and those still to come (valid in every mode, since legs cost ≥ 0), and for
 anycast also the score of the chosen sites less the sum of the largest single-site gains
-still to come (the gains of adding sites to an anycast set are submodular); for failover,
+still to come (the gains of adding sites to an anycast set are submodular); for relay, the
+best primary among those chosen or still possible with each region at its cheapest way to
+it through the chosen and still possible sites; for failover,
 the chosen and best remaining single scores in priority order.  When the node limit stops
 it, the **optimality gap** is (best found − least bound of the unexplored nodes) / best
 found; 0 when the search ran to the end.  Written here because no well-kept Python library
@@ -83,8 +85,8 @@ from ..errors import NetvantageError
 from ..text import columns
 from .rank import CostMatrix, CostModel, Thresholds, cost_matrix
 
-__all__ = ["MODES", "Choice", "Placement", "PlacementError", "Search", "parse_prices",
-           "place", "place_campaign", "place_costs", "relay_legs"]
+__all__ = ["EXACT_LIMIT", "MODES", "Choice", "Placement", "PlacementError", "Search",
+           "parse_prices", "place", "place_campaign", "place_costs", "relay_legs"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -92,6 +94,9 @@ IntArray = npt.NDArray[np.intp]
 #: The placement modes (module docstring).
 MODES = ("anycast", "failover", "relay")
 _COST, _THRESHOLDS = CostModel(), Thresholds()  # frozen: shared defaults are safe
+#: Up to this many possible sets, ``method="auto"`` scores every set (per mode: a relay
+#: set's score costs k² routes per region, its bound is weaker; bench/placement.py).
+EXACT_LIMIT = {"anycast": 100_000, "failover": 100_000, "relay": 500_000}
 _CHUNK_CELLS = 4_000_000  # cells of one vectorised evaluation (sets × regions × sites in a set)
 
 
@@ -521,14 +526,40 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
     sizes = list(p.sizes())
     prices = p.price[order] if p.price is not None else None
     must_price = float(p.price[list(p.must)].sum()) if p.price is not None and p.must else 0.0
+    relay = p.mode == "relay"
+    n_sites, n_regions = len(p.sites), len(p.regions)
+    if relay:
+        # via[q, a, r]: region r reaching primary a through site q (q = a: directly);
+        # rsuffix[i][a]: each region's cheapest way to primary a through order[i:].
+        via = p.cost.T[:, np.newaxis, :] + p.legs[:, :, np.newaxis]
+        rsuffix = np.full((len(order) + 1, n_sites, n_regions), np.inf)
+        future = np.zeros((len(order) + 1, n_sites), dtype=bool)
+        for i in range(len(order) - 1, -1, -1):
+            rsuffix[i] = np.minimum(rsuffix[i + 1], via[order[i]])
+            future[i] = future[i + 1]
+            future[i, order[i]] = True
 
-    def bound(chosen: list[int], start: int, cover: FloatArray, spent: float) -> float:
+    def relay_bound(chosen: list[int], start: int, rcover: FloatArray) -> float:
+        """Relay: the best primary among those chosen or still possible, each region at its
+        cheapest way to it through the chosen and still possible sites."""
+        room = p.k - len(chosen)
+        reach = np.minimum(rcover, rsuffix[start]) if room > 0 else rcover
+        allowed = future[start].copy() if room > 0 else np.zeros(n_sites, dtype=bool)
+        allowed[chosen] = True
+        with np.errstate(invalid="ignore"):
+            per = reach[allowed] @ p.w
+        return float(np.min(per)) if len(per) else math.inf
+
+    def bound(chosen: list[int], start: int, cover: FloatArray, spent: float,
+              rcover: FloatArray | None = None) -> float:
         """A lower bound of every set that adds sites of order[start:] to ``chosen``."""
         room = p.k - len(chosen)
         reach = np.minimum(cover, suffix[start]) if room > 0 else cover
         if np.isinf(reach).any():
             return math.inf
         base = float(reach @ p.w)
+        if relay and rcover is not None:
+            return max(base, relay_bound(chosen, start, rcover))
         if p.mode == "anycast":
             if room > 0 and np.isfinite(cover).all():
                 rest = cols[:, start:]
@@ -536,8 +567,6 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
                     rest = rest[:, prices[start:] <= p.budget - spent + 1e-9]
                 gains = np.sort(p.w @ np.maximum(cover[:, np.newaxis] - rest, 0.0))[::-1]
                 base = max(base, float(cover @ p.w) - float(gains[:room].sum()))
-            return base
-        if p.mode == "relay":
             return base
         # failover: every site serves every region; Σ p_i c_i ≥ (1 - f^m) min_i c_i
         if any(np.isinf(single[j]) for j in chosen):
@@ -556,15 +585,20 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
 
     cover0 = (p.cost[:, list(p.must)].min(axis=1) if p.must
               else np.full(len(p.regions), np.inf))
-    stack: list[tuple[float, list[int], int, FloatArray, float]] = [
-        (bound(list(p.must), 0, cover0, must_price), list(p.must), 0, cover0, must_price)]
+    rcover0 = None
+    if relay:
+        rcover0 = (via[list(p.must)].min(axis=0) if p.must
+                   else np.full((n_sites, n_regions), np.inf))
+    stack: list[tuple[float, list[int], int, FloatArray, float, FloatArray | None]] = [
+        (bound(list(p.must), 0, cover0, must_price, rcover0), list(p.must), 0, cover0,
+         must_price, rcover0)]
     nodes = 0
 
     def incumbent() -> float:
         return min((-s for s, _ in top.heap), default=math.inf)
 
     while stack and nodes < node_limit:
-        lb, chosen, start, cover, spent = stack.pop()
+        lb, chosen, start, cover, spent, rcover = stack.pop()
         if lb >= incumbent() - 1e-9:
             continue
         nodes += 1
@@ -580,9 +614,10 @@ def _branch_and_bound(p: _Problem, pool: int, node_limit: int) -> tuple[_Top, Se
                 continue
             nxt = [*chosen, order[i]]
             ncover = np.minimum(cover, cols[:, i])
-            lb_child = bound(nxt, i + 1, ncover, spend)
+            nrcover = np.minimum(rcover, via[order[i]]) if rcover is not None else None
+            lb_child = bound(nxt, i + 1, ncover, spend, nrcover)
             if lb_child < best - 1e-9:
-                children.append((lb_child, nxt, i + 1, ncover, spend))
+                children.append((lb_child, nxt, i + 1, ncover, spend, nrcover))
         children.sort(key=lambda c: -c[0])  # depth first, the most promising on top
         stack.extend(children)
     best_score = incumbent()
@@ -618,7 +653,7 @@ def place_costs(
     concentration: float = 50.0,
     seed: int = 0,
     method: str = "auto",
-    exact_limit: int = 100_000,
+    exact_limit: int | None = None,
     node_limit: int = 200_000,
 ) -> Placement:
     """The best set of ``sites`` sites for a cost table (index: regions, columns: sites;
@@ -629,7 +664,8 @@ def place_costs(
     and ``p_best``; ``rtt_records`` (same shape) the "two records per pair" rule.
     ``legs`` (sites × sites, the relay's cost to the primary; NaN unknown) for ``relay``,
     with an optional frame of the same shape in ``legs.attrs["basis"]``.
-    ``method``: "auto" (exhaustive up to ``exact_limit`` sets), "exhaustive" or
+    ``method``: "auto" (exhaustive up to ``exact_limit`` sets, by default
+    :data:`EXACT_LIMIT` of the mode), "exhaustive" or
     "heuristic" (greedy + branch and bound with ``node_limit`` nodes).
     """
     if mode not in MODES:
@@ -702,9 +738,11 @@ def place_costs(
                         failure_prob, outage_cost, price_vec, budget if k == sites else None,
                         mst, k)
 
+    limit = exact_limit if exact_limit is not None else EXACT_LIMIT[mode]
+
     def solve(pr: _Problem) -> tuple[_Top, Search]:
         n = _n_sets(pr)
-        if method == "exhaustive" or (method == "auto" and n <= exact_limit):
+        if method == "exhaustive" or (method == "auto" and n <= limit):
             return _exhaustive(pr, pool)
         return _branch_and_bound(pr, pool, node_limit)
 

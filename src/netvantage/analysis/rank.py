@@ -31,6 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from .fastagg import group_quantiles, replicate_quantiles
+
 __all__ = ["GAP_POLICIES", "MEDIAN_SE_FACTOR", "CostMatrix", "CostModel", "Ranking",
            "Stability", "Thresholds", "cost_matrix", "pair_latency_kinds", "rank", "stability"]
 
@@ -91,6 +93,9 @@ class Thresholds:
     handshake_kinds: tuple[str, ...] = ("smtp",)
     loss_pct: float | None = 1.0
     success_pct: float | None = 99.0
+    #: (target, reason) pairs decided outside the measurements (mail readiness, see
+    #: :mod:`netvantage.analysis.readiness`): every pair of such a target fails, with the reason.
+    failing_targets: tuple[tuple[str, str], ...] = ()
 
 
 _TERMS = ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "handshake_p95_ms", "failure_pct")
@@ -139,12 +144,38 @@ class Stability(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Strata:
-    """Per (region, target, kind): the record-level arrays the metrics are made of."""
+    """Per (region, target, kind): the record-level arrays the metrics are made of.
+
+    Built from one sort of the records by their key codes (Categorical codes as they are,
+    other keys factorized once): ``rtt`` … ``ok`` are views into the sorted arrays, one
+    per stratum; ``kinds`` lists each (region, target)'s kinds; the ``*_code`` arrays and
+    the ``*_names`` lists keep the sorted records flat for the vectorised point estimates.
+    """
 
     rtt: dict[tuple[str, str, str], FloatArray]
     loss: dict[tuple[str, str, str], FloatArray]
     handshake: dict[tuple[str, str, str], FloatArray]
     ok: dict[tuple[str, str, str], FloatArray]
+    kinds: dict[tuple[str, str], tuple[str, ...]]
+    region_code: npt.NDArray[np.int64]
+    target_code: npt.NDArray[np.int64]
+    kind_code: npt.NDArray[np.int64]
+    region_names: list[str]
+    target_names: list[str]
+    kind_names: list[str]
+    rtt_all: FloatArray
+    loss_all: FloatArray
+    handshake_all: FloatArray
+    ok_all: FloatArray
+
+
+def _key_codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Integer codes (−1 = missing) and the names (str) they stand for."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return (np.asarray(column.cat.codes.to_numpy(), dtype=np.int64),
+                [str(c) for c in column.cat.categories])
+    codes, uniques = pd.factorize(column, sort=False, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), [str(u) for u in uniques]
 
 
 def _strata(measurements: pd.DataFrame) -> _Strata:
@@ -153,36 +184,52 @@ def _strata(measurements: pd.DataFrame) -> _Strata:
     )
     if missing:
         raise ValueError(f"measurements lack the columns {sorted(missing)}")
+    rc, rnames = _key_codes(measurements["region"])
+    tc, tnames = _key_codes(measurements["target"])
+    kc, knames = _key_codes(measurements["kind"])
+    nt, nk = max(len(tnames), 1), max(len(knames), 1)
+    valid = np.flatnonzero((rc >= 0) & (tc >= 0) & (kc >= 0))
+    combined = (rc[valid] * nt + tc[valid]) * nk + kc[valid]
+    by_key = np.argsort(combined, kind="stable")
+    order = valid[by_key]
+    combined = combined[by_key]
+
+    def column(name: str) -> FloatArray:
+        return measurements[name].to_numpy(dtype=np.float64, na_value=np.nan)[order]
+
+    rtt_all, loss_all, hs_all = column("rtt_ms"), column("loss_ratio"), column("handshake_ms")
+    ok_all = np.asarray(measurements["ok"].astype("boolean").fillna(False).to_numpy(
+        dtype=bool), dtype=np.float64)[order]
+    cuts = np.flatnonzero(np.diff(combined)) + 1
+    starts = np.concatenate([[0], cuts]).astype(np.int64) if len(combined) else cuts
+    ends = np.concatenate([cuts, [len(combined)]]).astype(np.int64) if len(combined) else cuts
     rtt: dict[tuple[str, str, str], FloatArray] = {}
     loss: dict[tuple[str, str, str], FloatArray] = {}
     handshake: dict[tuple[str, str, str], FloatArray] = {}
     ok: dict[tuple[str, str, str], FloatArray] = {}
-    frame = measurements[["region", "target", "kind", "ok", "rtt_ms", "loss_ratio",
-                          "handshake_ms"]]
-    for key, group in frame.groupby(["region", "target", "kind"], observed=True, sort=True):
-        k = (str(key[0]), str(key[1]), str(key[2]))
-        rtt[k] = group["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
-        loss[k] = group["loss_ratio"].to_numpy(dtype=np.float64, na_value=np.nan)
-        handshake[k] = group["handshake_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
-        ok[k] = np.asarray(group["ok"].astype("boolean").fillna(False), dtype=np.float64)
-    return _Strata(rtt, loss, handshake, ok)
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for s, e, code in zip(starts.tolist(), ends.tolist(), combined[starts].tolist(),
+                          strict=True):
+        pair_code, k = divmod(code, nk)
+        r, t = divmod(pair_code, nt)
+        key = (rnames[r], tnames[t], knames[k])
+        rtt[key], loss[key] = rtt_all[s:e], loss_all[s:e]
+        handshake[key], ok[key] = hs_all[s:e], ok_all[s:e]
+        kinds.setdefault((key[0], key[1]), []).append(key[2])
+    return _Strata(rtt, loss, handshake, ok,
+                   {pair: tuple(sorted(ks)) for pair, ks in kinds.items()},
+                   rc[order], tc[order], kc[order], rnames, tnames, knames,
+                   rtt_all, loss_all, hs_all, ok_all)
 
 
-def _nanquantile(values: FloatArray, q: float) -> FloatArray:
-    """Quantile along the last axis, NaN where a row has no finite value (no warning)."""
-    if values.shape[-1] == 0:
-        return np.full(values.shape[:-1], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(np.nanquantile(values, q, axis=-1), dtype=np.float64)
-
-
-def _nanmean(values: FloatArray) -> FloatArray:
-    if values.shape[-1] == 0:
-        return np.full(values.shape[:-1], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(np.nanmean(values, axis=-1), dtype=np.float64)
+def _group_mean(group: npt.NDArray[np.int64], values: FloatArray, n: int) -> FloatArray:
+    """Mean of the non-NaN values per group code (NaN for a group without one)."""
+    keep = ~np.isnan(values)
+    total = np.bincount(group[keep], weights=values[keep], minlength=n)
+    count = np.bincount(group[keep], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan),
+                          dtype=np.float64)
 
 
 def pair_latency_kinds(strata: _Strata, region: str, target: str,
@@ -200,53 +247,131 @@ def pair_latency_kinds(strata: _Strata, region: str, target: str,
     return cost.latency_kinds
 
 
-def _pair_metrics(
-    strata: _Strata,
-    region: str,
-    target: str,
-    cost: CostModel,
-    thresholds: Thresholds,
-    draws: Mapping[str, npt.NDArray[np.intp]] | None,
-) -> dict[str, FloatArray]:
-    """Metrics of one (region, target); each an array over replicates (length 1 if no draws).
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """Point metrics of every (region, target) at once: each a regions × targets array."""
 
-    ``draws`` maps a kind to an index matrix (replicates × records of that kind).
+    metrics: dict[str, FloatArray]
+    latency: npt.NDArray[np.bool_]  # the pair's latency terms use cost.latency_kinds
+    rtt_records: npt.NDArray[np.int64]
+
+
+def _point_metrics(strata: _Strata, regions: list[str], targets: list[str],
+                   cost: CostModel, thresholds: Thresholds) -> _Point:
+    """The metrics of every pair in one vectorised pass over the sorted records.
+
+    The same rules as a pair at a time: latency terms from ``cost.latency_kinds`` when the
+    pair has an RTT of those kinds, else from ``cost.fallback_kinds`` when it has one of
+    those (:func:`pair_latency_kinds`); failures over the kinds a client's service uses
+    (the latency kinds, the kinds the pair's latency comes from, the handshake kinds).
+    """
+    n_r, n_t = len(regions), len(targets)
+    n = n_r * n_t
+    r_index = {r: i for i, r in enumerate(regions)}
+    t_index = {t: j for j, t in enumerate(targets)}
+    r_of = np.array([r_index.get(r, -1) for r in strata.region_names] or [-1], dtype=np.int64)
+    t_of = np.array([t_index.get(t, -1) for t in strata.target_names] or [-1], dtype=np.int64)
+    ri, ti = r_of[strata.region_code], t_of[strata.target_code]
+    keep = (ri >= 0) & (ti >= 0)
+    pair = (ri * n_t + ti)[keep]
+    kind = strata.kind_code[keep]
+    rtt, loss = strata.rtt_all[keep], strata.loss_all[keep]
+    hs, ok = strata.handshake_all[keep], strata.ok_all[keep]
+
+    def of_kinds(kinds: tuple[str, ...]) -> npt.NDArray[np.bool_]:
+        flags = np.array([k in kinds for k in strata.kind_names] or [False], dtype=bool)
+        return np.asarray(flags[kind], dtype=bool)
+
+    is_lat, is_fb, is_hs = (of_kinds(cost.latency_kinds), of_kinds(cost.fallback_kinds),
+                            of_kinds(cost.handshake_kinds))
+    finite = ~np.isnan(rtt)
+    has_lat = np.bincount(pair[is_lat & finite], minlength=n) > 0
+    has_fb = np.bincount(pair[is_fb & finite], minlength=n) > 0
+    latency = has_lat | ~has_fb
+    chosen = np.where(latency[pair], is_lat, is_fb)
+    served = is_lat | chosen | is_hs
+    rtt_q = group_quantiles(pair[chosen], rtt[chosen], n, (0.50, 0.95))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        records = np.bincount(pair[served], minlength=n).astype(np.float64)
+        ok_sum = np.bincount(pair[served], weights=ok[served], minlength=n)
+        failure = np.where(records > 0, 100.0 * (1.0 - ok_sum / np.maximum(records, 1)),
+                           np.nan)
+    out = {
+        "rtt_p50_ms": rtt_q[:, 0],
+        "rtt_p95_ms": rtt_q[:, 1],
+        "loss_pct": 100.0 * _group_mean(pair[chosen], loss[chosen], n),
+        "handshake_p95_ms": group_quantiles(pair[is_hs], hs[is_hs], n, (0.95,))[:, 0],
+        "failure_pct": failure,
+        "records": records,
+    }
+    for k in thresholds.handshake_kinds:
+        these = of_kinds((k,))
+        out[f"handshake_p95_ms:{k}"] = group_quantiles(pair[these], hs[these], n, (0.95,))[:, 0]
+    rtt_records = np.bincount(pair[chosen & finite], minlength=n).astype(np.int64)
+    return _Point({k: v.reshape(n_r, n_t) for k, v in out.items()}, latency.reshape(n_r, n_t),
+                  rtt_records.reshape(n_r, n_t))
+
+
+def _drawn(parts: list[tuple[FloatArray, npt.NDArray[np.intp]]], n_boot: int
+           ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """The finite values of a pair's strata, sorted, and how many times each replicate drew
+    each of them (replicates × values): a bootstrap draw as counts."""
+    if not parts:
+        return np.empty(0), np.zeros((n_boot, 0), dtype=np.int64)
+    values = np.concatenate([v for v, _ in parts])
+    finite = np.flatnonzero(~np.isnan(values))
+    order = finite[np.argsort(values[finite], kind="stable")]
+    m = len(order)
+    rank_of = np.full(len(values), -1, dtype=np.int64)
+    rank_of[order] = np.arange(m)
+    row = (np.arange(n_boot, dtype=np.int64) * m)[:, np.newaxis]
+    cells: list[npt.NDArray[np.int64]] = []
+    offset = 0
+    for v, d in parts:
+        ranks = rank_of[d + offset]
+        cells.append((row + ranks)[ranks >= 0])
+        offset += len(v)
+    flat = np.concatenate(cells) if cells else np.empty(0, dtype=np.int64)
+    weights = np.bincount(flat, minlength=n_boot * m).reshape(n_boot, m)
+    return values[order], weights
+
+
+def _replicate_mean(values: FloatArray, weights: npt.NDArray[np.int64]) -> FloatArray:
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sums = weights.astype(np.float64) @ values if len(values) else np.zeros(len(total))
+        return np.asarray(np.where(total > 0, sums / np.maximum(total, 1), np.nan),
+                          dtype=np.float64)
+
+
+def _replicate_metrics(strata: _Strata, region: str, target: str, latency_kinds: tuple[str, ...],
+                       cost: CostModel, draws: Mapping[str, npt.NDArray[np.intp]],
+                       n_boot: int) -> dict[str, FloatArray]:
+    """The cost terms' metrics of one pair in each bootstrap replicate (arrays of n_boot).
+
+    ``draws`` maps a kind to its index matrix (replicates × records of that kind); each
+    metric is computed from the drawn records as the point estimate is from all of them.
     """
 
-    def take(table: dict[tuple[str, str, str], FloatArray], kinds: tuple[str, ...]) -> FloatArray:
-        parts = []
-        for kind in kinds:
-            values = table.get((region, target, kind))
-            if values is None:
-                continue
-            parts.append(values[draws[kind]] if draws is not None else values[np.newaxis, :])
-        if not parts:
-            return np.empty((1 if draws is None else _n_rep(draws), 0))
-        return np.concatenate(parts, axis=-1)
+    def parts(table: dict[tuple[str, str, str], FloatArray], kinds: tuple[str, ...]
+              ) -> list[tuple[FloatArray, npt.NDArray[np.intp]]]:
+        return [(table[(region, target, k)], draws[k]) for k in kinds
+                if (region, target, k) in table]
 
-    # Failures count over the kinds a client's service uses; a trace that does not reach
-    # the destination (ICMP filtered on the way) is not a failed service, unless the pair
-    # has nothing but traces to stand for its latency.
-    latency_kinds = pair_latency_kinds(strata, region, target, cost)
     served = (*cost.latency_kinds, *latency_kinds, *cost.handshake_kinds)
-    kinds_here = tuple(sorted({k[2] for k in strata.ok
-                               if k[0] == region and k[1] == target and k[2] in served}))
-    latency = take(strata.rtt, latency_kinds)
-    out = {
-        "rtt_p50_ms": _nanquantile(latency, 0.50),
-        "rtt_p95_ms": _nanquantile(latency, 0.95),
-        "loss_pct": 100.0 * _nanmean(take(strata.loss, latency_kinds)),
-        "handshake_p95_ms": _nanquantile(take(strata.handshake, cost.handshake_kinds), 0.95),
-        "failure_pct": 100.0 * (1.0 - _nanmean(take(strata.ok, kinds_here))),
-        "records": np.full(latency.shape[0], float(take(strata.ok, kinds_here).shape[-1])),
+    kinds_here = tuple(k for k in strata.kinds.get((region, target), ()) if k in served)
+    values, weights = _drawn(parts(strata.rtt, latency_kinds), n_boot)
+    rtt_q = replicate_quantiles(values, weights, (0.50, 0.95))
+    loss_values, loss_weights = _drawn(parts(strata.loss, latency_kinds), n_boot)
+    hs_values, hs_weights = _drawn(parts(strata.handshake, cost.handshake_kinds), n_boot)
+    ok_values, ok_weights = _drawn(parts(strata.ok, kinds_here), n_boot)
+    return {
+        "rtt_p50_ms": rtt_q[:, 0],
+        "rtt_p95_ms": rtt_q[:, 1],
+        "loss_pct": 100.0 * _replicate_mean(loss_values, loss_weights),
+        "handshake_p95_ms": replicate_quantiles(hs_values, hs_weights, (0.95,))[:, 0],
+        "failure_pct": 100.0 * (1.0 - _replicate_mean(ok_values, ok_weights)),
     }
-    for kind in thresholds.handshake_kinds:
-        out[f"handshake_p95_ms:{kind}"] = _nanquantile(take(strata.handshake, (kind,)), 0.95)
-    return out
-
-
-def _n_rep(draws: Mapping[str, npt.NDArray[np.intp]]) -> int:
-    return next(iter(draws.values())).shape[0] if draws else 1
 
 
 def _costs(metrics: Mapping[str, FloatArray], cost: CostModel,
@@ -300,29 +425,29 @@ class _Costed:
     meets: npt.NDArray[np.bool_]  # regions × targets
     assumed: npt.NDArray[np.bool_]  # regions × targets: cost from an assumed RTT (no records)
     rtt_records: npt.NDArray[np.int64]  # regions × targets: records with an RTT
+    point: _Point  # every pair's point metrics (regions × targets)
+    strata: _Strata  # the records per (region, target, kind), for the bootstrap
 
 
 def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
                 thresholds: Thresholds, weights: Mapping[str, float],
                 assumed: Mapping[tuple[str, str], float] | None = None) -> _Costed:
     strata = _strata(measurements)
-    targets = sorted({k[1] for k in strata.ok})
+    targets = sorted({pair[1] for pair in strata.kinds})
     assumed = assumed or {}
-    metrics = {(r, t): {k: float(v[0]) for k, v in
-                        _pair_metrics(strata, r, t, cost, thresholds, None).items()}
-               for r in regions for t in targets}
-    used = {term: any(np.isfinite(m[term]) for m in metrics.values()) for term in _TERMS}
+    point = _point_metrics(strata, regions, targets, cost, thresholds)
+    used = {term: bool(np.isfinite(point.metrics[term]).any()) for term in _TERMS}
     rows = []
     matrix = np.full((len(regions), len(targets)), np.nan)
     meets = np.zeros((len(regions), len(targets)), dtype=bool)
     is_assumed = np.zeros((len(regions), len(targets)), dtype=bool)
-    rtt_records = np.zeros((len(regions), len(targets)), dtype=np.int64)
+    rtt_records = point.rtt_records.copy()
+    names = list(point.metrics)
+    columns = [point.metrics[k].tolist() for k in names]
     for i, r in enumerate(regions):
         for j, t in enumerate(targets):
-            m = metrics[(r, t)]
-            kinds = pair_latency_kinds(strata, r, t, cost)
-            rtt_records[i, j] = sum(int(np.isfinite(strata.rtt[(r, t, k)]).sum())
-                                    for k in kinds if (r, t, k) in strata.rtt)
+            m = {k: column[i][j] for k, column in zip(names, columns, strict=True)}
+            kinds = cost.latency_kinds if point.latency[i, j] else cost.fallback_kinds
             latency_from = "+".join(kinds)
             if rtt_records[i, j] == 0 and (r, t) in assumed:
                 # The stated same-city policy: an access-network floor stands for the RTT.
@@ -344,6 +469,7 @@ def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
                 # A pair without a single RTT was not measured successfully: a gap, never a
                 # cost made of its failures alone.
                 matrix[i, j] = total if m["records"] > 0 and rtt_records[i, j] > 0 else np.nan
+            fails = fails + [why for failing, why in thresholds.failing_targets if failing == t]
             meets[i, j] = not fails
             rows.append({
                 "region": r, "target": t, "weight": weights[r], "records": int(m["records"]),
@@ -356,7 +482,8 @@ def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
     breakdown = pd.DataFrame(rows, columns=[
         "region", "target", "weight", "records", "rtt_records", "latency_from", *_TERMS,
         *(f"cost_{t}" for t in _TERMS), "cost", "weighted_cost", "meets_thresholds", "fails"])
-    return _Costed(breakdown, regions, targets, matrix, meets, is_assumed, rtt_records)
+    return _Costed(breakdown, regions, targets, matrix, meets, is_assumed, rtt_records,
+                   point, strata)
 
 
 #: What a candidate's gaps (weighted regions that never measured it successfully) do:
@@ -481,7 +608,8 @@ def rank(
              "no score" if np.isnan(scores[j]) else
              "fewer than two records in some pair: no bootstrap interval"
              for j in range(n_targets)]
-    if n_boot > 0 and costed.targets:
+    # Nothing resampled: every interval and p_best would be NaN; no replicate is drawn.
+    if n_boot > 0 and costed.targets and resampled.any():
         act_regions = [r for r, a in zip(regions, active, strict=True) if a]
         boot = _bootstrap_scores(measurements, act_regions, wvec[active], costed, active,
                                  cost, thresholds, n_boot, seed, gaps)
@@ -499,12 +627,17 @@ def rank(
 
     order = _order(scores, meets, eligible)
     bd = costed.breakdown
+    weighted: dict[str, pd.DataFrame] = {
+        str(t): g for t, g in bd[bd["weight"] > 0].groupby("target", sort=False)}
+    empty = bd.iloc[:0]
     rows = []
     for position, j in enumerate(order, start=1):
         t = costed.targets[j]
-        sub = bd[(bd["target"] == t) & (bd["weight"] > 0)]
-        fails = [f"{row.region}: {row.fails}" for row in sub.itertuples()
-                 if row.fails and not (gaps in ("skip", "worst") and pd.isna(row.cost))]
+        sub = weighted.get(t, empty)
+        fails = [f"{region}: {fail}" for region, fail, pair_cost in
+                 zip(sub["region"].tolist(), sub["fails"].tolist(), sub["cost"].tolist(),
+                     strict=True)
+                 if fail and not (gaps in ("skip", "worst") and np.isnan(pair_cost))]
         gap_regions = list(sub.loc[sub["cost"].isna(), "region"])
         rows.append({
             "target": t, "score": scores[j], "score_lo": lo[j], "score_hi": hi[j],
@@ -536,12 +669,21 @@ def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[
     out = np.full(len(costed.targets), np.nan)
     if "rtt_sd_ms" not in measurements.columns or "rtt_samples" not in measurements.columns:
         return out
-    m = measurements[measurements["rtt_ms"].notna()]
-    per: dict[tuple[str, str], tuple[int, float, float]] = {}
-    for (r, t), group in m.groupby(["region", "target"], observed=True):
-        samples = group["rtt_samples"].astype("Float64").iloc[0]
-        per[(str(r), str(t))] = (len(group), float(group["rtt_sd_ms"].iloc[0]),
-                                 np.nan if pd.isna(samples) else float(samples))
+    m = measurements.loc[measurements["rtt_ms"].notna(), ["region", "target", "rtt_sd_ms",
+                                                           "rtt_samples"]]
+    m = m[m["region"].notna() & m["target"].notna()]
+    # Per pair: its RTT records, and the spread and sample count of its first one.
+    first = m[~m.duplicated(["region", "target"])]
+    sizes = m.groupby(["region", "target"], observed=True, sort=False).size()
+    size_of = {(str(r), str(t)): int(n) for r, t, n in zip(
+        sizes.index.get_level_values(0), sizes.index.get_level_values(1), sizes.to_numpy(),
+        strict=True)}
+    per: dict[tuple[str, str], tuple[int, float, float]] = {
+        (str(r), str(t)): (size_of[(str(r), str(t))], float(sd),
+                           np.nan if pd.isna(n) else float(n))
+        for r, t, sd, n in zip(first["region"], first["target"],
+                               first["rtt_sd_ms"].to_numpy(dtype=np.float64, na_value=np.nan),
+                               first["rtt_samples"].astype("Float64"), strict=True)}
     for j, t in enumerate(costed.targets):
         total = 0.0
         for i in np.flatnonzero(active):
@@ -574,22 +716,21 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
                      active: npt.NDArray[np.bool_], cost: CostModel, thresholds: Thresholds,
                      n_boot: int, seed: int) -> FloatArray:
     """Costs of ``n_boot`` replicates (replicates × ``regions`` × targets), records
-    resampled per stratum; ``regions`` are those of ``costed`` where ``active``."""
-    strata = _strata(measurements)
+    resampled per stratum; ``regions`` are those of ``costed`` where ``active``.
+
+    Each pair draws its records from its own random stream (:func:`_pair_rng`: every kind
+    of the pair, in sorted order, ``n_boot`` × its records); the replicates' metrics come
+    from the draws as counts (:func:`_drawn`), their quantiles by order statistics
+    (:func:`netvantage.analysis.fastagg.replicate_quantiles`): no per-replicate loop and no
+    sort per replicate.  Only pairs whose cost counts are drawn: a gap at the point estimate
+    stays a gap in every replicate, an assumed cost stays the same.
+    """
+    strata = costed.strata
     targets = costed.targets
-    per_pair: dict[tuple[str, str], dict[str, FloatArray]] = {}
-    for r in regions:
-        for t in targets:
-            rng = _pair_rng(seed, r, t)
-            kinds = sorted({k[2] for k in strata.ok if k[0] == r and k[1] == t})
-            draws = {kind: rng.integers(0, len(strata.ok[(r, t, kind)]),
-                                        size=(n_boot, len(strata.ok[(r, t, kind)])))
-                     for kind in kinds}
-            per_pair[(r, t)] = _pair_metrics(strata, r, t, cost, thresholds,
-                                             draws if draws else None)
-    # A term is used when measured somewhere at the point estimate; decided the same way here.
-    used = {term: any(np.isfinite(m[term]).any() for m in per_pair.values()) for term in _TERMS}
     rows = np.flatnonzero(active)
+    # A term is used when measured somewhere among the weighted regions (its point
+    # estimate finite for some pair): the replicates, drawn from the same records, agree.
+    used = {term: bool(np.isfinite(costed.point.metrics[term][rows]).any()) for term in _TERMS}
     costs = np.full((n_boot, len(regions), len(targets)), np.nan)
     for i, r in enumerate(regions):
         for j, t in enumerate(targets):
@@ -599,7 +740,15 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
             if costed.assumed[rows[i], j]:
                 costs[:, i, j] = point
                 continue
-            terms = _costs(per_pair[(r, t)], cost, used)
+            rng = _pair_rng(seed, r, t)
+            kinds = strata.kinds.get((r, t), ())
+            draws = {kind: rng.integers(0, len(strata.ok[(r, t, kind)]),
+                                        size=(n_boot, len(strata.ok[(r, t, kind)])))
+                     for kind in kinds}
+            latency_kinds = (cost.latency_kinds if costed.point.latency[rows[i], j]
+                             else cost.fallback_kinds)
+            terms = _costs(_replicate_metrics(strata, r, t, latency_kinds, cost, draws, n_boot),
+                           cost, used)
             total = np.zeros(n_boot)
             for term in _TERMS:
                 # A replicate that drew no finite value of a term measured elsewhere keeps

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -27,11 +27,13 @@ from .geo import inflation as inflation_table
 from .metrics import metrics as metrics_table
 from .mix import Mixes, client_regions, resolve_weights
 from .mix import mixes as mix_answer
-from .paths import where_it_starts
+from .paths import path_evidence
 from .physics import Physics
 from .physics import check as physics_check
 from .physics import json_keys as physics_keys
 from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
+from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
+from .readiness import readiness as readiness_of
 
 __all__ = ["Analysis", "NothingToAnalyse", "analyse", "default_window", "equal_weights"]
 
@@ -55,6 +57,7 @@ class Analysis:
     mixes: Mixes | None = None
     detours: Detours | None = None
     coverage: Coverage | None = None
+    readiness: Readiness | None = None  # mail readiness per candidate (mailready records)
 
     @property
     def winner(self) -> str | None:
@@ -75,7 +78,8 @@ class Analysis:
                 "flags": records(self.flags, date_format="iso"),
                 **(self.changes.to_dict() if self.changes else {}),
                 **({"mixes": self.mixes.to_dict()} if self.mixes else {}),
-                **({"detours": self.detours.to_dict()} if self.detours else {})}
+                **({"detours": self.detours.to_dict()} if self.detours else {}),
+                **({"readiness": self.readiness.to_dict()} if self.readiness else {})}
 
     def to_text(self) -> str:
         """The answer for a terminal: ranking, per-region costs, flags with evidence."""
@@ -208,15 +212,8 @@ def _summary_notes(m: pd.DataFrame) -> list[str]:
 
 
 def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.DataFrame:
-    hops = campaign.hops
-    if hops.empty:
-        return pd.DataFrame()
-    rows: list[dict[str, Any]] = []
-    pairs = hops[["region", "target"]].dropna().drop_duplicates()
-    for region, target in pairs.itertuples(index=False):
-        found = where_it_starts(hops, str(region), str(target), locations)
-        rows.append({"region": str(region), "target": str(target), **found})
-    return pd.DataFrame(rows)
+    """Where paths go wrong, every (region, target) of the hops at once (paths.path_evidence)."""
+    return path_evidence(campaign.hops, locations)
 
 
 class NothingToAnalyse(NetvantageError, ValueError):
@@ -251,7 +248,8 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             episode_min_rise: float = 0.08, episode_min_windows: int = 3,
             n_boot: int = 500, seed: int = 0, keep_impossible: bool = False,
             mixes: Mapping[str, Mapping[str, float]] | None = None, gaps: str = "exclude",
-            same_city_floor_ms: float | None = None) -> Analysis:
+            same_city_floor_ms: float | None = None,
+            readiness_fail_on: tuple[str, ...] = DEFAULT_FAIL_ON) -> Analysis:
     """The whole analysis of a campaign (``locations`` enables the physical-bound tests).
 
     ``cost`` and ``thresholds`` default to :class:`CostModel` and :class:`Thresholds`'
@@ -268,7 +266,11 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     two snapshots are compared pair by pair, the rest is of the later one;
     ``episode_min_rise`` (0.08) and ``episode_min_windows`` (3): the episode detector's
     rise and shortest episode (see :mod:`netvantage.analysis.episodes`).
+    ``readiness_fail_on`` (default ``("dnsbl", "dkim")``): the mail-readiness checks whose
+    failure fails a candidate (see :mod:`netvantage.analysis.readiness`); ``()`` switches
+    that threshold off.  Without ``mailready`` records nothing changes.
     """
+    ready = readiness_of(campaign.readiness, readiness_fail_on)
     campaign, earlier = snapshots(campaign, compare, compare_at)
     notes: list[str] = []
     no_region = _check_input(campaign.measurements)
@@ -283,6 +285,9 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
             thresholds = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
+    if ready is not None and ready.failing:
+        thresholds = replace(thresholds, failing_targets=thresholds.failing_targets
+                             + failing_targets(ready))
     weights, groups = resolve_weights(weights, client_regions(campaign.measurements),
                                       locations) if weights else (None, ())
     w = dict(weights) if weights else equal_weights(campaign)
@@ -332,4 +337,4 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
                     physics=physics, detours=routes, coverage=covered,
-                    changes=changes)
+                    changes=changes, readiness=ready)

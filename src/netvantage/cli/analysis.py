@@ -62,6 +62,10 @@ def analysis_options(what: str) -> Callable[[F], F]:
         click.option("--progress", "show_progress", is_flag=True, help="Progress bars on "
                      "stderr even when it is not a terminal (they are drawn on a terminal "
                      "for any step over 2 s)."),
+        click.option("--readiness-fail-on", "readiness_fail_on", default="dnsbl,dkim",
+                     show_default=True, metavar="CHECK,...",
+                     help="Mail-readiness checks (mailready records) whose failure fails a "
+                     "candidate; 'none' switches the threshold off."),
     ]
 
     def apply(command: F) -> F:
@@ -70,6 +74,20 @@ def analysis_options(what: str) -> Callable[[F], F]:
         return command
 
     return apply
+
+
+def _checks(text: str) -> tuple[str, ...]:
+    """``--readiness-fail-on``: check names, or 'none'."""
+    from ..results import READY_CHECKS
+
+    if text.strip().lower() in ("none", ""):
+        return ()
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in READY_CHECKS]
+    if bad:
+        die(f"--readiness-fail-on: unknown check(s) {', '.join(bad)} (checks: "
+            f"{', '.join(READY_CHECKS)}, or none)", EXIT_USAGE)
+    return names
 
 
 @click.command("analyse", context_settings=CONTEXT, epilog="""\b
@@ -106,10 +124,12 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
                 mix: tuple[str, ...],
                 window: str | None, fmt: str, keep_impossible: bool, gaps: str,
                 same_city_floor: float | None, quiet: bool, show_progress: bool,
-                dask: str | None, dask_workers: int, dask_memory: str) -> None:
+                readiness_fail_on: str, dask: str | None, dask_workers: int,
+                dask_memory: str) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
+    fail_on = _checks(readiness_fail_on)
     _progress(quiet, show_progress)
     if dask is not None:
         unsupported = [name for name, given in (
@@ -120,7 +140,8 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
         if unsupported or len(data) != 1:
             die(f"--dask takes one DATA (a dataset partitioned by region) and not "
                 f"{', '.join(unsupported) or 'several DATA'} (yet)", EXIT_USAGE)
-        _analyse_on_cluster(data[0], dask, parsed, gaps, fmt, dask_workers, dask_memory)
+        _analyse_on_cluster(data[0], dask, parsed, gaps, fmt, dask_workers, dask_memory,
+                            fail_on)
         return
     from ..analysis import progress
     from ..analysis.episodes import snapshots
@@ -144,7 +165,8 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
                              episode_min_windows=episode_min_windows,
                              keep_impossible=keep_impossible, gaps=gaps,
                              same_city_floor_ms=same_city_floor,
-                             weights=parsed, locations=places, window=window, mixes=mixes)
+                             weights=parsed, locations=places, window=window, mixes=mixes,
+                             readiness_fail_on=fail_on)
     except ValueError as exc:
         if gaps != "fail":
             raise
@@ -158,12 +180,14 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
 
 
 def _analyse_on_cluster(data: str, address: str, weights: dict[str, float] | None, gaps: str,
-                        fmt: str, workers: int, memory: str) -> None:
+                        fmt: str, workers: int, memory: str,
+                        readiness_fail_on: tuple[str, ...]) -> None:
     from ..analysis.cluster import ClusterError, analyse_on_cluster
 
     try:
         result = analyse_on_cluster(data, address, weights=weights, gaps=gaps,
-                                    workers=workers, memory=memory)
+                                    workers=workers, memory=memory,
+                                    readiness_fail_on=readiness_fail_on)
     except ClusterError as exc:
         die(str(exc), EXIT_USAGE)
     if fmt == "json":
@@ -232,7 +256,7 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
                window: str | None, gaps: str, same_city_floor: float | None, compare: bool,
                compare_at: str | None, episode_min_rise: float, episode_min_windows: int,
                title: str | None, keep_impossible: bool, quiet: bool,
-               show_progress: bool) -> None:
+               show_progress: bool, readiness_fail_on: str) -> None:
     """Write the report a person reads: recommendation, flags, ranking, map and figures."""
     import time
 
@@ -247,6 +271,7 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
 
     parsed = parse_weights(weights)
     mixes = parse_mixes(mix)
+    fail_on = _checks(readiness_fail_on)
     if compare and (len(data) != 2 or compare_at):
         die("--compare takes two DATA (the earlier snapshot, then the later) and no "
             "--compare-at", EXIT_USAGE)
@@ -261,7 +286,8 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
                              progress=progress, gaps=gaps,
                              same_city_floor_ms=same_city_floor, compare=earlier,
                              compare_at=compare_at, episode_min_rise=episode_min_rise,
-                             episode_min_windows=episode_min_windows)
+                             episode_min_windows=episode_min_windows,
+                             readiness_fail_on=fail_on)
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
     progress(f"writing {output}…")

@@ -41,7 +41,8 @@ database: the database keeps each (agent, id) once. The tables are created, or
 migrated, when the collector starts.
 \b
 API: POST /v1/records (Authorization: Bearer TOKEN, Content-Type: application/x-ndjson,
-one record per line) answers {"accepted", "duplicates", "ids"}; GET /v1/health.
+one record per line) answers {"accepted", "duplicates", "ids"}; GET /v1/health;
+GET /metrics (Prometheus: records by agent, latency, store size; docs/monitoring.md).
 A refused batch (401, 403, 400, 422, 413, 415) stores nothing and says why, line by line.
 A connection over --max-connections is answered 503; a request whose headers or body
 arrive too slowly (--header-timeout, --body-timeout) is answered 408 and closed.
@@ -201,7 +202,8 @@ The store may be in use by a running collector: the export reads one snapshot.""
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True),
               help="Output file (jsonl, csv; '-' for stdout) or directory (parquet, must not "
                    "exist yet).")
-@click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap"]),
+@click.option("--kind", type=click.Choice(["ping", "tcp", "trace", "smtp", "imap", "pmtu",
+                                           "mailready"]),
               help="Only records of this kind.")
 def export_cmd(store_path: str, fmt: str, output: Path, kind: str | None) -> None:
     """Write the store's records as Parquet, JSON Lines or CSV."""

@@ -43,20 +43,29 @@ Examples:
 @click.argument("topology", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--mail/--no-mail", default=True, show_default=True,
               help="Start Postfix and Dovecot in every data centre.")
+@click.option("--dns/--no-dns", default=True, show_default=True,
+              help="Start Knot, rbldnsd and an Unbound resolver per client region.")
 @_prefix_option
-def lab_up(topology: str | None, mail: bool, prefix: str) -> None:
+def lab_up(topology: str | None, mail: bool, dns: bool, prefix: str) -> None:
     """Build the lab from a topology file (default: the bundled africa-amsterdam story)."""
     from ..lab.core import Lab
     from ..lab.topology import load_topology
 
     topo = load_topology(topology)
-    state = Lab(prefix, topo).up(mail=mail, progress=lambda m: click.echo(f"  {m}", err=True))
+    state = Lab(prefix, topo).up(mail=mail, dns=dns,
+                                 progress=lambda m: click.echo(f"  {m}", err=True))
     click.echo(f"lab {prefix!r} up in {state['up_seconds']:.2f} s: {len(topo.nodes)} nodes, "
                f"{len(topo.links)} links (delay: {state['delay_method']})")
     for line in topo.node_lines():
         click.echo(f"  {line}")
     if state.get("ca"):
         click.echo(f"lab CA certificate: {state['ca']}")
+    if state.get("dns"):
+        d = state["dns"]
+        click.echo(f"lab DNS: authoritative and blocklists at {d['address']} ({d['hub']}); "
+                   f"each client region resolves through its own Unbound; mail domain "
+                   f"{d['domain']}, DKIM selectors "
+                   + ", ".join(f"{k}={v}" for k, v in d["selectors"].items()))
     if state.get("geo"):
         click.echo(f"lab geo databases: --asn-db {state['geo']['asn']} "
                    f"--city-db {state['geo']['city']}")

@@ -1,4 +1,4 @@
-"""``netvantage measure ping|tcp|trace|smtp|imap``: one-shot measurements, JSON Lines out.
+"""``netvantage measure ping|tcp|trace|pmtu|smtp|imap``: one-shot measurements, JSON Lines out.
 
 Each command imports its probe module when it runs, not when the CLI starts.
 """
@@ -31,9 +31,12 @@ Examples:
   netvantage measure ping 127.0.0.1 --count 5
   netvantage measure ping 192.0.2.1 2001:db8::1 --interval 0.2 --table
   netvantage measure ping 10.0.0.1 --timeout 1 --fail-on-error -o ping.jsonl
+  netvantage measure ping 10.10.255.15 --pcap ping.pcap   # then: tcpdump -r ping.pcap
 \b
 Without root or CAP_NET_RAW, unprivileged ICMP sockets are used where
-net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.""")
+net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to do.
+Every target is active at once and the global --pace bounds the sweep (like
+fping -i); --concurrency N lets only N targets have requests in flight.""")
 @click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
 @click.option("-n", "--count", type=click.IntRange(1, 10_000), default=5, show_default=True,
               help="Echo requests per target.")
@@ -50,20 +53,27 @@ net.ipv4.ping_group_range allows; otherwise the command exits 3 and says what to
 @click.option("--socket", "socket_kind", type=click.Choice(["auto", "raw", "dgram"]),
               default="auto", show_default=True,
               help="raw needs CAP_NET_RAW; dgram needs net.ipv4.ping_group_range.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
 @common_options
 def measure_ping(hosts: tuple[str, ...], count: int, interval: float, timeout: float,
                  size: int, ttl: int, dont_fragment: bool, pace: float,
-                 socket_kind: Literal["auto", "raw", "dgram"], output: Path | None,
+                 socket_kind: Literal["auto", "raw", "dgram"], pcap: Path | None,
+                 output: Path | None,
                  table: bool, fail_on_error: bool, agent: str | None, region: str | None,
                  concurrency: int, family: Literal[4, 6] | None) -> None:
     """ICMP echo: every RTT, min/median/mean/max, jitter and loss per target."""
     parsed = targets(hosts, require_port=False)
     from ..measure.ping import PingOptions, ping_many
 
+    if click.get_current_context().get_parameter_source("concurrency") is \
+            click.core.ParameterSource.DEFAULT:
+        concurrency = len(parsed)  # the pace, not a small batch, bounds a sweep (fping -i)
+
     opts = PingOptions(count=count, interval_s=interval, timeout_s=timeout, payload_bytes=size,
                        ttl=ttl, dont_fragment=dont_fragment, socket=socket_kind, pace_s=pace)
     records = run(ping_many(parsed, opts, origin=origin(agent, region), family=family,
-                            concurrency=concurrency))
+                            concurrency=concurrency, pcap=pcap))
     emit(records, output, table, fail_on_error)
 
 
@@ -102,6 +112,7 @@ Examples:
   netvantage measure trace 192.0.2.1 --cycles 10 --protocol udp --table
   netvantage measure trace 192.0.2.1 --method recverr   # no privilege needed
   netvantage measure trace 10.10.255.21 --mda --protocol udp --table
+  netvantage measure trace 10.10.255.15 --pcap trace.pcap   # then: tcpdump -r trace.pcap
 \b
 Paris traceroute: one flow per trace; every TTL and probe kept; loss and RTT per
 (TTL, responder). raw needs root or CAP_NET_RAW; recverr (UDP or ICMP) needs none.
@@ -136,12 +147,14 @@ load-balanced interface per TTL, the links between them and the diamonds.""")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95,
               show_default=True,
               help="MDA: confidence of having seen every successor of each interface.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
 @common_options
 def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probes: int,
                   cycles: int, cycle_interval: float, max_ttl: int, window: int, pps: float,
                   timeout: float, deadline: float, method: str, mda: bool,
-                  confidence: float, output: Path | None, table: bool, fail_on_error: bool,
-                  agent: str | None, region: str | None, concurrency: int,
+                  confidence: float, pcap: Path | None, output: Path | None, table: bool,
+                  fail_on_error: bool, agent: str | None, region: str | None, concurrency: int,
                   family: Literal[4, 6] | None) -> None:
     """Paris traceroute (ICMP, UDP, TCP SYN): per-hop RTT and loss, every probe kept."""
     from ..measure.trace import TraceOptions, trace_many
@@ -157,7 +170,53 @@ def measure_trace(hosts: tuple[str, ...], protocol: str, port: int | None, probe
     except ValueError as exc:
         die(str(exc), EXIT_USAGE)
     records = run(trace_many(parsed, opts, origin=origin(agent, region), family=family,
-                             concurrency=concurrency))
+                             concurrency=concurrency, pcap=pcap))
+    emit(records, output, table, fail_on_error)
+
+
+@measure.command("pmtu", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure pmtu 10.10.255.16 --table
+  netvantage measure pmtu mx.example.net --protocol tcp --port 25
+  netvantage measure pmtu 2001:db8::25 -6 --protocol udp --pcap pmtu.pcap
+\b
+Don't-Fragment probes of growing size (binary search in rounds): the path MTU, the
+hop where a larger packet stops, and whether the ICMP "fragmentation needed" /
+"packet too big" came back (none: a black hole). Needs root or CAP_NET_RAW.""")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
+@click.option("-P", "--protocol", type=click.Choice(["icmp", "udp", "tcp"]), default="icmp",
+              show_default=True)
+@click.option("-p", "--port", type=click.IntRange(1, 65535),
+              help="Destination port (UDP: 33434, TCP: 443 by default).")
+@click.option("-W", "--timeout", type=click.FloatRange(0.01, 60), default=1.0,
+              show_default=True,
+              help="Seconds each round waits for answers (at least 4 RTTs).")
+@click.option("--tries", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Copies of each size per round (a lost copy is not a too-big packet).")
+@click.option("-m", "--max-ttl", type=click.IntRange(1, 255), default=30, show_default=True)
+@click.option("--deadline", type=click.FloatRange(0.1, 3600), default=60.0,
+              show_default=True, help="Seconds for each target.")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every probe and answer to this pcap file (tcpdump -r, Wireshark).")
+@common_options
+def measure_pmtu(hosts: tuple[str, ...], protocol: str, port: int | None, timeout: float,
+                 tries: int, max_ttl: int, deadline: float, pcap: Path | None,
+                 output: Path | None, table: bool, fail_on_error: bool, agent: str | None,
+                 region: str | None, concurrency: int, family: Literal[4, 6] | None) -> None:
+    """Path MTU: DF probes by binary search; the hop where it drops; PTB seen or not."""
+    parsed = targets(hosts, require_port=False)
+    from ..measure.pmtu import PmtuOptions, measure_pmtu
+
+    if pcap is not None and len(parsed) > 1:
+        die("--pcap takes one target", EXIT_USAGE)
+    try:
+        opts = PmtuOptions(protocol=protocol,  # type: ignore[arg-type]
+                           port=port, timeout_s=timeout, tries=tries, max_ttl=max_ttl,
+                           deadline_s=deadline, pcap=pcap)
+    except ValueError as exc:
+        die(str(exc), EXIT_USAGE)
+    records = [measure_pmtu(t.host, opts, origin=origin(agent, region), family=family)
+               for t in parsed]
     emit(records, output, table, fail_on_error)
 
 
@@ -229,3 +288,81 @@ Port {default} is the default; ports {tls_port} use implicit TLS, others STARTTL
 
 measure_smtp = _mail_command("smtp")
 measure_imap = _mail_command("imap")
+
+
+@measure.command("mailready", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage measure mailready 10.10.255.15 --domain mail.example --selector s1
+  netvantage measure mailready mx.example.net --domain example.net --selector s1 \\
+      --selector s2 --resolver 192.0.2.53 --zones zones.txt --table
+\b
+Checks: dnsbl, rhsbl, rdns, spf, dkim, dmarc, mta_sts, tls_rpt, mx, tls, port25;
+each pass, warn, fail or unknown, with its evidence. A blocklist that times out
+is unknown, never clean. Zones file: one 'ip ZONE' or 'domain ZONE' a line
+(default: well-known public zones). Exit 1 with --fail-on-error if a check fails.""")
+@click.argument("host", metavar="HOST_OR_IP")
+@click.option("--domain", help="Mail domain whose SPF, DKIM, DMARC, MTA-STS, TLS-RPT and MX "
+              "are read (also checked against domain blocklists).")
+@click.option("--selector", "selectors", multiple=True, help="DKIM selector (repeatable).")
+@click.option("--resolver", "resolvers", multiple=True,
+              help="DNS resolver IP[:PORT] (repeatable) [the system's, /etc/resolv.conf].")
+@click.option("--zones", "zones_file", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              help="File of blocklist zones ('ip ZONE' / 'domain ZONE' lines).")
+@click.option("-W", "--timeout", type=click.FloatRange(0.1, 60), default=2.0,
+              show_default=True, help="Seconds to wait for each DNS answer.")
+@click.option("--budget", type=click.FloatRange(0.5, 600), default=20.0, show_default=True,
+              help="Seconds for all DNS queries of the check together.")
+@click.option("--smtp/--no-smtp", default=True, show_default=True,
+              help="Probe port 25 (banner, EHLO, STARTTLS certificate).")
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Verify certificates against this CA file instead of the system's.")
+@click.option("--helo", help="EHLO name for the SMTP probe [an address literal].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON record here instead of stdout.")
+@click.option("--table", is_flag=True, help="Print one line per check instead of JSON.")
+@click.option("--fail-on-error", is_flag=True, help="Exit 1 if any check fails.")
+@click.option("--agent", default=None, help="Agent name in the record [host name].")
+@click.option("--region", default=None, help="Region label in the record.")
+def measure_mailready(host: str, domain: str | None, selectors: tuple[str, ...],
+                      resolvers: tuple[str, ...], zones_file: Path | None, timeout: float,
+                      budget: float, smtp: bool, ca_file: Path | None, helo: str | None,
+                      output: Path | None, table: bool, fail_on_error: bool,
+                      agent: str | None, region: str | None) -> None:
+    """Will mail flow from this host on day one? Blocklists, rDNS, SPF/DKIM/DMARC, TLS, port 25."""
+    import sys
+
+    from ..measure.mailready import (
+        DEFAULT_ZONES,
+        MailReadyError,
+        MailReadyOptions,
+        mailready,
+        read_zones,
+    )
+    from ..results import READY_CHECKS, encode_record
+
+    try:
+        zones = read_zones(zones_file) if zones_file else DEFAULT_ZONES
+        opts = MailReadyOptions(domain=domain, selectors=selectors, resolvers=resolvers,
+                                zones=zones, timeout_s=timeout, budget_s=budget, smtp=smtp,
+                                ca_file=ca_file, helo=helo)
+        record = run(mailready(host, opts, origin=origin(agent, region)))
+    except (MailReadyError, ValueError) as exc:
+        die(str(exc), EXIT_USAGE)
+    if table:
+        b = record.body
+        lines = [f"mailready {record.target} ({record.address or '-'}): {b.verdict}"
+                 + (f", failing: {', '.join(b.failing)}" if b.failing else "")]
+        for name in READY_CHECKS:
+            check = b.check(name)
+            lines.append(f"  {name:<8} {check.status:<8} {check.summary}")
+            lines += [f"           {e}" for e in check.evidence]
+        text = "\n".join(lines) + "\n"
+    else:
+        text = encode_record(record).decode() + "\n"
+    if output is not None:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+    if fail_on_error and record.body.failing:
+        sys.exit(1)

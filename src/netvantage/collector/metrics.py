@@ -9,8 +9,9 @@ without a valid token counts under no agent label):
 ``netvantage_collector_records_conflicting_total``  records refused with 409 (same agent and id,
                                                     other content; at most 100 counted per batch)
 ``netvantage_collector_records_rejected_total``     lines a refused batch named as bad, by agent
-                                                    and ``code`` (400, 403, 413, 415, 422; at
-                                                    most 100 per batch, as the answer lists)
+                                                    and ``code`` (400, 403, 422; at most 100
+                                                    per batch, as the answer lists; a 413 or
+                                                    415 names no line: see batches_total)
 ``netvantage_collector_batches_total``              ``POST /v1/records`` answers by agent and code
 ``netvantage_collector_request_duration_seconds``   request latency (histogram) by ``route``
 ``netvantage_collector_agent_last_seen_timestamp_seconds``  an agent's last authenticated request
@@ -30,18 +31,23 @@ documented protocol (see :mod:`.app`), so the ingest path itself carries no
 metrics code; the only thing it tells the middleware is the agent the token
 belongs to (``request.state.agent``).
 
-With ``collector serve --workers N`` each worker process counts its own
-requests, and a scrape reaches one of them: use one worker where the
-counters matter (one process ingests tens of thousands of records a second).
+With ``collector serve --workers N`` the workers are separate processes and a
+scrape reaches one of them: :func:`shared_metrics_dir` (entered by the
+serving parent before the workers start) makes the client library keep every
+worker's counts in files of one directory (its multiprocess mode,
+``PROMETHEUS_MULTIPROC_DIR``), and ``/metrics`` adds them up; the per-agent
+gauges take the latest (backlog) or highest (last seen) value of any worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,12 +61,36 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["CollectorMetrics", "MetricsMiddleware"]
+__all__ = ["CollectorMetrics", "MetricsMiddleware", "shared_metrics_dir"]
+
+#: The client library's switch to its multiprocess mode (read when it is first imported).
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """A fresh directory for the workers' counts, named in the environment they inherit.
+
+    A directory the environment already names (the operator's choice) is used
+    as it is and kept; otherwise a temporary one is made and removed afterwards.
+    """
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if given:
+        yield Path(given)
+        return
+    where = Path(tempfile.mkdtemp(prefix="netvantage-metrics-"))
+    os.environ[MULTIPROCESS_ENV] = str(where)
+    try:
+        yield where
+    finally:
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        shutil.rmtree(where, ignore_errors=True)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -151,13 +181,15 @@ class CollectorMetrics:
                                  ["route"], buckets=BUCKETS, registry=r)
         self.last_seen = Gauge("netvantage_collector_agent_last_seen_timestamp_seconds",
                                "An agent's last authenticated request (Unix time)", ["agent"],
-                               registry=r)
+                               registry=r, multiprocess_mode="max")
         self.backlog = Gauge("netvantage_collector_agent_backlog_records", "Spool depth the "
-                             "agent reported with its last upload", ["agent"], registry=r)
+                             "agent reported with its last upload", ["agent"], registry=r,
+                             multiprocess_mode="mostrecent")
         self.oldest = Gauge("netvantage_collector_agent_oldest_unsent_age_seconds", "Age of "
                             "the oldest record the agent reported waiting in its spool",
-                            ["agent"], registry=r)
-        r.register(_StoreSize(store))
+                            ["agent"], registry=r, multiprocess_mode="mostrecent")
+        self._store_size = _StoreSize(store)
+        r.register(self._store_size)
 
     def record_batch(self, agent: str, status: int, answer: bytes,
                      headers: dict[str, str]) -> None:
@@ -184,9 +216,18 @@ class CollectorMetrics:
         elif 400 <= status < 500 and parsed.problems:
             self.rejected.labels(agent, str(status)).inc(len(parsed.problems))
 
+    def exposition(self) -> bytes:
+        """The text of ``/metrics``: this process's series, or every worker's."""
+        if not os.environ.get(MULTIPROCESS_ENV):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self._store_size)
+        return generate_latest(registry)
+
     async def endpoint(self, request: Request) -> Response:
         """``GET /metrics`` (the store is counted in a worker thread)."""
-        body = await run_in_threadpool(generate_latest, self.registry)
+        body = await run_in_threadpool(self.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

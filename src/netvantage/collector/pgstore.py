@@ -37,7 +37,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -143,6 +143,11 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+def _lost(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a connection is closed or broken (the server went away)."""
+    return bool(conn.closed or conn.broken)
+
+
 def _same(times: list[datetime]) -> list[datetime]:
     return times
 
@@ -189,9 +194,18 @@ class PgStore(RecordStore):
                              f"{str(exc).strip()}") from None
         return conn
 
+    def _write_conn(self) -> psycopg.Connection[Any]:
+        """The writing connection (call with the write lock held), again after a server restart."""
+        if _lost(self._writer):
+            if self._closed:
+                raise StoreError(f"{self.location}: the store is closed")
+            self._writer.close()
+            self._writer = self._connect()
+        return self._writer
+
     def _reader(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
+        if conn is None or _lost(conn):
             if self._closed:
                 raise StoreError(f"{self.location}: the store is closed")
             conn = self._connect(autocommit=True)
@@ -199,6 +213,17 @@ class PgStore(RecordStore):
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
+
+    def _read(self, sql: LiteralString, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one query on this thread's connection; once more on a new connection
+        if that one was lost (a server restart), then a :class:`StoreError`."""
+        for attempt in (1, 2):
+            try:
+                return self._reader().execute(sql, args).fetchall()
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not _lost(self._local.conn):
+                    raise StoreError(f"{self.location}: {str(exc).strip()}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _migrate(self) -> None:
         """Create the tables, or move them to :data:`SCHEMA_VERSION` (one transaction)."""
@@ -244,36 +269,42 @@ class PgStore(RecordStore):
             raise StoreError("an agent name is 1 to 255 characters")
         token = new_token()
         now = datetime.now(UTC)
-        with self._write_lock, self._writer.transaction():
-            conn = self._writer
-            # Two add-agent runs for one name cannot both create it.
-            conn.execute("LOCK TABLE agents IN SHARE ROW EXCLUSIVE MODE")
-            row = conn.execute("SELECT 1 FROM agents WHERE name = %s", (name,)).fetchone()
-            if row is not None and not rotate:
-                raise AgentExistsError(
-                    f"agent {name!r} already has a token; give --rotate to replace it "
-                    "(the old token stops working)")
-            if row is None:
-                conn.execute("INSERT INTO agents (name, token_sha256, created_at) "
-                             "VALUES (%s, %s, %s)", (name, hash_token(token), now))
-            else:
-                conn.execute("UPDATE agents SET token_sha256 = %s, rotated_at = %s "
-                             "WHERE name = %s", (hash_token(token), now, name))
+        with self._write_lock:
+            conn = self._write_conn()
+            with conn.transaction():
+                self._add_agent(conn, name, token, now, rotate)
         return token
+
+    @staticmethod
+    def _add_agent(conn: psycopg.Connection[Any], name: str, token: str, now: datetime,
+                   rotate: bool) -> None:
+        # Two add-agent runs for one name cannot both create it.
+        conn.execute("LOCK TABLE agents IN SHARE ROW EXCLUSIVE MODE")
+        row = conn.execute("SELECT 1 FROM agents WHERE name = %s", (name,)).fetchone()
+        if row is not None and not rotate:
+            raise AgentExistsError(
+                f"agent {name!r} already has a token; give --rotate to replace it "
+                "(the old token stops working)")
+        if row is None:
+            conn.execute("INSERT INTO agents (name, token_sha256, created_at) "
+                         "VALUES (%s, %s, %s)", (name, hash_token(token), now))
+        else:
+            conn.execute("UPDATE agents SET token_sha256 = %s, rotated_at = %s "
+                         "WHERE name = %s", (hash_token(token), now, name))
 
     def agent_for_token(self, token: str) -> str | None:
         if not token:
             return None
         digest = hash_token(token)
-        row = self._reader().execute(
-            "SELECT name, token_sha256 FROM agents WHERE token_sha256 = %s", (digest,)
-        ).fetchone()
+        rows = self._read("SELECT name, token_sha256 FROM agents WHERE token_sha256 = %s",
+                          (digest,))
+        row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(str(row[1]), digest):
             return None
         return str(row[0])
 
     def agents(self) -> list[str]:
-        rows = self._reader().execute("SELECT name FROM agents ORDER BY name").fetchall()
+        rows = self._read("SELECT name FROM agents ORDER BY name")
         return [str(r[0]) for r in rows]
 
     def agent_health(self) -> list[AgentHealth]:
@@ -309,23 +340,29 @@ class PgStore(RecordStore):
         return {(str(a), str(i)): str(text)
                 for a, i, text in conn.execute(_EXISTING, (agents, ids))}
 
-    def add_records(self, records: Sequence[AnyRecord],
-                    report: AgentReport | None = None) -> BatchResult:
-        batch = self._prepare(records, _same, _itself)
+    def add_records(self, records: Sequence[AnyRecord], report: AgentReport | None = None,
+                    *, texts: Sequence[str] | None = None) -> BatchResult:
+        batch = self._prepare(records, _same, _itself, texts)
         if batch.conflicts:
             result = BatchResult([], [], batch.conflicts)
             self._note(report, batch, result)
             return result
-        try:
-            with self._write_lock:
-                return self._write(records, batch, report)
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.location}: cannot store the batch: "
-                             f"{str(exc).strip()}") from exc
+        for attempt in (1, 2):
+            try:
+                with self._write_lock:
+                    return self._write(records, batch, report)
+            except psycopg.Error as exc:
+                # A lost connection (a server restart): once more on a new one.  Safe
+                # even if the lost COMMIT went through: the rows are then duplicates.
+                if attempt == 1 and _lost(self._writer):
+                    continue
+                raise StoreError(f"{self.location}: cannot store the batch: "
+                                 f"{str(exc).strip()}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, records: Sequence[AnyRecord], batch: _Batch,
                report: AgentReport | None) -> BatchResult:
-        conn = self._writer  # not autocommit: each try is one transaction
+        conn = self._write_conn()  # not autocommit: each try is one transaction
         rows = list(batch.rows.values())
         checked = False
         try:
@@ -368,21 +405,21 @@ class PgStore(RecordStore):
         if conn is not None:
             conn.execute(_HEALTH_UPSERT, row)
             return
-        with self._write_lock, self._writer.transaction():
-            self._writer.execute(_HEALTH_UPSERT, row)
+        with self._write_lock:
+            writer = self._write_conn()
+            with writer.transaction():
+                writer.execute(_HEALTH_UPSERT, row)
 
     def count(self, *, kind: str | None = None) -> int:
         if kind is None:
-            row = self._reader().execute("SELECT count(*) FROM records").fetchone()
+            rows = self._read("SELECT count(*) FROM records")
         else:
-            row = self._reader().execute("SELECT count(*) FROM records WHERE kind = %s",
-                                         (kind,)).fetchone()
-        return int(row[0]) if row else 0
+            rows = self._read("SELECT count(*) FROM records WHERE kind = %s", (kind,))
+        return int(rows[0][0])
 
     def counts(self) -> dict[tuple[str, str, str], int]:
-        rows = self._reader().execute(
-            "SELECT agent, kind, target, count(*) FROM records "
-            "GROUP BY agent, kind, target ORDER BY agent, kind, target").fetchall()
+        rows = self._read("SELECT agent, kind, target, count(*) FROM records "
+                          "GROUP BY agent, kind, target ORDER BY agent, kind, target")
         return {(str(a), str(k), str(t)): int(n) for a, k, t, n in rows}
 
     def iter_rows(self, *, kind: str | None = None,

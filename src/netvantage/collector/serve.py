@@ -410,13 +410,19 @@ def serve(store_path: str | Path, *, host: str = "127.0.0.1", port: int = 8750,
         store.close()
         raise
     if workers > 1:
+        # /metrics adds up every worker's counts (collector/metrics.py): the workers'
+        # client library keeps them in files of this directory, removed at the end.
+        from .metrics import shared_metrics_dir
+
         try:
-            (announce or print)(f"netvantage collector listening on "
-                                f"{_url(sock, tls_cert is not None)} (store {store.location}, "
-                                f"{len(store.agents())} agent(s), {workers} workers)")
-            # The supervisor turns SIGTERM/SIGINT into a graceful stop of every
-            # worker (each finishes its batches in flight and closes the store).
-            Multiprocess(config, sockets=[sock]).run()
+            with shared_metrics_dir():
+                (announce or print)(f"netvantage collector listening on "
+                                    f"{_url(sock, tls_cert is not None)} (store "
+                                    f"{store.location}, {len(store.agents())} agent(s), "
+                                    f"{workers} workers)")
+                # The supervisor turns SIGTERM/SIGINT into a graceful stop of every
+                # worker (each finishes its batches in flight and closes the store).
+                Multiprocess(config, sockets=[sock]).run()
         finally:
             sock.close()
             store.close()

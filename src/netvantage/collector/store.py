@@ -21,9 +21,10 @@ store (:class:`Store`, here), a ``postgresql://`` URL a PostgreSQL one
   conflicting ids are reported (the stored record is never replaced).  The
   database's primary key enforces the (agent, id) rule, so two collectors
   writing to one database cannot store a record twice.
-* What a batch costs: the app decodes each record once (msgspec); here the
-  batch is encoded back to text in one call (the stored ``json`` is the
-  record as the schema writes it), the indexed columns are read from the
+* What a batch costs: the app decodes each record once (msgspec) and hands
+  the store the records with the lines they were decoded from; the line is
+  the stored ``json`` (a batch given without its lines is encoded in one
+  call, as the schema writes records), the indexed columns are read from the
   decoded records, and the rows go in with a few multi-row ``INSERT``
   statements, each run by SQLite without Python's GIL.  (Passing the rows as
   one JSON parameter and taking them apart with ``json_extract`` made SQLite
@@ -164,7 +165,9 @@ _get_status = operator.attrgetter("status")
 _get_source = operator.attrgetter("source")
 # msgspec writes a UTC time as RFC 3339 with "Z" and six fractional digits, or
 # none when the microseconds are 0: those get ".000000" (fixed width, see utc_text).
-_WHOLE_SECOND = re.compile(rb'(:[0-9]{2})Z"')
+# (A look-behind and a plain replacement: a group in the replacement costs a
+# Python call per match.)
+_WHOLE_SECOND = re.compile(rb'(?<=:[0-9]{2})Z"')
 _texts = msgspec.json.Decoder(list[str])
 
 
@@ -334,13 +337,16 @@ class RecordStore(abc.ABC):
     # ---------------------------------------------------------------- records
 
     @abc.abstractmethod
-    def add_records(self, records: Sequence[AnyRecord],
-                    report: AgentReport | None = None) -> BatchResult:
+    def add_records(self, records: Sequence[AnyRecord], report: AgentReport | None = None,
+                    *, texts: Sequence[str] | None = None) -> BatchResult:
         """Store a batch in one transaction (see the module's docstring).
 
         ``report`` (what the upload said about its agent) is recorded in the
         same transaction, with the batch's counts; a batch refused for a
-        conflict still counts its conflicts.
+        conflict still counts its conflicts.  ``texts``: each record's JSON as
+        received, when the caller decoded the records from exactly these texts
+        (the collector: the lines of the body); stored as they are instead of
+        the records encoded again.
         """
 
     @abc.abstractmethod
@@ -379,7 +385,8 @@ class RecordStore(abc.ABC):
 
     @staticmethod
     def _prepare(records: Sequence[AnyRecord], started: Callable[[list[datetime]], list[Any]],
-                 received: Callable[[datetime], Any]) -> _Batch:
+                 received: Callable[[datetime], Any],
+                 texts: Sequence[str] | None = None) -> _Batch:
         """The batch's rows, keyed by (agent, id), and the ids repeated with other content.
 
         ``started`` turns the records' ``started_at`` into the column's values;
@@ -389,9 +396,10 @@ class RecordStore(abc.ABC):
         """
         now = datetime.now(UTC)
         n = len(records)
-        # One encoder call for the whole batch; a record's JSON never holds a
-        # raw newline (JSON escapes them in strings), so the lines are the records.
-        texts = _encoder.encode_lines(records).decode("utf-8").split("\n")[:n]
+        if texts is None or len(texts) != n:
+            # One encoder call for the whole batch; a record's JSON never holds a
+            # raw newline (JSON escapes them in strings), so the lines are the records.
+            texts = _encoder.encode_lines(records).decode("utf-8").split("\n")[:n]
         ids = list(map(_get_id, records))
         agents = list(map(_get_agent, records))
         rows = list(zip(ids, agents, map(_KIND.__getitem__, map(type, records)),
@@ -464,7 +472,7 @@ def _started_texts(times: list[datetime]) -> list[str]:
     (A record's ``__post_init__`` refuses any other offset.  ``isoformat`` one
     record at a time cost as much as inserting the row.)
     """
-    return _texts.decode(_WHOLE_SECOND.sub(rb'\1.000000Z"', _encoder.encode(times)))
+    return _texts.decode(_WHOLE_SECOND.sub(b'.000000Z"', _encoder.encode(times)))
 
 
 class Store(RecordStore):
@@ -649,16 +657,18 @@ class Store(RecordStore):
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         """Insert ``rows`` (INSERT OR IGNORE); returns how many went in."""
         before = conn.total_changes
+        flat = list(itertools.chain.from_iterable(rows))
+        width = len(rows[0]) if rows else 0
         done, total = 0, len(rows)
         for size, sql in self._inserts:
             while total - done >= size:
-                conn.execute(sql, list(itertools.chain.from_iterable(rows[done:done + size])))
+                conn.execute(sql, flat[done * width:(done + size) * width])
                 done += size
         return conn.total_changes - before
 
-    def add_records(self, records: Sequence[AnyRecord],
-                    report: AgentReport | None = None) -> BatchResult:
-        batch = self._prepare(records, _started_texts, utc_text)
+    def add_records(self, records: Sequence[AnyRecord], report: AgentReport | None = None,
+                    *, texts: Sequence[str] | None = None) -> BatchResult:
+        batch = self._prepare(records, _started_texts, utc_text, texts)
         if batch.conflicts:
             result = BatchResult([], [], batch.conflicts)
             self._note_conflicts(report, batch, result)

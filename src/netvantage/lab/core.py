@@ -11,11 +11,18 @@ directory *before* it is taken, so that ``down`` can undo a half-built lab):
 3. addresses and routes, one ``ip -batch`` per namespace (see
    :mod:`netvantage.lab.topology` for the plan);
 4. loss: an nftables rule per lossy interface, ``numgen random`` in the
-   postrouting hook, so each direction of a link drops independently;
+   postrouting hook, so each direction of a link drops independently; in the
+   same chain, on the routers of a ``drop_ptb`` link, a rule that drops the
+   ICMP "fragmentation needed" / ICMPv6 "packet too big" they send (a path
+   MTU black hole: RFC 2923 describes it);
 5. MaxMind-format ASN and City databases for the lab's addresses (from the
    topology's ``asn``/``org``/``city``/``lat``/``lon``), so that hop annotation
    is tested for real;
-6. a lab CA, and Postfix and Dovecot in every data centre.
+6. a lab CA, and Postfix and Dovecot in every data centre;
+7. DNS (:mod:`netvantage.lab.dns`): Knot authoritative for the lab's zones and
+   reverse zones, rbldnsd serving blocklist zones, an Unbound resolver in every
+   client region (named by ``/etc/netns/PREFIX-NODE/resolv.conf``), with the
+   planted mail-readiness problems of the topology's ``mail_plant``.
 
 The lab has only its own prefixes, no default route and no link to the root
 namespace: nothing it sends can leave it.  ``down`` stops the recorded
@@ -158,7 +165,8 @@ class Lab:
 
     # -- up ------------------------------------------------------------------
 
-    def up(self, *, mail: bool = True, progress: Any = None) -> dict[str, Any]:
+    def up(self, *, mail: bool = True, dns: bool = True,
+           progress: Any = None) -> dict[str, Any]:
         """Build the lab; on any failure undo what was built and raise :class:`LabError`."""
         say = progress or (lambda msg: None)
         self._preflight()
@@ -191,6 +199,15 @@ class Lab:
             if mail and topo.of_role("dc"):
                 say(f"mail servers: {len(topo.of_role('dc'))} data centre(s)")
                 self._start_mail(topo, state)
+            if dns and topo.of_role("client"):
+                from .dns import start_dns
+
+                say(f"DNS: Knot, rbldnsd, {len(topo.of_role('client'))} Unbound resolver(s)")
+                state["dns"] = {"root": str(self.state_dir / "dns")}
+                self._write_state(state)
+                ca_dir = Path(state["ca"]).parent if state.get("ca") else None
+                state["dns"] = start_dns(topo, self.state_dir / "dns",
+                                         {n: self.ns(n) for n in topo.nodes}, ca_dir=ca_dir)
             state["phase"] = "up"
             state["up_seconds"] = round(time.monotonic() - t0, 3)
             self._write_state(state)
@@ -221,6 +238,9 @@ class Lab:
                 "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
                 "net.ipv4.ping_group_range=0 2147483647",
+                # No TCP black-hole detection (RFC 4821 probing; Linux's default, said
+                # outright): a path MTU black hole must stall TLS, as it does in the wild.
+                "net.ipv4.tcp_mtu_probing=0",
                 f"net.ipv4.ip_forward={int(node.role == 'router')}",
                 f"net.ipv6.conf.all.forwarding={int(node.role == 'router')}",
             ]
@@ -304,6 +324,8 @@ class Lab:
                 dev = link.dev(node_name)
                 v4, v6 = link.addresses(node_name)
                 # IPv6: up before the address, and nodad, or the first packet waits ~1 s.
+                if link.mtu is not None and link.mtu_for is None:
+                    cmds.append(f"link set {dev} mtu {link.mtu}")
                 cmds += [f"link set {dev} up",
                          f"addr add {v4}/24 dev {dev}",
                          f"addr add {v6}/64 dev {dev} nodad"]
@@ -327,10 +349,46 @@ class Lab:
                 hop_v4, hop_v6 = link.addresses(hop)
                 cmds += [f"route add {other.v4}/32 via {hop_v4} dev {dev} src {node.v4}",
                          f"route add {other.v6}/128 via {hop_v6} dev {dev} src {node.v6}"]
-            _run(["ip", "-n", self.ns(node_name), "-batch", "-"], input="\n".join(cmds) + "\n")
+            pair4, pair6 = self._pair_mtu_routes(topo, node_name)
+            _run(["ip", "-n", self.ns(node_name), "-batch", "-"],
+                 input="\n".join(cmds + pair4) + "\n")
+            if pair6:  # `ip rule` does not infer the family from the address: its own batch
+                _run(["ip", "-6", "-n", self.ns(node_name), "-batch", "-"],
+                     input="\n".join(pair6) + "\n")
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(batch, topo.nodes))
+
+    @staticmethod
+    def _pair_mtu_routes(topo: Topology, node_name: str) -> tuple[list[str], list[str]]:
+        """Policy rules and ``mtu lock`` routes of the ``mtu_for`` links this node ends.
+
+        For packets from X to Y that this node forwards over such a link, a rule
+        sends the lookup to a table of the link's own whose one route carries the
+        link's MTU, locked: Linux's forwarding path honours a route's MTU (IPv6
+        only when locked), sends "fragmentation needed" / "packet too big" for a
+        larger packet that may not be fragmented, and no other pair is touched.
+        """
+        cmds: tuple[list[str], list[str]] = ([], [])
+        for link in topo.links_of(node_name):
+            if link.mtu_for is None or link.mtu is None:
+                continue
+            peer = link.peer(node_name)
+            table = 1000 + link.index
+            peer_v4, peer_v6 = link.addresses(peer)
+            x, y = link.mtu_for
+            for src, dst in ((x, y), (y, x)):
+                hops = topo.path(src, dst)
+                if node_name not in hops[:-1] or topo.next_hop(node_name, dst) != peer:
+                    continue
+                s, d = topo.nodes[src], topo.nodes[dst]
+                for out, s_addr, d_addr, plen, via in ((cmds[0], s.v4, d.v4, 32, peer_v4),
+                                                       (cmds[1], s.v6, d.v6, 128, peer_v6)):
+                    # Forwarded packets only (the rule matches X's address): no ``src``.
+                    out += [f"rule add from {s_addr} to {d_addr} lookup {table} pref {table}",
+                             f"route add {d_addr}/{plen} via {via} dev {link.dev(node_name)} "
+                             f"mtu lock {link.mtu} table {table}"]
+        return cmds
 
     def _loss_rules(self, topo: Topology, node: str,
                     overrides: dict[int, float] | None = None) -> str:
@@ -344,6 +402,11 @@ class Lab:
             elif per_million > 0:
                 lines.append(f'  oifname "{link.dev(node)}" numgen random mod 1000000 '
                              f"< {per_million} counter drop")
+        if any(link.drop_ptb for link in topo.links_of(node)):
+            # Dropped as they leave, whichever interface they leave by: the router
+            # still refuses the packet that does not fit, but the sender never hears.
+            lines += ["  icmp type destination-unreachable icmp code frag-needed counter drop",
+                      "  icmpv6 type packet-too-big counter drop"]
         lines += [" }", "}"]
         return "\n".join(lines) + "\n"
 
@@ -449,6 +512,13 @@ class Lab:
             with ThreadPoolExecutor(max_workers=len(mail_dirs)) as pool:
                 list(pool.map(stop_recorded, mail_dirs))
             done.append(f"stopped mail servers in {len(mail_dirs)} data centre(s)")
+        dns_root = self.state_dir / "dns"
+        names = self.own_namespaces()
+        if dns_root.is_dir() or any((Path("/etc/netns") / ns).exists() for ns in names):
+            from .dns import stop_dns
+
+            stopped = stop_dns(dns_root, names)
+            done.append(f"stopped {stopped} DNS server(s)")
         pid = state.get("delay_pid")
         if isinstance(pid, int) and _pid_alive(pid):
             _terminate(pid)

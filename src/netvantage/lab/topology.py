@@ -15,6 +15,14 @@ ties broken by node name so that the result is deterministic; with symmetric
 costs the path back is the reverse of the path there.  A node with ``ecmp = true``
 routes instead over *every* equally short next hop (a Linux multipath route hashing
 addresses and ports): an ECMP diamond for multipath tracing.
+
+MTU: a link may set ``mtu`` (bytes; by default its interfaces keep Linux's 1500).
+With ``mtu_for = [X, Y]`` the smaller MTU holds only for packets between nodes X
+and Y, as over a tunnel (GRE, IPsec) the link carries for them: the routers at the
+link's ends get a policy rule and a route with ``mtu lock`` for that pair, the
+interfaces keep theirs, and no other pair sees it.  ``drop_ptb = true`` makes the
+link's two routers drop the ICMP "fragmentation needed" (RFC 1191) and ICMPv6
+"packet too big" (RFC 8201) they would send: a path MTU black hole.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import ipaddress
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
@@ -72,6 +80,10 @@ class Node:
     lon: float | None = None
     asn: int | None = None
     org: str | None = None
+    #: A data centre's planted mail-readiness problem (see :mod:`netvantage.lab.dns`):
+    #: ``listed`` (its address on a blocklist), ``ptr`` (generic PTR, not
+    #: forward-confirmed), ``dkim`` (its DKIM key never published); ``None``: clean.
+    mail_plant: str | None = None
     # Equal-cost multipath: where several next hops are equally short, route over all of
     # them with a flow hash on the ports (Linux fib_multipath_hash_policy=1, IPv4 and
     # IPv6) instead of the one the name tie-break picks.  False changes nothing.
@@ -91,6 +103,17 @@ class Link:
     b_v4: str
     a_v6: str
     b_v6: str
+    mtu: int | None = None
+    mtu_for: tuple[str, str] | None = None
+    drop_ptb: bool = False
+
+    def mtu_between(self, src: str, dst: str) -> int | None:
+        """This link's MTU for packets from ``src`` to ``dst`` (None: the interfaces' own)."""
+        if self.mtu is None:
+            return None
+        if self.mtu_for is not None and {src, dst} != set(self.mtu_for):
+            return None
+        return self.mtu
 
     def dev(self, node: str) -> str:
         """The interface name of this link inside ``node`` (named after the peer)."""
@@ -239,6 +262,18 @@ class Topology:
         """Configured round trip: the delays there and (by its own path) back."""
         return self.one_way_ms(src, dst) + self.one_way_ms(dst, src)
 
+    def path_mtu(self, src: str, dst: str, interface_mtu: int = 1500) -> int:
+        """The configured path MTU from ``src`` to ``dst``: the smallest MTU on its links."""
+        hops = self.path(src, dst)
+        mtus = [self.link(x, y).mtu_between(src, dst) for x, y in pairwise(hops)]
+        return min([interface_mtu, *(m for m in mtus if m is not None)])
+
+    def without_mtu_faults(self) -> Topology:
+        """The same network with every link's ``mtu``, ``mtu_for`` and ``drop_ptb`` removed."""
+        links = [replace(link, mtu=None, mtu_for=None, drop_ptb=False) for link in self.links]
+        return Topology(name=self.name, ipv4=self.ipv4, ipv6=self.ipv6, nodes=self.nodes,
+                        links=links, source=self.source)
+
     def delivery_ratio(self, src: str, dst: str) -> float:
         """Probability that a packet and its answer both survive every lossy link."""
         ratio = 1.0
@@ -251,8 +286,11 @@ class Topology:
 
 # --------------------------------------------------------------------------- loading
 
-_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org", "ecmp"}
-_LINK_KEYS = {"a", "b", "delay_ms", "jitter_ms", "loss", "cost"}
+_NODE_KEYS = {"role", "city", "country", "iata", "lat", "lon", "asn", "org", "ecmp",
+              "mail_plant"}
+MAIL_PLANTS = ("listed", "ptr", "dkim")
+_LINK_KEYS = {"a", "b", "delay_ms", "jitter_ms", "loss", "cost", "mtu", "mtu_for", "drop_ptb"}
+_MIN_MTU, _MAX_MTU = 1280, 9000  # IPv6's minimum link MTU (RFC 8200) .. jumbo frames
 
 
 def _number(value: Any) -> bool:
@@ -325,6 +363,10 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             problems.append(f"{where}.lon: outside -180..180")
         if "asn" in spec and not (isinstance(spec["asn"], int) and 0 < spec["asn"] < 2**32):
             problems.append(f"{where}.asn: must be an AS number")
+        if "mail_plant" in spec and (spec["mail_plant"] not in MAIL_PLANTS
+                                     or role != "dc"):
+            problems.append(f"{where}.mail_plant: one of {', '.join(MAIL_PLANTS)}, on a "
+                            "data centre only")
         if "ecmp" in spec and not isinstance(spec["ecmp"], bool):
             problems.append(f"{where}.ecmp: must be true or false")
         nodes[node_name] = Node(
@@ -333,6 +375,7 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             v6=str(v6net.network_address + (0xFF << 80) + index + 1),
             city=spec.get("city"), country=spec.get("country"), iata=spec.get("iata"),
             lat=spec.get("lat"), lon=spec.get("lon"), asn=spec.get("asn"), org=spec.get("org"),
+            mail_plant=spec.get("mail_plant"),
             ecmp=spec.get("ecmp") is True,
         )
     if len(nodes) > 250:
@@ -378,12 +421,30 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
             cost = 1.0
         if values["jitter_ms"] > values["delay_ms"]:
             problems.append(f"{where}.jitter_ms: larger than delay_ms")
+        mtu = spec.get("mtu")
+        if mtu is not None and not (isinstance(mtu, int) and not isinstance(mtu, bool)
+                                    and _MIN_MTU <= mtu <= _MAX_MTU):
+            problems.append(f"{where}.mtu: must be an integer in {_MIN_MTU}..{_MAX_MTU}")
+            mtu = None
+        mtu_for = spec.get("mtu_for")
+        if mtu_for is not None:
+            if (not isinstance(mtu_for, list) or len(mtu_for) != 2
+                    or any(n not in nodes for n in mtu_for) or mtu_for[0] == mtu_for[1]):
+                problems.append(f"{where}.mtu_for: must name two different nodes")
+                mtu_for = None
+            elif mtu is None:
+                problems.append(f"{where}.mtu_for: needs an mtu")
+        drop_ptb = spec.get("drop_ptb", False)
+        if not isinstance(drop_ptb, bool):
+            problems.append(f"{where}.drop_ptb: must be true or false")
+            drop_ptb = False
         sub4 = v4net.network_address + (index << 8)
         sub6 = v6net.network_address + (index << 64)
         links.append(Link(
             a=str(a), b=str(b), index=index, cost=float(cost),
             a_v4=str(sub4 + 1), b_v4=str(sub4 + 2), a_v6=str(sub6 + 1), b_v6=str(sub6 + 2),
-            **values,
+            mtu=mtu, mtu_for=(mtu_for[0], mtu_for[1]) if mtu_for else None,
+            drop_ptb=drop_ptb, **values,
         ))
     if problems:
         raise TopologyError(source, problems)
@@ -393,4 +454,12 @@ def parse_topology(raw: dict[str, Any], source: str = "<memory>") -> Topology:
                    if n != first and n not in topo._trees[first]]
     if unreachable:
         raise TopologyError(source, unreachable)
+    for link in links:
+        if link.mtu_for is not None:
+            x, y = link.mtu_for
+            if {link.a, link.b} not in [{u, v} for u, v in pairwise(topo.path(x, y))]:
+                problems.append(f"links[{link.index}].mtu_for: the path from {x} to {y} "
+                                f"does not cross {link.a}-{link.b}")
+    if problems:
+        raise TopologyError(source, problems)
     return topo

@@ -23,6 +23,15 @@ phase (``phase_timeout_s``): whichever comes first ends the phase with status
 and reply sizes), so a server that drips bytes, floods lines or never answers
 ends within its deadline and cannot exhaust memory.
 
+Stalls
+------
+A ``tls_handshake`` phase that times out gets ``tls_stall`` in the body: the
+connection's TCP counters and a path MTU measurement toward the server decide
+whether it is a path MTU black hole (verdict ``pmtu_black_hole``; the record's
+error says so) or another stall (:mod:`netvantage.measure.blackhole`).  The
+check runs in what is left of the probe's deadline (``timeout_s`` beyond
+``phase_timeout_s``: 10 s by default); the record's status stays ``timeout``.
+
 Certificates
 ------------
 The handshake verifies the certificate like a real client (the system's
@@ -59,10 +68,12 @@ from ..results import (
     SmtpRecord,
     Status,
     TlsInfo,
+    TlsStall,
     ms,
     new_id,
     utc_now,
 )
+from .blackhole import TcpCounters, diagnose_stall, tcp_counters
 from .certs import CertError, cert_info
 from .common import Origin, bounded_gather, describe, status_of
 from .proto import (
@@ -219,6 +230,9 @@ class _Session:
             self.core = ImapDialogue(mode=mode, username=opts.username, password=opts.password)
             self.reader_core = ResponseReader()
         self.stop_after_tls = False
+        # TCP counters when the handshake began and when it timed out (see .blackhole).
+        self.stall_counters: tuple[TcpCounters | None, TcpCounters | None] | None = None
+        self.sock: socket.socket | None = None
 
     def _remaining(self) -> float:
         # The phase limit runs from the start of the phase, not of each read:
@@ -241,6 +255,7 @@ class _Session:
                       f"within its {self.opts.phase_timeout_s:g} s")
 
     async def run(self, sock: socket.socket, connected_at: int) -> None:
+        self.sock = sock
         reader, writer = await asyncio.open_connection(sock=sock, limit=self.opts.max_bytes)
         if self.protocol == "smtp" and self.opts.helo is None:
             assert isinstance(self.core, SmtpDialogue)
@@ -342,9 +357,18 @@ class _Session:
         self.clock.begin("tls_handshake")
         ctx = _tls_context(self.opts, self.verify)
         hostname = self.server_name if self.verify or _is_name(self.server_name) else None
+        counters = tcp_counters(self.sock)
         try:
-            await asyncio.wait_for(writer.start_tls(ctx, server_hostname=hostname),
-                                   self._remaining())
+            handshake = asyncio.ensure_future(writer.start_tls(ctx, server_hostname=hostname))
+            done, _ = await asyncio.wait({handshake}, timeout=self._remaining())
+            if not done:
+                # Read the connection's counters before the cancelled handshake closes it.
+                self.stall_counters = (counters, tcp_counters(self.sock))
+                handshake.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, ssl.SSLError):
+                    await handshake
+                raise TimeoutError
+            handshake.result()
         except ssl.SSLCertVerificationError as exc:
             message = verify_error(exc)
             self.tls = _replace(self.tls, verified=False, verify_error=message)
@@ -466,6 +490,7 @@ async def _probe(protocol: Protocol, target: Target | str, opts: MailOptions,
     ip_version: Literal[4, 6] | None = family
     status: Status = "ok"
     error: str | None = None
+    stall: TlsStall | None = None
     try:
         if _is_name(target.host):
             clock.begin("dns")
@@ -503,6 +528,17 @@ async def _probe(protocol: Protocol, target: Target | str, opts: MailOptions,
                                              server_name, deadline)
             if cert is not None:
                 session.tls = _replace(session.tls, cert=cert, cert_from_second_handshake=True)
+        if session is not None and session.stall_counters is not None and address is not None:
+            # The handshake timed out: why?  Within what is left of the probe's deadline.
+            stall = await diagnose_stall(address, ip_version, *session.stall_counters,
+                                         budget_s=deadline - time.monotonic() - 0.05)
+            if stall.verdict == "pmtu_black_hole":
+                error = (f"TLS handshake stalled in a path MTU black hole: path MTU "
+                         f"{stall.path_mtu} < interface MTU {stall.local_mtu}, "
+                         + ("'too big' ICMP received" if stall.ptb_received
+                            else "no 'too big' ICMP came back")
+                         + (f", larger packets stop at {stall.hop_address}"
+                            if stall.hop_address else ""))
     duration = ms(time.perf_counter_ns() - t_start)
     failed = next((p.name for p in clock.phases if not p.ok), None)
     core = session.core if session else None
@@ -513,9 +549,11 @@ async def _probe(protocol: Protocol, target: Target | str, opts: MailOptions,
         phases=clock.phases, failed_phase=failed, greeting=greeting,
         capabilities=core.capabilities if core else [],
         capabilities_tls=core.capabilities_tls if core else [],
+        capabilities_auth=getattr(core, "capabilities_auth", []) if core else [],
         tls=session.tls if (session is not None and used_tls) else None,
         auth=core.auth_result if core else None,
         bytes_received=session.received if session else 0,
+        tls_stall=msgspec.UNSET if stall is None else stall,
     )
     cls = SmtpRecord if protocol == "smtp" else ImapRecord
     return cls(id=record_id, agent=origin.agent, region=origin.region, target=name or target.host,

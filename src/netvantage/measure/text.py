@@ -1,7 +1,8 @@
 """Records as tables a person reads (``netvantage measure ... --table``, the quick demo).
 
 Ping and TCP records share one table (sent, received, loss, min/median/max, jitter);
-SMTP and IMAP records get one of phases and TLS; every trace gets its hop table.
+SMTP and IMAP records get one of phases and TLS; every trace gets its hop table;
+path MTU records one line each (the MTU, where it drops, whether the ICMP came).
 A missing value prints as ``-``: a lost probe is never shown as 0 ms.
 """
 
@@ -14,6 +15,7 @@ from ..results import (
     ImapRecord,
     Multipath,
     PingRecord,
+    PmtuRecord,
     SmtpRecord,
     TcpRecord,
     TraceRecord,
@@ -21,7 +23,8 @@ from ..results import (
 from ..text import columns, ms
 from .target import Target
 
-__all__ = ["mail_table", "multipath_lines", "reach_table", "records_table", "trace_table"]
+__all__ = ["mail_table", "multipath_lines", "pmtu_table", "reach_table", "records_table",
+           "trace_table"]
 
 
 def reach_table(records: Sequence[AnyRecord]) -> list[str]:
@@ -116,9 +119,30 @@ def multipath_lines(m: Multipath) -> list[str]:
     return lines
 
 
+def pmtu_table(records: Sequence[AnyRecord]) -> list[str]:
+    """One row per path MTU record: the MTU, the hop where a larger packet stops, the ICMP."""
+    rows = [("KIND", "TARGET", "ADDRESS", "STATUS", "PATH MTU", "LOCAL", "DROPS AT", "NEXT HOP",
+             "ICMP TOO BIG", "ERROR")]
+    for r in records:
+        if not isinstance(r, PmtuRecord):
+            continue
+        b = r.body
+        hop = f"hop {b.hop_ttl} {b.hop_address}" if b.hop_ttl else (b.hop_address or "-")
+        if b.path_mtu is not None and b.path_mtu == b.local_mtu:
+            icmp = "not needed"
+        elif b.ptb_received:
+            icmp = f"received (mtu {b.ptb_mtu})"
+        else:
+            icmp = "NONE: black hole" if b.black_hole else "none"
+        rows.append((f"pmtu/{b.protocol}", r.target, r.address or "-", r.status,
+                     "-" if b.path_mtu is None else str(b.path_mtu), str(b.local_mtu), hop,
+                     b.next_hop_address or "-", icmp, r.error or ""))
+    return columns(rows) if len(rows) > 1 else []
+
+
 def records_table(records: Sequence[AnyRecord]) -> str:
-    """Every record in its table: ping/TCP first, then mail, then traces; times in ms."""
+    """Every record in its table: ping/TCP first, then mail, path MTU, traces; times in ms."""
     reach = reach_table(records)
-    rest = mail_table(records) + trace_table(records)
+    rest = mail_table(records) + pmtu_table(records) + trace_table(records)
     lines = [*reach, "", *rest] if reach and rest else [*reach, *rest]
     return "\n".join([*lines, "(times in ms)"])

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -19,9 +20,13 @@ from ..analysis.episodes import snapshots
 from ..analysis.frames import Campaign
 from ..analysis.geo import locations as read_locations
 from ..analysis.load import load
+from ..analysis.place import Placement, place_campaign
+from ..analysis.rank import Thresholds
+from ..analysis.readiness import DEFAULT_FAIL_ON, failing_targets
 from ..analysis.summary import Analysis, analyse
 from .content import ReportContent, collect_content
 from .figures import FIGURES, Figure, draw_all
+from .placement import placement_figure
 from .render import render_html, render_markdown
 
 __all__ = ["Report", "build_report", "make_report"]
@@ -86,7 +91,8 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                 gaps: str = "exclude", same_city_floor_ms: float | None = None,
                 compare: Campaign | None = None,
                 compare_at: str | pd.Timestamp | None = None,
-                episode_min_rise: float = 0.08, episode_min_windows: int = 3) -> Report:
+                episode_min_rise: float = 0.08, episode_min_windows: int = 3,
+                readiness_fail_on: tuple[str, ...] = DEFAULT_FAIL_ON) -> Report:
     """Analyse ``campaign`` (as :func:`analyse` does, with the same options and defaults),
     draw the figures, word the findings.
 
@@ -95,18 +101,51 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
     """
     say: Progress = progress or (lambda _message: None)
     say("analysing…")
+    ready = campaign.readiness  # snapshots keep the four measurement frames only
     campaign, earlier = snapshots(campaign, compare, compare_at)
+    if ready is not None and campaign.readiness is None:
+        campaign = replace(campaign, readiness=ready)
     result = analyse(campaign, keep_impossible=keep_impossible, weights=weights,
                      locations=locations, window=window, mixes=mixes, gaps=gaps,
                      same_city_floor_ms=same_city_floor_ms, compare=earlier,
                      episode_min_rise=episode_min_rise,
-                     episode_min_windows=episode_min_windows)
+                     episode_min_windows=episode_min_windows,
+                     readiness_fail_on=readiness_fail_on)
+    placement = _placement(campaign, result, locations, keep_impossible, same_city_floor_ms,
+                           say)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
+    drawn = placement_figure(placement)
+    if drawn is not None:
+        figures += (Figure("placement", *drawn),)
     content = collect_content(
         campaign, result, title=title or "Where should the service live? A netvantage report",
-        version=__version__, generated=now or pd.Timestamp.now(tz="UTC"), sources=sources)
+        version=__version__, generated=now or pd.Timestamp.now(tz="UTC"), sources=sources,
+        placement=placement)
     return Report(content, figures, result)
+
+
+def _placement(campaign: Campaign, result: Analysis, locations: pd.DataFrame | None,
+               keep_impossible: bool, same_city_floor_ms: float | None,
+               say: Progress) -> Placement | None:
+    """The best single site and pair for the report's weights (anycast; the ranking's
+    costs, coverage and thresholds), or None when there are fewer than two sites or no
+    weighted region."""
+    sites = campaign.measurements["target"].dropna().nunique()
+    if sites < 2 or not result.weights:
+        return None
+    say("placing: the best pair…")
+    options: dict[str, Any] = {}
+    failing = failing_targets(result.readiness)
+    if failing:  # mail readiness fails candidates here as in the ranking
+        measured = set(campaign.measurements["kind"].astype(str).unique())
+        base = (Thresholds() if measured & set(Thresholds().handshake_kinds)
+                else Thresholds(handshake_p95_ms=None))
+        options["thresholds"] = replace(base, failing_targets=failing)
+    return place_campaign(campaign, weights=result.weights, locations=locations,
+                          keep_impossible=keep_impossible,
+                          same_city_floor_ms=same_city_floor_ms, sites=2, alternatives=3,
+                          **options)
 
 
 def build_report(data: Source | Sequence[Source] | Campaign, output: str | os.PathLike[str], *,

@@ -19,11 +19,14 @@ import pandas as pd
 
 from ..analysis.coverage import CONFIDENCE_RULE
 from ..analysis.frames import Campaign
+from ..analysis.place import Placement
 from ..analysis.summary import Analysis
 from .coverage import CoverageSection, coverage_section
 from .detours import DetourSection, detour_section
 from .mixes import MixSection, mix_section
 from .physics import PhysicsSection, physics_section
+from .placement import PlacementSection, placement_section
+from .readiness import ReadinessSection, readiness_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
            "collect_content", "duration_text"]
@@ -93,8 +96,10 @@ class ReportContent:
     mixes: MixSection | None = None
     coverage: CoverageSection | None = None
     physics: PhysicsSection | None = None
+    placement: PlacementSection | None = None  # the best single site, the best pair
     ranking_note: str = ""  # what the 95 % CI and p(best) columns rest on, or why empty
     calm: str = ""  # the sentence shown when no region is flagged: what was tested
+    readiness: ReadinessSection | None = None  # "Will mail flow on day one?"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -583,8 +588,10 @@ def _gathering(campaign: Campaign, result: Analysis, sources: Sequence[str],
 
 
 def collect_content(campaign: Campaign, result: Analysis, *, title: str, version: str,
-                    generated: pd.Timestamp, sources: Sequence[str] = ()) -> ReportContent:
-    """Everything the report says, from the campaign and its analysis (no figures)."""
+                    generated: pd.Timestamp, sources: Sequence[str] = (),
+                    placement: Placement | None = None) -> ReportContent:
+    """Everything the report says, from the campaign and its analysis (no figures);
+    ``placement``: the best single site and pair (:mod:`netvantage.analysis.place`)."""
     return ReportContent(
         title=title,
         generated=_when(generated),
@@ -601,6 +608,8 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         mixes=mix_section(result.mixes),
         coverage=coverage_section(result.coverage),
         physics=physics_section(result.physics),
+        placement=placement_section(placement),
         ranking_note=_ranking_note(result.ranking.table),
         calm=_calm(result),
+        readiness=readiness_section(result.readiness),
     )

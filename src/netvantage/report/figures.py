@@ -728,7 +728,8 @@ def mix_figure(campaign: Campaign, result: Analysis) -> Figure | None:
 
 
 #: The figures in report order (names are also the PNG files' stems).
-FIGURES = ("map", "latency", "loss", "phases", "timeseries", "inflation", "mixes")
+FIGURES = ("map", "latency", "loss", "phases", "timeseries", "inflation", "mixes",
+           "placement")  # placement: drawn by report.placement (report.build adds it)
 
 
 def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,

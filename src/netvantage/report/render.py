@@ -20,6 +20,8 @@ from .detours import detour_markdown
 from .figures import Figure
 from .mixes import mix_markdown
 from .physics import physics_markdown
+from .placement import placement_markdown
+from .readiness import readiness_markdown
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -117,6 +119,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
     out += ["## Ranking", "", *([_md(content.ranking_note), ""] if content.ranking_note
                                 else []), *_md_table(content.ranking)]
     out += ["## Per-region breakdown", "", *_md_table(content.breakdown)]
+    out += readiness_markdown(content.readiness, _md)
 
     def figure(name: str) -> list[str]:
         f = byname.get(name)
@@ -126,6 +129,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
         note = "" if name in paths else " (write the figures with `--figures DIR` to see it)"
         return [*lines, f"*{_md(f.caption)}*{note}", ""]
 
+    out += placement_markdown(content.placement, _md, figure("placement"))
     out += ["## Map", "", *figure("map")]
     out += ["## Latency distributions", "", *figure("latency")]
     out += ["## Loss and handshake phases", "", *figure("loss"), *figure("phases")]

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_RTT_MS",
     "PHASES_IMAP",
     "PHASES_SMTP",
+    "READY_CHECKS",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "STATUSES",
@@ -37,11 +38,18 @@ __all__ = [
     "IcmpError",
     "ImapRecord",
     "MailBody",
+    "MailReadyBody",
+    "MailReadyRecord",
     "MdaLink",
     "Multipath",
     "Phase",
     "PingBody",
     "PingRecord",
+    "PmtuBody",
+    "PmtuProbe",
+    "PmtuRecord",
+    "ReadyCheck",
+    "ReadyStatus",
     "Record",
     "Responder",
     "RttStats",
@@ -52,9 +60,11 @@ __all__ = [
     "TcpBody",
     "TcpRecord",
     "TlsInfo",
+    "TlsStall",
     "TraceBody",
     "TraceProbe",
     "TraceRecord",
+    "ZoneAnswer",
     "ms",
     "new_id",
     "rtt_stats",
@@ -102,6 +112,7 @@ TimeMs = Annotated[float, msgspec.Meta(ge=0, le=MAX_RTT_MS)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Mtu = Annotated[int, msgspec.Meta(ge=68, le=65_535)]
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
@@ -812,6 +823,30 @@ class TlsInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     cert_from_second_handshake: bool = False
 
 
+class TlsStall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why a TLS handshake timed out (see :mod:`netvantage.measure.blackhole`).
+
+    ``verdict`` is ``pmtu_black_hole`` when the server's TCP acknowledged our
+    ClientHello (``hello_acked``), its answer never came whole, and the path MTU
+    measured toward it is below the interface MTU; ``stalled`` otherwise.
+    ``flight_bytes`` is how much of the server's answer arrived in order,
+    ``out_of_order_segments`` how many segments arrived past a gap (``None``
+    where the kernel does not say).  ``path_mtu``, ``local_mtu``,
+    ``ptb_received`` and ``hop_address`` come from the path MTU measurement;
+    ``note`` says why one is missing.
+    """
+
+    verdict: Literal["pmtu_black_hole", "stalled"]
+    hello_acked: bool | None = None
+    flight_bytes: NonNegInt | None = None
+    out_of_order_segments: NonNegInt | None = None
+    path_mtu: Mtu | None = None
+    local_mtu: Mtu | None = None
+    ptb_received: bool | None = None
+    hop_address: str | None = None
+    note: str | None = None
+
+
 class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An SMTP or IMAP handshake, phase by phase.  Never sends mail; logs in only when asked."""
 
@@ -824,9 +859,15 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     greeting: str | None = None
     capabilities: list[str] = []
     capabilities_tls: list[str] = []
+    #: IMAP: the capabilities the server announced after LOGIN (untagged or in the
+    #: tagged OK's [CAPABILITY …] code); empty when it announced none or no login ran.
+    capabilities_auth: list[str] = []
     tls: TlsInfo | None = None
     auth: Literal["ok", "failed"] | None = None
     bytes_received: NonNegInt = 0
+    #: Set when the TLS handshake timed out: the evidence and the verdict.  Absent (not
+    #: null) otherwise, so that readers older than it read every other record as before.
+    tls_stall: TlsStall | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.phases]
@@ -841,6 +882,145 @@ class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def phase(self, name: str) -> Phase | None:
         return next((p for p in self.phases if p.name == name), None)
+
+
+# --------------------------------------------------------------------------- mail readiness
+
+ReadyStatus: TypeAlias = Literal["pass", "warn", "fail", "unknown"]
+#: The checks of a ``mailready`` record, in the order a report shows them.
+READY_CHECKS: tuple[str, ...] = ("dnsbl", "rhsbl", "rdns", "spf", "dkim", "dmarc", "mta_sts",
+                                 "tls_rpt", "mx", "tls", "port25")
+
+
+class ReadyCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One check of a mail host's readiness: its status, one line for people, the evidence.
+
+    ``status``: ``pass``; ``warn`` (works, but a receiver may object, or something optional
+    is missing); ``fail`` (mail will bounce or be junked); ``unknown`` (the check could not
+    be made: a DNS timeout or SERVFAIL, a server that did not answer).  Unknown is never
+    counted as pass.  ``evidence`` holds what was found, each item ``WHERE: WHAT``
+    (the zone that lists the address and its code, the record text, the certificate name).
+    """
+
+    status: ReadyStatus
+    summary: str
+    evidence: list[str] = []
+
+
+class ZoneAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One blocklist zone's answer for the address (``ip``) or the domain (``domain``).
+
+    ``result``: ``listed``, ``clean`` (NXDOMAIN) or ``unknown`` (timeout, SERVFAIL, a
+    refusal code such as 127.255.255.254, an answer outside 127.0.0.0/8).  ``codes`` are
+    the A records returned, ``meaning`` their decoding, ``txt`` the zone's TXT reason.
+    """
+
+    zone: Name
+    kind: Literal["ip", "domain"]
+    query: str
+    result: Literal["listed", "clean", "unknown"]
+    codes: list[str] = []
+    meaning: str | None = None
+    txt: str | None = None
+    elapsed_ms: NonNegFloat | None = None
+
+
+class MailReadyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Will mail flow from this host on day one?  One field per check (:data:`READY_CHECKS`).
+
+    ``host`` is the host name checked (given, or the PTR name), ``domain`` the mail
+    domain whose policy records were read, ``selectors`` the DKIM selectors.
+    ``resolvers`` are the DNS servers asked; ``dns_queries`` how many queries were
+    sent, within ``budget_s`` seconds in all.  ``verdict`` is the worst status of the
+    checks (fail > unknown > warn > pass); ``failing`` names the failed checks.
+    """
+
+    host: str | None = None
+    domain: str | None = None
+    selectors: list[str] = []
+    resolvers: list[str] = []
+    budget_s: NonNegFloat
+    dns_queries: NonNegInt = 0
+    verdict: ReadyStatus
+    failing: list[str] = []
+    dnsbl: ReadyCheck
+    rhsbl: ReadyCheck
+    rdns: ReadyCheck
+    spf: ReadyCheck
+    dkim: ReadyCheck
+    dmarc: ReadyCheck
+    mta_sts: ReadyCheck
+    tls_rpt: ReadyCheck
+    mx: ReadyCheck
+    tls: ReadyCheck
+    port25: ReadyCheck
+    zones: list[ZoneAnswer] = []
+
+    def __post_init__(self) -> None:
+        failing = [name for name in READY_CHECKS if self.check(name).status == "fail"]
+        if failing != list(self.failing):
+            raise ValueError(f"failing is {self.failing} but the failed checks are {failing}")
+
+    def check(self, name: str) -> ReadyCheck:
+        if name not in READY_CHECKS:
+            raise KeyError(f"no check {name!r} (checks: {', '.join(READY_CHECKS)})")
+        check: ReadyCheck = getattr(self, name)
+        return check
+# --------------------------------------------------------------------------- pmtu
+
+class PmtuProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One Don't-Fragment probe: its total IP size, TTL and what came back.
+
+    ``answer``: ``reply`` (the target answered: the size passed), ``ptb`` (ICMP
+    "fragmentation needed" or ICMPv6 "packet too big", with the ``mtu`` it named),
+    ``time_exceeded`` (a router at that TTL), ``unreachable``, or ``None`` (nothing).
+    """
+
+    size: Annotated[int, msgspec.Meta(ge=20, le=65_535)]
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=255)]
+    answer: Literal["reply", "ptb", "time_exceeded", "unreachable"] | None = None
+    responder: str | None = None
+    mtu: NonNegInt | None = None
+    rtt_ms: RttMs | None = None
+
+
+class PmtuBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Path MTU toward the target, and where a packet that does not fit stops.
+
+    ``local_mtu`` is the MTU of the interface toward the target, ``cached_mtu``
+    a smaller path MTU the measuring kernel had already learned for it (from an
+    earlier "fragmentation needed"), when it had one; ``path_mtu``
+    the largest total IP size that reached the target (``None`` if the search
+    did not end).  ``ptb_received`` says whether an ICMP "fragmentation needed"
+    (RFC 1191) or ICMPv6 "packet too big" (RFC 8201) came back; ``black_hole``
+    is a path MTU below ``local_mtu`` learned *without* one (RFC 2923).
+    ``hop_ttl``/``hop_address`` name the router that cannot forward the larger
+    packet (the sender of the ICMP message, or the last router to answer
+    TTL-limited probes of the failing size); ``next_hop_address`` the hop after it.
+    """
+
+    protocol: Literal["icmp", "udp", "tcp"]
+    ip_version: Literal[4, 6]
+    port: Port | None = None
+    local_mtu: Mtu
+    cached_mtu: Mtu | None = None
+    path_mtu: Mtu | None = None
+    reached: bool
+    ptb_received: bool = False
+    ptb_mtu: NonNegInt | None = None
+    ptb_from: str | None = None
+    black_hole: bool = False
+    hop_ttl: Annotated[int, msgspec.Meta(ge=1, le=255)] | None = None
+    hop_address: str | None = None
+    next_hop_address: str | None = None
+    rounds: NonNegInt = 0
+    probes: list[PmtuProbe] = []
+
+    def __post_init__(self) -> None:
+        if self.path_mtu is not None and self.path_mtu > self.local_mtu:
+            raise ValueError("path_mtu is larger than local_mtu")
+        if self.black_hole and self.ptb_received:
+            raise ValueError("a black hole is a path MTU learned without a PTB message")
 
 
 # --------------------------------------------------------------------------- envelope
@@ -906,6 +1086,10 @@ class TraceRecord(Record, tag="trace", frozen=True):
     body: TraceBody
 
 
+class PmtuRecord(Record, tag="pmtu", frozen=True):
+    body: PmtuBody
+
+
 class SmtpRecord(Record, tag="smtp", frozen=True):
     body: MailBody
 
@@ -914,7 +1098,12 @@ class ImapRecord(Record, tag="imap", frozen=True):
     body: MailBody
 
 
-AnyRecord: TypeAlias = PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapRecord
+class MailReadyRecord(Record, tag="mailready", frozen=True):
+    body: MailReadyBody
+
+
+AnyRecord: TypeAlias = (PingRecord | TcpRecord | TraceRecord | SmtpRecord | ImapRecord
+                        | PmtuRecord | MailReadyRecord)
 _RECORD_TYPES: tuple[type[Record], ...] = (PingRecord, TcpRecord, TraceRecord, SmtpRecord,
-                                           ImapRecord)
+                                           ImapRecord, PmtuRecord, MailReadyRecord)
 KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in _RECORD_TYPES)

@@ -69,6 +69,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
+    from ..pcap import PacketLog
     from .sweep import Sweep
 
 __all__ = ["Engine", "Job", "norm_address"]
@@ -152,6 +153,7 @@ class Engine:
         self._partial_sum = echo_partial_sum(self.request_type, self.payload)
         self.probes: dict[tuple[str, int], tuple[Job, int]] = {}
         self._next_seq: dict[str, int] = {}
+        self.log: PacketLog | None = sweep.log  # --pcap: every request and matched reply
         prepare(self.icmp, ip_version, self.ident, opts)
 
     def close(self) -> None:
@@ -200,6 +202,11 @@ class Engine:
                 return
         job.tx_real[i] = real
         job.tx_mono[i] = mono
+        if self.log is not None:
+            dst = job.key_address
+            self.log.write_l4(packet, real, src=self.log.source(dst), dst=dst,
+                              proto=1 if self.v == 4 else 58, ttl=self.opts.ttl,
+                              df=self.opts.dont_fragment)
 
     # -- receiving -----------------------------------------------------------
 
@@ -239,11 +246,23 @@ class Engine:
             entry = self.probes.get((source, sequence))
             if entry is not None:
                 job, i = entry
-                job.on_reply(i, kernel_stamp(anc), rx_mono)
+                stamp = kernel_stamp(anc)
+                if self.log is not None:
+                    self._log_reply(data, stamp, source)
+                job.on_reply(i, stamp, rx_mono)
                 if job.complete():
                     self.sweep.finish(job)
         elif self.raw and icmp_type in ERROR_TYPES[self.v]:
             self._on_raw_error(data, offset, icmp_type, source)
+
+    def _log_reply(self, data: bytes, stamp: int | None, source: str) -> None:
+        assert self.log is not None
+        when = stamp if stamp is not None else time.time_ns()
+        if self.raw4:
+            self.log.write(data, when)  # the IP header as received
+        else:  # the reply's own TTL is not known here: 64 stands for it
+            self.log.write_l4(data, when, src=source, dst=self.log.source(source),
+                              proto=1 if self.v == 4 else 58, ttl=64)
 
     def _on_raw_error(self, data: bytes, offset: int, icmp_type: int, source: str) -> None:
         quoted = data[offset + 8:]

@@ -24,7 +24,8 @@ import socket
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from ...results import PingRecord, new_id, utc_now
 from ..common import Origin, bounded_gather
@@ -32,6 +33,9 @@ from ..target import Resolved, Target, resolve
 from .engine import Engine, Job, norm_address
 from .options import PingOptions
 from .records import failed_record, job_record
+
+if TYPE_CHECKING:
+    from ..pcap import PacketLog
 
 __all__ = ["Sweep", "ping", "ping_many", "run_sweep"]
 
@@ -48,8 +52,10 @@ def _release(waiter: asyncio.Future[None]) -> None:
 class Sweep:
     """Targets sharing one socket per family, a global pace and a bound on active targets."""
 
-    def __init__(self, jobs: Sequence[Job], opts: PingOptions, concurrency: int) -> None:
+    def __init__(self, jobs: Sequence[Job], opts: PingOptions, concurrency: int,
+                 log: PacketLog | None = None) -> None:
         self.opts = opts
+        self.log = log
         self.concurrency = concurrency
         self.waiting = deque(jobs)
         self.engines: dict[int, Engine] = {}
@@ -190,7 +196,7 @@ def _literal(host: str, family: Literal[4, 6] | None) -> Resolved | None:
 
 async def run_sweep(items: Sequence[tuple[Target | str, str | None]], opts: PingOptions,
                  origin: Origin | None, family: Literal[4, 6] | None,
-                 concurrency: int) -> list[PingRecord]:
+                 concurrency: int, pcap: Path | None = None) -> list[PingRecord]:
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     origin = origin or Origin.local()
@@ -220,10 +226,19 @@ async def run_sweep(items: Sequence[tuple[Target | str, str | None]], opts: Ping
         await bounded_gather(names, resolve_one, concurrency)
 
     ok = [job for job in jobs if job.resolved is not None]
-    sweep = Sweep(ok, opts, concurrency)  # may raise PrivilegeError before any packet
-    kinds: dict[int, Literal["raw", "dgram"]] = {
-        v: "raw" if e.raw else "dgram" for v, e in sweep.engines.items()}
-    await sweep.run()
+    log = None
+    if pcap is not None:
+        from ..pcap import PacketLog
+
+        log = PacketLog(pcap)
+    try:
+        sweep = Sweep(ok, opts, concurrency, log)  # may raise PrivilegeError before any packet
+        kinds: dict[int, Literal["raw", "dgram"]] = {
+            v: "raw" if e.raw else "dgram" for v, e in sweep.engines.items()}
+        await sweep.run()
+    finally:
+        if log is not None:
+            log.close()
     records = []
     for job, record_id in zip(jobs, ids, strict=True):
         if job.resolved is None:
@@ -247,11 +262,13 @@ async def ping(target: Target | str, opts: PingOptions = _DEFAULT_OPTIONS, *,
 
 async def ping_many(targets: Sequence[Target | str], opts: PingOptions = _DEFAULT_OPTIONS, *,
                     origin: Origin | None = None, family: Literal[4, 6] | None = None,
-                    concurrency: int = 8) -> list[PingRecord]:
+                    concurrency: int = 8, pcap: Path | None = None) -> list[PingRecord]:
     """Ping several targets as one sweep; results in input order.
 
     One ICMP socket per address family serves all targets; requests of the whole
     sweep are spaced by ``opts.pace_s``; at most ``concurrency`` targets are active
-    (have requests outstanding) at once.
+    (have requests outstanding) at once.  ``pcap``: write every request and matched
+    reply there (:mod:`netvantage.measure.pcap`).
     """
-    return await run_sweep([(t, None) for t in targets], opts, origin, family, concurrency)
+    return await run_sweep([(t, None) for t in targets], opts, origin, family, concurrency,
+                           pcap)

@@ -3,6 +3,9 @@
 The dialogue, as a table (state: on a response → what to do)::
 
     greeting        * OK / * PREAUTH → a1 CAPABILITY (capability)
+                    * PREAUTH before TLS in mode starttls → Fail greeting (tls_error):
+                      STARTTLS is only allowed before authentication (RFC 3501 6.2.1),
+                      so the session can never be encrypted
                     * BYE or anything else → Fail greeting
     capability      * CAPABILITY … → remember;  a1 OK →
                         a2 STARTTLS (starttls) if mode is starttls (Fail if not offered)
@@ -12,8 +15,13 @@ The dialogue, as a table (state: on a response → what to do)::
     starttls        tagged OK → StartTls     NO/BAD → Fail starttls
     tls_handshake   (I/O) → a3 CAPABILITY (capability_tls)  [implicit TLS: wait for greeting]
     capability_tls  like capability, without STARTTLS
-    login           tagged OK → LOGOUT       NO/BAD → Fail login
+                    (after PREAUTH no LOGIN: the session is authenticated already)
+    login           * CAPABILITY … or tagged OK [CAPABILITY …] → remember as
+                    ``capabilities_auth``;  tagged OK → LOGOUT   NO/BAD → Fail login
     logout          * BYE, then tagged OK → Done (a server may also just close)
+
+Tags follow RFC 3501's grammar: any ASTRING-CHAR but ``+`` (letters, digits and
+punctuation except ``( ) { % * "`` and the backslash, spaces and control characters).
 
 Untagged lines in any phase are allowed but counted: more than
 ``max_untagged`` before the tagged answer is a protocol error (a server
@@ -34,7 +42,10 @@ __all__ = ["ImapDialogue", "Response", "ResponseReader"]
 
 Mode = Literal["starttls", "tls", "plain"]
 _LITERAL = re.compile(rb"\{(\d{1,10})\+?\}$")
-_TAGGED = re.compile(r"^([A-Za-z0-9.]+) (OK|NO|BAD)\b ?(.*)$", re.IGNORECASE | re.DOTALL)
+# RFC 3501 9: tag = 1*<any ASTRING-CHAR except "+">; ASTRING-CHAR = ATOM-CHAR / "]";
+# ATOM-CHAR = any CHAR except "(" ")" "{" SP CTL "%" "*" DQUOTE "\\" "]".
+_TAGGED = re.compile(r'^([^\x00-\x20\x7f(){%*"\\+]+) (OK|NO|BAD)\b ?(.*)$',
+                     re.IGNORECASE | re.DOTALL)
 _UNTAGGED = re.compile(r"^\* ([A-Za-z0-9]+)\b ?(.*)$", re.DOTALL)
 _CAPS_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 
@@ -139,7 +150,9 @@ class ImapDialogue:
     greeting: Response | None = None
     capabilities: list[str] = field(default_factory=list)
     capabilities_tls: list[str] = field(default_factory=list)
+    capabilities_auth: list[str] = field(default_factory=list)
     tls_active: bool = False
+    preauth: bool = False
     auth_result: Literal["ok", "failed"] | None = None
     _tag_n: int = 0
     _tag: str | None = None
@@ -174,6 +187,11 @@ class ImapDialogue:
         if self.phase == "greeting":
             self.greeting = r
             if r.kind == "untagged" and r.word in ("OK", "PREAUTH"):
+                if r.word == "PREAUTH":
+                    self.preauth = True
+                    if self.mode == "starttls" and not self.tls_active:
+                        return self._fail("tls_error", r, "PREAUTH greeting before TLS: "
+                                          "STARTTLS is not allowed once authenticated")
                 caps = _CAPS_CODE.search(r.text)
                 if caps:
                     self._remember(caps.group(1).split())
@@ -216,7 +234,7 @@ class ImapDialogue:
                 if "STARTTLS" not in self.capabilities:
                     return Fail("tls_error", phase, "server does not offer STARTTLS")
                 return self._command("STARTTLS", "starttls")
-            if self.username is not None and self.password is not None:
+            if self.username is not None and self.password is not None and not self.preauth:
                 if not self.tls_active:
                     return Fail("error", "login", "refusing to send credentials without TLS")
                 return self._command(f"LOGIN {_quote(self.username)} {_quote(self.password)}",
@@ -230,6 +248,12 @@ class ImapDialogue:
             self.auth_result = "ok" if r.word == "OK" else "failed"
             if r.word != "OK":
                 return self._fail("protocol_error", r, "LOGIN failed")
+            # Servers announce what changed after login (RFC 3501 6.2.3, RFC 9051 6.2.3):
+            # in an untagged CAPABILITY or in the tagged OK's response code.
+            code = _CAPS_CODE.search(r.text)
+            caps = self._seen_caps or (code.group(1).split() if code else None)
+            if caps is not None:
+                self.capabilities_auth = [c.upper() for c in caps]
             return self._command("LOGOUT", "logout")
         if phase == "logout":
             return Done()

@@ -11,8 +11,13 @@ The dialogue, as a table (state: on a reply with this code → what to do)::
     tls_handshake   (I/O) → EHLO (ehlo_tls)  [implicit TLS: wait for greeting]
     ehlo_tls        250 → AUTH PLAIN (auth) with credentials, else QUIT (quit)
                     (with implicit TLS the one EHLO is named ``ehlo``)
+                    credentials but PLAIN not among the mechanisms → Fail auth
     auth            235 → QUIT (quit)         other → Fail auth
     quit            any → Done (a server may also just close: the shell ends the phase)
+
+AUTH mechanisms are read from the ``AUTH`` keyword and from its old aliases
+``AUTH=`` (an early draft's form, still sent for old clients) and ``X-EXPS``
+(:func:`auth_mechanisms`); capabilities are recorded as the server wrote them.
 
 Modes: ``starttls`` (ports 25, 587), ``tls`` (465: TLS first, then the greeting),
 ``plain`` (no TLS at all).  The dialogue never sends MAIL, RCPT or DATA.
@@ -35,7 +40,7 @@ from typing import Literal
 
 from . import Action, Done, Fail, ProtocolError, Send, StartTls, Wait, take_line
 
-__all__ = ["Reply", "ReplyReader", "SmtpDialogue"]
+__all__ = ["Reply", "ReplyReader", "SmtpDialogue", "auth_mechanisms"]
 
 Mode = Literal["starttls", "tls", "plain"]
 _LINE = re.compile(rb"^([0-9]{3})([ -]|$)(.*)$", re.DOTALL)
@@ -116,6 +121,17 @@ def has_capability(caps: list[str], keyword: str) -> bool:
     return any(c.split(" ", 1)[0] == keyword for c in caps)
 
 
+def auth_mechanisms(caps: list[str]) -> set[str]:
+    """SASL mechanisms offered: ``AUTH X Y``, the old ``AUTH=X Y`` and ``X-EXPS X Y``
+    (an alias of AUTH some servers still send; RFC 4954 names only AUTH)."""
+    found: set[str] = set()
+    for cap in caps:
+        words = cap.replace("=", " ", 1).split()
+        if words and words[0].upper() in ("AUTH", "X-EXPS"):
+            found.update(w.upper() for w in words[1:])
+    return found
+
+
 @dataclass
 class SmtpDialogue:
     """Decides what to send next.  See the table in the module docstring."""
@@ -194,6 +210,11 @@ class SmtpDialogue:
         if self.username is not None and self.password is not None:
             if not self.tls_active:
                 return Fail("error", "auth", "refusing to send credentials without TLS")
+            offered = auth_mechanisms(self.capabilities_tls if self.tls_active
+                                      else self.capabilities)
+            if "PLAIN" not in offered:
+                return Fail("error", "auth", "server offers no AUTH PLAIN (mechanisms: "
+                            f"{', '.join(sorted(offered)) or 'none'}); credentials not sent")
             token = base64.b64encode(
                 b"\0" + self.username.encode() + b"\0" + self.password.encode()
             ).decode("ascii")

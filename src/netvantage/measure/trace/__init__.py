@@ -68,6 +68,7 @@ import random
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -109,8 +110,12 @@ def _choose_method(opts: TraceOptions) -> Literal["raw", "recverr"]:
 
 async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFAULTS, *,
                      origin: Origin | None = None, family: Literal[4, 6] | None = None,
-                     concurrency: int = 64) -> list[TraceRecord]:
-    """Trace several targets at once (at most ``concurrency``), sharing one pacer."""
+                     concurrency: int = 64, pcap: Path | None = None) -> list[TraceRecord]:
+    """Trace several targets at once (at most ``concurrency``), sharing one pacer.
+
+    ``pcap``: write every probe and every answer about a traced destination there
+    (:mod:`netvantage.measure.pcap`); it needs the raw method (root or CAP_NET_RAW).
+    """
     origin = origin or Origin.local()
     method = _choose_method(opts)
     loop = asyncio.get_running_loop()
@@ -119,8 +124,15 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
         if method != "raw":
             raise PrivilegeError("multipath tracing (--mda) needs raw sockets: root or "
                                  "CAP_NET_RAW")
-        return await _mda_many(targets, opts, origin, family, concurrency, deadline)
+        return await _mda_many(targets, opts, origin, family, concurrency, deadline, pcap)
     engine = RawEngine(opts) if method == "raw" else None
+    if pcap is not None:
+        if engine is None:
+            raise PrivilegeError("--pcap records the raw method's packets: it needs root or "
+                                 "CAP_NET_RAW")
+        from ..pcap import PacketLog
+
+        engine.sockets.log = PacketLog(pcap)
     gate = asyncio.Semaphore(concurrency)
     used_ids: set[int] = set()
 
@@ -146,6 +158,7 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
                        flow_id=flow_id, sport=0x8000 | (flow_id & 0x7FFF))
             started_at, t0 = utc_now(), time.perf_counter_ns()
             if engine is not None:
+                engine.sockets.log_dsts.add(t.dst)
                 engine.by_dst.setdefault(t.dst, []).append(t)
                 try:
                     await run_raw(engine, t, deadline)
@@ -159,16 +172,22 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
         return list(await asyncio.gather(*(one(t) for t in targets)))
     finally:
         if engine is not None:
+            if engine.sockets.log is not None:
+                engine.sockets.log.close()
             engine.close()
 
 
 async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
                     family: Literal[4, 6] | None, concurrency: int,
-                    deadline: float) -> list[TraceRecord]:
+                    deadline: float, pcap: Path | None = None) -> list[TraceRecord]:
     """The multipath traces of :func:`trace_many` (``opts.mda``): one :class:`.mda.MdaEngine`."""
     from .mda import MdaEngine, mda_record, new_run, run_mda
 
     engine = MdaEngine(opts)
+    if pcap is not None:
+        from ..pcap import PacketLog
+
+        engine.sockets.log = PacketLog(pcap)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(target: Target | str) -> TraceRecord:
@@ -187,6 +206,7 @@ async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin:
                                     record_id, started_at, t0)
             t = new_run(resolved.address, resolved.ip_version, src, opts)
             started_at, t0 = utc_now(), time.perf_counter_ns()
+            engine.sockets.log_dsts.add(t.dst)
             engine.by_dst.setdefault(t.dst, []).append(t)
             try:
                 await run_mda(engine, t, deadline)
@@ -197,6 +217,8 @@ async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin:
     try:
         return list(await asyncio.gather(*(one(t) for t in targets)))
     finally:
+        if engine.sockets.log is not None:
+            engine.sockets.log.close()
         engine.close()
 
 

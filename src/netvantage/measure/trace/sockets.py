@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ...errors import PrivilegeError
 from ..kernel import SO_TIMESTAMPNS, kernel_stamp
@@ -33,6 +34,9 @@ from ..packets import (
 )
 from .options import Protocol
 from .state import Probe, TraceRun
+
+if TYPE_CHECKING:
+    from ..pcap import PacketLog
 
 __all__ = ["OnReply", "RawSockets", "parse_tcp", "tcp_syn"]
 
@@ -51,6 +55,9 @@ class RawSockets:
         self.loop = asyncio.get_running_loop()
         self.socks: dict[str, socket.socket] = {}
         self._on_reply = on_reply
+        #: --pcap: every probe, and every reply about a destination being traced.
+        self.log: PacketLog | None = None
+        self.log_dsts: set[str] = set()
         self._open()
 
     def _open(self) -> None:
@@ -126,6 +133,13 @@ class RawSockets:
         else:
             anc = [(socket.IPPROTO_IPV6, _IPV6_HOPLIMIT, struct.pack("@i", probe.ttl))]
             sock.sendmsg([data], anc, 0, (t.dst, 0))
+        if self.log is not None:
+            if t.version == 4:
+                self.log.write(data, probe.tx_real)
+            else:
+                proto = {"icmp": 58, "udp": PROTO_UDP, "tcp": PROTO_TCP}[self.protocol]
+                self.log.write6(data, probe.tx_real, src=t.src, dst=t.dst, next_header=proto,
+                                hop_limit=probe.ttl)
 
     def _on_readable(self, name: str) -> None:
         sock = self.socks.get(name)
@@ -149,7 +163,21 @@ class RawSockets:
             else:
                 quoted = parse_tcp(data, addr[0].split("%")[0], name == "tcp4")
             if quoted is not None:
+                if self.log is not None and quoted.dst in self.log_dsts:
+                    self._log_reply(name, data, anc, quoted, rx_real)
                 self._on_reply(quoted, rx_real, rx_mono)
+
+    def _log_reply(self, name: str, data: bytes, anc: list[tuple[int, int, bytes]],
+                   quoted: Quoted, rx_real: int | None) -> None:
+        assert self.log is not None
+        when = rx_real if rx_real is not None else time.time_ns()
+        if name in ("icmp4", "tcp4"):
+            self.log.write(data, when)  # raw IPv4 sockets deliver the header as received
+            return
+        hops = next((struct.unpack("@i", d[:4])[0] for lvl, k, d in anc
+                     if lvl == socket.IPPROTO_IPV6 and k == _IPV6_HOPLIMIT), 64)
+        self.log.write6(data, when, src=quoted.responder, dst=self.log.source(quoted.dst),
+                        next_header=58 if name == "icmp6" else PROTO_TCP, hop_limit=hops)
 
 
 def tcp_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
