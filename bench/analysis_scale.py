@@ -1,348 +1,285 @@
-"""The analysis layer at scale: per-group RTT statistics of a 10-million-row campaign.
+"""``netvantage analyse`` and ``report`` at size, as a user runs them, against DuckDB's floor.
 
-Reads a ``samples`` Parquet file (bench/make_synthetic.py writes one) and computes, per
-(region, data centre, kind): count, lost, loss_ratio, mean and the exact p50, p90, p95
-and p99 of rtt_ms (lost samples excluded; quantiles by linear interpolation between order
-statistics: pandas' default, ``quantile_cont`` in DuckDB) with five engines:
+For each size (``--sizes``, default 10k, 100k and 1M records; ``--big`` adds 10M) a seeded
+synthetic campaign is generated once (bench/make_synthetic.py: five kinds, gaps, silent
+regions, dead targets, 300 regions, 12 data centres) into ``--data-dir`` (kept) or a
+temporary directory (removed), and then, each in its own process:
 
-1. ``duckdb``       DuckDB SQL over the Parquet file (``quantile_cont``: exact);
-2. ``pandas-str``   ``pd.read_parquet`` (string keys) then ``groupby(...).quantile``;
-3. ``pandas-cat``   the same after ``astype("category")`` of the three keys;
-4. ``fastagg``      keys read straight from the Parquet dictionaries as categoricals
-                    (``read_dictionary``: no string is hashed; Arrow's unused pages
-                    released before and after the copy to pandas), then
-                    :func:`netvantage.analysis.fastagg.sample_quantiles` (one integer
-                    group code per row, a counting sort on it, ``np.partition`` per group);
-5. ``dask``         Dask on a local cluster (2 worker processes × 1 thread): read, shuffle
-                    on the keys so every group is whole in one partition, then the pandas
-                    group-by of (2) per partition, so the quantiles are exact (Dask's own
-                    quantile, ``Series.quantile``, merges per-partition percentiles and is
-                    approximate; it is not used).
+* ``netvantage analyse FILE --quiet`` — wall time and peak RSS (``os.wait4``'s
+  ``ru_maxrss``: the process and the children it waited for);
+* DuckDB computing the same per-(region, data centre, kind) figures — samples, lost,
+  p50/p90/p95/p99 of the ping echoes and tcp connects (``quantile_cont``) — straight
+  from the same JSON Lines, and from the same Parquet dataset where one was written;
+* ``netvantage report FILE --quiet`` at the ``--report-sizes``;
+* at 10M: the campaign is also written as a region-partitioned Parquet dataset
+  (``netvantage partition``); ``analyse`` runs on that dataset (the goal compares it
+  with DuckDB on the same Parquet), and ``analyse --dask local`` on it gives the Dask
+  row (``--dask-size`` chooses another size): wall time and every worker's peak RSS
+  (reported by the workers themselves, ``getrusage``);
+* the 250 × 250 one-record-per-pair matrix (``--matrix N``; 0 skips it).
 
-Every engine runs in its own subprocess, ``--repeats`` times (3), interleaved; the table
-gives the median wall time (the engine's work: from opening the file to the result in
-memory, not the interpreter start and imports) and the median peak RSS of the process
-(``os.wait4``'s ``ru_maxrss``, imports included).  For Dask the peak is the sum of the
-peaks of the client (with the scheduler), the workers and their nannies, as those
-processes run together.  Every run's result is checked against the first pandas-str
-result (the plain pandas group-by): same groups, equal counts and lost counts, floats
-equal within 1e-9 (relative).
+The fitted exponent is the slope of log(analyse time) against log(records) over the
+sizes run.  Every goal of the issue is printed met / not met (or not run):
+1M ≤ 15 s and ≤ 1 GiB; 10M ≤ 3 × DuckDB from the same Parquet and ≤ 2 GiB; exponent
+≤ 1.1; the matrix ≤ 20 s; report ≤ 2 × analyse on the same data; the Dask workers within
+their memory limit.
 
-Goal for ``fastagg``: at most 1.5 × DuckDB's time and at most 1 GiB peak.
+The machine may be shared: the load average is printed beside the figures.
 
-    .venv/bin/python bench/analysis_scale.py /tmp/nv-10m.parquet [--repeats 3]
-        [--engines duckdb,pandas-str,pandas-cat,fastagg,dask]
+    .venv/bin/python bench/analysis_scale.py [--sizes 10k,100k,1M] [--big] [--data-dir DIR]
+        [--report-sizes 10k,100k] [--matrix 250] [--dask-size 10M] [--dask-workers 2]
+        [--dask-memory 2GiB] [--skip-dask]
 
-Results go to a temporary directory, removed at the end (the input file is left alone).
-Exits non-zero when results disagree.
+Generating 10M records writes about 12 GB of JSON Lines and takes several minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-KEYS = ("region", "target", "kind")
-QS = (0.5, 0.9, 0.95, 0.99)
-COLUMNS = [*KEYS, "rtt_ms"]
-RESULT_COLUMNS = [*KEYS, "count", "lost", "loss_ratio", "mean", "p50", "p90", "p95", "p99"]
-ENGINES = {
-    "duckdb": "(1) DuckDB SQL, exact quantile_cont",
-    "pandas-str": "(2) pandas, string keys",
-    "pandas-cat": "(3) pandas, categorical keys",
-    "fastagg": "(4) dict-read categoricals + fastagg",
-    "dask": "(5) Dask local cluster (2 procs)",
-}
-GOAL_TIME_X = 1.5
-GOAL_PEAK_MIB = 1024
-RTOL = 1e-9
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+NETVANTAGE = str(BIN / "netvantage")
+GiB = 2**30
 
 
-# --- the engines (each runs in a child process) -----------------------------------------
+@dataclass
+class Run:
+    wall_s: float
+    peak_bytes: int
+    ok: bool
+    out: str = ""
+    err: str = ""
 
-def pandas_agg(df: Any) -> Any:
-    """The plain pandas group-by: the reference every engine is checked against."""
-    import pandas as pd
-
-    from netvantage.analysis.fastagg import quantile_column
-
-    g = df.groupby(list(KEYS), observed=True, sort=True)["rtt_ms"]
-    out = pd.DataFrame({"count": g.size(), "received": g.count(), "mean": g.mean()})
-    q = g.quantile(list(QS)).unstack()
-    q.columns = [quantile_column(x) for x in q.columns]
-    out["lost"] = out["count"] - out.pop("received")
-    out["loss_ratio"] = out["lost"] / out["count"]
-    return out.join(q).reset_index()[RESULT_COLUMNS]
+    def __str__(self) -> str:
+        if not self.ok:
+            return f"FAILED ({self.err.strip().splitlines()[-1] if self.err.strip() else '?'})"
+        return f"{self.wall_s:8.1f} s {self.peak_bytes / 2**20:8.0f} MiB"
 
 
-def engine_duckdb(path: str) -> tuple[Any, dict[str, float]]:
-    import duckdb
-
-    qs = ", ".join(map(str, QS))
-    sql = f"""
-        SELECT region, target, kind, count, lost, lost / count AS loss_ratio, mean,
-               q[1] AS p50, q[2] AS p90, q[3] AS p95, q[4] AS p99
-        FROM (
-            SELECT region, target, kind, count(*) AS count,
-                   count(*) - count(rtt_ms) AS lost, avg(rtt_ms) AS mean,
-                   quantile_cont(rtt_ms, [{qs}]) AS q
-            FROM read_parquet($path)
-            GROUP BY region, target, kind
-        )
-        ORDER BY region, target, kind
-    """
-    con = duckdb.connect()
-    t0 = time.perf_counter()
-    table = con.sql(sql, params={"path": path}).to_arrow_table()
-    return table, {"time": time.perf_counter() - t0}
+def run(cmd: list[str], *, timeout: float | None = None) -> Run:
+    """Run ``cmd``; wall time and peak RSS from wait4 (stdout/stderr to temp files)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, usage.ru_maxrss * 1024, proc.returncode == 0,
+                   out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
-def engine_pandas_str(path: str) -> tuple[Any, dict[str, float]]:
-    import pandas as pd
-
-    t0 = time.perf_counter()
-    df = pd.read_parquet(path, columns=COLUMNS)
-    t1 = time.perf_counter()
-    result = pandas_agg(df)
-    t2 = time.perf_counter()
-    return result, {"time": t2 - t0, "load": t1 - t0, "agg": t2 - t1}
+def size(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("km")) * mult)
 
 
-def engine_pandas_cat(path: str) -> tuple[Any, dict[str, float]]:
-    import pandas as pd
-
-    t0 = time.perf_counter()
-    df = pd.read_parquet(path, columns=COLUMNS)
-    for key in KEYS:
-        df[key] = df[key].astype("category")
-    t1 = time.perf_counter()
-    result = pandas_agg(df)
-    t2 = time.perf_counter()
-    return result, {"time": t2 - t0, "load": t1 - t0, "agg": t2 - t1}
+def label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
+        f"{n // 1000}k" if n % 1000 == 0 else str(n))
 
 
-def engine_fastagg(path: str) -> tuple[Any, dict[str, float]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from netvantage.analysis.fastagg import sample_quantiles
-
-    t0 = time.perf_counter()
-    table = pq.read_table(path, columns=COLUMNS, read_dictionary=list(KEYS))
-    # Arrow's allocator keeps the pages of the decoding buffers; hand them back before
-    # pandas copies the columns (≈ 200 MiB of the peak otherwise).
-    pa.default_memory_pool().release_unused()
-    df = table.to_pandas(self_destruct=True)
-    del table
-    pa.default_memory_pool().release_unused()
-    t1 = time.perf_counter()
-    result = sample_quantiles(df, by=KEYS, qs=QS)
-    t2 = time.perf_counter()
-    return result, {"time": t2 - t0, "load": t1 - t0, "agg": t2 - t1}
-
-
-def engine_dask(path: str) -> tuple[Any, dict[str, float]]:
-    import logging
-
-    import dask
-    import dask.dataframe as dd
-    from dask.distributed import Client, LocalCluster
-
-    dask.config.set({"distributed.worker.daemon": False})
-    t0 = time.perf_counter()
-    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                       dashboard_address=None, silence_logs=logging.ERROR) as cluster,
-          Client(cluster) as client):
-        t1 = time.perf_counter()
-        ddf = dd.read_parquet(path, columns=COLUMNS)
-        meta = pandas_agg(ddf._meta_nonempty).iloc[:0]
-        shuffled = ddf.shuffle(on=list(KEYS))
-        result = shuffled.map_partitions(pandas_agg, meta=meta).compute()
-        t2 = time.perf_counter()
-
-        def peak_kib() -> int:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-        workers = sum(client.run(peak_kib).values())
-        nannies = sum(client.run(peak_kib, nanny=True).values())
-    peak = workers + nannies + peak_kib()
-    return result, {"time": t2 - t1, "startup": t1 - t0, "peak_kib": float(peak)}
+# DuckDB: the per-pair figures of the samples, from a JSON Lines file or a Parquet dataset
+# (the body is JSON text there); run in a child process that prints its own timing.
+DUCKDB = r"""
+import sys, time, duckdb
+src, fmt = sys.argv[1], sys.argv[2]
+if fmt == "jsonl":
+    table = (f"read_json('{src}', format='newline_delimited', maximum_object_size=100000000, "
+             "columns={'kind': 'VARCHAR', 'region': 'VARCHAR', 'target': 'VARCHAR', "
+             "'body': 'JSON'})")
+else:
+    table = f"read_parquet('{src}/**/*.parquet', hive_partitioning=false)"
+sql = f'''
+WITH s AS (
+  SELECT region, target, kind, unnest(CASE kind
+      WHEN 'ping' THEN CAST(json_extract(body, '$.rtts_ms') AS DOUBLE[])
+      ELSE CAST(json_extract(body, '$.attempts[*].connect_ms') AS DOUBLE[]) END) AS rtt
+  FROM {table} WHERE kind IN ('ping', 'tcp'))
+SELECT region, target, kind, count(*) AS samples, count(*) - count(rtt) AS lost,
+       quantile_cont(rtt, [0.5, 0.9, 0.95, 0.99]) AS q
+FROM s GROUP BY ALL ORDER BY ALL'''
+t0 = time.perf_counter()
+rows = duckdb.sql(sql).fetchall()
+print(len(rows), time.perf_counter() - t0)
+"""
 
 
-ENGINE_FUNCTIONS = {
-    "duckdb": engine_duckdb,
-    "pandas-str": engine_pandas_str,
-    "pandas-cat": engine_pandas_cat,
-    "fastagg": engine_fastagg,
-    "dask": engine_dask,
-}
+def duckdb_floor(src: Path, fmt: str) -> Run:
+    r = run([sys.executable, "-c", DUCKDB, str(src), fmt])
+    if r.ok:
+        groups, seconds = r.out.split()
+        r.out = groups
+        r.wall_s = float(seconds)  # the query itself, as for analyse's whole run minus start-up
+    return r
 
 
-def child(engine: str, path: str, out: str) -> int:
-    result, figures = ENGINE_FUNCTIONS[engine](path)
-    if hasattr(result, "to_parquet"):
-        result.to_parquet(out, index=False)
-    else:
-        import pyarrow.parquet as pq
-
-        pq.write_table(result, out)
-    print(json.dumps(figures))
-    return 0
+def generate(path: Path, *args: str) -> None:
+    if path.exists():
+        return
+    subprocess.run([sys.executable, str(REPO / "bench" / "make_synthetic.py"), str(path),
+                    *args], check=True)
 
 
-# --- the driver ---------------------------------------------------------------------------
-
-def run_child(engine: str, path: str, out: Path) -> dict[str, float]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, path, "--child", engine, "--out", str(out)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{engine} failed (exit {proc.returncode})")
-    figures: dict[str, float] = json.loads(output.strip().splitlines()[-1])
-    figures.setdefault("peak_kib", float(usage.ru_maxrss))
-    figures["peak_mib"] = figures.pop("peak_kib") / 1024
-    return figures
+def fit_exponent(points: list[tuple[int, float]]) -> float | None:
+    if len(points) < 2:
+        return None
+    xs = [math.log(n) for n, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
-def normalised(path: Path) -> Any:
-    import pandas as pd
-
-    df = pd.read_parquet(path)[RESULT_COLUMNS]
-    for key in KEYS:
-        df[key] = df[key].astype(str)
-    for column in RESULT_COLUMNS[len(KEYS):]:
-        df[column] = df[column].astype("float64")
-    return df.sort_values(list(KEYS)).reset_index(drop=True)
-
-
-def disagreement(reference: Any, other: Any) -> str | None:
-    """Why ``other`` differs from ``reference`` (None if it does not)."""
-    import numpy as np
-
-    if len(reference) != len(other):
-        return f"{len(other)} groups, expected {len(reference)}"
-    if not (reference[list(KEYS)] == other[list(KEYS)]).all().all():
-        return "different groups"
-    for column in ("count", "lost"):
-        if not np.array_equal(reference[column], other[column]):
-            return f"{column} differs"
-    for column in RESULT_COLUMNS[len(KEYS) + 2:]:
-        a = reference[column].to_numpy()
-        b = other[column].to_numpy()
-        if not np.allclose(a, b, rtol=RTOL, atol=0.0, equal_nan=True):
-            worst = np.nanmax(np.abs(a - b) / np.abs(a))
-            return f"{column} differs (relative {worst:.1e})"
-    return None
+def goal(name: str, met: bool | None, detail: str) -> str:
+    verdict = "not run" if met is None else ("met" if met else "NOT MET")
+    return f"  {name:<44} {verdict:<8} {detail}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("path", help="the samples Parquet file (bench/make_synthetic.py)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--engines", default=",".join(ENGINES),
-                        help=f"comma-separated, of: {', '.join(ENGINES)}")
-    parser.add_argument("--child", choices=list(ENGINES), help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10k,100k,1M")
+    parser.add_argument("--big", action="store_true", help="add the 10M campaign")
+    parser.add_argument("--data-dir", type=Path, help="keep the campaigns here (reused)")
+    parser.add_argument("--report-sizes", default="10k,100k")
+    parser.add_argument("--matrix", type=int, default=250)
+    parser.add_argument("--dask-size", default="10M")
+    parser.add_argument("--dask-workers", type=int, default=2)
+    parser.add_argument("--dask-memory", default="2GiB")
+    parser.add_argument("--skip-dask", action="store_true")
     args = parser.parse_args()
-    if args.child:
-        return child(args.child, args.path, args.out)
-
-    import pyarrow.parquet as pq
-
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - set(ENGINES)
-    if unknown:
-        parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
-    meta = pq.ParquetFile(args.path).metadata
-    print(f"{args.path}: {meta.num_rows:,} rows, {meta.num_row_groups} row groups; "
-          f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}); "
-          f"{args.repeats} runs per engine, interleaved", flush=True)
-
-    runs: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
-    results: list[tuple[str, int, Any]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="nv-analysis-scale-"))
+    sizes = sorted({size(s) for s in args.sizes.split(",") if s} | (
+        {10_000_000} if args.big else set()))
+    report_sizes = {size(s) for s in args.report_sizes.split(",") if s}
+    dask_size = size(args.dask_size)
+    data = args.data_dir or Path(tempfile.mkdtemp(prefix="nv-scale-"))
+    data.mkdir(parents=True, exist_ok=True)
+    if data.resolve().is_relative_to(REPO):
+        parser.error("--data-dir must be outside the repository")
+    load = os.getloadavg()
+    print(f"netvantage analyse at size; {os.cpu_count()} CPUs, load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start (a shared machine "
+          "slows every figure)")
+    analyse: dict[int, Run] = {}
+    duck_json: dict[int, Run] = {}
+    duck_parquet: dict[int, Run] = {}
+    reports: dict[int, Run] = {}
+    datasets: dict[int, Path] = {}
+    dask_run: Run | None = None
+    dask_peaks: list[float] = []
     try:
-        for repeat in range(args.repeats):
-            for engine in engines:
-                out = tmp / f"{engine}-{repeat}.parquet"
-                figures = run_child(engine, args.path, out)
-                runs[engine].append(figures)
-                results.append((engine, repeat, normalised(out)))
-                out.unlink()
-                print(f"  run {repeat + 1} {engine:<10} {figures['time']:6.2f} s "
-                      f"{figures['peak_mib']:6.0f} MiB", flush=True)
+        for n in sizes:
+            jsonl = data / f"synthetic-{label(n)}.jsonl"
+            generate(jsonl, "--records", str(n))
+            target = str(jsonl)
+            if n >= 10_000_000 or (n == dask_size and not args.skip_dask):
+                ds = data / f"synthetic-{label(n)}.by-region"
+                if not ds.exists():
+                    p = run([NETVANTAGE, "partition", str(jsonl), "-o", str(ds), "--quiet"])
+                    print(f"  partition {label(n)}: {p}")
+                datasets[n] = ds
+                if n >= 10_000_000:
+                    target = str(ds)  # the 10M goal compares with DuckDB on this Parquet
+            analyse[n] = run([NETVANTAGE, "analyse", target, "--quiet"])
+            print(f"  analyse {label(n):>5} ({'Parquet' if target != str(jsonl) else 'JSONL'})"
+                  f": {analyse[n]}", flush=True)
+            duck_json[n] = duckdb_floor(jsonl, "jsonl")
+            print(f"  duckdb  {label(n):>5} JSONL: {duck_json[n]}", flush=True)
+            if n in datasets:
+                duck_parquet[n] = duckdb_floor(datasets[n], "parquet")
+                print(f"  duckdb  {label(n):>5} Parquet: {duck_parquet[n]}", flush=True)
+            if n in report_sizes:
+                page = data / f"report-{label(n)}.html"
+                reports[n] = run([NETVANTAGE, "report", str(jsonl), "-o", str(page), "--quiet"])
+                print(f"  report  {label(n):>5}: {reports[n]}", flush=True)
+            if n == dask_size and not args.skip_dask:
+                dask_run = run([NETVANTAGE, "analyse", "--dask", "local", "--dask-workers",
+                                str(args.dask_workers), "--dask-memory", args.dask_memory,
+                                str(datasets[n]), "--format", "json", "--quiet"])
+                if dask_run.ok:
+                    notes = json.loads(dask_run.out).get("notes", [])
+                    dask_peaks = [float(x) for note in notes if note.startswith("worker peak RSS")
+                                  for x in note.split(":")[1].replace("MiB", "").split(",")]
+                print(f"  dask    {label(n):>5}: {dask_run} (client); workers' peaks "
+                      f"{', '.join(f'{p:.0f}' for p in dask_peaks)} MiB", flush=True)
+        matrix: Run | None = None
+        if args.matrix:
+            mpath = data / f"matrix-{args.matrix}.jsonl"
+            generate(mpath, "--matrix", str(args.matrix))
+            matrix = run([NETVANTAGE, "analyse", str(mpath), "--quiet"])
+            print(f"  analyse matrix {args.matrix}x{args.matrix}: {matrix}", flush=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.data_dir is None:
+            shutil.rmtree(data, ignore_errors=True)
 
-    # The reference: the first plain-pandas result (string keys) if it ran.
-    reference_engine = "pandas-str" if "pandas-str" in engines else engines[0]
-    reference = next(r for e, _, r in results if e == reference_engine)
-    problems: list[str] = []
-    for engine, repeat, result in results:
-        why = disagreement(reference, result)
-        if why:
-            problems.append(f"{engine} run {repeat + 1} vs {reference_engine}: {why}")
+    print("\nrecords   analyse                    DuckDB JSONL   DuckDB Parquet  "
+          "analyse/DuckDB   report")
+    for n in sizes:
+        a, dj, dp, rep = analyse[n], duck_json.get(n), duck_parquet.get(n), reports.get(n)
+        floor = dp if dp is not None and dp.ok else dj
+        ratio = (f"{a.wall_s / floor.wall_s:8.1f} x" if a.ok and floor is not None
+                 and floor.ok else "       -")
+        print(f"{label(n):>7}  {a}  {dj.wall_s if dj and dj.ok else float('nan'):8.2f} s  "
+              f"{dp.wall_s if dp and dp.ok else float('nan'):8.2f} s      {ratio}   "
+              f"{rep if rep else '-'}")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    exponent = fit_exponent([(n, r.wall_s) for n, r in analyse.items() if r.ok])
 
-    def median(engine: str, key: str) -> float | None:
-        values = [r[key] for r in runs[engine] if key in r]
-        return statistics.median(values) if values else None
+    print("\nGoals:")
+    one = analyse.get(1_000_000)
+    print(goal("1M records: analyse <= 15 s", None if one is None else one.ok
+               and one.wall_s <= 15, f"{one}" if one else ""))
+    print(goal("1M records: analyse <= 1 GiB", None if one is None else one.ok
+               and one.peak_bytes <= GiB, f"{one}" if one else ""))
+    ten = analyse.get(10_000_000)
+    dp10 = duck_parquet.get(10_000_000)
+    print(goal("10M: analyse <= 3 x DuckDB on the same Parquet",
+               None if ten is None or dp10 is None or not dp10.ok
+               else ten.ok and ten.wall_s <= 3 * dp10.wall_s,
+               f"{ten.wall_s:.1f} s vs DuckDB {dp10.wall_s:.2f} s" if ten and dp10 else ""))
+    print(goal("10M: analyse <= 2 GiB", None if ten is None else ten.ok
+               and ten.peak_bytes <= 2 * GiB, f"{ten}" if ten else ""))
+    print(goal("exponent of time vs records <= 1.1", None if exponent is None
+               else exponent <= 1.1, "" if exponent is None else f"{exponent:.2f}"))
+    print(goal(f"{args.matrix}x{args.matrix} matrix <= 20 s", None if matrix is None
+               else matrix.ok and matrix.wall_s <= 20, f"{matrix}" if matrix else ""))
+    for n, rep in sorted(reports.items()):
+        a = analyse[n]
+        print(goal(f"report <= 2 x analyse ({label(n)})", rep.ok and a.ok
+                   and rep.wall_s <= 2 * a.wall_s,
+                   f"{rep.wall_s:.1f} s vs {a.wall_s:.1f} s" if rep.ok and a.ok else ""))
+    if dask_run is None:
+        print(goal("Dask: workers within their memory limit", None, ""))
+    else:
+        from dask.utils import parse_bytes
 
-    duck = median("duckdb", "time") if "duckdb" in runs else None
-    print()
-    print(f"{len(reference)} groups; results of every run checked against the first "
-          f"{reference_engine} run (exact counts, floats within {RTOL:g} relative)")
-    header = (f"{'engine':<40} {'time s':>7} {'load s':>7} {'agg s':>7} "
-              f"{'peak MiB':>9} {'× DuckDB':>9}")
-    print(header)
-    print("-" * len(header))
-
-    def fmt(value: float | None, spec: str) -> str:
-        width = int(spec.split(".")[0])
-        return "—".rjust(width) if value is None else format(value, spec)
-
-    for engine in engines:
-        t = median(engine, "time")
-        assert t is not None
-        note = ""
-        startup = median(engine, "startup")
-        if startup is not None:
-            note = f"  (+{startup:.1f} s cluster start)"
-        print(f"{ENGINES[engine]:<40} {t:7.2f} {fmt(median(engine, 'load'), '7.2f')} "
-              f"{fmt(median(engine, 'agg'), '7.2f')} {fmt(median(engine, 'peak_mib'), '9.0f')} "
-              f"{fmt(t / duck if duck else None, '9.2f')}{note}")
-    print(f"(medians of {args.repeats}, each column on its own; time = load + aggregate; "
-          f"pandas-cat's load includes astype('category'); Dask's peak = sum over its "
-          f"processes; load average now {os.getloadavg()[0]:.1f})")
-    if duck is not None and "fastagg" in runs:
-        t = median("fastagg", "time")
-        peak = median("fastagg", "peak_mib")
-        assert t is not None and peak is not None
-        ok = t <= GOAL_TIME_X * duck and peak <= GOAL_PEAK_MIB
-        print(f"goal for fastagg: ≤ {GOAL_TIME_X} × DuckDB ({GOAL_TIME_X * duck:.2f} s) and "
-              f"≤ {GOAL_PEAK_MIB} MiB: {t:.2f} s, {peak:.0f} MiB — "
-              f"{'met' if ok else 'NOT met'}")
-    if problems:
-        print("results disagree:")
-        for p in problems:
-            print(f"  {p}")
-        return 1
-    print("all engines' results agree")
-    return 0
+        limit_mib = parse_bytes(args.dask_memory) / 2**20
+        within = dask_run.ok and bool(dask_peaks) and max(dask_peaks) <= limit_mib
+        print(goal(f"Dask {label(dask_size)}: workers within {args.dask_memory} each", within,
+                   f"wall {dask_run.wall_s:.1f} s, {args.dask_workers} workers' peaks "
+                   f"{', '.join(f'{p:.0f}' for p in dask_peaks)} MiB"))
+    failed = [n for n, r in analyse.items() if not r.ok]
+    for n in failed:
+        print(f"\nanalyse {label(n)} failed:\n{analyse[n].err[-2000:]}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -54,9 +54,10 @@ def test_every_planted_problem_is_found_and_the_clean_candidate_is_clean(checks)
         expected = {"listed": ["dnsbl"], "ptr": ["rdns"], "dkim": ["dkim"], None: []}[plant]
         assert r.body.failing == expected, (plant, r.body.failing)
         # what every candidate shares: the domain's policy, TLS and port 25
-        for name in ("spf", "dmarc", "tls_rpt", "mx", "tls", "port25"):
+        for name in ("spf", "dmarc", "mta_sts", "tls_rpt", "mx", "tls", "port25"):
             assert r.body.check(name).status == "pass", (plant, name, r.body.check(name))
-    assert planted[None].body.verdict in ("pass", "warn")
+    assert planted[None].body.verdict == "pass"
+    assert "enforce" in planted[None].body.mta_sts.summary
 
 
 def test_a_blocklist_that_never_answers_is_unknown_not_clean(lab, tmp_path: Path):
@@ -69,3 +70,13 @@ def test_a_blocklist_that_never_answers_is_unknown_not_clean(lab, tmp_path: Path
     (answer,) = r.body.zones
     assert answer.result == "unknown" and "timeout" in (answer.meaning or "")
     assert r.body.failing == []
+
+
+def test_ipv6_listing_and_reverse_dns_by_nibbles(lab):
+    topo = lab.topology
+    listed = next(dc for dc in topo.of_role("dc") if dc.mail_plant == "listed")
+    r = mailready(lab, "lon", listed.v6, "--no-smtp")
+    assert r.body.dnsbl.status == "fail"
+    (hit,) = [z for z in r.body.zones if z.result == "listed"]
+    assert hit.query.endswith(".zen.spamhaus.org") and len(hit.query.split(".")) == 32 + 3
+    assert r.body.rdns.status == "pass" and r.body.host == f"mail.{listed.name}.lab"

@@ -32,7 +32,18 @@ from exposition import (
 from netvantage.agent.metrics import MetricsListenError, parse_listen, serve_metrics
 from netvantage.collector.serve import BackgroundCollector
 from netvantage.collector.store import Store
-from netvantage.results import PingBody, PingRecord, encode_record, new_id
+from netvantage.results import (
+    READY_CHECKS,
+    MailReadyBody,
+    MailReadyRecord,
+    PingBody,
+    PingRecord,
+    PmtuBody,
+    PmtuRecord,
+    ReadyCheck,
+    encode_record,
+    new_id,
+)
 from waiting import read_line
 
 
@@ -111,6 +122,34 @@ def test_missing_is_missing_and_the_last_result_wins(tmp_path):
     assert value(samples, "probe_rtt_mean_seconds", test="ping") is None
     assert value(samples, "probe_results_total", test="ping", status="ok") == 1.0
     assert value(samples, "probe_results_total", test="ping", status="timeout") == 1.0
+
+
+def test_pmtu_and_mailready_results_have_their_own_series(tmp_path):
+    agent = make_agent(tmp_path)
+    ping_job = next(j for j in agent.plan.jobs if j.test.kind == "ping")
+    tcp_job = next(j for j in agent.plan.jobs if j.test.kind == "tcp")
+    now = datetime.now(UTC)
+    pmtu = PmtuRecord(id=new_id(), agent="lun-1", target="t", address="192.0.2.1",
+                      started_at=now, duration_ms=900.0, status="ok",
+                      body=PmtuBody(protocol="icmp", ip_version=4, local_mtu=1500,
+                                    path_mtu=1400, reached=True, black_hole=True))
+    checks = {name: ReadyCheck(status="fail" if name in ("spf", "dkim") else "pass",
+                               summary=name) for name in READY_CHECKS}
+    ready = MailReadyRecord(id=new_id(), agent="lun-1", target="t", address="192.0.2.1",
+                            started_at=now, duration_ms=100.0, status="ok",
+                            body=MailReadyBody(budget_s=20.0, verdict="fail",
+                                               failing=["spf", "dkim"],
+                                               **checks))  # type: ignore[arg-type]
+    collector = fed_collector(agent, [])
+    collector.observe(ping_job, pmtu)  # (the job only names the series)
+    collector.observe(tcp_job, ready)
+    samples = parse(exposition(collector))
+    agent.spool.close()
+    assert value(samples, "probe_path_mtu_bytes", test="ping") == 1400
+    assert value(samples, "probe_pmtu_black_hole", test="ping") == 1
+    assert value(samples, "probe_mailready_failed_checks", test="tcp:25") == 2
+    assert value(samples, "probe_path_mtu_bytes", test="tcp:25") is None
+    assert value(samples, "probe_rtt_seconds", test="ping", quantile="0.5") is None
 
 
 def test_health_series_follow_the_spool_and_the_uploader(tmp_path):

@@ -37,6 +37,7 @@ ROOMS: list[tuple[str, frozenset[str]]] = [
     ("files.py", frozenset()),
     ("text.py", frozenset()),
     ("collector/", frozenset({"collector"})),
+    ("analysis/cluster.py", frozenset({"analysis", "cluster"})),
     ("analysis/", frozenset({"analysis"})),
     ("report/", frozenset({"analysis"})),
     ("importers/", frozenset({"analysis"})),

@@ -209,3 +209,34 @@ def test_cli_check_exits_2_with_every_problem(tmp_path):
     plan.write_bytes(b'[agent]\nname = "\xff"\n')
     result = CliRunner().invoke(cli, ["agent", "run", "--check", "--plan", str(plan)])
     assert result.exit_code == 2 and "not UTF-8" in result.output, result.output
+
+
+def test_mailready_targets_name_their_domain_selectors_and_zones(tmp_path):
+    zones = tmp_path / "zones.txt"
+    zones.write_text("ip bl.example\n")
+    plan = tmp_path / "p.toml"
+    plan.write_text("""\
+[agent]
+name = "a"
+[defaults]
+mailready = { budget_s = 10.0, timeout_s = 1.5 }
+[[targets]]
+name = "dc-x"
+addresses = ["192.0.2.25"]
+tests = ["mailready", "smtp"]
+mail_domain = "example.net"
+dkim_selectors = ["s1", "s2"]
+zones_file = "zones.txt"
+""")
+    loaded = load_plan(plan)
+    target = loaded.targets[0]
+    assert [t.kind for t in target.tests] == ["mailready", "smtp"]
+    assert (target.mail_domain, target.dkim_selectors) == ("example.net", ("s1", "s2"))
+    assert target.zones_file == zones
+    zones.write_text("nonsense\n")
+    plan.write_text(plan.read_text().replace("budget_s = 10.0", "budget_s = 0")
+                    .replace('["s1", "s2"]', '"s1"'))
+    with pytest.raises(PlanError) as info:
+        load_plan(plan)
+    text = str(info.value)
+    assert "zones_file" in text and "dkim_selectors" in text and "budget_s" in text

@@ -25,6 +25,8 @@ keep it so); the ones that are also a ``ValueError`` stay catchable as one::
     ├── LabError           lab: the emulated internet cannot be built or used
     ├── TopologyError      lab.topology: a lab topology that does not hold together
     ├── MailLabError       lab.mail: the lab's mail servers cannot be set up
+    ├── LabDnsError        lab.dns: the lab's DNS servers cannot be set up
+    ├── MailReadyError     measure.mailready: a bad zones file, resolver or domain (also ValueError)
     ├── SpecError          lab delay element: an invalid link spec (also ValueError)
     └── ControlError       lab delay element: a control request refused or unanswered
 

@@ -20,6 +20,10 @@ same, all from the *last* result of that measurement:
 ``probe_phase_duration_seconds{phase}``  SMTP/IMAP: each dialogue phase that ended
 ``probe_ssl_earliest_cert_expiry``     SMTP/IMAP: the server certificate's notAfter
 ``probe_trace_hops``                   trace: the destination's TTL (hops seen if not reached)
+``probe_path_mtu_bytes``               pmtu: the path MTU found (absent if the search did not end)
+``probe_pmtu_black_hole``              pmtu: 1 if a smaller MTU was learned without an ICMP
+                                       "fragmentation needed" (RFC 2923)
+``probe_mailready_failed_checks``      mailready: how many checks failed
 ``probe_last_started_timestamp_seconds``  when the last result started (Unix time)
 ``probe_results_total{status}``        results so far, by status (a counter)
 =====================================  ==============================================
@@ -59,7 +63,16 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import NetvantageError
-from ..results import AnyRecord, ImapRecord, PingRecord, SmtpRecord, TcpRecord, TraceRecord
+from ..results import (
+    AnyRecord,
+    ImapRecord,
+    MailReadyRecord,
+    PingRecord,
+    PmtuRecord,
+    SmtpRecord,
+    TcpRecord,
+    TraceRecord,
+)
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -110,6 +123,9 @@ class _Last:
     phases: tuple[tuple[str, float], ...]
     hops: int | None
     cert_expiry_ts: float | None
+    path_mtu: int | None = None
+    black_hole: bool | None = None
+    ready_failed: int | None = None
 
 
 def _s(ms: float | None) -> float | None:
@@ -144,11 +160,17 @@ def summarise(record: AnyRecord) -> _Last:
         tls = record.body.tls
         if tls is not None and tls.cert is not None:
             cert = tls.cert.not_after.timestamp()
+    path_mtu = black_hole = ready_failed = None
+    if isinstance(record, PmtuRecord):
+        path_mtu, black_hole = record.body.path_mtu, record.body.black_hole
+    elif isinstance(record, MailReadyRecord):
+        ready_failed = len(record.body.failing)
     if rtt is not None and all(v is None for v in rtt):
         rtt = None
     return _Last(success=record.status == "ok", duration_s=record.duration_ms / 1000.0,
                  started_ts=record.started_at.timestamp(), rtt=rtt, mean_s=mean,
-                 jitter_s=jitter, loss=loss, phases=phases, hops=hops, cert_expiry_ts=cert)
+                 jitter_s=jitter, loss=loss, phases=phases, hops=hops, cert_expiry_ts=cert,
+                 path_mtu=path_mtu, black_hole=black_hole, ready_failed=ready_failed)
 
 
 class AgentCollector(Collector):
@@ -194,6 +216,12 @@ class AgentCollector(Collector):
                                  "seen when it was not reached)", labels=names)
         started = GaugeMetricFamily("probe_last_started_timestamp_seconds", "When the last "
                                     "result started (Unix time)", labels=names)
+        mtu = GaugeMetricFamily("probe_path_mtu_bytes", "Pmtu: the path MTU found",
+                                labels=names)
+        hole = GaugeMetricFamily("probe_pmtu_black_hole", "Pmtu: 1 if a smaller MTU was "
+                                 "learned without a fragmentation-needed message", labels=names)
+        ready = GaugeMetricFamily("probe_mailready_failed_checks", "Mailready: checks that "
+                                  "failed", labels=names)
         results = CounterMetricFamily("probe_results", "Results since the agent started, by "
                                       "status", labels=(*names, "status"))
         agent = self.agent.plan.agent
@@ -218,10 +246,16 @@ class AgentCollector(Collector):
                 cert.add_metric(lv, last.cert_expiry_ts)
             if last.hops is not None:
                 hops.add_metric(lv, float(last.hops))
+            if last.path_mtu is not None:
+                mtu.add_metric(lv, float(last.path_mtu))
+            if last.black_hole is not None:
+                hole.add_metric(lv, 1.0 if last.black_hole else 0.0)
+            if last.ready_failed is not None:
+                ready.add_metric(lv, float(last.ready_failed))
             for status, n in list(self._counts.get((test, target, address), {}).items()):
                 results.add_metric([*lv, status], float(n))
-        yield from (success, duration, rtt, mean, jitter, loss, phase, cert, hops, started,
-                    results)
+        yield from (success, duration, rtt, mean, jitter, loss, phase, cert, hops, mtu, hole,
+                    ready, started, results)
 
     def _health_series(self) -> Iterator[Metric]:
         from .. import __version__

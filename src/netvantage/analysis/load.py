@@ -88,6 +88,7 @@ from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import msgspec
 import numpy as np
@@ -157,6 +158,8 @@ class LoadError(NetvantageError):
 #: Records decoded, turned into columns and dropped at a time: memory holds one
 #: chunk of record objects, never the whole campaign's.
 CHUNK_RECORDS = 20_000
+#: ... or this many bytes of JSON, whichever comes first (records with long bodies).
+CHUNK_BYTES = 32 * 2**20
 _MAX_PROBLEMS = 20
 
 
@@ -276,17 +279,20 @@ def _decode_chunks(name: str, rows: Iterable[tuple[str, bytes | str]], *,
     chunk: list[AnyRecord] = []
     problems: list[str] = []
     bad = 0
+    size = 0
     for where, text in rows:
+        size += len(text)
         try:
             chunk.append(decode_record(text))
         except SchemaError as exc:
             bad += 1
             if len(problems) < _MAX_PROBLEMS:
                 problems.append(f"{where}: {exc}")
-        if len(chunk) >= CHUNK_RECORDS:
+        if len(chunk) >= CHUNK_RECORDS or size >= CHUNK_BYTES:
             if not bad:
                 yield chunk
             chunk = []
+            size = 0
     if bad:
         more = f" (showing {len(problems)})" if bad > len(problems) else ""
         raise SchemaError(f"{name}: {bad} bad {unit}(s), nothing loaded{more}", problems)
@@ -322,30 +328,56 @@ def _read_store(path: Path, kinds: tuple[str, ...] | None) -> Iterator[list[AnyR
 
 
 def _read_parquet(path: Path, kinds: tuple[str, ...] | None) -> Iterator[list[AnyRecord]]:
-    import pyarrow.dataset as pads  # type: ignore[import-untyped]
+    """A hive-partitioned dataset (``key=value/`` directories), a file and a batch at a time.
 
-    if not any(path.rglob("*.parquet")):
+    Each file is read with :class:`pyarrow.parquet.ParquetFile` (no pre-buffering, small
+    batches): the dataset scanner's read-ahead holds many batches and files at once, and
+    a body may be long.  Files are read in sorted path order; a ``key=value`` directory
+    gives the column ``key`` to every row under it.
+    """
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    files = sorted(path.rglob("*.parquet"))
+    if not files:
         raise LoadError(f"{path}: a directory without Parquet files (expected the dataset "
                         "written by 'netvantage export --format parquet')")
-    dataset = pads.dataset(path, format="parquet", partitioning="hive")
-    names = set(dataset.schema.names)
-    missing = [c for c in (*_ENVELOPE, "kind", "body") if c not in names]
-    if missing:
-        raise LoadError(f"{path}: not a netvantage export, missing column(s) {missing}")
-    where = None if kinds is None else pads.field("kind").isin(list(kinds))
+    wanted = (*_ENVELOPE, "kind", "body")
+    plan: list[tuple[Path, dict[str, str]]] = []
+    rows_total = 0
+    for file in files:
+        fixed = dict(unquote(part).split("=", 1) for part in file.relative_to(path).parts[:-1]
+                     if "=" in part)
+        if kinds is not None and "kind" in fixed and fixed["kind"] not in kinds:
+            continue
+        meta = pq.ParquetFile(file).metadata
+        names = set(meta.schema.names) | set(fixed)
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise LoadError(f"{file}: not a netvantage export, missing column(s) {missing}")
+        plan.append((file, fixed))
+        rows_total += meta.num_rows
+    # Rows per batch: CHUNK_RECORDS / 10, fewer when rows are long (about 8 MB of text per
+    # batch, from the files' size and a compression ratio of about 4).
+    per_row = 4 * sum(f.stat().st_size for f, _ in plan) / max(1, rows_total)
+    batch_rows = max(1, min(CHUNK_RECORDS // 10, int(8 * 2**20 / max(per_row, 1.0))))
 
     def rows() -> Iterator[tuple[str, bytes]]:
-        # Only the record's columns, a batch at a time.
-        for batch in dataset.to_batches(columns=[*_ENVELOPE, "kind", "body"], filter=where,
-                                        batch_size=CHUNK_RECORDS):
-            columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-            for i in range(batch.num_rows):
-                envelope = {name: columns[name][i] for name in ("kind", *_ENVELOPE)}
-                # The body is stored as JSON text: splice it in rather than parse it
-                # twice, and decode the whole record like any other source.
-                text = (_enc.encode(envelope)[:-1] + b',"body":'
-                        + str(columns["body"][i]).encode("utf-8") + b"}")
-                yield f"record {envelope['id']}", text
+        for file, fixed in plan:
+            columns_read = [c for c in wanted if c not in fixed]
+            with pq.ParquetFile(file, pre_buffer=False) as reader:
+                for batch in reader.iter_batches(batch_size=batch_rows, columns=columns_read,
+                                                 use_threads=False):
+                    columns = {name: batch.column(name).to_pylist() for name in columns_read}
+                    for i in range(batch.num_rows):
+                        envelope = {name: fixed[name] if name in fixed else columns[name][i]
+                                    for name in ("kind", *_ENVELOPE)}
+                        if kinds is not None and envelope["kind"] not in kinds:
+                            continue
+                        # The body is stored as JSON text: splice it in rather than parse
+                        # it twice, and decode the whole record like any other source.
+                        text = (_enc.encode(envelope)[:-1] + b',"body":'
+                                + str(columns["body"][i]).encode("utf-8") + b"}")
+                        yield f"record {envelope['id']}", text
 
     yield from _decode_chunks(str(path), rows())
 

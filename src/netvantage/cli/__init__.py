@@ -1,7 +1,7 @@
 """The ``netvantage`` command: a thin shell that parses arguments and calls the library.
 
 One module per command group (``measure``, ``lab``, ``agent``, ``collector`` with
-``export``, ``analysis`` with ``analyse`` and ``report``, ``imports`` with
+``export``, ``analysis`` with ``analyse``, ``report`` and ``partition``, ``imports`` with
 ``import``, ``place``, ``records`` with ``annotate`` and ``schema``, ``demo``); ``_common``
 holds what they share.
 Text meant for people is formatted by the library module that owns the data
@@ -27,7 +27,7 @@ import click
 from .. import __version__
 from ._common import CONTEXT, EXIT_FAILED, EXIT_OK, EXIT_PRIVILEGE, EXIT_USAGE, Root
 from .agent import agent
-from .analysis import analyse_cmd, report_cmd
+from .analysis import analyse_cmd, partition_cmd, report_cmd
 from .collector import collector, export_cmd
 from .demo import demo_cmd
 from .imports import import_
@@ -51,7 +51,7 @@ def cli() -> None:
 
 
 for _command in (measure, lab, agent, collector, export_cmd, import_, analyse_cmd, report_cmd,
-                 place_cmd, annotate_cmd, schema_cmd, demo_cmd):
+                 partition_cmd, place_cmd, annotate_cmd, schema_cmd, demo_cmd):
     cli.add_command(_command)
 
 

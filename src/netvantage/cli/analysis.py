@@ -10,7 +10,7 @@ import click
 
 from ._common import CONTEXT, EXIT_USAGE, die, load_campaign_and_places, parse_mixes, parse_weights
 
-__all__ = ["analyse_cmd", "analysis_options", "report_cmd"]
+__all__ = ["analyse_cmd", "analysis_options", "partition_cmd", "report_cmd"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,8 +98,12 @@ Examples:
   netvantage analyse --compare snapshot-2024.jsonl snapshot-2025.jsonl
   netvantage analyse results.db --locations places.csv --weights AF=0.7,EU=0.3 \\
       --mix africa=AF=1 --mix europe=EU=1 --mix even=*=1
+  netvantage partition campaign.jsonl -o by-region/
+  netvantage analyse --dask local --dask-memory 1GiB by-region/
 \b
-DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.""")
+DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
+With --dask: a dataset partitioned by region ('netvantage partition'); the answer is
+the ranking and the per-pair table (--weights and --gaps apply; not the rest).""")
 @click.argument("data", nargs=-1, required=True)
 @click.option("--locations", "locations_path", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="CSV of regions and data centres (name, role, lat, lon "
@@ -107,18 +111,38 @@ DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
 @analysis_options("analysis")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@click.option("--dask", "dask", metavar="SCHEDULER|local", help="Run on a Dask cluster: "
+              "a scheduler's address (tcp://HOST:8786) or 'local' (worker processes on this "
+              "machine). DATA is one dataset written by 'netvantage partition'.")
+@click.option("--dask-workers", type=click.IntRange(1), default=2, show_default=True,
+              help="Worker processes of --dask local.")
+@click.option("--dask-memory", default="2GiB", show_default=True,
+              help="Memory limit of each worker of --dask local.")
 def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None,
                 compare: bool, compare_at: str | None, episode_min_rise: float,
                 episode_min_windows: int,
                 mix: tuple[str, ...],
                 window: str | None, fmt: str, keep_impossible: bool, gaps: str,
                 same_city_floor: float | None, quiet: bool, show_progress: bool,
-                readiness_fail_on: str) -> None:
+                readiness_fail_on: str, dask: str | None, dask_workers: int,
+                dask_memory: str) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
     fail_on = _checks(readiness_fail_on)
     _progress(quiet, show_progress)
+    if dask is not None:
+        unsupported = [name for name, given in (
+            ("--locations", locations_path), ("--mix", mix), ("--compare", compare),
+            ("--compare-at", compare_at), ("--window", window),
+            ("--same-city-floor", same_city_floor), ("--keep-impossible", keep_impossible))
+            if given]
+        if unsupported or len(data) != 1:
+            die(f"--dask takes one DATA (a dataset partitioned by region) and not "
+                f"{', '.join(unsupported) or 'several DATA'} (yet)", EXIT_USAGE)
+        _analyse_on_cluster(data[0], dask, parsed, gaps, fmt, dask_workers, dask_memory,
+                            fail_on)
+        return
     from ..analysis import progress
     from ..analysis.episodes import snapshots
     from ..analysis.summary import analyse
@@ -153,6 +177,54 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         click.echo(result.to_text())
+
+
+def _analyse_on_cluster(data: str, address: str, weights: dict[str, float] | None, gaps: str,
+                        fmt: str, workers: int, memory: str,
+                        readiness_fail_on: tuple[str, ...]) -> None:
+    from ..analysis.cluster import ClusterError, analyse_on_cluster
+
+    try:
+        result = analyse_on_cluster(data, address, weights=weights, gaps=gaps,
+                                    workers=workers, memory=memory,
+                                    readiness_fail_on=readiness_fail_on)
+    except ClusterError as exc:
+        die(str(exc), EXIT_USAGE)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        click.echo(result.to_text())
+
+
+@click.command("partition", context_settings=CONTEXT, epilog="""\b
+Examples:
+  netvantage partition campaign.jsonl -o by-region/
+  netvantage partition results.db dataset/ -o by-region/
+\b
+DATA: JSON Lines file(s), the collector's store, or an exported Parquet dataset.
+The dataset has the columns of 'netvantage export --format parquet' (the body as JSON
+text), one directory per region (by-region/region=ZA-JNB/part-N.parquet), so that every
+pair is whole in one partition: what 'netvantage analyse --dask' reads.""")
+@click.argument("data", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False,
+              path_type=Path), help="The dataset directory to write (must not exist yet).")
+@click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
+def partition_cmd(data: tuple[str, ...], output: Path, quiet: bool) -> None:
+    """Write DATA as a Parquet dataset partitioned by region, for analyse --dask."""
+    _progress(quiet, False)
+    from ..analysis.cluster import ClusterError, write_partitioned
+    from ..analysis.progress import note
+    from ..errors import NetvantageError
+
+    try:
+        counts = write_partitioned(list(data), output)
+    except (ClusterError, OSError) as exc:
+        die(str(exc), EXIT_USAGE)
+    except NetvantageError as exc:
+        die(str(exc), EXIT_USAGE)
+    note(f"partition: {sum(counts.values())} record(s) in {len(counts)} region(s) -> {output}")
 
 
 @click.command("report", context_settings=CONTEXT, epilog="""\b

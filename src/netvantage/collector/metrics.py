@@ -9,8 +9,9 @@ without a valid token counts under no agent label):
 ``netvantage_collector_records_conflicting_total``  records refused with 409 (same agent and id,
                                                     other content; at most 100 counted per batch)
 ``netvantage_collector_records_rejected_total``     lines a refused batch named as bad, by agent
-                                                    and ``code`` (400, 403, 413, 415, 422; at
-                                                    most 100 per batch, as the answer lists)
+                                                    and ``code`` (400, 403, 422; at most 100
+                                                    per batch, as the answer lists; a 413 or
+                                                    415 names no line: see batches_total)
 ``netvantage_collector_batches_total``              ``POST /v1/records`` answers by agent and code
 ``netvantage_collector_request_duration_seconds``   request latency (histogram) by ``route``
 ``netvantage_collector_agent_last_seen_timestamp_seconds``  an agent's last authenticated request

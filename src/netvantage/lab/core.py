@@ -205,8 +205,9 @@ class Lab:
                 say(f"DNS: Knot, rbldnsd, {len(topo.of_role('client'))} Unbound resolver(s)")
                 state["dns"] = {"root": str(self.state_dir / "dns")}
                 self._write_state(state)
+                ca_dir = Path(state["ca"]).parent if state.get("ca") else None
                 state["dns"] = start_dns(topo, self.state_dir / "dns",
-                                         {n: self.ns(n) for n in topo.nodes})
+                                         {n: self.ns(n) for n in topo.nodes}, ca_dir=ca_dir)
             state["phase"] = "up"
             state["up_seconds"] = round(time.monotonic() - t0, 3)
             self._write_state(state)

@@ -10,6 +10,9 @@ Real servers from Debian packages, each in a lab namespace, none reachable from 
   ones (:data:`netvantage.measure.mailready.DEFAULT_ZONES`), so that the check's
   defaults work in the lab unchanged — the lab has no route out, so no public
   blocklist is ever asked;
+* an **MTA-STS policy host** (:mod:`netvantage.lab.mtasts`, HTTPS with a certificate of
+  the lab CA) at ``mta-sts.mail.example`` on the hub's address, port 443, serving an
+  ``enforce`` policy naming every data centre's mail host (when the lab has a CA);
 * **Unbound**, one per client region, in the region's own namespace on 127.0.0.1
   and the region's node address: stub zones point it at Knot and rbldnsd.
   ``/etc/netns/PREFIX-NODE/resolv.conf`` names it, so anything started with
@@ -43,6 +46,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,8 +147,8 @@ def _reverse_zones(topo: Topology) -> tuple[str, str]:
     return rev4, rev6
 
 
-def zone_texts(topo: Topology, hub: Node) -> dict[str, str]:
-    """Zone name → zone file text, for Knot."""
+def zone_texts(topo: Topology, hub: Node, mta_sts: bool = False) -> dict[str, str]:
+    """Zone name → zone file text, for Knot (``mta_sts``: publish the policy's TXT and host)."""
     dcs = topo.of_role("dc")
     lab = [*_soa("lab.", hub), f"ns A {hub.v4}", f"ns AAAA {hub.v6}"]
     for dc in dcs:
@@ -154,6 +158,9 @@ def zone_texts(topo: Topology, hub: Node) -> dict[str, str]:
     mail += [f"@ TXT {_txt('v=spf1 mx -all')}",
              f"_dmarc TXT {_txt(f'v=DMARC1; p=quarantine; rua=mailto:dmarc@{DOMAIN}')}",
              f"_smtp._tls TXT {_txt(f'v=TLSRPTv1; rua=mailto:tlsrpt@{DOMAIN}')}"]
+    if mta_sts:
+        mail += [f"_mta-sts TXT {_txt('v=STSv1; id=20261205T000000')}",
+                 f"mta-sts A {hub.v4}", f"mta-sts AAAA {hub.v6}"]
     key = _dkim_key()
     for dc in dcs:
         if dc.mail_plant != "dkim":
@@ -181,12 +188,13 @@ def _blocklists(topo: Topology, root: Path) -> list[str]:
     big.write_text(":127.0.0.2:$ listed in the lab's copy of this blocklist (planted by "
                    "netvantage: the new address was used by a spammer before)\n"
                    + "".join(f"{dc.v4}\n" for dc in listed))
-    big6 = root / "listed.ip6tset"
+    # ip6trie, not ip6tset: the "trivial" IPv6 set holds /64s only (rbldnsd(8)).
+    big6 = root / "listed.ip6trie"
     big6.write_text(":127.0.0.2:listed in the lab's copy of this blocklist (planted)\n"
-                    + "".join(f"{dc.v6}\n" for dc in listed))
+                    + "".join(f"{dc.v6}/128\n" for dc in listed))
     empty = root / "empty.ip4set"
     empty.write_text("")
-    empty6 = root / "empty.ip6tset"
+    empty6 = root / "empty.ip6trie"
     empty6.write_text("")
     none = root / "empty.dnset"
     none.write_text("")
@@ -195,9 +203,9 @@ def _blocklists(topo: Topology, root: Path) -> list[str]:
         if zone.kind == "domain":
             specs.append(f"{zone.name}:dnset:{none.name}")
         elif i == 0:  # the first IP zone (zen.spamhaus.org) carries the planted listing
-            specs += [f"{zone.name}:ip4set:{big.name}", f"{zone.name}:ip6tset:{big6.name}"]
+            specs += [f"{zone.name}:ip4set:{big.name}", f"{zone.name}:ip6trie:{big6.name}"]
         else:
-            specs += [f"{zone.name}:ip4set:{empty.name}", f"{zone.name}:ip6tset:{empty6.name}"]
+            specs += [f"{zone.name}:ip4set:{empty.name}", f"{zone.name}:ip6trie:{empty6.name}"]
     return specs
 
 
@@ -318,19 +326,48 @@ def _udp_listening(pid: int, port: int) -> bool:
     return False
 
 
+def _tcp_listening(pid: int, port: int) -> bool:
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (len(fields) > 3 and fields[3] == "0A"  # LISTEN
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port):
+                return True
+    return False
+
+
+def _mta_sts_files(topo: Topology, root: Path, ca_dir: Path) -> tuple[Path, Path, Path]:
+    """The policy file and a certificate for mta-sts.DOMAIN from the lab CA."""
+    from .pki import LabCA
+
+    issued = LabCA.load(ca_dir).issue("mta-sts", dns_names=[f"mta-sts.{DOMAIN}"],
+                                      directory=root / "mta-sts")
+    policy = root / "mta-sts" / "mta-sts.txt"
+    policy.write_text("version: STSv1\nmode: enforce\n"
+                      + "".join(f"mx: {mail_host(dc)}\n" for dc in topo.of_role("dc"))
+                      + "max_age: 86400\n")
+    return policy, issued.chain, issued.key
+
+
 def start_dns(topo: Topology, root: Path, ns_of: dict[str, str],
-              timeout_s: float = 15.0) -> dict[str, object]:
+              timeout_s: float = 15.0, ca_dir: Path | None = None) -> dict[str, object]:
     """Write every configuration under ``root`` and start Knot, rbldnsd and the Unbounds.
 
     ``ns_of`` maps node names to namespace names.  On failure whatever started is
     stopped before :class:`LabDnsError` propagates.  Returns what ``lab`` state records.
+    ``ca_dir``: the lab CA (the MTA-STS policy host's certificate comes from it; without it
+    no MTA-STS policy is published).
     """
     missing = missing_dns_binaries()
     if missing:
         raise LabDnsError(f"the lab's DNS needs the Debian packages {', '.join(missing)}")
     root.mkdir(parents=True, exist_ok=True)
     hub = dns_hub(topo)
-    zones = zone_texts(topo, hub)
+    zones = zone_texts(topo, hub, mta_sts=ca_dir is not None)
     (root / "zones").mkdir(exist_ok=True)
     (root / "db").mkdir(exist_ok=True)
     for name, text in zones.items():
@@ -342,7 +379,7 @@ def start_dns(topo: Topology, root: Path, ns_of: dict[str, str],
     procs: list[_Proc] = []
     started: list[tuple[_Proc, int, Path]] = []
 
-    def launch(role: str, node: str, cmd: list[str], port: int) -> None:
+    def launch(role: str, node: str, cmd: list[str], port: int, tcp: bool = False) -> None:
         log = root / f"{role}.out"
         with log.open("wb") as out:
             proc = subprocess.Popen(["ip", "netns", "exec", ns_of[node], *cmd],
@@ -358,7 +395,7 @@ def start_dns(topo: Topology, root: Path, ns_of: dict[str, str],
         p = _Proc(role, proc.pid, ticks)
         procs.append(p)
         _record(root, procs)
-        started.append((p, port, log))
+        started.append((p, -port if tcp else port, log))  # negative: a TCP port
 
     try:
         launch("knot", hub.name, [_binary("knotd") or "knotd", "-c", str(root / "knot.conf")],
@@ -371,15 +408,22 @@ def start_dns(topo: Topology, root: Path, ns_of: dict[str, str],
             conf.write_text(_unbound_conf(root, topo, client, hub))
             launch(f"unbound-{client.name}", client.name,
                    [_binary("unbound") or "unbound", "-d", "-c", str(conf)], 53)
+        if ca_dir is not None:
+            policy, chain, key = _mta_sts_files(topo, root, ca_dir)
+            launch("mta-sts", hub.name, [sys.executable, "-m", "netvantage.lab.mtasts",
+                                         "--bind", hub.v4, "--port", "443", "--cert",
+                                         str(chain), "--key", str(key), "--policy",
+                                         str(policy)], 443, tcp=True)
         _drop_dead_port(ns_of[hub.name])
         deadline = time.monotonic() + timeout_s
         for p, port, log in started:
-            while not _udp_listening(p.pid, port):
+            while not (_tcp_listening(p.pid, -port) if port < 0
+                       else _udp_listening(p.pid, port)):
                 if not _alive(p):
                     raise LabDnsError(f"{p.role} exited: "
                                       f"{log.read_text(errors='replace')[-800:]}")
                 if time.monotonic() > deadline:
-                    raise LabDnsError(f"{p.role} not listening on port {port} in time")
+                    raise LabDnsError(f"{p.role} not listening on port {abs(port)} in time")
                 time.sleep(0.02)
         for client in topo.of_role("client"):
             etc = NETNS_ETC / ns_of[client.name]

@@ -225,12 +225,15 @@ class MailReadyOptions:
     helo: str | None = None
     https_timeout_s: float = 5.0
     expiry_warn_days: float = 14.0
+    mta_sts_port: int = 443  # RFC 8461 says 443; another only for tests
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_s <= 60 or not 0 < self.budget_s <= 600:
             raise ValueError("timeout_s must be in (0, 60] and budget_s in (0, 600]")
         if not 0 < self.smtp_timeout_s <= 600 or not 0 < self.https_timeout_s <= 120:
             raise ValueError("smtp_timeout_s must be in (0, 600], https_timeout_s in (0, 120]")
+        if not 1 <= self.mta_sts_port <= 65535:
+            raise ValueError("mta_sts_port must be 1..65535")
         for r in self.resolvers:
             parse_resolver(r)
         if self.domain is not None and not _is_domain(self.domain):
@@ -526,7 +529,8 @@ async def _https_get(host: str, path: str, opts: MailReadyOptions,
     """One HTTPS GET (certificate verified for ``host``); at most 64 KiB read."""
     ctx = ssl.create_default_context(cafile=str(opts.ca_file) if opts.ca_file else None)
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(address or host, 443, ssl=ctx, server_hostname=host),
+        asyncio.open_connection(address or host, opts.mta_sts_port, ssl=ctx,
+                                server_hostname=host),
         opts.https_timeout_s)
     try:
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: netvantage\r\n"

@@ -1,0 +1,363 @@
+"""The analysis past one machine: a region-partitioned Parquet dataset, read on a Dask cluster.
+
+Two parts:
+
+* :func:`write_partitioned` (``netvantage partition DATA -o DIR``) writes any DATA the
+  loader reads as a Parquet dataset partitioned **by region**
+  (``DIR/region=ZA-JNB/part-N-M.parquet``): the columns of ``netvantage export``'s
+  dataset (the envelope with ``region`` also a column, ``kind``, the body as JSON
+  text), so every (region, data
+  centre) pair is whole in one partition and :func:`netvantage.analysis.load` reads
+  the directory, or one partition of it, like any export.  Records are streamed
+  through the loader (validated, each (agent, id) once) and written a few hundred
+  thousand at a time.
+* :func:`analyse_on_cluster` (``netvantage analyse --dask SCHEDULER|local DIR``) runs
+  the per-partition work on the cluster's workers — decoding the records, building the
+  frames (samples, hops, phases are most of the memory), the per-pair statistics
+  (:func:`netvantage.analysis.metrics.metrics`, seeded per pair, so a partition gives
+  the rows the whole campaign gives) — and sends back only each partition's
+  per-pair table and measurements.  The client then ranks and flags on the
+  measurements of every partition, exactly as the single-machine path does, so the
+  per-pair table and the ranking are equal to :func:`~netvantage.analysis.analyse`'s
+  on the same dataset.  The path evidence and the other tests that need the hops or
+  samples of every region run on the client only when asked for (not by default on a
+  cluster: the per-partition frames stay on the workers).
+
+``--dask local`` starts a :class:`distributed.LocalCluster` of worker processes on this
+machine (one thread each, memory limit per worker from ``--dask-memory``); an address
+(``tcp://host:8786``) connects to a running scheduler, whose workers must be able to
+read DIR at the same path.  dask.distributed is the ``cluster`` extra; this module is
+imported only under ``--dask``.
+
+Dask's own DataFrame readers are not used for the records: a record's body is JSON text
+that only the schema decoder may turn into rows, so a task is "load this partition",
+the unit the loader already streams; Dask schedules those tasks, spills and restarts
+workers within their memory limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pandas as pd
+
+from ..errors import NetvantageError
+from .frames import Campaign
+from .rank import Ranking
+
+__all__ = ["ClusterAnalysis", "ClusterError", "PartitionResult", "analyse_on_cluster",
+           "analyse_partition", "concat_frames", "connect", "partitions", "write_partitioned"]
+
+_json = msgspec.json.Encoder()
+#: Rows (or bytes of body text) buffered before a write: each partition gets one file
+#: per flush.
+FLUSH_ROWS = 250_000
+FLUSH_BYTES = 128 * 2**20
+ROW_GROUP_BYTES = 8 * 2**20
+
+
+class ClusterError(NetvantageError):
+    """A dataset or a cluster that cannot be used (not partitioned by region, no scheduler)."""
+
+
+def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str | Path, *,
+                      flush_rows: int = FLUSH_ROWS) -> dict[str, int]:
+    """Write ``sources`` as a Parquet dataset partitioned by region; returns rows per region.
+
+    ``out_dir`` must not exist yet (or be empty); the dataset is built beside it and
+    renamed into place when complete.  A record without a region goes to
+    ``region=__none__``.
+    """
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    from .load import _chunks, _no_gc
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ClusterError(f"{out} already exists and is not an empty directory")
+    utc = pa.timestamp("us", tz="UTC")
+    schema = pa.schema([
+        ("id", pa.string()), ("schema", pa.int32()), ("kind", pa.string()),
+        ("agent", pa.string()), ("region", pa.string()), ("target", pa.string()),
+        ("address", pa.string()),
+        ("started_at", utc), ("duration_ms", pa.float64()), ("status", pa.string()),
+        ("error", pa.string()), ("source", pa.string()), ("body", pa.string()),
+    ])
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows: dict[str, dict[str, list[Any]]] = {}
+    counts: dict[str, int] = {}
+    seen: set[tuple[str, str]] = set()
+    buffered = size = 0
+    flushes = 0
+
+    def flush() -> None:
+        nonlocal buffered, size, flushes
+        for region, columns in rows.items():
+            part = tmp / f"region={region}"
+            part.mkdir(exist_ok=True)
+            table = pa.Table.from_pydict(columns, schema=schema)
+            # Row groups of about ROW_GROUP_BYTES of text: a reader decompresses one at a time.
+            per_row = max(1, table.nbytes // max(1, table.num_rows))
+            pq.write_table(table, part / f"part-{flushes}.parquet", compression="zstd",
+                           row_group_size=max(1, ROW_GROUP_BYTES // per_row))
+        rows.clear()
+        buffered = size = 0
+        flushes += 1
+
+    try:
+        with _no_gc():
+            for chunk in _chunks(sources, None, show=True):
+                for r in chunk:
+                    key = (r.agent, r.id)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    region = r.region if r.region is not None else "__none__"
+                    columns = rows.get(region)
+                    if columns is None:
+                        columns = rows[region] = {name: [] for name in schema.names}
+                    body = _json.encode(r.body).decode("utf-8")
+                    size += len(body)
+                    for name, value in (
+                        ("id", r.id), ("schema", r.schema), ("kind", r.kind),
+                        ("agent", r.agent), ("region", r.region), ("target", r.target),
+                        ("address", r.address),
+                        ("started_at", r.started_at), ("duration_ms", r.duration_ms),
+                        ("status", r.status), ("error", r.error), ("source", r.source),
+                        ("body", body),
+                    ):
+                        columns[name].append(value)
+                    counts[region] = counts.get(region, 0) + 1
+                    buffered += 1
+                    if buffered >= flush_rows or size >= FLUSH_BYTES:
+                        flush()
+        if rows:
+            flush()
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def partitions(dataset: str | Path) -> list[Path]:
+    """The region partitions of a dataset written by :func:`write_partitioned`, sorted."""
+    root = Path(dataset)
+    parts = sorted(p for p in root.glob("region=*") if p.is_dir()) if root.is_dir() else []
+    if not parts:
+        raise ClusterError(f"{root}: not a dataset partitioned by region (no region=…/ "
+                           "directories); write one with 'netvantage partition DATA -o DIR'")
+    return parts
+
+
+class PartitionResult(msgspec.Struct, frozen=True):
+    """What a worker sends back for one partition (frames as pickled pandas)."""
+
+    measurements: Any
+    pairs: Any
+    readiness: Any = None
+
+
+def analyse_partition(part: str, *, n_boot: int, seed: int) -> PartitionResult:
+    """Load one partition and compute its per-pair table (runs on a worker)."""
+    from .load import load
+    from .metrics import metrics
+
+    campaign = load(part)
+    return PartitionResult(measurements=campaign.measurements,
+                           pairs=metrics(campaign, n_boot=n_boot, seed=seed),
+                           readiness=campaign.readiness)
+
+
+def concat_frames(frames: Sequence[pd.DataFrame], specs: dict[str, Any]) -> pd.DataFrame:
+    """Partitions' frames as one; a categorical gets the categories one load of the whole
+    dataset gives it (``specs``: the loader's dtype rule per column)."""
+    if not frames:
+        raise ClusterError("no partition")
+    out = pd.concat(frames, ignore_index=True)
+    for column in frames[0].columns:
+        spec = specs.get(column)
+        if not (spec == "cat" or isinstance(spec, tuple)):
+            continue
+        seen = {c for f in frames for c in f[column].cat.categories}
+        categories = ([*spec, *sorted(c for c in seen if c not in spec)]
+                      if isinstance(spec, tuple) else sorted(seen))
+        out[column] = pd.Categorical(out[column].astype(object), categories=categories)
+    return out
+
+
+def connect(address: str, *, workers: int = 2, memory: str = "2GiB") -> Any:
+    """A :class:`distributed.Client`: of a new local cluster ("local") or of ``address``."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ClusterError("--dask needs the cluster extra (dask[dataframe], distributed): "
+                           "pip install 'netvantage[cluster]'") from None
+    if address == "local":
+        # A task holds no data between tasks (its result goes to the client), so a worker
+        # whose unmanaged memory stays high after one (allocator caches) is not paused at
+        # Dask's default 80 %, which would wait forever; it still restarts past 98 %.
+        import dask
+
+        with dask.config.set({"distributed.worker.memory.pause": 0.95,
+                              "distributed.worker.memory.terminate": 0.98}):
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers, threads_per_worker=1, processes=True,
+                memory_limit=memory, dashboard_address=None)
+        return Client(cluster)  # type: ignore[no-untyped-call]
+    try:
+        return Client(address, timeout=10)  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        raise ClusterError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+
+
+def campaign_of(measurements: pd.DataFrame) -> Campaign:
+    """A campaign of measurements only (what the weights and the ranking read)."""
+    from .load import frames_from_records
+
+    empty = frames_from_records([])
+    return Campaign(measurements=measurements, samples=empty.samples, hops=empty.hops,
+                    phases=empty.phases)
+
+
+@dataclass(frozen=True)
+class ClusterAnalysis:
+    """What ``analyse --dask`` answers: the per-pair table and the ranking (each equal to
+    the single-machine analysis's ``metrics`` and ``ranking`` on the same dataset)."""
+
+    weights: dict[str, float]
+    pairs: pd.DataFrame
+    ranking: Ranking
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def winner(self) -> str | None:
+        table = self.ranking.table
+        table = table[table["eligible"].astype(bool) & table["score"].notna()]
+        return None if table.empty else str(table.sort_values("rank").iloc[0]["target"])
+
+    def to_dict(self) -> dict[str, Any]:
+        def records(frame: pd.DataFrame) -> Any:
+            return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+        return {"weights": self.weights, "winner": self.winner, "notes": self.notes,
+                "ranking": records(self.ranking.table),
+                "breakdown": records(self.ranking.breakdown), "pairs": records(self.pairs)}
+
+    def to_text(self) -> str:
+        table = self.ranking.table
+        shown = [c for c in ("rank", "target", "score", "ci_low", "ci_high", "eligible")
+                 if c in table.columns]
+        lines = [f"Recommended: {self.winner or 'none'}", "", "Ranking:",
+                 table[shown].to_string(index=False), "",
+                 f"Per-pair table: {len(self.pairs)} (region, target, kind) rows "
+                 "(--format json for all of it)."]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _reset_peak() -> None:
+    """Start a worker's peak RSS afresh (Linux: writing 5 to clear_refs resets VmHWM); a
+    forked worker otherwise starts with its parent's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float:
+    """The worker's peak RSS since :func:`_reset_peak` (VmHWM), else getrusage's."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def analyse_on_cluster(dataset: str | Path, address: str, *,
+                       weights: Mapping[str, float] | None = None, gaps: str = "exclude",
+                       n_boot: int = 500, seed: int = 0, workers: int = 2,
+                       memory: str = "2GiB",
+                       readiness_fail_on: Sequence[str] | None = None) -> ClusterAnalysis:
+    """The per-pair table and the ranking of a region-partitioned dataset on a Dask cluster.
+
+    Each partition is loaded and its per-pair statistics computed on a worker; the client
+    ranks on the gathered measurements (see the module docstring).  ``weights`` by
+    region (or group, resolved without locations), as :func:`~netvantage.analysis.analyse`.
+    """
+    from . import progress
+    from .load import _MEASUREMENT_DTYPES
+    from .metrics import DEFAULT_BY
+    from .mix import client_regions, resolve_weights
+    from .rank import CostModel, Thresholds, rank
+    from .readiness import DEFAULT_FAIL_ON, failing_targets
+    from .readiness import readiness as readiness_of
+    from .summary import equal_weights
+
+    parts = partitions(dataset)
+    client = connect(address, workers=workers, memory=memory)
+    results: dict[str, PartitionResult] = {}
+    try:
+        from distributed import as_completed
+
+        client.run(_reset_peak)
+        futures = client.map(analyse_partition, [str(p) for p in parts], key=[
+            f"analyse-{p.name}" for p in parts], n_boot=min(n_boot, 500), seed=seed)
+        where = {f.key: str(p) for f, p in zip(futures, parts, strict=True)}
+        with progress.step("partitions", total=len(parts), unit=" partitions") as bar:
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+                results[where[future.key]] = future.result()
+                future.release()
+                bar.update(1)
+        peaks = client.run(_peak_rss_mib)  # every worker's own peak, as it saw it
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and address == "local":
+            cluster.close()
+    ordered = [results[str(p)] for p in parts]
+    m = concat_frames([r.measurements for r in ordered], _MEASUREMENT_DTYPES)
+    pairs = pd.concat([r.pairs for r in ordered], ignore_index=True)
+    keys = [k for k in DEFAULT_BY if k in pairs.columns]
+    for key in keys:
+        if key in m.columns and isinstance(m[key].dtype, pd.CategoricalDtype):
+            pairs[key] = pd.Categorical(pairs[key].astype(object),
+                                        categories=m[key].cat.categories)
+    pairs = pairs.sort_values(keys, kind="stable").reset_index(drop=True)
+    notes: list[str] = []
+    thresholds = Thresholds()
+    if not set(m["kind"].astype(str).unique()) & set(thresholds.handshake_kinds):
+        thresholds = Thresholds(handshake_p95_ms=None)
+        notes.append("no SMTP measurements: the handshake threshold is not applied")
+    # Mail readiness fails candidates as in analyse() (readiness records, if any).
+    ready_frames = [r.readiness for r in ordered if r.readiness is not None]
+    ready = readiness_of(pd.concat(ready_frames, ignore_index=True) if ready_frames else None,
+                         DEFAULT_FAIL_ON if readiness_fail_on is None
+                         else tuple(readiness_fail_on))
+    if ready is not None and ready.failing:
+        thresholds = replace(thresholds, failing_targets=thresholds.failing_targets
+                             + failing_targets(ready))
+    resolved = resolve_weights(weights, client_regions(m), None)[0] if weights else None
+    w = dict(resolved) if resolved else equal_weights(campaign_of(m))
+    ranking = rank(m, w, cost=CostModel(), thresholds=thresholds, n_boot=n_boot, seed=seed,
+                   gaps=gaps)
+    notes.append("worker peak RSS (MiB): "
+                 + ", ".join(f"{peaks[k]:.0f}" for k in sorted(peaks)))
+    return ClusterAnalysis(weights=w, pairs=pairs, ranking=ranking, notes=notes)

@@ -1,0 +1,87 @@
+"""``analyse --dask``: a real local cluster of worker processes, each with a memory limit
+smaller than the dataset, gives the per-pair table and the ranking of the single-machine
+path on the same region-partitioned dataset.
+
+The dataset is the bundled campaign plus SMTP records whose greetings are long random
+text (as a real server's banner can be, if not this long): the Parquet files are larger
+than a worker's limit, while the frames stay small enough for the single-machine
+comparison to be quick.  A worker holds a chunk of records at a time, never its
+partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pandas as pd
+import pytest
+
+from conftest import invoke_cli
+from netvantage.analysis.cluster import analyse_on_cluster, partitions, write_partitioned
+from netvantage.analysis.load import load
+from netvantage.analysis.metrics import metrics
+from netvantage.analysis.summary import analyse
+from netvantage.results import SmtpRecord, read_jsonl, write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
+WORKER_LIMIT = 450 * 2**20
+GREETING_BYTES = 48_000
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("cluster")
+    records = read_jsonl(SAMPLE)
+    smtp = [r for r in records if isinstance(r, SmtpRecord) and r.status == "ok"]
+    padded: list[Any] = []
+    n = 0
+    while n * GREETING_BYTES < 1.5 * WORKER_LIMIT:  # text past the limit, after compression
+        r = smtp[n % len(smtp)]
+        banner = "220 " + base64.b64encode(os.urandom(GREETING_BYTES * 3 // 4)).decode()
+        padded.append(msgspec.structs.replace(
+            r, id=f"pad-{n:08d}", body=msgspec.structs.replace(r.body, greeting=banner)))
+        n += 1
+    source = base / "campaign.jsonl"
+    write_jsonl([*records, *padded], source)
+    out = base / "by-region"
+    counts = write_partitioned(source, out)
+    assert sum(counts.values()) == len(records) + len(padded)
+    source.unlink()
+    return out
+
+
+def test_the_dataset_is_larger_than_a_worker(dataset: Path) -> None:
+    files = list(dataset.rglob("*.parquet"))
+    assert sum(f.stat().st_size for f in files) > WORKER_LIMIT
+    parts = partitions(dataset)
+    assert [p.name for p in parts] == sorted(f"region={r}" for r in
+                                             ("CA-YYZ", "GB-LHR", "ZA-JNB", "ZM-LUN"))
+
+
+def test_cluster_equals_one_machine(dataset: Path) -> None:
+    on_cluster = analyse_on_cluster(dataset, "local", workers=2, memory=str(WORKER_LIMIT))
+    campaign = load(dataset)
+    single = analyse(campaign)
+    pd.testing.assert_frame_equal(on_cluster.pairs, metrics(campaign, n_boot=500, seed=0),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(on_cluster.pairs, single.metrics, check_exact=True)
+    pd.testing.assert_frame_equal(on_cluster.ranking.table, single.ranking.table,
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(on_cluster.ranking.breakdown, single.ranking.breakdown,
+                                  check_exact=True)
+    assert on_cluster.weights == single.weights
+    assert on_cluster.winner == single.winner
+    peaks = next(n for n in on_cluster.notes if n.startswith("worker peak RSS"))
+    assert all(float(x) < WORKER_LIMIT / 2**20
+               for x in peaks.split(":")[1].split(",")), peaks
+
+
+def test_cli_refuses_a_dataset_not_partitioned_by_region(tmp_path: Path) -> None:
+    out = invoke_cli("analyse", "--dask", "local", str(SAMPLE))
+    assert out.returncode == 2
+    assert "netvantage partition" in out.stderr
