@@ -270,3 +270,32 @@ def test_the_report_leads_with_events(tmp_path: Path) -> None:
     assert "Event 1:" in html and "GB-LHR -&gt; dc-ams" in html
     md = report.markdown()
     assert md.index("## Events and episodes") < md.index("## Flagged regions")
+
+
+def test_pelt_gives_ruptures_segmentations() -> None:
+    # The detector's own PELT against ruptures' (the reference it replaces): flat noise,
+    # a step, rounded readings with ties, spikes on a constant level; min sizes 1-4.
+    import math
+
+    import numpy as np
+    import ruptures  # type: ignore[import-untyped]
+
+    from netvantage.analysis.episodes import _pelt_l2
+
+    rng = np.random.default_rng(0)
+    for trial in range(80):
+        n = int(rng.integers(8, 120))
+        values = rng.normal(100.0, 2.0, n)
+        if trial % 4 == 1:
+            values[n // 2:] += rng.uniform(0.0, 20.0)
+        elif trial % 4 == 2:
+            values = np.round(rng.normal(50.0, 1.0, n))
+        elif trial % 4 == 3:
+            values = np.full(n, 80.0)
+            values[rng.integers(0, n, 3)] += 30.0
+            values[n // 3:n // 2] += 10.0
+        min_size = int(rng.integers(1, 5))
+        pen = 3.0 * (float(np.std(np.diff(values))) + 1e-3) ** 2 * math.log(n)
+        want = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(
+            values.reshape(-1, 1)).predict(pen=pen)
+        assert _pelt_l2(values, pen, min_size) == [int(b) for b in want], trial

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import keys
@@ -22,7 +24,7 @@ from netvantage.measure.mailready import (
     reverse_name,
 )
 from netvantage.measure.spf import check_spf
-from netvantage.results import MailReadyRecord, decode_record, encode_record
+from netvantage.results import MailReadyRecord, decode_record, encode_record, new_id
 
 ADDR = "192.0.2.10"
 OTHER = "192.0.2.99"
@@ -137,7 +139,9 @@ def test_clean_zones_pass_and_ipv6_is_reversed_by_nibble(server):
 def test_a_zone_that_refuses_times_out_or_fails_is_unknown_never_clean(server, zone, word):
     t0 = time.monotonic()
     r = check(server, zones=(Zone(zone, "ip"),))
-    assert time.monotonic() - t0 < 5.0 + 1.0  # within the budget, whatever the zone does
+    # Bounded by the check's budget (5 s), whatever the zone does; the margin is for a
+    # loaded machine, the bound is against a hang.
+    assert time.monotonic() - t0 < 5.0 + 5.0
     assert r.body.dnsbl.status == "unknown"
     assert r.body.zones[0].result == "unknown"
     assert word.lower() in (r.body.zones[0].meaning or "").lower()
@@ -222,7 +226,7 @@ def test_a_resolver_that_never_answers_costs_the_budget_and_nothing_more(tmp_pat
             domain="mail.test", selectors=("s1",), resolvers=(dead.address,),
             zones=ZONES, smtp=False, timeout_s=0.3, budget_s=1.5)))
         spent = time.monotonic() - t0
-    assert spent < 1.5 + 1.0
+    assert spent < 1.5 + 5.0  # the budget, and a margin for a loaded machine: no hang
     assert r.body.verdict == "unknown"
     for name in ("dnsbl", "rhsbl", "rdns", "spf", "dkim", "dmarc", "mx"):
         assert r.body.check(name).status == "unknown", name
@@ -341,3 +345,55 @@ def test_mta_sts_certificate_not_trusted_fails(sts):
         domain="sts.test", resolvers=(fake.address,), zones=(), smtp=False, timeout_s=0.5,
         budget_s=5.0, mta_sts_port=port)))  # the system's trust store: the lab CA is not in it
     assert r.body.mta_sts.status == "fail" and "SSL" in r.body.mta_sts.summary
+
+
+def smtp_record(*, status: str = "ok", names: tuple[str, ...] = ("mx.mail.test",),
+                days_left: float = 90, verified: bool = True,
+                starttls: bool = True) -> Any:
+    from netvantage.results import CertInfo, MailBody, Phase, SmtpRecord, TlsInfo
+
+    now = datetime.now(UTC)
+    cert = CertInfo(subject=f"CN={names[0]}", issuer="CN=Test CA", san_dns=list(names),
+                    not_before=now - timedelta(days=10),
+                    not_after=now + timedelta(days=days_left), serial="1", sha256="00",
+                    key="EC secp256r1")
+    ok = status == "ok"
+    phases = ([Phase(name="connect", ok=True, duration_ms=1.0),
+               Phase(name="greeting", ok=True, duration_ms=1.0, reply="220 mx.mail.test ESMTP"),
+               Phase(name="ehlo", ok=True, duration_ms=1.0, reply="250 mx.mail.test")]
+              if ok else [Phase(name="connect", ok=False, duration_ms=None, error="refused")])
+    body = MailBody(port=25, ip_version=4, mode="starttls", timeout_s=15.0, phases=phases,
+                    failed_phase=None if ok else "connect",
+                    greeting="220 mx.mail.test ESMTP" if ok else None,
+                    capabilities=["PIPELINING", *(["STARTTLS"] if starttls else [])],
+                    tls=TlsInfo(version="TLSv1.3", verified=verified, cert=cert,
+                                verify_error=None if verified else "unknown CA (verify code 20)")
+                    if ok and starttls else None)
+    return SmtpRecord(id=new_id(), agent="t", target=ADDR, address=ADDR,
+                      started_at=now, duration_ms=3.0, status=status,  # type: ignore[arg-type]
+                      error=None if ok else "ECONNREFUSED", body=body)
+
+
+@pytest.mark.parametrize("kw, status, words", [
+    ({}, "pass", "chain verified"),
+    ({"names": ("other.test",)}, "fail", "does not cover mx.mail.test"),
+    ({"names": ("*.mail.test",)}, "pass", "covers"),
+    ({"days_left": -2}, "fail", "expired"),
+    ({"days_left": 5}, "warn", "expires in"),
+    ({"verified": False}, "fail", "chain does not verify"),
+    ({"starttls": False}, "fail", "STARTTLS not offered"),
+])
+def test_tls_names_expiry_and_chain(kw, status, words):
+    from netvantage.measure.mailready import _tls
+
+    check = _tls(smtp_record(**kw), ["mx.mail.test"], 14.0)
+    assert check.status == status and words in check.summary, check
+
+
+def test_port25_from_the_smtp_probe():
+    from netvantage.measure.mailready import _port25
+
+    assert _port25(smtp_record()).status == "pass"
+    refused = _port25(smtp_record(status="refused"))
+    assert refused.status == "fail" and "refused" in refused.summary
+    assert _port25(None).status == "unknown"

@@ -117,3 +117,5 @@ def test_analysis_and_report_say_which_candidates_fail_readiness(campaign_with_r
     md = report.markdown()
     assert "## Will mail flow on day one?" in md and "FAILS: dkim" in md
     assert "readiness" in result.to_dict()
+    text = result.to_text()
+    assert "Mail readiness" in text and "dc-ams: FAILS — dnsbl fail" in text

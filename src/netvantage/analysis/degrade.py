@@ -44,15 +44,19 @@ Without it only the loss-vs-peers and the history tests run.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from scipy import stats
+
+from .fastagg import key_strings
 
 __all__ = ["FLAG_COLUMNS", "degradation_flags"]
 
@@ -108,15 +112,16 @@ def degradation_flags(
     flags: list[dict[str, Any]] = []
     floors = _floors(inflation) if inflation is not None else None
     for kind, frame in data.groupby(data["kind"].astype(str), sort=True):
-        frame = _with_counts(frame)
+        pairs = _pairs(_with_counts(frame), pd.Timedelta(window))
         if floors is not None:
-            flags += _peers_rtt(frame, str(kind), floors, opts)
-            flags += _bound(frame, str(kind), floors, opts)
-        flags += _peers_loss(frame, str(kind), opts)
-        flags += _history(frame, str(kind), pd.Timedelta(window), opts)
+            flags += _peers_rtt(pairs, str(kind), floors, opts)
+            flags += _bound(pairs, str(kind), floors, opts)
+        flags += _peers_loss(pairs, str(kind), opts)
+        flags += _history(pairs, str(kind), opts)
     out = pd.DataFrame(flags, columns=list(FLAG_COLUMNS))
     out["since"] = pd.to_datetime(out["since"], utc=True)
-    out["where"] = [_where(path_evidence, r, t) for r, t in
+    evidence = _evidence_index(path_evidence)
+    out["where"] = [_where(evidence, r, t) for r, t in
                     zip(out["region"], out["target"], strict=True)]
     out["where"] = out["where"].astype("string")
     return out.sort_values(["region", "target", "kind", "test", "metric"],
@@ -201,10 +206,51 @@ def _mad_scale(residuals: FloatArray, minimum: float) -> float:
     return max(1.4826 * mad, minimum)
 
 
-def _pairs(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    return {(str(r), str(t)): g for (r, t), g in
-            frame.groupby([frame["region"].astype(str), frame["target"].astype(str)],
-                          sort=True)}
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    """One (region, target)'s records of one kind, in their frame order, as arrays."""
+
+    rtt: FloatArray
+    rtt_min: FloatArray
+    lost: FloatArray
+    trials: FloatArray
+    bins: npt.NDArray[np.int64]  # the window each record starts in (ns since the epoch)
+
+
+def _pairs(frame: pd.DataFrame, window: pd.Timedelta) -> dict[tuple[str, str], _Pair]:
+    """(region, target) → its records, sorted by region then target (as strings).
+
+    One stable sort by the pairs' codes and one slice per pair: no frame per pair, whatever
+    the number of pairs (a city-to-city matrix has tens of thousands of them).
+    """
+    if frame.empty:
+        return {}
+    code, keys = pd.MultiIndex.from_arrays(
+        [key_strings(frame["region"]), key_strings(frame["target"])]).factorize(sort=True)
+    order = np.argsort(code, kind="stable")
+    code = np.asarray(code)[order]
+    bounds = np.flatnonzero(np.r_[True, code[1:] != code[:-1], True]).tolist()
+    started = pd.to_datetime(frame["started_at"], utc=True)
+    bins = started.dt.floor(window).to_numpy(dtype="datetime64[ns]").astype(np.int64)[order]
+    rtt = frame["_rtt"].to_numpy(dtype=np.float64)[order]
+    rtt_min = frame["_rtt_min"].to_numpy(dtype=np.float64)[order]
+    lost = frame["_lost"].to_numpy(dtype=np.float64)[order]
+    trials = frame["_trials"].to_numpy(dtype=np.float64)[order]
+    out: dict[tuple[str, str], _Pair] = {}
+    names: list[Any] = list(keys)
+    for a, b in itertools.pairwise(bounds):
+        r, t = names[int(code[a])]
+        out[(str(r), str(t))] = _Pair(rtt[a:b], rtt_min[a:b], lost[a:b], trials[a:b],
+                                      bins[a:b])
+    return out
+
+
+def _by_target(keys: list[tuple[str, str]]) -> dict[str, npt.NDArray[np.intp]]:
+    """target → the positions in ``keys`` of its pairs."""
+    out: dict[str, list[int]] = {}
+    for i, (_, target) in enumerate(keys):
+        out.setdefault(target, []).append(i)
+    return {t: np.asarray(ix, dtype=np.intp) for t, ix in out.items()}
 
 
 def _flag(region: str, target: str, kind: str, metric: str, test: str, value: float,
@@ -226,21 +272,22 @@ def _one_sided_mwu(worse: FloatArray, better: FloatArray) -> float:
 # The tests
 
 
-def _peers_rtt(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], float],
-               opts: _Options) -> list[dict[str, Any]]:
-    pairs = {k: g for k, g in _pairs(frame).items()
-             if k in floors and int(g["_rtt"].notna().sum()) >= opts.min_records}
+def _peers_rtt(every: Mapping[tuple[str, str], _Pair], kind: str,
+               floors: Mapping[tuple[str, str], float], opts: _Options) -> list[dict[str, Any]]:
+    pairs = {k: g for k, g in every.items()
+             if k in floors and int(np.isfinite(g.rtt).sum()) >= opts.min_records}
     if len(pairs) < 2:
         return []
     keys = list(pairs)
     floor = np.array([floors[k] for k in keys])
-    median = np.array([float(pairs[k]["_rtt"].median()) for k in keys])
+    median = np.array([float(np.nanmedian(pairs[k].rtt)) for k in keys])
+    of_target = _by_target(keys)
     a, b = _fit_line(floor, median)
     resid = median - (a + b * floor)
     scale = _mad_scale(resid, opts.min_scale_ms)
     candidates = []
     for i, (region, target) in enumerate(keys):
-        peers = [j for j, k in enumerate(keys) if k[1] == target and j != i]
+        peers = [j for j in of_target[target].tolist() if j != i]
         if not peers:
             continue
         reference = float(np.median(resid[peers]))
@@ -248,9 +295,8 @@ def _peers_rtt(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], 
         expected = a + b * floor[i] + reference  # the RTT this region would have, like its peers
         if not (opts.big_rtt(effect, expected) and effect / scale >= opts.z_min):
             continue
-        own = pairs[keys[i]]["_rtt"].to_numpy(dtype=np.float64) - (a + b * floor[i])
-        theirs = np.concatenate([pairs[keys[j]]["_rtt"].to_numpy(dtype=np.float64)
-                                 - (a + b * floor[j]) for j in peers])
+        own = pairs[keys[i]].rtt - (a + b * floor[i])
+        theirs = np.concatenate([pairs[keys[j]].rtt - (a + b * floor[j]) for j in peers])
         p = _one_sided_mwu(own, theirs)
         peer_rtts = ", ".join(f"{keys[j][0]} {median[j]:.0f} ms" for j in peers)
         evidence = (f"median RTT {median[i]:.0f} ms where peers' excess over distance predicts "
@@ -261,15 +307,15 @@ def _peers_rtt(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], 
     return _bonferroni(candidates, len(keys), opts.alpha)
 
 
-def _bound(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], float],
-           opts: _Options) -> list[dict[str, Any]]:
-    pairs = {k: g for k, g in _pairs(frame).items()
-             if k in floors and int(g["_rtt_min"].notna().sum()) >= opts.min_records}
+def _bound(every: Mapping[tuple[str, str], _Pair], kind: str,
+           floors: Mapping[tuple[str, str], float], opts: _Options) -> list[dict[str, Any]]:
+    pairs = {k: g for k, g in every.items()
+             if k in floors and int(np.isfinite(g.rtt_min).sum()) >= opts.min_records}
     if len(pairs) < 3:
         return []
     keys = list(pairs)
     floor = np.array([floors[k] for k in keys])
-    minimum = np.array([float(pairs[k]["_rtt_min"].min()) for k in keys])
+    minimum = np.array([float(np.nanmin(pairs[k].rtt_min)) for k in keys])
     a, b = _fit_line(floor, minimum)
     expected = a + b * floor
     resid = minimum - expected
@@ -279,7 +325,7 @@ def _bound(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], floa
         effect = float(resid[i])
         if not (opts.big_rtt(effect, float(expected[i])) and effect / scale >= opts.z_min):
             continue
-        values = pairs[keys[i]]["_rtt_min"].to_numpy(dtype=np.float64)
+        values = pairs[keys[i]].rtt_min
         values = values[np.isfinite(values)]
         above = int((values > expected[i]).sum())
         p = float(stats.binomtest(above, len(values), 0.5, alternative="greater").pvalue)
@@ -293,13 +339,16 @@ def _bound(frame: pd.DataFrame, kind: str, floors: Mapping[tuple[str, str], floa
     return _bonferroni(candidates, len(keys), opts.alpha)
 
 
-def _peers_loss(frame: pd.DataFrame, kind: str, opts: _Options) -> list[dict[str, Any]]:
-    pairs = {k: g for k, g in _pairs(frame).items() if float(g["_trials"].sum()) > 0}
-    lost = {k: float(g["_lost"].sum()) for k, g in pairs.items()}
-    trials = {k: float(g["_trials"].sum()) for k, g in pairs.items()}
+def _peers_loss(every: Mapping[tuple[str, str], _Pair], kind: str,
+                opts: _Options) -> list[dict[str, Any]]:
+    pairs = {k: g for k, g in every.items() if float(g.trials.sum()) > 0}
+    lost = {k: float(g.lost.sum()) for k, g in pairs.items()}
+    trials = {k: float(g.trials.sum()) for k, g in pairs.items()}
+    keys = list(pairs)
+    of_target = _by_target(keys)
     candidates = []
-    for key in pairs:
-        peers = [k for k in pairs if k[1] == key[1] and k != key]
+    for i, key in enumerate(keys):
+        peers = [keys[j] for j in of_target[key[1]].tolist() if j != i]
         if not peers:
             continue
         ratio = lost[key] / trials[key]
@@ -318,23 +367,21 @@ def _peers_loss(frame: pd.DataFrame, kind: str, opts: _Options) -> list[dict[str
     return _bonferroni(candidates, len(pairs), opts.alpha)
 
 
-def _history(frame: pd.DataFrame, kind: str, window: pd.Timedelta,
+def _history(pairs: Mapping[tuple[str, str], _Pair], kind: str,
              opts: _Options) -> list[dict[str, Any]]:
     flags = []
-    for (region, target), group in _pairs(frame).items():
-        started = pd.to_datetime(group["started_at"], utc=True)
-        bins = started.dt.floor(window)
-        edges = sorted(bins.unique())
-        splits = edges[opts.min_windows:len(edges) - opts.min_windows + 1]
-        if not splits:
-            continue
-        rtt = group["_rtt"].to_numpy(dtype=np.float64)
-        lost = group["_lost"].to_numpy(dtype=np.float64)
-        trials = group["_trials"].to_numpy(dtype=np.float64)
+    for (region, target), group in pairs.items():
+        edges = np.unique(group.bins)
+        if len(edges) < 2 * opts.min_windows:
+            continue  # no split with min_windows windows on each side
+        splits = [pd.Timestamp(int(e), unit="ns", tz="UTC")
+                  for e in edges[opts.min_windows:len(edges) - opts.min_windows + 1]]
+        bins = group.bins
+        rtt, lost, trials = group.rtt, group.lost, group.trials
         best_rtt: tuple[float, Any, float, float] | None = None
         best_loss: tuple[float, Any, float, float] | None = None
         for edge in splits:
-            after = (bins >= edge).to_numpy(dtype=bool)
+            after = bins >= edge.value
             before_rtt, after_rtt = rtt[~after], rtt[after]
             if (np.isfinite(before_rtt).sum() >= opts.min_records
                     and np.isfinite(after_rtt).sum() >= opts.min_records):
@@ -378,24 +425,32 @@ def _bonferroni(candidates: list[dict[str, Any]], m: int, alpha: float) -> list[
     return kept
 
 
-def _where(evidence: pd.DataFrame | Mapping[tuple[str, str], str] | None, region: str,
+def _evidence_index(evidence: pd.DataFrame | Mapping[tuple[str, str], str] | None
+                    ) -> Mapping[tuple[str, str], str | None] | None:
+    """The path evidence as (region, target) → the text quoted in ``where`` (None: none)."""
+    if evidence is None or not isinstance(evidence, pd.DataFrame):
+        return evidence
+    out: dict[tuple[str, str], str | None] = {}
+    columns = set(evidence.columns)
+    for row in evidence.to_dict("records"):
+        key = (str(row["region"]), str(row["target"]))
+        if key in out:
+            continue  # the first row of a pair is the one quoted
+        # paths.where_it_starts writes its findings as sentences: quote those when present.
+        sentences = [str(row[c]) for c in ("jump_evidence", "loss_evidence")
+                     if c in columns and not _isna(row[c]) and str(row[c])]
+        if sentences:
+            out[key] = "; ".join(sentences)
+            continue
+        parts = [f"{c} {row[c]}" for c in _WHERE_COLUMNS if c in columns and not _isna(row[c])]
+        out[key] = ", ".join(parts) if parts else None
+    return out
+
+
+def _where(evidence: Mapping[tuple[str, str], str | None] | None, region: str,
            target: str) -> str | None:
     if evidence is None:
         return None
-    if isinstance(evidence, pd.DataFrame):
-        rows = evidence[(evidence["region"].astype(str) == region)
-                        & (evidence["target"].astype(str) == target)]
-        if rows.empty:
-            return None
-        row = rows.iloc[0]
-        # paths.where_it_starts writes its findings as sentences: quote those when present.
-        sentences = [str(row[c]) for c in ("jump_evidence", "loss_evidence")
-                     if c in rows.columns and not _isna(row[c]) and str(row[c])]
-        if sentences:
-            return "; ".join(sentences)
-        parts = [f"{c} {row[c]}" for c in _WHERE_COLUMNS
-                 if c in rows.columns and not _isna(row[c])]
-        return ", ".join(parts) if parts else None
     text = evidence.get((region, target))
     return None if text is None else str(text)
 

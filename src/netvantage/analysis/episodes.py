@@ -419,19 +419,55 @@ def _despike(values: FloatArray, sigma: float, o: EpisodeOptions) -> FloatArray:
 
 
 def _segments(values: FloatArray, sigma: float, o: EpisodeOptions) -> list[tuple[int, int]]:
-    """[start, stop) index ranges of PELT's segmentation of ``values``."""
+    """[start, stop) index ranges of PELT's segmentation of ``values`` (l2 cost)."""
     n = len(values)
     if n < 2 * o.min_windows:
         return [(0, n)]
-    # In the analysis extra; imported here to keep the package import light.
-    import ruptures  # type: ignore[import-untyped]
-
     scale = max(sigma, 1e-3 * float(np.median(np.abs(values))), 1e-9)
     pen = o.penalty * scale ** 2 * math.log(n)
-    algo = ruptures.Pelt(model="l2", min_size=o.min_windows, jump=1).fit(values.reshape(-1, 1))
-    ends = [int(b) for b in algo.predict(pen=pen)]
+    ends = _pelt_l2(values, pen, o.min_windows)
     starts = [0, *ends[:-1]]
     return list(zip(starts, ends, strict=True))
+
+
+def _pelt_l2(values: FloatArray, pen: float, min_size: int) -> list[int]:
+    """The ends of the optimal segments of ``values`` under the l2 cost plus ``pen`` per
+    segment, each at least ``min_size`` long: PELT (Killick, Fearnhead and Eckley, 2012,
+    "Optimal detection of changepoints with a linear computational cost", JASA 107).
+
+    The recursion, the pruning and the tie-breaking (the earliest last change) of
+    ``ruptures.Pelt(model="l2", jump=1)``, whose segmentations the tests check it gives;
+    written here because ruptures evaluates every candidate with Python objects (a dict
+    per partition, summed anew each time), which costs seconds per series of a few hundred
+    windows.  Every candidate's cost comes from cumulative sums, all candidates of one end
+    at once.  A segment's cost is its sum of squared deviations from its mean.
+    """
+    n = len(values)
+    x = values - float(np.median(values))  # centred: the cumulative sums lose less
+    s1 = np.concatenate([[0.0], np.cumsum(x)])
+    s2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    best = np.full(n + 1, np.inf)  # best[t]: the optimal cost of values[:t]
+    best[0] = 0.0
+    last = np.zeros(n + 1, dtype=np.int64)  # the start of the last segment of that optimum
+    solved = np.zeros(n + 1, dtype=bool)
+    solved[0] = True
+    admissible = np.empty(0, dtype=np.int64)
+    for end in [*range(min_size, n), n]:
+        admissible = np.append(admissible, end - min_size)
+        admissible = admissible[solved[admissible]]
+        size = end - admissible
+        total = s1[end] - s1[admissible]
+        cost = np.maximum((s2[end] - s2[admissible]) - total * total / size, 0.0)
+        candidate = best[admissible] + (cost + pen)
+        k = int(np.argmin(candidate))
+        best[end] = candidate[k]
+        last[end] = admissible[k]
+        solved[end] = True
+        admissible = admissible[candidate <= best[end] + pen]
+    ends = [n]
+    while last[ends[-1]] > 0:
+        ends.append(int(last[ends[-1]]))
+    return sorted(ends)
 
 
 def _run(beyond: npt.NDArray[np.bool_], run: int) -> int | None:

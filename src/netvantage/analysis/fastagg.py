@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["group_quantiles", "lerp", "quantile_column", "replicate_quantiles",
+__all__ = ["group_quantiles", "key_strings", "lerp", "quantile_column", "replicate_quantiles",
            "sample_quantiles"]
 
 # Combined group codes are used directly when there are at most this many possible key
@@ -311,3 +311,12 @@ def replicate_quantiles(values: npt.NDArray[np.float64], weights: npt.NDArray[np
         hi = np.clip(np.searchsorted(flat, offset + hi_rank, side="right") - base, 0, m - 1)
         out[:, j] = np.where(filled, lerp(values[lo], values[hi], gamma), np.nan)
     return out
+
+
+def key_strings(column: pd.Series) -> npt.NDArray[np.object_]:
+    """``column.astype(str)`` as an array of Python strings, a categorical's categories
+    converted once (a missing key is ``"nan"``, as ``astype(str)`` writes it)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.array([str(c) for c in column.cat.categories] + ["nan"], dtype=object)
+        return np.asarray(names[column.cat.codes.to_numpy()], dtype=object)
+    return np.asarray(column.astype(str).to_numpy(), dtype=object)

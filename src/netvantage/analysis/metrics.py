@@ -277,7 +277,7 @@ def _groups(frame: pd.DataFrame, by: tuple[str, ...]) -> tuple[pd.DataFrame, pd.
 
 
 def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
-           gid: pd.Series) -> pd.DataFrame:
+           gid: pd.Series, obs: pd.DataFrame | None = None) -> pd.DataFrame:
     g = gid.to_numpy()
     per = measurements.groupby(g, sort=True)
     counted_sent, counted_received = _counted(measurements)
@@ -289,7 +289,8 @@ def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame
         "records": records.astype(np.int64),
         "success_rate": per["ok"].sum() / records,
     })
-    obs = _observations(measurements, samples, gid)
+    if obs is None:
+        obs = _observations(measurements, samples, gid)
     # One vectorised pass for every group's count and exact quantiles (fastagg: the same
     # figures as groupby(...).quantile, without a Python call per group).
     stats = sample_quantiles(obs, by=["_g"], qs=tuple(_RTT_QUANTILES.values())).set_index("_g")
@@ -327,8 +328,9 @@ def _with_intervals(measurements: pd.DataFrame, samples: pd.DataFrame, by: tuple
                     ci: float, n_boot: int, seed: int) -> pd.DataFrame:
     _check_level(ci, n_boot)
     keys, gid = _groups(measurements, by)
-    point = _point(measurements, samples, keys, gid)
-    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed)
+    obs = _observations(measurements, samples, gid)  # once, for both steps
+    point = _point(measurements, samples, keys, gid, obs)
+    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed, obs)
     return pd.concat([point, boot.reset_index(drop=True)], axis=1)
 
 
@@ -343,7 +345,8 @@ def _check_level(ci: float, n_boot: int) -> None:
 
 
 def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
-               gid: pd.Series, ci: float, n_boot: int, seed: int) -> pd.DataFrame:
+               gid: pd.Series, ci: float, n_boot: int, seed: int,
+               observations: pd.DataFrame | None = None) -> pd.DataFrame:
     result = np.full((len(keys), len(BOOTSTRAP_COLUMNS)), np.nan)
     if n_boot == 0 or keys.empty:
         return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
@@ -356,7 +359,9 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
     rec_bounds = np.searchsorted(rec_g, keys.index.to_numpy(), side="left")
     rec_ends = np.searchsorted(rec_g, keys.index.to_numpy(), side="right")
 
-    obs = _observations(measurements, samples, gid).dropna(subset=["rtt_ms"])
+    if observations is None:
+        observations = _observations(measurements, samples, gid)
+    obs = observations.dropna(subset=["rtt_ms"])
     obs = obs.sort_values(["_g", "rtt_ms"], kind="stable")
     obs_g = obs["_g"].to_numpy()
     obs_v = obs["rtt_ms"].to_numpy(dtype=np.float64)

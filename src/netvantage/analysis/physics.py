@@ -349,6 +349,52 @@ def _source_rows(m: pd.DataFrame, places: dict[str, tuple[float, float, str | No
     return pd.DataFrame(rows)
 
 
+def _pair_rows(src: pd.DataFrame, places: dict[str, tuple[float, float, str | None]]
+               ) -> pd.DataFrame:
+    """One row per (region, target) from its sources (:func:`_source_rows`), all at once.
+
+    The pair is judged on its worst located source (the smallest margin over the fibre
+    bound; the first such row on ties), or on its first source when none is located;
+    ``rtt_min_ms`` is the smallest over its sources.  Group-bys, no frame per pair.
+    """
+    src = src.reset_index(drop=True)
+    located = src["fibre_bound_ms"].notna()
+    ordered = src.assign(_unlocated=~located,
+                         _margin=src["margin"].where(located, np.inf),
+                         _at=np.arange(len(src)))
+    ordered = ordered.sort_values(["region", "target", "_unlocated", "_margin", "_at"],
+                                  kind="stable")
+    worst = ordered.drop_duplicates(["region", "target"]).set_index(["region", "target"])
+    by = src.groupby(["region", "target"], sort=True)
+    pairs = pd.DataFrame({"rtt": by["rtt_min_ms"].min(), "n": by["n"].sum(),
+                          "short": by["region_point_short"].any(),
+                          "any_located": located.groupby([src["region"], src["target"]],
+                                                         sort=True).any()})
+    worst = worst.reindex(pairs.index)
+    w_rtt = worst["rtt_min_ms"].to_numpy(dtype=np.float64)
+    vacuum = worst["vacuum_bound_ms"].to_numpy(dtype=np.float64)
+    fibre = worst["fibre_bound_ms"].to_numpy(dtype=np.float64)
+    any_located = pairs["any_located"].to_numpy(dtype=bool)
+    with np.errstate(invalid="ignore"):
+        status = np.where(~any_located, UNLOCATED, np.where(
+            w_rtt < vacuum, VACUUM, np.where(w_rtt < fibre, FIBRE, POSSIBLE)))
+    impossible = np.isin(status, [FIBRE, VACUUM])
+    regions = [str(r) for r in pairs.index.get_level_values(0)]
+    targets = [str(t) for t in pairs.index.get_level_values(1)]
+    return pd.DataFrame({
+        "region": regions, "target": targets,
+        "n": pairs["n"].to_numpy(dtype=np.int64).tolist(),
+        "rtt_min_ms": pairs["rtt"].to_numpy(dtype=np.float64),
+        "source": worst["source"].astype(str).to_numpy(),
+        "distance_km": worst["distance_km"].to_numpy(dtype=np.float64),
+        "fibre_bound_ms": fibre, "vacuum_bound_ms": vacuum, "status": status.astype(object),
+        "shortfall_ms": np.where(impossible, fibre - w_rtt, math.nan),
+        "explained_by_probe": (status == POSSIBLE) & pairs["short"].to_numpy(dtype=bool),
+        "cause": "", "why": "",
+        "region_continent": [places.get(r, (0, 0, None))[2] for r in regions],
+        "target_continent": [places.get(t, (0, 0, None))[2] for t in targets]})
+
+
 def check(measurements: pd.DataFrame, locations: pd.DataFrame, *,
           inflation: pd.DataFrame | None = None, slack_km: float = SLACK_KM,
           keep_impossible: bool = False) -> Physics:
@@ -377,33 +423,7 @@ def check(measurements: pd.DataFrame, locations: pd.DataFrame, *,
                                              "median", "p25", "p75"]),
                        keep_impossible, slack_km)
     src["margin"] = src["rtt_min_ms"] - src["fibre_bound_ms"]
-    rows: list[dict[str, Any]] = []
-    for (region, target), grp in src.groupby(["region", "target"], sort=True):
-        located = grp[grp["fibre_bound_ms"].notna()]
-        worst = (located.loc[cast(Any, located["margin"].idxmin())] if len(located)
-                 else grp.iloc[0])
-        rtt = float(grp["rtt_min_ms"].min())
-        if located.empty:
-            status = UNLOCATED
-        elif worst["rtt_min_ms"] < worst["vacuum_bound_ms"]:
-            status = VACUUM
-        elif worst["rtt_min_ms"] < worst["fibre_bound_ms"]:
-            status = FIBRE
-        else:
-            status = POSSIBLE
-        rows.append({
-            "region": str(region), "target": str(target), "n": int(grp["n"].sum()),
-            "rtt_min_ms": rtt, "source": str(worst["source"]),
-            "distance_km": float(worst["distance_km"]),
-            "fibre_bound_ms": float(worst["fibre_bound_ms"]),
-            "vacuum_bound_ms": float(worst["vacuum_bound_ms"]), "status": status,
-            "shortfall_ms": (float(worst["fibre_bound_ms"] - worst["rtt_min_ms"])
-                             if status in (FIBRE, VACUUM) else math.nan),
-            "explained_by_probe": bool(status == POSSIBLE and grp["region_point_short"].any()),
-            "cause": "", "why": "",
-            "region_continent": places.get(str(region), (0, 0, None))[2],
-            "target_continent": places.get(str(target), (0, 0, None))[2]})
-    pairs = pd.DataFrame(rows)
+    pairs = _pair_rows(src, places)
     anycast = _causes(pairs, places, slack_km)
     table = inflation if inflation is not None else inflation_table(measurements, locations)
     keyed = table.assign(region=table["region"].astype(str), target=table["target"].astype(str))

@@ -25,7 +25,7 @@ import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -437,51 +437,83 @@ def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
     assumed = assumed or {}
     point = _point_metrics(strata, regions, targets, cost, thresholds)
     used = {term: bool(np.isfinite(point.metrics[term]).any()) for term in _TERMS}
-    rows = []
-    matrix = np.full((len(regions), len(targets)), np.nan)
-    meets = np.zeros((len(regions), len(targets)), dtype=bool)
-    is_assumed = np.zeros((len(regions), len(targets)), dtype=bool)
+    n_r, n_t = len(regions), len(targets)
     rtt_records = point.rtt_records.copy()
-    names = list(point.metrics)
-    columns = [point.metrics[k].tolist() for k in names]
-    for i, r in enumerate(regions):
-        for j, t in enumerate(targets):
-            m = {k: column[i][j] for k, column in zip(names, columns, strict=True)}
-            kinds = cost.latency_kinds if point.latency[i, j] else cost.fallback_kinds
-            latency_from = "+".join(kinds)
-            if rtt_records[i, j] == 0 and (r, t) in assumed:
-                # The stated same-city policy: an access-network floor stands for the RTT.
-                floor = float(assumed[(r, t)])
-                m = {**m, "rtt_p50_ms": floor, "rtt_p95_ms": floor, "loss_pct": 0.0,
-                     "failure_pct": 0.0}
-                terms = {term: np.array([getattr(cost, term) * m[term]])
-                         if term in ("rtt_p50_ms", "rtt_p95_ms") else np.zeros(1)
-                         for term in _TERMS}
-                total = float(sum(float(v[0]) for v in terms.values()))
-                fails: list[str] = []
-                matrix[i, j] = total
-                is_assumed[i, j] = True
-                latency_from = f"assumed {floor:g} ms (same city, not measured)"
-            else:
-                terms = _costs({k: np.array([v]) for k, v in m.items()}, cost, used)
-                total = float(sum(float(v[0]) for v in terms.values()))
-                fails = _fails(m, thresholds) if m["records"] > 0 else ["no records"]
-                # A pair without a single RTT was not measured successfully: a gap, never a
-                # cost made of its failures alone.
-                matrix[i, j] = total if m["records"] > 0 and rtt_records[i, j] > 0 else np.nan
-            fails = fails + [why for failing, why in thresholds.failing_targets if failing == t]
-            meets[i, j] = not fails
-            rows.append({
-                "region": r, "target": t, "weight": weights[r], "records": int(m["records"]),
-                "rtt_records": int(rtt_records[i, j]), "latency_from": latency_from,
-                **{term: m[term] for term in _TERMS},
-                **{f"cost_{term}": float(terms[term][0]) for term in _TERMS},
-                "cost": matrix[i, j], "weighted_cost": weights[r] * matrix[i, j],
-                "meets_thresholds": not fails, "fails": "; ".join(fails),
-            })
-    breakdown = pd.DataFrame(rows, columns=[
-        "region", "target", "weight", "records", "rtt_records", "latency_from", *_TERMS,
-        *(f"cost_{t}" for t in _TERMS), "cost", "weighted_cost", "meets_thresholds", "fails"])
+    metrics = {k: v.copy() for k, v in point.metrics.items()}
+    # The stated same-city policy: an access-network floor stands for a pair's RTT when
+    # the pair has no RTT of its own.
+    is_assumed = np.zeros((n_r, n_t), dtype=bool)
+    floor = np.full((n_r, n_t), np.nan)
+    r_index = {r: i for i, r in enumerate(regions)}
+    t_index = {t: j for j, t in enumerate(targets)}
+    for (r, t), stated_ms in assumed.items():
+        i, j = r_index.get(r), t_index.get(t)
+        if i is not None and j is not None and rtt_records[i, j] == 0:
+            is_assumed[i, j] = True
+            floor[i, j] = float(stated_ms)
+    for k in ("rtt_p50_ms", "rtt_p95_ms"):
+        metrics[k] = np.where(is_assumed, floor, metrics[k])
+    for k in ("loss_pct", "failure_pct"):
+        metrics[k] = np.where(is_assumed, 0.0, metrics[k])
+    terms = {}
+    for term in _TERMS:
+        measured = (getattr(cost, term) * point.metrics[term] if used[term]
+                    else np.zeros((n_r, n_t)))
+        stated = (getattr(cost, term) * floor if term in ("rtt_p50_ms", "rtt_p95_ms")
+                  else np.zeros((n_r, n_t)))
+        terms[term] = np.where(is_assumed, stated, measured)
+    total = np.zeros((n_r, n_t))
+    for term in _TERMS:
+        total = total + terms[term]
+    records = metrics["records"]
+    # A pair without a single RTT was not measured successfully: a gap, never a cost made
+    # of its failures alone.
+    matrix = np.where(is_assumed | ((records > 0) & (rtt_records > 0)), total, np.nan)
+    # Which thresholds fail, in words: only for the pairs some test could fail.
+    failing_targets: dict[str, list[str]] = {}
+    for failing, why in thresholds.failing_targets:
+        failing_targets.setdefault(failing, []).append(why)
+    with np.errstate(invalid="ignore"):
+        maybe = records <= 0
+        if thresholds.handshake_p95_ms is not None:
+            for kind in thresholds.handshake_kinds:
+                p95 = metrics.get(f"handshake_p95_ms:{kind}", np.full((n_r, n_t), np.nan))
+                maybe |= np.isnan(p95) | (p95 > thresholds.handshake_p95_ms)
+        if thresholds.loss_pct is not None:
+            maybe |= metrics["loss_pct"] > thresholds.loss_pct
+        if thresholds.success_pct is not None:
+            maybe |= ~(100.0 - metrics["failure_pct"] >= thresholds.success_pct)
+    maybe &= ~is_assumed
+    maybe |= np.isin(np.asarray(targets, dtype=object), list(failing_targets))[np.newaxis, :]
+    fails_text = np.full((n_r, n_t), "", dtype=object)
+    meets = np.ones((n_r, n_t), dtype=bool)
+    names = list(metrics)
+    for i, j in zip(*np.nonzero(maybe), strict=True):
+        fails: list[str] = []
+        if not is_assumed[i, j]:
+            m = {k: float(metrics[k][i, j]) for k in names}
+            fails = _fails(m, thresholds) if m["records"] > 0 else ["no records"]
+        fails = fails + failing_targets.get(targets[j], [])
+        meets[i, j] = not fails
+        fails_text[i, j] = "; ".join(fails)
+    latency_text = np.where(point.latency, "+".join(cost.latency_kinds),
+                            "+".join(cost.fallback_kinds)).astype(object)
+    for i, j in zip(*np.nonzero(is_assumed), strict=True):
+        latency_text[i, j] = f"assumed {floor[i, j]:g} ms (same city, not measured)"
+    weight = np.repeat(np.array([weights[r] for r in regions], dtype=np.float64), n_t)
+    columns: dict[str, Any] = {
+        "region": [r for r in regions for _ in targets],
+        "target": [t for _ in regions for t in targets],
+        "weight": weight,
+        "records": records.ravel().astype(np.int64),
+        "rtt_records": rtt_records.ravel().astype(np.int64),
+        "latency_from": latency_text.ravel().tolist(),
+        **{term: metrics[term].ravel() for term in _TERMS},
+        **{f"cost_{term}": terms[term].ravel() for term in _TERMS},
+        "cost": matrix.ravel(), "weighted_cost": weight * matrix.ravel(),
+        "meets_thresholds": meets.ravel(), "fails": fails_text.ravel().tolist(),
+    }
+    breakdown = pd.DataFrame(columns)
     return _Costed(breakdown, regions, targets, matrix, meets, is_assumed, rtt_records,
                    point, strata)
 

@@ -62,6 +62,21 @@ class Readiness:
     def targets(self) -> list[str]:
         return sorted(self.table["target"].unique()) if not self.table.empty else []
 
+    def text_lines(self) -> list[str]:
+        """For ``netvantage analyse``: one line per candidate, its failed and unknown checks."""
+        lines = [f"Mail readiness (a failed {' or '.join(self.fail_on) or '(none)'} check "
+                 "fails the candidate):"]
+        for target in self.targets:
+            sub = self.table[self.table["target"] == target]
+            bad = [f"{check} {status}: {summary}" for check, status, summary
+                   in zip(sub["check"].astype(str), sub["status"].astype(str),
+                          sub["summary"].astype(str), strict=True)
+                   if status in ("fail", "unknown")]
+            head = "FAILS" if target in self.failing else "ok"
+            lines.append(f"  {target}: {head}" + (f" — {'; '.join(bad)}" if bad else
+                                                  ", every check passes or warns"))
+        return lines
+
     def to_dict(self) -> dict[str, object]:
         return {"fail_on": list(self.fail_on), "failing": self.failing,
                 "checks": [{k: (None if pd.isna(v) else v) for k, v in row.items()}

@@ -103,6 +103,7 @@ class Analysis:
                   "no winner: no data centre was measured from every weighted region "
                   "(see Coverage)"]
         lines += ["", *self.coverage.text_lines()] if self.coverage else []
+        lines += ["", *self.readiness.text_lines()] if self.readiness else []
         lines += ["", "Per region (cost in ms-equivalents; lower is better):"]
         rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95",
                  "COST")]

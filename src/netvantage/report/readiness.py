@@ -65,7 +65,8 @@ def readiness_section(ready: Readiness | None) -> ReadinessSection | None:
     failing_names = sorted(ready.failing)
     headline = (f"{len(rows)} candidate(s) checked; "
                 + (f"{', '.join(failing_names)} fail{'s' if len(failing_names) == 1 else ''} "
-                   "the readiness threshold and rank after those that meet it."
+                   "the readiness threshold, a service threshold like the others: such a "
+                   "candidate ranks after every candidate that meets them all."
                    if failing_names else "none fails the readiness threshold."))
     rule = (f"A candidate fails when one of these checks fails: "
             f"{', '.join(ready.fail_on) or 'none (threshold off)'} "
