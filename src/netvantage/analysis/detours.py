@@ -183,7 +183,8 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
         return pd.DataFrame(columns=list(TRACE_COLUMNS))
     src = trace_sources(measurements, hops, locations)
     per = _per_ttl_rows(hops)
-    s = src.reindex(per["id"])
+    # Only the source's place per row (a full reindex of every column costs GBs at scale).
+    s = src[["src_lat", "src_lon", "src_country"]].reindex(per["id"])
     slat, slon = s["src_lat"].to_numpy(), s["src_lon"].to_numpy()
     lat, lon, rtt = per["lat"].to_numpy(), per["lon"].to_numpy(), per["rtt"].to_numpy()
     located = ~np.isnan(lat) & ~np.isnan(lon)
@@ -239,7 +240,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     p = per[~np.isnan(per["plat"].to_numpy())]
     legs_from_lat = p.groupby("id", sort=False)["plat"].shift(1)
     legs_from_lon = p.groupby("id", sort=False)["plon"].shift(1)
-    sp = src.reindex(p["id"])
+    sp = src[["src_lat", "src_lon"]].reindex(p["id"])
     legs_from_lat = legs_from_lat.fillna(pd.Series(sp["src_lat"].to_numpy(), index=p.index))
     legs_from_lon = legs_from_lon.fillna(pd.Series(sp["src_lon"].to_numpy(), index=p.index))
     leg = great_circle_km(legs_from_lat.to_numpy(), legs_from_lon.to_numpy(),
@@ -286,7 +287,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     prev_rtt = ga["rtt"].shift(1).fillna(0.0)
     plat_prev = ga["plat"].shift(1)
     plon_prev = ga["plon"].shift(1)
-    sa = src.reindex(a["id"])
+    sa = src[["src_lat", "src_lon"]].reindex(a["id"])
     is_first = ga.cumcount().to_numpy() == 0
     plat_prev = plat_prev.where(~is_first, pd.Series(sa["src_lat"].to_numpy(), index=a.index))
     plon_prev = plon_prev.where(~is_first, pd.Series(sa["src_lon"].to_numpy(), index=a.index))
