@@ -8,13 +8,10 @@ dates, map labels do not overlap, the per-region table keeps to its budget and s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import struct
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,25 +24,16 @@ from netvantage.analysis.load import frames_from_records
 from netvantage.report import figures as F
 from netvantage.report.content import _breakdown_table
 from netvantage.results import decode_record
+from test_coverage import _bench
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
 N_REGIONS, N_TARGETS, WEEKS = 40, 12, 30
 
 
-def _planted() -> ModuleType:
-    path = ROOT / "bench" / "planted_coverage.py"
-    spec = importlib.util.spec_from_file_location("planted_coverage", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["planted_coverage"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def big() -> tuple[nva.Campaign, nva.Analysis, pd.DataFrame]:
-    planted = _planted()
+    planted = _bench()  # bench/planted_coverage.py, loaded as test_coverage loads it
     rng = np.random.default_rng(11)
     regions = [f"R{i:03d}" for i in range(N_REGIONS)]
     targets = [f"dc-{i:02d}" for i in range(N_TARGETS)]
