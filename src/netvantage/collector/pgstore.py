@@ -32,7 +32,6 @@ writes it; cast it (``json::jsonb``) to query inside it.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -51,9 +50,7 @@ from .store import (
     StoredRow,
     StoreError,
     _Batch,
-    _same_record,
     hash_token,
-    new_token,
     utc_text,
 )
 
@@ -165,6 +162,8 @@ class PgStore(RecordStore):
     its own holding one snapshot.
     """
 
+    _writer: psycopg.Connection[Any]
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.location = display_url(url)
@@ -251,23 +250,10 @@ class PgStore(RecordStore):
             raise StoreError(f"{self.location}: cannot create or migrate the tables: "
                              f"{str(exc).strip()}") from None
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-        with self._write_lock:
-            self._writer.close()
-
     # ------------------------------------------------------------------ agents
 
     def add_agent(self, name: str, *, rotate: bool = False) -> str:
-        if not name or len(name) > 255:
-            raise StoreError("an agent name is 1 to 255 characters")
-        token = new_token()
+        token = self._new_token(name)
         now = datetime.now(UTC)
         with self._write_lock:
             conn = self._write_conn()
@@ -298,10 +284,7 @@ class PgStore(RecordStore):
         digest = hash_token(token)
         rows = self._read("SELECT name, token_sha256 FROM agents WHERE token_sha256 = %s",
                           (digest,))
-        row = rows[0] if rows else None
-        if row is None or not hmac.compare_digest(str(row[1]), digest):
-            return None
-        return str(row[0])
+        return self._owner(rows[0] if rows else None, digest)
 
     def agents(self) -> list[str]:
         rows = self._read("SELECT name FROM agents ORDER BY name")
@@ -371,8 +354,7 @@ class PgStore(RecordStore):
                 fresh = rows
                 if checked:  # fewer rows went in than were offered: which were stored?
                     stored = self._existing(conn, list(batch.rows))
-                    conflicts = [key[1] for key, text in stored.items()
-                                 if not _same_record(text, str(batch.rows[key][-1]))]
+                    conflicts = self._conflicting(stored, batch)
                     if conflicts:
                         conn.rollback()
                         result = BatchResult([], [], conflicts)

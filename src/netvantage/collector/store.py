@@ -57,7 +57,7 @@ import secrets
 import sqlite3
 import threading
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -315,6 +315,13 @@ class RecordStore(abc.ABC):
 
     #: Where the store is, for messages (a URL without its password).
     location: str
+    # The connections of every store: one writer under a lock (one batch at a time per
+    # process), one reader per thread.
+    _write_lock: threading.Lock
+    _writer: Any
+    _readers_lock: threading.Lock
+    _readers: list[Any]
+    _closed: bool
 
     # ---------------------------------------------------------------- agents
 
@@ -371,9 +378,18 @@ class RecordStore(abc.ABC):
         for row in self.iter_rows(kind=kind, since=since):
             yield row.record
 
-    @abc.abstractmethod
     def close(self) -> None:
-        """Close every connection (idempotent)."""
+        """Close every connection (idempotent).  SQLite: the last one out checkpoints the
+        log."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
 
     def __enter__(self) -> typing.Self:
         return self
@@ -382,6 +398,28 @@ class RecordStore(abc.ABC):
         self.close()
 
     # ---------------------------------------------------------------- shared steps
+
+    @staticmethod
+    def _new_token(name: str) -> str:
+        """A new token for agent ``name``, once the name is known to be acceptable."""
+        if not name or len(name) > 255:
+            raise StoreError("an agent name is 1 to 255 characters")
+        return new_token()
+
+    @staticmethod
+    def _owner(row: Sequence[Any] | None, digest: str) -> str | None:
+        """The agent of ``row`` (name, token hash), found by the hash ``digest``: compared
+        once more in constant time, so that the check never depends on how an index
+        compares strings."""
+        if row is None or not hmac.compare_digest(str(row[1]), digest):
+            return None
+        return str(row[0])
+
+    @staticmethod
+    def _conflicting(stored: Mapping[tuple[str, str], str], batch: _Batch) -> list[str]:
+        """The ids of ``batch`` stored before with other content."""
+        return [key[1] for key, text in stored.items()
+                if not _same_record(text, str(batch.rows[key][-1]))]
 
     @staticmethod
     def _prepare(records: Sequence[AnyRecord], started: Callable[[list[datetime]], list[Any]],
@@ -492,6 +530,8 @@ class Store(RecordStore):
     campaign).
     """
 
+    _writer: sqlite3.Connection
+
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "full",
                  create: bool = True, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
@@ -577,24 +617,10 @@ class Store(RecordStore):
                 self._readers.append(conn)
         return conn
 
-    def close(self) -> None:
-        """Close every connection (idempotent).  The last one out checkpoints the log."""
-        if self._closed:
-            return
-        self._closed = True
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
-        with self._write_lock:
-            self._writer.close()
-
     # ------------------------------------------------------------------ agents
 
     def add_agent(self, name: str, *, rotate: bool = False) -> str:
-        if not name or len(name) > 255:
-            raise StoreError("an agent name is 1 to 255 characters")
-        token = new_token()
+        token = self._new_token(name)
         now = utc_text(datetime.now(UTC))
         with self._write_lock:
             conn = self._writer
@@ -621,16 +647,9 @@ class Store(RecordStore):
         if not token:
             return None
         digest = hash_token(token)
-        row = self._reader().execute(
+        return self._owner(self._reader().execute(
             "SELECT name, token_sha256 FROM agents WHERE token_sha256 = ?", (digest,)
-        ).fetchone()
-        if row is None:
-            return None
-        # The row was found by its hash; compare once more in constant time so
-        # that this check never depends on how an index compares strings.
-        if not hmac.compare_digest(str(row[1]), digest):
-            return None
-        return str(row[0])
+        ).fetchone(), digest)
 
     def agents(self) -> list[str]:
         return [str(r[0]) for r in
@@ -687,8 +706,7 @@ class Store(RecordStore):
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
                     stored = self._existing(conn, list(batch.rows))
-                    conflicts = [key[1] for key, text in stored.items()
-                                 if not _same_record(text, str(batch.rows[key][-1]))]
+                    conflicts = self._conflicting(stored, batch)
                     if conflicts:
                         conn.execute("ROLLBACK")
                         result = BatchResult([], [], conflicts)
