@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NetvantageError
+from .mail import listening
 from .topology import Node, Topology
 
 __all__ = ["DOMAIN", "NETNS_ETC", "LabDnsError", "dns_hub", "missing_dns_binaries",
@@ -314,6 +315,7 @@ def _record(root: Path, procs: list[_Proc]) -> None:
 
 
 def _udp_listening(pid: int, port: int) -> bool:
+    """Whether a UDP socket is bound to ``port`` in ``pid``'s network namespace."""
     for name in ("udp", "udp6"):
         try:
             lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
@@ -327,17 +329,9 @@ def _udp_listening(pid: int, port: int) -> bool:
 
 
 def _tcp_listening(pid: int, port: int) -> bool:
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if (len(fields) > 3 and fields[3] == "0A"  # LISTEN
-                    and int(fields[1].rsplit(":", 1)[1], 16) == port):
-                return True
-    return False
+    """Whether a TCP socket listens on ``port`` in ``pid``'s network namespace (the mail
+    lab's reading of /proc/PID/net/tcp)."""
+    return any(p == port for _, p in listening(pid))
 
 
 def _mta_sts_files(topo: Topology, root: Path, ca_dir: Path) -> tuple[Path, Path, Path]:

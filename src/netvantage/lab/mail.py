@@ -93,6 +93,7 @@ __all__ = [
     "MailLabError",
     "MailPorts",
     "MailServer",
+    "listening",
     "missing_binaries",
     "stop_all",
     "stop_recorded",
@@ -380,7 +381,7 @@ def stop_all(servers: Sequence[MailServer], timeout_s: float = 10.0) -> None:
 # Listening sockets, seen through the daemon's own network namespace
 # --------------------------------------------------------------------------
 
-def _listening(pid: int) -> set[tuple[str, int]]:
+def listening(pid: int) -> set[tuple[str, int]]:
     """(address, port) of every listening TCP socket in ``pid``'s network namespace.
 
     ``/proc/PID/net/tcp`` shows the namespace of PID, so this works from the
@@ -734,9 +735,9 @@ class MailServer:
                     log = self.postfix_log if proc.role == POSTFIX else self.dovecot_log
                     raise MailLabError(f"{self.name}: {proc.role} master {proc.pid} exited"
                                        f"\n--- {log}:\n{_tail(log)}")
-                listening = _listening(proc.pid)
+                bound = listening(proc.pid)
                 missing += [f"{a}:{port}" for port in want[proc.role] for a in self.addresses
-                            if not _covers(listening, a, port)]
+                            if not _covers(bound, a, port)]
             if not missing:
                 return
             if time.monotonic() > deadline:

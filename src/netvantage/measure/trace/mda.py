@@ -76,7 +76,6 @@ from ...results import (
     Hop,
     MdaLink,
     Multipath,
-    Status,
     TraceBody,
     TraceProbe,
     TraceRecord,
@@ -94,6 +93,7 @@ from ..packets import (
     udp_probe,
 )
 from .options import TraceOptions
+from .records import ending
 from .sockets import RawSockets, tcp_syn
 from .state import UNREACHABLE, probe_rtt_ms
 
@@ -505,14 +505,7 @@ def mda_record(t: MdaRun, origin: Origin, name: str, record_id: str, started_at:
         if probe.ttl <= last and probe.sent:
             by_ttl.setdefault(probe.ttl, []).append(probe.result or TraceProbe())
     hops = [Hop.from_probes(ttl, by_ttl.get(ttl, [])) for ttl in range(1, last + 1)]
-    stop = "reached" if reached else (t.stop_reason or "max_ttl")
-    status: Status = "ok" if reached else "unreachable" if stop == "unreachable" else "timeout"
-    error = None if reached else {
-        "unreachable": "a router answered destination unreachable",
-        "gap": f"destination not reached: {o.gap_limit} silent TTLs in a row",
-        "max_ttl": f"destination not reached within {o.max_ttl} hops",
-        "deadline": f"deadline of {o.deadline_s:g} s reached",
-    }[stop]
+    stop, status, error = ending(reached, t.stop_reason, o)
     flow = ({"icmp_id": t.base} if o.protocol == "icmp"
             else {"sport": t.base, "dport": o.dport or 0})
     body = TraceBody(protocol=o.protocol, ip_version=t.version, port=o.dport, flow=flow,

@@ -10,7 +10,22 @@ from ..common import Origin
 from .options import TraceOptions
 from .state import TraceRun
 
-__all__ = ["empty_record", "trace_record"]
+__all__ = ["empty_record", "ending", "trace_record"]
+
+
+def ending(reached: bool, stop_reason: str | None, o: TraceOptions
+           ) -> tuple[str, Status, str | None]:
+    """How a trace ended: its stop reason, its status and, unless it reached the
+    destination, the error that says why not."""
+    stop = "reached" if reached else (stop_reason or "max_ttl")
+    status: Status = "ok" if reached else "unreachable" if stop == "unreachable" else "timeout"
+    error = None if reached else {
+        "unreachable": "a router answered destination unreachable",
+        "gap": f"destination not reached: {o.gap_limit} silent TTLs in a row",
+        "max_ttl": f"destination not reached within {o.max_ttl} hops",
+        "deadline": f"deadline of {o.deadline_s:g} s reached",
+    }[stop]
+    return stop, status, error
 
 
 def trace_record(t: TraceRun, method: Literal["raw", "recverr"], origin: Origin, name: str,
@@ -24,14 +39,7 @@ def trace_record(t: TraceRun, method: Literal["raw", "recverr"], origin: Origin,
         if probe.ttl <= last and (probe.sent or probe.result is not None):
             by_ttl.setdefault(probe.ttl, []).append(probe.result or TraceProbe(cycle=probe.cycle))
     hops = [Hop.from_probes(ttl, by_ttl.get(ttl, [])) for ttl in range(1, last + 1)]
-    stop = "reached" if reached else (t.stop_reason or "max_ttl")
-    status: Status = "ok" if reached else "unreachable" if stop == "unreachable" else "timeout"
-    error = None if reached else {
-        "unreachable": "a router answered destination unreachable",
-        "gap": f"destination not reached: {o.gap_limit} silent TTLs in a row",
-        "max_ttl": f"destination not reached within {o.max_ttl} hops",
-        "deadline": f"deadline of {o.deadline_s:g} s reached",
-    }[stop]
+    stop, status, error = ending(reached, t.stop_reason, o)
     flow = ({"icmp_id": t.flow_id} if o.protocol == "icmp"
             else {"sport": t.sport, "dport": o.dport or 0})
     body = TraceBody(protocol=o.protocol, ip_version=t.version, port=o.dport, flow=flow,
