@@ -406,20 +406,7 @@ class PgStore(RecordStore):
 
     def iter_rows(self, *, kind: str | None = None,
                   since: datetime | None = None) -> Iterator[StoredRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        if kind is not None:
-            where.append("kind = %s")
-            args.append(kind)
-        if since is not None:
-            if since.utcoffset() is None:
-                raise StoreError("since must be a timezone-aware time")
-            where.append("started_at >= %s")
-            args.append(since)
-        sql = "SELECT json, received_at FROM records"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY kind, started_at, id"
+        sql, args = self._rows_query(kind, since, "%s", _itself)
         # A private connection in one REPEATABLE READ transaction (one
         # snapshot) with a server-side cursor: rows arrive a few thousand at a time.
         with self._connect() as conn:

@@ -416,6 +416,26 @@ class RecordStore(abc.ABC):
         return str(row[0])
 
     @staticmethod
+    def _rows_query(kind: str | None, since: datetime | None, mark: str,
+                    when: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
+        """The SELECT of :meth:`iter_rows` and its arguments; ``mark`` is the driver's
+        placeholder, ``when`` turns ``since`` into what the driver takes."""
+        where: list[str] = []
+        args: list[Any] = []
+        if kind is not None:
+            where.append(f"kind = {mark}")
+            args.append(kind)
+        if since is not None:
+            if since.utcoffset() is None:
+                raise StoreError("since must be a timezone-aware time")
+            where.append(f"started_at >= {mark}")
+            args.append(when(since))
+        sql = "SELECT json, received_at FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return sql + " ORDER BY kind, started_at, id", args
+
+    @staticmethod
     def _conflicting(stored: Mapping[tuple[str, str], str], batch: _Batch) -> list[str]:
         """The ids of ``batch`` stored before with other content."""
         return [key[1] for key, text in stored.items()
@@ -765,20 +785,7 @@ class Store(RecordStore):
 
     def iter_rows(self, *, kind: str | None = None,
                   since: datetime | None = None) -> Iterator[StoredRow]:
-        where: list[str] = []
-        args: list[str] = []
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
-        if since is not None:
-            if since.utcoffset() is None:
-                raise StoreError("since must be a timezone-aware time")
-            where.append("started_at >= ?")
-            args.append(utc_text(since))
-        sql = "SELECT json, received_at FROM records"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY kind, started_at, id"
+        sql, args = self._rows_query(kind, since, "?", utc_text)
         # A private connection: the caller may interleave other store calls
         # while iterating, and the open read transaction pins one snapshot.
         conn = self._connect()
