@@ -119,3 +119,23 @@ def test_analysis_and_report_say_which_candidates_fail_readiness(campaign_with_r
     assert "readiness" in result.to_dict()
     text = result.to_text()
     assert "Mail readiness" in text and "dc-ams: FAILS — dnsbl fail" in text
+
+
+def test_placement_honours_readiness_as_the_ranking_does(campaign_with_readiness):
+    from netvantage.analysis.place import place_campaign
+
+    ignored = place_campaign(campaign_with_readiness, sites=2, readiness_fail_on=())
+    assert ignored.best is not None and ignored.best.sites == ("dc-jnb", "dc-yyz")
+    assert ignored.best.meets_thresholds  # the only pair meeting every threshold
+    # With readiness (default: dnsbl, dkim), dc-yyz's missing DKIM key fails it and dc-ams
+    # is listed: no pair meets every threshold any more, and the answer says why.
+    strict = place_campaign(campaign_with_readiness, sites=2)
+    assert strict.best is not None and not strict.best.meets_thresholds
+    assert any("mail readiness fails dc-ams, dc-yyz" in note for note in strict.notes)
+
+
+def test_place_command_refuses_an_unknown_readiness_check():
+    from conftest import invoke_cli
+
+    proc = invoke_cli("place", str(SAMPLE), "--readiness-fail-on", "dnsbls")
+    assert proc.returncode == 2 and "unknown check(s) dnsbls" in proc.stderr

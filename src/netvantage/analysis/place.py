@@ -84,6 +84,7 @@ import pandas as pd
 from ..errors import NetvantageError
 from ..text import columns
 from .rank import CostMatrix, CostModel, Thresholds, cost_matrix
+from .readiness import DEFAULT_FAIL_ON
 
 __all__ = ["EXACT_LIMIT", "MODES", "Choice", "Placement", "PlacementError", "Search",
            "parse_prices", "place", "place_campaign", "place_costs", "relay_legs"]
@@ -1015,13 +1016,18 @@ def place(
 
 def place_campaign(campaign: Any, *, weights: Mapping[str, float] | None = None,
                    locations: pd.DataFrame | None = None, keep_impossible: bool = False,
-                   same_city_floor_ms: float | None = None, **options: Any) -> Placement:
+                   same_city_floor_ms: float | None = None,
+                   readiness_fail_on: Sequence[str] = DEFAULT_FAIL_ON,
+                   **options: Any) -> Placement:
     """:func:`place` for a loaded campaign, with the inputs ``analyse`` gives the ranking:
     weights by group (default: every region equal, as :func:`.summary.equal_weights`),
     impossible pairs left out (with ``locations``), the handshake threshold dropped when
-    no SMTP was measured, the same-city floor when asked."""
+    no SMTP was measured, the same-city floor when asked, and a candidate whose mail
+    readiness fails one of ``readiness_fail_on`` failing the thresholds (as in the ranking:
+    :mod:`.readiness`)."""
     from .coverage import same_city_pairs
     from .mix import client_regions, resolve_weights
+    from .readiness import failing_targets, readiness
     from .summary import equal_weights
 
     m = campaign.measurements
@@ -1040,6 +1046,13 @@ def place_campaign(campaign: Any, *, weights: Mapping[str, float] | None = None,
         if not measured & set(Thresholds().handshake_kinds):
             options["thresholds"] = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
+    failing = failing_targets(readiness(getattr(campaign, "readiness", None),
+                                        readiness_fail_on))
+    if failing:
+        base = options.get("thresholds") or Thresholds()
+        options["thresholds"] = replace(base, failing_targets=(*base.failing_targets, *failing))
+        notes.append("mail readiness fails " + ", ".join(sorted({t for t, _ in failing}))
+                     + " (as in the ranking; --readiness-fail-on none to ignore)")
     ranked = m
     if locations is not None:
         from .physics import check

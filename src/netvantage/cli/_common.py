@@ -36,6 +36,7 @@ __all__ = [
     "origin",
     "parse_mixes",
     "parse_weights",
+    "readiness_checks",
     "run",
     "store_option",
     "targets",
@@ -208,3 +209,17 @@ def load_campaign_and_places(data: Sequence[str], locations_path: Path | None) -
     except OSError as exc:
         die(str(exc), EXIT_USAGE)
     return campaign, places
+
+
+def readiness_checks(text: str) -> tuple[str, ...]:
+    """``--readiness-fail-on``: check names, or 'none'."""
+    from ..results import READY_CHECKS
+
+    if text.strip().lower() in ("none", ""):
+        return ()
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in READY_CHECKS]
+    if bad:
+        die(f"--readiness-fail-on: unknown check(s) {', '.join(bad)} (checks: "
+            f"{', '.join(READY_CHECKS)}, or none)", EXIT_USAGE)
+    return names

@@ -8,7 +8,15 @@ from typing import Any, TypeVar
 
 import click
 
-from ._common import CONTEXT, EXIT_USAGE, die, load_campaign_and_places, parse_mixes, parse_weights
+from ._common import (
+    CONTEXT,
+    EXIT_USAGE,
+    die,
+    load_campaign_and_places,
+    parse_mixes,
+    parse_weights,
+    readiness_checks,
+)
 
 __all__ = ["analyse_cmd", "analysis_options", "partition_cmd", "report_cmd"]
 
@@ -76,20 +84,6 @@ def analysis_options(what: str) -> Callable[[F], F]:
     return apply
 
 
-def _checks(text: str) -> tuple[str, ...]:
-    """``--readiness-fail-on``: check names, or 'none'."""
-    from ..results import READY_CHECKS
-
-    if text.strip().lower() in ("none", ""):
-        return ()
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [n for n in names if n not in READY_CHECKS]
-    if bad:
-        die(f"--readiness-fail-on: unknown check(s) {', '.join(bad)} (checks: "
-            f"{', '.join(READY_CHECKS)}, or none)", EXIT_USAGE)
-    return names
-
-
 @click.command("analyse", context_settings=CONTEXT, epilog="""\b
 Examples:
   netvantage analyse data/campaigns/lab-sample.jsonl --locations data/locations/lab.csv
@@ -129,7 +123,7 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
-    fail_on = _checks(readiness_fail_on)
+    fail_on = readiness_checks(readiness_fail_on)
     _progress(quiet, show_progress)
     if dask is not None:
         unsupported = [name for name, given in (
@@ -271,7 +265,7 @@ def report_cmd(data: tuple[str, ...], output: Path, fmt: str, figures_dir: Path 
 
     parsed = parse_weights(weights)
     mixes = parse_mixes(mix)
-    fail_on = _checks(readiness_fail_on)
+    fail_on = readiness_checks(readiness_fail_on)
     if compare and (len(data) != 2 or compare_at):
         die("--compare takes two DATA (the earlier snapshot, then the later) and no "
             "--compare-at", EXIT_USAGE)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import CONTEXT, load_campaign_and_places, parse_weights
+from ._common import CONTEXT, load_campaign_and_places, parse_weights, readiness_checks
 
 __all__ = ["place_cmd"]
 
@@ -48,15 +48,20 @@ Costs are the ranking's (`netvantage analyse`): per (region, site), in ms-equiva
               "(as `analyse`) [left out].")
 @click.option("--same-city-floor", "same_city_floor", type=float, metavar="MS",
               help="RTT assumed for an unmeasured same-city pair (as `analyse`).")
+@click.option("--readiness-fail-on", "readiness_fail_on", default="dnsbl,dkim",
+              show_default=True, metavar="CHECK,...",
+              help="Mail-readiness checks (mailready records) whose failure fails a candidate, "
+              "as in `analyse`; 'none' switches it off.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def place_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str | None, k: int,
               mode: str, failure_prob: float, costs: tuple[str, ...], budget: float | None,
               must: tuple[str, ...], alternatives: int, keep_impossible: bool,
-              same_city_floor: float | None, fmt: str) -> None:
+              same_city_floor: float | None, readiness_fail_on: str, fmt: str) -> None:
     """Choose where the service lives: the best set of K sites, its score with an interval,
     what each client region gains over the best single site, and the alternatives."""
     parsed = parse_weights(weights)  # a typo fails before the data are loaded
+    fail_on = readiness_checks(readiness_fail_on)
     from ..analysis.place import parse_prices, place_campaign
 
     campaign, places = load_campaign_and_places(data, locations_path)
@@ -66,7 +71,8 @@ def place_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str |
                             keep_impossible=keep_impossible,
                             same_city_floor_ms=same_city_floor, sites=k, mode=mode,
                             prices=prices, budget=budget, must_include=must,
-                            failure_prob=failure_prob, alternatives=alternatives)
+                            failure_prob=failure_prob, alternatives=alternatives,
+                            readiness_fail_on=fail_on)
     if fmt == "json":
         import json
 

@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -21,8 +20,7 @@ from ..analysis.frames import Campaign
 from ..analysis.geo import locations as read_locations
 from ..analysis.load import load
 from ..analysis.place import Placement, place_campaign
-from ..analysis.rank import Thresholds
-from ..analysis.readiness import DEFAULT_FAIL_ON, failing_targets
+from ..analysis.readiness import DEFAULT_FAIL_ON
 from ..analysis.summary import Analysis, analyse
 from .content import ReportContent, collect_content
 from .figures import FIGURES, Figure, draw_all
@@ -112,7 +110,7 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                      episode_min_windows=episode_min_windows,
                      readiness_fail_on=readiness_fail_on)
     placement = _placement(campaign, result, locations, keep_impossible, same_city_floor_ms,
-                           say)
+                           readiness_fail_on, say)
     say(f"drawing {len(FIGURES)} figures…")
     figures = tuple(draw_all(campaign, result, locations))
     drawn = placement_figure(placement)
@@ -127,7 +125,7 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
 
 def _placement(campaign: Campaign, result: Analysis, locations: pd.DataFrame | None,
                keep_impossible: bool, same_city_floor_ms: float | None,
-               say: Progress) -> Placement | None:
+               readiness_fail_on: tuple[str, ...], say: Progress) -> Placement | None:
     """The best single site and pair for the report's weights (anycast; the ranking's
     costs, coverage and thresholds), or None when there are fewer than two sites or no
     weighted region."""
@@ -135,17 +133,11 @@ def _placement(campaign: Campaign, result: Analysis, locations: pd.DataFrame | N
     if sites < 2 or not result.weights:
         return None
     say("placing: the best pair…")
-    options: dict[str, Any] = {}
-    failing = failing_targets(result.readiness)
-    if failing:  # mail readiness fails candidates here as in the ranking
-        measured = set(campaign.measurements["kind"].astype(str).unique())
-        base = (Thresholds() if measured & set(Thresholds().handshake_kinds)
-                else Thresholds(handshake_p95_ms=None))
-        options["thresholds"] = replace(base, failing_targets=failing)
+    # Mail readiness fails candidates here as in the ranking (place_campaign applies it).
     return place_campaign(campaign, weights=result.weights, locations=locations,
                           keep_impossible=keep_impossible,
                           same_city_floor_ms=same_city_floor_ms, sites=2, alternatives=3,
-                          **options)
+                          readiness_fail_on=readiness_fail_on)
 
 
 def build_report(data: Source | Sequence[Source] | Campaign, output: str | os.PathLike[str], *,
