@@ -32,7 +32,8 @@ N_REGIONS, N_TARGETS, WEEKS = 40, 12, 30
 
 
 @pytest.fixture(scope="module")
-def big() -> tuple[nva.Campaign, nva.Analysis, pd.DataFrame]:
+def big(tmp_path_factory: pytest.TempPathFactory
+        ) -> tuple[nva.Campaign, nva.Analysis, pd.DataFrame]:
     planted = _bench()  # bench/planted_coverage.py, loaded as test_coverage loads it
     rng = np.random.default_rng(11)
     regions = [f"R{i:03d}" for i in range(N_REGIONS)]
@@ -55,14 +56,14 @@ def big() -> tuple[nva.Campaign, nva.Analysis, pd.DataFrame]:
     campaign = frames_from_records([decode_record(json.dumps(x).encode()) for x in records])
     weights = {r: float(w) for r, w in zip(regions, rng.uniform(0.1, 1.0, N_REGIONS),
                                            strict=True)}
-    result = nva.analyse(campaign, weights=weights, locations=nva.locations(_csv(places)),
+    located = nva.locations(_csv(places, tmp_path_factory.mktemp("places")))
+    result = nva.analyse(campaign, weights=weights, locations=located,
                          n_boot=0)
     return campaign, result, places
 
 
-def _csv(frame: pd.DataFrame) -> Path:
-    import tempfile
-    out = Path(tempfile.mkdtemp(prefix="nvt-scale-")) / "places.csv"
+def _csv(frame: pd.DataFrame, folder: Path) -> Path:
+    out = folder / "places.csv"
     frame.to_csv(out, index=False)
     return out
 
@@ -98,9 +99,10 @@ def test_shown_regions_flagged_first_then_heaviest(big: Any) -> None:
     assert f"{F.MAX_TARGETS} of {N_TARGETS} data centres" in s.note()
 
 
-def test_figures_stay_within_the_pixel_budget(big: Any) -> None:
+def test_figures_stay_within_the_pixel_budget(big: Any, tmp_path: Path) -> None:
     campaign, result, places = big
-    figures = {f.name: f for f in F.draw_all(campaign, result, nva.locations(_csv(places)))}
+    located = nva.locations(_csv(places, tmp_path))
+    figures = {f.name: f for f in F.draw_all(campaign, result, located)}
     assert {"map", "latency", "loss", "timeseries"} <= set(figures)
     for f in figures.values():
         width, height = _png_size(f.png)
