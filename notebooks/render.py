@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import jupytext
@@ -54,10 +55,12 @@ def read(path: Path) -> nbformat.NotebookNode:
     return jupytext.read(path)
 
 
-def _kernel() -> KernelManager:
+def _kernel(connection_file: Path) -> KernelManager:
     # With no kernel directories to search, "python3" can only be ipykernel's built-in
     # spec, which starts sys.executable: a user-wide python3 kernelspec cannot win.
-    return KernelManager(kernel_name="python3",
+    # The connection file goes where the caller removes it (left to itself, jupyter_client
+    # writes a temporary file that its shutdown leaves behind).
+    return KernelManager(kernel_name="python3", connection_file=str(connection_file),
                          kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
 
 
@@ -67,9 +70,11 @@ def execute(nb: nbformat.NotebookNode, *, timeout: int = CELL_TIMEOUT_S) -> None
     Raises nbclient's CellExecutionError at the first cell that fails; ``nb`` then holds
     the outputs up to and including that cell's traceback.
     """
-    client = nbclient.NotebookClient(nb, km=_kernel(), timeout=timeout,
-                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    client.execute()
+    with tempfile.TemporaryDirectory(prefix="nvt-kernel-") as runtime:
+        client = nbclient.NotebookClient(nb, km=_kernel(Path(runtime) / "kernel.json"),
+                                         timeout=timeout,
+                                         resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+        client.execute()
 
 
 def to_html(nb: nbformat.NotebookNode) -> str:

@@ -63,8 +63,14 @@ def test_the_dataset_is_larger_than_a_worker(dataset: Path) -> None:
                                              ("CA-YYZ", "GB-LHR", "ZA-JNB", "ZM-LUN"))
 
 
-def test_cluster_equals_one_machine(dataset: Path) -> None:
-    on_cluster = analyse_on_cluster(dataset, "local", workers=2, memory=str(WORKER_LIMIT))
+def test_cluster_equals_one_machine(dataset: Path, tmp_path: Path) -> None:
+    import dask
+
+    # The workers' scratch space (and Dask's lock files) inside pytest's folder, removed
+    # with it, not in the system's temporary directory.
+    with dask.config.set({"temporary-directory": str(tmp_path)}):
+        on_cluster = analyse_on_cluster(dataset, "local", workers=2,
+                                        memory=str(WORKER_LIMIT))
     campaign = load(dataset)
     single = analyse(campaign)
     pd.testing.assert_frame_equal(on_cluster.pairs, metrics(campaign, n_boot=500, seed=0),
