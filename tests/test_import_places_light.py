@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 from netvantage.analysis import frames, geo
 from netvantage.importers import places
@@ -30,15 +31,16 @@ def test_great_circle_is_the_analysis_one() -> None:
                             rel_tol=1e-12, abs_tol=1e-9)
 
 
-def test_importing_and_resolving_loads_no_analysis() -> None:
-    code = ("import sys, tempfile, os\n"
+def test_importing_and_resolving_loads_no_analysis(tmp_path: Path) -> None:
+    code = ("import sys, os\n"
             "from netvantage.importers import atlas, matrix, globalping, scamper, places\n"
             "p = [places.from_iata('LUN'), places.from_country('ZA'),\n"
             "     places.from_city('Lusaka', 'ZM'), places.from_coordinates(-26.1, 28.2)]\n"
             "assert all(x is not None and x.continent == 'AF' for x in p), p\n"
-            "places.write_locations(p, os.path.join(tempfile.mkdtemp(), 'l.csv'))\n"
+            "places.write_locations(p, os.path.join(sys.argv[1], 'l.csv'))\n"
             "bad = [m for m in ('pandas', 'numpy', 'netvantage.analysis') if m in sys.modules]\n"
             "print(bad)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert (tmp_path / "l.csv").read_text().startswith("name,")
