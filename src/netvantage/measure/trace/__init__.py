@@ -67,7 +67,7 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -76,7 +76,7 @@ import msgspec
 from ...errors import PrivilegeError
 from ...results import TraceRecord, new_id, utc_now
 from ..common import Origin, describe, status_of
-from ..target import Target, parse_target, resolve
+from ..target import Resolved, Target, parse_target, resolve
 from .engine import RawEngine, run_raw
 from .options import Method, Protocol, TraceOptions
 from .records import empty_record, trace_record
@@ -133,43 +133,29 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
         from ..pcap import PacketLog
 
         engine.sockets.log = PacketLog(pcap)
-    gate = asyncio.Semaphore(concurrency)
     used_ids: set[int] = set()
 
-    async def one(target: Target | str) -> TraceRecord:
-        host = target.host if isinstance(target, Target) else parse_target(target).host
-        record_id, started_at, t0 = new_id(), utc_now(), time.perf_counter_ns()
-        try:
-            resolved = await resolve(host, family)
-        except (OSError, TimeoutError) as exc:
-            return empty_record(host, opts, origin, status_of(exc), describe(exc), record_id,
-                                 started_at, t0)
-        async with gate:
-            try:
-                src = _source_for(resolved.address, resolved.ip_version)
-            except OSError as exc:
-                return empty_record(host, opts, origin, status_of(exc), describe(exc),
-                                     record_id, started_at, t0)
+    async def one(host: str, resolved: Resolved, src: str, record_id: str) -> TraceRecord:
+        flow_id = random.randrange(1, 0xFFFF)
+        while flow_id in used_ids:
             flow_id = random.randrange(1, 0xFFFF)
-            while flow_id in used_ids:
-                flow_id = random.randrange(1, 0xFFFF)
-            used_ids.add(flow_id)
-            t = TraceRun(dst=resolved.address, version=resolved.ip_version, src=src, opts=opts,
-                       flow_id=flow_id, sport=0x8000 | (flow_id & 0x7FFF))
-            started_at, t0 = utc_now(), time.perf_counter_ns()
-            if engine is not None:
-                engine.sockets.log_dsts.add(t.dst)
-                engine.by_dst.setdefault(t.dst, []).append(t)
-                try:
-                    await run_raw(engine, t, deadline)
-                finally:
-                    engine.by_dst[t.dst].remove(t)
-            else:
-                await run_recverr(t, deadline)
-            return trace_record(t, method, origin, host, record_id, started_at, t0)
+        used_ids.add(flow_id)
+        t = TraceRun(dst=resolved.address, version=resolved.ip_version, src=src, opts=opts,
+                     flow_id=flow_id, sport=0x8000 | (flow_id & 0x7FFF))
+        started_at, t0 = utc_now(), time.perf_counter_ns()
+        if engine is not None:
+            engine.sockets.log_dsts.add(t.dst)
+            engine.by_dst.setdefault(t.dst, []).append(t)
+            try:
+                await run_raw(engine, t, deadline)
+            finally:
+                engine.by_dst[t.dst].remove(t)
+        else:
+            await run_recverr(t, deadline)
+        return trace_record(t, method, origin, host, record_id, started_at, t0)
 
     try:
-        return list(await asyncio.gather(*(one(t) for t in targets)))
+        return await _each(targets, opts, origin, family, concurrency, one)
     finally:
         if engine is not None:
             if engine.sockets.log is not None:
@@ -177,17 +163,13 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
             engine.close()
 
 
-async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
-                    family: Literal[4, 6] | None, concurrency: int,
-                    deadline: float, pcap: Path | None = None) -> list[TraceRecord]:
-    """The multipath traces of :func:`trace_many` (``opts.mda``): one :class:`.mda.MdaEngine`."""
-    from .mda import MdaEngine, mda_record, new_run, run_mda
-
-    engine = MdaEngine(opts)
-    if pcap is not None:
-        from ..pcap import PacketLog
-
-        engine.sockets.log = PacketLog(pcap)
+async def _each(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
+                family: Literal[4, 6] | None, concurrency: int,
+                run: Callable[[str, Resolved, str, str], Awaitable[TraceRecord]],
+                ) -> list[TraceRecord]:
+    """One record per target, in order: each resolved (a name that does not resolve, or an
+    address with no route, gets its empty record), then ``run(host, resolved, source,
+    record_id)`` with at most ``concurrency`` traces at once."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(target: Target | str) -> TraceRecord:
@@ -204,18 +186,35 @@ async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin:
             except OSError as exc:
                 return empty_record(host, opts, origin, status_of(exc), describe(exc),
                                     record_id, started_at, t0)
-            t = new_run(resolved.address, resolved.ip_version, src, opts)
-            started_at, t0 = utc_now(), time.perf_counter_ns()
-            engine.sockets.log_dsts.add(t.dst)
-            engine.by_dst.setdefault(t.dst, []).append(t)
-            try:
-                await run_mda(engine, t, deadline)
-            finally:
-                engine.by_dst[t.dst].remove(t)
-            return mda_record(t, origin, host, record_id, started_at, t0)
+            return await run(host, resolved, src, record_id)
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
+                    family: Literal[4, 6] | None, concurrency: int,
+                    deadline: float, pcap: Path | None = None) -> list[TraceRecord]:
+    """The multipath traces of :func:`trace_many` (``opts.mda``): one :class:`.mda.MdaEngine`."""
+    from .mda import MdaEngine, mda_record, new_run, run_mda
+
+    engine = MdaEngine(opts)
+    if pcap is not None:
+        from ..pcap import PacketLog
+
+        engine.sockets.log = PacketLog(pcap)
+    async def one(host: str, resolved: Resolved, src: str, record_id: str) -> TraceRecord:
+        t = new_run(resolved.address, resolved.ip_version, src, opts)
+        started_at, t0 = utc_now(), time.perf_counter_ns()
+        engine.sockets.log_dsts.add(t.dst)
+        engine.by_dst.setdefault(t.dst, []).append(t)
+        try:
+            await run_mda(engine, t, deadline)
+        finally:
+            engine.by_dst[t.dst].remove(t)
+        return mda_record(t, origin, host, record_id, started_at, t0)
 
     try:
-        return list(await asyncio.gather(*(one(t) for t in targets)))
+        return await _each(targets, opts, origin, family, concurrency, one)
     finally:
         if engine.sockets.log is not None:
             engine.sockets.log.close()
