@@ -38,6 +38,8 @@ AGENT = textwrap.dedent("""
     async def main():
         start = time.monotonic()
         for n in range(int(rounds)):
+            # The campaign's cadence (a round every INTERVAL_S, as an agent's schedule),
+            # not a wait for a condition: the trace interval is what the test measures in.
             await asyncio.sleep(max(0.0, start + n * float(interval) - time.monotonic()))
             traces = trace_many(targets, TraceOptions(probes_per_hop=2, probe_timeout_s=1.0,
                                                       pps=200), origin=origin)
