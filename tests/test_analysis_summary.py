@@ -144,3 +144,29 @@ def test_records_without_any_region_are_refused_saying_how_to_give_them_one(tmp_
         assert proc.returncode == 2, proc.stderr
         assert "names its client region" in proc.stderr and "--probes" in proc.stderr
         assert "Traceback" not in proc.stderr and "share" not in proc.stderr
+
+
+def test_many_failing_regions_are_summed_up_by_threshold() -> None:
+    from netvantage.analysis.summary import condense_fails
+
+    regions = {f"XA-{i:03d}" for i in range(5)} | {"ZA-JNB"}
+    few = "ZA-JNB: loss 2.0 % > 1 %; smtp handshake p95 1500 ms > 1000 ms"
+    assert condense_fails(few, regions) == few  # one region: shown as it is
+    parts = [f"XA-{i:03d}: smtp handshake p95 {2000 + i} ms > 1000 ms"
+             + ("; loss 1.5 % > 1 %" if i % 2 == 0 else "") for i in range(5)]
+    parts.append("ZA-JNB: success 37.3 % < 99 %; no records")
+    assert condense_fails("; ".join(parts), regions) == (
+        "in 6 regions: smtp handshake p95 > 1000 ms (5); loss > 1 % (3); "
+        "success < 99 % (1); no records (1)")
+
+
+def test_many_weights_are_described_not_listed() -> None:
+    from netvantage.analysis.summary import weights_line
+
+    assert weights_line({"GB-LHR": 0.5, "ZA-JNB": 0.5}) == "GB-LHR 0.50, ZA-JNB 0.50"
+    equal = {f"R-{i:03d}": 1 / 140 for i in range(140)}
+    assert weights_line(equal) == "140 regions, equally (0.0071 each)"
+    skewed = {f"R-{i:03d}": (i + 1) / 210 for i in range(20)}  # sums to 1
+    line = weights_line(skewed)
+    assert line.startswith("R-019 0.095, R-018 0.090")
+    assert line.endswith("and 8 more regions (0.171 in all)")

@@ -8,7 +8,9 @@ is also available on its own in its module.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,7 +37,55 @@ from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
 from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
 from .readiness import readiness as readiness_of
 
-__all__ = ["Analysis", "NothingToAnalyse", "analyse", "default_window", "equal_weights"]
+__all__ = ["Analysis", "NothingToAnalyse", "analyse", "condense_fails", "default_window",
+           "equal_weights", "weights_line"]
+
+#: Past this many failing regions a candidate's threshold failures are summed up by
+#: threshold (each region's figures stay in the per-region table).
+FAILS_SHOWN = 3
+#: Past this many regions the weights line says how they are spread, not each one.
+WEIGHTS_SHOWN = 12
+_MEASURED = re.compile(r" -?\d+(?:\.\d+)? (?:ms|%) ([<>]) ")
+
+
+def condense_fails(fails: str, regions: Collection[str], *, shown: int = FAILS_SHOWN) -> str:
+    """A candidate's threshold failures (the ranking's ``fails``: ``REGION: reason; reason;
+    REGION: …``) short enough to read: as they are for ``shown`` regions or fewer, else
+    how many regions fail and how many fail each threshold, most frequent first::
+
+        in 140 regions: smtp handshake p95 > 1000 ms (140); loss > 1 % (118)
+
+    ``regions`` are the client regions of the data (what starts a region's part).
+    """
+    per_region: list[list[str]] = []
+    for part in fails.split("; ") if fails else []:
+        head, sep, rest = part.partition(": ")
+        if sep and head in regions:
+            per_region.append([rest])
+        elif per_region:
+            per_region[-1].append(part)
+        else:
+            per_region.append([part])
+    if len(per_region) <= shown:
+        return fails
+    counts = Counter(_MEASURED.sub(r" \1 ", reason) for reasons in per_region
+                     for reason in dict.fromkeys(reasons))
+    return (f"in {len(per_region)} regions: "
+            + "; ".join(f"{reason} ({n})" for reason, n in counts.most_common()))
+
+
+def weights_line(weights: Mapping[str, float], *, shown: int = WEIGHTS_SHOWN) -> str:
+    """The client mix in one line: every region's weight, or for many regions how many,
+    whether equal, and the heaviest few."""
+    if len(weights) <= shown:
+        return ", ".join(f"{r} {w:.2f}" for r, w in weights.items())
+    values = list(weights.values())
+    if max(values) - min(values) <= 1e-12 * max(1.0, abs(max(values))):
+        return f"{len(weights)} regions, equally ({values[0]:.4f} each)"
+    heaviest = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:shown]
+    rest = sum(values) - sum(w for _, w in heaviest)
+    return (", ".join(f"{r} {w:.3f}" for r, w in heaviest)
+            + f" and {len(weights) - shown} more regions ({rest:.3f} in all)")
 
 
 @dataclass(frozen=True)
@@ -84,16 +134,18 @@ class Analysis:
     def to_text(self) -> str:
         """The answer for a terminal: ranking, per-region costs, flags with evidence."""
         lines = ["Which data centre serves this client mix best?",
-                 "  weights: " + ", ".join(f"{r} {w:.2f}" for r, w in self.weights.items()),
+                 "  weights: " + weights_line(self.weights),
                  ""]
         rows: list[tuple[str, ...]] = [
             ("RANK", "DATA CENTRE", "SCORE", "95% CI", "P(BEST)", "THRESHOLDS")]
+        regions = set(self.ranking.breakdown["region"].astype(str))
         for r in self.ranking.table.sort_values("rank").itertuples():
             rows.append((str(r.rank), str(r.target), _whole(r.score),
                          "none" if _number(r.score_lo) is None else
                          f"{_whole(r.score_lo)}-{_whole(r.score_hi)}",
                          "-" if (p := _number(r.p_best)) is None else f"{p:.0%}",
-                         ("met" if r.meets_thresholds else f"not met: {r.fails}")
+                         ("met" if r.meets_thresholds
+                          else f"not met: {condense_fails(str(r.fails), regions)}")
                          + ("" if getattr(r, "eligible", True) else "; NOT ELIGIBLE")))
         lines += columns(rows)
         st = self.stability
@@ -169,14 +221,15 @@ def _coverage_notes(ranking: Ranking, covered: Coverage) -> list[str]:
     bd = ranking.breakdown
     traced = bd[(bd["weight"] > 0) & (bd["latency_from"] == "trace") & (bd["rtt_records"] > 0)]
     if len(traced):
+        pairs = [f"{r.region} -> {r.target}" for r in traced.head(10).itertuples()]
+        more = f" and {len(traced) - len(pairs)} more" if len(traced) > len(pairs) else ""
         notes.append(f"{len(traced)} weighted pair(s) have no ping or TCP RTT of their own: "
-                     "their latency terms use the traces' destination RTT ("
-                     + ", ".join(f"{r.region} -> {r.target}" for r in traced.itertuples())
-                     + "); every other pair uses ping and TCP only")
+                     f"their latency terms use the traces' destination RTT ({', '.join(pairs)}"
+                     f"{more}); every other pair uses ping and TCP only")
     if covered.unmeasured:
-        notes.append(f"{len(covered.unmeasured)} weighted pair(s) were never measured "
-                     f"successfully; gap policy '{covered.gaps}': {covered.policy} (see "
-                     "Coverage)")
+        notes.append(f"{len(covered.unmeasured)} weighted pair(s) have no cost (never "
+                     "measured successfully, or a cost term missing); gap policy "
+                     f"'{covered.gaps}': {covered.policy} (see Coverage)")
     return notes
 
 
