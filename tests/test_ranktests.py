@@ -161,3 +161,26 @@ def test_history_flags_are_those_of_one_scipy_call_per_boundary() -> None:
     expected = _history_by_loop(m, "5min", 0.5)
     assert len(expected) > 10
     assert got == expected
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 50])
+def test_median_of_others_is_numpys(n: int) -> None:
+    """degrade.py's loss-vs-peers reference: the median of the other regions' ratios."""
+    from netvantage.analysis.degrade import _median_of_others
+
+    rng = np.random.default_rng(n)
+    values = np.round(rng.random(n), 1)  # ties too
+    got = _median_of_others(values)
+    expected = [np.median(np.delete(values, i)) for i in range(n)]
+    assert got.tolist() == expected
+
+
+def test_binom_sf_is_binomtest_greater() -> None:
+    """degrade.py's loss-vs-peers p-values: one binom.sf call, binomtest's own formula."""
+    rng = np.random.default_rng(5)
+    n = rng.integers(1, 3000, 300)
+    k = (n * rng.random(300) ** 3).astype(np.int64)
+    p = rng.random(300) ** 4
+    expected = [stats.binomtest(int(a), int(b), float(c), alternative="greater").pvalue
+                for a, b, c in zip(k, n, p, strict=True)]
+    assert np.asarray(stats.binom.sf(k - 1, n, p)).tolist() == expected
