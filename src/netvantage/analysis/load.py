@@ -95,12 +95,14 @@ from __future__ import annotations
 
 import gc
 import math
+import multiprocessing
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 
 import msgspec
@@ -193,8 +195,8 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     """
     builder = _Builder()
     with _no_gc():
-        for chunk in _chunks(source, kinds, show=True):
-            builder.add(chunk)
+        for part in _parts(source, kinds):
+            builder.add_part(part)
         campaign = builder.campaign(dedup=True)
     with progress.step("checking the frames"):
         return check_campaign(campaign)
@@ -242,6 +244,130 @@ def _chunks(source: Source | Sequence[Source], kinds: Iterable[str] | None, *,
                 if bar is not None:
                     bar.update(len(chunk))
                 yield chunk
+
+
+def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
+           ) -> Iterator[_Part]:
+    """Every source's records as compact columns (:func:`_part`), a chunk at a time.
+
+    A big JSON Lines file is decoded by a pool of worker processes (:func:`_pooled`);
+    everything else a chunk at a time here.
+    """
+    wanted = _kinds(kinds)
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
+    for one in sources:
+        path = Path(one)
+        label = f"loading {path.name}" if len(sources) > 1 else "loading"
+        with progress.step(label, unit=" records", scale=True) as bar:
+            workers = _workers(path)
+            parts = (_pooled(path, wanted, workers) if workers > 1
+                     else map(_part, _read_one(path, wanted)))
+            for part in parts:
+                bar.update(part.n + len(part.ready))
+                yield part
+
+
+#: A JSON Lines file at least this big is decoded by a pool of processes, one per CPU
+#: (:func:`_pooled`); a smaller one in this process (no pool to start for a test campaign).
+POOL_BYTES = 64 * 2**20
+
+
+def _workers(path: Path) -> int:
+    """How many processes decode ``path``: 1 unless it is a big JSON Lines file, this
+    process may start children (a Dask worker is a daemon and may not) and fork exists."""
+    if (not path.is_file() or path.stat().st_size < POOL_BYTES
+            or multiprocessing.current_process().daemon
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return 1
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head == _SQLITE_MAGIC or head.startswith(_PARQUET_MAGIC):
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def _pooled(path: Path, kinds: tuple[str, ...] | None, workers: int) -> Iterator[_Part]:
+    """A JSON Lines file decoded by ``workers`` forked processes, a range of lines each.
+
+    The file is cut into ranges of about :data:`CHUNK_BYTES` at line starts; a worker
+    reads its range, decodes it with the one schema decoder and returns its compact
+    columns (:class:`_Part`, pickled as numpy and Arrow buffers); the parts come back in
+    file order, so the frames, their categories and the deduplication are those of a
+    load in one process.  Any bad line: after every range is read, one SchemaError
+    lists the first :data:`_MAX_PROBLEMS` with their line numbers, and nothing loads.
+    """
+    size = path.stat().st_size
+    starts = [0]
+    with open(path, "rb") as fh:
+        for at in range(CHUNK_BYTES, size, CHUNK_BYTES):
+            if at <= starts[-1]:
+                continue
+            fh.seek(at - 1)
+            fh.readline()  # to the end of the line holding byte ``at - 1``
+            if fh.tell() < size:
+                starts.append(fh.tell())
+    ranges = [(str(path), a, b, b == size, kinds)
+              for a, b in zip(starts, [*starts[1:], size], strict=True)]
+    problems: list[str] = []
+    bad = line = 0
+    context = multiprocessing.get_context("fork")
+    with context.Pool(min(workers, len(ranges))) as pool:
+        for part, lines, failed, found in pool.imap(_range_part, ranges):
+            bad += failed
+            problems += [f"line {line + n}{why}" for n, why in found][
+                :_MAX_PROBLEMS - len(problems)]
+            line += lines
+            if not bad and part is not None:
+                yield part
+    if bad:
+        more = f" (showing {len(problems)})" if bad > len(problems) else ""
+        raise SchemaError(f"{path}: {bad} bad line(s), nothing loaded{more}", problems)
+
+
+def _range_part(task: tuple[str, int, int, bool, tuple[str, ...] | None],
+                ) -> tuple[_Part | None, int, int, list[tuple[int, str]]]:
+    """(compact columns, lines read, bad lines, the first bad ones: (line number in the
+    range, ": why")) of one range of a JSON Lines file (in a worker of :func:`_pooled`)."""
+    name, start, end, last, kinds = task
+    with open(name, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    raws = data.split(b"\n")
+    tail = raws.pop()  # b"" after the range's last newline, else a torn last line
+    records: list[AnyRecord] = []
+    found: list[tuple[int, str]] = []
+    bad = 0
+    with _no_gc():
+        for number, raw in enumerate(raws, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                records.append(decode_record(line))
+            except SchemaError as exc:
+                bad += 1
+                if len(found) < _MAX_PROBLEMS:
+                    found.append((number, f": {exc}"))
+        lines = len(raws)
+        if tail:
+            lines += 1
+            line = tail.strip()
+            if line:
+                try:
+                    records.append(decode_record(line))
+                except SchemaError as exc:
+                    bad += 1
+                    if len(found) < _MAX_PROBLEMS:
+                        torn = ": unterminated last line (torn write?)" if last else ""
+                        found.append((lines, f"{torn}: {exc}"))
+        if bad:
+            return None, lines, bad, found
+        if kinds is not None:
+            records = [r for r in records if r.kind in kinds]
+        return _part(records), lines, 0, []
 
 
 def _kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -628,50 +754,57 @@ _FROM_RECORD = {
 }
 
 
-class _Column:
-    """One column being built: this chunk's values (a list), then compact parts per chunk."""
+def _compact(spec: _Spec, values: list[Any]) -> Any:
+    """A chunk's values of one column as a compact part (what a worker process returns).
 
-    __slots__ = ("codes", "parts", "spec", "values")
+    A categorical's part is (codes, the values they stand for): codes are made global
+    when the part is added (:meth:`_Column.add`), so parts built apart combine.
+    """
+    if isinstance(spec, tuple) or spec == "cat":
+        objects = np.empty(len(values), dtype=object)
+        objects[:] = values
+        codes, uniques = pd.factorize(objects)  # None -> -1
+        return codes.astype(np.int32), list(uniques)
+    if spec == "str":
+        return pyarrow.array(values, type=pyarrow.string())
+    if spec == "time":
+        return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+    if spec in ("float64", "int64", "bool"):
+        return np.asarray(values, dtype=spec)
+    return pd.array(values, dtype=spec)  # type: ignore[call-overload]
+
+
+class _Column:
+    """One column being built: compact parts, a chunk of records each."""
+
+    __slots__ = ("codes", "parts", "spec")
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
-        self.values: list[Any] = []
         self.parts: list[Any] = []
         # A categorical's values in the order first seen, and their provisional codes.
         self.codes: dict[Any, int] = {}
 
-    def flush(self) -> None:
-        if self.values:
-            self.parts.append(self._compact(self.values))
-            self.values = []
-
-    def _compact(self, values: list[Any]) -> Any:
+    def add(self, part: Any, offset: int = 0) -> None:
+        """Add a part of :func:`_compact` (``offset``: added to a ``_rec`` column's values)."""
         spec = self.spec
         if isinstance(spec, tuple) or spec == "cat":
-            objects = np.empty(len(values), dtype=object)
-            objects[:] = values
-            codes, uniques = pd.factorize(objects)  # None -> -1
-            if not len(uniques):
-                return codes.astype(np.int32)
-            lookup = np.fromiter((self.codes.setdefault(u, len(self.codes)) for u in uniques),
-                                 dtype=np.int32, count=len(uniques))
-            return np.where(codes >= 0, lookup[codes], -1).astype(np.int32)
-        if spec == "str":
-            return pyarrow.array(values, type=pyarrow.string())
-        if spec == "time":
-            return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
-        if spec in ("float64", "int64", "bool"):
-            return np.asarray(values, dtype=spec)
-        return pd.array(values, dtype=spec)  # type: ignore[call-overload]
+            codes, uniques = part
+            if uniques:
+                lookup = np.fromiter((self.codes.setdefault(u, len(self.codes))
+                                      for u in uniques), dtype=np.int32, count=len(uniques))
+                codes = np.where(codes >= 0, lookup[codes], -1).astype(np.int32)
+            part = codes
+        elif offset:
+            part = part + offset
+        self.parts.append(part)
 
     def series(self) -> pd.Series:
         """The whole column; its parts are let go (the column is built once)."""
-        self.flush()
         spec, parts = self.spec, self.parts
         self.parts = []
-        if not parts:
-            parts = [self._compact([])] if spec not in ("cat", "str") and not isinstance(
-                spec, tuple) else parts
+        if not parts and spec not in ("cat", "str") and not isinstance(spec, tuple):
+            parts = [_compact(spec, [])]
         if isinstance(spec, tuple) or spec == "cat":
             seen = list(self.codes)
             if isinstance(spec, tuple):
@@ -698,17 +831,16 @@ class _Column:
 _STR_TYPES = {pyarrow.string(): pd.StringDtype("pyarrow", na_value=np.nan)}
 
 
-class _Columns(dict[str, list[Any]]):
-    """A frame being built: ``columns[name]`` is the list the per-record code appends to."""
+class _Columns:
+    """A frame being built: a :class:`_Column` per column, a part per chunk of records."""
 
     def __init__(self, specs: dict[str, _Spec]) -> None:
+        self.specs = specs
         self.built = {name: _Column(spec) for name, spec in specs.items()}
-        super().__init__((name, col.values) for name, col in self.built.items())
 
-    def flush(self) -> None:
+    def add(self, part: dict[str, Any], offset: int) -> None:
         for name, col in self.built.items():
-            col.flush()
-            self[name] = col.values
+            col.add(part[name], offset if name == "_rec" else 0)
 
     def series(self) -> dict[str, pd.Series]:
         return {name: col.series() for name, col in self.built.items()}
@@ -717,45 +849,79 @@ class _Columns(dict[str, list[Any]]):
         return pd.DataFrame({name: self.built[name].series() for name in order}, copy=False)
 
 
+_SAMPLE_OWN: dict[str, _Spec] = {"_rec": "int64", "seq": "int64", "rtt_ms": "float64"}
+_HOP_OWN: dict[str, _Spec] = {"_rec": "int64", **{
+    c: _HOP_DTYPES[c] for c in HOP_COLUMNS if c not in _FROM_RECORD["hops"]}}
+_PHASE_OWN: dict[str, _Spec] = {"_rec": "int64", **{
+    c: _PHASE_DTYPES[c] for c in PHASE_COLUMNS if c not in _FROM_RECORD["phases"]}}
+_OWN = {"m": _MEASUREMENT_DTYPES, "s": _SAMPLE_OWN, "h": _HOP_OWN, "p": _PHASE_OWN}
+
+
+class _Part(NamedTuple):
+    """A chunk of records as compact columns (cheap to pickle: a worker process returns it).
+
+    ``frames`` maps "m", "s", "h", "p" (measurements, samples, hops, phases) to their
+    columns' parts (:func:`_compact`); a child's ``_rec`` counts from the chunk's first
+    measurement.
+    """
+
+    n: int
+    frames: dict[str, dict[str, Any]]
+    ready: list[MailReadyRecord]
+
+
+def _part(records: Sequence[AnyRecord]) -> _Part:
+    """The compact columns of a chunk of records (see :func:`load`)."""
+    m: list[tuple[Any, ...]] = []
+    s: dict[str, list[Any]] = {c: [] for c in _SAMPLE_OWN}
+    h: dict[str, list[Any]] = {c: [] for c in _HOP_OWN}
+    p: dict[str, list[Any]] = {c: [] for c in _PHASE_OWN}
+    ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
+    n = 0
+    for r in records:
+        if isinstance(r, MailReadyRecord):
+            ready.append(r)
+            continue
+        if isinstance(r, PmtuRecord):
+            continue  # a path MTU is not a latency, loss or handshake: no frame holds it
+        rec = n
+        n += 1
+        _measurement(r, m)
+        # A summary body has no samples (rtts_ms / attempts are empty): no rows.
+        if isinstance(r, PingRecord):
+            _samples(rec, r.body.rtts_ms, s)
+        elif isinstance(r, TcpRecord):
+            _samples(rec, [a.connect_ms for a in r.body.attempts], s)
+        elif isinstance(r, TraceRecord):
+            _hops(rec, r, h)
+        elif isinstance(r, SmtpRecord | ImapRecord):
+            _phases(rec, r, p)
+    columns = dict(zip(MEASUREMENT_COLUMNS, map(list, zip(*m, strict=True)), strict=True)
+                   ) if m else {c: [] for c in MEASUREMENT_COLUMNS}
+    frames = {key: {name: _compact(_OWN[key][name], values) for name, values in cols.items()}
+              for key, cols in (("m", columns), ("s", s), ("h", h), ("p", p))}
+    return _Part(n, frames, ready)
+
+
 class _Builder:
     """The four frames, built a chunk of records at a time (see :func:`load`)."""
 
     def __init__(self) -> None:
         self.m = _Columns(_MEASUREMENT_DTYPES)
-        self.s = _Columns({"_rec": "int64", "seq": "int64", "rtt_ms": "float64"})
-        self.h = _Columns({"_rec": "int64", **{c: _HOP_DTYPES[c] for c in HOP_COLUMNS
-                                               if c not in _FROM_RECORD["hops"]}})
-        self.p = _Columns({"_rec": "int64", **{c: _PHASE_DTYPES[c] for c in PHASE_COLUMNS
-                                               if c not in _FROM_RECORD["phases"]}})
+        self.s = _Columns(_SAMPLE_OWN)
+        self.h = _Columns(_HOP_OWN)
+        self.p = _Columns(_PHASE_OWN)
         self.n = 0
-        self.ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
+        self.ready: list[MailReadyRecord] = []
 
     def add(self, records: Sequence[AnyRecord]) -> None:
-        s, h, p = self.s, self.h, self.p
-        rows: list[tuple[Any, ...]] = []
-        for r in records:
-            if isinstance(r, MailReadyRecord):
-                self.ready.append(r)
-                continue
-            if isinstance(r, PmtuRecord):
-                continue  # a path MTU is not a latency, loss or handshake: no frame holds it
-            rec = self.n
-            self.n += 1
-            _measurement(r, rows)
-            # A summary body has no samples (rtts_ms / attempts are empty): no rows.
-            if isinstance(r, PingRecord):
-                _samples(rec, r.body.rtts_ms, s)
-            elif isinstance(r, TcpRecord):
-                _samples(rec, [a.connect_ms for a in r.body.attempts], s)
-            elif isinstance(r, TraceRecord):
-                _hops(rec, r, h)
-            elif isinstance(r, SmtpRecord | ImapRecord):
-                _phases(rec, r, p)
-        if rows:
-            for name, values in zip(MEASUREMENT_COLUMNS, zip(*rows, strict=True), strict=True):
-                self.m[name].extend(values)
-        for columns in (self.m, s, h, p):
-            columns.flush()
+        self.add_part(_part(records))
+
+    def add_part(self, part: _Part) -> None:
+        for key, columns in (("m", self.m), ("s", self.s), ("h", self.h), ("p", self.p)):
+            columns.add(part.frames[key], self.n)
+        self.n += part.n
+        self.ready += part.ready
 
     def campaign(self, *, dedup: bool) -> Campaign:
         measurements = self.m.frame(MEASUREMENT_COLUMNS)
