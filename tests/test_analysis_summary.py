@@ -170,3 +170,30 @@ def test_many_weights_are_described_not_listed() -> None:
     line = weights_line(skewed)
     assert line.startswith("R-019 0.095, R-018 0.090")
     assert line.endswith("and 8 more regions (0.171 in all)")
+
+
+def test_the_terminal_text_keeps_a_budget_and_says_what_it_left_out(tmp_path: Path) -> None:
+    """300 regions x 12 data centres: the per-region table keeps every region's best and
+    the recommended data centre, long sections are cut with a count; --full has it all."""
+    import subprocess
+    import sys
+
+    from netvantage.analysis.load import load
+    from netvantage.analysis.summary import TEXT_BREAKDOWN_ROWS, analyse
+
+    maker = Path(__file__).resolve().parent.parent / "bench" / "make_synthetic.py"
+    data = tmp_path / "campaign.jsonl"
+    subprocess.run([sys.executable, str(maker), str(data), "--records", "20000",
+                    "--regions", "60"], check=True, capture_output=True, timeout=120)
+    result = analyse(load(data), n_boot=50)
+    short, full = result.to_text(), result.to_text(full=True)
+    rows = len(result.ranking.breakdown)
+    assert rows > TEXT_BREAKDOWN_ROWS
+    assert "pairs shown: for every region its best data centre and the recommended one" \
+        in short
+    assert "pairs shown" not in full
+    assert len(short.splitlines()) < len(full.splitlines())
+    regions = set(result.ranking.breakdown["region"].astype(str))
+    table = short.split("Per region")[1].split("Flags (")[0]
+    assert all(f"\n{r} " in table for r in regions)  # every region keeps a row
+    assert result.winner is not None and result.winner in table

@@ -94,6 +94,7 @@ call :func:`check_campaign` on frames they are given.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import multiprocessing
 import os
@@ -118,7 +119,6 @@ from ..results import (
     ImapRecord,
     MailReadyRecord,
     PingRecord,
-    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -552,10 +552,6 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
     return builder.campaign(dedup=False)
 
 
-def _nan(x: float | None) -> float:
-    return np.nan if x is None else x
-
-
 def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
     """(the figure that stands for a summary record in ``rtt_ms``, its name).
 
@@ -577,70 +573,87 @@ def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
     return None, None
 
 
-def _measurement(r: AnyRecord, rows: list[tuple[Any, ...]]) -> None:
-    port: int | None = None
-    rtt = rtt_min = loss = jitter = handshake = np.nan
-    sent: int | None = None
-    received: int | None = None
-    failed_phase = tls_version = None
-    cert_verified: bool | None = None
-    is_summary = False
-    rtt_stat: str | None = None
-    rtt_samples: int | None = None
-    rtt_sd = np.nan
-    if isinstance(r, PingRecord | TcpRecord):
-        b = r.body
-        if isinstance(b, TcpBody):
-            port = b.port
-            sent, received = b.tried, b.succeeded
-        else:
-            sent, received = b.sent, b.received
-        loss = _nan(b.loss_ratio)
-        if b.summary is not None:
-            is_summary = True
-            figure, rtt_stat = _summary_figure(b.summary)
-            rtt, rtt_min = _nan(figure), _nan(b.summary.min_ms)
-            # Unknown stays unknown (<NA>): never one sample by default.
-            rtt_samples = b.summary.samples if figure is not None else 0
-            rtt_sd = _nan(b.summary.stdev_ms)
-        else:
-            rtt, rtt_min, jitter = (_nan(b.stats.median_ms), _nan(b.stats.min_ms),
-                                    _nan(b.stats.jitter_ms))
-            rtt_samples = received
-            rtt_stat = "median" if received else None
-            got = [x for x in ([a.connect_ms for a in b.attempts] if isinstance(b, TcpBody)
-                               else b.rtts_ms) if x is not None]
-            rtt_sd = _stdev(got) if len(got) >= 2 else np.nan
-    elif isinstance(r, TraceRecord):
-        port = r.body.port
-        dest = _destination_probes(r)
-        if dest is not None:
-            tried, answered = dest
-            stats = rtt_stats(answered)
-            rtt, rtt_min, jitter = (_nan(stats.median_ms), _nan(stats.min_ms),
-                                    _nan(stats.jitter_ms))
-            sent, received = tried, len(answered)
-            loss = 1 - received / sent if sent else np.nan
-            rtt_samples = sum(x is not None for x in answered)
-            rtt_stat = "median" if rtt_samples else None
-    elif isinstance(r, SmtpRecord | ImapRecord):
-        mail = r.body
-        port = mail.port
-        failed_phase = mail.failed_phase
-        if mail.tls is not None:
-            tls_version, cert_verified = mail.tls.version, mail.tls.verified
-        durations = [ph.duration_ms for ph in mail.phases]
-        if (r.status == "ok" and mail.failed_phase is None and durations
-                and all(d is not None for d in durations)):
-            handshake = rtt = float(sum(d for d in durations if d is not None))
-        rtt_samples = 0 if np.isnan(rtt) else 1
-    # One row, in MEASUREMENT_COLUMNS order (the chunk is transposed once at its end).
-    rows.append((
-        r.id, r.kind, r.agent, r.region, r.target, r.address, port, r.started_at,
-        r.duration_ms, r.status, r.status == "ok", r.source, rtt, rtt_min, loss, jitter, sent,
-        received, handshake, failed_phase, tls_version, cert_verified, is_summary, rtt_stat,
-        rtt_samples, rtt_sd,
-    ))
+def _ping_tcp(r: PingRecord | TcpRecord, rec: int, m: list[tuple[Any, ...]],
+              s: list[Any]) -> None:
+    """The measurements row of a ping or tcp record; its samples' RTTs onto ``s``."""
+    b = r.body
+    if isinstance(b, TcpBody):
+        port: int | None = b.port
+        sent, received = b.tried, b.succeeded
+        rtts: Sequence[float | None] = [a.connect_ms for a in b.attempts]
+    else:
+        port = None
+        sent, received = b.sent, b.received
+        rtts = b.rtts_ms
+    summary = b.summary
+    if summary is not None:
+        figure, rtt_stat = _summary_figure(summary)
+        # Unknown stays unknown (<NA>): never one sample by default.
+        tail: tuple[Any, ...] = (
+            figure, summary.min_ms, b.loss_ratio, None, sent, received, None, None, None,
+            None, True, rtt_stat, summary.samples if figure is not None else 0,
+            summary.stdev_ms)
+    else:
+        st = b.stats
+        got = [x for x in rtts if x is not None]
+        tail = (st.median_ms, st.min_ms, b.loss_ratio, st.jitter_ms, sent, received, None,
+                None, None, None, False, "median" if received else None, received,
+                _stdev(got) if len(got) >= 2 else None)
+        if rtts:
+            s.append((rec, rtts))
+    status = r.status
+    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, port, r.started_at,
+              r.duration_ms, status, status == "ok", r.source, *tail))
+
+
+def _trace(r: TraceRecord, rec: int, m: list[tuple[Any, ...]],
+           h: list[tuple[Any, ...]]) -> None:
+    """The measurements row of a trace record, and its hops' rows (see :func:`_hops`)."""
+    b = r.body
+    dest = _destination_probes(r)
+    if dest is not None:
+        tried, answered = dest
+        stats = rtt_stats(answered)
+        received = len(answered)
+        rtt_samples = sum(x is not None for x in answered)
+        tail: tuple[Any, ...] = (
+            stats.median_ms, stats.min_ms, 1 - received / tried if tried else None,
+            stats.jitter_ms, tried, received, None, None, None, None, False,
+            "median" if rtt_samples else None, rtt_samples, None)
+    else:
+        tail = _NO_FIGURES
+    status = r.status
+    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, b.port, r.started_at,
+              r.duration_ms, status, status == "ok", r.source, *tail))
+    _hops(rec, r, h)
+
+
+#: The figures of a record that has none (a trace that never reached its destination).
+_NO_FIGURES = (None, None, None, None, None, None, None, None, None, None, False, None,
+               None, None)
+
+
+def _mail(r: SmtpRecord | ImapRecord, rec: int, m: list[tuple[Any, ...]],
+          p: list[tuple[Any, ...]]) -> None:
+    """The measurements row of an smtp or imap record, and its phases' rows."""
+    mail = r.body
+    status = r.status
+    tls_version = cert_verified = None
+    if mail.tls is not None:
+        tls_version, cert_verified = mail.tls.version, mail.tls.verified
+    mode = mail.mode
+    durations: list[float | None] = []
+    for ph in mail.phases:
+        durations.append(ph.duration_ms)
+        p.append((rec, mode, ph.name, ph.duration_ms, ph.ok))
+    handshake = None
+    if (status == "ok" and mail.failed_phase is None and durations
+            and None not in durations):
+        handshake = float(sum(d for d in durations if d is not None))
+    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, mail.port, r.started_at,
+              r.duration_ms, status, status == "ok", r.source, handshake, None, None, None,
+              None, None, handshake, mail.failed_phase, tls_version, cert_verified, False,
+              None, 0 if handshake is None else 1, None))
 
 
 def _stdev(values: list[float]) -> float:
@@ -661,58 +674,44 @@ def _destination_probes(r: TraceRecord) -> tuple[int, list[float | None]] | None
     return len(hop.probes), [p.rtt_ms for p in (own or answered)]
 
 
-def _samples(rec: int, rtts: Sequence[float | None], s: dict[str, list[Any]]) -> None:
-    n = len(rtts)
-    s["_rec"].extend([rec] * n)
-    s["seq"].extend(range(n))
-    s["rtt_ms"].extend([np.nan if x is None else x for x in rtts])
-
-
-def _hops(rec: int, r: TraceRecord, h: dict[str, list[Any]]) -> None:
+def _hops(rec: int, r: TraceRecord, h: list[tuple[Any, ...]]) -> None:
+    """A row per (TTL, responder), in the order of :data:`_HOP_OWN` (a silent TTL: one row)."""
     b = r.body
     dest_hop = b.dest_ttl if b.reached else None
+    protocol = b.protocol
+    address = r.address
     for hop in b.hops:
-        rows: list[tuple[Any, ...]] = []
-        at_dest = hop.ttl == dest_hop
+        ttl = hop.ttl
+        probes = hop.probes
+        sent = len(probes)
+        loss = hop.loss_ratio
+        responders = hop.responders
+        if not responders:  # a silent TTL is still a row
+            h.append((rec, protocol, ttl, None, 0, sent, loss, None, None, None, False,
+                      None, None, None, None, None, None))
+            continue
+        at_dest = ttl == dest_hop
         # The destination is the record's address; failing that (it answered
         # from another address), whoever answered at the destination's TTL.
-        own = at_dest and any(x.address == r.address for x in hop.responders)
-        for resp in hop.responders:
-            icmp = next((p.icmp_type for p in hop.probes
-                         if p.address == resp.address and p.icmp_type is not None), None)
+        own = at_dest and any(x.address == address for x in responders)
+        for resp in responders:
+            where = resp.address
+            icmp = None
+            for probe in probes:
+                if probe.address == where and probe.icmp_type is not None:
+                    icmp = probe.icmp_type
+                    break
+            st = resp.stats
             note = resp.annotation
-            rows.append((resp.address, resp.replies, _nan(resp.stats.min_ms),
-                         _nan(resp.stats.median_ms), icmp,
-                         at_dest and (resp.address == r.address or not own),
-                         *((note.asn, note.as_org, note.country, note.city, _nan(note.lat),
-                            _nan(note.lon)) if note is not None
-                           else (None, None, None, None, np.nan, np.nan))))
-        if not rows:  # a silent TTL is still a row
-            rows.append((None, 0, np.nan, np.nan, None, False,
-                         None, None, None, None, np.nan, np.nan))
-        for row in rows:
-            h["_rec"].append(rec)
-            h["protocol"].append(b.protocol)
-            h["ttl"].append(hop.ttl)
-            h["sent"].append(len(hop.probes))
-            h["loss_ratio"].append(_nan(hop.loss_ratio))
-            for column, value in zip(
-                ("address", "replies", "rtt_min_ms", "rtt_median_ms", "icmp_type",
-                 "is_destination", "asn", "as_org", "country", "city", "lat", "lon"),
-                row, strict=True,
-            ):
-                h[column].append(value)
-
-
-def _phases(rec: int, r: SmtpRecord | ImapRecord, p: dict[str, list[Any]]) -> None:
-    b = r.body
-    n = len(b.phases)
-    p["_rec"].extend([rec] * n)
-    p["mode"].extend([b.mode] * n)
-    for ph in b.phases:
-        p["phase"].append(ph.name)
-        p["duration_ms"].append(_nan(ph.duration_ms))
-        p["ok"].append(ph.ok)
+            if note is None:
+                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
+                          st.median_ms, icmp, at_dest and (where == address or not own),
+                          None, None, None, None, None, None))
+            else:
+                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
+                          st.median_ms, icmp, at_dest and (where == address or not own),
+                          note.asn, note.as_org, note.country, note.city, note.lat,
+                          note.lon))
 
 
 # dtype per column; "cat" is a categorical of the values present, a tuple a
@@ -871,36 +870,53 @@ class _Part(NamedTuple):
 
 
 def _part(records: Sequence[AnyRecord]) -> _Part:
-    """The compact columns of a chunk of records (see :func:`load`)."""
+    """The compact columns of a chunk of records (see :func:`load`).
+
+    Rows are gathered as tuples (a column's ``None`` is NaN in a float column) and turned
+    into columns once per chunk; a sample's record and number come from the count of
+    RTTs per record (``np.repeat``), not row by row.
+    """
     m: list[tuple[Any, ...]] = []
-    s: dict[str, list[Any]] = {c: [] for c in _SAMPLE_OWN}
-    h: dict[str, list[Any]] = {c: [] for c in _HOP_OWN}
-    p: dict[str, list[Any]] = {c: [] for c in _PHASE_OWN}
+    s: list[tuple[int, Sequence[float | None]]] = []
+    h: list[tuple[Any, ...]] = []
+    p: list[tuple[Any, ...]] = []
     ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
     n = 0
     for r in records:
-        if isinstance(r, MailReadyRecord):
+        kind = r.kind
+        if kind == "ping" or kind == "tcp":
+            _ping_tcp(r, n, m, s)  # type: ignore[arg-type]
+        elif kind == "trace":
+            _trace(r, n, m, h)  # type: ignore[arg-type]
+        elif kind == "smtp" or kind == "imap":
+            _mail(r, n, m, p)  # type: ignore[arg-type]
+        elif isinstance(r, MailReadyRecord):
             ready.append(r)
             continue
-        if isinstance(r, PmtuRecord):
+        else:
             continue  # a path MTU is not a latency, loss or handshake: no frame holds it
-        rec = n
         n += 1
-        _measurement(r, m)
-        # A summary body has no samples (rtts_ms / attempts are empty): no rows.
-        if isinstance(r, PingRecord):
-            _samples(rec, r.body.rtts_ms, s)
-        elif isinstance(r, TcpRecord):
-            _samples(rec, [a.connect_ms for a in r.body.attempts], s)
-        elif isinstance(r, TraceRecord):
-            _hops(rec, r, h)
-        elif isinstance(r, SmtpRecord | ImapRecord):
-            _phases(rec, r, p)
-    columns = dict(zip(MEASUREMENT_COLUMNS, map(list, zip(*m, strict=True)), strict=True)
-                   ) if m else {c: [] for c in MEASUREMENT_COLUMNS}
-    frames = {key: {name: _compact(_OWN[key][name], values) for name, values in cols.items()}
-              for key, cols in (("m", columns), ("s", s), ("h", h), ("p", p))}
+    counts = np.fromiter((len(x) for _, x in s), dtype=np.int64, count=len(s))
+    total = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    samples = {
+        "_rec": np.repeat(np.fromiter((i for i, _ in s), dtype=np.int64, count=len(s)),
+                          counts),
+        "seq": np.arange(total, dtype=np.int64) - np.repeat(starts, counts),
+        "rtt_ms": np.fromiter(itertools.chain.from_iterable(x for _, x in s),
+                              dtype=object, count=total).astype(np.float64),
+    }
+    frames = {"m": _transposed(m, _MEASUREMENT_DTYPES), "h": _transposed(h, _HOP_OWN),
+              "p": _transposed(p, _PHASE_OWN), "s": samples}
     return _Part(n, frames, ready)
+
+
+def _transposed(rows: list[tuple[Any, ...]], specs: dict[str, _Spec]) -> dict[str, Any]:
+    """Rows (tuples in the order of ``specs``) as compact columns."""
+    if not rows:
+        return {name: _compact(spec, []) for name, spec in specs.items()}
+    return {name: _compact(spec, list(values)) for (name, spec), values in zip(
+        specs.items(), zip(*rows, strict=True), strict=True)}
 
 
 class _Builder:
