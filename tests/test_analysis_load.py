@@ -8,6 +8,7 @@ duplicate in another chunk, a bad line after good chunks) is crossed on small da
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,37 @@ def test_checks_by_slices_find_what_one_check_finds(whole: object,
     assert problems(300) == whole_check
     monkeypatch.setattr(loader, "CHECK_ROWS", 300)
     check_campaign(camp)  # the good frames pass by slices too
+
+
+def test_a_pool_of_processes_changes_nothing(whole: object,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file decoded by worker processes in ranges of about 20 kB (some 20 records each)
+    gives the frames of the load in one process, categories in their order included."""
+    monkeypatch.setattr(loader, "POOL_BYTES", 0)
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 20_000)
+    assert loader._workers(SAMPLE) == len(os.sched_getaffinity(0))
+    pooled = load(SAMPLE)
+    for name in FRAME_NAMES:
+        pd.testing.assert_frame_equal(getattr(pooled, name), getattr(whole, name),
+                                      check_exact=True, obj=name)
+
+
+def test_a_pool_reports_bad_lines_by_their_number(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad lines in several ranges, a blank line and a torn last line: one error, every
+    line numbered as in the file, nothing loaded."""
+    monkeypatch.setattr(loader, "POOL_BYTES", 0)
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 5_000)
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)[:60]
+    lines[3] = b"\n"
+    lines[33] = b'{"kind": "ping", "id": "broken"\n'
+    lines[51] = b"not json\n"
+    lines[-1] = lines[-1][:40]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines))
+    with pytest.raises(SchemaError) as caught:
+        load(bad)
+    assert "3 bad line(s), nothing loaded" in str(caught.value)
+    where = [p.split(":")[0] for p in caught.value.problems]
+    assert where == ["line 34", "line 52", "line 60"]
+    assert "unterminated last line" in caught.value.problems[-1]

@@ -144,3 +144,56 @@ def test_records_without_any_region_are_refused_saying_how_to_give_them_one(tmp_
         assert proc.returncode == 2, proc.stderr
         assert "names its client region" in proc.stderr and "--probes" in proc.stderr
         assert "Traceback" not in proc.stderr and "share" not in proc.stderr
+
+
+def test_many_failing_regions_are_summed_up_by_threshold() -> None:
+    from netvantage.analysis.summary import condense_fails
+
+    regions = {f"XA-{i:03d}" for i in range(5)} | {"ZA-JNB"}
+    few = "ZA-JNB: loss 2.0 % > 1 %; smtp handshake p95 1500 ms > 1000 ms"
+    assert condense_fails(few, regions) == few  # one region: shown as it is
+    parts = [f"XA-{i:03d}: smtp handshake p95 {2000 + i} ms > 1000 ms"
+             + ("; loss 1.5 % > 1 %" if i % 2 == 0 else "") for i in range(5)]
+    parts.append("ZA-JNB: success 37.3 % < 99 %; no records")
+    assert condense_fails("; ".join(parts), regions) == (
+        "in 6 regions: smtp handshake p95 > 1000 ms (5); loss > 1 % (3); "
+        "success < 99 % (1); no records (1)")
+
+
+def test_many_weights_are_described_not_listed() -> None:
+    from netvantage.analysis.summary import weights_line
+
+    assert weights_line({"GB-LHR": 0.5, "ZA-JNB": 0.5}) == "GB-LHR 0.50, ZA-JNB 0.50"
+    equal = {f"R-{i:03d}": 1 / 140 for i in range(140)}
+    assert weights_line(equal) == "140 regions, equally (0.0071 each)"
+    skewed = {f"R-{i:03d}": (i + 1) / 210 for i in range(20)}  # sums to 1
+    line = weights_line(skewed)
+    assert line.startswith("R-019 0.095, R-018 0.090")
+    assert line.endswith("and 8 more regions (0.171 in all)")
+
+
+def test_the_terminal_text_keeps_a_budget_and_says_what_it_left_out(tmp_path: Path) -> None:
+    """300 regions x 12 data centres: the per-region table keeps every region's best and
+    the recommended data centre, long sections are cut with a count; --full has it all."""
+    import subprocess
+    import sys
+
+    from netvantage.analysis.load import load
+    from netvantage.analysis.summary import TEXT_BREAKDOWN_ROWS, analyse
+
+    maker = Path(__file__).resolve().parent.parent / "bench" / "make_synthetic.py"
+    data = tmp_path / "campaign.jsonl"
+    subprocess.run([sys.executable, str(maker), str(data), "--records", "20000",
+                    "--regions", "60"], check=True, capture_output=True, timeout=120)
+    result = analyse(load(data), n_boot=50)
+    short, full = result.to_text(), result.to_text(full=True)
+    rows = len(result.ranking.breakdown)
+    assert rows > TEXT_BREAKDOWN_ROWS
+    assert "pairs shown: for every region its best data centre and the recommended one" \
+        in short
+    assert "pairs shown" not in full
+    assert len(short.splitlines()) < len(full.splitlines())
+    regions = set(result.ranking.breakdown["region"].astype(str))
+    table = short.split("Per region")[1].split("Flags (")[0]
+    assert all(f"\n{r} " in table for r in regions)  # every region keeps a row
+    assert result.winner is not None and result.winner in table

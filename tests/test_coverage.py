@@ -16,7 +16,7 @@ from conftest import invoke_cli
 from netvantage import analysis as nva
 from netvantage.analysis.coverage import confidence
 from netvantage.analysis.rank import CostModel, Ranking, Stability, Thresholds, rank, stability
-from test_analysis_rank import _frame, _pings
+from test_analysis_rank import T0, _frame, _pings, _record
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
@@ -240,3 +240,30 @@ def test_report_takes_the_gap_policy_and_the_episode_options(with_dead: Path,
                       "--locations", str(LOCATIONS), "-o", str(page), timeout=240)
     assert done.returncode == 0, done.stderr
     assert "Gap policy — skip: gaps skipped" in page.read_text()
+
+
+def test_a_pair_with_an_rtt_but_no_handshake_is_a_listed_gap() -> None:
+    """A pair whose RTT was measured but whose handshake (a term other pairs have) was not
+    has no cost: the candidate is not eligible, and coverage says why, not "measured"."""
+    from netvantage.analysis.coverage import coverage
+    from netvantage.analysis.rank import rank, stability
+
+    rows = []
+    for region in ("GB-LHR", "ZA-JNB"):
+        for target in ("dc-ams", "dc-jnb"):
+            rows += _pings(region, target, [20.0, 21.0, 22.0, 23.0])
+            if (region, target) != ("ZA-JNB", "dc-ams"):  # this pair: no handshake
+                rows += [_record(region, target, "smtp", T0 + pd.Timedelta(minutes=i),
+                                 rtt=None, loss=None, sent=None, handshake=300.0 + i)
+                         for i in range(4)]
+    m = _frame(rows)
+    weights = {"GB-LHR": 0.5, "ZA-JNB": 0.5}
+    ranking = rank(m, weights, n_boot=50)
+    cov = coverage(m, weights, ranking, stability(m, weights, n_draws=20))
+    gaps = {(u["region"], u["target"]): u["reason"] for u in cov.unmeasured}
+    assert list(gaps) == [("ZA-JNB", "dc-ams")]
+    assert "RTT measured, but no handshake (smtp/imap)" in gaps[("ZA-JNB", "dc-ams")]
+    ams = next(c for c in cov.candidates if c["target"] == "dc-ams")
+    assert not ams["eligible"]
+    assert ams["reason"] == "no cost from 1 of 2 weighted region(s): ZA-JNB"
+    assert "weighted pairs without a cost (1):" in "\n".join(cov.text_lines())

@@ -7,7 +7,9 @@ measured it, unless the user chose a gap policy (:data:`~netvantage.analysis.ran
 ``exclude`` by default, ``skip``, ``worst``, ``fail``).  :func:`coverage` lists what is missing:
 targets that never answered from anywhere, regions with no successful measurement (weighted
 regions without a single record included), and every weighted pair without a measurement,
-with the reason ("no records", "N records, none answered").
+with the reason ("no records", "N records, none answered"), and every weighted pair that
+has an RTT but whose cost is unknown all the same (a term other pairs have, such as the
+handshake, has no value for it): to the ranking that is a gap too.
 
 **Same city.**  A region and a data centre within :data:`SAME_CITY_KM` of each other are in
 the same city.  Such a pair follows a stated policy: by default its own measurement (when it
@@ -59,6 +61,11 @@ CONFIDENCE_RULE = (
     "≥ 90 % of perturbed client mixes and in every leave-one-region-out check (and best in "
     "≥ 95 % of bootstrap resamplings when there are any); moderate: margin > noise and "
     "≥ 70 % (≥ 80 %); low otherwise, and whenever the noise is unknown")
+
+#: The ranking's cost terms (breakdown columns), as a reader names them.
+_TERM_NAMES = {"cost_rtt_p50_ms": "RTT median", "cost_rtt_p95_ms": "RTT p95",
+               "cost_loss_pct": "loss", "cost_handshake_p95_ms": "handshake (smtp/imap)",
+               "cost_failure_pct": "success rate"}
 
 _POLICY_TEXT = {
     "exclude": "a data centre can win only if every weighted region measured it successfully",
@@ -138,7 +145,7 @@ class Coverage:
             lines.append(f"  region without data: {s['region']} ({s['reason']})")
         shown = self.unmeasured[:30]
         if shown:
-            lines.append(f"  unmeasured weighted pairs ({len(self.unmeasured)}):")
+            lines.append(f"  weighted pairs without a cost ({len(self.unmeasured)}):")
             lines += [f"    {u['region']} -> {u['target']}: {u['reason']}" for u in shown]
             if len(self.unmeasured) > len(shown):
                 lines.append(f"    … and {len(self.unmeasured) - len(shown)} more "
@@ -221,6 +228,20 @@ def coverage(measurements: pd.DataFrame, weights: Mapping[str, float], ranking: 
             if (r, t) in same:
                 reason += "; same city, not measured"
             unmeasured.append({"region": r, "target": t, "records": n, "reason": reason})
+    # A pair with an RTT can still be a gap to the ranking: a cost term measured elsewhere
+    # (a handshake, say) that this pair has no value for leaves its cost unknown.
+    weighted_set = set(weighted)
+    incomplete = bd[bd["cost"].isna() & bd["region"].astype(str).isin(weighted_set)]
+    for row in incomplete.itertuples(index=False):
+        r, t = str(row.region), str(row.target)
+        if (r, t) not in measured_pairs or (r, t) in assumed:
+            continue
+        missing = [name for column, name in _TERM_NAMES.items()
+                   if column in incomplete.columns and pd.isna(getattr(row, column))]
+        unmeasured.append({"region": r, "target": t, "records": int(counts.get((r, t), 0)),
+                           "reason": "RTT measured, but no " + " nor ".join(missing)
+                           + " (a term other pairs have): cost unknown"})
+    unmeasured.sort(key=lambda u: (u["region"], u["target"]))
     candidates = []
     for row in ranking.table.itertuples():
         t = str(row.target)
@@ -229,8 +250,10 @@ def coverage(measurements: pd.DataFrame, weights: Mapping[str, float], ranking: 
         if t in dead:
             reason = "never answered: no successful measurement from any region"
         elif not bool(row.eligible):
-            reason = f"not measured from {len(gaps_here)} of {len(weighted)} weighted " \
-                     f"region(s): " + ", ".join(gap_regions)
+            shown = ", ".join(gap_regions[:10]) + (
+                f" and {len(gap_regions) - 10} more" if len(gap_regions) > 10 else "")
+            reason = f"no cost from {len(gaps_here)} of {len(weighted)} weighted " \
+                     f"region(s): {shown}"
         elif gaps_here:
             reason = f"{len(gaps_here)} gap(s), counted by the '{gaps}' policy"
         else:

@@ -57,6 +57,7 @@ import pandas as pd
 from scipy import stats
 
 from .fastagg import key_strings
+from .ranktests import fisher_greater, mwu_greater, tied_ranks
 
 __all__ = ["FLAG_COLUMNS", "degradation_flags"]
 
@@ -341,79 +342,227 @@ def _bound(every: Mapping[tuple[str, str], _Pair], kind: str,
 
 def _peers_loss(every: Mapping[tuple[str, str], _Pair], kind: str,
                 opts: _Options) -> list[dict[str, Any]]:
+    """Per pair, its loss against the median of the other regions' to the same target.
+
+    Each target's loss ratios are sorted once; the median without one of them is read from
+    that order (the middle one or two of the others), so a target measured from hundreds of
+    regions costs one sort, not one median of hundreds per region.  The binomial p-values
+    of the candidates come from one ``binom.sf`` call (what ``binomtest(alternative=
+    "greater")`` computes), and the evidence, which names every peer, is written only for
+    the flags that survive Bonferroni's correction.
+    """
     pairs = {k: g for k, g in every.items() if float(g.trials.sum()) > 0}
-    lost = {k: float(g.lost.sum()) for k, g in pairs.items()}
-    trials = {k: float(g.trials.sum()) for k, g in pairs.items()}
     keys = list(pairs)
+    if not keys:
+        return []
+    lost = np.array([float(g.lost.sum()) for g in pairs.values()])
+    trials = np.array([float(g.trials.sum()) for g in pairs.values()])
+    ratio = lost / trials
+    reference = np.full(len(keys), np.nan)
+    peer_trials = np.zeros(len(keys))
     of_target = _by_target(keys)
-    candidates = []
-    for i, key in enumerate(keys):
-        peers = [keys[j] for j in of_target[key[1]].tolist() if j != i]
-        if not peers:
+    for members in of_target.values():
+        if len(members) < 2:
             continue
-        ratio = lost[key] / trials[key]
-        reference = float(np.median([lost[k] / trials[k] for k in peers]))
-        if not opts.big_loss(ratio, reference):
-            continue
-        # A rate never seen among the peers is taken as half a packet in all they sent.
-        p0 = max(reference, 0.5 / sum(trials[k] for k in peers))
-        p = float(stats.binomtest(int(lost[key]), int(trials[key]), min(p0, 1.0),
-                                  alternative="greater").pvalue)
-        evidence = (f"loss {100 * ratio:.1f} % vs {100 * reference:.1f} % from peers "
-                    f"({', '.join(f'{k[0]} {100 * lost[k] / trials[k]:.1f} %' for k in peers)}; "
-                    f"{int(lost[key])} of {int(trials[key])} lost)")
-        candidates.append(_flag(key[0], key[1], kind, "loss_ratio", "peers", ratio, reference,
-                                evidence, p))
-    return _bonferroni(candidates, len(pairs), opts.alpha)
+        reference[members] = _median_of_others(ratio[members])
+        # The peers' packets: whole numbers, so the total less one's own is their exact sum.
+        peer_trials[members] = trials[members].sum() - trials[members]
+    candidates = [i for i in range(len(keys)) if not np.isnan(reference[i])
+                  and opts.big_loss(float(ratio[i]), float(reference[i]))]
+    if not candidates:
+        return []
+    ix = np.asarray(candidates, dtype=np.intp)
+    # A rate never seen among the peers is taken as half a packet in all they sent.
+    p0 = np.minimum(np.maximum(reference[ix], 0.5 / peer_trials[ix]), 1.0)
+    k = np.array([int(lost[i]) for i in candidates], dtype=np.int64)
+    n = np.array([int(trials[i]) for i in candidates], dtype=np.int64)
+    p_values = np.asarray(stats.binom.sf(k - 1, n, p0), dtype=np.float64)
+    flags = []
+    for i, p in zip(candidates, p_values.tolist(), strict=True):
+        if min(1.0, p * len(keys)) >= opts.alpha:
+            continue  # not flagged after Bonferroni's correction: no evidence to write
+        key = keys[i]
+        peers = [j for j in of_target[key[1]].tolist() if j != i]
+        evidence = (f"loss {100 * ratio[i]:.1f} % vs {100 * reference[i]:.1f} % from peers "
+                    f"({', '.join(f'{keys[j][0]} {100 * ratio[j]:.1f} %' for j in peers)}; "
+                    f"{int(lost[i])} of {int(trials[i])} lost)")
+        flags.append(_flag(key[0], key[1], kind, "loss_ratio", "peers", float(ratio[i]),
+                           float(reference[i]), evidence, p))
+    return _bonferroni(flags, len(keys), opts.alpha)
+
+
+def _median_of_others(values: FloatArray) -> FloatArray:
+    """For each value, ``np.median`` of all the others (at least two values)."""
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    position = np.empty(len(values), dtype=np.int64)
+    position[order] = np.arange(len(values))
+    m = len(values) - 1  # how many others
+
+    def others(k: int) -> FloatArray:
+        """The k-th smallest of the others of each value."""
+        return np.asarray(ranked[np.where(k < position, k, k + 1)])
+
+    if m % 2:
+        return others(m // 2)
+    return np.asarray((others(m // 2 - 1) + others(m // 2)) / 2)
 
 
 def _history(pairs: Mapping[tuple[str, str], _Pair], kind: str,
              opts: _Options) -> list[dict[str, Any]]:
+    """Every pair's every boundary at once: one sort and running sums, no call per split.
+
+    For a pair, the pooled sample of the RTT test is the same at every boundary (all its
+    finite RTTs), so its ranks and ties are computed once; a boundary only decides which
+    ranks are after it, a running sum over the pair's windows.  The lost and sent packets
+    on each side are running sums too.  The p-values are those of one
+    ``mannwhitneyu(after, before, alternative="greater")`` and one
+    ``fisher_exact([[lost after, received after], [lost before, received before]],
+    alternative="greater")`` per boundary (:mod:`.ranktests`, equal to scipy's), and the
+    first boundary with the least p-value is kept, as a loop over the boundaries would.
+    """
+    keys = list(pairs)
+    if not keys:
+        return []
+    groups = list(pairs.values())
+    sizes = np.array([len(g.bins) for g in groups], dtype=np.int64)
+    pair = np.repeat(np.arange(len(groups)), sizes)
+    bins = np.concatenate([g.bins for g in groups])
+    rtt = np.concatenate([g.rtt for g in groups])
+    lost = np.concatenate([g.lost for g in groups])
+    trials = np.concatenate([g.trials for g in groups])
+    # The windows of each pair (its distinct bins), in time order: one row each.
+    order = np.lexsort((bins, pair))
+    p_sorted, b_sorted = pair[order], bins[order]
+    new_row = np.r_[True, (p_sorted[1:] != p_sorted[:-1]) | (b_sorted[1:] != b_sorted[:-1])]
+    row_sorted = np.cumsum(new_row) - 1
+    row = np.empty(len(bins), dtype=np.int64)
+    row[order] = row_sorted
+    row_pair = p_sorted[new_row]
+    row_edge = b_sorted[new_row]
+    n_rows = len(row_pair)
+    windows = np.bincount(row_pair, minlength=len(groups))
+    first_row = np.r_[0, np.cumsum(windows)[:-1]]
+    # Per window: finite RTTs, twice their rank sum in the pair's pooled sample, packets.
+    finite = np.isfinite(rtt)
+    doubled, tie_term, tied = _pooled_ranks(pair[finite], rtt[finite], len(groups))
+    count = _running(np.bincount(row[finite], minlength=n_rows))
+    rank2 = _running(np.bincount(row[finite], weights=doubled.astype(np.float64),
+                                 minlength=n_rows).astype(np.int64))
+    lost_sum = _running(np.bincount(row, weights=lost, minlength=n_rows))
+    trials_sum = _running(np.bincount(row, weights=trials, minlength=n_rows))
+    # The boundaries: windows min_windows … n − min_windows of pairs with 2 × min_windows.
+    mw = opts.min_windows
+    tried = np.where(windows >= 2 * mw, np.minimum(windows, windows - mw + 1) - mw, 0)
+    split_pair = np.repeat(np.arange(len(groups)), tried)
+    split_row = (first_row[split_pair] + mw
+                 + np.arange(int(tried.sum())) - np.repeat(np.cumsum(tried) - tried, tried))
+    start, stop = first_row[split_pair], first_row[split_pair] + windows[split_pair]
+
+    def before(c: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return np.asarray(c[split_row] - c[start])
+
+    def after(c: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return np.asarray(c[stop] - c[split_row])
+
+    n_before, n_after = before(count), after(count)
+    testable = (n_before >= opts.min_records) & (n_after >= opts.min_records)
+    p_rtt = np.full(len(split_row), np.nan)
+    sp = split_pair[testable]
+    n1, n2 = n_after[testable], n_before[testable]
+    some = (n1 > 0) & (n2 > 0)
+    u1 = after(rank2)[testable] / 2 - n1 * (n1 + 1) / 2
+    p_sub = np.ones(len(sp))
+    p_some, unresolved = mwu_greater(n1[some], n2[some], u1[some], tie_term[sp[some]],
+                                     tied[sp[some]])
+    for i in np.flatnonzero(unresolved).tolist():  # scipy's exact count, beyond 2**53
+        j = int(np.flatnonzero(testable)[np.flatnonzero(some)[i]])
+        group, edge = groups[int(split_pair[j])], int(row_edge[split_row[j]])
+        p_some[i] = _one_sided_mwu(group.rtt[group.bins >= edge], group.rtt[group.bins < edge])
+    p_sub[some] = p_some
+    p_rtt[testable] = p_sub
+    lb, tb = before(lost_sum), before(trials_sum)
+    la, ta = after(lost_sum), after(trials_sum)
+    loss_ok = (tb > 0) & (ta > 0)
+    p_loss = np.full(len(split_row), np.nan)
+    p_loss[loss_ok] = fisher_greater(
+        la[loss_ok].astype(np.int64), (ta - la)[loss_ok].astype(np.int64),
+        lb[loss_ok].astype(np.int64), (tb - lb)[loss_ok].astype(np.int64))
+    best_rtt = _first_least(split_pair, p_rtt, testable, len(groups))
+    best_loss = _first_least(split_pair, p_loss, loss_ok, len(groups))
     flags = []
-    for (region, target), group in pairs.items():
-        edges = np.unique(group.bins)
-        if len(edges) < 2 * opts.min_windows:
-            continue  # no split with min_windows windows on each side
-        splits = [pd.Timestamp(int(e), unit="ns", tz="UTC")
-                  for e in edges[opts.min_windows:len(edges) - opts.min_windows + 1]]
-        bins = group.bins
-        rtt, lost, trials = group.rtt, group.lost, group.trials
-        best_rtt: tuple[float, Any, float, float] | None = None
-        best_loss: tuple[float, Any, float, float] | None = None
-        for edge in splits:
-            after = bins >= edge.value
-            before_rtt, after_rtt = rtt[~after], rtt[after]
-            if (np.isfinite(before_rtt).sum() >= opts.min_records
-                    and np.isfinite(after_rtt).sum() >= opts.min_records):
-                p = _one_sided_mwu(after_rtt, before_rtt)
-                if best_rtt is None or p < best_rtt[0]:
-                    best_rtt = (p, edge, float(np.nanmedian(before_rtt)),
-                                float(np.nanmedian(after_rtt)))
-            lb, tb = lost[~after].sum(), trials[~after].sum()
-            la, ta = lost[after].sum(), trials[after].sum()
-            if tb > 0 and ta > 0:
-                table = np.array([[la, ta - la], [lb, tb - lb]], dtype=np.int64)
-                p = float(stats.fisher_exact(table, alternative="greater").pvalue)
-                if best_loss is None or p < best_loss[0]:
-                    best_loss = (p, edge, lb / tb, la / ta)
-        n = len(splits)
-        if best_rtt is not None:
-            p, edge, before, after_value = best_rtt
-            p = min(1.0, p * n)
-            if p < opts.alpha and opts.big_rtt(after_value - before, before):
-                evidence = (f"median RTT {after_value:.0f} ms since {edge:%Y-%m-%d %H:%M:%S} "
-                            f"vs {before:.0f} ms before (+{after_value - before:.0f} ms)")
-                flags.append(_flag(region, target, kind, "rtt_ms", "history", after_value,
-                                   before, evidence, p, edge))
-        if best_loss is not None:
-            p, edge, before, after_value = best_loss
-            p = min(1.0, p * n)
-            if p < opts.alpha and opts.big_loss(after_value, before):
-                evidence = (f"loss {100 * after_value:.1f} % since {edge:%Y-%m-%d %H:%M:%S} "
-                            f"vs {100 * before:.1f} % before")
-                flags.append(_flag(region, target, kind, "loss_ratio", "history", after_value,
-                                   before, evidence, p, edge))
+    for g in np.flatnonzero(tried > 0).tolist():
+        region, target = keys[g]
+        group = groups[g]
+        n = int(tried[g])
+        if best_rtt[g] >= 0:
+            j = int(best_rtt[g])
+            p = min(1.0, float(p_rtt[j]) * n)
+            if p < opts.alpha:
+                edge_ns = int(row_edge[split_row[j]])
+                later = group.bins >= edge_ns
+                prior = float(np.nanmedian(group.rtt[~later]))
+                now = float(np.nanmedian(group.rtt[later]))
+                if opts.big_rtt(now - prior, prior):
+                    since = pd.Timestamp(edge_ns, unit="ns", tz="UTC")
+                    evidence = (f"median RTT {now:.0f} ms since {since:%Y-%m-%d %H:%M:%S} "
+                                f"vs {prior:.0f} ms before (+{now - prior:.0f} ms)")
+                    flags.append(_flag(region, target, kind, "rtt_ms", "history", now,
+                                       prior, evidence, p, since))
+        if best_loss[g] >= 0:
+            j = int(best_loss[g])
+            p = min(1.0, float(p_loss[j]) * n)
+            prior, now = float(lb[j] / tb[j]), float(la[j] / ta[j])
+            if p < opts.alpha and opts.big_loss(now, prior):
+                since = pd.Timestamp(int(row_edge[split_row[j]]), unit="ns", tz="UTC")
+                evidence = (f"loss {100 * now:.1f} % since {since:%Y-%m-%d %H:%M:%S} "
+                            f"vs {100 * prior:.1f} % before")
+                flags.append(_flag(region, target, kind, "loss_ratio", "history", now,
+                                   prior, evidence, p, since))
     return flags
+
+
+def _pooled_ranks(pair: npt.NDArray[np.int64], values: FloatArray, size: int
+                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                             npt.NDArray[np.bool_]]:
+    """:func:`.ranktests.tied_ranks` with ``size`` groups even when the last have no value."""
+    if len(values) == 0:
+        return (np.empty(0, dtype=np.int64), np.zeros(size, dtype=np.int64),
+                np.zeros(size, dtype=bool))
+    doubled, tie_term, tied = tied_ranks(pair, values)
+    pad = size - len(tie_term)
+    return (doubled, np.r_[tie_term, np.zeros(pad, dtype=np.int64)],
+            np.r_[tied, np.zeros(pad, dtype=bool)])
+
+
+def _running(per_row: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """0 then the running sums: ``c[j] − c[i]`` is the sum of rows i … j − 1."""
+    return np.concatenate([np.zeros(1, dtype=per_row.dtype), np.cumsum(per_row)])
+
+
+def _first_least(split_pair: npt.NDArray[np.int64], p: FloatArray,
+                 tested: npt.NDArray[np.bool_], size: int) -> npt.NDArray[np.int64]:
+    """Per pair, the split a loop keeping ``p < best`` ends with (−1: none tested).
+
+    The first tested split, replaced by each later one with a smaller p-value: the first
+    of the least, unless the first is NaN (nothing is smaller than NaN).
+    """
+    best = np.full(size, -1, dtype=np.int64)
+    idx = np.flatnonzero(tested)
+    if len(idx) == 0:
+        return best
+    key = np.where(np.isnan(p[idx]), np.inf, p[idx])
+    # Sorted by pair, then p, then position: the first of each pair is its least p-value.
+    order = np.lexsort((idx, key, split_pair[idx]))
+    ordered = split_pair[idx][order]
+    head = np.r_[True, ordered[1:] != ordered[:-1]]
+    best[ordered[head]] = idx[order][head]
+    first = np.full(size, -1, dtype=np.int64)
+    first_of = np.r_[True, split_pair[idx][1:] != split_pair[idx][:-1]]
+    first[split_pair[idx][first_of]] = idx[first_of]
+    nan_first = (first >= 0) & np.isnan(p[np.maximum(first, 0)])
+    best[nan_first] = first[nan_first]
+    return best
 
 
 def _bonferroni(candidates: list[dict[str, Any]], m: int, alpha: float) -> list[dict[str, Any]]:

@@ -94,13 +94,16 @@ call :func:`check_campaign` on frames they are given.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
+import multiprocessing
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 
 import msgspec
@@ -116,7 +119,6 @@ from ..results import (
     ImapRecord,
     MailReadyRecord,
     PingRecord,
-    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -193,8 +195,8 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     """
     builder = _Builder()
     with _no_gc():
-        for chunk in _chunks(source, kinds, show=True):
-            builder.add(chunk)
+        for part in _parts(source, kinds):
+            builder.add_part(part)
         campaign = builder.campaign(dedup=True)
     with progress.step("checking the frames"):
         return check_campaign(campaign)
@@ -242,6 +244,130 @@ def _chunks(source: Source | Sequence[Source], kinds: Iterable[str] | None, *,
                 if bar is not None:
                     bar.update(len(chunk))
                 yield chunk
+
+
+def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
+           ) -> Iterator[_Part]:
+    """Every source's records as compact columns (:func:`_part`), a chunk at a time.
+
+    A big JSON Lines file is decoded by a pool of worker processes (:func:`_pooled`);
+    everything else a chunk at a time here.
+    """
+    wanted = _kinds(kinds)
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
+    for one in sources:
+        path = Path(one)
+        label = f"loading {path.name}" if len(sources) > 1 else "loading"
+        with progress.step(label, unit=" records", scale=True) as bar:
+            workers = _workers(path)
+            parts = (_pooled(path, wanted, workers) if workers > 1
+                     else map(_part, _read_one(path, wanted)))
+            for part in parts:
+                bar.update(part.n + len(part.ready))
+                yield part
+
+
+#: A JSON Lines file at least this big is decoded by a pool of processes, one per CPU
+#: (:func:`_pooled`); a smaller one in this process (no pool to start for a test campaign).
+POOL_BYTES = 64 * 2**20
+
+
+def _workers(path: Path) -> int:
+    """How many processes decode ``path``: 1 unless it is a big JSON Lines file, this
+    process may start children (a Dask worker is a daemon and may not) and fork exists."""
+    if (not path.is_file() or path.stat().st_size < POOL_BYTES
+            or multiprocessing.current_process().daemon
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return 1
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head == _SQLITE_MAGIC or head.startswith(_PARQUET_MAGIC):
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def _pooled(path: Path, kinds: tuple[str, ...] | None, workers: int) -> Iterator[_Part]:
+    """A JSON Lines file decoded by ``workers`` forked processes, a range of lines each.
+
+    The file is cut into ranges of about :data:`CHUNK_BYTES` at line starts; a worker
+    reads its range, decodes it with the one schema decoder and returns its compact
+    columns (:class:`_Part`, pickled as numpy and Arrow buffers); the parts come back in
+    file order, so the frames, their categories and the deduplication are those of a
+    load in one process.  Any bad line: after every range is read, one SchemaError
+    lists the first :data:`_MAX_PROBLEMS` with their line numbers, and nothing loads.
+    """
+    size = path.stat().st_size
+    starts = [0]
+    with open(path, "rb") as fh:
+        for at in range(CHUNK_BYTES, size, CHUNK_BYTES):
+            if at <= starts[-1]:
+                continue
+            fh.seek(at - 1)
+            fh.readline()  # to the end of the line holding byte ``at - 1``
+            if fh.tell() < size:
+                starts.append(fh.tell())
+    ranges = [(str(path), a, b, b == size, kinds)
+              for a, b in zip(starts, [*starts[1:], size], strict=True)]
+    problems: list[str] = []
+    bad = line = 0
+    context = multiprocessing.get_context("fork")
+    with context.Pool(min(workers, len(ranges))) as pool:
+        for part, lines, failed, found in pool.imap(_range_part, ranges):
+            bad += failed
+            problems += [f"line {line + n}{why}" for n, why in found][
+                :_MAX_PROBLEMS - len(problems)]
+            line += lines
+            if not bad and part is not None:
+                yield part
+    if bad:
+        more = f" (showing {len(problems)})" if bad > len(problems) else ""
+        raise SchemaError(f"{path}: {bad} bad line(s), nothing loaded{more}", problems)
+
+
+def _range_part(task: tuple[str, int, int, bool, tuple[str, ...] | None],
+                ) -> tuple[_Part | None, int, int, list[tuple[int, str]]]:
+    """(compact columns, lines read, bad lines, the first bad ones: (line number in the
+    range, ": why")) of one range of a JSON Lines file (in a worker of :func:`_pooled`)."""
+    name, start, end, last, kinds = task
+    with open(name, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    raws = data.split(b"\n")
+    tail = raws.pop()  # b"" after the range's last newline, else a torn last line
+    records: list[AnyRecord] = []
+    found: list[tuple[int, str]] = []
+    bad = 0
+    with _no_gc():
+        for number, raw in enumerate(raws, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                records.append(decode_record(line))
+            except SchemaError as exc:
+                bad += 1
+                if len(found) < _MAX_PROBLEMS:
+                    found.append((number, f": {exc}"))
+        lines = len(raws)
+        if tail:
+            lines += 1
+            line = tail.strip()
+            if line:
+                try:
+                    records.append(decode_record(line))
+                except SchemaError as exc:
+                    bad += 1
+                    if len(found) < _MAX_PROBLEMS:
+                        torn = ": unterminated last line (torn write?)" if last else ""
+                        found.append((lines, f"{torn}: {exc}"))
+        if bad:
+            return None, lines, bad, found
+        if kinds is not None:
+            records = [r for r in records if r.kind in kinds]
+        return _part(records), lines, 0, []
 
 
 def _kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -426,10 +552,6 @@ def frames_from_records(records: Sequence[AnyRecord]) -> Campaign:
     return builder.campaign(dedup=False)
 
 
-def _nan(x: float | None) -> float:
-    return np.nan if x is None else x
-
-
 def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
     """(the figure that stands for a summary record in ``rtt_ms``, its name).
 
@@ -451,70 +573,87 @@ def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
     return None, None
 
 
-def _measurement(r: AnyRecord, rows: list[tuple[Any, ...]]) -> None:
-    port: int | None = None
-    rtt = rtt_min = loss = jitter = handshake = np.nan
-    sent: int | None = None
-    received: int | None = None
-    failed_phase = tls_version = None
-    cert_verified: bool | None = None
-    is_summary = False
-    rtt_stat: str | None = None
-    rtt_samples: int | None = None
-    rtt_sd = np.nan
-    if isinstance(r, PingRecord | TcpRecord):
-        b = r.body
-        if isinstance(b, TcpBody):
-            port = b.port
-            sent, received = b.tried, b.succeeded
-        else:
-            sent, received = b.sent, b.received
-        loss = _nan(b.loss_ratio)
-        if b.summary is not None:
-            is_summary = True
-            figure, rtt_stat = _summary_figure(b.summary)
-            rtt, rtt_min = _nan(figure), _nan(b.summary.min_ms)
-            # Unknown stays unknown (<NA>): never one sample by default.
-            rtt_samples = b.summary.samples if figure is not None else 0
-            rtt_sd = _nan(b.summary.stdev_ms)
-        else:
-            rtt, rtt_min, jitter = (_nan(b.stats.median_ms), _nan(b.stats.min_ms),
-                                    _nan(b.stats.jitter_ms))
-            rtt_samples = received
-            rtt_stat = "median" if received else None
-            got = [x for x in ([a.connect_ms for a in b.attempts] if isinstance(b, TcpBody)
-                               else b.rtts_ms) if x is not None]
-            rtt_sd = _stdev(got) if len(got) >= 2 else np.nan
-    elif isinstance(r, TraceRecord):
-        port = r.body.port
-        dest = _destination_probes(r)
-        if dest is not None:
-            tried, answered = dest
-            stats = rtt_stats(answered)
-            rtt, rtt_min, jitter = (_nan(stats.median_ms), _nan(stats.min_ms),
-                                    _nan(stats.jitter_ms))
-            sent, received = tried, len(answered)
-            loss = 1 - received / sent if sent else np.nan
-            rtt_samples = sum(x is not None for x in answered)
-            rtt_stat = "median" if rtt_samples else None
-    elif isinstance(r, SmtpRecord | ImapRecord):
-        mail = r.body
-        port = mail.port
-        failed_phase = mail.failed_phase
-        if mail.tls is not None:
-            tls_version, cert_verified = mail.tls.version, mail.tls.verified
-        durations = [ph.duration_ms for ph in mail.phases]
-        if (r.status == "ok" and mail.failed_phase is None and durations
-                and all(d is not None for d in durations)):
-            handshake = rtt = float(sum(d for d in durations if d is not None))
-        rtt_samples = 0 if np.isnan(rtt) else 1
-    # One row, in MEASUREMENT_COLUMNS order (the chunk is transposed once at its end).
-    rows.append((
-        r.id, r.kind, r.agent, r.region, r.target, r.address, port, r.started_at,
-        r.duration_ms, r.status, r.status == "ok", r.source, rtt, rtt_min, loss, jitter, sent,
-        received, handshake, failed_phase, tls_version, cert_verified, is_summary, rtt_stat,
-        rtt_samples, rtt_sd,
-    ))
+def _ping_tcp(r: PingRecord | TcpRecord, rec: int, m: list[tuple[Any, ...]],
+              s: list[Any]) -> None:
+    """The measurements row of a ping or tcp record; its samples' RTTs onto ``s``."""
+    b = r.body
+    if isinstance(b, TcpBody):
+        port: int | None = b.port
+        sent, received = b.tried, b.succeeded
+        rtts: Sequence[float | None] = [a.connect_ms for a in b.attempts]
+    else:
+        port = None
+        sent, received = b.sent, b.received
+        rtts = b.rtts_ms
+    summary = b.summary
+    if summary is not None:
+        figure, rtt_stat = _summary_figure(summary)
+        # Unknown stays unknown (<NA>): never one sample by default.
+        tail: tuple[Any, ...] = (
+            figure, summary.min_ms, b.loss_ratio, None, sent, received, None, None, None,
+            None, True, rtt_stat, summary.samples if figure is not None else 0,
+            summary.stdev_ms)
+    else:
+        st = b.stats
+        got = [x for x in rtts if x is not None]
+        tail = (st.median_ms, st.min_ms, b.loss_ratio, st.jitter_ms, sent, received, None,
+                None, None, None, False, "median" if received else None, received,
+                _stdev(got) if len(got) >= 2 else None)
+        if rtts:
+            s.append((rec, rtts))
+    status = r.status
+    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, port, r.started_at,
+              r.duration_ms, status, status == "ok", r.source, *tail))
+
+
+def _trace(r: TraceRecord, rec: int, m: list[tuple[Any, ...]],
+           h: list[tuple[Any, ...]]) -> None:
+    """The measurements row of a trace record, and its hops' rows (see :func:`_hops`)."""
+    b = r.body
+    dest = _destination_probes(r)
+    if dest is not None:
+        tried, answered = dest
+        stats = rtt_stats(answered)
+        received = len(answered)
+        rtt_samples = sum(x is not None for x in answered)
+        tail: tuple[Any, ...] = (
+            stats.median_ms, stats.min_ms, 1 - received / tried if tried else None,
+            stats.jitter_ms, tried, received, None, None, None, None, False,
+            "median" if rtt_samples else None, rtt_samples, None)
+    else:
+        tail = _NO_FIGURES
+    status = r.status
+    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, b.port, r.started_at,
+              r.duration_ms, status, status == "ok", r.source, *tail))
+    _hops(rec, r, h)
+
+
+#: The figures of a record that has none (a trace that never reached its destination).
+_NO_FIGURES = (None, None, None, None, None, None, None, None, None, None, False, None,
+               None, None)
+
+
+def _mail(r: SmtpRecord | ImapRecord, rec: int, m: list[tuple[Any, ...]],
+          p: list[tuple[Any, ...]]) -> None:
+    """The measurements row of an smtp or imap record, and its phases' rows."""
+    mail = r.body
+    status = r.status
+    tls_version = cert_verified = None
+    if mail.tls is not None:
+        tls_version, cert_verified = mail.tls.version, mail.tls.verified
+    mode = mail.mode
+    durations: list[float | None] = []
+    for ph in mail.phases:
+        durations.append(ph.duration_ms)
+        p.append((rec, mode, ph.name, ph.duration_ms, ph.ok))
+    handshake = None
+    if (status == "ok" and mail.failed_phase is None and durations
+            and None not in durations):
+        handshake = float(sum(d for d in durations if d is not None))
+    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, mail.port, r.started_at,
+              r.duration_ms, status, status == "ok", r.source, handshake, None, None, None,
+              None, None, handshake, mail.failed_phase, tls_version, cert_verified, False,
+              None, 0 if handshake is None else 1, None))
 
 
 def _stdev(values: list[float]) -> float:
@@ -535,58 +674,44 @@ def _destination_probes(r: TraceRecord) -> tuple[int, list[float | None]] | None
     return len(hop.probes), [p.rtt_ms for p in (own or answered)]
 
 
-def _samples(rec: int, rtts: Sequence[float | None], s: dict[str, list[Any]]) -> None:
-    n = len(rtts)
-    s["_rec"].extend([rec] * n)
-    s["seq"].extend(range(n))
-    s["rtt_ms"].extend([np.nan if x is None else x for x in rtts])
-
-
-def _hops(rec: int, r: TraceRecord, h: dict[str, list[Any]]) -> None:
+def _hops(rec: int, r: TraceRecord, h: list[tuple[Any, ...]]) -> None:
+    """A row per (TTL, responder), in the order of :data:`_HOP_OWN` (a silent TTL: one row)."""
     b = r.body
     dest_hop = b.dest_ttl if b.reached else None
+    protocol = b.protocol
+    address = r.address
     for hop in b.hops:
-        rows: list[tuple[Any, ...]] = []
-        at_dest = hop.ttl == dest_hop
+        ttl = hop.ttl
+        probes = hop.probes
+        sent = len(probes)
+        loss = hop.loss_ratio
+        responders = hop.responders
+        if not responders:  # a silent TTL is still a row
+            h.append((rec, protocol, ttl, None, 0, sent, loss, None, None, None, False,
+                      None, None, None, None, None, None))
+            continue
+        at_dest = ttl == dest_hop
         # The destination is the record's address; failing that (it answered
         # from another address), whoever answered at the destination's TTL.
-        own = at_dest and any(x.address == r.address for x in hop.responders)
-        for resp in hop.responders:
-            icmp = next((p.icmp_type for p in hop.probes
-                         if p.address == resp.address and p.icmp_type is not None), None)
+        own = at_dest and any(x.address == address for x in responders)
+        for resp in responders:
+            where = resp.address
+            icmp = None
+            for probe in probes:
+                if probe.address == where and probe.icmp_type is not None:
+                    icmp = probe.icmp_type
+                    break
+            st = resp.stats
             note = resp.annotation
-            rows.append((resp.address, resp.replies, _nan(resp.stats.min_ms),
-                         _nan(resp.stats.median_ms), icmp,
-                         at_dest and (resp.address == r.address or not own),
-                         *((note.asn, note.as_org, note.country, note.city, _nan(note.lat),
-                            _nan(note.lon)) if note is not None
-                           else (None, None, None, None, np.nan, np.nan))))
-        if not rows:  # a silent TTL is still a row
-            rows.append((None, 0, np.nan, np.nan, None, False,
-                         None, None, None, None, np.nan, np.nan))
-        for row in rows:
-            h["_rec"].append(rec)
-            h["protocol"].append(b.protocol)
-            h["ttl"].append(hop.ttl)
-            h["sent"].append(len(hop.probes))
-            h["loss_ratio"].append(_nan(hop.loss_ratio))
-            for column, value in zip(
-                ("address", "replies", "rtt_min_ms", "rtt_median_ms", "icmp_type",
-                 "is_destination", "asn", "as_org", "country", "city", "lat", "lon"),
-                row, strict=True,
-            ):
-                h[column].append(value)
-
-
-def _phases(rec: int, r: SmtpRecord | ImapRecord, p: dict[str, list[Any]]) -> None:
-    b = r.body
-    n = len(b.phases)
-    p["_rec"].extend([rec] * n)
-    p["mode"].extend([b.mode] * n)
-    for ph in b.phases:
-        p["phase"].append(ph.name)
-        p["duration_ms"].append(_nan(ph.duration_ms))
-        p["ok"].append(ph.ok)
+            if note is None:
+                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
+                          st.median_ms, icmp, at_dest and (where == address or not own),
+                          None, None, None, None, None, None))
+            else:
+                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
+                          st.median_ms, icmp, at_dest and (where == address or not own),
+                          note.asn, note.as_org, note.country, note.city, note.lat,
+                          note.lon))
 
 
 # dtype per column; "cat" is a categorical of the values present, a tuple a
@@ -628,50 +753,57 @@ _FROM_RECORD = {
 }
 
 
-class _Column:
-    """One column being built: this chunk's values (a list), then compact parts per chunk."""
+def _compact(spec: _Spec, values: list[Any]) -> Any:
+    """A chunk's values of one column as a compact part (what a worker process returns).
 
-    __slots__ = ("codes", "parts", "spec", "values")
+    A categorical's part is (codes, the values they stand for): codes are made global
+    when the part is added (:meth:`_Column.add`), so parts built apart combine.
+    """
+    if isinstance(spec, tuple) or spec == "cat":
+        objects = np.empty(len(values), dtype=object)
+        objects[:] = values
+        codes, uniques = pd.factorize(objects)  # None -> -1
+        return codes.astype(np.int32), list(uniques)
+    if spec == "str":
+        return pyarrow.array(values, type=pyarrow.string())
+    if spec == "time":
+        return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+    if spec in ("float64", "int64", "bool"):
+        return np.asarray(values, dtype=spec)
+    return pd.array(values, dtype=spec)  # type: ignore[call-overload]
+
+
+class _Column:
+    """One column being built: compact parts, a chunk of records each."""
+
+    __slots__ = ("codes", "parts", "spec")
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
-        self.values: list[Any] = []
         self.parts: list[Any] = []
         # A categorical's values in the order first seen, and their provisional codes.
         self.codes: dict[Any, int] = {}
 
-    def flush(self) -> None:
-        if self.values:
-            self.parts.append(self._compact(self.values))
-            self.values = []
-
-    def _compact(self, values: list[Any]) -> Any:
+    def add(self, part: Any, offset: int = 0) -> None:
+        """Add a part of :func:`_compact` (``offset``: added to a ``_rec`` column's values)."""
         spec = self.spec
         if isinstance(spec, tuple) or spec == "cat":
-            objects = np.empty(len(values), dtype=object)
-            objects[:] = values
-            codes, uniques = pd.factorize(objects)  # None -> -1
-            if not len(uniques):
-                return codes.astype(np.int32)
-            lookup = np.fromiter((self.codes.setdefault(u, len(self.codes)) for u in uniques),
-                                 dtype=np.int32, count=len(uniques))
-            return np.where(codes >= 0, lookup[codes], -1).astype(np.int32)
-        if spec == "str":
-            return pyarrow.array(values, type=pyarrow.string())
-        if spec == "time":
-            return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
-        if spec in ("float64", "int64", "bool"):
-            return np.asarray(values, dtype=spec)
-        return pd.array(values, dtype=spec)  # type: ignore[call-overload]
+            codes, uniques = part
+            if uniques:
+                lookup = np.fromiter((self.codes.setdefault(u, len(self.codes))
+                                      for u in uniques), dtype=np.int32, count=len(uniques))
+                codes = np.where(codes >= 0, lookup[codes], -1).astype(np.int32)
+            part = codes
+        elif offset:
+            part = part + offset
+        self.parts.append(part)
 
     def series(self) -> pd.Series:
         """The whole column; its parts are let go (the column is built once)."""
-        self.flush()
         spec, parts = self.spec, self.parts
         self.parts = []
-        if not parts:
-            parts = [self._compact([])] if spec not in ("cat", "str") and not isinstance(
-                spec, tuple) else parts
+        if not parts and spec not in ("cat", "str") and not isinstance(spec, tuple):
+            parts = [_compact(spec, [])]
         if isinstance(spec, tuple) or spec == "cat":
             seen = list(self.codes)
             if isinstance(spec, tuple):
@@ -698,17 +830,16 @@ class _Column:
 _STR_TYPES = {pyarrow.string(): pd.StringDtype("pyarrow", na_value=np.nan)}
 
 
-class _Columns(dict[str, list[Any]]):
-    """A frame being built: ``columns[name]`` is the list the per-record code appends to."""
+class _Columns:
+    """A frame being built: a :class:`_Column` per column, a part per chunk of records."""
 
     def __init__(self, specs: dict[str, _Spec]) -> None:
+        self.specs = specs
         self.built = {name: _Column(spec) for name, spec in specs.items()}
-        super().__init__((name, col.values) for name, col in self.built.items())
 
-    def flush(self) -> None:
+    def add(self, part: dict[str, Any], offset: int) -> None:
         for name, col in self.built.items():
-            col.flush()
-            self[name] = col.values
+            col.add(part[name], offset if name == "_rec" else 0)
 
     def series(self) -> dict[str, pd.Series]:
         return {name: col.series() for name, col in self.built.items()}
@@ -717,45 +848,96 @@ class _Columns(dict[str, list[Any]]):
         return pd.DataFrame({name: self.built[name].series() for name in order}, copy=False)
 
 
+_SAMPLE_OWN: dict[str, _Spec] = {"_rec": "int64", "seq": "int64", "rtt_ms": "float64"}
+_HOP_OWN: dict[str, _Spec] = {"_rec": "int64", **{
+    c: _HOP_DTYPES[c] for c in HOP_COLUMNS if c not in _FROM_RECORD["hops"]}}
+_PHASE_OWN: dict[str, _Spec] = {"_rec": "int64", **{
+    c: _PHASE_DTYPES[c] for c in PHASE_COLUMNS if c not in _FROM_RECORD["phases"]}}
+_OWN = {"m": _MEASUREMENT_DTYPES, "s": _SAMPLE_OWN, "h": _HOP_OWN, "p": _PHASE_OWN}
+
+
+class _Part(NamedTuple):
+    """A chunk of records as compact columns (cheap to pickle: a worker process returns it).
+
+    ``frames`` maps "m", "s", "h", "p" (measurements, samples, hops, phases) to their
+    columns' parts (:func:`_compact`); a child's ``_rec`` counts from the chunk's first
+    measurement.
+    """
+
+    n: int
+    frames: dict[str, dict[str, Any]]
+    ready: list[MailReadyRecord]
+
+
+def _part(records: Sequence[AnyRecord]) -> _Part:
+    """The compact columns of a chunk of records (see :func:`load`).
+
+    Rows are gathered as tuples (a column's ``None`` is NaN in a float column) and turned
+    into columns once per chunk; a sample's record and number come from the count of
+    RTTs per record (``np.repeat``), not row by row.
+    """
+    m: list[tuple[Any, ...]] = []
+    s: list[tuple[int, Sequence[float | None]]] = []
+    h: list[tuple[Any, ...]] = []
+    p: list[tuple[Any, ...]] = []
+    ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
+    n = 0
+    for r in records:
+        kind = r.kind
+        if kind == "ping" or kind == "tcp":
+            _ping_tcp(r, n, m, s)  # type: ignore[arg-type]
+        elif kind == "trace":
+            _trace(r, n, m, h)  # type: ignore[arg-type]
+        elif kind == "smtp" or kind == "imap":
+            _mail(r, n, m, p)  # type: ignore[arg-type]
+        elif isinstance(r, MailReadyRecord):
+            ready.append(r)
+            continue
+        else:
+            continue  # a path MTU is not a latency, loss or handshake: no frame holds it
+        n += 1
+    counts = np.fromiter((len(x) for _, x in s), dtype=np.int64, count=len(s))
+    total = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    samples = {
+        "_rec": np.repeat(np.fromiter((i for i, _ in s), dtype=np.int64, count=len(s)),
+                          counts),
+        "seq": np.arange(total, dtype=np.int64) - np.repeat(starts, counts),
+        "rtt_ms": np.fromiter(itertools.chain.from_iterable(x for _, x in s),
+                              dtype=object, count=total).astype(np.float64),
+    }
+    frames = {"m": _transposed(m, _MEASUREMENT_DTYPES), "h": _transposed(h, _HOP_OWN),
+              "p": _transposed(p, _PHASE_OWN), "s": samples}
+    return _Part(n, frames, ready)
+
+
+def _transposed(rows: list[tuple[Any, ...]], specs: dict[str, _Spec]) -> dict[str, Any]:
+    """Rows (tuples in the order of ``specs``) as compact columns."""
+    if not rows:
+        return {name: _compact(spec, []) for name, spec in specs.items()}
+    return {name: _compact(spec, list(values)) for (name, spec), values in zip(
+        specs.items(), zip(*rows, strict=True), strict=True)}
+
+
 class _Builder:
     """The four frames, built a chunk of records at a time (see :func:`load`)."""
 
     def __init__(self) -> None:
         self.m = _Columns(_MEASUREMENT_DTYPES)
-        self.s = _Columns({"_rec": "int64", "seq": "int64", "rtt_ms": "float64"})
-        self.h = _Columns({"_rec": "int64", **{c: _HOP_DTYPES[c] for c in HOP_COLUMNS
-                                               if c not in _FROM_RECORD["hops"]}})
-        self.p = _Columns({"_rec": "int64", **{c: _PHASE_DTYPES[c] for c in PHASE_COLUMNS
-                                               if c not in _FROM_RECORD["phases"]}})
+        self.s = _Columns(_SAMPLE_OWN)
+        self.h = _Columns(_HOP_OWN)
+        self.p = _Columns(_PHASE_OWN)
         self.n = 0
-        self.ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
+        self.ready: list[MailReadyRecord] = []
 
     def add(self, records: Sequence[AnyRecord]) -> None:
-        s, h, p = self.s, self.h, self.p
-        rows: list[tuple[Any, ...]] = []
-        for r in records:
-            if isinstance(r, MailReadyRecord):
-                self.ready.append(r)
-                continue
-            if isinstance(r, PmtuRecord):
-                continue  # a path MTU is not a latency, loss or handshake: no frame holds it
-            rec = self.n
-            self.n += 1
-            _measurement(r, rows)
-            # A summary body has no samples (rtts_ms / attempts are empty): no rows.
-            if isinstance(r, PingRecord):
-                _samples(rec, r.body.rtts_ms, s)
-            elif isinstance(r, TcpRecord):
-                _samples(rec, [a.connect_ms for a in r.body.attempts], s)
-            elif isinstance(r, TraceRecord):
-                _hops(rec, r, h)
-            elif isinstance(r, SmtpRecord | ImapRecord):
-                _phases(rec, r, p)
-        if rows:
-            for name, values in zip(MEASUREMENT_COLUMNS, zip(*rows, strict=True), strict=True):
-                self.m[name].extend(values)
-        for columns in (self.m, s, h, p):
-            columns.flush()
+        self.add_part(_part(records))
+
+    def add_part(self, part: _Part) -> None:
+        for key, columns in (("m", self.m), ("s", self.s), ("h", self.h), ("p", self.p)):
+            columns.add(part.frames[key], self.n)
+        self.n += part.n
+        self.ready += part.ready
 
     def campaign(self, *, dedup: bool) -> Campaign:
         measurements = self.m.frame(MEASUREMENT_COLUMNS)

@@ -647,6 +647,10 @@ def rank(
                                  cost, thresholds, n_boot, seed, gaps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            boot, bias = _bias_corrected(boot, scores, resampled)
+            basis = [f"{b}, bias-corrected: the replicates averaged {bias[j]:+.1f} from the "
+                     "score (upper quantiles of few records), the interval re-centred"
+                     if not np.isnan(bias[j]) else b for j, b in enumerate(basis)]
             lo = np.where(resampled, np.nanpercentile(boot, 2.5, axis=0), np.nan)
             hi = np.where(resampled, np.nanpercentile(boot, 97.5, axis=0), np.nan)
             se = np.where(resampled, np.nanstd(boot, axis=0, ddof=1), np.nan)
@@ -788,6 +792,32 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
                 total = total + np.broadcast_to(terms[term], (n_boot,))
             costs[:, i, j] = total
     return costs
+
+
+def _bias_corrected(boot: FloatArray, scores: FloatArray, resampled: npt.NDArray[np.bool_]
+                    ) -> tuple[FloatArray, FloatArray]:
+    """The replicates, each target's shifted by its bootstrap bias when some target's score
+    lies outside its own 95 % percentile interval; and the biases removed (NaN: none).
+
+    A 95th percentile of a handful of records (a pair's handshakes, say) is close to their
+    maximum, and a resample leaves the maximum out about a third of the time: its replicates
+    fall below the point estimate.  Summed over a hundred weighted regions the shortfall
+    adds up while the spread averages out, and every replicate of a campaign of 100k
+    synthetic records lay below its score (by about 4 standard deviations; the interval
+    missed the score it was for, and p(best) followed the targets' different biases, not
+    their scores).  The correction is the bootstrap's own estimate of bias (the replicates'
+    mean minus the score; Efron and Tibshirani, *An Introduction to the Bootstrap*, 1993,
+    ch. 10) taken out of every target's replicates alike, so that the interval and p(best)
+    speak of the spread around the scores that are ranked.  With enough records per pair
+    the score sits inside its interval and nothing changes.
+    """
+    lo = np.nanpercentile(boot, 2.5, axis=0)
+    hi = np.nanpercentile(boot, 97.5, axis=0)
+    outside = resampled & ~np.isnan(scores) & ((scores < lo) | (scores > hi))
+    if not outside.any():
+        return boot, np.full(len(scores), np.nan)
+    bias = np.where(resampled & ~np.isnan(scores), np.nanmean(boot, axis=0) - scores, np.nan)
+    return boot - np.where(np.isnan(bias), 0.0, bias), bias
 
 
 def _winner(costed: _Costed, wvec: FloatArray, gaps: str = "exclude") -> str | None:

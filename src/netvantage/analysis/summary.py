@@ -8,10 +8,13 @@ is also available on its own in its module.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import NetvantageError
@@ -35,7 +38,91 @@ from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
 from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
 from .readiness import readiness as readiness_of
 
-__all__ = ["Analysis", "NothingToAnalyse", "analyse", "default_window", "equal_weights"]
+__all__ = ["Analysis", "NothingToAnalyse", "analyse", "condense_fails", "default_window",
+           "equal_weights", "shown_breakdown", "weights_line"]
+
+#: Past this many failing regions a candidate's threshold failures are summed up by
+#: threshold (each region's figures stay in the per-region table).
+FAILS_SHOWN = 3
+#: Past this many regions the weights line says how they are spread, not each one.
+WEIGHTS_SHOWN = 12
+_MEASURED = re.compile(r" -?\d+(?:\.\d+)? (?:ms|%) ([<>]) ")
+
+
+#: The terminal text's budgets (``Analysis.to_text``; ``full=True`` lifts them).
+TEXT_BREAKDOWN_ROWS = 120
+TEXT_FLAGGED_PAIRS = 40
+TEXT_SECTION_LINES = 60
+
+
+def shown_breakdown(breakdown: pd.DataFrame, flags: pd.DataFrame, winner: str | None,
+                    max_rows: int | None) -> tuple[pd.DataFrame, str]:
+    """The per-region table within ``max_rows`` (None: all of it), and what it left out.
+
+    Past the budget it keeps, for every region, its best data centre and the recommended
+    one, and every flagged pair; the note says so ("" when nothing was left out).
+    """
+    if max_rows is None or len(breakdown) <= max_rows:
+        return breakdown, ""
+    region = breakdown["region"].astype(str)
+    target = breakdown["target"].astype(str)
+    cost = breakdown["cost"].astype(float)
+    flagged = set(zip(flags["region"].astype(str), flags["target"].astype(str), strict=True))
+    keep = ((cost == cost.groupby(region).transform("min")).to_numpy(dtype=bool)
+            | (target == (winner or "")).to_numpy(dtype=bool)
+            | np.fromiter(((r, t) in flagged for r, t in zip(region, target, strict=True)),
+                          dtype=bool, count=len(breakdown)))
+    note = (f"{int(keep.sum()):,} of {len(breakdown):,} pairs shown: for every region its "
+            "best data centre and the recommended one, and every flagged pair.")
+    return breakdown[keep], note
+
+
+def _budget(lines: list[str], budget: int | None) -> list[str]:
+    """A section's text lines within ``budget`` lines (None: all), saying how many it cut."""
+    if budget is None or len(lines) <= budget:
+        return lines
+    return [*lines[:budget], f"  … and {len(lines) - budget} more lines (--full, or "
+            "--format json)"]
+
+
+def condense_fails(fails: str, regions: Collection[str], *, shown: int = FAILS_SHOWN) -> str:
+    """A candidate's threshold failures (the ranking's ``fails``: ``REGION: reason; reason;
+    REGION: …``) short enough to read: as they are for ``shown`` regions or fewer, else
+    how many regions fail and how many fail each threshold, most frequent first::
+
+        in 140 regions: smtp handshake p95 > 1000 ms (140); loss > 1 % (118)
+
+    ``regions`` are the client regions of the data (what starts a region's part).
+    """
+    per_region: list[list[str]] = []
+    for part in fails.split("; ") if fails else []:
+        head, sep, rest = part.partition(": ")
+        if sep and head in regions:
+            per_region.append([rest])
+        elif per_region:
+            per_region[-1].append(part)
+        else:
+            per_region.append([part])
+    if len(per_region) <= shown:
+        return fails
+    counts = Counter(_MEASURED.sub(r" \1 ", reason) for reasons in per_region
+                     for reason in dict.fromkeys(reasons))
+    return (f"in {len(per_region)} regions: "
+            + "; ".join(f"{reason} ({n})" for reason, n in counts.most_common()))
+
+
+def weights_line(weights: Mapping[str, float], *, shown: int = WEIGHTS_SHOWN) -> str:
+    """The client mix in one line: every region's weight, or for many regions how many,
+    whether equal, and the heaviest few."""
+    if len(weights) <= shown:
+        return ", ".join(f"{r} {w:.2f}" for r, w in weights.items())
+    values = list(weights.values())
+    if max(values) - min(values) <= 1e-12 * max(1.0, abs(max(values))):
+        return f"{len(weights)} regions, equally ({values[0]:.4f} each)"
+    heaviest = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:shown]
+    rest = sum(values) - sum(w for _, w in heaviest)
+    return (", ".join(f"{r} {w:.3f}" for r, w in heaviest)
+            + f" and {len(weights) - shown} more regions ({rest:.3f} in all)")
 
 
 @dataclass(frozen=True)
@@ -81,19 +168,29 @@ class Analysis:
                 **({"detours": self.detours.to_dict()} if self.detours else {}),
                 **({"readiness": self.readiness.to_dict()} if self.readiness else {})}
 
-    def to_text(self) -> str:
-        """The answer for a terminal: ranking, per-region costs, flags with evidence."""
+    def to_text(self, *, full: bool = False) -> str:
+        """The answer for a terminal: ranking, per-region costs, flags with evidence.
+
+        Long parts keep to a budget (a few hundred regions give thousands of pairs, and
+        traces thousands of detours and path changes): the per-region table keeps for
+        every region its best data centre and the recommended one and every flagged pair,
+        flags the first :data:`TEXT_FLAGGED_PAIRS` pairs, the other sections
+        :data:`TEXT_SECTION_LINES` lines each, each saying what it left out.  ``full``
+        keeps everything; ``--format json`` always has everything.
+        """
         lines = ["Which data centre serves this client mix best?",
-                 "  weights: " + ", ".join(f"{r} {w:.2f}" for r, w in self.weights.items()),
+                 "  weights: " + weights_line(self.weights),
                  ""]
         rows: list[tuple[str, ...]] = [
             ("RANK", "DATA CENTRE", "SCORE", "95% CI", "P(BEST)", "THRESHOLDS")]
+        regions = set(self.ranking.breakdown["region"].astype(str))
         for r in self.ranking.table.sort_values("rank").itertuples():
             rows.append((str(r.rank), str(r.target), _whole(r.score),
                          "none" if _number(r.score_lo) is None else
                          f"{_whole(r.score_lo)}-{_whole(r.score_hi)}",
                          "-" if (p := _number(r.p_best)) is None else f"{p:.0%}",
-                         ("met" if r.meets_thresholds else f"not met: {r.fails}")
+                         ("met" if r.meets_thresholds
+                          else f"not met: {condense_fails(str(r.fails), regions)}")
                          + ("" if getattr(r, "eligible", True) else "; NOT ELIGIBLE")))
         lines += columns(rows)
         st = self.stability
@@ -107,25 +204,34 @@ class Analysis:
         lines += ["", "Per region (cost in ms-equivalents; lower is better):"]
         rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95",
                  "COST")]
-        for r in self.ranking.breakdown.sort_values(["region", "cost"]).itertuples():
+        bd, shown_note = shown_breakdown(self.ranking.breakdown, self.flags, self.winner,
+                                         None if full else TEXT_BREAKDOWN_ROWS)
+        for r in bd.sort_values(["region", "cost"]).itertuples():
             rows.append((str(r.region), str(r.target), ms(_number(r.rtt_p50_ms)),
                          ms(_number(r.rtt_p95_ms)), f"{r.loss_pct:.1f}",
                          ms(_number(r.handshake_p95_ms)), _whole(r.cost)))
         lines += columns(rows)
+        lines += [f"  ({shown_note} Every pair: --full, or --format json.)"] if shown_note else []
         lines += ["", f"Flags ({len(self.flags)}; history window {self.window}):"]
         if self.flags.empty:
             lines.append("  none")
-        for (region, target), group in self.flags.groupby(["region", "target"], sort=True):
+        pairs = self.flags.groupby(["region", "target"], sort=True)
+        for n, ((region, target), group) in enumerate(pairs):
+            if not full and n == TEXT_FLAGGED_PAIRS:
+                lines.append(f"  … and {pairs.ngroups - n} more flagged pairs (--full, or "
+                             "--format json)")
+                break
             lines.append(f"  {region} -> {target}:")
             for f in group.itertuples():
                 lines.append(f"    [{f.test}/{f.kind}] {f.evidence}")
             where = group["where"].dropna()
             if not where.empty:
                 lines.append(f"    where: {where.iloc[0]}")
-        lines += self.mixes.text_lines() if self.mixes else []
-        lines += ["", *self.detours.text_lines()] if self.detours else []
-        lines += ["", *self.physics.text_lines()] if self.physics else []
-        lines += self.changes.text_lines() if self.changes else []
+        budget = None if full else TEXT_SECTION_LINES
+        lines += _budget(self.mixes.text_lines(), budget) if self.mixes else []
+        lines += ["", *_budget(self.detours.text_lines(), budget)] if self.detours else []
+        lines += ["", *_budget(self.physics.text_lines(), budget)] if self.physics else []
+        lines += _budget(self.changes.text_lines(), budget) if self.changes else []
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -169,14 +275,15 @@ def _coverage_notes(ranking: Ranking, covered: Coverage) -> list[str]:
     bd = ranking.breakdown
     traced = bd[(bd["weight"] > 0) & (bd["latency_from"] == "trace") & (bd["rtt_records"] > 0)]
     if len(traced):
+        pairs = [f"{r.region} -> {r.target}" for r in traced.head(10).itertuples()]
+        more = f" and {len(traced) - len(pairs)} more" if len(traced) > len(pairs) else ""
         notes.append(f"{len(traced)} weighted pair(s) have no ping or TCP RTT of their own: "
-                     "their latency terms use the traces' destination RTT ("
-                     + ", ".join(f"{r.region} -> {r.target}" for r in traced.itertuples())
-                     + "); every other pair uses ping and TCP only")
+                     f"their latency terms use the traces' destination RTT ({', '.join(pairs)}"
+                     f"{more}); every other pair uses ping and TCP only")
     if covered.unmeasured:
-        notes.append(f"{len(covered.unmeasured)} weighted pair(s) were never measured "
-                     f"successfully; gap policy '{covered.gaps}': {covered.policy} (see "
-                     "Coverage)")
+        notes.append(f"{len(covered.unmeasured)} weighted pair(s) have no cost (never "
+                     "measured successfully, or a cost term missing); gap policy "
+                     f"'{covered.gaps}': {covered.policy} (see Coverage)")
     return notes
 
 

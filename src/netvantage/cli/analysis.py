@@ -105,6 +105,9 @@ the ranking and the per-pair table (--weights and --gaps apply; not the rest).""
 @analysis_options("analysis")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@click.option("--full", is_flag=True, help="The whole text: every pair, flag, detour and path "
+              "change [past a few hundred rows the text keeps a budget and says what it "
+              "left out; --format json always has everything].")
 @click.option("--dask", "dask", metavar="SCHEDULER|local", help="Run on a Dask cluster: "
               "a scheduler's address (tcp://HOST:8786) or 'local' (worker processes on this "
               "machine). DATA is one dataset written by 'netvantage partition'.")
@@ -119,7 +122,7 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
                 window: str | None, fmt: str, keep_impossible: bool, gaps: str,
                 same_city_floor: float | None, quiet: bool, show_progress: bool,
                 readiness_fail_on: str, dask: str | None, dask_workers: int,
-                dask_memory: str) -> None:
+                dask_memory: str, full: bool) -> None:
     """Rank the data centres for the client mix and flag degraded regions, with evidence."""
     parsed = parse_weights(weights)  # a typo fails before pandas and the data are loaded
     mixes = parse_mixes(mix)
@@ -170,7 +173,7 @@ def analyse_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str
 
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        click.echo(result.to_text())
+        click.echo(result.to_text(full=full))
 
 
 def _analyse_on_cluster(data: str, address: str, weights: dict[str, float] | None, gaps: str,

@@ -20,7 +20,7 @@ import pandas as pd
 from ..analysis.coverage import CONFIDENCE_RULE
 from ..analysis.frames import Campaign
 from ..analysis.place import Placement
-from ..analysis.summary import Analysis
+from ..analysis.summary import Analysis, condense_fails, shown_breakdown
 from .coverage import CoverageSection, coverage_section
 from .detours import DetourSection, detour_section
 from .mixes import MixSection, mix_section
@@ -497,10 +497,12 @@ def _flagged_pairs(result: Analysis, campaign: Campaign) -> list[FlaggedPair]:
 
 def _ranking_table(result: Analysis) -> Table:
     table = result.ranking.table.sort_values("rank")
+    regions = set(result.ranking.breakdown["region"].astype(str))
     rows = tuple((str(r.rank), str(r.target), _num(r.score),
                   "–" if _missing(r.score_lo) else f"{_num(r.score_lo)}–{_num(r.score_hi)}",
                   _pct(r.p_best),
-                  "met" if r.meets_thresholds else f"not met: {r.fails}")
+                  "met" if r.meets_thresholds
+                  else f"not met: {condense_fails(str(r.fails), regions)}")
                  for r in table.itertuples())
     marks = tuple("winner" if str(r.target) == result.winner else "" for r in table.itertuples())
     return Table(("rank", "data centre", "score", "95 % CI", "p(best)", "service thresholds"),
@@ -514,21 +516,11 @@ BREAKDOWN_ROWS = 2000
 
 
 def _breakdown_table(result: Analysis, max_rows: int = BREAKDOWN_ROWS) -> Table:
-    bd = result.ranking.breakdown
     flagged = set(zip(result.flags["region"].astype(str), result.flags["target"].astype(str),
                       strict=True))
-    note = ""
-    if len(bd) > max_rows:
-        region = bd["region"].astype(str)
-        target = bd["target"].astype(str)
-        best = bd["cost"].astype(float).groupby(region).transform("min")
-        keep = ((bd["cost"].astype(float) == best).to_numpy(dtype=bool)
-                | (target == (result.winner or "")).to_numpy(dtype=bool)
-                | [(r, t) in flagged for r, t in zip(region, target, strict=True)])
-        note = (f"{int(keep.sum()):,} of {len(bd):,} pairs shown: for every region its best "
-                "data centre and the recommended one, and every flagged pair. Every pair: "
-                "netvantage analyse --format json (the breakdown).")
-        bd = bd[keep]
+    bd, note = shown_breakdown(result.ranking.breakdown, result.flags, result.winner, max_rows)
+    if note:
+        note += " Every pair: netvantage analyse --format json (the breakdown)."
     bd = bd.sort_values(["region", "cost"])
     weights = _normalised(result.weights)
     rows: list[tuple[str, ...]] = []

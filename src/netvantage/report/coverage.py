@@ -25,6 +25,11 @@ class CoverageSection:
     same_city: tuple[str, ...]
     intervals: tuple[str, ...]
     confidence: str
+    unmeasured_more: int = 0  # gap rows past UNMEASURED_ROWS, not on the page
+
+
+#: Rows of the gap table on the page (a sparse matrix has thousands of gaps).
+UNMEASURED_ROWS = 200
 
 
 def coverage_section(cov: Coverage | None) -> CoverageSection | None:
@@ -33,14 +38,16 @@ def coverage_section(cov: Coverage | None) -> CoverageSection | None:
     gaps = len(cov.unmeasured)
     headline = (f"{cov.regions_measured} of {cov.regions_total} regions measured something "
                 f"successfully; {cov.regions_weighted} weighted; "
-                + (f"{gaps} weighted pair(s) never measured." if gaps else
+                + (f"{gaps} weighted pair(s) without a cost (never measured, or a term "
+                   "missing)." if gaps else
                    "every weighted pair was measured."))
     return CoverageSection(
         headline=headline, policy=f"{cov.gaps}: {cov.policy}",
         dead=tuple(cov.dead_targets),
         silent=tuple(f"{s['region']} ({s['reason']})" for s in cov.silent_regions),
         unmeasured=tuple((str(u["region"]), str(u["target"]), str(u["reason"]))
-                         for u in cov.unmeasured),
+                         for u in cov.unmeasured[:UNMEASURED_ROWS]),
+        unmeasured_more=max(0, gaps - UNMEASURED_ROWS),
         ineligible=tuple(f"{c['target']}: {c['reason']}" for c in cov.candidates
                          if not c["eligible"]),
         same_city=tuple(f"{p['region']} → {p['target']}: {p['status']}"
@@ -63,5 +70,8 @@ def coverage_markdown(section: CoverageSection | None, md: Callable[[object], st
     if section.unmeasured:
         out += ["", "| region | data centre | why |", "|---|---|---|"]
         out += [f"| {md(r)} | {md(t)} | {md(why)} |" for r, t, why in section.unmeasured]
+        if section.unmeasured_more:
+            out += ["", f"… and {section.unmeasured_more} more pairs "
+                    "(`netvantage analyse --format json` lists them all)."]
     out += ["", f"Confidence: {md(section.confidence)}", ""]
     return out
