@@ -151,6 +151,14 @@ ON CONFLICT (agent) DO UPDATE SET
 
 Synchronous = Literal["full", "normal"]
 
+#: The page size of a new SQLite store.  A record row is about 900 bytes with
+#: its index entries; with SQLite's default of 4 KiB a batch of 1,000 wrote
+#: about 230 pages to the log, each with its frame header and checksum, and
+#: split pages four times as often: 16 KiB pages took 20 % less CPU to insert
+#: and commit the benchmark's batches (one thread, process time, 200 batches
+#: of 1,000 records from 50 agents; 3 runs each, alternated, at load averages of 9-10).
+PAGE_SIZE = 16384
+
 #: The record kind of each record class (faster than the ``kind`` property).
 _KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in typing.get_args(AnyRecord)}
 _encoder = msgspec.json.Encoder()
@@ -617,6 +625,8 @@ class Store(RecordStore):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=self._busy_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        # Takes effect only in a new, empty file (an existing store keeps its size).
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             conn.close()
