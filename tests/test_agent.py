@@ -360,7 +360,7 @@ def test_a_second_sigterm_while_the_spool_closes_does_not_kill_the_agent(tmp_pat
     async def measure(job, plan_, origin):
         return _ping_record(job, origin)
 
-    agent = Agent(plan, out=io.StringIO(), measure=measure)  # type: ignore[arg-type]
+    agent = Agent(plan, out=io.StringIO(), measure=measure)
     closing = agent.spool.close
     signalled: list[int] = []
 
