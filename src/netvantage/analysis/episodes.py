@@ -805,14 +805,20 @@ def snapshots(campaign: Any, compare_with: Any = None,
         return campaign, compare_with
     at = pd.Timestamp(compare_at)
     at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
-    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases)
+    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases,
+              getattr(campaign, "readiness", None), getattr(campaign, "pmtu", None))
 
     def part(before: bool) -> Campaign:
-        out = []
+        out: list[pd.DataFrame | None] = []
         for f in frames:
+            if f is None:
+                out.append(None)
+                continue
             started = pd.to_datetime(f["started_at"], utc=True)
             out.append(f[started < at] if before else f[started >= at])
-        return Campaign(*out)
+        m, s, h, p, ready, pmtu = out
+        assert m is not None and s is not None and h is not None and p is not None
+        return Campaign(m, s, h, p, readiness=ready, pmtu=pmtu)
 
     earlier, later = part(True), part(False)
     if earlier.measurements.empty or later.measurements.empty:
