@@ -35,8 +35,10 @@ from netvantage.analysis.metrics import (
     BOOTSTRAP_COLUMNS,
     METRIC_COLUMNS,
     MetricsError,
+    _Blocks,
     _draw_counts,
     _replicates,
+    _running,
     bootstrap_ci,
     metrics,
     phase_metrics,
@@ -480,6 +482,31 @@ def test_vectorised_replicates_match_the_definition():
         want = np.quantile(pooled, [0.5, 0.95]) if pooled else [np.nan, np.nan]
         assert rtt[b] == pytest.approx(want, nan_ok=True)
         assert loss[b] == pytest.approx((c @ lost) / (c @ sent))
+
+
+def test_blocked_order_statistics_equal_the_running_sum():
+    """Large groups find a replicate's order statistics block by block (_Blocks): every
+    rank gives the position the running sum over all observations gives, ties and
+    records drawn zero times included, and so the same replicates."""
+    rng = np.random.default_rng(3)
+    n, m = 40, 700  # several blocks, and a last one only partly filled
+    rec = rng.integers(0, n, m)
+    rec[:50] = 0  # one record with many observations: long runs of one weight
+    counts = _draw_counts(rng, n, 60)
+    counts[0] = 0  # a replicate without values
+    total, running = _running(counts, rec)
+    blocked_total, blocked = _Blocks(rec, n).finder(counts)
+    assert (blocked_total == total).all()
+    for rank in (np.zeros(60, dtype=np.int64), np.maximum(total - 1, 0), total // 2,
+                 rng.integers(0, np.maximum(total, 1))):
+        have = total > 0
+        assert (blocked(rank)[have] == running(rank)[have]).all()
+    values = np.asarray(np.round(np.sort(rng.lognormal(3.0, 0.5, m)), 1), dtype=np.float64)
+    sent, lost = np.full(n, 10.0), rng.integers(0, 3, n).astype(np.float64)
+    small = _replicates(np.random.default_rng(9), n, rec, values, lost, sent, 50)
+    for b, c in enumerate(_draw_counts(np.random.default_rng(9), n, 50)):
+        pooled = np.repeat(values, c[rec])
+        assert small[0][b] == pytest.approx(np.quantile(pooled, [0.5, 0.95]), rel=1e-12)
 
 
 def _pings(n: int, seed: int) -> list[PingRecord]:

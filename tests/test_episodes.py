@@ -299,3 +299,30 @@ def test_pelt_gives_ruptures_segmentations() -> None:
         want = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(
             values.reshape(-1, 1)).predict(pen=pen)
         assert _pelt_l2(values, pen, min_size) == [int(b) for b in want], trial
+
+
+def test_pelt_of_many_series_at_once_is_pelt_of_each() -> None:
+    # find_episodes segments every series in one lockstep pass: the same change points as
+    # ruptures gives series by series, whatever the lengths and penalties side by side.
+    import math
+
+    import numpy as np
+    import ruptures
+
+    from netvantage.analysis.episodes import _pelt_l2_many
+
+    rng = np.random.default_rng(1)
+    for min_size in (1, 3):
+        series, pens = [], []
+        for trial in range(40):
+            n = int(rng.integers(2 * min_size, 90))
+            values = rng.normal(100.0, 2.0, n)
+            if trial % 3 == 1:
+                values[n // 3:] += rng.uniform(5.0, 20.0)
+            elif trial % 3 == 2:
+                values = np.round(rng.normal(50.0, 1.0, n))
+            series.append(values)
+            pens.append(3.0 * (float(np.std(np.diff(values))) + 1e-3) ** 2 * math.log(n))
+        want = [[int(b) for b in ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(
+            v.reshape(-1, 1)).predict(pen=p)] for v, p in zip(series, pens, strict=True)]
+        assert _pelt_l2_many(series, pens, min_size) == want

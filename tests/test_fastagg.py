@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from netvantage.analysis.fastagg import quantile_column, sample_quantiles
+from netvantage.analysis.fastagg import quantile_column, row_quantiles, sample_quantiles
 
 KEYS = ["region", "target", "kind"]
 QS = (0.0, 0.5, 0.9, 0.95, 0.99, 1.0)
@@ -182,3 +182,20 @@ def test_replicate_quantiles_of_a_hand_checked_replicate() -> None:
     # 10 + 0.9 × 20 = 28.
     got = replicate_quantiles(np.array([10.0, 20.0, 30.0]), np.array([[2, 0, 1]]), (0.5, 0.95))
     assert got[0].tolist() == pytest.approx([10.0, 28.0])
+
+
+def test_row_quantiles_equal_numpy_row_by_row() -> None:
+    """Each row's quantiles are numpy's nanquantile of that row, bit for bit (NaN left
+    out; a row of NaN gives NaN; one value gives itself)."""
+    rng = np.random.default_rng(5)
+    rows = np.round(rng.normal(size=(300, 17)), 2)  # ties
+    rows[rng.random(rows.shape) < 0.3] = np.nan
+    rows[0] = np.nan
+    rows[1, 1:] = np.nan
+    levels = (0.025, 0.5, 0.975)
+    have = row_quantiles(rows, levels)
+    assert np.isnan(have[0]).all()
+    assert (have[1] == rows[1, 0]).all()
+    for r in range(2, len(rows)):
+        finite = rows[r][~np.isnan(rows[r])]
+        assert have[r].tolist() == np.quantile(finite, levels).tolist()

@@ -130,3 +130,36 @@ def test_a_path_change_of_an_events_pair_joins_its_timeline():
     (far,) = group_events([replace(f, start=f.start + pd.Timedelta("1h")) for f in flags],
                           pd.Timedelta("30s"), paths=[change])
     assert not any("path changed" in what for _, what in far.timeline)
+
+
+def test_the_array_comparison_finds_what_trace_by_trace_sets_find() -> None:
+    """pathchange._found (a traces × TTLs table) against the comparison of address sets one
+    trace after the other, on random sequences: routes of different lengths that move and
+    come back, load-balanced branches, silent TTLs, repeats; and a TTL with two addresses
+    in one trace, which the table leaves to the sets."""
+    from netvantage.analysis.pathchange import _found, _found_one_by_one, _traces
+
+    rng = random.Random(4)
+    routes = [A, B, ["a1", "a2", "c3", "c4", "d"], ["x1", "d"], ["a1", "b2", "d"]]
+    compared = 0
+    for trial in range(60):
+        paths: list[list[str | None]] = []
+        route = rng.randrange(len(routes))
+        for _ in range(rng.randrange(2, 60)):
+            if rng.random() < 0.15:
+                route = rng.randrange(len(routes))
+            path: list[str | None] = list(routes[route])
+            if trial % 3 == 1 and len(path) > 2:
+                path[1] = rng.choice(["lb1", "lb2", path[1]])  # per-flow load balancing
+            for k in range(len(path) - 1):
+                if rng.random() < 0.1:
+                    path[k] = None  # a lost probe
+            paths.append(path)
+        hops, meas = frames(paths, agent=f"ag-{trial}")
+        if trial % 10 == 9:  # a second address at TTL 1 of one trace
+            extra = hops.iloc[[0]].assign(address="a9")
+            hops = pd.concat([hops, extra], ignore_index=True)
+        for seq in _traces(hops, meas).values():
+            assert _found(seq, 3) == _found_one_by_one(seq, 3), trial
+            compared += len(seq)
+    assert compared > 1000

@@ -67,7 +67,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -309,7 +309,11 @@ def cadence(measurements: pd.DataFrame) -> pd.Timedelta | None:
     (one kind per pair, with an RTT) count: a ping and a TCP connect made a second apart
     are not a one-second cadence.
     """
-    rows, _ = _series_rows(measurements)
+    return _cadence(_series_rows(measurements)[0])
+
+
+def _cadence(rows: pd.DataFrame) -> pd.Timedelta | None:
+    """:func:`cadence` of the rows of :func:`_series_rows`."""
     started = pd.to_datetime(rows["started_at"], utc=True)
     known = started.notna().to_numpy()
     frame = pd.DataFrame({
@@ -338,7 +342,15 @@ def episode_window(measurements: pd.DataFrame,
     o = options or EpisodeOptions()
     if o.window is not None:
         return pd.Timedelta(o.window)
-    step = cadence(measurements)
+    return _episode_window(measurements, o, _series_rows(measurements)[0])
+
+
+def _episode_window(measurements: pd.DataFrame, o: EpisodeOptions,
+                    rows: pd.DataFrame) -> pd.Timedelta | None:
+    """:func:`episode_window` given the rows of :func:`_series_rows` (made once)."""
+    if o.window is not None:
+        return pd.Timedelta(o.window)
+    step = _cadence(rows)
     if step is None:
         return None
     started = pd.to_datetime(measurements["started_at"], utc=True)
@@ -358,6 +370,24 @@ def _as_str(column: pd.Series) -> npt.NDArray[np.object_]:
     return np.asarray(column.astype(str).to_numpy(), dtype=object)
 
 
+def _sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """Codes of ``column.astype(str)``'s values numbered in sorted order, and those values."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.array([str(c) for c in column.cat.categories] + ["nan"], dtype=object)
+        distinct, inverse = np.unique(names, return_inverse=True)
+        return (np.asarray(inverse, dtype=np.int64)[column.cat.codes.to_numpy()],
+                np.asarray(distinct, dtype=object))
+    codes, distinct = pd.factorize(_as_str(column), sort=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(distinct, dtype=object)
+
+
+def _distinct(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``np.unique`` of integers by a sort: numpy 2.4's np.unique hashes, which on a million
+    timestamps took 0.85 s against 6 ms for the sort (same result: the sorted distinct)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 def _series_rows(measurements: pd.DataFrame
                  ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """The records of every series (:func:`_series`) in one frame, numbered by ``_series``
@@ -366,11 +396,16 @@ def _series_rows(measurements: pd.DataFrame
                      & measurements["rtt_ms"].notna()]
     if m.empty:
         return m.assign(_series=np.empty(0, dtype=np.int64)), []
-    code, pairs = pd.MultiIndex.from_arrays([_as_str(m["region"]), _as_str(m["target"])]
-                                            ).factorize(sort=True)
+    # (region, target) numbered in their sorted order: each column's sorted codes, combined.
+    region, regions = _sorted_codes(m["region"])
+    target, targets = _sorted_codes(m["target"])
+    combined = region * len(targets) + target
+    present = _distinct(combined)
+    code = np.searchsorted(present, combined)
+    pairs = [(regions[c // len(targets)], targets[c % len(targets)]) for c in present.tolist()]
+    kind, kinds = _sorted_codes(m["kind"])
     order = {k: i for i, k in enumerate(_KIND_ORDER)}
-    rank = np.array([order[k] for k in _as_str(m["kind"])], dtype=np.int64) if len(m) > 0 \
-        else np.empty(0, dtype=np.int64)
+    rank = np.array([order.get(str(k), len(_KIND_ORDER)) for k in kinds], dtype=np.int64)[kind]
     best = pd.Series(rank).groupby(code).min().reindex(range(len(pairs))).to_numpy()
     keep = rank == best[code]
     keys = [(str(r), str(t), _KIND_ORDER[int(k)]) for (r, t), k in zip(pairs, best, strict=True)]
@@ -389,7 +424,21 @@ def _noise(values: FloatArray) -> float:
     if len(values) < 3:
         return 0.0
     d = np.diff(values)
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+    return float(1.4826 * _median(np.abs(d - _median(d))) / math.sqrt(2.0))
+
+
+def _median(values: FloatArray) -> float:
+    """``np.median`` of finite values (at least one), the same bits without its overhead.
+
+    np.median's middle value, or the mean of the middle two, ``(a + b) / 2`` as its mean of
+    two computes it: called tens of thousands of times on short series, np.median's
+    argument handling cost more than the sort.
+    """
+    ordered = np.sort(values)
+    half = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[half])
+    return float((ordered[half - 1] + ordered[half]) / 2)
 
 
 def _despike(values: FloatArray, sigma: float, o: EpisodeOptions) -> FloatArray:
@@ -410,64 +459,110 @@ def _despike(values: FloatArray, sigma: float, o: EpisodeOptions) -> FloatArray:
     if width < 3 or n < width:
         return values
     medians = np.median(np.lib.stride_tricks.sliding_window_view(values, width), axis=1)
-    out = values.copy()
-    for i in range(n):
-        runs = medians[max(0, i - width + 1):min(i, n - width) + 1]
-        if float(np.min(np.abs(values[i] - runs))) > o.z_min * sigma:
-            out[i] = medians[min(max(i - o.min_windows + 1, 0), n - width)]
+    # Window i is held by the runs starting at i − width + 1 … i that lie in the series:
+    # their distances to it, a row per offset (inf where the run does not exist).
+    i = np.arange(n)
+    starts = i[None, :] - np.arange(width - 1, -1, -1)[:, None]
+    exists = (starts >= 0) & (starts <= n - width)
+    distance = np.where(exists, np.abs(values[None, :] - medians[np.clip(starts, 0, n - width)]),
+                        np.inf)
+    outlying = distance.min(axis=0) > o.z_min * sigma
+    centred = medians[np.clip(i - o.min_windows + 1, 0, n - width)]
+    return np.where(outlying, centred, values)
+
+
+def _segments(series: Sequence[FloatArray], sigmas: Sequence[float],
+              o: EpisodeOptions) -> list[list[tuple[int, int]]]:
+    """[start, stop) index ranges of PELT's segmentation (l2 cost) of each series."""
+    out: list[list[tuple[int, int]]] = [[(0, len(v))] for v in series]
+    long = [k for k, v in enumerate(series) if len(v) >= 2 * o.min_windows]
+    pens = []
+    for k in long:
+        values, n = series[k], len(series[k])
+        scale = max(sigmas[k], 1e-3 * _median(np.abs(values)), 1e-9)
+        pens.append(o.penalty * scale ** 2 * math.log(n))
+    for k, ends in zip(long, _pelt_l2_many([series[k] for k in long], pens, o.min_windows),
+                       strict=True):
+        out[k] = list(zip([0, *ends[:-1]], ends, strict=True))
     return out
-
-
-def _segments(values: FloatArray, sigma: float, o: EpisodeOptions) -> list[tuple[int, int]]:
-    """[start, stop) index ranges of PELT's segmentation of ``values`` (l2 cost)."""
-    n = len(values)
-    if n < 2 * o.min_windows:
-        return [(0, n)]
-    scale = max(sigma, 1e-3 * float(np.median(np.abs(values))), 1e-9)
-    pen = o.penalty * scale ** 2 * math.log(n)
-    ends = _pelt_l2(values, pen, o.min_windows)
-    starts = [0, *ends[:-1]]
-    return list(zip(starts, ends, strict=True))
 
 
 def _pelt_l2(values: FloatArray, pen: float, min_size: int) -> list[int]:
     """The ends of the optimal segments of ``values`` under the l2 cost plus ``pen`` per
-    segment, each at least ``min_size`` long: PELT (Killick, Fearnhead and Eckley, 2012,
-    "Optimal detection of changepoints with a linear computational cost", JASA 107).
+    segment, each at least ``min_size`` long (``len(values) ≥ min_size``): PELT (Killick,
+    Fearnhead and Eckley, 2012, "Optimal detection of changepoints with a linear
+    computational cost", JASA 107).
 
     The recursion, the pruning and the tie-breaking (the earliest last change) of
     ``ruptures.Pelt(model="l2", jump=1)``, whose segmentations the tests check it gives;
     written here because ruptures evaluates every candidate with Python objects (a dict
     per partition, summed anew each time), which costs seconds per series of a few hundred
-    windows.  Every candidate's cost comes from cumulative sums, all candidates of one end
-    at once.  A segment's cost is its sum of squared deviations from its mean.
+    windows.  Every candidate's cost comes from cumulative sums.  A segment's cost is its
+    sum of squared deviations from its mean.
     """
-    n = len(values)
-    x = values - float(np.median(values))  # centred: the cumulative sums lose less
-    s1 = np.concatenate([[0.0], np.cumsum(x)])
-    s2 = np.concatenate([[0.0], np.cumsum(x * x)])
-    best = np.full(n + 1, np.inf)  # best[t]: the optimal cost of values[:t]
-    best[0] = 0.0
-    last = np.zeros(n + 1, dtype=np.int64)  # the start of the last segment of that optimum
-    solved = np.zeros(n + 1, dtype=bool)
-    solved[0] = True
-    admissible = np.empty(0, dtype=np.int64)
-    for end in [*range(min_size, n), n]:
-        admissible = np.append(admissible, end - min_size)
-        admissible = admissible[solved[admissible]]
-        size = end - admissible
-        total = s1[end] - s1[admissible]
-        cost = np.maximum((s2[end] - s2[admissible]) - total * total / size, 0.0)
-        candidate = best[admissible] + (cost + pen)
-        k = int(np.argmin(candidate))
-        best[end] = candidate[k]
-        last[end] = admissible[k]
-        solved[end] = True
-        admissible = admissible[candidate <= best[end] + pen]
-    ends = [n]
-    while last[ends[-1]] > 0:
-        ends.append(int(last[ends[-1]]))
-    return sorted(ends)
+    return _pelt_l2_many([values], [pen], min_size)[0]
+
+
+def _pelt_l2_many(series: Sequence[FloatArray], pens: Sequence[float],
+                  min_size: int) -> list[list[int]]:
+    """:func:`_pelt_l2` of many series in lockstep: one pass over the ends for all.
+
+    A campaign has thousands of series of a few hundred windows; PELT's step for one end
+    is a handful of array operations on few candidates, so one series at a time costs
+    mostly the operations' overhead.  Here each step takes that end of every series at
+    once: the candidates of all series in one array (grouped by series, earliest first),
+    each series' least cost and its earliest argmin found per group, the pruning applied
+    to all.  Every value is computed by the same operations as for one series alone, so
+    the segmentations are the same.
+    """
+    count = len(series)
+    if count == 0:
+        return []
+    lengths = np.array([len(v) for v in series], dtype=np.int64)
+    longest = int(lengths.max())
+    s1 = np.zeros((count, longest + 1))
+    s2 = np.zeros((count, longest + 1))
+    for k, values in enumerate(series):
+        x = values - _median(values)  # centred: the cumulative sums lose less
+        s1[k, 1:len(x) + 1] = np.cumsum(x)
+        s2[k, 1:len(x) + 1] = np.cumsum(x * x)
+    pen = np.asarray(pens, dtype=np.float64)
+    best = np.full((count, longest + 1), np.inf)  # best[k, t]: optimal cost of series k[:t]
+    best[:, 0] = 0.0
+    last = np.zeros((count, longest + 1), dtype=np.int64)  # start of that optimum's last
+    solved = np.zeros((count, longest + 1), dtype=bool)
+    solved[:, 0] = True
+    who = np.empty(0, dtype=np.int64)  # the candidates: their series, and their start
+    at = np.empty(0, dtype=np.int64)
+    for end in range(min_size, longest + 1):
+        keep = lengths[who] >= end  # series that ended drop out
+        who, at = who[keep], at[keep]
+        new = np.flatnonzero((lengths >= end) & solved[:, end - min_size])
+        where = np.searchsorted(who, new, side="right")
+        who = np.insert(who, where, new)
+        at = np.insert(at, where, end - min_size)
+        size = end - at
+        total = s1[who, end] - s1[who, at]
+        cost = np.maximum((s2[who, end] - s2[who, at]) - total * total / size, 0.0)
+        candidate = best[who, at] + (cost + pen[who])
+        heads = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        least = np.minimum.reduceat(candidate, heads)
+        group = np.repeat(np.arange(len(heads)), np.diff(np.r_[heads, len(who)]))
+        hits = np.flatnonzero(candidate == least[group])
+        first = hits[np.r_[True, group[hits][1:] != group[hits][:-1]]]
+        active = who[heads]
+        best[active, end] = least
+        last[active, end] = at[first]
+        solved[active, end] = True
+        prune = candidate <= (least + pen[active])[group]
+        who, at = who[prune], at[prune]
+    out = []
+    for k, n in enumerate(lengths.tolist()):
+        ends = [n]
+        while last[k, ends[-1]] > 0:
+            ends.append(int(last[k, ends[-1]]))
+        out.append(sorted(ends))
+    return out
 
 
 def _run(beyond: npt.NDArray[np.bool_], run: int) -> int | None:
@@ -479,13 +574,11 @@ def _run(beyond: npt.NDArray[np.bool_], run: int) -> int | None:
 
 
 def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], raw: FloatArray,
+                   values: FloatArray, sigma: float, segs: list[tuple[int, int]],
                    o: EpisodeOptions) -> tuple[list[Episode], list[Improvement]]:
+    """One series' episodes and improvements: ``raw`` its window medians as measured,
+    ``values`` the same without short spikes, on which ``segs`` (PELT's) were found."""
     region, target, kind = key
-    sigma = _noise(raw)
-    # Segments, baselines and levels on the series without its short spikes; the runs that
-    # confirm a change, and an episode's level and peak, on the window medians as measured.
-    values = _despike(raw, sigma, o)
-    segs = _segments(values, sigma, o)
     episodes: list[Episode] = []
     improvements: list[Improvement] = []
     normal: list[float] = [float(v) for v in values[segs[0][0]:segs[0][1]]]
@@ -494,7 +587,7 @@ def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], raw
     def close(first: int, stop: int, baseline: float, end: pd.Timestamp | None) -> None:
         inside = raw[first:stop]
         episodes.append(Episode(region, target, kind, times[first], end, baseline,
-                                float(np.median(inside)), float(np.max(inside)),
+                                _median(inside), float(np.max(inside)),
                                 stop - first))
 
     def fall(a: int, b: int, level: float, baseline: float, thr: float) -> int | None:
@@ -512,7 +605,7 @@ def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], raw
         return [float(v) for v in part[np.abs(part - baseline) < thr]]
 
     for a, b in segs[1:]:
-        level = float(np.median(values[a:b]))
+        level = _median(values[a:b])
         if open_ is not None:
             first, baseline = open_
             thr = o.threshold(baseline, sigma)
@@ -527,7 +620,7 @@ def _pair_episodes(key: tuple[str, str, str], times: Sequence[pd.Timestamp], raw
                 normal += usual(a, b, baseline, thr)
             continue
         recent = np.asarray(normal[-o.baseline_windows:], dtype=np.float64)
-        baseline = float(np.median(recent))
+        baseline = _median(recent)
         thr = o.threshold(baseline, sigma)
         if int(np.sum(np.abs(recent - baseline) < thr / 2)) < min(o.min_windows, len(recent)):
             # No level to judge against (as many spikes as usual windows at the start of
@@ -564,8 +657,8 @@ def _origin(started: pd.Series, window: pd.Timedelta) -> pd.Timestamp:
     """
     first = started.min()
     w = window.value
-    phases = np.unique((started - first).to_numpy(dtype="timedelta64[ns]").astype(np.int64)
-                        % w)
+    phases = _distinct((started - first).to_numpy(dtype="timedelta64[ns]").astype(np.int64)
+                       % w)
     gaps = np.diff(np.append(phases, phases[0] + w))
     k = int(np.argmax(gaps))
     boundary = (int(phases[k]) + int(gaps[k]) // 2) % w
@@ -576,10 +669,10 @@ def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = N
                   ) -> tuple[pd.Timedelta | None, list[Episode], list[Improvement]]:
     """The window used, every pair's episodes and improvements (see the module docstring)."""
     o = options or EpisodeOptions()
-    window = episode_window(measurements, o)
+    rows, keys = _series_rows(measurements)
+    window = _episode_window(measurements, o, rows)
     if window is None:
         return None, [], []
-    rows, keys = _series_rows(measurements)
     if not keys:
         return window, [], []
     started = pd.to_datetime(rows["started_at"], utc=True)
@@ -595,15 +688,21 @@ def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = N
     code = table.index.get_level_values(0).to_numpy()
     bounds: list[int] = (np.flatnonzero(np.r_[True, code[1:] != code[:-1], True]).tolist()
                          if len(code) else [])
+    medians = table["median"].to_numpy(dtype=np.float64)
+    firsts = table["first"].array  # its items are the Timestamps, taken only when needed
+    # Segments, baselines and levels on the series without its short spikes; the runs that
+    # confirm a change, and an episode's level and peak, on the window medians as measured.
+    spans = [(a, b) for a, b in itertools.pairwise(bounds) if b - a >= 2 * o.min_windows]
+    raws = [np.array(medians[a:b]) for a, b in spans]
+    sigmas = [_noise(raw) for raw in raws]
+    despiked = [_despike(raw, sigma, o) for raw, sigma in zip(raws, sigmas, strict=True)]
+    segments = _segments(despiked, sigmas, o)
     episodes: list[Episode] = []
     improvements: list[Improvement] = []
-    medians = table["median"].to_numpy(dtype=np.float64)
-    firsts = table["first"]
-    for a, b in itertools.pairwise(bounds):
-        if b - a < 2 * o.min_windows:
-            continue
-        times = [pd.Timestamp(x) for x in firsts.iloc[a:b]]
-        e, i = _pair_episodes(keys[int(code[a])], times, np.array(medians[a:b]), o)
+    for (a, b), raw, values, sigma, segs in zip(spans, raws, despiked, sigmas, segments,
+                                                 strict=True):
+        e, i = _pair_episodes(keys[int(code[a])], cast(Sequence[pd.Timestamp], firsts[a:b]),
+                              raw, values, sigma, segs, o)
         episodes += e
         improvements += i
     return window, episodes, improvements
@@ -618,7 +717,7 @@ def snapshot_split(measurements: pd.DataFrame) -> pd.Timestamp | None:
     if measurements.empty:
         return None
     started = pd.to_datetime(measurements["started_at"], utc=True).dropna()
-    values = np.unique(started.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    values = _distinct(started.to_numpy(dtype="datetime64[ns]").astype(np.int64))
     if len(values) < 2:
         return None
     gaps = np.diff(values)
@@ -706,14 +805,20 @@ def snapshots(campaign: Any, compare_with: Any = None,
         return campaign, compare_with
     at = pd.Timestamp(compare_at)
     at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
-    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases)
+    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases,
+              getattr(campaign, "readiness", None), getattr(campaign, "pmtu", None))
 
     def part(before: bool) -> Campaign:
-        out = []
+        out: list[pd.DataFrame | None] = []
         for f in frames:
+            if f is None:
+                out.append(None)
+                continue
             started = pd.to_datetime(f["started_at"], utc=True)
             out.append(f[started < at] if before else f[started >= at])
-        return Campaign(*out)
+        m, s, h, p, ready, pmtu = out
+        assert m is not None and s is not None and h is not None and p is not None
+        return Campaign(m, s, h, p, readiness=ready, pmtu=pmtu)
 
     earlier, later = part(True), part(False)
     if earlier.measurements.empty or later.measurements.empty:

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 
 __all__ = ["group_quantiles", "key_strings", "lerp", "quantile_column", "replicate_quantiles",
-           "sample_quantiles"]
+           "row_quantiles", "sample_quantiles"]
 
 # Combined group codes are used directly when there are at most this many possible key
 # combinations (the product of the key cardinalities); beyond it the observed combinations
@@ -310,6 +310,30 @@ def replicate_quantiles(values: npt.NDArray[np.float64], weights: npt.NDArray[np
         lo = np.clip(np.searchsorted(flat, offset + lo_rank, side="right") - base, 0, m - 1)
         hi = np.clip(np.searchsorted(flat, offset + hi_rank, side="right") - base, 0, m - 1)
         out[:, j] = np.where(filled, lerp(values[lo], values[hi], gamma), np.nan)
+    return out
+
+
+def row_quantiles(rows: npt.NDArray[np.float64], qs: Sequence[float]) -> npt.NDArray[np.float64]:
+    """Quantiles (rows × ``qs``) of each row's non-NaN values: row by row what
+    :func:`numpy.nanquantile` gives (NaN for a row without a value), from one sort of
+    the whole matrix (NaN sorts last) instead of a call per row."""
+    out = np.full((rows.shape[0], len(qs)), np.nan)
+    if rows.size == 0:
+        return out
+    ordered = np.sort(rows, axis=1)
+    n = rows.shape[1] - np.isnan(ordered).sum(axis=1)
+    present = np.flatnonzero(n)
+    n = n[present]
+    ordered = ordered[present]
+    for j, q in enumerate(qs):
+        h = (n - 1) * float(q)
+        below = np.floor(h)
+        gamma = h - below
+        lo = below.astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        out[present, j] = lerp(np.take_along_axis(ordered, lo[:, np.newaxis], axis=1)[:, 0],
+                               np.take_along_axis(ordered, hi[:, np.newaxis], axis=1)[:, 0],
+                               gamma)
     return out
 
 

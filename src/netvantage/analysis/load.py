@@ -139,6 +139,7 @@ from ..results import (
     ImapRecord,
     MailReadyRecord,
     PingRecord,
+    PmtuRecord,
     RttSummary,
     SmtpRecord,
     TcpBody,
@@ -155,6 +156,7 @@ from .frames import (
     SAMPLE_COLUMNS,
     Campaign,
 )
+from .pmtu import pmtu_frame
 from .readiness import readiness_frame
 
 if TYPE_CHECKING:
@@ -909,7 +911,7 @@ class _Part(NamedTuple):
 
     n: int
     frames: dict[str, dict[str, Any]]
-    ready: list[MailReadyRecord]
+    ready: list[MailReadyRecord | PmtuRecord]  # records kept apart, not measurements
 
 
 def _part(records: Sequence[AnyRecord]) -> _Part:
@@ -923,7 +925,8 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
     s: list[tuple[int, Sequence[float | None]]] = []
     h: list[tuple[Any, ...]] = []
     p: list[tuple[Any, ...]] = []
-    ready: list[MailReadyRecord] = []  # readiness, not measurements: a frame apart
+    # Mail readiness and path MTU are not latency, loss or handshakes: frames apart.
+    ready: list[MailReadyRecord | PmtuRecord] = []
     n = 0
     for r in records:
         kind = r.kind
@@ -933,11 +936,11 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
             _trace(r, n, m, h)  # type: ignore[arg-type]
         elif kind == "smtp" or kind == "imap":
             _mail(r, n, m, p)  # type: ignore[arg-type]
-        elif isinstance(r, MailReadyRecord):
+        elif isinstance(r, MailReadyRecord | PmtuRecord):
             ready.append(r)
             continue
         else:
-            continue  # a path MTU is not a latency, loss or handshake: no frame holds it
+            continue
         n += 1
     counts = np.fromiter((len(x) for _, x in s), dtype=np.int64, count=len(s))
     total = int(counts.sum())
@@ -971,7 +974,7 @@ class _Builder:
         self.h = _Columns(_HOP_OWN)
         self.p = _Columns(_PHASE_OWN)
         self.n = 0
-        self.ready: list[MailReadyRecord] = []
+        self.ready: list[MailReadyRecord | PmtuRecord] = []
 
     def add(self, records: Sequence[AnyRecord]) -> None:
         self.add_part(_part(records))
@@ -989,14 +992,17 @@ class _Builder:
         if dedup:
             measurements, children = _dedup(measurements, children)
         frames = {name: _child(name, cols, measurements) for name, cols in children.items()}
-        ready = self.ready
+        apart = self.ready
         if dedup:  # each (agent, id) once, as for the measurements
-            once: dict[tuple[str, str], MailReadyRecord] = {}
-            for r in ready:
+            once: dict[tuple[str, str], MailReadyRecord | PmtuRecord] = {}
+            for r in apart:
                 once.setdefault((r.agent, r.id), r)
-            ready = list(once.values())
+            apart = list(once.values())
+        ready = [r for r in apart if isinstance(r, MailReadyRecord)]
+        mtu = [r for r in apart if isinstance(r, PmtuRecord)]
         return Campaign(measurements=measurements, **frames,
-                        readiness=readiness_frame(ready) if ready else None)
+                        readiness=readiness_frame(ready) if ready else None,
+                        pmtu=pmtu_frame(mtu) if mtu else None)
 
 
 def _child(name: str, own: dict[str, pd.Series], measurements: pd.DataFrame) -> pd.DataFrame:

@@ -73,7 +73,7 @@ per-record table.  :func:`windowed` gives the same metrics per time window;
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
-from .fastagg import quantile_column, sample_quantiles
+from .fastagg import quantile_column, row_quantiles, sample_quantiles
 from .frames import Campaign
 
 __all__ = ["BOOTSTRAP_COLUMNS", "DEFAULT_BY", "METRIC_COLUMNS", "MetricsError",
@@ -107,6 +107,10 @@ _SAMPLED_KINDS = ("ping", "tcp")
 # Cells of one bootstrap chunk (replicates × observations): bounds memory to a
 # few tens of MB whatever the group's size.
 _CHUNK_CELLS = 2_000_000
+# Observations per block of the replicates' order statistics (_Blocks).
+_BLOCK = 32
+# Groups of at most this many observations take one running sum over all of them.
+_FLAT_LIMIT = 128
 
 Frames = Campaign | Mapping[str, pd.DataFrame]
 FloatArray = npt.NDArray[np.float64]
@@ -314,14 +318,36 @@ def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame
 
 def _observations(measurements: pd.DataFrame, samples: pd.DataFrame,
                   gid: pd.Series) -> pd.DataFrame:
-    """Observations with their record's group number and position in the group."""
-    obs = rtt_observations(measurements, samples)
-    records = pd.DataFrame({
-        "id": measurements["id"].to_numpy(),
-        "_g": gid.to_numpy(),
-        "_r": gid.groupby(gid.to_numpy()).cumcount().to_numpy(),
-    })
-    return obs.merge(records, on="id", how="inner", validate="many_to_one")
+    """The observations of :func:`rtt_observations` (``rtt_ms``, NaN = lost) with their
+    record's group number ``_g`` and position in the group ``_r``.
+
+    The samples find their record by one lookup of their ids in the records' (a record
+    position per sample), not by a merge on the id strings.
+    """
+    sampled = (measurements["kind"].isin(_SAMPLED_KINDS)
+               & ~_is_summary(measurements)).to_numpy(dtype=bool)
+    ids = pd.Index(measurements["id"])
+    if not ids.is_unique:
+        raise MetricsError("record ids are not unique: samples cannot be told apart")
+    row = np.asarray(ids.get_indexer(samples["id"]), dtype=np.int64)
+    known = row >= 0
+    known[known] = sampled[row[known]]
+    rows = np.concatenate([row[known], np.flatnonzero(~sampled)])
+    values = np.concatenate([
+        samples["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)[known],
+        measurements["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)[~sampled]])
+    g = gid.to_numpy(dtype=np.int64)
+    return pd.DataFrame({"rtt_ms": values, "_g": g[rows], "_r": _positions(g)[rows]})
+
+
+def _positions(g: IntArray) -> IntArray:
+    """Each row's position among the rows of its group, in frame order (a cumcount)."""
+    order = np.argsort(g, kind="stable")
+    ordered = g[order]
+    first = np.searchsorted(ordered, ordered, side="left")
+    out = np.empty(len(g), dtype=np.int64)
+    out[order] = np.arange(len(g), dtype=np.int64) - first
+    return out
 
 
 def _with_intervals(measurements: pd.DataFrame, samples: pd.DataFrame, by: tuple[str, ...],
@@ -356,35 +382,51 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
     sent = counted_sent.to_numpy(dtype=np.float64, na_value=0.0)
     received = counted_received.to_numpy(dtype=np.float64, na_value=0.0)
     rec_sent, rec_lost, rec_g = sent[order], (sent - received)[order], g[order]
-    rec_bounds = np.searchsorted(rec_g, keys.index.to_numpy(), side="left")
-    rec_ends = np.searchsorted(rec_g, keys.index.to_numpy(), side="right")
+    group_numbers = keys.index.to_numpy()
+    rec_bounds = np.searchsorted(rec_g, group_numbers, side="left").tolist()
+    rec_ends = np.searchsorted(rec_g, group_numbers, side="right").tolist()
 
     if observations is None:
         observations = _observations(measurements, samples, gid)
-    obs = observations.dropna(subset=["rtt_ms"])
-    obs = obs.sort_values(["_g", "rtt_ms"], kind="stable")
-    obs_g = obs["_g"].to_numpy()
-    obs_v = obs["rtt_ms"].to_numpy(dtype=np.float64)
-    obs_r = obs["_r"].to_numpy(dtype=np.int64)
-    obs_bounds = np.searchsorted(obs_g, keys.index.to_numpy(), side="left")
-    obs_ends = np.searchsorted(obs_g, keys.index.to_numpy(), side="right")
+    obs_v = observations["rtt_ms"].to_numpy(dtype=np.float64)
+    kept = np.flatnonzero(~np.isnan(obs_v))
+    obs_g = observations["_g"].to_numpy(dtype=np.int64)[kept]
+    obs_v = obs_v[kept]
+    by_value = np.lexsort((obs_v, obs_g))  # by group, ascending value within it
+    obs_g, obs_v = obs_g[by_value], obs_v[by_value]
+    obs_r = observations["_r"].to_numpy(dtype=np.int64)[kept][by_value]
+    obs_bounds = np.searchsorted(obs_g, group_numbers, side="left").tolist()
+    obs_ends = np.searchsorted(obs_g, group_numbers, side="right").tolist()
 
     alpha = 1 - ci
     levels = (alpha / 2, 1 - alpha / 2)
-    for i, row in enumerate(keys.itertuples(index=False)):
-        n = int(rec_ends[i] - rec_bounds[i])
-        if n < 2:
-            continue
-        rng = np.random.default_rng([seed, _key_hash(tuple(row))])
-        a, b = obs_bounds[i], obs_ends[i]
-        rtt, loss = _replicates(rng, n, obs_r[a:b], obs_v[a:b],
-                                rec_lost[rec_bounds[i]:rec_ends[i]],
-                                rec_sent[rec_bounds[i]:rec_ends[i]], n_boot)
-        # columns in BOOTSTRAP_COLUMNS order: p50 lo/hi, p95 lo/hi, loss lo/hi
-        result[i, 0:2] = _interval(rtt[:, 0], levels)
-        result[i, 2:4] = _interval(rtt[:, 1], levels)
-        result[i, 4:6] = _interval(loss, levels)
+    hashes = _key_hashes(keys)
+    # Replicates of a block of groups (groups × statistics × replicates), their intervals
+    # taken at once by one sort per block: a few tens of MB whatever the campaign's size.
+    block = max(1, _CHUNK_CELLS // (3 * n_boot))
+    for first in range(0, len(keys), block):
+        last = min(first + block, len(keys))
+        replicates = np.full((last - first, 3, n_boot), np.nan)
+        for i in range(first, last):
+            lo_r, hi_r = rec_bounds[i], rec_ends[i]
+            n = hi_r - lo_r
+            if n < 2:
+                continue
+            rng = np.random.default_rng([seed, hashes[i]])
+            a, b = obs_bounds[i], obs_ends[i]
+            rtt, loss = _replicates(rng, n, obs_r[a:b], obs_v[a:b], rec_lost[lo_r:hi_r],
+                                    rec_sent[lo_r:hi_r], n_boot)
+            # in BOOTSTRAP_COLUMNS order: p50, p95, loss (each lo/hi)
+            replicates[i - first, 0:2] = rtt.T
+            replicates[i - first, 2] = loss
+        result[first:last] = row_quantiles(
+            replicates.reshape(-1, n_boot), levels).reshape(last - first, 6)
     return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
+
+
+def _key_hashes(keys: pd.DataFrame) -> list[int]:
+    """Each group's stream key: the CRC-32 of its key values written as text."""
+    return [_key_hash(tuple(row)) for row in keys.itertuples(index=False)]
 
 
 def _key_hash(key: tuple[Any, ...]) -> int:
@@ -403,34 +445,117 @@ def _replicates(rng: np.random.Generator, n: int, rec: IntArray, values: FloatAr
     rtt = np.full((n_boot, len(_BOOT_QUANTILES)), np.nan)
     loss = np.full(n_boot, np.nan)
     chunk = max(1, _CHUNK_CELLS // max(n, m, 1))
+    blocks = _Blocks(rec, n) if m > _FLAT_LIMIT else None
+    sent_n, lost_n = sent.astype(np.int64), lost.astype(np.int64)
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         counts = _draw_counts(rng, n, size)  # (size, n): times each record is drawn
-        s = counts @ sent
+        # Probe counts are whole numbers: integer products (numpy's own loop, not a BLAS
+        # call that may start threads for so small a product) give the same sums.
+        s = (counts @ sent_n).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            loss[start:start + size] = np.where(s > 0, (counts @ lost) / s, np.nan)
+            loss[start:start + size] = np.where(
+                s > 0, (counts @ lost_n).astype(np.float64) / s, np.nan)
         if m == 0:
             continue
+        total, position = _running(counts, rec) if blocks is None else blocks.finder(counts)
         # Observation j of the sorted list appears counts[rec[j]] times in the
         # replicate; the k-th (0-based) value of the pooled replicate is the first
-        # observation whose cumulative weight exceeds k.  One cumulative sum runs
-        # over all the chunk's rows, so row b starts where row b-1 ended (at
-        # ``offset[b]``) and one searchsorted finds every row's order statistic.
-        flat = np.cumsum(counts[:, rec], axis=None, dtype=np.int64)
-        ends = flat[m - 1::m]
-        total = np.diff(ends, prepend=0)
-        offset = ends - total
-        base = np.arange(size, dtype=np.int64) * m
+        # observation whose cumulative weight exceeds k.
         for j, q in enumerate(_BOOT_QUANTILES):
             h = (total - 1) * q
             below = np.floor(h).astype(np.int64)
             frac = h - below
             above = np.minimum(below + 1, total - 1)
-            lo = np.clip(np.searchsorted(flat, offset + below, side="right") - base, 0, m - 1)
-            hi = np.clip(np.searchsorted(flat, offset + above, side="right") - base, 0, m - 1)
+            lo, hi = position(below), position(above)
             est = values[lo] + frac * (values[hi] - values[lo])
             rtt[start:start + size, j] = np.where(total > 0, est, np.nan)
     return rtt, loss
+
+
+def _running(counts: IntArray, rec: IntArray
+             ) -> tuple[IntArray, Callable[[IntArray], IntArray]]:
+    """(each replicate's number of observations, rank → position of that order statistic)
+    by one running sum over all the replicates' weights (row b starts where row b-1
+    ended, at ``offset[b]``) and a binary search: for groups of few observations."""
+    size, m = len(counts), len(rec)
+    flat = np.cumsum(counts[:, rec], axis=None, dtype=np.int64)
+    ends = flat[m - 1::m]
+    total = np.diff(ends, prepend=0)
+    offset = ends - total
+    base = np.arange(size, dtype=np.int64) * m
+
+    def position(rank: IntArray) -> IntArray:
+        found = np.searchsorted(flat, offset + rank, side="right") - base
+        return np.asarray(np.clip(found, 0, m - 1), dtype=np.int64)
+
+    return total, position
+
+
+def _product(a: FloatArray, b: FloatArray) -> FloatArray:
+    """``a @ b`` in slices of rows small enough for OpenBLAS to compute each on the calling
+    thread: a product of more than about 2**18 multiply-adds starts its thread pool, which
+    for products this small costs more than it gives (measured 1.6 ms instead of 38 µs
+    for 500 × 60 @ 60 × 32 on a loaded 2-CPU machine)."""
+    rows = max(1, (1 << 18) // max(1, a.shape[1] * b.shape[1]))
+    if len(a) <= rows:
+        return np.asarray(a @ b, dtype=np.float64)
+    return np.concatenate([a[i:i + rows] @ b for i in range(0, len(a), rows)])
+
+
+class _Blocks:
+    """The sorted observations of a group cut into blocks of :data:`_BLOCK` for the
+    replicates' order statistics.
+
+    The k-th value of a replicate is the first observation whose cumulative weight
+    (the draw counts of the records, observation by observation) exceeds k.  A running
+    sum over every observation of every replicate costs replicates × observations; here
+    one matrix product gives each replicate's weight before each block (``before``:
+    counts × observations of each record in the earlier blocks, exact integers in
+    float64), which tells the block holding rank k, and only that block's
+    :data:`_BLOCK` weights are summed.  The positions are those the running sum gives.
+    """
+
+    def __init__(self, rec: IntArray, n: int) -> None:
+        m = len(rec)
+        self.m = m
+        self.n_blocks = -(-m // _BLOCK)
+        per_block = np.bincount(rec * self.n_blocks + np.arange(m) // _BLOCK,
+                                minlength=n * self.n_blocks).reshape(n, self.n_blocks)
+        # Observations of each record before each block, and (last column) in all.
+        before = np.zeros((n, self.n_blocks + 1), dtype=np.float64)
+        np.cumsum(per_block, axis=1, out=before[:, 1:])
+        self.before = before
+        # The records of each block's places; past the last observation, record n (the
+        # zero column of position's counts).
+        padded = np.full(self.n_blocks * _BLOCK, n, dtype=np.int64)
+        padded[:m] = rec
+        self.cells = padded.reshape(self.n_blocks, _BLOCK)
+
+    def finder(self, counts: IntArray) -> tuple[IntArray, Callable[[IntArray], IntArray]]:
+        """(each replicate's number of observations, rank → position of that order
+        statistic) for the replicates' draw ``counts``."""
+        size, n = counts.shape
+        before = _product(counts.astype(np.float64), self.before)
+        total = before[:, -1].astype(np.int64)
+        padded = np.zeros((size, n + 1), dtype=np.int64)  # record n: the blocks' padding
+        padded[:, :-1] = counts
+        flat = padded.ravel()
+        return total, lambda rank: self.position(flat, n + 1, before, rank)
+
+    def position(self, counts: IntArray, width: int, before: FloatArray,
+                 rank: IntArray) -> IntArray:
+        """Index (0 … m-1) of each replicate's ``rank``-th value (clipped for a replicate
+        without values, whose result is not used).  ``counts`` are the draw counts,
+        flattened rows of ``width`` with a zero for the padding record last."""
+        size = len(rank)
+        block = np.clip((before <= rank[:, np.newaxis]).sum(axis=1) - 1, 0, self.n_blocks - 1)
+        rows = np.arange(size)
+        rest = rank - before[rows, block].astype(np.int64)
+        weights = counts[self.cells[block] + (rows * width)[:, np.newaxis]]
+        running = np.cumsum(weights, axis=1)
+        inside = (running <= rest[:, np.newaxis]).sum(axis=1)
+        return np.asarray(np.clip(block * _BLOCK + inside, 0, self.m - 1), dtype=np.int64)
 
 
 def _draw_counts(rng: np.random.Generator, n: int, size: int) -> IntArray:
@@ -441,11 +566,3 @@ def _draw_counts(rng: np.random.Generator, n: int, size: int) -> IntArray:
     """
     drawn = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
     return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
-
-
-def _interval(replicates: FloatArray, levels: tuple[float, float]) -> list[float]:
-    finite = replicates[~np.isnan(replicates)]
-    if finite.size == 0:
-        return [np.nan, np.nan]
-    lo, hi = np.quantile(finite, levels)
-    return [float(lo), float(hi)]

@@ -300,19 +300,7 @@ def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | No
         tol = tolerance if tolerance is not None else max(
             pd.Timedelta(int(2 * np.median(gaps)), "ns") if gaps.size else pd.Timedelta(0),
             min_tolerance or pd.Timedelta(0))
-        found: list[tuple[int, _Path, list[int]]] = []  # index, path before, TTLs
-        ref = _path(seq[0])
-        for i in range(1, len(seq)):
-            if seq[i].key == seq[i - 1].key:
-                continue  # the same hops as the trace before: nothing new
-            b = seq[i]
-            ttls = _differ(ref, _path(b))
-            after = _merge(ref, b)
-            if ttls and i + 1 < len(seq) and not _differ(after, _path(seq[i + 1])) \
-                    and not _flapping(ref, b, ttls, seq[i + 1:i + window],
-                                      seq[max(0, i - window):i]):
-                found.append((i, ref, ttls))
-            ref = after
+        found = _found(seq, window)
         for n, (i, before, ttls) in enumerate(found):
             a, b = seq[i - 1], seq[i]
             start = max(found[n - 1][0] if n else 0, i - 3 * window)
@@ -326,6 +314,90 @@ def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | No
             changes.append(_tie(change, episodes, improvements, tol))
     changes.sort(key=lambda c: (c.at, c.region, c.target, c.agent))
     return changes
+
+
+def _found(seq: Sequence[_Trace], window: int) -> list[tuple[int, _Path, list[int]]]:
+    """The lasting changes of one sequence: (index of the first trace on the new path, the
+    path known before it, the TTLs where they differ).
+
+    Each trace is compared with the path known so far (the earlier traces merged, a later
+    answer replacing an earlier one at its TTL, a shorter trace cutting the path); when
+    every TTL of the sequence has at most one address, that comparison is array work over
+    a traces × TTLs table of address codes for all traces at once, and only the traces
+    that differ from the known path and agree with the one after (few) are looked at one
+    by one.  With several addresses at a TTL (load balancing seen within one trace) the
+    paths are compared as sets, one trace after the other (:func:`_found_one_by_one`).
+    """
+    count = len(seq)
+    if count < 2:
+        return []
+    rows = seq[0].rows
+    starts = np.fromiter((t.start for t in seq), dtype=np.int64, count=count)
+    sizes = np.fromiter((t.end for t in seq), dtype=np.int64, count=count) - starts
+    lasts = np.fromiter((t.last for t in seq), dtype=np.int64, count=count)
+    keys = np.array([t.key for t in seq], dtype=np.uint64)
+    which = np.repeat(np.arange(count), sizes)
+    at = np.arange(int(sizes.sum())) + np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
+    ttl, code = rows.ttls[at], rows.codes[at]
+    if bool(np.any((which[1:] == which[:-1]) & (ttl[1:] == ttl[:-1]))):
+        return _found_one_by_one(seq, window)
+    width = int(lasts.max()) + 1
+    column = np.arange(width)
+    hops = np.full((count, width), -1, dtype=np.int64)  # -1: no answer at that TTL
+    hops[which, ttl] = code
+    # The known path after each trace: per TTL the latest answer not cut off since by a
+    # shorter trace (a trace marks each TTL it answered or does not reach).
+    cut = column[None, :] > lasts[:, None]
+    mark = np.where((hops >= 0) | cut, np.arange(count)[:, None], -1)
+    latest = np.maximum.accumulate(mark, axis=0)
+    known = np.where(latest >= 0, hops[np.maximum(latest, 0), column[None, :]], -1)
+    # differ[i]: the TTLs where trace i differs from the path known after trace i − 1.
+    before, now = known[:-1], hops[1:]
+    last_before, last_now = lasts[:-1, None], lasts[1:, None]
+    differ = ((column[None, :] >= 1) & (column[None, :] <= np.maximum(last_before, last_now))
+              & ((column[None, :] > last_before) | (column[None, :] > last_now)
+                 | ((before >= 0) & (now >= 0) & (before != now))))
+    differs = np.r_[False, differ.any(axis=1)]
+    lasting = np.r_[~differs[1:], False]
+    candidates = np.flatnonzero(np.r_[False, keys[1:] != keys[:-1]] & differs & lasting)
+    # Flapping (see _flapping): at a TTL where they differ, the address that left is back
+    # in one of the next window − 1 traces, or the one that came was in the window before.
+    where = differ[candidates - 1]
+    old, new = known[candidates - 1], hops[candidates]
+    flapping = np.zeros(len(candidates), dtype=bool)
+    for offset in range(1, window + 1):
+        for other, mine, ok in (
+                (candidates + offset, old, offset < window),
+                (candidates - offset, new, True)):
+            inside = (other >= 0) & (other < count) & ok
+            if not inside.any():
+                continue
+            seen = hops[np.clip(other, 0, count - 1)]
+            flapping |= inside & np.any(where & (mine >= 0) & (seen == mine), axis=1)
+    found = []
+    for i in candidates[~flapping].tolist():
+        ref: _Path = ({int(t): frozenset((int(c),)) for t, c in enumerate(known[i - 1].tolist())
+                       if c >= 0}, int(lasts[i - 1]))
+        found.append((i, ref, np.flatnonzero(differ[i - 1]).tolist()))
+    return found
+
+
+def _found_one_by_one(seq: Sequence[_Trace], window: int) -> list[tuple[int, _Path, list[int]]]:
+    """:func:`_found` by comparing each trace's address sets with the known path's."""
+    found: list[tuple[int, _Path, list[int]]] = []  # index, path before, TTLs
+    ref = _path(seq[0])
+    for i in range(1, len(seq)):
+        if seq[i].key == seq[i - 1].key:
+            continue  # the same hops as the trace before: nothing new
+        b = seq[i]
+        ttls = _differ(ref, _path(b))
+        after = _merge(ref, b)
+        if ttls and i + 1 < len(seq) and not _differ(after, _path(seq[i + 1])) \
+                and not _flapping(ref, b, ttls, seq[i + 1:i + window],
+                                  seq[max(0, i - window):i]):
+            found.append((i, ref, ttls))
+        ref = after
+    return found
 
 
 def _flapping(before: _Path, b: _Trace, ttls: list[int], later: Sequence[_Trace],

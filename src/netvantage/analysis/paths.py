@@ -50,9 +50,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from .geo import continent_of, great_circle_km, rtt_floor_ms
@@ -345,19 +348,22 @@ def where_it_starts(hops: pd.DataFrame, region: str, target: str,
 # --------------------------------------------------------------------------- every pair at once
 
 def _trace_jumps(per: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
-                 jump_factor: float, geo_tolerance_km: float) -> pd.DataFrame:
+                 jump_factor: float, geo_tolerance_km: float,
+                 trace: npt.NDArray[np.intp] | None = None) -> pd.DataFrame:
     """The first RTT jump of every trace of ``per`` (:func:`_per_ttl`), vectorised.
 
     The rules of :func:`path_summary` (``_first_jump``, with the geography sanity that
     drops a hop's location when it answered faster than light from the source), over all
     traces at once.  One row per trace with a jump, in the order of ``per``: ``row`` (its
-    position in ``per``) and ``step`` (the excess step).
+    position in ``per``) and ``step`` (the excess step).  ``trace``: the trace codes of
+    ``per``'s rows (``pd.factorize(per["id"])``) when the caller has them.
     """
     n = len(per)
     rtt = per["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
     lat = per["lat"].to_numpy(dtype=np.float64, na_value=np.nan)
     lon = per["lon"].to_numpy(dtype=np.float64, na_value=np.nan)
-    trace = pd.factorize(per["id"], sort=False)[0]
+    if trace is None:
+        trace = pd.factorize(per["id"], sort=False)[0]
     src_lat, src_lon = np.full(n, np.nan), np.full(n, np.nan)
     if locations is not None and n:
         places = locations.assign(name=locations["name"].astype(str)).drop_duplicates("name")
@@ -438,14 +444,25 @@ def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_
     pair = index.get_indexer(pd.MultiIndex.from_frame(keys.fillna("\x00")))
     per["_pair"] = pair
     per["_row"] = np.arange(len(per))
-    traces = per.loc[pair >= 0].groupby("_pair", sort=True)["id"].nunique()
+    # Distinct traces per pair from the traces' integer codes (one factorization of the
+    # ids, shared with _trace_jumps), not a nunique over the id strings.
+    trace = pd.factorize(per["id"], sort=False)[0]
+    paired = pair >= 0
+    combos = np.unique(pair[paired].astype(np.int64) * (int(trace.max(initial=0)) + 1)
+                       + trace[paired])
+    traces = np.bincount(combos // (int(trace.max(initial=0)) + 1), minlength=len(names))
+    # The hop fields of any row of ``per``, read column by column (not a row at a time).
+    hop_columns = {f: per[f].array for f in _HOP_INFO}
+
+    def hop_info(at: int) -> dict[str, Any]:
+        return {f: _nz(hop_columns[f][at]) for f in _HOP_INFO}
 
     out: list[dict[str, Any]] = []
-    jumps = _trace_jumps(per, locations, jump_min_ms, jump_factor, geo_tolerance_km)
-    found = per.iloc[jumps["row"].to_numpy()][["_pair", "_row", "ttl", *_HOP_INFO]].assign(
+    jumps = _trace_jumps(per, locations, jump_min_ms, jump_factor, geo_tolerance_km, trace)
+    found = per.iloc[jumps["row"].to_numpy()][["_pair", "_row", "ttl", "address"]].assign(
         step=jumps["step"].to_numpy())
     found = found[found["_pair"] >= 0]
-    modal_jump: dict[int, pd.Series] = {}
+    modal_jump: dict[int, tuple[int, int, float, int]] = {}
     if len(found):
         # The modal (TTL, address) of the traces' first jumps: most traces, then the lower
         # TTL, then the first seen; its hop fields from the first trace there.
@@ -453,38 +470,44 @@ def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_
         agg = by.agg(count=("_row", "size"), first=("_row", "min"), step=("step", "median"))
         agg = agg.reset_index().sort_values(["_pair", "count", "ttl", "first"],
                                             ascending=[True, False, True, True])
-        best = agg.drop_duplicates("_pair").set_index("_pair")
-        rows_at = per.set_index("_row")
-        for p, ttl, count, step, at in zip(best.index.tolist(), best["ttl"].tolist(),
+        best = agg.drop_duplicates("_pair")
+        for p, ttl, count, step, at in zip(best["_pair"].tolist(), best["ttl"].tolist(),
                                            best["count"].tolist(), best["step"].tolist(),
                                            best["first"].tolist(), strict=True):
-            modal_jump[int(p)] = pd.Series({"ttl": int(ttl), "count": int(count),
-                                            "step": float(step),
-                                            **rows_at.loc[int(at), list(_HOP_INFO)]})
+            modal_jump[int(p)] = (int(ttl), int(count), float(step), int(at))
 
     lost = (per["sent"] - per["replies"]).clip(lower=0)
     pooled = pd.DataFrame({"_pair": pair, "ttl": per["ttl"], "lost": lost, "sent": per["sent"],
-                           "lossy": (lost > 0).astype(np.int64)})[pair >= 0]
+                           "lossy": (lost > 0).astype(np.int64)})[paired]
     pooled = pooled.groupby(["_pair", "ttl"], sort=True).agg(
         lost=("lost", "sum"), sent=("sent", "sum"), traces=("lossy", "sum"))
-    answered = per.loc[(pair >= 0) & per["address"].notna(), ["_pair", "ttl", "address", "_row"]]
+    answered = per.loc[paired & per["address"].notna(), ["_pair", "ttl", "address", "_row"]]
     responders = answered.groupby(["_pair", "ttl", "address"], sort=True).agg(
         count=("_row", "size"), first=("_row", "min")).reset_index()
-    rows_by_position = per[list(_HOP_INFO)]
+    # The modal responder of each (pair, TTL) (ties: the lowest address, as Series.mode
+    # orders them): the row its hop fields come from.
+    modal = responders.sort_values(["_pair", "ttl", "count", "address"],
+                                   ascending=[True, True, False, True], kind="mergesort")
+    modal = modal.drop_duplicates(["_pair", "ttl"])
+    modal_row = dict(zip(zip(modal["_pair"].tolist(), modal["ttl"].tolist(), strict=True),
+                         modal["first"].tolist(), strict=True))
     pair_level = pooled.index.get_level_values(0).to_numpy(dtype=np.int64)
+    table = _Pooled(pooled.index.get_level_values(1).to_numpy(),
+                    pooled["lost"].to_numpy(dtype=np.float64),
+                    pooled["sent"].to_numpy(dtype=np.float64),
+                    pooled["traces"].to_numpy(dtype=np.int64))
     bounds = np.flatnonzero(np.r_[True, pair_level[1:] != pair_level[:-1], True])
-    pooled_of = {int(pair_level[a]): pooled.iloc[a:b].droplevel(0)
-                 for a, b in itertools.pairwise(bounds.tolist())}
+    pooled_of = {int(pair_level[a]): (a, b) for a, b in itertools.pairwise(bounds.tolist())}
 
     for p, (region, target) in enumerate(names.itertuples(index=False)):
         row: dict[str, Any] = {"region": str(region), "target": str(target),
-                               "traces": int(traces.get(p, 0))}
+                               "traces": int(traces[p])}
         row.update(_hop_fields("jump", None))
         row.update(jump_traces=0, jump_step_ms=math.nan, jump_evidence=None)
         jump = modal_jump.get(p)
         if jump is not None:
-            info = {f: _nz(jump[f]) for f in _HOP_INFO}
-            ttl, count, step = int(jump["ttl"]), int(jump["count"]), float(jump["step"])
+            ttl, count, step, at = jump
+            info = hop_info(at)
             row.update({"jump_ttl": ttl, **{f"jump_{f}": v for f, v in info.items()}})
             row.update(jump_traces=count, jump_step_ms=step, jump_evidence=(
                 f"RTT first jumps at {_describe(ttl, info)}: +{step:.0f} ms beyond the "
@@ -492,36 +515,45 @@ def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_
         row.update(_hop_fields("loss", None))
         row.update(loss_lost=0, loss_sent=0, loss_before_lost=0, loss_before_sent=0,
                    loss_traces=0, loss_evidence=None)
-        at_pair = pooled_of.get(p)
-        if at_pair is not None:
-            _loss_fields(row, at_pair, responders, rows_by_position, p)
+        span = pooled_of.get(p)
+        if span is not None:
+            _loss_fields(row, table, span, modal_row, p, hop_info)
         out.append(row)
     return out
 
 
-def _loss_fields(row: dict[str, Any], pooled: pd.DataFrame, responders: pd.DataFrame,
-                 rows: pd.DataFrame, pair: int) -> None:
-    """Fill ``row``'s loss fields from the pair's pooled per-TTL loss (where_it_starts)."""
-    lost_at = pooled["lost"].to_numpy(dtype=np.float64)
-    sent_at = pooled["sent"].to_numpy(dtype=np.float64)
+@dataclass(frozen=True, slots=True)
+class _Pooled:
+    """The pooled per-(pair, TTL) loss, sorted by pair then TTL, as arrays."""
+
+    ttl: npt.NDArray[Any]
+    lost: npt.NDArray[np.float64]
+    sent: npt.NDArray[np.float64]
+    traces: npt.NDArray[np.int64]
+
+
+def _loss_fields(row: dict[str, Any], pooled: _Pooled, span: tuple[int, int],
+                 modal_row: dict[tuple[int, int], int], pair: int,
+                 hop_info: Callable[[int], dict[str, Any]]) -> None:
+    """Fill ``row``'s loss fields from the pair's pooled per-TTL loss (where_it_starts):
+    rows ``span`` of ``pooled``; ``modal_row[(pair, ttl)]`` the row of the TTL's modal
+    responder."""
+    a, b = span
+    lost_at, sent_at = pooled.lost[a:b], pooled.sent[a:b]
     ratios = [float(lo / se) if se > 0 else None for lo, se in zip(lost_at, sent_at, strict=True)]
     first = _first_loss(ratios, LOSS_CARRY_FRACTION, LOSS_PERSIST_SHARE)
     if first is None:
         return
-    ttl = int(pooled.index[first])
+    ttl = int(pooled.ttl[a + first])
     info: dict[str, Any] = {f: None for f in _HOP_INFO}
-    here = responders[(responders["_pair"] == pair) & (responders["ttl"] == ttl)]
-    if len(here):
-        # The modal responder (ties: the lowest address, as Series.mode orders them), its
-        # fields from its first row.
-        modal = here.sort_values(["count", "address"], ascending=[False, True]).iloc[0]
-        info = {f: _nz(rows.iloc[int(modal["first"])][f]) for f in _HOP_INFO}
-    before = pooled.iloc[:first]
-    lost, sent = int(pooled.iloc[first]["lost"]), int(pooled.iloc[first]["sent"])
-    traces_with = int(pooled.iloc[first]["traces"])
+    at = modal_row.get((pair, ttl))
+    if at is not None:
+        info = hop_info(int(at))
+    lost, sent = int(lost_at[first]), int(sent_at[first])
+    traces_with = int(pooled.traces[a + first])
     row.update({"loss_ttl": ttl, **{f"loss_{f}": v for f, v in info.items()}})
-    row.update(loss_lost=lost, loss_sent=sent, loss_before_lost=int(before["lost"].sum()),
-               loss_before_sent=int(before["sent"].sum()), loss_traces=traces_with)
+    row.update(loss_lost=lost, loss_sent=sent, loss_before_lost=int(lost_at[:first].sum()),
+               loss_before_sent=int(sent_at[:first].sum()), loss_traces=traces_with)
     later_text = ", ".join(f"{x:.0%}" for x in ratios[first + 1:] if x is not None)
     row["loss_evidence"] = (
         f"loss first shows at {_describe(ttl, info)}: {lost} of {sent} probes "

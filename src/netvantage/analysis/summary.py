@@ -34,6 +34,7 @@ from .paths import path_evidence
 from .physics import Physics
 from .physics import check as physics_check
 from .physics import json_keys as physics_keys
+from .pmtu import PathMtu, path_mtu
 from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
 from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
 from .readiness import readiness as readiness_of
@@ -145,6 +146,7 @@ class Analysis:
     detours: Detours | None = None
     coverage: Coverage | None = None
     readiness: Readiness | None = None  # mail readiness per candidate (mailready records)
+    pmtu: PathMtu | None = None  # path MTU per pair (pmtu records)
 
     @property
     def winner(self) -> str | None:
@@ -166,7 +168,8 @@ class Analysis:
                 **(self.changes.to_dict() if self.changes else {}),
                 **({"mixes": self.mixes.to_dict()} if self.mixes else {}),
                 **({"detours": self.detours.to_dict()} if self.detours else {}),
-                **({"readiness": self.readiness.to_dict()} if self.readiness else {})}
+                **({"readiness": self.readiness.to_dict()} if self.readiness else {}),
+                **({"path_mtu": self.pmtu.to_dict()} if self.pmtu else {})}
 
     def to_text(self, *, full: bool = False) -> str:
         """The answer for a terminal: ranking, per-region costs, flags with evidence.
@@ -201,6 +204,8 @@ class Analysis:
                   "(see Coverage)"]
         lines += ["", *self.coverage.text_lines()] if self.coverage else []
         lines += ["", *self.readiness.text_lines()] if self.readiness else []
+        lines += ["", *_budget(self.pmtu.text_lines(), None if full else TEXT_SECTION_LINES)
+                  ] if self.pmtu else []
         lines += ["", "Per region (cost in ms-equivalents; lower is better):"]
         rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95",
                  "COST")]
@@ -445,4 +450,4 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
                     physics=physics, detours=routes, coverage=covered,
-                    changes=changes, readiness=ready)
+                    changes=changes, readiness=ready, pmtu=path_mtu(campaign.pmtu))

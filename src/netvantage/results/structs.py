@@ -213,10 +213,13 @@ def _surely_matches(given: RttStats, samples: Sequence[float | None]) -> bool:
     means "check exactly", never "refuse": the exact check decides.
     """
     got = [s for s in samples if s is not None]
+    return bool(got) and _surely_fits(given, got, sorted(got), math.fsum(got))
+
+
+def _surely_fits(given: RttStats, got: list[float], ordered: list[float], total: float) -> bool:
+    """:func:`_surely_matches` of the received samples ``got`` (at least one), given
+    them sorted and their ``math.fsum`` (the callers need them too)."""
     n = len(got)
-    if not n:
-        return False
-    ordered = sorted(got)
     if given.min_ms != ordered[0] or given.max_ms != ordered[-1]:
         return False
     mid = n // 2
@@ -226,13 +229,29 @@ def _surely_matches(given: RttStats, samples: Sequence[float | None]) -> bool:
                                  (ordered[mid - 1] + ordered[mid]) / 2)) <= _SURELY_CLOSE_MS:
         return False
     g = given.mean_ms
-    if g is None or not abs(g - math.fsum(got) / n) <= _SURELY_CLOSE_MS:
+    if g is None or not abs(g - total / n) <= _SURELY_CLOSE_MS:
         return False
     g = given.jitter_ms
     if n < 2:
         return g is None
-    steps = map(abs, map(operator.sub, got[1:], got[:-1]))
+    steps = map(abs, map(operator.sub, got[1:], got))  # (map stops at the shorter)
     return g is not None and abs(g - math.fsum(steps) / (n - 1)) <= _SURELY_CLOSE_MS
+
+
+def _surely_valid_samples(got: list[float], stats: RttStats) -> bool:
+    """Whether received RTTs ``got`` are each > 0 and at most MAX_RTT_MS and ``stats``
+    surely fits them: the usual body's checks in a few C calls.  ``False`` (also for
+    no samples, a non-number, or a NaN or infinity anywhere) means "check exactly"."""
+    if not got:
+        return False
+    try:
+        total = math.fsum(got)
+        ordered = sorted(got)
+    except (TypeError, ValueError):
+        return False
+    # A finite sum means no NaN or infinity among them, so ``ordered`` is in order.
+    return (math.isfinite(total) and ordered[0] > 0 and ordered[-1] <= MAX_RTT_MS
+            and _surely_fits(stats, got, ordered, total))
 
 
 def _check_stats(where: str, given: RttStats, samples: Sequence[float | None]) -> None:
@@ -432,6 +451,20 @@ class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     summary: RttSummary | None = None
 
     def __post_init__(self) -> None:
+        # The usual body (samples, counts and figures derived from them) is
+        # recognised first; anything else gets the checks one by one.
+        sent, received, rtts = self.sent, self.received, self.rtts_ms
+        if (self.summary is None and type(sent) is int and type(received) is int
+                and len(rtts) == sent and sent):
+            got = [r for r in rtts if r is not None]
+            loss = self.loss_ratio
+            if (len(got) == received and type(loss) is float
+                    and abs(1 - received / sent - loss) < 4e-7
+                    and _surely_valid_samples(got, self.stats)):
+                return
+        self._check()
+
+    def _check(self) -> None:
         _check_counts("body", self.sent, self.received, "sent", "received")
         if self.summary is not None:
             if self.rtts_ms:
@@ -537,6 +570,10 @@ class TcpAttempt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError(f"a {self.status} attempt has no connect_ms")
 
 
+_get_status = operator.attrgetter("status")
+_get_connect = operator.attrgetter("connect_ms")
+
+
 class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """TCP connect time to one port, attempt by attempt.
 
@@ -559,6 +596,16 @@ class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     summary: RttSummary | None = None
 
     def __post_init__(self) -> None:
+        # The usual body first (see PingBody); anything else is checked one by one.
+        if self.summary is None and self.attempted is None and type(self.succeeded) is int:
+            attempts = self.attempts
+            if list(map(_get_status, attempts)).count("ok") == self.succeeded:
+                got = [c for c in map(_get_connect, attempts) if c is not None]
+                if _surely_valid_samples(got, self.stats):
+                    return
+        self._check()
+
+    def _check(self) -> None:
         _check_counts("body", self.attempted, self.succeeded, "attempted", "succeeded")
         if self.summary is not None:
             if self.attempts:
@@ -1049,14 +1096,18 @@ class Record(
     source: Name = "netvantage"
 
     def __post_init__(self) -> None:
-        if self.schema not in SCHEMA_VERSIONS:
-            raise ValueError(f"schema {self.schema} is not one of {list(SCHEMA_VERSIONS)}")
-        if self.schema < 2 and getattr(getattr(self, "body", None), "summary", None) is not None:
-            raise ValueError("a summary body needs schema 2 (schema 1 has no summaries)")
-        offset = self.started_at.utcoffset()
-        if offset is None or offset.total_seconds() != 0:
-            raise ValueError("started_at must be in UTC")
-        when = self.started_at.timestamp()
+        if self.schema != SCHEMA_VERSION:
+            if self.schema not in SCHEMA_VERSIONS:
+                raise ValueError(f"schema {self.schema} is not one of {list(SCHEMA_VERSIONS)}")
+            if self.schema < 2 and getattr(getattr(self, "body", None), "summary",
+                                           None) is not None:
+                raise ValueError("a summary body needs schema 2 (schema 1 has no summaries)")
+        started = self.started_at
+        if started.tzinfo is not UTC:  # (the decoder's zone for "Z" and "+00:00")
+            offset = started.utcoffset()
+            if offset is None or offset.total_seconds() != 0:
+                raise ValueError("started_at must be in UTC")
+        when = started.timestamp()
         if when < _EARLIEST_TS:
             raise ValueError(f"started_at {self.started_at.isoformat()} is before "
                              f"{EARLIEST_START.date()}: the measuring clock was not set")
