@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from .geo import FIBRE_KM_PER_MS, MIN_FLOOR_MS, continent_of, great_circle_km, rtt_floor_ms
@@ -119,10 +120,11 @@ def trace_sources(measurements: pd.DataFrame | None, hops: pd.DataFrame,
                        index=pd.Index(_string(first["id"]).to_numpy(), name="id"))
     agent = pd.Series(pd.NA, index=out.index, dtype="string")
     if measurements is not None and "agent" in measurements.columns and len(measurements):
-        by_id = measurements.drop_duplicates("id").set_index(
-            _string(measurements.drop_duplicates("id")["id"]))["agent"]
-        agent = _string(pd.Series(out.index.to_series().map(_string(by_id)).to_numpy(),
-                                  index=out.index))
+        # The first record of each id, found by one lookup of the traces' ids.
+        by_id = measurements.drop_duplicates("id")
+        at = pd.Index(_string(by_id["id"])).get_indexer(out.index)
+        agents = _string(by_id["agent"]).array.take(at, allow_fill=True)
+        agent = _string(pd.Series(agents, index=out.index))
     out["agent"] = agent
     place = _place_table(locations)
     own = {c: agent.map(place[c]) for c in place.columns}
@@ -144,10 +146,16 @@ def trace_sources(measurements: pd.DataFrame | None, hops: pd.DataFrame,
     return out
 
 
-def _per_ttl_rows(hops: pd.DataFrame) -> pd.DataFrame:
-    """One row per (trace, TTL): the responder with the most replies, the TTL's min RTT."""
+def _per_ttl_rows(hops: pd.DataFrame, ids: npt.NDArray[np.intp] | None = None
+                  ) -> pd.DataFrame:
+    """One row per (trace, TTL): the responder with the most replies, the TTL's min RTT.
+
+    ``ids``: the traces' integer codes to use as ``id`` instead of the id strings (codes
+    that sort as the strings do, so that the rows come in the same order).
+    """
     h = pd.DataFrame({
-        "id": _string(hops["id"]), "ttl": pd.to_numeric(hops["ttl"]).astype("int64"),
+        "id": _string(hops["id"]) if ids is None else ids,
+        "ttl": pd.to_numeric(hops["ttl"]).astype("int64"),
         "address": _string(hops["address"]),
         "replies": pd.to_numeric(hops["replies"]).fillna(0).astype("float64"),
         "rtt": pd.to_numeric(hops["rtt_min_ms"]).astype("float64"),
@@ -182,7 +190,17 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     if hops.empty:
         return pd.DataFrame(columns=list(TRACE_COLUMNS))
     src = trace_sources(measurements, hops, locations)
-    per = _per_ttl_rows(hops)
+    # The trace ids as integer codes in the ids' sorted order from here on: every group-by,
+    # sort and lookup by trace below is on integers (on the id strings they held some GB
+    # and most of the time at a million records); the strings come back at the end.
+    codes, uniques = pd.factorize(_string(hops["id"]), sort=True)
+    named = codes >= 0  # a row without a trace id belongs to no trace
+    id_strings = src.index
+    src_codes = uniques.get_indexer(id_strings)
+    src = src.set_axis(pd.Index(src_codes, name="id"))
+    string_of = np.full(len(uniques), -1, dtype=np.int64)
+    string_of[src_codes[src_codes >= 0]] = np.flatnonzero(src_codes >= 0)
+    per = _per_ttl_rows(hops, codes) if named.all() else _per_ttl_rows(hops[named], codes[named])
     # Only the source's place per row (a full reindex of every column costs GBs at scale).
     s = src[["src_lat", "src_lon", "src_country"]].reindex(per["id"])
     slat, slon = s["src_lat"].to_numpy(), s["src_lon"].to_numpy()
@@ -322,6 +340,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     dropped = per[per["dropped"]].groupby("id", sort=False)["ttl"].agg(tuple)
     out["dropped_ttls"] = dropped.reindex(out.index)
     out["dropped_ttls"] = out["dropped_ttls"].map(lambda v: v if isinstance(v, tuple) else ())
+    out = out.set_axis(id_strings.take(string_of[out.index.to_numpy()]))
     out = out.rename_axis("id").reset_index()
     out["hop_ttl"] = out["hop_ttl"].astype("Int64")
     out["hop_asn"] = out["hop_asn"].astype("Int64")
@@ -422,7 +441,9 @@ def _group(traces: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     g = traces.groupby(keys, sort=True, observed=True)
     out = pd.DataFrame({"traces": g.size(), "detoured": g["detoured"].sum().astype("int64"),
                         "continental": g["continental_detour"].sum().astype("int64"),
-                        "exits": g["exits"].apply(lambda s: int((s > 0).sum())),
+                        "exits": (traces["exits"] > 0).groupby(
+                            [traces[k] for k in keys], sort=True, observed=True).sum().astype(
+                            "int64"),
                         "dropped_hops": g["dropped_hops"].sum().astype("int64")})
     out["share"] = out["detoured"] / out["traces"]
     exploded = traces[[*keys, "countries"]].explode("countries").dropna(subset=["countries"])
@@ -431,8 +452,10 @@ def _group(traces: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         [*keys, "n", "countries"], ascending=[True] * len(keys) + [False, True])
     out["countries"] = ranked.groupby(keys, sort=False, observed=True)["countries"].agg(
         ",".join).reindex(out.index).fillna("")
-    out["countries_median"] = g["countries"].apply(
-        lambda s: float(np.median([len(x) for x in s]))).astype("float64")
+    lengths = pd.Series([len(x) for x in traces["countries"]], index=traces.index,
+                        dtype="float64")
+    out["countries_median"] = lengths.groupby([traces[k] for k in keys], sort=True,
+                                              observed=True).median().astype("float64")
     det = traces[traces["detoured"]].groupby(keys, observed=True)["inflation"].median()
     dirr = traces[~traces["detoured"]].groupby(keys, observed=True)["inflation"].median()
     out["inflation_detoured"] = det.reindex(out.index).astype("float64")

@@ -370,6 +370,24 @@ def _as_str(column: pd.Series) -> npt.NDArray[np.object_]:
     return np.asarray(column.astype(str).to_numpy(), dtype=object)
 
 
+def _sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """Codes of ``column.astype(str)``'s values numbered in sorted order, and those values."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.array([str(c) for c in column.cat.categories] + ["nan"], dtype=object)
+        distinct, inverse = np.unique(names, return_inverse=True)
+        return (np.asarray(inverse, dtype=np.int64)[column.cat.codes.to_numpy()],
+                np.asarray(distinct, dtype=object))
+    codes, distinct = pd.factorize(_as_str(column), sort=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(distinct, dtype=object)
+
+
+def _distinct(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``np.unique`` of integers by a sort: numpy 2.4's np.unique hashes, which on a million
+    timestamps took 0.85 s against 6 ms for the sort (same result: the sorted distinct)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 def _series_rows(measurements: pd.DataFrame
                  ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """The records of every series (:func:`_series`) in one frame, numbered by ``_series``
@@ -378,11 +396,16 @@ def _series_rows(measurements: pd.DataFrame
                      & measurements["rtt_ms"].notna()]
     if m.empty:
         return m.assign(_series=np.empty(0, dtype=np.int64)), []
-    code, pairs = pd.MultiIndex.from_arrays([_as_str(m["region"]), _as_str(m["target"])]
-                                            ).factorize(sort=True)
+    # (region, target) numbered in their sorted order: each column's sorted codes, combined.
+    region, regions = _sorted_codes(m["region"])
+    target, targets = _sorted_codes(m["target"])
+    combined = region * len(targets) + target
+    present = _distinct(combined)
+    code = np.searchsorted(present, combined)
+    pairs = [(regions[c // len(targets)], targets[c % len(targets)]) for c in present.tolist()]
+    kind, kinds = _sorted_codes(m["kind"])
     order = {k: i for i, k in enumerate(_KIND_ORDER)}
-    rank = np.array([order[k] for k in _as_str(m["kind"])], dtype=np.int64) if len(m) > 0 \
-        else np.empty(0, dtype=np.int64)
+    rank = np.array([order.get(str(k), len(_KIND_ORDER)) for k in kinds], dtype=np.int64)[kind]
     best = pd.Series(rank).groupby(code).min().reindex(range(len(pairs))).to_numpy()
     keep = rank == best[code]
     keys = [(str(r), str(t), _KIND_ORDER[int(k)]) for (r, t), k in zip(pairs, best, strict=True)]
@@ -634,8 +657,8 @@ def _origin(started: pd.Series, window: pd.Timedelta) -> pd.Timestamp:
     """
     first = started.min()
     w = window.value
-    phases = np.unique((started - first).to_numpy(dtype="timedelta64[ns]").astype(np.int64)
-                        % w)
+    phases = _distinct((started - first).to_numpy(dtype="timedelta64[ns]").astype(np.int64)
+                       % w)
     gaps = np.diff(np.append(phases, phases[0] + w))
     k = int(np.argmax(gaps))
     boundary = (int(phases[k]) + int(gaps[k]) // 2) % w
@@ -694,7 +717,7 @@ def snapshot_split(measurements: pd.DataFrame) -> pd.Timestamp | None:
     if measurements.empty:
         return None
     started = pd.to_datetime(measurements["started_at"], utc=True).dropna()
-    values = np.unique(started.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    values = _distinct(started.to_numpy(dtype="datetime64[ns]").astype(np.int64))
     if len(values) < 2:
         return None
     gaps = np.diff(values)
@@ -782,14 +805,20 @@ def snapshots(campaign: Any, compare_with: Any = None,
         return campaign, compare_with
     at = pd.Timestamp(compare_at)
     at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
-    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases)
+    frames = (campaign.measurements, campaign.samples, campaign.hops, campaign.phases,
+              getattr(campaign, "readiness", None), getattr(campaign, "pmtu", None))
 
     def part(before: bool) -> Campaign:
-        out = []
+        out: list[pd.DataFrame | None] = []
         for f in frames:
+            if f is None:
+                out.append(None)
+                continue
             started = pd.to_datetime(f["started_at"], utc=True)
             out.append(f[started < at] if before else f[started >= at])
-        return Campaign(*out)
+        m, s, h, p, ready, pmtu = out
+        assert m is not None and s is not None and h is not None and p is not None
+        return Campaign(m, s, h, p, readiness=ready, pmtu=pmtu)
 
     earlier, later = part(True), part(False)
     if earlier.measurements.empty or later.measurements.empty:

@@ -36,6 +36,11 @@ from JSON Lines, the collector's store or an exported Parquet dataset:
     id, region, target, address, started_at, check, status (pass / warn / fail /
     unknown), summary, evidence (the check's evidence, one item a line).
 
+``pmtu`` — one row per pmtu record; ``None`` when the source has none
+    id, agent, region, target, address, started_at, protocol, ip_version, local_mtu,
+    path_mtu, reached, ptb_received, ptb_mtu, ptb_from, black_hole, hop_ttl,
+    hop_address, next_hop_address (:data:`netvantage.analysis.pmtu.PMTU_COLUMNS`).
+
 ``locations`` (given by the user or ``data/locations/``) — one row per place
     name (a region label or a target name), role ("region" or "dc"), lat, lon,
     country, continent, iata.
@@ -82,3 +87,5 @@ class Campaign:
     phases: pd.DataFrame
     #: mail readiness checks (``mailready`` records), kept apart from the measurements
     readiness: pd.DataFrame | None = None
+    #: path MTU findings (``pmtu`` records, :mod:`netvantage.analysis.pmtu`), apart too
+    pmtu: pd.DataFrame | None = None

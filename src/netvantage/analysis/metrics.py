@@ -462,14 +462,16 @@ def _replicates(rng: np.random.Generator, n: int, rec: IntArray, values: FloatAr
         # Observation j of the sorted list appears counts[rec[j]] times in the
         # replicate; the k-th (0-based) value of the pooled replicate is the first
         # observation whose cumulative weight exceeds k.
-        for j, q in enumerate(_BOOT_QUANTILES):
-            h = (total - 1) * q
-            below = np.floor(h).astype(np.int64)
-            frac = h - below
-            above = np.minimum(below + 1, total - 1)
-            lo, hi = position(below), position(above)
-            est = values[lo] + frac * (values[hi] - values[lo])
-            rtt[start:start + size, j] = np.where(total > 0, est, np.nan)
+        # Every quantile's two order statistics in one search (rows: p50 and p95 below,
+        # then above; columns: replicates).
+        h = (total - 1) * np.asarray(_BOOT_QUANTILES)[:, np.newaxis]
+        below = np.floor(h).astype(np.int64)
+        frac = h - below
+        above = np.minimum(below + 1, total - 1)
+        found = position(np.concatenate([below, above]))
+        lo, hi = found[:len(_BOOT_QUANTILES)], found[len(_BOOT_QUANTILES):]
+        est = values[lo] + frac * (values[hi] - values[lo])
+        rtt[start:start + size] = np.where(total > 0, est, np.nan).T
     return rtt, loss
 
 
@@ -546,15 +548,17 @@ class _Blocks:
     def position(self, counts: IntArray, width: int, before: FloatArray,
                  rank: IntArray) -> IntArray:
         """Index (0 … m-1) of each replicate's ``rank``-th value (clipped for a replicate
-        without values, whose result is not used).  ``counts`` are the draw counts,
-        flattened rows of ``width`` with a zero for the padding record last."""
-        size = len(rank)
-        block = np.clip((before <= rank[:, np.newaxis]).sum(axis=1) - 1, 0, self.n_blocks - 1)
+        without values, whose result is not used); ``rank`` is (ranks × replicates).
+        ``counts`` are the draw counts, flattened rows of ``width`` with a zero for the
+        padding record last."""
+        size = rank.shape[-1]
+        block = np.clip((before <= rank[..., np.newaxis]).sum(axis=-1) - 1, 0,
+                        self.n_blocks - 1)
         rows = np.arange(size)
         rest = rank - before[rows, block].astype(np.int64)
         weights = counts[self.cells[block] + (rows * width)[:, np.newaxis]]
-        running = np.cumsum(weights, axis=1)
-        inside = (running <= rest[:, np.newaxis]).sum(axis=1)
+        running = np.cumsum(weights, axis=-1)
+        inside = (running <= rest[..., np.newaxis]).sum(axis=-1)
         return np.asarray(np.clip(block * _BLOCK + inside, 0, self.m - 1), dtype=np.int64)
 
 

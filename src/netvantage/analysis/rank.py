@@ -312,28 +312,28 @@ def _point_metrics(strata: _Strata, regions: list[str], targets: list[str],
                   rtt_records.reshape(n_r, n_t))
 
 
-def _drawn(parts: list[tuple[FloatArray, npt.NDArray[np.intp]]], n_boot: int
+def _drawn(parts: list[tuple[FloatArray, npt.NDArray[np.int64]]], n_boot: int
            ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """The finite values of a pair's strata, sorted, and how many times each replicate drew
-    each of them (replicates × values): a bootstrap draw as counts."""
+    each of them (replicates × values): a bootstrap draw as counts.  ``parts`` are the
+    strata's values and their draw counts (replicates × records, :func:`_draw_counts`)."""
     if not parts:
         return np.empty(0), np.zeros((n_boot, 0), dtype=np.int64)
     values = np.concatenate([v for v, _ in parts])
     finite = np.flatnonzero(~np.isnan(values))
     order = finite[np.argsort(values[finite], kind="stable")]
-    m = len(order)
-    rank_of = np.full(len(values), -1, dtype=np.int64)
-    rank_of[order] = np.arange(m)
-    row = (np.arange(n_boot, dtype=np.int64) * m)[:, np.newaxis]
-    cells: list[npt.NDArray[np.int64]] = []
-    offset = 0
-    for v, d in parts:
-        ranks = rank_of[d + offset]
-        cells.append((row + ranks)[ranks >= 0])
-        offset += len(v)
-    flat = np.concatenate(cells) if cells else np.empty(0, dtype=np.int64)
-    weights = np.bincount(flat, minlength=n_boot * m).reshape(n_boot, m)
-    return values[order], weights
+    counts = parts[0][1] if len(parts) == 1 else np.concatenate([c for _, c in parts], axis=1)
+    # C order, as a fresh bincount gives: the BLAS product of _replicate_mean sums in the
+    # same order (indexing columns returns Fortran order, which sums differently).
+    return values[order], np.take(counts, order, axis=1)
+
+
+def _draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> npt.NDArray[np.int64]:
+    """``n_boot`` draws of ``n`` records with replacement (uniform indices, one call to the
+    pair's stream) as counts per record (replicates × records): one count matrix per
+    stratum serves every metric of the pair."""
+    drawn = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, np.newaxis]
+    return np.bincount(drawn.ravel(), minlength=n_boot * n).reshape(n_boot, n)
 
 
 def _replicate_mean(values: FloatArray, weights: npt.NDArray[np.int64]) -> FloatArray:
@@ -345,16 +345,16 @@ def _replicate_mean(values: FloatArray, weights: npt.NDArray[np.int64]) -> Float
 
 
 def _replicate_metrics(strata: _Strata, region: str, target: str, latency_kinds: tuple[str, ...],
-                       cost: CostModel, draws: Mapping[str, npt.NDArray[np.intp]],
+                       cost: CostModel, draws: Mapping[str, npt.NDArray[np.int64]],
                        n_boot: int) -> dict[str, FloatArray]:
     """The cost terms' metrics of one pair in each bootstrap replicate (arrays of n_boot).
 
-    ``draws`` maps a kind to its index matrix (replicates × records of that kind); each
+    ``draws`` maps a kind to its draw counts (replicates × records of that kind); each
     metric is computed from the drawn records as the point estimate is from all of them.
     """
 
     def parts(table: dict[tuple[str, str, str], FloatArray], kinds: tuple[str, ...]
-              ) -> list[tuple[FloatArray, npt.NDArray[np.intp]]]:
+              ) -> list[tuple[FloatArray, npt.NDArray[np.int64]]]:
         return [(table[(region, target, k)], draws[k]) for k in kinds
                 if (region, target, k) in table]
 
@@ -778,8 +778,7 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
                 continue
             rng = _pair_rng(seed, r, t)
             kinds = strata.kinds.get((r, t), ())
-            draws = {kind: rng.integers(0, len(strata.ok[(r, t, kind)]),
-                                        size=(n_boot, len(strata.ok[(r, t, kind)])))
+            draws = {kind: _draw_counts(rng, len(strata.ok[(r, t, kind)]), n_boot)
                      for kind in kinds}
             latency_kinds = (cost.latency_kinds if costed.point.latency[rows[i], j]
                              else cost.fallback_kinds)

@@ -34,6 +34,7 @@ from .paths import path_evidence
 from .physics import Physics
 from .physics import check as physics_check
 from .physics import json_keys as physics_keys
+from .pmtu import PathMtu, path_mtu
 from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
 from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
 from .readiness import readiness as readiness_of
@@ -145,6 +146,10 @@ class Analysis:
     detours: Detours | None = None
     coverage: Coverage | None = None
     readiness: Readiness | None = None  # mail readiness per candidate (mailready records)
+    pmtu: PathMtu | None = None  # path MTU per pair (pmtu records)
+    #: statistics other than a median that summary records' RTT figures are (e.g. "mean"
+    #: for an imported latency matrix): the per-region "RTT P50" is over those figures
+    summary_stats: tuple[str, ...] = ()
 
     @property
     def winner(self) -> str | None:
@@ -166,7 +171,8 @@ class Analysis:
                 **(self.changes.to_dict() if self.changes else {}),
                 **({"mixes": self.mixes.to_dict()} if self.mixes else {}),
                 **({"detours": self.detours.to_dict()} if self.detours else {}),
-                **({"readiness": self.readiness.to_dict()} if self.readiness else {})}
+                **({"readiness": self.readiness.to_dict()} if self.readiness else {}),
+                **({"path_mtu": self.pmtu.to_dict()} if self.pmtu else {})}
 
     def to_text(self, *, full: bool = False) -> str:
         """The answer for a terminal: ranking, per-region costs, flags with evidence.
@@ -201,6 +207,8 @@ class Analysis:
                   "(see Coverage)"]
         lines += ["", *self.coverage.text_lines()] if self.coverage else []
         lines += ["", *self.readiness.text_lines()] if self.readiness else []
+        lines += ["", *_budget(self.pmtu.text_lines(), None if full else TEXT_SECTION_LINES)
+                  ] if self.pmtu else []
         lines += ["", "Per region (cost in ms-equivalents; lower is better):"]
         rows = [("REGION", "DATA CENTRE", "RTT P50", "RTT P95", "LOSS %", "HANDSHAKE P95",
                  "COST")]
@@ -212,6 +220,10 @@ class Analysis:
                          ms(_number(r.handshake_p95_ms)), _whole(r.cost)))
         lines += columns(rows)
         lines += [f"  ({shown_note} Every pair: --full, or --format json.)"] if shown_note else []
+        if self.summary_stats:
+            lines.append("  (RTT P50 and P95 are over each pair's records' RTT figures; summary "
+                         f"records give a {' or '.join(self.summary_stats)}, not a median: "
+                         "with one record per pair the 'P50' is that figure.)")
         lines += ["", f"Flags ({len(self.flags)}; history window {self.window}):"]
         if self.flags.empty:
             lines.append("  none")
@@ -297,6 +309,14 @@ def default_window(campaign: Campaign) -> pd.Timedelta:
     window = pd.Timedelta((span / 10).ceil("10s"))
     return pd.Timedelta(max(window, pd.Timedelta("10s"), cadence(campaign.measurements)
                             or pd.Timedelta(0)))
+
+
+def _summary_stats(m: pd.DataFrame) -> tuple[str, ...]:
+    """The statistics other than a median that summary records' RTT figures are."""
+    if "summary" not in m.columns or not m["summary"].any():
+        return ()
+    stats = m.loc[m["summary"].astype(bool) & m["rtt_ms"].notna(), "rtt_stat"]
+    return tuple(sorted({str(x) for x in stats.dropna().unique()} - {"median"}))
 
 
 def _summary_notes(m: pd.DataFrame) -> list[str]:
@@ -445,4 +465,5 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
                     physics=physics, detours=routes, coverage=covered,
-                    changes=changes, readiness=ready)
+                    changes=changes, readiness=ready, pmtu=path_mtu(campaign.pmtu),
+                    summary_stats=_summary_stats(m))

@@ -26,6 +26,7 @@ from .detours import DetourSection, detour_section
 from .mixes import MixSection, mix_section
 from .physics import PhysicsSection, physics_section
 from .placement import PlacementSection, placement_section
+from .pmtu import PmtuSection, pmtu_section
 from .readiness import ReadinessSection, readiness_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
@@ -100,6 +101,7 @@ class ReportContent:
     ranking_note: str = ""  # what the 95 % CI and p(best) columns rest on, or why empty
     calm: str = ""  # the sentence shown when no region is flagged: what was tested
     readiness: ReadinessSection | None = None  # "Will mail flow on day one?"
+    pmtu: PmtuSection | None = None  # path MTU per pair: black holes first
 
 
 # --------------------------------------------------------------------------- formatting
@@ -604,4 +606,5 @@ def collect_content(campaign: Campaign, result: Analysis, *, title: str, version
         ranking_note=_ranking_note(result.ranking.table),
         calm=_calm(result),
         readiness=readiness_section(result.readiness),
+        pmtu=pmtu_section(result.pmtu),
     )

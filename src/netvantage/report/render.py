@@ -21,6 +21,7 @@ from .figures import Figure
 from .mixes import mix_markdown
 from .physics import physics_markdown
 from .placement import placement_markdown
+from .pmtu import pmtu_markdown
 from .readiness import readiness_markdown
 
 __all__ = ["render_html", "render_markdown"]
@@ -120,6 +121,7 @@ def render_markdown(content: ReportContent, figures: Sequence[Figure],
                                 else []), *_md_table(content.ranking)]
     out += ["## Per-region breakdown", "", *_md_table(content.breakdown)]
     out += readiness_markdown(content.readiness, _md)
+    out += pmtu_markdown(content.pmtu, _md)
 
     def figure(name: str) -> list[str]:
         f = byname.get(name)
