@@ -117,10 +117,11 @@ import gc
 import itertools
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -303,9 +304,14 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
     for one in sources:
         path = Path(one)
         label = f"loading {path.name}" if len(sources) > 1 else "loading"
-        with progress.step(label, unit=" records", scale=True) as bar:
-            workers = _workers(path)
-            parts = (_pooled(path, wanted, workers) if workers > 1
+        workers = _workers(path)
+        with ExitStack() as stack:
+            # The pool is forked before the progress bar's thread starts: fork copies only
+            # the calling thread, and a lock another thread held would stay locked.
+            pool = (stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+                    if workers > 1 else None)
+            bar = stack.enter_context(progress.step(label, unit=" records", scale=True))
+            parts = (_pooled(path, wanted, pool) if pool is not None
                      else map(_part, _read_one(path, wanted)))
             for part in parts:
                 bar.update(part.n + len(part.ready))
@@ -332,8 +338,9 @@ def _workers(path: Path) -> int:
         os.cpu_count() or 1)
 
 
-def _pooled(path: Path, kinds: tuple[str, ...] | None, workers: int) -> Iterator[_Part]:
-    """A JSON Lines file decoded by ``workers`` forked processes, a range of lines each.
+def _pooled(path: Path, kinds: tuple[str, ...] | None,
+            pool: multiprocessing.pool.Pool) -> Iterator[_Part]:
+    """A JSON Lines file decoded by a ``pool`` of forked processes, a range of lines each.
 
     The file is cut into ranges of about :data:`CHUNK_BYTES` at line starts; a worker
     reads its range, decodes it with the one schema decoder and returns its compact
@@ -356,17 +363,15 @@ def _pooled(path: Path, kinds: tuple[str, ...] | None, workers: int) -> Iterator
               for a, b in zip(starts, [*starts[1:], size], strict=True)]
     problems: list[str] = []
     bad = line = 0
-    context = multiprocessing.get_context("fork")
-    with context.Pool(min(workers, len(ranges))) as pool:
-        results = pool.imap(_range_part, ranges)
-        schemas()  # pandera's import (about 1 s) while the workers decode, not after
-        for part, lines, failed, found in results:
-            bad += failed
-            problems += [f"line {line + n}{why}" for n, why in found][
-                :_MAX_PROBLEMS - len(problems)]
-            line += lines
-            if not bad and part is not None:
-                yield part
+    results = pool.imap(_range_part, ranges)
+    schemas()  # pandera's import (about 1 s) while the workers decode, not after
+    for part, lines, failed, found in results:
+        bad += failed
+        problems += [f"line {line + n}{why}" for n, why in found][
+            :_MAX_PROBLEMS - len(problems)]
+        line += lines
+        if not bad and part is not None:
+            yield part
     if bad:
         more = f" (showing {len(problems)})" if bad > len(problems) else ""
         raise SchemaError(f"{path}: {bad} bad line(s), nothing loaded{more}", problems)
