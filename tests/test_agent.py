@@ -346,3 +346,40 @@ def test_the_uploader_survives_any_answer_and_the_spool_drains(tmp_path, monkeyp
     assert "upload failed: collector answered 200 without acknowledging the batch (ids: 5" in logged
     assert "not JSON" in logged and "collector unreachable" in logged
     assert "uploads work again" in logged
+
+
+def test_a_second_sigterm_while_the_spool_closes_does_not_kill_the_agent(tmp_path):
+    """The operator (or a service manager) signals again while the agent is closing its
+    spool: the agent still ends its run normally, every result in the spool."""
+    import os
+    import signal
+    import tomllib
+
+    plan = parse_plan(tomllib.loads(PLAN), PLAN, base=tmp_path)
+
+    async def measure(job, plan_, origin):
+        return _ping_record(job, origin)
+
+    agent = Agent(plan, out=io.StringIO(), measure=measure)
+    closing = agent.spool.close
+    signalled: list[int] = []
+
+    def close_under_a_signal() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered while the close runs
+        signalled.append(signal.SIGTERM)
+        closing()
+
+    agent.spool.close = close_under_a_signal  # type: ignore[method-assign]
+
+    async def one_round():
+        task = asyncio.create_task(agent.run(drain_s=2.0))
+        await wait_until_async(lambda: task.done() or agent.stats.measured >= len(plan.jobs),
+                               30, "one round of every job")
+        os.kill(os.getpid(), signal.SIGTERM)  # the first signal: stop
+        return await task
+
+    stats = asyncio.run(one_round())
+    assert signalled == [signal.SIGTERM] and stats.measured == len(plan.jobs)
+    spool = Spool(tmp_path / "unit.spool.sqlite")
+    assert spool.depth() == len(plan.jobs)
+    spool.close()

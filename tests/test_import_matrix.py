@@ -385,3 +385,15 @@ def test_wide_parquet_compressed_and_csv_from_stdin(tmp_path: Path) -> None:
                                catch_exceptions=False)
     assert piped.exit_code == 0, piped.output
     assert len(pings(out)) == 4
+
+
+def test_the_text_says_what_its_rtt_p50_is_over_for_means(example: tuple[Path, Result]) -> None:
+    """A matrix of means: the per-region "RTT P50" is the pair's one mean, and says so."""
+    out, _ = example
+    analysed = invoke("analyse", str(out), "--locations", str(out.with_name("m.locations.csv")))
+    assert analysed.exit_code == 0, analysed.output
+    table = analysed.stdout.split("Per region")[1].split("Flags (")[0]
+    assert "summary records give a mean, not a median" in table
+    own = invoke("analyse", str(DATA.parent.parent.parent / "data" / "campaigns"
+                              / "lab-sample.jsonl"))
+    assert "not a median" not in own.stdout  # samples of our own: medians

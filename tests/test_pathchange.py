@@ -137,11 +137,11 @@ def test_the_array_comparison_finds_what_trace_by_trace_sets_find() -> None:
     trace after the other, on random sequences: routes of different lengths that move and
     come back, load-balanced branches, silent TTLs, repeats; and a TTL with two addresses
     in one trace, which the table leaves to the sets."""
-    from netvantage.analysis.pathchange import _found, _found_one_by_one, _traces
+    from netvantage.analysis.pathchange import _found_all, _found_one_by_one, _traces
 
     rng = random.Random(4)
     routes = [A, B, ["a1", "a2", "c3", "c4", "d"], ["x1", "d"], ["a1", "b2", "d"]]
-    compared = 0
+    every_hops, every_meas = [], []
     for trial in range(60):
         paths: list[list[str | None]] = []
         route = rng.randrange(len(routes))
@@ -157,9 +157,14 @@ def test_the_array_comparison_finds_what_trace_by_trace_sets_find() -> None:
             paths.append(path)
         hops, meas = frames(paths, agent=f"ag-{trial}")
         if trial % 10 == 9:  # a second address at TTL 1 of one trace
-            extra = hops.iloc[[0]].assign(address="a9")
-            hops = pd.concat([hops, extra], ignore_index=True)
-        for seq in _traces(hops, meas).values():
-            assert _found(seq, 3) == _found_one_by_one(seq, 3), trial
-            compared += len(seq)
-    assert compared > 1000
+            hops = pd.concat([hops, hops.iloc[[0]].assign(address="a9")], ignore_index=True)
+        every_hops.append(hops)
+        every_meas.append(meas)
+    # All sequences in one table, as find_path_changes does, and each on its own.
+    seqs = list(_traces(pd.concat(every_hops, ignore_index=True),
+                        pd.concat(every_meas, ignore_index=True)).values())
+    expected = [_found_one_by_one(seq, 3) for seq in seqs]
+    assert _found_all(seqs, 3) == expected
+    assert [_found_all([seq], 3)[0] for seq in seqs] == expected
+    assert len(seqs) == 60 and sum(len(seq) for seq in seqs) > 1000
+    assert sum(len(f) for f in expected) > 50

@@ -337,10 +337,15 @@ class Agent:
         finally:
             for task in self._tasks:
                 task.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
-            self.spool.close()
+            # The spool closes while a repeated SIGTERM or SIGINT still only sets the stop
+            # event: with the default action back, a second signal during the close (an
+            # impatient operator, a service manager sending it twice) killed the agent there.
+            try:
+                self.spool.close()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(sig)
         if self.fatal is not None:
             raise self.fatal
         return self.stats

@@ -295,12 +295,13 @@ def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | No
     if hops is None or hops.empty:
         return []
     changes: list[PathChange] = []
-    for (agent, region, target), seq in sorted(_traces(hops, measurements).items()):
+    groups = sorted(_traces(hops, measurements).items())
+    every = _found_all([seq for _, seq in groups], window)
+    for ((agent, region, target), seq), found in zip(groups, every, strict=True):
         gaps = np.diff(np.fromiter((t.at for t in seq), dtype=np.int64, count=len(seq)))
         tol = tolerance if tolerance is not None else max(
             pd.Timedelta(int(2 * np.median(gaps)), "ns") if gaps.size else pd.Timedelta(0),
             min_tolerance or pd.Timedelta(0))
-        found = _found(seq, window)
         for n, (i, before, ttls) in enumerate(found):
             a, b = seq[i - 1], seq[i]
             start = max(found[n - 1][0] if n else 0, i - 3 * window)
@@ -316,70 +317,84 @@ def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | No
     return changes
 
 
-def _found(seq: Sequence[_Trace], window: int) -> list[tuple[int, _Path, list[int]]]:
-    """The lasting changes of one sequence: (index of the first trace on the new path, the
-    path known before it, the TTLs where they differ).
+def _found_all(seqs: Sequence[Sequence[_Trace]], window: int
+               ) -> list[list[tuple[int, _Path, list[int]]]]:
+    """Per sequence, its lasting changes: (index of the first trace on the new path, the path
+    known before it, the TTLs where they differ).  The traces share one :class:`_Rows`.
 
     Each trace is compared with the path known so far (the earlier traces merged, a later
-    answer replacing an earlier one at its TTL, a shorter trace cutting the path); when
-    every TTL of the sequence has at most one address, that comparison is array work over
-    a traces × TTLs table of address codes for all traces at once, and only the traces
-    that differ from the known path and agree with the one after (few) are looked at one
-    by one.  With several addresses at a TTL (load balancing seen within one trace) the
-    paths are compared as sets, one trace after the other (:func:`_found_one_by_one`).
+    answer replacing an earlier one at its TTL, a shorter trace cutting the path).  When
+    every TTL of a sequence has at most one address, that comparison is array work over one
+    traces × TTLs table of address codes for all the sequences at once (the known path is
+    a carry-forward down the table, restarted at each sequence's first trace), and so is
+    the flapping test; only the lasting changes are turned into paths.  A sequence with
+    several addresses at a TTL of a trace (load balancing seen within one trace) is
+    compared as sets, one trace after the other (:func:`_found_one_by_one`).
     """
-    count = len(seq)
+    out: list[list[tuple[int, _Path, list[int]]]] = [[] for _ in seqs]
+    flat = [t for seq in seqs for t in seq]
+    count = len(flat)
     if count < 2:
-        return []
-    rows = seq[0].rows
-    starts = np.fromiter((t.start for t in seq), dtype=np.int64, count=count)
-    sizes = np.fromiter((t.end for t in seq), dtype=np.int64, count=count) - starts
-    lasts = np.fromiter((t.last for t in seq), dtype=np.int64, count=count)
-    keys = np.array([t.key for t in seq], dtype=np.uint64)
+        return out
+    lengths = np.array([len(seq) for seq in seqs], dtype=np.int64)
+    group = np.repeat(np.arange(len(seqs)), lengths)
+    offset = np.cumsum(lengths) - lengths  # each sequence's first trace
+    rows = flat[0].rows
+    starts = np.fromiter((t.start for t in flat), dtype=np.int64, count=count)
+    sizes = np.fromiter((t.end for t in flat), dtype=np.int64, count=count) - starts
+    lasts = np.fromiter((t.last for t in flat), dtype=np.int64, count=count)
+    keys = np.fromiter((t.key for t in flat), dtype=np.uint64, count=count)
     which = np.repeat(np.arange(count), sizes)
     at = np.arange(int(sizes.sum())) + np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
     ttl, code = rows.ttls[at], rows.codes[at]
-    if bool(np.any((which[1:] == which[:-1]) & (ttl[1:] == ttl[:-1]))):
-        return _found_one_by_one(seq, window)
+    twice = np.flatnonzero((which[1:] == which[:-1]) & (ttl[1:] == ttl[:-1]))
+    by_sets = np.zeros(len(seqs), dtype=bool)
+    by_sets[group[which[twice]]] = True
     width = int(lasts.max()) + 1
-    column = np.arange(width)
+    column = np.arange(width)[None, :]
     hops = np.full((count, width), -1, dtype=np.int64)  # -1: no answer at that TTL
     hops[which, ttl] = code
+    first = np.zeros(count, dtype=bool)
+    first[offset[lengths > 0]] = True
     # The known path after each trace: per TTL the latest answer not cut off since by a
-    # shorter trace (a trace marks each TTL it answered or does not reach).
-    cut = column[None, :] > lasts[:, None]
+    # shorter trace; a trace marks the TTLs it answered or does not reach (the first of a
+    # sequence marks them all: nothing is known before it).
+    cut = (column > lasts[:, None]) | first[:, None]
     mark = np.where((hops >= 0) | cut, np.arange(count)[:, None], -1)
     latest = np.maximum.accumulate(mark, axis=0)
-    known = np.where(latest >= 0, hops[np.maximum(latest, 0), column[None, :]], -1)
-    # differ[i]: the TTLs where trace i differs from the path known after trace i − 1.
+    known = hops[latest, column]
+    # differ[i − 1]: the TTLs where trace i differs from the path known after trace i − 1.
     before, now = known[:-1], hops[1:]
     last_before, last_now = lasts[:-1, None], lasts[1:, None]
-    differ = ((column[None, :] >= 1) & (column[None, :] <= np.maximum(last_before, last_now))
-              & ((column[None, :] > last_before) | (column[None, :] > last_now)
+    differ = ((column >= 1) & (column <= np.maximum(last_before, last_now))
+              & ((column > last_before) | (column > last_now)
                  | ((before >= 0) & (now >= 0) & (before != now))))
-    differs = np.r_[False, differ.any(axis=1)]
-    lasting = np.r_[~differs[1:], False]
-    candidates = np.flatnonzero(np.r_[False, keys[1:] != keys[:-1]] & differs & lasting)
+    differs = np.r_[False, differ.any(axis=1)] & ~first
+    lasting = np.r_[~differs[1:] & ~first[1:], False]
+    new = np.r_[False, keys[1:] != keys[:-1]] & ~first
+    candidates = np.flatnonzero(new & differs & lasting & ~by_sets[group])
     # Flapping (see _flapping): at a TTL where they differ, the address that left is back
     # in one of the next window − 1 traces, or the one that came was in the window before.
     where = differ[candidates - 1]
-    old, new = known[candidates - 1], hops[candidates]
+    old, arrived = known[candidates - 1], hops[candidates]
     flapping = np.zeros(len(candidates), dtype=bool)
-    for offset in range(1, window + 1):
-        for other, mine, ok in (
-                (candidates + offset, old, offset < window),
-                (candidates - offset, new, True)):
-            inside = (other >= 0) & (other < count) & ok
+    for step in range(1, window + 1):
+        for other, mine, ok in ((candidates + step, old, step < window),
+                                (candidates - step, arrived, True)):
+            inside = ok & (other >= 0) & (other < count)
+            inside &= group[np.clip(other, 0, count - 1)] == group[candidates]
             if not inside.any():
                 continue
             seen = hops[np.clip(other, 0, count - 1)]
             flapping |= inside & np.any(where & (mine >= 0) & (seen == mine), axis=1)
-    found = []
     for i in candidates[~flapping].tolist():
+        g = int(group[i])
         ref: _Path = ({int(t): frozenset((int(c),)) for t, c in enumerate(known[i - 1].tolist())
                        if c >= 0}, int(lasts[i - 1]))
-        found.append((i, ref, np.flatnonzero(differ[i - 1]).tolist()))
-    return found
+        out[g].append((i - int(offset[g]), ref, np.flatnonzero(differ[i - 1]).tolist()))
+    for g in np.flatnonzero(by_sets).tolist():
+        out[g] = _found_one_by_one(seqs[g], window)
+    return out
 
 
 def _found_one_by_one(seq: Sequence[_Trace], window: int) -> list[tuple[int, _Path, list[int]]]:

@@ -147,6 +147,9 @@ class Analysis:
     coverage: Coverage | None = None
     readiness: Readiness | None = None  # mail readiness per candidate (mailready records)
     pmtu: PathMtu | None = None  # path MTU per pair (pmtu records)
+    #: statistics other than a median that summary records' RTT figures are (e.g. "mean"
+    #: for an imported latency matrix): the per-region "RTT P50" is over those figures
+    summary_stats: tuple[str, ...] = ()
 
     @property
     def winner(self) -> str | None:
@@ -217,6 +220,10 @@ class Analysis:
                          ms(_number(r.handshake_p95_ms)), _whole(r.cost)))
         lines += columns(rows)
         lines += [f"  ({shown_note} Every pair: --full, or --format json.)"] if shown_note else []
+        if self.summary_stats:
+            lines.append("  (RTT P50 and P95 are over each pair's records' RTT figures; summary "
+                         f"records give a {' or '.join(self.summary_stats)}, not a median: "
+                         "with one record per pair the 'P50' is that figure.)")
         lines += ["", f"Flags ({len(self.flags)}; history window {self.window}):"]
         if self.flags.empty:
             lines.append("  none")
@@ -302,6 +309,14 @@ def default_window(campaign: Campaign) -> pd.Timedelta:
     window = pd.Timedelta((span / 10).ceil("10s"))
     return pd.Timedelta(max(window, pd.Timedelta("10s"), cadence(campaign.measurements)
                             or pd.Timedelta(0)))
+
+
+def _summary_stats(m: pd.DataFrame) -> tuple[str, ...]:
+    """The statistics other than a median that summary records' RTT figures are."""
+    if "summary" not in m.columns or not m["summary"].any():
+        return ()
+    stats = m.loc[m["summary"].astype(bool) & m["rtt_ms"].notna(), "rtt_stat"]
+    return tuple(sorted({str(x) for x in stats.dropna().unique()} - {"median"}))
 
 
 def _summary_notes(m: pd.DataFrame) -> list[str]:
@@ -450,4 +465,5 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
                     physics=physics, detours=routes, coverage=covered,
-                    changes=changes, readiness=ready, pmtu=path_mtu(campaign.pmtu))
+                    changes=changes, readiness=ready, pmtu=path_mtu(campaign.pmtu),
+                    summary_stats=_summary_stats(m))
