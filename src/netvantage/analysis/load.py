@@ -1020,11 +1020,28 @@ def _child(name: str, own: dict[str, pd.Series], measurements: pd.DataFrame) -> 
         if column in own:
             columns[column] = own[column]
             continue
-        taken = pd.Series(measurements[column].array.take(rec))
-        if dtypes[column] == "cat":  # the values of this frame, as if built alone
-            taken = taken.cat.remove_unused_categories()
-        columns[column] = taken
+        source = measurements[column].array
+        if isinstance(source, pd.Categorical):
+            columns[column] = _taken_categories(source, rec, trim=dtypes[column] == "cat")
+            continue
+        columns[column] = pd.Series(source.take(rec))
     return pd.DataFrame(columns, copy=False)
+
+
+def _taken_categories(source: pd.Categorical, rows: np.ndarray, *, trim: bool) -> pd.Series:
+    """``source`` at ``rows``; with ``trim``, only the categories used there (the values of
+    the child frame, as if built alone), found by counting codes rather than by
+    ``remove_unused_categories`` (which sorts them: 3 sorts of 4.7M codes at 1M records)."""
+    codes = source.codes[rows]
+    categories = source.categories
+    if trim:
+        used = np.bincount(codes[codes >= 0], minlength=len(categories)) > 0
+        if not used.all():
+            remap = (np.cumsum(used) - 1).astype(codes.dtype)
+            codes = np.where(codes >= 0, remap[codes], codes)
+            categories = categories[used]
+    return pd.Series(pd.Categorical.from_codes(codes, categories=categories,
+                                               ordered=source.ordered))
 
 
 def _dedup(measurements: pd.DataFrame, children: dict[str, dict[str, pd.Series]],
