@@ -272,6 +272,25 @@ def test_the_stored_text_is_the_record_as_the_schema_writes_it(tmp_path):
                                                for r in records}
 
 
+def test_a_new_sqlite_store_has_large_pages_and_an_old_one_keeps_its_own(tmp_path):
+    import sqlite3
+
+    from netvantage.collector.store import PAGE_SIZE
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # as a store made before PAGE_SIZE was set
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("VACUUM")
+    first, second = batch("lusaka-1", 3), batch("lusaka-1", 3)
+    for path, size in ((tmp_path / "new.db", PAGE_SIZE), (old, 4096)):
+        with Store(path) as s:
+            s.add_records(first)
+        with Store(path) as s:
+            assert s.add_records(second).accepted == [r.id for r in second]
+            assert s.count() == 6
+            assert s._reader().execute("PRAGMA page_size").fetchone()[0] == size
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cells import number
 from conftest import run_cli
 from netns import Namespaces, missing, ns_exec, require_root_netns
 from netvantage.measure.ping import PingOptions, open_icmp_socket, ping
@@ -49,8 +50,13 @@ def test_ping_loopback_keeps_every_rtt(address):
     assert rec.status == "ok" and rec.error is None
     assert rec.body.sent == 5 and rec.body.received == 5
     assert len(rec.body.rtts_ms) == 5 and all(r is not None for r in rec.body.rtts_ms)
-    # Loopback answers in microseconds; a wrong clock or unit would show here.
-    assert all(0 < r < 5 for r in rec.body.rtts_ms)  # type: ignore[operator]
+    # Loopback answers in microseconds; a wrong clock or unit would show in every sample,
+    # so the median is judged.  One sample may be long for a reason outside the probe: its
+    # send time is read in user space just before sendto(), and a loaded machine can stall
+    # the process in between (one sample of 5 went past 5 ms in 1 of 12 runs of this file
+    # at load 9; every sample's bound failed then, the median's did not).
+    rtts = [number(r) for r in rec.body.rtts_ms]
+    assert min(rtts) > 0 and statistics.median(rtts) < 5, rtts
     assert rec.body.rx_clock == "kernel"
     assert rec.body.loss_ratio == 0.0
     assert rec.body.ip_version == (6 if ":" in address else 4)
@@ -74,18 +80,15 @@ def test_ping_agrees_with_iputils_on_loopback():
 def test_ping_many_targets_runs_them_concurrently():
     from netvantage.measure.ping import ping_many
     opts = PingOptions(count=4, interval_s=0.25, timeout_s=1.0)
-    loop = asyncio.new_event_loop()
-    try:
-        t0 = loop.time()
-        recs = loop.run_until_complete(ping_many(["127.0.0.1", "::1", "127.0.0.2"], opts,
-                                                 concurrency=3))
-        elapsed = loop.time() - t0
-    finally:
-        loop.close()
+    recs = asyncio.run(ping_many(["127.0.0.1", "::1", "127.0.0.2"], opts, concurrency=3))
     assert [r.target for r in recs] == ["127.0.0.1", "::1", "127.0.0.2"]
     assert all(r.status == "ok" for r in recs)
-    # Sequentially this takes 3 × 0.75 s; concurrently about 0.75 s.
-    assert elapsed < 1.6
+    # Concurrently means the three ran at once: each started (its first request) before
+    # any ended.  One after another they could not overlap however fast the machine, and
+    # a loaded machine cannot make them look sequential (a wall-clock bound could).
+    starts = [r.started_at.timestamp() for r in recs]
+    ends = [start + r.duration_ms / 1000 for start, r in zip(starts, recs, strict=True)]
+    assert max(starts) < min(ends), (starts, ends)
 
 
 def test_tcp_open_and_refused_on_loopback():

@@ -307,11 +307,11 @@ class PgStore(RecordStore):
     # ------------------------------------------------------------------ records
 
     @staticmethod
-    def _insert(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
-        """Insert ``rows`` (ON CONFLICT DO NOTHING) as one statement; returns how many went in."""
-        if not rows:
+    def _insert(conn: psycopg.Connection[Any], columns: list[list[Any]]) -> int:
+        """Insert the rows of ``columns`` (ON CONFLICT DO NOTHING) as one statement; returns
+        how many went in."""
+        if not columns[0]:
             return 0
-        columns = [list(column) for column in zip(*rows, strict=True)]
         cur = conn.execute(_INSERT, columns)
         return int(cur.rowcount)
 
@@ -346,14 +346,13 @@ class PgStore(RecordStore):
     def _write(self, records: Sequence[AnyRecord], batch: _Batch,
                report: AgentReport | None) -> BatchResult:
         conn = self._write_conn()  # not autocommit: each try is one transaction
-        rows = list(batch.rows.values())
         checked = False
         try:
             for _ in range(MAX_TRIES):
                 seen: set[tuple[str, str]] = set()
-                fresh = rows
+                fresh = batch.columns
                 if checked:  # fewer rows went in than were offered: which were stored?
-                    stored = self._existing(conn, list(batch.rows))
+                    stored = self._existing(conn, batch.keys())
                     conflicts = self._conflicting(stored, batch)
                     if conflicts:
                         conn.rollback()
@@ -362,8 +361,8 @@ class PgStore(RecordStore):
                         conn.commit()
                         return result
                     seen = set(stored)
-                    fresh = [row for key, row in batch.rows.items() if key not in seen]
-                if self._insert(conn, fresh) == len(fresh):
+                    fresh = batch.without(seen)
+                if self._insert(conn, fresh) == len(fresh[0]):
                     result = self._outcome(records, batch, seen)
                     self._note(report, batch, result, conn)
                     conn.commit()
