@@ -32,10 +32,14 @@ machine, 50,000 records/s with the busy process.
         [--synchronous full|normal] [--workers N] [--only sqlite|postgresql|busy]...
         [--profile]
 
-``--profile`` instead profiles the ingest path in this process (decode,
-validate, store write of one batch, repeated) with cProfile and prints the top
-functions.  Not a test: it prints figures and exits non-zero only when records
-were lost or doubled.
+``--profile`` instead runs the ingest path in this process, one thread, the
+collector's garbage-collector settings (decode and validate, the body's lines,
+the store write, the answer, freeing the batch; ``--clients`` agents'
+batches in turn, as many as a run sends): first timed per step with the
+process's CPU time, then again under cProfile, whose top functions it prints.
+
+Not a test: it prints figures and exits non-zero only when records were lost
+or doubled.
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from netvantage.collector.app import check_batch, record_lines
-from netvantage.collector.store import Store, open_store
+from netvantage.collector.serve import tune_gc
+from netvantage.collector.store import AgentReport, Store, open_store
 from netvantage.lab.postgres import TempPostgres
 from netvantage.results import (
     PingBody,
@@ -331,23 +338,57 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+STEPS = ("decode + validate", "body lines", "store write", "answer", "free the batch")
+
+
+def ingest_steps(store: Store, batches: list[tuple[str, bytes]]) -> list[float]:
+    """CPU seconds of each of :data:`STEPS` over ``batches`` ((agent, body)), as the
+    collector's ``_ingest`` takes them."""
+    spent = [0.0] * len(STEPS)
+    clock = time.process_time
+    for agent, body in batches:
+        t0 = clock()
+        records = check_batch(body, agent)
+        assert isinstance(records, list)
+        t1 = clock()
+        lines = record_lines(body, len(records))
+        t2 = clock()
+        result = store.add_records(records, AgentReport(agent), texts=lines)
+        t3 = clock()
+        answer = msgspec.json.encode({"accepted": len(result.accepted),
+                                      "duplicates": len(result.duplicates),
+                                      "ids": [r.id for r in records]})
+        t4 = clock()
+        del records, lines, result, answer
+        t5 = clock()
+        for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            spent[i] += d
+    return spent
+
+
 def profile(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="nv-bench-") as tmp, \
-            Store(Path(tmp) / "p.db", synchronous=args.synchronous) as store:
-        tmpl = templates("agent-000")
-        bodies = [make_batch(tmpl, args.batch)[0] for _ in range(args.rounds * 5)]
-        prof = cProfile.Profile()
-        t = time.perf_counter()
-        prof.enable()
-        for body in bodies:
-            records = check_batch(body, "agent-000")
-            assert isinstance(records, list)
-            store.add_records(records, texts=record_lines(body, len(records)))
-        prof.disable()
-        wall = time.perf_counter() - t
-        n = len(bodies) * args.batch
-        print(f"ingest path in one thread (profiled): {n / wall:,.0f} records/s")
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
+    agents = [f"agent-{i:03d}" for i in range(args.clients)]
+    per_agent = {a: [make_batch(templates(a), args.batch)[0] for _ in range(args.rounds)]
+                 for a in agents}
+    batches = [(a, per_agent[a][r]) for r in range(args.rounds) for a in agents]
+    n = len(batches) * args.batch
+    tune_gc()
+    print(f"ingest path in one thread, {len(batches)} batches of {args.batch} records from "
+          f"{args.clients} agents, SQLite synchronous={args.synchronous.upper()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="nv-bench-") as tmp:
+        with Store(Path(tmp) / "steps.db", synchronous=args.synchronous) as store:
+            spent = ingest_steps(store, batches)
+        for step, seconds in zip(STEPS, spent, strict=True):
+            print(f"  {step:<18} {seconds / n * 1e6:6.2f} µs/record")
+        print(f"  {'whole path':<18} {sum(spent) / n * 1e6:6.2f} µs/record (CPU time)")
+        with Store(Path(tmp) / "profiled.db", synchronous=args.synchronous) as store:
+            prof = cProfile.Profile()
+            prof.enable()
+            ingest_steps(store, batches)
+            prof.disable()
+        print("\nthe same again under cProfile (its own cost inflates Python calls):")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
     return 0
 
 
