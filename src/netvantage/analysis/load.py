@@ -112,7 +112,6 @@ call :func:`check_campaign` on frames they are given.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import itertools
 import math
@@ -239,8 +238,9 @@ def _trim_heap() -> None:
     call frees whole free pages anywhere in the heap, not only at its top (malloc_trim(3)).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # The process's own symbols (libc's among them): no library search, which would
+        # start a subprocess (ldconfig) from this big process.
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return
     trim(0)
