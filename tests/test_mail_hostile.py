@@ -59,8 +59,14 @@ from netvantage.measure.proto.smtp import Reply, ReplyReader, SmtpDialogue
 from netvantage.results import ImapRecord, Phase, SmtpRecord, decode_record, encode_record
 
 FAST = MailOptions(timeout_s=3, phase_timeout_s=2)
-#: What the probe may take beyond its deadline: starting and closing an event loop.
+#: What the probe may take beyond its deadline: starting and closing an event loop
+#: (at most 4 ms over it in 327 probes at load 9).
 SLACK_S = 0.3
+#: A probe stopped by FAST's phase limit (2 s), not by its deadline (3 s), ends before
+#: the midpoint of the two: beyond the phase limit it spends the phases before the
+#: stalled one and an event loop's start, 0.02-0.14 s at load 9, too near SLACK_S to
+#: be judged by it on a loaded machine, and far from the deadline it must not reach.
+PHASE_END_S = (FAST.phase_timeout_s + FAST.timeout_s) / 2
 #: A reply line's limit in ReplyReader, and one read of the shell.
 MAX_LINE, ONE_READ = 4096, 65536
 FAMILIES = pytest.mark.parametrize("host", ["127.0.0.1", "::1"], ids=["v4", "v6"])
@@ -216,7 +222,7 @@ def test_drip_one_byte_a_second_ends_at_the_phase_limit(start):
     assert record.status == "timeout"
     assert record.body.failed_phase == "greeting"
     assert "no complete answer in phase greeting" in (record.error or "")
-    assert elapsed < FAST.phase_timeout_s + SLACK_S
+    assert elapsed < PHASE_END_S
     assert 1 <= record.body.bytes_received <= 4
 
 
@@ -435,7 +441,7 @@ def test_tls_handshake_that_never_completes_times_out(start, certs, handler):
     assert record.status == "timeout"
     assert record.body.failed_phase == "tls_handshake"
     assert "TLS handshake did not complete" in (record.error or "")
-    assert elapsed < 2 + SLACK_S  # the phase limit, not the deadline
+    assert elapsed < PHASE_END_S  # the phase limit, not the deadline
     assert record.body.tls is not None and record.body.tls.verified is None
 
 

@@ -232,7 +232,9 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     out["unchecked"] = g["unchecked"].any()
 
     # Countries and continents crossed, in path order, consecutive repeats dropped.
-    b = per[per["believed"]]
+    # The subsets below take only the columns they use: each is a copy of its rows, and
+    # the per-TTL table of a million-record campaign is some hundreds of MB wide.
+    b = per.loc[believed, ["id", "continent", *_HOP]]
     first_cont = b.dropna(subset=["continent"]).groupby("id", sort=False)["continent"]
     out["src_continent"] = out["src_continent"].fillna(first_cont.first())
     out["dst_continent"] = out["dst_continent"].fillna(first_cont.last())
@@ -255,7 +257,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     exit_rows = exit_rows.set_index("id")
 
     # Proven path length: probe -> believed located hops -> target, leg by leg.
-    p = per[~np.isnan(per["plat"].to_numpy())]
+    p = per.loc[~np.isnan(per["plat"].to_numpy()), ["id", "plat", "plon", "city", "country"]]
     legs_from_lat = p.groupby("id", sort=False)["plat"].shift(1)
     legs_from_lon = p.groupby("id", sort=False)["plon"].shift(1)
     sp = src[["src_lat", "src_lon"]].reindex(p["id"])
@@ -300,7 +302,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     out["inflation"] = out["rtt_ms"].to_numpy() / np.maximum(direct_floor, MIN_FLOOR_MS)
 
     # Where the time goes: the largest RTT step beyond the fibre floor of its leg.
-    a = per[~np.isnan(rtt)].copy()
+    a = per.loc[~np.isnan(rtt), ["id", "rtt", "plat", "plon", *_HOP]]
     ga = a.groupby("id", sort=False)
     prev_rtt = ga["rtt"].shift(1).fillna(0.0)
     plat_prev = ga["plat"].shift(1)

@@ -412,13 +412,6 @@ def _series_rows(measurements: pd.DataFrame
     return m[keep].assign(_series=np.asarray(code, dtype=np.int64)[keep]), keys
 
 
-def _series(measurements: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
-    """(region, target, kind) → its records with an RTT, one kind per pair (ping > tcp > trace)."""
-    rows, keys = _series_rows(measurements)
-    return {keys[int(g["_series"].iloc[0])]: g.drop(columns="_series")
-            for _, g in rows.groupby("_series", sort=True)}
-
-
 def _noise(values: FloatArray) -> float:
     """Robust σ of a series from its successive differences (a level shift barely moves it)."""
     if len(values) < 3:
@@ -742,30 +735,34 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, options: EpisodeOptions |
             *, before_label: str | None = None, after_label: str | None = None) -> Comparison:
     """Each (region, target) of two snapshots side by side (see the module docstring)."""
     o = options or EpisodeOptions()
-    a, b = _series(before), _series(after)
-    pairs_a = {(r, t): k for (r, t, k) in a}
-    pairs_b = {(r, t): k for (r, t, k) in b}
+    _, keys_a = _series_rows(before)
+    _, keys_b = _series_rows(after)
+    pairs_a = {(r, t): k for (r, t, k) in keys_a}
+    pairs_b = {(r, t): k for (r, t, k) in keys_b}
+    # Every (region, target, kind)'s RTTs of each snapshot, grouped once (not one scan of
+    # the whole snapshot per pair and kind).
+    rtts_a, rtts_b = _rtts(before), _rtts(after)
+    none = np.empty(0, dtype=np.float64)
     rows: list[PairChange] = []
     for key in sorted(set(pairs_a) | set(pairs_b)):
         if key not in pairs_b or key not in pairs_a:
             only_before = key not in pairs_b
             kind = pairs_a[key] if only_before else pairs_b[key]
-            g = _of_kind(before if only_before else after, key, kind)
-            median = float(g["rtt_ms"].median())
+            x = (rtts_a if only_before else rtts_b).get((*key, kind), none)
+            median = float(pd.Series(x, dtype=np.float64).median())
             rows.append(PairChange(key[0], key[1], kind, median if only_before else None,
                                    None if only_before else median,
-                                   len(g) if only_before else 0, 0 if only_before else len(g),
+                                   len(x) if only_before else 0, 0 if only_before else len(x),
                                    None, "only before" if only_before else "only after"))
             continue
         # Like with like: the first kind (ping, tcp, trace) both snapshots have for the pair.
         kind = pairs_b[key]
         for k in _KIND_ORDER:
-            if not _of_kind(before, key, k).empty and not _of_kind(after, key, k).empty:
+            if len(rtts_a.get((*key, k), none)) and len(rtts_b.get((*key, k), none)):
                 kind = k
                 break
-        ga, gb = _of_kind(before, key, kind), _of_kind(after, key, kind)
-        xa = ga["rtt_ms"].to_numpy(dtype=np.float64)
-        xb = gb["rtt_ms"].to_numpy(dtype=np.float64)
+        xa = rtts_a.get((*key, kind), none)
+        xb = rtts_b.get((*key, kind), none)
         if len(xa) == 0 or len(xb) == 0:
             continue
         ma, mb = float(np.median(xa)), float(np.median(xb))
@@ -782,10 +779,16 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, options: EpisodeOptions |
                       tuple(rows))
 
 
-def _of_kind(m: pd.DataFrame, key: tuple[str, str], kind: str) -> pd.DataFrame:
-    sel = ((m["region"].astype(str) == key[0]) & (m["target"].astype(str) == key[1])
-           & (m["kind"].astype(str) == kind) & m["rtt_ms"].notna())
-    return m[sel]
+def _rtts(m: pd.DataFrame) -> dict[tuple[str, str, str], FloatArray]:
+    """(region, target, kind) → the RTTs of its records that have one, in frame order."""
+    m = m[m["rtt_ms"].notna().to_numpy(dtype=bool)]
+    if m.empty:
+        return {}
+    frame = pd.DataFrame({"region": _as_str(m["region"]), "target": _as_str(m["target"]),
+                          "kind": _as_str(m["kind"]),
+                          "rtt": m["rtt_ms"].to_numpy(dtype=np.float64)})
+    return {(str(r), str(t), str(k)): g.to_numpy(dtype=np.float64)
+            for (r, t, k), g in frame.groupby(["region", "target", "kind"], sort=False)["rtt"]}
 
 
 def snapshots(campaign: Any, compare_with: Any = None,

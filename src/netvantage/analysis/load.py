@@ -40,12 +40,16 @@ in this process (no pool to start for a campaign of a few thousand records; a Da
 worker is a daemon process and may not start one).  Per chunk, rows are gathered as
 tuples per kind and turned into columns once (``None`` is NaN in a float column).
 Measured on the 1M-record synthetic file (``bench/make_synthetic.py``, 1.25 GB) on a
-machine with 2 CPUs and a load average of 8-10 (other jobs): decoding 0.68-0.85 s and
-building columns 0.73-0.96 s of CPU per 100k records (1.01 s before the per-kind
-rows); :func:`load` took 16.8 s of CPU in the two workers and 5.5 s in this
-process (receiving the chunks, the frames' concatenation, deduplication and the
-pandera checks, of which the uniqueness checks factorize every id string) — one
-process did all of it before, about 24 s of CPU.
+machine with 2 CPUs busy with other jobs (load average 8-9), ``time.perf_counter`` and
+``getrusage`` around :func:`load`: 17.2 s of CPU in the two workers and 4.0 s in this
+process (receiving the chunks, concatenating, deduplicating, the pandera checks, whose
+uniqueness checks factorize every id string), 69 s wall; before, one process spent
+27.3 s of CPU, 125 s wall.  On a quiet machine that should be about 12 s of wall time (half
+the workers' CPU, then this process's tail; an estimate), against 26 s.  Per 100k records the
+workers spend 0.7-0.85 s decoding and 0.73 s building columns (1.01 s before the rows
+per kind).  This process's peak RSS: 1,382 MiB (1,783 MiB before), the frames
+613 MiB (``memory_usage(deep=True)``; unchanged: 277 MiB of them are samples, whose
+``id`` strings repeat their record's).
 
 The frames' columns are those of :mod:`netvantage.analysis.frames`; their dtypes:
 
@@ -112,7 +116,6 @@ call :func:`check_campaign` on frames they are given.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import itertools
 import math
@@ -239,8 +242,9 @@ def _trim_heap() -> None:
     call frees whole free pages anywhere in the heap, not only at its top (malloc_trim(3)).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # The process's own symbols (libc's among them): no library search, which would
+        # start a subprocess (ldconfig) from this big process.
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return
     trim(0)

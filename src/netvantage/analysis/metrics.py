@@ -446,16 +446,16 @@ def _replicates(rng: np.random.Generator, n: int, rec: IntArray, values: FloatAr
     loss = np.full(n_boot, np.nan)
     chunk = max(1, _CHUNK_CELLS // max(n, m, 1))
     blocks = _Blocks(rec, n) if m > _FLAT_LIMIT else None
-    sent_n, lost_n = sent.astype(np.int64), lost.astype(np.int64)
+    per_record = np.column_stack([sent, lost]).astype(np.float64)
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         counts = _draw_counts(rng, n, size)  # (size, n): times each record is drawn
-        # Probe counts are whole numbers: integer products (numpy's own loop, not a BLAS
-        # call that may start threads for so small a product) give the same sums.
-        s = (counts @ sent_n).astype(np.float64)
+        # Probe counts are whole numbers, so the sums are exact in any order: one product
+        # for both, in slices that keep BLAS on this thread (_product).
+        probes = _product(counts.astype(np.float64), per_record)
+        s = probes[:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
-            loss[start:start + size] = np.where(
-                s > 0, (counts @ lost_n).astype(np.float64) / s, np.nan)
+            loss[start:start + size] = np.where(s > 0, probes[:, 1] / s, np.nan)
         if m == 0:
             continue
         total, position = _running(counts, rec) if blocks is None else blocks.finder(counts)
