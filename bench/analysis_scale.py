@@ -28,7 +28,11 @@ The machine may be shared: the load average is printed beside the figures.
 
     .venv/bin/python bench/analysis_scale.py [--sizes 10k,100k,1M] [--big] [--data-dir DIR]
         [--report-sizes 10k,100k] [--matrix 250] [--dask-size 10M] [--dask-workers 2]
-        [--dask-memory 2GiB] [--skip-dask]
+        [--dask-memory 2GiB] [--skip-dask] [--max-data 8]
+
+Every child runs with a memory limit (``--max-data`` GiB of RLIMIT_DATA, 8 by default): a
+size that needs more fails with MemoryError, printed as such, rather than taking the
+machine down.
 
 Generating 10M records writes about 12 GB of JSON Lines and takes several minutes.
 """
@@ -67,11 +71,24 @@ class Run:
         return f"{self.wall_s:8.1f} s {self.peak_bytes / 2**20:8.0f} MiB"
 
 
+#: Memory a child may take (RLIMIT_DATA, bytes; None: no limit): a 10M-record analysis
+#: that needs more than the machine has fails with MemoryError instead of taking the
+#: machine (and whatever else runs on it) down.  ``--max-data``.
+MAX_DATA: int | None = None
+
+
+def _limit_data() -> None:
+    if MAX_DATA is not None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (MAX_DATA, MAX_DATA))
+
+
 def run(cmd: list[str], *, timeout: float | None = None) -> Run:
     """Run ``cmd``; wall time and peak RSS from wait4 (stdout/stderr to temp files)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, preexec_fn=_limit_data)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except KeyboardInterrupt:
@@ -164,7 +181,11 @@ def main() -> int:
     parser.add_argument("--dask-workers", type=int, default=2)
     parser.add_argument("--dask-memory", default="2GiB")
     parser.add_argument("--skip-dask", action="store_true")
+    parser.add_argument("--max-data", type=float, default=8.0, metavar="GiB",
+                        help="memory limit of every child (RLIMIT_DATA) [8 GiB]; 0: none")
     args = parser.parse_args()
+    global MAX_DATA
+    MAX_DATA = int(args.max_data * GiB) if args.max_data > 0 else None
     sizes = sorted({size(s) for s in args.sizes.split(",") if s} | (
         {10_000_000} if args.big else set()))
     report_sizes = {size(s) for s in args.report_sizes.split(",") if s}
