@@ -269,13 +269,19 @@ def group_quantiles(group: npt.NDArray[np.integer], values: npt.NDArray[np.float
     present = np.flatnonzero(sizes)
     n = sizes[present]
     for j, q in enumerate(qs):
-        h = (n - 1) * float(q)
-        below = np.floor(h)
-        gamma = h - below
-        lo = below.astype(np.int64)
-        hi = np.minimum(lo + 1, n - 1)
+        lo, hi, gamma = _positions(n, q)
         out[present, j] = lerp(v[starts[present] + lo], v[starts[present] + hi], gamma)
     return out
+
+
+def _positions(n: npt.NDArray[np.int64], q: float
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The 0-based ranks around quantile ``q`` of ``n`` sorted values, and the weight of
+    the upper one (numpy's linear method: position (n − 1) q)."""
+    h = (n - 1) * float(q)
+    below = np.floor(h)
+    lo = below.astype(np.int64)
+    return lo, np.minimum(lo + 1, n - 1), h - below
 
 
 def replicate_quantiles(values: npt.NDArray[np.float64], weights: npt.NDArray[np.integer],
@@ -301,11 +307,7 @@ def replicate_quantiles(values: npt.NDArray[np.float64], weights: npt.NDArray[np
     base = np.arange(reps, dtype=np.int64) * m
     filled = total > 0
     for j, q in enumerate(qs):
-        h = (total - 1) * float(q)
-        below = np.floor(h)
-        gamma = h - below
-        lo_rank = below.astype(np.int64)
-        hi_rank = np.minimum(lo_rank + 1, total - 1)
+        lo_rank, hi_rank, gamma = _positions(total, q)
         # The k-th value (0-based) is the first whose cumulative weight exceeds k.
         lo = np.clip(np.searchsorted(flat, offset + lo_rank, side="right") - base, 0, m - 1)
         hi = np.clip(np.searchsorted(flat, offset + hi_rank, side="right") - base, 0, m - 1)
@@ -326,11 +328,7 @@ def row_quantiles(rows: npt.NDArray[np.float64], qs: Sequence[float]) -> npt.NDA
     n = n[present]
     ordered = ordered[present]
     for j, q in enumerate(qs):
-        h = (n - 1) * float(q)
-        below = np.floor(h)
-        gamma = h - below
-        lo = below.astype(np.int64)
-        hi = np.minimum(lo + 1, n - 1)
+        lo, hi, gamma = _positions(n, q)
         out[present, j] = lerp(np.take_along_axis(ordered, lo[:, np.newaxis], axis=1)[:, 0],
                                np.take_along_axis(ordered, hi[:, np.newaxis], axis=1)[:, 0],
                                gamma)

@@ -275,16 +275,20 @@ def read_records(source: Source | Sequence[Source], *,
     return out
 
 
+def _sources(source: Source | Sequence[Source]) -> list[tuple[Path, str]]:
+    """The sources as paths, each with its progress label ("loading NAME" when several)."""
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
+    return [(Path(one), f"loading {Path(one).name}" if len(sources) > 1 else "loading")
+            for one in sources]
+
+
 def _chunks(source: Source | Sequence[Source], kinds: Iterable[str] | None, *,
             show: bool = False) -> Iterator[list[AnyRecord]]:
     """Every source's validated records (not deduplicated), a chunk at a time."""
     wanted = _kinds(kinds)
-    sources = [source] if isinstance(source, str | Path) else list(source)
-    if not sources:
-        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
-    for one in sources:
-        path = Path(one)
-        label = f"loading {path.name}" if len(sources) > 1 else "loading"
+    for path, label in _sources(source):
         step = (progress.step(label, unit=" records", scale=True) if show
                 else nullcontext(None))
         with step as bar:
@@ -302,12 +306,7 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
     everything else a chunk at a time here.
     """
     wanted = _kinds(kinds)
-    sources = [source] if isinstance(source, str | Path) else list(source)
-    if not sources:
-        raise LoadError("no source given: name a JSON Lines file, a store or a Parquet dataset")
-    for one in sources:
-        path = Path(one)
-        label = f"loading {path.name}" if len(sources) > 1 else "loading"
+    for path, label in _sources(source):
         workers = _workers(path)
         with ExitStack() as stack:
             # The pool is forked before the progress bar's thread starts: fork copies only
