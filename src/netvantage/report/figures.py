@@ -24,6 +24,7 @@ import importlib
 import io
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -761,7 +762,8 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
     """
     global _DRAWING
     indices = range(7)
-    workers = min(len(os.sched_getaffinity(0)), len(indices))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = min(cpus, len(indices)) if sys.platform == "linux" else 1
     _DRAWING = (campaign, result, places)
     try:
         if workers < 2 or threading.active_count() > 1:
