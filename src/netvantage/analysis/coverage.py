@@ -239,8 +239,9 @@ def coverage(measurements: pd.DataFrame, weights: Mapping[str, float], ranking: 
         missing = [name for column, name in _TERM_NAMES.items()
                    if column in incomplete.columns and pd.isna(getattr(row, column))]
         unmeasured.append({"region": r, "target": t, "records": int(counts.get((r, t), 0)),
-                           "reason": "RTT measured, but no " + " nor ".join(missing)
-                           + " (a term other pairs have): cost unknown"})
+                           "reason": ("RTT measured, but no " + " nor ".join(missing)
+                                      + " (a term other pairs have): cost unknown")
+                           if missing else "RTT measured, but its cost is unknown"})
     unmeasured.sort(key=lambda u: (u["region"], u["target"]))
     candidates = []
     for row in ranking.table.itertuples():
