@@ -8,6 +8,7 @@ built with dnspython's message API.  Special values of a name's entry make it mi
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import socketserver
@@ -60,10 +61,21 @@ class FakeDns:
                 if reply is not None:
                     self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
-        self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
-        self.port = self.udp.server_address[1]
+        # DNS answers on one port over UDP and TCP: the kernel picks a free UDP port, and
+        # the same number over TCP may be taken (another test's connection had it as its
+        # own ephemeral port: "address already in use" once in a full run), so a pair of
+        # free ports is looked for, not assumed.
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+        for attempt in range(50):
+            self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+            self.port = self.udp.server_address[1]
+            try:
+                self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+                break
+            except OSError as exc:
+                self.udp.server_close()
+                if exc.errno != errno.EADDRINUSE or attempt == 49:
+                    raise
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True)
                         for s in (self.udp, self.tcp)]
         for t in self.threads:
