@@ -91,3 +91,21 @@ def test_cli_refuses_a_dataset_not_partitioned_by_region(tmp_path: Path) -> None
     out = invoke_cli("analyse", "--dask", "local", str(SAMPLE))
     assert out.returncode == 2
     assert "netvantage partition" in out.stderr
+
+
+def test_a_local_cluster_scratch_space_is_removed_afterwards() -> None:
+    """Without a configured temporary-directory, Dask's workers would leave their
+    dask-scratch-space folder in the system's temporary directory: a local cluster gets
+    a folder of its own, removed when the analysis ends; a configured one is kept."""
+    import dask
+
+    from netvantage.analysis.cluster import _scratch
+
+    with dask.config.set({"temporary-directory": None}):
+        with _scratch("local"):
+            folder = Path(dask.config.get("temporary-directory"))
+            assert folder.is_dir() and folder.name.startswith("netvantage-dask-")
+            (folder / "dask-scratch-space").mkdir()
+        assert not folder.exists()
+        with _scratch("tcp://127.0.0.1:8786"):
+            assert dask.config.get("temporary-directory", None) is None

@@ -40,7 +40,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -302,6 +304,31 @@ def analyse_on_cluster(dataset: str | Path, address: str, *,
     ranks on the gathered measurements (see the module docstring).  ``weights`` by
     region (or group, resolved without locations), as :func:`~netvantage.analysis.analyse`.
     """
+    parts = partitions(dataset)
+    with _scratch(address):
+        return _on_cluster(parts, address, weights=weights, gaps=gaps, n_boot=n_boot,
+                           seed=seed, workers=workers, memory=memory,
+                           readiness_fail_on=readiness_fail_on)
+
+
+@contextmanager
+def _scratch(address: str) -> Iterator[None]:
+    """A local cluster's scratch space in a temporary folder removed afterwards, unless
+    Dask's ``temporary-directory`` is configured: by default the workers leave a
+    ``dask-scratch-space`` folder in the system's temporary directory behind them."""
+    import dask
+
+    if address != "local" or dask.config.get("temporary-directory", None):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="netvantage-dask-") as folder, \
+            dask.config.set({"temporary-directory": folder}):
+        yield
+
+
+def _on_cluster(parts: list[Path], address: str, *, weights: Mapping[str, float] | None,
+                gaps: str, n_boot: int, seed: int, workers: int, memory: str,
+                readiness_fail_on: Sequence[str] | None) -> ClusterAnalysis:
     from . import progress
     from .load import _MEASUREMENT_DTYPES
     from .metrics import DEFAULT_BY
@@ -311,7 +338,6 @@ def analyse_on_cluster(dataset: str | Path, address: str, *,
     from .readiness import readiness as readiness_of
     from .summary import equal_weights
 
-    parts = partitions(dataset)
     client = connect(address, workers=workers, memory=memory)
     results: dict[str, PartitionResult] = {}
     try:
