@@ -67,9 +67,10 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -82,6 +83,9 @@ from .options import Method, Protocol, TraceOptions
 from .records import empty_record, trace_record
 from .recverr import run_recverr
 from .state import TraceRun
+
+if TYPE_CHECKING:
+    from .mda import MdaEngine, MdaRun
 
 __all__ = ["Method", "Protocol", "TraceOptions", "trace", "trace_many"]
 
@@ -144,12 +148,8 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
                      flow_id=flow_id, sport=0x8000 | (flow_id & 0x7FFF))
         started_at, t0 = utc_now(), time.perf_counter_ns()
         if engine is not None:
-            engine.sockets.log_dsts.add(t.dst)
-            engine.by_dst.setdefault(t.dst, []).append(t)
-            try:
+            with _matched(engine, t):
                 await run_raw(engine, t, deadline)
-            finally:
-                engine.by_dst[t.dst].remove(t)
         else:
             await run_recverr(t, deadline)
         return trace_record(t, method, origin, host, record_id, started_at, t0)
@@ -158,9 +158,20 @@ async def trace_many(targets: Sequence[Target | str], opts: TraceOptions = _DEFA
         return await _each(targets, opts, origin, family, concurrency, one)
     finally:
         if engine is not None:
-            if engine.sockets.log is not None:
-                engine.sockets.log.close()
             engine.close()
+
+
+@contextmanager
+def _matched(engine: RawEngine | MdaEngine, t: TraceRun | MdaRun) -> Iterator[None]:
+    """While ``t`` runs, the engine (the Paris one or the multipath one) matches replies
+    from its destination to it, and the packet log keeps them."""
+    runs: list[Any] = engine.by_dst.setdefault(t.dst, [])
+    engine.sockets.log_dsts.add(t.dst)
+    runs.append(t)
+    try:
+        yield
+    finally:
+        runs.remove(t)
 
 
 async def _each(targets: Sequence[Target | str], opts: TraceOptions, origin: Origin,
@@ -205,19 +216,13 @@ async def _mda_many(targets: Sequence[Target | str], opts: TraceOptions, origin:
     async def one(host: str, resolved: Resolved, src: str, record_id: str) -> TraceRecord:
         t = new_run(resolved.address, resolved.ip_version, src, opts)
         started_at, t0 = utc_now(), time.perf_counter_ns()
-        engine.sockets.log_dsts.add(t.dst)
-        engine.by_dst.setdefault(t.dst, []).append(t)
-        try:
+        with _matched(engine, t):
             await run_mda(engine, t, deadline)
-        finally:
-            engine.by_dst[t.dst].remove(t)
         return mda_record(t, origin, host, record_id, started_at, t0)
 
     try:
         return await _each(targets, opts, origin, family, concurrency, one)
     finally:
-        if engine.sockets.log is not None:
-            engine.sockets.log.close()
         engine.close()
 
 

@@ -99,11 +99,15 @@ class RawSockets:
         return s
 
     def close(self) -> None:
+        """Stop reading, close every socket and the packet log (which they feed)."""
         for s in self.socks.values():
             with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(s.fileno())
             s.close()
         self.socks.clear()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def packet(self, t: TraceRun, pid: int, ttl: int) -> bytes:
         """Probe ``pid`` of trace ``t`` at ``ttl``, as it goes on the wire."""
