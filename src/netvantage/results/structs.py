@@ -1076,8 +1076,9 @@ class PmtuBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 #: What a record's id may hold (its length, 8 to 64, is msgspec's to check).
 _ID_PATTERN = r"^[0-9A-Za-z._:-]+$"
 #: The pattern checked in ``Record.__post_init__`` rather than by msgspec's ``pattern``
-#: constraint, which calls into the ``re`` module through the C API per record: 0.25 µs
-#: of the 1.4 µs msgspec spent on a 640-byte record; this call is about a third of it.
+#: constraint, which calls into the ``re`` module through the C API per record: decoding
+#: ids alone took 0.33 µs per record with it and 0.06 without (msgspec takes about 1.4
+#: µs for a whole 640-byte record); ``check_batch`` went from 1.68 to 1.58 µs per record.
 _ID_SHAPE = re.compile(r"[0-9A-Za-z._:-]+").fullmatch
 
 
