@@ -1027,7 +1027,7 @@ def place_campaign(campaign: Any, *, weights: Mapping[str, float] | None = None,
     :mod:`.readiness`)."""
     from .coverage import same_city_pairs
     from .mix import client_regions, resolve_weights
-    from .readiness import failing_targets, readiness
+    from .readiness import readiness, with_readiness
     from .summary import equal_weights
 
     m = campaign.measurements
@@ -1046,12 +1046,10 @@ def place_campaign(campaign: Any, *, weights: Mapping[str, float] | None = None,
         if not measured & set(Thresholds().handshake_kinds):
             options["thresholds"] = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
-    failing = failing_targets(readiness(getattr(campaign, "readiness", None),
-                                        readiness_fail_on))
-    if failing:
-        base = options.get("thresholds") or Thresholds()
-        options["thresholds"] = replace(base, failing_targets=(*base.failing_targets, *failing))
-        notes.append("mail readiness fails " + ", ".join(sorted({t for t, _ in failing}))
+    ready = readiness(getattr(campaign, "readiness", None), readiness_fail_on)
+    if ready is not None and ready.failing:
+        options["thresholds"] = with_readiness(options.get("thresholds") or Thresholds(), ready)
+        notes.append("mail readiness fails " + ", ".join(sorted(ready.failing))
                      + " (as in the ranking; --readiness-fail-on none to ignore)")
     ranked = m
     if locations is not None:

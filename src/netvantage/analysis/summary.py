@@ -11,7 +11,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from .physics import check as physics_check
 from .physics import json_keys as physics_keys
 from .pmtu import PathMtu, path_mtu
 from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
-from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
+from .readiness import DEFAULT_FAIL_ON, Readiness, with_readiness
 from .readiness import readiness as readiness_of
 
 __all__ = ["Analysis", "NothingToAnalyse", "analyse", "condense_fails", "default_window",
@@ -413,9 +413,7 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
             thresholds = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
-    if ready is not None and ready.failing:
-        thresholds = replace(thresholds, failing_targets=thresholds.failing_targets
-                             + failing_targets(ready))
+    thresholds = with_readiness(thresholds, ready)
     weights, groups = resolve_weights(weights, client_regions(campaign.measurements),
                                       locations) if weights else (None, ())
     w = dict(weights) if weights else equal_weights(campaign)
