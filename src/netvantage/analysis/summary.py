@@ -8,9 +8,14 @@ is also available on its own in its module.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
+import sys
+import threading
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +40,7 @@ from .physics import Physics
 from .physics import check as physics_check
 from .physics import json_keys as physics_keys
 from .pmtu import PathMtu, path_mtu
-from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
+from .rank import CostModel, PairCosts, Ranking, Stability, Thresholds, rank, stability
 from .readiness import DEFAULT_FAIL_ON, Readiness, with_readiness
 from .readiness import readiness as readiness_of
 
@@ -344,6 +349,63 @@ def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.Dat
     return path_evidence(campaign.hops, locations)
 
 
+#: From this many measurements on, :func:`analyse` computes the metrics table (its per-group
+#: bootstrap, about 40 % of the analysis) in a forked child process while it does the rest
+#: (:func:`_metrics_aside`).  Below it the fork and the result's trip back cost more than
+#: the overlap gives (see the commit that set it for the figures).
+CONCURRENT_RECORDS = 100_000
+
+#: What the metrics child computes from: set just before it is forked (copy-on-write), so
+#: the campaign's frames are never pickled; only the small metrics frame comes back.
+_ASIDE: tuple[Campaign, int, int] | None = None
+
+
+def _metrics_of_aside() -> pd.DataFrame:
+    """The metrics table of :data:`_ASIDE` (run in the forked child)."""
+    assert _ASIDE is not None
+    campaign, n_boot, seed = _ASIDE
+    return metrics_table(campaign, n_boot=n_boot, seed=seed)
+
+
+def _may_fork() -> bool:
+    """Whether a forked child may compute beside this process: Linux (fork; other systems
+    spawn, which would pickle the whole campaign), more than one CPU in this process's
+    affinity mask, not a daemon process (a Dask worker's may start no children) and no
+    other thread running (fork copies only the calling thread: a lock another one held, a
+    progress bar's, would stay locked in the child) — the rules of the loader's and the
+    report figures' pools."""
+    if (sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon or threading.active_count() > 1):
+        return False
+    return len(os.sched_getaffinity(0)) > 1
+
+
+@contextmanager
+def _metrics_aside(campaign: Campaign, n_boot: int, seed: int
+                   ) -> Iterator[Callable[[], pd.DataFrame]]:
+    """Yields a function giving ``metrics_table(campaign, n_boot=n_boot, seed=seed)``.
+
+    The metrics depend on nothing else :func:`analyse` computes, so for a campaign of
+    :data:`CONCURRENT_RECORDS` measurements or more, where :func:`_may_fork`, a forked
+    child computes them from the moment this is entered and the function waits for its
+    pickled frame: the same computation on the same frames, so the same figures to the
+    bit.  Otherwise the function computes them here, when called.  The child is ended
+    when the block is left, whatever happens in it.
+    """
+    global _ASIDE
+    if len(campaign.measurements) < CONCURRENT_RECORDS or not _may_fork():
+        yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
+        return
+    _ASIDE = (campaign, n_boot, seed)
+    try:
+        pool = multiprocessing.get_context("fork").Pool(1)
+    finally:
+        _ASIDE = None  # the child has its copy; this process keeps no reference
+    with pool:  # leaving it terminates the child and joins the pool's threads
+        pending = pool.apply_async(_metrics_of_aside)
+        yield lambda: pending.get()
+
+
 class NothingToAnalyse(NetvantageError, ValueError):
     """The campaign holds nothing the analysis can compare; the message says why."""
 
@@ -404,6 +466,24 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     no_region = _check_input(campaign.measurements)
     if no_region:
         notes.append(no_region)
+    with _metrics_aside(campaign, min(n_boot, 500), seed) as metrics_of:
+        return _analysis(campaign, earlier, ready, notes, metrics_of, weights=weights,
+                         locations=locations, cost=cost, thresholds=thresholds,
+                         window=window, episode_min_rise=episode_min_rise,
+                         episode_min_windows=episode_min_windows, n_boot=n_boot, seed=seed,
+                         keep_impossible=keep_impossible, mixes=mixes, gaps=gaps,
+                         same_city_floor_ms=same_city_floor_ms)
+
+
+def _analysis(campaign: Campaign, earlier: Campaign | None, ready: Readiness | None,
+              notes: list[str], metrics_of: Callable[[], pd.DataFrame], *,
+              weights: Mapping[str, float] | None, locations: pd.DataFrame | None,
+              cost: CostModel | None, thresholds: Thresholds | None,
+              window: str | pd.Timedelta | None, episode_min_rise: float,
+              episode_min_windows: int, n_boot: int, seed: int, keep_impossible: bool,
+              mixes: Mapping[str, Mapping[str, float]] | None, gaps: str,
+              same_city_floor_ms: float | None) -> Analysis:
+    """:func:`analyse` past its input checks, the metrics table from ``metrics_of``."""
     if cost is None:
         cost = CostModel()  # traces stand in per pair only (CostModel.fallback_kinds)
     if thresholds is None:
@@ -441,10 +521,12 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                            locations)
     assumed = ({p: same_city_floor_ms for p in same} if same_city_floor_ms is not None
                else None)
+    # The ranking, its stability and the mixes score the same pairs: one cost table each.
+    shared = PairCosts(ranked, cost=cost, thresholds=thresholds, assumed=assumed)
     ranking = rank(ranked, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed,
-                   gaps=gaps, assumed=assumed)
+                   gaps=gaps, assumed=assumed, pair_costs=shared)
     stable = stability(ranked, w, cost=cost, thresholds=thresholds, seed=seed, gaps=gaps,
-                       assumed=assumed)
+                       assumed=assumed, pair_costs=shared)
     covered = coverage_of(ranked, w, ranking, stable, gaps=gaps, same_city=same,
                           same_city_floor_ms=same_city_floor_ms)
     notes += _coverage_notes(ranking, covered)
@@ -457,9 +539,8 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     # Detours per trace and region (analysis.detours: probe places, light test, hop named).
     routes = detour_table(campaign.hops, locations, m)
     mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
-                       thresholds=thresholds, gaps=gaps, assumed=assumed)
-    return Analysis(weights=w, metrics=metrics_table(campaign, n_boot=min(n_boot, 500),
-                                                     seed=seed),
+                       thresholds=thresholds, gaps=gaps, assumed=assumed, pair_costs=shared)
+    return Analysis(weights=w, metrics=metrics_of(),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
                     physics=physics, detours=routes, coverage=covered,
