@@ -350,9 +350,13 @@ def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.Dat
 
 
 #: From this many measurements on, :func:`analyse` computes the metrics table (its per-group
-#: bootstrap, about 40 % of the analysis) in a forked child process while it does the rest
-#: (:func:`_metrics_aside`).  Below it the fork and the result's trip back cost more than
-#: the overlap gives (see the commit that set it for the figures).
+#: bootstrap, about 45 % of the analysis' CPU) in a forked child process while it does the
+#: rest (:func:`_metrics_aside`).  Measured on seeded synthetic campaigns (2 CPUs, load
+#: about 4): the child costs more CPU than computing here — about 0.3 s at 30k records,
+#: 0.8 s at 100k, 1.5-2 s at 1M (the fork, copy-on-write faults) — and takes its share
+#: off the critical path: 1.0-1.2 s of CPU at 30k, 2.5 s at 100k, 10-11 s at 1M.  Below
+#: 100k the whole analysis takes a few seconds, and on a busy machine the extra CPU is
+#: a loss; above it the gain is many seconds.
 CONCURRENT_RECORDS = 100_000
 
 #: What the metrics child computes from: set just before it is forked (copy-on-write), so
@@ -399,8 +403,13 @@ def _metrics_aside(campaign: Campaign, n_boot: int, seed: int
     _ASIDE = (campaign, n_boot, seed)
     try:
         pool = multiprocessing.get_context("fork").Pool(1)
+    except OSError:  # no child to be had (out of processes or memory): computed here
+        pool = None
     finally:
         _ASIDE = None  # the child has its copy; this process keeps no reference
+    if pool is None:
+        yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
+        return
     with pool:  # leaving it terminates the child and joins the pool's threads
         pending = pool.apply_async(_metrics_of_aside)
         yield lambda: pending.get()
