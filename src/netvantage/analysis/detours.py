@@ -57,11 +57,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow  # type: ignore[import-untyped]
-import pyarrow.compute  # type: ignore[import-untyped]
 
+from .codes import give_back, positions
 from .geo import FIBRE_KM_PER_MS, MIN_FLOOR_MS, continent_of, great_circle_km, rtt_floor_ms
-from .load import _trim_heap
 
 __all__ = [
     "DETOUR_EXTRA_KM_MIN",
@@ -187,22 +185,6 @@ def _sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[
     return codes, np.asarray(names, dtype=object)
 
 
-def _positions(column: pd.Series, names: npt.NDArray[np.object_]) -> npt.NDArray[np.intp]:
-    """Where each of ``column``'s values is among ``names`` (distinct strings); -1: nowhere.
-
-    Arrow's hash lookup (``index_in``): a million record ids against the traces' in
-    0.04 s, where ``Index.get_indexer`` took 0.3 s.
-    """
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        at = _positions(pd.Series(column.cat.categories), names)
-        own = column.cat.codes.to_numpy()
-        return _pick(at, own, -1)
-    values = pyarrow.array(_string(column).array)
-    found = pyarrow.compute.index_in(
-        values, value_set=pyarrow.array(names.tolist(), type=values.type))
-    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
-
-
 def _taken(column: pd.Series, rows: npt.NDArray[np.intp]) -> pd.Series:
     """``column``'s values at ``rows`` as strings, <NA> where a row is -1 (only those rows
     are converted, not the whole column)."""
@@ -278,7 +260,7 @@ def _sources_by_code(hops: pd.DataFrame, codes: npt.NDArray[np.intp],
                         "target": _taken(hops["target"], first).to_numpy()})
     agent = pd.Series(pd.NA, index=out.index, dtype="string")
     if measurements is not None and "agent" in measurements.columns and len(measurements):
-        at = _positions(measurements["id"], names)
+        at = positions(measurements["id"], names)
         records = np.flatnonzero(at >= 0)
         found, where = np.unique(at[records], return_index=True)
         rows = np.full(n, -1, dtype=np.intp)
@@ -712,7 +694,7 @@ def detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
         notes.append("probe places: the region's point (no per-probe place in the locations)"
                      " for " + ", ".join(sorted(map(str, by_region_src.index[
                          by_region_src == "region"]))))
-    _give_back()
+    give_back()
     return Detours(traces, by_region, by_pair, notes)
 
 
@@ -729,18 +711,6 @@ def _modal(rows: pd.DataFrame, keys: list[str], col: str) -> pd.Series:
            .sort_values([*keys, "n"], ascending=[True] * len(keys) + [False], kind="mergesort")
            .drop_duplicates(keys).set_index(keys)[col])
     return _string(top)
-
-
-def _give_back() -> None:
-    """Return the memory this step freed to the system: the C heap's free pages (glibc's
-    ``malloc_trim``, as the loader does) and Arrow's pool's unused memory.
-
-    Both allocators keep freed memory for reuse; after this step that was some 300 MiB
-    of the process's RSS at 1M records (measured: 1,132 MiB after the step, 904 MiB
-    after both calls, 787 before it; the result itself holds about 100 MiB).
-    """
-    _trim_heap()
-    pyarrow.default_memory_pool().release_unused()
 
 
 def _evidence(r: dict[str, Any]) -> str:
