@@ -15,7 +15,30 @@ import pyarrow.compute  # type: ignore[import-untyped]
 
 from .load import _trim_heap
 
-__all__ = ["give_back", "positions"]
+__all__ = ["give_back", "positions", "sorted_codes"]
+
+
+def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
+    """Integer codes of a column's values that sort as the values do (-1: missing), and
+    the values (strings) they stand for — whether the column holds strings or is a
+    Categorical (the loader may hand the children's ids either way).
+
+    A Categorical's own codes follow its categories' order, which need not be sorted:
+    its categories are factorised and the codes mapped through them, keeping only the
+    values that occur.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        rank, names = pd.factorize(pd.Series(column.cat.categories).astype("string"), sort=True)
+        own = column.cat.codes.to_numpy()
+        codes = np.full(len(own), -1, dtype=np.intp)
+        codes[own >= 0] = rank[own[own >= 0]]
+        used = np.zeros(len(names), dtype=bool)
+        used[codes[codes >= 0]] = True
+        compact = np.cumsum(used) - 1
+        codes[codes >= 0] = compact[codes[codes >= 0]]
+        return codes, np.asarray(names, dtype=object)[used]
+    codes, names = pd.factorize(column.astype("string"), sort=True)
+    return codes, np.asarray(names, dtype=object)
 
 
 def positions(column: pd.Series, names: npt.NDArray[np.object_]) -> npt.NDArray[np.intp]:

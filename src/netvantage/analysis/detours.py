@@ -58,7 +58,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from .codes import give_back, positions
+from .codes import give_back, positions, sorted_codes
 from .geo import FIBRE_KM_PER_MS, MIN_FLOOR_MS, continent_of, great_circle_km, rtt_floor_ms
 
 __all__ = [
@@ -161,28 +161,6 @@ def trace_sources(measurements: pd.DataFrame | None, hops: pd.DataFrame,
         agent = _string(pd.Series(agents, index=out.index))
     out["agent"] = agent
     return _placed(out, locations)
-
-
-def _sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
-    """Integer codes of a column's values that sort as the values do (-1: missing), and
-    the values (strings) they stand for — whether the column holds strings or is a
-    Categorical (the loader may hand the children's ids either way).
-
-    A Categorical's own codes follow its categories' order, which need not be sorted:
-    its categories are factorised and the codes mapped through them, keeping only the
-    values that occur.
-    """
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        rank, names = pd.factorize(_string(pd.Series(column.cat.categories)), sort=True)
-        own = column.cat.codes.to_numpy()
-        codes = _pick(rank, own, -1)
-        used = np.zeros(len(names), dtype=bool)
-        used[codes[codes >= 0]] = True
-        compact = np.cumsum(used) - 1
-        codes = _pick(compact, codes, -1)
-        return codes, np.asarray(names, dtype=object)[used]
-    codes, names = pd.factorize(_string(column), sort=True)
-    return codes, np.asarray(names, dtype=object)
 
 
 def _taken(column: pd.Series, rows: npt.NDArray[np.intp]) -> pd.Series:
@@ -289,7 +267,7 @@ def _per_ttl(hops: pd.DataFrame, codes: npt.NDArray[np.intp]) -> _PerTtl:
     trace = codes[rows]
     ttl = pd.to_numeric(hops["ttl"]).astype("int64").to_numpy()[rows]
     replies = pd.to_numeric(hops["replies"]).fillna(0).astype("float64").to_numpy()[rows]
-    address, names = _sorted_codes(hops["address"])
+    address, names = sorted_codes(hops["address"])
     address = np.where(address >= 0, address, len(names))[rows]  # silent sorts last
     order = np.lexsort((address, -replies, ttl, trace))
     rows, trace, ttl = rows[order], trace[order], ttl[order]
@@ -345,7 +323,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     # row per (trace, TTL) that points into the hops frame: no copy of the hops' string
     # columns, and strings only for the one hop per trace that the result names.
     # (On frames of strings this step held some hundreds of MB past its end at 1M records.)
-    codes, names = _sorted_codes(hops["id"])
+    codes, names = sorted_codes(hops["id"])
     if not len(names):
         return pd.DataFrame(columns=list(TRACE_COLUMNS))
     n = len(names)
