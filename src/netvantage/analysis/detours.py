@@ -323,6 +323,8 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     # row per (trace, TTL) that points into the hops frame: no copy of the hops' string
     # columns, and strings only for the one hop per trace that the result names.
     # (On frames of strings this step held some hundreds of MB past its end at 1M records.)
+    if hops.empty:
+        return pd.DataFrame(columns=list(TRACE_COLUMNS))
     codes, names = sorted_codes(hops["id"])
     if not len(names):
         return pd.DataFrame(columns=list(TRACE_COLUMNS))

@@ -159,6 +159,9 @@ class _Trace:
         return self._hops
 
     def names(self, codes: frozenset[int]) -> tuple[str, ...]:
+        if len(codes) == 1:  # most TTLs: no sort of one name
+            (code,) = codes
+            return (str(self.rows.addresses[code]),)
         return tuple(sorted(str(self.rows.addresses[c]) for c in codes))
 
     @property
