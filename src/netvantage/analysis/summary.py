@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import NetvantageError
 from ..text import columns, ms
+from . import progress
 from .coverage import Coverage, same_city_pairs
 from .coverage import coverage as coverage_of
 from .degrade import degradation_flags
@@ -397,16 +398,21 @@ def _metrics_aside(campaign: Campaign, n_boot: int, seed: int
     when the block is left, whatever happens in it.
     """
     global _ASIDE
-    if len(campaign.measurements) < CONCURRENT_RECORDS or not _may_fork():
+    if len(campaign.measurements) < CONCURRENT_RECORDS:
         yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
         return
-    _ASIDE = (campaign, n_boot, seed)
-    try:
-        pool = multiprocessing.get_context("fork").Pool(1)
-    except OSError:  # no child to be had (out of processes or memory): computed here
-        pool = None
-    finally:
-        _ASIDE = None  # the child has its copy; this process keeps no reference
+    pool = None
+    # A progress bar's timer (the CLI's "analysing" step) is paused while the child is
+    # forked: the only other thread a command runs.
+    with progress.forkable():
+        if _may_fork():
+            _ASIDE = (campaign, n_boot, seed)
+            try:
+                pool = multiprocessing.get_context("fork").Pool(1)
+            except OSError:  # no child to be had (out of processes or memory): here
+                pool = None
+            finally:
+                _ASIDE = None  # the child has its copy; this process keeps no reference
     if pool is None:
         yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
         return
