@@ -343,7 +343,7 @@ STEPS = ("decode + validate", "body lines", "store write", "answer", "free the b
 
 def ingest_steps(store: Store, batches: list[tuple[str, bytes]]) -> list[float]:
     """CPU seconds of each of :data:`STEPS` over ``batches`` ((agent, body)), as the
-    collector's ``_ingest`` takes them."""
+    collector's ``_decode`` and ``_store`` take them."""
     spent = [0.0] * len(STEPS)
     clock = time.process_time
     for agent, body in batches:
