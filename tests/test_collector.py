@@ -307,6 +307,41 @@ def test_concurrent_batches_from_several_agents(collector, store, tokens):
         assert counts[(agent, "tcp", f"dc-{agent}")] == 750
 
 
+def test_retries_refusals_and_conflicts_at_once_through_the_two_ingest_threads(
+        collector, store, tokens):
+    """Batches wait in two queues (decoding, then storing): sent at once, the same
+    batch is still stored once, and refused or conflicting batches store nothing."""
+    agent = "lusaka-1"
+    same = batch(agent, 200)
+    kept = batch(agent, 2)
+    assert post(collector.url, tokens[agent], lines(kept))[0] == 200
+    changed = msgspec.structs.replace(kept[0], target="elsewhere.example")  # same id
+    bad = lines(batch(agent, 3)) + b"{not json\n"
+    bodies = [lines(same)] * 6 + [bad] * 3 + [lines([changed, *batch(agent, 5)])] * 3
+    answers: list[tuple[int, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def upload(body: bytes) -> None:
+        got = post(collector.url, tokens[agent], body)
+        with lock:
+            answers.append(got)
+
+    threads = [threading.Thread(target=upload, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    ok = [a for s, a in answers if s == 200]
+    assert len(ok) == 6
+    assert all(a["ids"] == [r.id for r in same] for a in ok)
+    assert sum(a["accepted"] for a in ok) == 200  # stored by exactly one of the six
+    assert sum(a["duplicates"] for a in ok) == 5 * 200
+    assert sorted(s for s, _ in answers if s != 200) == [400] * 3 + [409] * 3
+    assert store.count() == 202
+    assert sorted(stored_ids(store.path)) == sorted(r.id for r in [*same, *kept])
+
+
 def test_store_is_readable_by_another_connection_while_the_collector_writes(
         collector, store, tokens):
     done = threading.Event()
