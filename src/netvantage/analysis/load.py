@@ -825,6 +825,12 @@ def _compact(spec: _Spec, values: list[Any]) -> Any:
         return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
     if spec in ("float64", "int64", "bool"):
         return np.asarray(values, dtype=spec)
+    if spec == "Int64":
+        # Through float64 (None is NaN), a third of pd.array's time; exact, as these
+        # integers (ports, counts, ICMP types, AS numbers) are far below 2**53.
+        floats = np.asarray(values, dtype=np.float64)
+        missing = np.isnan(floats)
+        return pd.arrays.IntegerArray(np.where(missing, 0, floats).astype(np.int64), missing)
     return pd.array(values, dtype=spec)  # type: ignore[call-overload]
 
 
