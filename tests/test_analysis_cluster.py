@@ -109,3 +109,23 @@ def test_a_local_cluster_scratch_space_is_removed_afterwards() -> None:
         assert not folder.exists()
         with _scratch("tcp://127.0.0.1:8786"):
             assert dask.config.get("temporary-directory", None) is None
+
+
+def test_partitions_categories_are_united_as_one_load_would_have_them() -> None:
+    """Each partition's codes land on the united categories: a fixed order first (the
+    loader's tuple rule), the rest sorted; missing values stay missing."""
+    from netvantage.analysis.cluster import concat_frames
+
+    a = pd.DataFrame({"kind": pd.Categorical(["tcp", "ping"]),
+                      "region": pd.Categorical(["ZM-LUN", None]), "rtt_ms": [1.0, 2.0]})
+    b = pd.DataFrame({"kind": pd.Categorical(["smtp", "ping", "ping"]),
+                      "region": pd.Categorical(["AO-LAD", "ZA-JNB", "AO-LAD"]),
+                      "rtt_ms": [3.0, 4.0, 5.0]})
+    out = concat_frames([a, b], {"kind": ("ping", "tcp"), "region": "cat"})
+    assert list(out.columns) == ["kind", "region", "rtt_ms"]
+    assert list(out["kind"].cat.categories) == ["ping", "tcp", "smtp"]
+    assert list(out["region"].cat.categories) == ["AO-LAD", "ZA-JNB", "ZM-LUN"]
+    assert out["kind"].astype(object).tolist() == ["tcp", "ping", "smtp", "ping", "ping"]
+    assert out["region"].iloc[0] == "ZM-LUN" and pd.isna(out["region"].iloc[1])
+    assert out["region"].astype(object).tolist()[2:] == ["AO-LAD", "ZA-JNB", "AO-LAD"]
+    assert out["rtt_ms"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]

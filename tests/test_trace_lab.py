@@ -69,6 +69,11 @@ def test_hop_lists_equal_debian_traceroute_for_every_pair(lab, mode):
             assert record["status"] == "ok", record["error"]
             expected = [topo.nodes[n].v4 for n in topo.path(region, dc.name)[1:]]
             assert first_responders(record) == expected, (region, dc.name)
+            if theirs[(region, dc)] != expected:
+                # The reference, not the code under test: a hop whose three probes all
+                # outwaited -w 1 on a loaded machine reads "* * *" (seen once in a full
+                # run); ask it once more, waiting longer.
+                theirs[(region, dc)] = debian(lab, region, dc.v4, *theirs_args, "-w", "3")
             assert theirs[(region, dc)] == expected, (region, dc.name, "Debian traceroute")
             hops = record["body"]["hops"]
             answers = {(p["icmp_type"], p["icmp_code"], p["tcp_flags"])
