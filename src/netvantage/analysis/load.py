@@ -234,7 +234,7 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     with _no_gc():
         for part in _parts(source, kinds):
             builder.add_part(part)
-        del part
+            del part  # its columns are the builder's now
         campaign = builder.campaign(dedup=True)
     keyed = builder.keys_unique
     del builder
