@@ -119,6 +119,34 @@ def test_progress_is_silent_unless_asked(capsys: pytest.CaptureFixture[str],
         progress.configure()
 
 
+def test_no_progress_thread_runs_inside_forkable(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's timer is the only thread a bar adds; forkable() stops it (so a process may
+    fork) and starts it again, and the bar goes on being drawn afterwards."""
+    import threading
+    import time
+
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.setattr(progress, "_REFRESH_S", 0.01)
+    before = threading.active_count()
+    try:
+        progress.configure(True)
+        with progress.step("outer", unit=" things") as bar:
+            assert threading.active_count() == before + 1  # the timer, no tqdm monitor
+            with progress.forkable():
+                assert threading.active_count() == before
+                capsys.readouterr()
+                time.sleep(0.05)
+                assert "outer" not in capsys.readouterr().err  # nothing redrawn
+            assert threading.active_count() == before + 1
+            bar.update(5)
+            time.sleep(0.05)
+        assert threading.active_count() == before
+        assert "outer" in capsys.readouterr().err
+    finally:
+        progress.configure()
+
+
 def test_quiet_cli_writes_nothing_on_stderr(tmp_path: Path) -> None:
     out = invoke_cli("analyse", str(SAMPLE), "--quiet")
     assert out.returncode == 0, out.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,14 @@ import pytest
 
 from cells import number, row
 from netvantage.analysis.degrade import FLAG_COLUMNS, degradation_flags
-from netvantage.analysis.rank import CostModel, Thresholds, rank, stability
+from netvantage.analysis.rank import (
+    CostModel,
+    PairCosts,
+    Thresholds,
+    cost_matrix,
+    rank,
+    stability,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = pd.Timestamp("2025-01-01T00:00:00Z")
@@ -235,6 +243,43 @@ def test_stability_of_a_clear_winner_and_of_a_close_call() -> None:
     winners = close.leave_one_out.set_index("left_out")["winner"].to_dict()
     assert winners == {"A": "Y", "B": "X"}
     assert close.leave_one_out_share == 0.5
+
+
+def test_shared_pair_costs_give_the_very_figures_of_each_function_alone() -> None:
+    from netvantage.analysis.mix import mixes
+
+    frame = _noisy_campaign(4, LAB_RTT, n=12, loss={("ZM-LUN", "dc-ams"): 0.05})
+    weights = {"ZM-LUN": 0.45, "ZA-JNB": 0.45, "GB-LHR": 0.05, "CA-YYZ": 0.05}
+    cost, limits = CostModel(loss_pct=12.0), ONLY_LOSS_THRESHOLD
+    assumed = {("GB-LHR", "dc-nowhere"): 3.0}
+    shared = PairCosts(frame, cost=cost, thresholds=limits, assumed=assumed)
+    kw: dict[str, Any] = {"cost": cost, "thresholds": limits, "assumed": assumed}
+    for gaps in ("exclude", "skip"):
+        alone = rank(frame, weights, n_boot=150, seed=5, gaps=gaps, **kw)
+        together = rank(frame, weights, n_boot=150, seed=5, gaps=gaps, pair_costs=shared, **kw)
+        pd.testing.assert_frame_equal(together.table, alone.table, check_exact=True)
+        pd.testing.assert_frame_equal(together.breakdown, alone.breakdown, check_exact=True)
+    st_alone = stability(frame, weights, n_draws=200, seed=2, **kw)
+    st_together = stability(frame, weights, n_draws=200, seed=2, pair_costs=shared, **kw)
+    assert st_together.winner == st_alone.winner
+    assert st_together.dirichlet_share == st_alone.dirichlet_share
+    pd.testing.assert_frame_equal(st_together.wins, st_alone.wins, check_exact=True)
+    pd.testing.assert_frame_equal(st_together.leave_one_out, st_alone.leave_one_out)
+    named = {"europe": {"GB-LHR": 1.0}}
+    assert (mixes(frame, weights, named=named, pair_costs=shared, **kw).to_dict()
+            == mixes(frame, weights, named=named, **kw).to_dict())
+    regions = sorted(weights)
+    m_alone = cost_matrix(frame, regions, n_boot=80, seed=1, **kw)
+    m_together = cost_matrix(frame, regions, n_boot=80, seed=1, pair_costs=shared, **kw)
+    assert m_alone.replicates is not None and m_together.replicates is not None
+    assert m_together.replicates.tobytes() == m_alone.replicates.tobytes()
+    assert m_together.cost.tobytes() == m_alone.cost.tobytes()
+    # One sort into strata, one table per set of regions and weights.
+    assert len(shared._tables) == 4  # the weighted mix, europe, every region, cost_matrix's
+    with pytest.raises(ValueError, match="other measurements"):
+        rank(frame, weights, n_boot=0, pair_costs=shared)  # another cost model
+    with pytest.raises(ValueError, match="other measurements"):
+        rank(frame.copy(), weights, n_boot=0, pair_costs=shared, **kw)
 
 
 # ---------------------------------------------------------------------------------------

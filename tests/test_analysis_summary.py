@@ -197,3 +197,104 @@ def test_the_terminal_text_keeps_a_budget_and_says_what_it_left_out(tmp_path: Pa
     table = short.split("Per region")[1].split("Flags (")[0]
     assert all(f"\n{r} " in table for r in regions)  # every region keeps a row
     assert result.winner is not None and result.winner in table
+
+
+def test_metrics_computed_aside_in_a_forked_child_are_those_of_one_process(
+        campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big campaigns compute the metrics table in a forked child beside the rest: the very
+    same frame, to the bit, as one process computing it."""
+    import os
+
+    from netvantage.analysis import summary
+    from netvantage.analysis.metrics import metrics as computing
+
+    serial = summary.analyse(campaign, weights=AFRICA, n_boot=200, seed=3)
+    where = tmp_path / "pids"
+
+    def noting_the_process(*args, **kwargs):
+        with open(where, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return computing(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "metrics_table", noting_the_process)
+    monkeypatch.setattr(summary, "CONCURRENT_RECORDS", 1)
+    monkeypatch.setattr(summary, "_may_fork", lambda: True)
+    aside = summary.analyse(campaign, weights=AFRICA, n_boot=200, seed=3)
+    pids = where.read_text().split()
+    assert len(pids) == 1 and int(pids[0]) != os.getpid()  # computed in a child
+    pd.testing.assert_frame_equal(aside.metrics, serial.metrics, check_exact=True)
+    for column in serial.metrics.select_dtypes("number").columns:
+        assert (aside.metrics[column].to_numpy().tobytes()
+                == serial.metrics[column].to_numpy().tobytes()), column
+    assert aside.ranking.table.equals(serial.ranking.table)
+    assert summary._ASIDE is None  # no reference to the campaign kept
+
+    # Small campaigns, or where no child may be forked: computed here.
+    where.unlink()
+    monkeypatch.setattr(summary, "_may_fork", lambda: False)
+    here = summary.analyse(campaign, weights=AFRICA, n_boot=200, seed=3)
+    assert where.read_text().split() == [str(os.getpid())]
+    pd.testing.assert_frame_equal(here.metrics, serial.metrics, check_exact=True)
+
+
+def test_a_running_progress_bar_does_not_keep_the_metrics_from_their_child(
+        campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI runs analyse() inside a drawn "analysing" step, whose timer thread would
+    forbid the fork: it is paused while the child is forked, so the metrics are still
+    computed beside the rest (on a machine with more than one CPU)."""
+    import os
+
+    from netvantage.analysis import progress, summary
+    from netvantage.analysis.metrics import metrics as computing
+
+    where = tmp_path / "pids"
+
+    def noting_the_process(*args, **kwargs):
+        with open(where, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return computing(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "metrics_table", noting_the_process)
+    monkeypatch.setattr(summary, "CONCURRENT_RECORDS", 1)
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    try:
+        progress.configure(True)
+        with progress.step("analysing"):
+            result = summary.analyse(campaign, weights=AFRICA, n_boot=50, seed=3)
+    finally:
+        progress.configure()
+    pids = [int(p) for p in where.read_text().split()]
+    several = len(os.sched_getaffinity(0)) > 1
+    assert len(pids) == 1 and (pids[0] != os.getpid()) is several
+    assert not result.metrics.empty
+
+
+def test_a_failure_in_the_metrics_child_reaches_the_caller(
+        campaign, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netvantage.analysis import summary
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("planted failure in the metrics")
+
+    monkeypatch.setattr(summary, "metrics_table", failing)
+    monkeypatch.setattr(summary, "CONCURRENT_RECORDS", 1)
+    monkeypatch.setattr(summary, "_may_fork", lambda: True)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        summary.analyse(campaign, weights=AFRICA, n_boot=50)
+
+
+def test_no_child_is_forked_while_another_thread_runs() -> None:
+    """fork copies only the calling thread: with another one running (a progress bar's
+    timer, say) the metrics are computed in this process."""
+    import threading
+
+    from netvantage.analysis import summary
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not summary._may_fork()
+    finally:
+        stop.set()
+        other.join()

@@ -161,10 +161,25 @@ def test_the_array_comparison_finds_what_trace_by_trace_sets_find() -> None:
         every_hops.append(hops)
         every_meas.append(meas)
     # All sequences in one table, as find_path_changes does, and each on its own.
-    seqs = list(_traces(pd.concat(every_hops, ignore_index=True),
-                        pd.concat(every_meas, ignore_index=True)).values())
+    table = _traces(pd.concat(every_hops, ignore_index=True),
+                    pd.concat(every_meas, ignore_index=True))
+    assert table is not None
+    seqs = [table.sequence(g) for g in range(len(table.groups))]
     expected = [_found_one_by_one(seq, 3) for seq in seqs]
-    assert _found_all(seqs, 3) == expected
-    assert [_found_all([seq], 3)[0] for seq in seqs] == expected
+    assert _found_all(table, 3) == expected
+
+    def named(found: Any, addresses: Any) -> Any:
+        """The found changes with the paths' address codes as the addresses."""
+        return [(i, {ttl: frozenset(str(addresses[c]) for c in codes)
+                     for ttl, codes in hops.items()}, last, ttls)
+                for i, (hops, last), ttls in found]
+
+    alone = []  # each sequence in a table of its own (its agent's trial alone)
+    for agent, _, _ in table.groups:
+        trial = int(agent.removeprefix("ag-"))
+        own = _traces(every_hops[trial], every_meas[trial])
+        assert own is not None and len(own.groups) == 1
+        alone.append(named(_found_all(own, 3)[0], own.rows.addresses))
+    assert alone == [named(found, table.rows.addresses) for found in expected]
     assert len(seqs) == 60 and sum(len(seq) for seq in seqs) > 1000
     assert sum(len(f) for f in expected) > 50

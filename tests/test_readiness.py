@@ -13,7 +13,12 @@ import pytest
 from netvantage import analysis as nva
 from netvantage.analysis.load import frames_from_records
 from netvantage.analysis.rank import Thresholds, rank
-from netvantage.analysis.readiness import failing_targets, readiness, readiness_frame
+from netvantage.analysis.readiness import (
+    failing_targets,
+    readiness,
+    readiness_frame,
+    with_readiness,
+)
 from netvantage.results import READY_CHECKS, MailReadyBody, MailReadyRecord, ReadyCheck, new_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +87,19 @@ def test_a_failing_candidate_ranks_after_those_meeting_every_threshold():
     assert scores["X"] < scores["Y"]  # the better score, yet second
     assert not by.loc["X", "meets_thresholds"]
     assert "mail readiness: dnsbl fails" in str(by.loc["X", "fails"])
+
+
+def test_with_readiness_adds_the_failing_candidates_after_those_given():
+    given = Thresholds(failing_targets=(("W", "decided elsewhere"),))
+    ready = readiness(readiness_frame([ready_record("X", "A", dnsbl="fail"),
+                                       ready_record("Y", "A")]))
+    added = with_readiness(given, ready)
+    assert added.failing_targets == (("W", "decided elsewhere"),
+                                     ("X", "mail readiness: dnsbl fails (dnsbl fail)"))
+    assert added.loss_pct == given.loss_pct and added.handshake_kinds == given.handshake_kinds
+    # Nothing fails (or no readiness records): the very thresholds given.
+    assert with_readiness(given, None) is given
+    assert with_readiness(given, readiness(readiness_frame([ready_record("Y", "A")]))) is given
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -361,7 +361,7 @@ def _on_cluster(parts: list[Path], address: str, *, weights: Mapping[str, float]
     from .metrics import DEFAULT_BY
     from .mix import client_regions, resolve_weights
     from .rank import CostModel, Thresholds, rank
-    from .readiness import DEFAULT_FAIL_ON, failing_targets
+    from .readiness import DEFAULT_FAIL_ON, with_readiness
     from .readiness import readiness as readiness_of
     from .summary import equal_weights
 
@@ -404,9 +404,7 @@ def _on_cluster(parts: list[Path], address: str, *, weights: Mapping[str, float]
     ready = readiness_of(pd.concat(ready_frames, ignore_index=True) if ready_frames else None,
                          DEFAULT_FAIL_ON if readiness_fail_on is None
                          else tuple(readiness_fail_on))
-    if ready is not None and ready.failing:
-        thresholds = replace(thresholds, failing_targets=thresholds.failing_targets
-                             + failing_targets(ready))
+    thresholds = with_readiness(thresholds, ready)
     resolved = resolve_weights(weights, client_regions(m), None)[0] if weights else None
     w = dict(resolved) if resolved else equal_weights(campaign_of(m))
     ranking = rank(m, w, cost=CostModel(), thresholds=thresholds, n_boot=n_boot, seed=seed,

@@ -109,10 +109,12 @@ def degradation_flags(
         raise ValueError(f"measurements lack the columns {sorted(missing)}")
     opts = _Options(alpha, min_effect_ms, min_effect_ratio, min_loss, z_min, min_scale_ms,
                     min_windows, min_records)
-    data = measurements[measurements["kind"].astype(str).isin(kinds)]
+    # No astype(str) of the whole kind column (0.2 s for a million-row categorical): isin
+    # reads a categorical's categories; the kept rows' kinds as strings for the group-by.
+    data = measurements[measurements["kind"].isin(list(kinds)).to_numpy(dtype=bool)]
     flags: list[dict[str, Any]] = []
     floors = _floors(inflation) if inflation is not None else None
-    for kind, frame in data.groupby(data["kind"].astype(str), sort=True):
+    for kind, frame in data.groupby(key_strings(data["kind"]), sort=True):
         pairs = _pairs(_with_counts(frame), pd.Timedelta(window))
         if floors is not None:
             flags += _peers_rtt(pairs, str(kind), floors, opts)
@@ -226,10 +228,13 @@ def _pairs(frame: pd.DataFrame, window: pd.Timedelta) -> dict[tuple[str, str], _
     """
     if frame.empty:
         return {}
-    code, keys = pd.MultiIndex.from_arrays(
-        [key_strings(frame["region"]), key_strings(frame["target"])]).factorize(sort=True)
+    # The pair's code from the region's and the target's sorted codes: the order of the
+    # (region, target) strings, without a MultiIndex of a million tuples (0.4 s at 1M).
+    regions, region_names = pd.factorize(key_strings(frame["region"]), sort=True)
+    targets, target_names = pd.factorize(key_strings(frame["target"]), sort=True)
+    code = regions.astype(np.int64) * len(target_names) + targets
     order = np.argsort(code, kind="stable")
-    code = np.asarray(code)[order]
+    code = code[order]
     bounds = np.flatnonzero(np.r_[True, code[1:] != code[:-1], True]).tolist()
     started = pd.to_datetime(frame["started_at"], utc=True)
     bins = started.dt.floor(window).to_numpy(dtype="datetime64[ns]").astype(np.int64)[order]
@@ -238,11 +243,10 @@ def _pairs(frame: pd.DataFrame, window: pd.Timedelta) -> dict[tuple[str, str], _
     lost = frame["_lost"].to_numpy(dtype=np.float64)[order]
     trials = frame["_trials"].to_numpy(dtype=np.float64)[order]
     out: dict[tuple[str, str], _Pair] = {}
-    names: list[Any] = list(keys)
     for a, b in itertools.pairwise(bounds):
-        r, t = names[int(code[a])]
-        out[(str(r), str(t))] = _Pair(rtt[a:b], rtt_min[a:b], lost[a:b], trials[a:b],
-                                      bins[a:b])
+        r, t = divmod(int(code[a]), len(target_names))
+        out[(str(region_names[r]), str(target_names[t]))] = _Pair(
+            rtt[a:b], rtt_min[a:b], lost[a:b], trials[a:b], bins[a:b])
     return out
 
 

@@ -51,12 +51,14 @@ does); the summaries compare the median inflation of detoured and direct traces.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain, pairwise
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from .codes import give_back, positions, sorted_codes
 from .geo import FIBRE_KM_PER_MS, MIN_FLOOR_MS, continent_of, great_circle_km, rtt_floor_ms
 
 __all__ = [
@@ -106,6 +108,38 @@ def _place_table(locations: pd.DataFrame | None) -> pd.DataFrame:
     return out
 
 
+def _lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
+    """``keys.map(table)``, looked up once per distinct key (a campaign's hundred
+    thousand traces share a few hundred regions and agents)."""
+    codes, uniques = pd.factorize(keys)
+    found = pd.Series(uniques).map(table)
+    return pd.Series(found.array.take(codes, allow_fill=True), index=keys.index)
+
+
+def _placed(out: pd.DataFrame, locations: pd.DataFrame | None) -> pd.DataFrame:
+    """``out`` (per trace: region, target, agent) with the probe's and the target's
+    places added (the columns of :func:`trace_sources`)."""
+    agent = out["agent"]
+    place = _place_table(locations)
+    own = {c: _lookup(agent, place[c]) for c in place.columns}
+    reg = {c: _lookup(out["region"], place[c]) for c in place.columns}
+    has_own = own["lat"].notna() & own["lon"].notna()
+    has_reg = reg["lat"].notna() & reg["lon"].notna()
+    for c in place.columns:
+        out[f"src_{c}"] = own[c].where(has_own, reg[c])
+    # The probe's country: its own row's, else its region's (even without coordinates).
+    out["src_country"] = _string(out["src_country"].fillna(reg["country"]))
+    out["src_continent"] = _string(out["src_continent"].fillna(reg["continent"]))
+    out["src_lat"] = out["src_lat"].astype("float64")
+    out["src_lon"] = out["src_lon"].astype("float64")
+    out["src_from"] = pd.Series(np.where(has_own.to_numpy(), "probe", np.where(
+        has_reg.to_numpy(), "region", "")), index=out.index, dtype="string").replace("", pd.NA)
+    out["dst_lat"] = _lookup(out["target"], place["lat"]).astype("float64")
+    out["dst_lon"] = _lookup(out["target"], place["lon"]).astype("float64")
+    out["dst_continent"] = _string(_lookup(out["target"], place["continent"]))
+    return out
+
+
 def trace_sources(measurements: pd.DataFrame | None, hops: pd.DataFrame,
                   locations: pd.DataFrame | None) -> pd.DataFrame:
     """Per trace id: where the probe is (see the module docstring), indexed by id.
@@ -126,52 +160,150 @@ def trace_sources(measurements: pd.DataFrame | None, hops: pd.DataFrame,
         agents = _string(by_id["agent"]).array.take(at, allow_fill=True)
         agent = _string(pd.Series(agents, index=out.index))
     out["agent"] = agent
-    place = _place_table(locations)
-    own = {c: agent.map(place[c]) for c in place.columns}
-    reg = {c: out["region"].map(place[c]) for c in place.columns}
-    has_own = own["lat"].notna() & own["lon"].notna()
-    has_reg = reg["lat"].notna() & reg["lon"].notna()
-    for c in place.columns:
-        out[f"src_{c}"] = own[c].where(has_own, reg[c])
-    # The probe's country: its own row's, else its region's (even without coordinates).
-    out["src_country"] = _string(out["src_country"].fillna(reg["country"]))
-    out["src_continent"] = _string(out["src_continent"].fillna(reg["continent"]))
-    out["src_lat"] = out["src_lat"].astype("float64")
-    out["src_lon"] = out["src_lon"].astype("float64")
-    out["src_from"] = pd.Series(np.where(has_own.to_numpy(), "probe", np.where(
-        has_reg.to_numpy(), "region", "")), index=out.index, dtype="string").replace("", pd.NA)
-    out["dst_lat"] = out["target"].map(place["lat"]).astype("float64")
-    out["dst_lon"] = out["target"].map(place["lon"]).astype("float64")
-    out["dst_continent"] = _string(out["target"].map(place["continent"]))
+    return _placed(out, locations)
+
+
+def _taken(column: pd.Series, rows: npt.NDArray[np.intp]) -> pd.Series:
+    """``column``'s values at ``rows`` as strings, <NA> where a row is -1 (only those rows
+    are converted, not the whole column)."""
+    if not len(column):
+        return pd.Series(pd.NA, index=range(len(rows)), dtype="string")
+    values = _string(column.iloc[np.maximum(rows, 0)]).reset_index(drop=True)
+    return values.mask(rows < 0)
+
+
+def _named(codes: npt.NDArray[np.intp], names: npt.NDArray[np.object_]) -> pd.Series:
+    """The strings that ``codes`` stand for (<NA> for -1), as a string Series."""
+    values = np.full(len(codes), None, dtype=object)
+    values[codes >= 0] = names[codes[codes >= 0]]
+    return pd.Series(values, dtype="string")
+
+
+def _pick(values: npt.NDArray[Any], at: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
+    """``values[at]``, and ``fill`` where ``at`` is -1 (also when ``values`` is empty)."""
+    out = np.full(len(at), fill, dtype=np.result_type(values.dtype, np.asarray(fill).dtype))
+    found = at >= 0
+    out[found] = values[at[found]]
     return out
 
 
-def _per_ttl_rows(hops: pd.DataFrame, ids: npt.NDArray[np.intp] | None = None
-                  ) -> pd.DataFrame:
-    """One row per (trace, TTL): the responder with the most replies, the TTL's min RTT.
+def _bounds(ids: npt.NDArray[np.intp], n: int) -> npt.NDArray[np.intp]:
+    """For ids 0..n-1 in sorted ``ids``: where each one's rows start (``n + 1`` bounds)."""
+    return np.searchsorted(ids, np.arange(n + 1), side="left")
 
-    ``ids``: the traces' integer codes to use as ``id`` instead of the id strings (codes
-    that sort as the strings do, so that the rows come in the same order).
+
+def _first_of(ids: npt.NDArray[np.intp], n: int, *, last: bool = False) -> npt.NDArray[np.intp]:
+    """Per id 0..n-1, the position of its first (or last) row in sorted ``ids``; -1: none."""
+    b = _bounds(ids, n)
+    at = b[1:] - 1 if last else b[:-1]
+    return np.where(b[1:] > b[:-1], at, -1)
+
+
+def _upper_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
+    """Codes of a column of country codes upper-cased (-1: missing), and the countries.
+
+    Upper-cased per distinct value, not per row ("za" and "ZA" become one code)."""
+    raw, uniques = pd.factorize(column)
+    upper = _string(pd.Series(np.asarray(uniques, dtype=object))).str.upper()
+    codes, names = pd.factorize(upper)
+    out = _pick(codes, raw, -1)
+    return out, np.asarray(names, dtype=object)
+
+
+def _runs(ids: npt.NDArray[np.intp], values: npt.NDArray[np.intp],
+          names: npt.NDArray[np.object_], n: int) -> pd.Series:
+    """Per id 0..n-1, its ``values`` (codes of ``names``) in row order, consecutive repeats
+    dropped, as tuples of names; ``()`` for an id without rows.  ``ids`` are sorted.
+
+    The tuples share the few distinct name strings (no string object per row).
     """
-    h = pd.DataFrame({
-        "id": _string(hops["id"]) if ids is None else ids,
-        "ttl": pd.to_numeric(hops["ttl"]).astype("int64"),
-        "address": _string(hops["address"]),
-        "replies": pd.to_numeric(hops["replies"]).fillna(0).astype("float64"),
-        "rtt": pd.to_numeric(hops["rtt_min_ms"]).astype("float64"),
-        "asn": hops["asn"].astype("Int64"), "as_org": _string(hops["as_org"]),
-        "city": _string(hops["city"]), "country": _string(hops["country"]).str.upper(),
-        "lat": pd.to_numeric(hops["lat"]).astype("float64"),
-        "lon": pd.to_numeric(hops["lon"]).astype("float64"),
-        "dest": hops["is_destination"].astype("boolean").fillna(False).astype(bool),
-    })
-    h = h.sort_values(["id", "ttl", "replies", "address"], ascending=[True, True, False, True],
-                      na_position="last", kind="mergesort")
-    g = h.groupby(["id", "ttl"], sort=False)
-    rep = h.drop_duplicates(["id", "ttl"]).set_index(["id", "ttl"])
-    rep["rtt"] = g["rtt"].min()
-    rep["dest"] = g["dest"].max()
-    return rep.reset_index()
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = (ids[1:] != ids[:-1]) | (values[1:] != values[:-1])
+    words = names[values[keep]].tolist() if len(names) else []
+    b = _bounds(ids[keep], n).tolist()
+    return pd.Series([tuple(words[a:z]) for a, z in pairwise(b)],
+                     dtype=object)
+
+
+def _sources_by_code(hops: pd.DataFrame, codes: npt.NDArray[np.intp],
+                     names: npt.NDArray[np.object_], measurements: pd.DataFrame | None,
+                     locations: pd.DataFrame | None) -> pd.DataFrame:
+    """:func:`trace_sources` indexed by trace code (0..n-1), the codes of
+    :func:`_sorted_codes` of the hops' ids: each trace's region and target from its first
+    hop row, its agent from the first record with its id."""
+    n = len(names)
+    named = np.flatnonzero(codes >= 0)
+    first = named[np.unique(codes[named], return_index=True)[1]]
+    out = pd.DataFrame({"region": _taken(hops["region"], first).to_numpy(),
+                        "target": _taken(hops["target"], first).to_numpy()})
+    agent = pd.Series(pd.NA, index=out.index, dtype="string")
+    if measurements is not None and "agent" in measurements.columns and len(measurements):
+        at = positions(measurements["id"], names)
+        records = np.flatnonzero(at >= 0)
+        found, where = np.unique(at[records], return_index=True)
+        rows = np.full(n, -1, dtype=np.intp)
+        rows[found] = records[where]
+        agent = _taken(measurements["agent"], rows)
+    out["agent"] = agent
+    return _placed(out, locations)
+
+
+@dataclass(frozen=True)
+class _PerTtl:
+    """One row per (trace, TTL), in trace then TTL order: the responder with the most
+    replies (ties: the lower address; silent last) and the TTL's min RTT and destination
+    flag over every responder.  Arrays, with ``row`` pointing into the hops frame."""
+
+    trace: npt.NDArray[Any]
+    ttl: npt.NDArray[Any]
+    row: npt.NDArray[Any]
+    rtt: npt.NDArray[Any]
+    dest: npt.NDArray[Any]
+
+
+def _per_ttl(hops: pd.DataFrame, codes: npt.NDArray[np.intp]) -> _PerTtl:
+    """The representatives of :class:`_PerTtl`, by one stable sort of integer keys."""
+    rows = np.flatnonzero(codes >= 0)
+    trace = codes[rows]
+    ttl = pd.to_numeric(hops["ttl"]).astype("int64").to_numpy()[rows]
+    replies = pd.to_numeric(hops["replies"]).fillna(0).astype("float64").to_numpy()[rows]
+    address, names = sorted_codes(hops["address"])
+    address = np.where(address >= 0, address, len(names))[rows]  # silent sorts last
+    order = np.lexsort((address, -replies, ttl, trace))
+    rows, trace, ttl = rows[order], trace[order], ttl[order]
+    starts = np.ones(len(rows), dtype=bool)
+    starts[1:] = (trace[1:] != trace[:-1]) | (ttl[1:] != ttl[:-1])
+    at = np.flatnonzero(starts)
+    rtt = pd.to_numeric(hops["rtt_min_ms"]).astype("float64").to_numpy()[rows]
+    dest = hops["is_destination"].astype("boolean").fillna(False).astype(bool).to_numpy()[rows]
+    return _PerTtl(trace=trace[at], ttl=ttl[at], row=rows[at],
+                   rtt=np.fmin.reduceat(rtt, at) if len(at) else rtt,
+                   dest=np.logical_or.reduceat(dest, at) if len(at) else dest)
+
+
+def _previous(values: npt.NDArray[Any], first: npt.NDArray[np.bool_],
+              start: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Each row's previous row's value within its trace; ``start`` on a trace's first row."""
+    prev = np.empty_like(values)
+    prev[1:] = values[:-1]
+    prev[first] = start[first]
+    return prev
+
+
+def _firsts(ids: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    """True on the first row of each id in sorted ``ids``."""
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return first
+
+
+def _best(ids: npt.NDArray[np.intp], key: npt.NDArray[np.float64], n: int
+          ) -> npt.NDArray[np.intp]:
+    """Per id 0..n-1, the position of its row with the largest ``key`` (ties: the first
+    row; NaN only when all are); -1: no row.  ``ids`` are sorted."""
+    order = np.lexsort((-key, ids))
+    at = _first_of(ids[order], n)
+    return _pick(order, at, -1)
 
 
 def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
@@ -187,94 +319,94 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     (consecutive repeats dropped, believed hops only); the rules are in the
     module docstring.
     """
+    # Computed on numpy arrays of integer codes (traces, countries, continents) over one
+    # row per (trace, TTL) that points into the hops frame: no copy of the hops' string
+    # columns, and strings only for the one hop per trace that the result names.
+    # (On frames of strings this step held some hundreds of MB past its end at 1M records.)
     if hops.empty:
         return pd.DataFrame(columns=list(TRACE_COLUMNS))
-    src = trace_sources(measurements, hops, locations)
-    # The trace ids as integer codes in the ids' sorted order from here on: every group-by,
-    # sort and lookup by trace below is on integers (on the id strings they held some GB
-    # and most of the time at a million records); the strings come back at the end.
-    codes, uniques = pd.factorize(_string(hops["id"]), sort=True)
-    named = codes >= 0  # a row without a trace id belongs to no trace
-    id_strings = src.index
-    src_codes = uniques.get_indexer(id_strings)
-    src = src.set_axis(pd.Index(src_codes, name="id"))
-    string_of = np.full(len(uniques), -1, dtype=np.int64)
-    string_of[src_codes[src_codes >= 0]] = np.flatnonzero(src_codes >= 0)
-    per = _per_ttl_rows(hops, codes) if named.all() else _per_ttl_rows(hops[named], codes[named])
-    # Only the source's place per row (a full reindex of every column costs GBs at scale).
-    s = src[["src_lat", "src_lon", "src_country"]].reindex(per["id"])
-    slat, slon = s["src_lat"].to_numpy(), s["src_lon"].to_numpy()
-    lat, lon, rtt = per["lat"].to_numpy(), per["lon"].to_numpy(), per["rtt"].to_numpy()
+    codes, names = sorted_codes(hops["id"])
+    if not len(names):
+        return pd.DataFrame(columns=list(TRACE_COLUMNS))
+    n = len(names)
+    src = _sources_by_code(hops, codes, names, measurements, locations)
+    per = _per_ttl(hops, codes)
+    pid, rtt = per.trace, per.rtt
+    slat, slon = src["src_lat"].to_numpy(), src["src_lon"].to_numpy()
+    lat = pd.to_numeric(hops["lat"]).astype("float64").to_numpy()[per.row]
+    lon = pd.to_numeric(hops["lon"]).astype("float64").to_numpy()[per.row]
+    country_all, countries = _upper_codes(hops["country"])
+    country = country_all[per.row]
+    del country_all
+    at_src = pd.Index(countries, dtype="string").get_indexer(pd.Index(src["src_country"]))
+    at_src = np.where(src["src_country"].notna().to_numpy(), at_src, -1)[pid]
     located = ~np.isnan(lat) & ~np.isnan(lon)
-    km_src = great_circle_km(slat, slon, lat, lon)
+    km_src = great_circle_km(slat[pid], slon[pid], lat, lon)
     testable = located & ~np.isnan(km_src) & ~np.isnan(rtt)
     too_far = testable & (km_src > rtt / 2.0 * FIBRE_KM_PER_MS + tolerance_km)
-    home = (per["country"] == s["src_country"].to_numpy()).fillna(False).to_numpy(dtype=bool)
-    per["dropped"] = too_far & ~home
-    per["country_only"] = too_far & home
-    per["unchecked"] = located & np.isnan(km_src)
-    per["located"] = located
-    believed = ~per["dropped"].to_numpy() & per["country"].notna().to_numpy()
-    per["believed"] = believed
-    uniq = per["country"].dropna().unique().tolist()
-    per["continent"] = per["country"].map(dict(zip(uniq, continent_of(uniq), strict=True)))
+    home = (country >= 0) & (country == at_src)
+    dropped = too_far & ~home
+    country_only = too_far & home
+    believed = ~dropped & (country >= 0)
+    continent_names, continent_codes = _continent_codes(countries)
+    continent = _pick(continent_codes, country, -1)
     # Coordinates used for distances: believed, located, not country-only.
-    use = located & ~per["dropped"].to_numpy() & ~per["country_only"].to_numpy()
-    per["plat"] = np.where(use, lat, np.nan)
-    per["plon"] = np.where(use, lon, np.nan)
+    use = located & ~dropped & ~country_only
+    plat = np.where(use, lat, np.nan)
+    plon = np.where(use, lon, np.nan)
 
-    g = per.groupby("id", sort=False)
-    out = src.loc[g.size().index, ["region", "target", "agent", "src_from", "src_country",
-                                   "src_continent", "dst_continent"]].copy()
-    out["hops_located"] = g["located"].sum().astype("int64")
-    out["dropped_hops"] = g["dropped"].sum().astype("int64")
-    out["country_only_hops"] = g["country_only"].sum().astype("int64")
-    out["unchecked"] = g["unchecked"].any()
+    out = src[["region", "target", "agent", "src_from", "src_country", "src_continent",
+               "dst_continent"]].copy()
+    out["hops_located"] = np.bincount(pid, weights=located, minlength=n).astype("int64")
+    out["dropped_hops"] = np.bincount(pid, weights=dropped, minlength=n).astype("int64")
+    out["country_only_hops"] = np.bincount(pid, weights=country_only, minlength=n).astype(
+        "int64")
+    out["unchecked"] = np.bincount(pid, weights=located & np.isnan(km_src), minlength=n) > 0
 
     # Countries and continents crossed, in path order, consecutive repeats dropped.
-    # The subsets below take only the columns they use: each is a copy of its rows, and
-    # the per-TTL table of a million-record campaign is some hundreds of MB wide.
-    b = per.loc[believed, ["id", "continent", *_HOP]]
-    first_cont = b.dropna(subset=["continent"]).groupby("id", sort=False)["continent"]
-    out["src_continent"] = out["src_continent"].fillna(first_cont.first())
-    out["dst_continent"] = out["dst_continent"].fillna(first_cont.last())
-    out["countries"] = _sequences(b, "country", out.index)
-    bc = b.dropna(subset=["continent"])
-    out["continents"] = _sequences(bc, "continent", out.index)
-    home_cont = out["src_continent"].reindex(bc["id"]).to_numpy()
-    home_known = pd.notna(home_cont)
-    away = (bc["continent"].to_numpy() != home_cont) & home_known
-    prev_away = pd.Series(away).groupby(bc["id"].to_numpy(), sort=False).shift(
-        1, fill_value=False).to_numpy(dtype=bool)
-    exits = pd.Series(away & ~prev_away, index=bc.index)
-    out["exits"] = exits.groupby(bc["id"]).sum().reindex(out.index, fill_value=0).astype(
-        "int64")
+    b = np.flatnonzero(believed)
+    bc = b[continent[b] >= 0]
+    first_cont = _first_of(pid[bc], n)
+    last_cont = _first_of(pid[bc], n, last=True)
+    out["src_continent"] = out["src_continent"].fillna(
+        _named(_pick(continent[bc], first_cont, -1), continent_names))
+    out["dst_continent"] = out["dst_continent"].fillna(
+        _named(_pick(continent[bc], last_cont, -1), continent_names))
+    out["countries"] = _runs(pid[b], country[b], countries, n)
+    out["continents"] = _runs(pid[bc], continent[bc], continent_names, n)
+    home_at = pd.Index(continent_names, dtype="string").get_indexer(
+        pd.Index(out["src_continent"]))
+    home_at = np.where(out["src_continent"].isna().to_numpy(), -1,
+                       np.where(home_at >= 0, home_at, -2))[pid[bc]]
+    away = (home_at != -1) & (continent[bc] != home_at)
+    starts = _firsts(pid[bc])
+    prev_away = _previous(away, starts, np.zeros(len(away), dtype=bool))
+    out["exits"] = np.bincount(pid[bc][away & ~prev_away], minlength=n).astype("int64")
     known = out["src_continent"].notna() & out["dst_continent"].notna()
     same = known & (out["src_continent"] == out["dst_continent"]).fillna(False)
     out["continental_detour"] = (same & (out["exits"] > 0)).astype("boolean").mask(~known)
     # The exit hop: the first believed hop off the home continent.
-    exit_rows = bc[away].drop_duplicates("id")
-    exit_rows = exit_rows.set_index("id")
+    exit_at = _first_of(pid[bc][away], n)
+    exit_at = _pick(bc[away], exit_at, -1)
 
     # Proven path length: probe -> believed located hops -> target, leg by leg.
-    p = per.loc[~np.isnan(per["plat"].to_numpy()), ["id", "plat", "plon", "city", "country"]]
-    legs_from_lat = p.groupby("id", sort=False)["plat"].shift(1)
-    legs_from_lon = p.groupby("id", sort=False)["plon"].shift(1)
-    sp = src[["src_lat", "src_lon"]].reindex(p["id"])
-    legs_from_lat = legs_from_lat.fillna(pd.Series(sp["src_lat"].to_numpy(), index=p.index))
-    legs_from_lon = legs_from_lon.fillna(pd.Series(sp["src_lon"].to_numpy(), index=p.index))
-    leg = great_circle_km(legs_from_lat.to_numpy(), legs_from_lon.to_numpy(),
-                          p["plat"].to_numpy(), p["plon"].to_numpy())
-    path_km = pd.Series(np.nan_to_num(leg), index=p.index).groupby(p["id"]).sum()
-    last = p.groupby("id", sort=False)[["plat", "plon"]].last()
-    first = p.groupby("id", sort=False)[["plat", "plon"]].first()
-    o = src.loc[out.index]
-    start_lat = o["src_lat"].fillna(first["plat"].reindex(out.index))
-    start_lon = o["src_lon"].fillna(first["plon"].reindex(out.index))
-    end_lat = o["dst_lat"].fillna(last["plat"].reindex(out.index))
-    end_lon = o["dst_lon"].fillna(last["plon"].reindex(out.index))
-    tail = great_circle_km(last["plat"].reindex(out.index).to_numpy(),
-                           last["plon"].reindex(out.index).to_numpy(),
+    p = np.flatnonzero(~np.isnan(plat))
+    pp = pid[p]
+    p_first = _firsts(pp)
+    leg = great_circle_km(_previous(plat[p], p_first, slat[pp]),
+                          _previous(plon[p], p_first, slon[pp]), plat[p], plon[p])
+    path_km = pd.Series(np.nan_to_num(leg)).groupby(pp).sum()
+    first_p, last_p = _first_of(pp, n), _first_of(pp, n, last=True)
+    last = pd.DataFrame({"plat": _pick(plat[p], last_p, np.nan),
+                         "plon": _pick(plon[p], last_p, np.nan)})
+    first = pd.DataFrame({"plat": _pick(plat[p], first_p, np.nan),
+                          "plon": _pick(plon[p], first_p, np.nan)})
+    o = src
+    start_lat = o["src_lat"].fillna(first["plat"])
+    start_lon = o["src_lon"].fillna(first["plon"])
+    end_lat = o["dst_lat"].fillna(last["plat"])
+    end_lon = o["dst_lon"].fillna(last["plon"])
+    tail = great_circle_km(last["plat"].to_numpy(), last["plon"].to_numpy(),
                            o["dst_lat"].to_numpy(), o["dst_lon"].to_numpy())
     out["direct_km"] = great_circle_km(start_lat.to_numpy(), start_lon.to_numpy(),
                                        end_lat.to_numpy(), end_lon.to_numpy())
@@ -295,79 +427,67 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     out["kind"] = kind
 
     # The destination's RTT and the trace's inflation.
-    dest = per[per["dest"]].groupby("id", sort=False)["rtt"].min()
-    out["rtt_ms"] = dest.reindex(out.index).astype("float64")
+    dest_rtt = np.full(n, np.nan)
+    np.fmin.at(dest_rtt, pid[per.dest], rtt[per.dest])
+    out["rtt_ms"] = dest_rtt
     direct_floor = rtt_floor_ms(great_circle_km(o["src_lat"].to_numpy(), o["src_lon"].to_numpy(),
                                                 o["dst_lat"].to_numpy(), o["dst_lon"].to_numpy()))
     out["inflation"] = out["rtt_ms"].to_numpy() / np.maximum(direct_floor, MIN_FLOOR_MS)
 
     # Where the time goes: the largest RTT step beyond the fibre floor of its leg.
-    a = per.loc[~np.isnan(rtt), ["id", "rtt", "plat", "plon", *_HOP]]
-    ga = a.groupby("id", sort=False)
-    prev_rtt = ga["rtt"].shift(1).fillna(0.0)
-    plat_prev = ga["plat"].shift(1)
-    plon_prev = ga["plon"].shift(1)
-    sa = src[["src_lat", "src_lon"]].reindex(a["id"])
-    is_first = ga.cumcount().to_numpy() == 0
-    plat_prev = plat_prev.where(~is_first, pd.Series(sa["src_lat"].to_numpy(), index=a.index))
-    plon_prev = plon_prev.where(~is_first, pd.Series(sa["src_lon"].to_numpy(), index=a.index))
-    leg_floor = rtt_floor_ms(great_circle_km(plat_prev.to_numpy(), plon_prev.to_numpy(),
-                                             a["plat"].to_numpy(), a["plon"].to_numpy()))
-    a["excess"] = (a["rtt"] - prev_rtt).to_numpy() - np.nan_to_num(leg_floor)
-    worst = a.sort_values(["id", "excess", "ttl"], ascending=[True, False, True],
-                          kind="mergesort").drop_duplicates("id").set_index("id")
+    a = np.flatnonzero(~np.isnan(rtt))
+    aid = pid[a]
+    a_first = _firsts(aid)
+    prev_rtt = _previous(rtt[a], a_first, np.zeros(len(a)))
+    leg_floor = rtt_floor_ms(great_circle_km(_previous(plat[a], a_first, slat[aid]),
+                                             _previous(plon[a], a_first, slon[aid]),
+                                             plat[a], plon[a]))
+    excess = (rtt[a] - prev_rtt) - np.nan_to_num(leg_floor)
+    worst = _best(aid, excess, n)
+    worst_at = _pick(a, worst, -1)
 
     # Farthest off the direct route: max of d(start, hop) + d(hop, end).
-    pe = pd.DataFrame({"id": p["id"].to_numpy(), "city": p["city"].to_numpy(),
-                       "country": p["country"].to_numpy()}, index=p.index)
-    st = pd.DataFrame({"slat": start_lat, "slon": start_lon, "elat": end_lat,
-                       "elon": end_lon}).reindex(p["id"])
-    pe["off"] = (great_circle_km(st["slat"].to_numpy(), st["slon"].to_numpy(),
-                                 p["plat"].to_numpy(), p["plon"].to_numpy())
-                 + great_circle_km(p["plat"].to_numpy(), p["plon"].to_numpy(),
-                                   st["elat"].to_numpy(), st["elon"].to_numpy()))
-    via = pe.sort_values(["id", "off"], ascending=[True, False],
-                         kind="mergesort").drop_duplicates("id").set_index("id")
-    out["via_city"] = _string(via["city"].reindex(out.index))
-    out["via_country"] = _string(via["country"].reindex(out.index))
+    st = [s.to_numpy()[pp] for s in (start_lat, start_lon, end_lat, end_lon)]
+    off = (great_circle_km(st[0], st[1], plat[p], plon[p])
+           + great_circle_km(plat[p], plon[p], st[2], st[3]))
+    via = _best(pp, off, n)
+    via_at = _pick(p, via, -1)
+    out["via_city"] = _taken(hops["city"], _pick(per.row, via_at, -1))
+    out["via_country"] = _named(_pick(country, via_at, -1), countries)
 
-    cont = out["kind"] == "continent"
-    for f in _HOP:
-        x = exit_rows[f].reindex(out.index)
-        y = worst[f].reindex(out.index)
-        col = x.where(cont.fillna(False), y)
-        out[f"hop_{f}"] = col.where(out["detoured"])
-    out["hop_excess_ms"] = worst["excess"].reindex(out.index).where(
-        out["detoured"]).astype("float64")
-    dropped = per[per["dropped"]].groupby("id", sort=False)["ttl"].agg(tuple)
-    out["dropped_ttls"] = dropped.reindex(out.index)
-    out["dropped_ttls"] = out["dropped_ttls"].map(lambda v: v if isinstance(v, tuple) else ())
-    out = out.set_axis(id_strings.take(string_of[out.index.to_numpy()]))
+    continental = (out["kind"] == "continent").fillna(False).to_numpy(dtype=bool)
+    named_at = np.where(continental, exit_at, worst_at)
+    named_at = np.where(out["detoured"].to_numpy(dtype=bool), named_at, -1)
+    hop_row = _pick(per.row, named_at, -1)
+    out["hop_ttl"] = pd.Series(_pick(per.ttl, named_at, 0),
+                               dtype="Int64").mask(named_at < 0)
+    out["hop_address"] = _taken(hops["address"], hop_row)
+    asn = hops["asn"].astype("Int64")
+    out["hop_asn"] = (asn.array.take(hop_row, allow_fill=True) if len(asn)
+                      else pd.array([pd.NA] * n, dtype="Int64"))
+    out["hop_as_org"] = _taken(hops["as_org"], hop_row)
+    out["hop_city"] = _taken(hops["city"], hop_row)
+    out["hop_country"] = _named(_pick(country, named_at, -1), countries)
+    out["hop_excess_ms"] = np.where(out["detoured"].to_numpy(dtype=bool),
+                                    _pick(excess, worst, np.nan), np.nan)
+    gone = np.flatnonzero(dropped)
+    ttls = per.ttl[gone].tolist()
+    b_gone = _bounds(pid[gone], n).tolist()
+    out["dropped_ttls"] = pd.Series([tuple(ttls[x:y]) for x, y in
+                                     pairwise(b_gone)], dtype=object)
+    out = out.set_axis(pd.Index(names, name="id"))
     out = out.rename_axis("id").reset_index()
-    out["hop_ttl"] = out["hop_ttl"].astype("Int64")
-    out["hop_asn"] = out["hop_asn"].astype("Int64")
     for c in ("hop_address", "hop_as_org", "hop_city", "hop_country"):
         out[c] = _string(out[c])
     return out[list(TRACE_COLUMNS)]
 
 
-def _sequences(rows: pd.DataFrame, col: str, index: pd.Index) -> pd.Series:
-    """Per id, the values of ``col`` in row order, consecutive repeats dropped, as tuples."""
-    if rows.empty:
-        return pd.Series([()] * len(index), index=index, dtype=object)
-    ids = rows["id"].to_numpy(dtype=object)
-    vals = rows[col].to_numpy(dtype=object)
-    keep = np.ones(len(rows), dtype=bool)
-    keep[1:] = (ids[1:] != ids[:-1]) | (vals[1:] != vals[:-1])
-    kept = pd.Series(vals[keep], index=pd.Index(ids[keep], name="id"))
-    # One tuple per id: split the flat array at the ids' boundaries (no call per row).
-    codes, uniques = pd.factorize(kept.index)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    parts = np.split(kept.to_numpy(dtype=object)[order], bounds)
-    seqs = pd.Series([tuple(part) for part in parts], index=uniques, dtype=object)
-    out = seqs.reindex(index)
-    return out.map(lambda v: v if isinstance(v, tuple) else ())
+def _continent_codes(countries: npt.NDArray[np.object_]
+                     ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.intp]]:
+    """The continents of ``countries`` (distinct, upper-cased) and each country's code
+    among them (-1: unknown country)."""
+    codes, names = pd.factorize(pd.Series(continent_of(countries.tolist()), dtype=object))
+    return np.asarray(names, dtype=object), codes
 
 
 # --------------------------------------------------------------------------- summaries
@@ -440,29 +560,52 @@ def _describe_hop(r: Any) -> str:
 
 
 def _group(traces: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The per-``keys`` summary of traces (the columns of :func:`detours`' ``by_region``).
+
+    Sums and medians over the groups' numbers (one group-by of the keys), the countries
+    counted over the traces' tuples flattened once (no ``explode`` of a frame).
+    """
     g = traces.groupby(keys, sort=True, observed=True)
-    out = pd.DataFrame({"traces": g.size(), "detoured": g["detoured"].sum().astype("int64"),
-                        "continental": g["continental_detour"].sum().astype("int64"),
-                        "exits": (traces["exits"] > 0).groupby(
-                            [traces[k] for k in keys], sort=True, observed=True).sum().astype(
-                            "int64"),
-                        "dropped_hops": g["dropped_hops"].sum().astype("int64")})
+    size = g.size()
+    gid = g.ngroup().to_numpy()
+    k = len(size)
+
+    def total(values: Any) -> npt.NDArray[np.int64]:
+        return np.bincount(gid, weights=np.asarray(values, dtype=np.float64),
+                           minlength=k).astype("int64")
+
+    def median(values: npt.NDArray[np.float64], rows: Any = slice(None)) -> Any:
+        by = pd.Series(values[rows]).groupby(gid[rows]).median()
+        return by.reindex(range(k)).to_numpy(dtype=np.float64)
+
+    out = pd.DataFrame({"traces": size,
+                        "detoured": total(traces["detoured"]),
+                        "continental": total(traces["continental_detour"].fillna(False)),
+                        "exits": total(traces["exits"].to_numpy() > 0),
+                        "dropped_hops": total(traces["dropped_hops"])}, index=size.index)
     out["share"] = out["detoured"] / out["traces"]
-    exploded = traces[[*keys, "countries"]].explode("countries").dropna(subset=["countries"])
-    counts = exploded.groupby([*keys, "countries"], sort=True, observed=True).size()
-    ranked = counts.reset_index(name="n").sort_values(
-        [*keys, "n", "countries"], ascending=[True] * len(keys) + [False, True])
-    out["countries"] = ranked.groupby(keys, sort=False, observed=True)["countries"].agg(
-        ",".join).reindex(out.index).fillna("")
-    lengths = pd.Series([len(x) for x in traces["countries"]], index=traces.index,
-                        dtype="float64")
-    out["countries_median"] = lengths.groupby([traces[k] for k in keys], sort=True,
-                                              observed=True).median().astype("float64")
-    det = traces[traces["detoured"]].groupby(keys, observed=True)["inflation"].median()
-    dirr = traces[~traces["detoured"]].groupby(keys, observed=True)["inflation"].median()
-    out["inflation_detoured"] = det.reindex(out.index).astype("float64")
-    out["inflation_direct"] = dirr.reindex(out.index).astype("float64")
+    seqs = traces["countries"].tolist()
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    out["countries"] = _ranked_countries(np.repeat(gid, lengths),
+                                         list(chain.from_iterable(seqs)), k)
+    out["countries_median"] = median(lengths.astype("float64"))
+    detoured = traces["detoured"].to_numpy(dtype=bool)
+    inflation = traces["inflation"].to_numpy(dtype=np.float64)
+    out["inflation_detoured"] = median(inflation, detoured)
+    out["inflation_direct"] = median(inflation, ~detoured)
     return out
+
+
+def _ranked_countries(gid: npt.NDArray[np.intp], countries: list[str], k: int) -> list[str]:
+    """Per group 0..k-1, its countries (one entry per trace crossing it), most frequent
+    first (ties: alphabetical), comma-separated; "" for none."""
+    codes, names = pd.factorize(np.asarray(countries, dtype=object), sort=True)
+    pairs, n = np.unique(gid * max(len(names), 1) + codes, return_counts=True)
+    group, country = np.divmod(pairs, max(len(names), 1))
+    order = np.lexsort((country, -n, group))
+    words = np.asarray(names, dtype=object)[country[order]].tolist()
+    b = np.searchsorted(group[order], np.arange(k + 1)).tolist()
+    return [",".join(words[x:y]) for x, y in pairwise(b)]
 
 
 def detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
@@ -510,9 +653,7 @@ def detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
                                 else np.nan)
     by_pair["stretch"] = d.groupby(["region", "target"], observed=True)["stretch"].median(
     ).reindex(by_pair.index).astype("float64")
-    by_pair["via_city"] = d.dropna(subset=["via_city"]).groupby(
-        ["region", "target"], observed=True)["via_city"].agg(
-        lambda s: str(s.mode().iloc[0])).reindex(by_pair.index)
+    by_pair["via_city"] = _modal(d, ["region", "target"], "via_city").reindex(by_pair.index)
     by_pair = by_pair.reset_index()
     by_pair["evidence"] = [_evidence({str(k): v for k, v in r.items()})
                            for r in by_pair.to_dict("records")]
@@ -533,7 +674,23 @@ def detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
         notes.append("probe places: the region's point (no per-probe place in the locations)"
                      " for " + ", ".join(sorted(map(str, by_region_src.index[
                          by_region_src == "region"]))))
+    give_back()
     return Detours(traces, by_region, by_pair, notes)
+
+
+def _modal(rows: pd.DataFrame, keys: list[str], col: str) -> pd.Series:
+    """Per group of ``keys``, the most frequent non-missing value of ``col`` (ties: the
+    smallest, as ``Series.mode`` orders them), as strings.
+
+    Counted in one group-by, not a ``mode()`` call per group (3,300 pairs took 1 s).
+    """
+    counts = rows.groupby([*keys, col], observed=True, sort=True).size()
+    if counts.empty:
+        return pd.Series(dtype="string", index=pd.MultiIndex.from_tuples([], names=keys))
+    top = (counts.rename("n").reset_index()
+           .sort_values([*keys, "n"], ascending=[True] * len(keys) + [False], kind="mergesort")
+           .drop_duplicates(keys).set_index(keys)[col])
+    return _string(top)
 
 
 def _evidence(r: dict[str, Any]) -> str:

@@ -74,6 +74,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
+from .codes import give_back
 from .events import Event, group_events
 from .pathchange import PathChange, find_path_changes
 
@@ -392,8 +393,12 @@ def _series_rows(measurements: pd.DataFrame
                  ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """The records of every series (:func:`_series`) in one frame, numbered by ``_series``
     (an index into the keys, which are sorted by region and target)."""
-    m = measurements[measurements["kind"].astype(str).isin(_KIND_ORDER)
-                     & measurements["rtt_ms"].notna()]
+    # Only the columns used, and no astype(str) of the whole kind column (isin reads a
+    # categorical's categories): a filter of every column of a million records copied
+    # some 100 MB.
+    keep = (measurements["kind"].isin(list(_KIND_ORDER)).to_numpy(dtype=bool)
+            & measurements["rtt_ms"].notna().to_numpy(dtype=bool))
+    m = measurements.loc[keep, ["region", "target", "kind", "started_at", "rtt_ms"]]
     if m.empty:
         return m.assign(_series=np.empty(0, dtype=np.int64)), []
     # (region, target) numbered in their sorted order: each column's sorted codes, combined.
@@ -434,7 +439,26 @@ def _median(values: FloatArray) -> float:
     return float((ordered[half - 1] + ordered[half]) / 2)
 
 
-def _despike(values: FloatArray, sigma: float, o: EpisodeOptions) -> FloatArray:
+def _run_medians(series: Sequence[FloatArray], width: int) -> list[FloatArray | None]:
+    """Per series, the medians of its runs of ``width`` successive values (None when it is
+    shorter), all series' in one ``np.median`` call over the runs of their concatenation
+    (each run's median is computed alone, so the values are those of one call per series;
+    thousands of calls on short series cost mostly their overhead)."""
+    lengths = [len(v) for v in series]
+    if width < 1 or not any(n >= width for n in lengths):
+        return [None] * len(series)
+    runs = np.lib.stride_tricks.sliding_window_view(np.concatenate(series), width)
+    medians = np.median(runs, axis=1)
+    out: list[FloatArray | None] = []
+    offset = 0
+    for n in lengths:
+        out.append(medians[offset:offset + n - width + 1] if n >= width else None)
+        offset += n
+    return out
+
+
+def _despike(values: FloatArray, sigma: float, o: EpisodeOptions,
+             medians: FloatArray | None = None) -> FloatArray:
     """``values`` with every excursion shorter than ``min_windows`` windows taken out.
 
     A window is kept when it agrees, within ``z_min`` σ, with the median of at least one of
@@ -451,7 +475,8 @@ def _despike(values: FloatArray, sigma: float, o: EpisodeOptions) -> FloatArray:
     width = 2 * o.min_windows - 1
     if width < 3 or n < width:
         return values
-    medians = np.median(np.lib.stride_tricks.sliding_window_view(values, width), axis=1)
+    if medians is None:
+        medians = np.median(np.lib.stride_tricks.sliding_window_view(values, width), axis=1)
     # Window i is held by the runs starting at i − width + 1 … i that lie in the series:
     # their distances to it, a row per offset (inf where the run does not exist).
     i = np.arange(n)
@@ -688,7 +713,9 @@ def find_episodes(measurements: pd.DataFrame, options: EpisodeOptions | None = N
     spans = [(a, b) for a, b in itertools.pairwise(bounds) if b - a >= 2 * o.min_windows]
     raws = [np.array(medians[a:b]) for a, b in spans]
     sigmas = [_noise(raw) for raw in raws]
-    despiked = [_despike(raw, sigma, o) for raw, sigma in zip(raws, sigmas, strict=True)]
+    runs = _run_medians(raws, 2 * o.min_windows - 1)
+    despiked = [_despike(raw, sigma, o, med)
+                for raw, sigma, med in zip(raws, sigmas, runs, strict=True)]
     segments = _segments(despiked, sigmas, o)
     episodes: list[Episode] = []
     improvements: list[Improvement] = []
@@ -890,6 +917,7 @@ def find_changes(measurements: pd.DataFrame, *, flags: pd.DataFrame | None = Non
     paths = find_path_changes(hops, measurements, episodes=episodes, improvements=improvements,
                               min_tolerance=2 * (window_used or pd.Timedelta(0)))
     events = group_events(members, window_used or pd.Timedelta("1h"), hops, paths)
+    give_back()  # the step's freed memory (some 100 MB at 1M records; see codes.give_back)
     return Changes(window=window_used, episodes=tuple(episodes),
                    improvements=tuple(improvements), events=tuple(events),
                    comparison=comparison, notes=tuple(notes), options=replace(o),

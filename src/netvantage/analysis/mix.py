@@ -49,7 +49,7 @@ import pandas as pd
 
 from ..errors import NetvantageError
 from .geo import continent_of
-from .rank import CostModel, Thresholds, rank
+from .rank import CostModel, PairCosts, Thresholds, rank
 
 __all__ = [
     "CONTINENTS",
@@ -365,9 +365,10 @@ def _normalised(w: Mapping[str, float]) -> dict[str, float]:
 def _mix(name: str, weights: Mapping[str, float], groups: tuple[GroupMatch, ...],
          measurements: pd.DataFrame, cost: CostModel, thresholds: Thresholds,
          gaps: str = "exclude",
-         assumed: Mapping[tuple[str, str], float] | None = None) -> Mix:
+         assumed: Mapping[tuple[str, str], float] | None = None,
+         pair_costs: PairCosts | None = None) -> Mix:
     table = rank(measurements, weights, cost=cost, thresholds=thresholds, n_boot=0,
-                 gaps=gaps, assumed=assumed).table
+                 gaps=gaps, assumed=assumed, pair_costs=pair_costs).table
     table = table.sort_values("rank")
     # Only a candidate the ranking lets win counts (coverage first: column "eligible").
     able = table[table["score"].notna() & (table["eligible"].astype(bool)
@@ -516,7 +517,8 @@ def mixes(measurements: pd.DataFrame, weights: Mapping[str, float], *,
           groups: tuple[GroupMatch, ...] = (), locations: pd.DataFrame | None = None,
           cost: CostModel = _COST, thresholds: Thresholds = _THRESHOLDS,
           gaps: str = "exclude",
-          assumed: Mapping[tuple[str, str], float] | None = None) -> Mixes:
+          assumed: Mapping[tuple[str, str], float] | None = None,
+          pair_costs: PairCosts | None = None) -> Mixes:
     """The given mix (``weights`` by region, ``groups`` what its keys matched) and the
     ``named`` mixes (by group: resolved here with ``locations``), their winners, the lines
     between them and the smallest change that flips the given mix's winner.
@@ -524,17 +526,20 @@ def mixes(measurements: pd.DataFrame, weights: Mapping[str, float], *,
     ``gaps`` and ``assumed`` are the main ranking's gap policy and same-city RTTs (see
     :func:`netvantage.analysis.rank.rank`; defaults "exclude" and none): every mix's winner
     is ranked under them.  The lines between mixes and the smallest change count only
-    candidates measured from every region with weight on them (the "exclude" rule)."""
+    candidates measured from every region with weight on them (the "exclude" rule).
+    ``pair_costs`` (:class:`~netvantage.analysis.rank.PairCosts` of the same arguments)
+    spares rebuilding the cost tables the ranking built."""
     regions = client_regions(measurements)
     resolved: dict[str, tuple[dict[str, float], tuple[GroupMatch, ...]]] = {}
     for name, spec in (named or {}).items():
         resolved[name] = resolve_weights(spec, regions, locations)
-    given = _mix("given", weights, groups, measurements, cost, thresholds, gaps, assumed)
-    others = tuple(_mix(name, w, g, measurements, cost, thresholds, gaps, assumed)
+    given = _mix("given", weights, groups, measurements, cost, thresholds, gaps, assumed,
+                 pair_costs)
+    others = tuple(_mix(name, w, g, measurements, cost, thresholds, gaps, assumed, pair_costs)
                    for name, (w, g) in resolved.items())
     every = sorted(set(regions) | set(weights) | {r for w, _ in resolved.values() for r in w})
     breakdown = rank(measurements, dict.fromkeys(every, 1.0), cost=cost, thresholds=thresholds,
-                     n_boot=0, assumed=assumed).breakdown
+                     n_boot=0, assumed=assumed, pair_costs=pair_costs).breakdown
     costs = Costs.from_breakdown(breakdown)
     notes: list[str] = []
     if gaps != "exclude":

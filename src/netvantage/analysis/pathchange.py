@@ -37,6 +37,7 @@ report marks the change on its time line.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from .codes import positions
 
 if TYPE_CHECKING:
     from .episodes import Episode, Improvement
@@ -156,6 +159,9 @@ class _Trace:
         return self._hops
 
     def names(self, codes: frozenset[int]) -> tuple[str, ...]:
+        if len(codes) == 1:  # most TTLs: no sort of one name
+            (code,) = codes
+            return (str(self.rows.addresses[code]),)
         return tuple(sorted(str(self.rows.addresses[c]) for c in codes))
 
     @property
@@ -217,9 +223,36 @@ def _side(t: _Trace, path: _Path) -> tuple[tuple[str, ...], ...]:
     return tuple(t.names(hops[ttl]) if ttl in hops else ("*",) for ttl in range(1, last + 1))
 
 
-def _traces(hops: pd.DataFrame, measurements: pd.DataFrame | None
-            ) -> dict[tuple[str, str, str], list[_Trace]]:
-    """(agent, region, target) → its reached traces, by start time.
+class _Table:
+    """Every reached trace as arrays, in the order of its group (agent, region, target;
+    the groups sorted) and, within a group, of its start time.
+
+    A campaign has some hundred thousand traces and a few thousand changes: the
+    :class:`_Trace` objects are made only for the traces a change or a set-wise comparison
+    reads (:meth:`trace`).
+    """
+
+    def __init__(self, rows: _Rows, tids: list[str], start: npt.NDArray[np.int64],
+                 end: npt.NDArray[np.int64], key: npt.NDArray[np.uint64],
+                 last: npt.NDArray[np.int64], at: npt.NDArray[np.int64],
+                 rtt: npt.NDArray[np.float64], groups: list[tuple[str, str, str]],
+                 bounds: list[int]) -> None:
+        self.rows, self.tids, self.start, self.end, self.key = rows, tids, start, end, key
+        self.last, self.at, self.rtt, self.groups, self.bounds = last, at, rtt, groups, bounds
+
+    def trace(self, i: int) -> _Trace:
+        rtt = float(self.rtt[i])
+        return _Trace(self.tids[i], int(self.at[i]), self.rows, int(self.start[i]),
+                      int(self.end[i]), int(self.key[i]), int(self.last[i]),
+                      None if math.isnan(rtt) else rtt)
+
+    def sequence(self, g: int) -> list[_Trace]:
+        """Group ``g``'s traces, by start time."""
+        return [self.trace(i) for i in range(self.bounds[g], self.bounds[g + 1])]
+
+
+def _traces(hops: pd.DataFrame, measurements: pd.DataFrame | None) -> _Table | None:
+    """The reached traces (:class:`_Table`), None when there are none.
 
     Array work only: a campaign's hops frame can hold millions of rows.  Each trace gets a
     64-bit key summing its mixed (TTL, address) rows and its last TTL: equal keys, equal
@@ -232,11 +265,12 @@ def _traces(hops: pd.DataFrame, measurements: pd.DataFrame | None
     reached[id_codes[dest]] = True
     keep = answered & reached[id_codes]
     if not keep.any():
-        return {}
-    sub = hops[keep]
-    ids = id_codes[keep]
-    addr_codes, addr_values = pd.factorize(sub["address"])
-    ttl = sub["ttl"].to_numpy(dtype=np.int64)
+        return None
+    # The kept rows of the columns used, not a copy of the whole frame's kept rows.
+    kept = np.flatnonzero(keep)
+    ids = id_codes[kept]
+    addr_codes, addr_values = pd.factorize(hops["address"].iloc[kept])
+    ttl = hops["ttl"].to_numpy(dtype=np.int64)[kept]
     order = np.lexsort((addr_codes, ttl, ids))
     ids, ttl, addr = ids[order], ttl[order], addr_codes[order].astype(np.int64)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1])
@@ -247,37 +281,71 @@ def _traces(hops: pd.DataFrame, measurements: pd.DataFrame | None
     lasts = np.maximum.reduceat(ttl, starts)
     keys ^= _mix(lasts.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
     rows = _Rows(ttl, addr, np.asarray(addr_values, dtype=object),
-                 sub["asn"].to_numpy(dtype=object)[order] if "asn" in sub.columns else None)
-    first = order[starts]
+                 hops["asn"].iloc[kept[order]].to_numpy(dtype=object)
+                 if "asn" in hops.columns else None)
+    first = kept[order[starts]]
     names = np.asarray(id_values, dtype=object)[ids[starts]]
-    regions = sub["region"].to_numpy(dtype=object)[first]
-    targets = sub["target"].to_numpy(dtype=object)[first]
-    ats = pd.to_datetime(sub["started_at"], utc=True).to_numpy(dtype="datetime64[ns]")
-    at_ns = ats[first].astype(np.int64)
-    agents: dict[str, str] = {}
-    rtts: dict[str, float] = {}
-    if measurements is not None and not measurements.empty:
-        m = measurements[(measurements["kind"] == "trace").to_numpy(dtype=bool)]
-        mid = m["id"].astype(str).to_numpy(dtype=object)
-        agents = dict(zip(mid, m["agent"].astype(str).to_numpy(dtype=object), strict=True))
-        rtt = pd.to_numeric(m["rtt_ms"]).to_numpy(dtype=float)
-        rtts = {k: float(v) for k, v in zip(mid, rtt, strict=True) if not math.isnan(v)}
-    out: dict[tuple[str, str, str], list[_Trace]] = {}
-    for name, s0, s1, key, last, at, region, target in zip(
-            names, starts.tolist(), ends.tolist(), keys.tolist(),
-            lasts.tolist(), at_ns.tolist(), regions, targets, strict=True):
-        tid = str(name)
-        group = (agents.get(tid, str(region)), str(region), str(target))
-        out.setdefault(group, []).append(_Trace(tid, at, rows, s0, s1, key, last,
-                                                rtts.get(tid)))
-    for seq in out.values():
-        seq.sort(key=lambda x: x.at)
-    return out
+    regions = [str(r) for r in hops["region"].iloc[first].to_numpy(dtype=object)]
+    targets = [str(t) for t in hops["target"].iloc[first].to_numpy(dtype=object)]
+    ats = pd.to_datetime(hops["started_at"].iloc[first], utc=True)
+    at_ns = ats.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    tids = [str(name) for name in names]
+    agents, rtts = _agents_and_rtts(measurements, tids)
+    owners = [r if a is None else a for a, r in zip(agents, regions, strict=True)]
+    # Groups in the order of their (agent, region, target) strings, each group's traces by
+    # start time (ties: in trace order, as a stable sort of each group's list kept them).
+    codes = [pd.factorize(np.asarray(col, dtype=object), sort=True)
+             for col in (owners, regions, targets)]
+    (agent, agent_names), (region, region_names), (target, target_names) = codes
+    by = np.lexsort((at_ns, target, region, agent))
+    agent, region, target = agent[by], region[by], target[by]
+    heads = np.flatnonzero(np.r_[True, (agent[1:] != agent[:-1]) | (region[1:] != region[:-1])
+                                 | (target[1:] != target[:-1])])
+    groups = [(str(agent_names[agent[i]]), str(region_names[region[i]]),
+               str(target_names[target[i]])) for i in heads.tolist()]
+    rtt = np.array([math.nan if v is None else v for v in rtts], dtype=np.float64)
+    return _Table(rows, [tids[i] for i in by.tolist()], starts[by], ends[by], keys[by],
+                  lasts[by], at_ns[by], rtt[by], groups, [*heads.tolist(), len(by)])
+
+
+def _agents_and_rtts(measurements: pd.DataFrame | None, tids: list[str]
+                     ) -> tuple[list[str | None], list[float | None]]:
+    """Per trace id of ``tids``: the agent of its trace record (``astype(str)`` of it) and
+    its destination RTT, None where there is none; the last record wins, and for the RTT
+    the last one with an RTT.
+
+    Looked up by the records' positions among the ids (Arrow's hash lookup), not by
+    dictionaries of every trace record's id (a copy of the trace rows of the whole
+    measurements frame, and two dicts of 150k strings, at 1M records).
+    """
+    agents: list[str | None] = [None] * len(tids)
+    rtts: list[float | None] = [None] * len(tids)
+    if measurements is None or measurements.empty or not tids:
+        return agents, rtts
+    trace = np.flatnonzero((measurements["kind"] == "trace").to_numpy(dtype=bool))
+    at = positions(measurements["id"].iloc[trace], np.asarray(tids, dtype=object))
+    rtt = pd.to_numeric(measurements["rtt_ms"].iloc[trace]).to_numpy(dtype=float)
+    for keep, fill in ((at >= 0, agents), ((at >= 0) & ~np.isnan(rtt), rtts)):
+        rows = np.flatnonzero(keep)
+        # The last of each id's rows: the first in reverse order.
+        found, first = np.unique(at[rows][::-1], return_index=True)
+        last = rows[::-1][first]
+        values = (measurements["agent"].iloc[trace[last]].astype(str).tolist()
+                  if fill is agents else rtt[last].tolist())
+        for i, v in zip(found.tolist(), values, strict=True):
+            fill[i] = v
+    return agents, rtts
 
 
 def _median(values: Sequence[float | None]) -> float | None:
+    """The median of the values that are not None (None when none are).
+
+    ``statistics.median``: the same middle value, or mean of the two middle ones, as
+    ``numpy.median`` of a short list, at a tenth of its cost (it was called twice per
+    change).
+    """
     got = [v for v in values if v is not None]
-    return float(np.median(got)) if got else None
+    return float(statistics.median(got)) if got else None
 
 
 def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | None = None,
@@ -295,30 +363,39 @@ def find_path_changes(hops: pd.DataFrame | None, measurements: pd.DataFrame | No
     if hops is None or hops.empty:
         return []
     changes: list[PathChange] = []
-    groups = sorted(_traces(hops, measurements).items())
-    every = _found_all([seq for _, seq in groups], window)
-    for ((agent, region, target), seq), found in zip(groups, every, strict=True):
-        gaps = np.diff(np.fromiter((t.at for t in seq), dtype=np.int64, count=len(seq)))
+    table = _traces(hops, measurements)
+    if table is None:
+        return []
+    for g, found in enumerate(_found_all(table, window)):
+        if not found:
+            continue
+        agent, region, target = table.groups[g]
+        lo, hi = table.bounds[g], table.bounds[g + 1]
+        gaps = np.diff(table.at[lo:hi])
         tol = tolerance if tolerance is not None else max(
             pd.Timedelta(int(2 * np.median(gaps)), "ns") if gaps.size else pd.Timedelta(0),
             min_tolerance or pd.Timedelta(0))
         for n, (i, before, ttls) in enumerate(found):
-            a, b = seq[i - 1], seq[i]
+            a, b = table.trace(lo + i - 1), table.trace(lo + i)
             start = max(found[n - 1][0] if n else 0, i - 3 * window)
-            stop = min(found[n + 1][0] if n + 1 < len(found) else len(seq), i + 3 * window)
+            stop = min(found[n + 1][0] if n + 1 < len(found) else hi - lo, i + 3 * window)
             change = PathChange(
                 agent=agent, region=region, target=target, at=b.when, last_before=a.when,
                 id_before=a.id, id_after=b.id, ttls=tuple(ttls), before=_side(a, before),
                 after=_side(b, _path(b)), as_before=a.asns, as_after=b.asns,
-                rtt_before_ms=_median([t.rtt_ms for t in seq[start:i]]),
-                rtt_after_ms=_median([t.rtt_ms for t in seq[i:stop]]))
+                rtt_before_ms=_median(_rtts(table.rtt[lo + start:lo + i])),
+                rtt_after_ms=_median(_rtts(table.rtt[lo + i:lo + stop])))
             changes.append(_tie(change, episodes, improvements, tol))
     changes.sort(key=lambda c: (c.at, c.region, c.target, c.agent))
     return changes
 
 
-def _found_all(seqs: Sequence[Sequence[_Trace]], window: int
-               ) -> list[list[tuple[int, _Path, list[int]]]]:
+def _rtts(values: npt.NDArray[np.float64]) -> list[float | None]:
+    """The traces' destination RTTs as :func:`_median` takes them (None: no RTT)."""
+    return [None if math.isnan(v) else v for v in values.tolist()]
+
+
+def _found_all(table: _Table, window: int) -> list[list[tuple[int, _Path, list[int]]]]:
     """Per sequence, its lasting changes: (index of the first trace on the new path, the path
     known before it, the TTLs where they differ).  The traces share one :class:`_Rows`.
 
@@ -331,24 +408,23 @@ def _found_all(seqs: Sequence[Sequence[_Trace]], window: int
     several addresses at a TTL of a trace (load balancing seen within one trace) is
     compared as sets, one trace after the other (:func:`_found_one_by_one`).
     """
-    out: list[list[tuple[int, _Path, list[int]]]] = [[] for _ in seqs]
-    flat = [t for seq in seqs for t in seq]
-    count = len(flat)
+    out: list[list[tuple[int, _Path, list[int]]]] = [[] for _ in table.groups]
+    count = len(table.tids)
     if count < 2:
         return out
-    lengths = np.array([len(seq) for seq in seqs], dtype=np.int64)
-    group = np.repeat(np.arange(len(seqs)), lengths)
+    lengths = np.diff(np.asarray(table.bounds, dtype=np.int64)).astype(np.int64)
+    group = np.repeat(np.arange(len(table.groups)), lengths)
     offset = np.cumsum(lengths) - lengths  # each sequence's first trace
-    rows = flat[0].rows
-    starts = np.fromiter((t.start for t in flat), dtype=np.int64, count=count)
-    sizes = np.fromiter((t.end for t in flat), dtype=np.int64, count=count) - starts
-    lasts = np.fromiter((t.last for t in flat), dtype=np.int64, count=count)
-    keys = np.fromiter((t.key for t in flat), dtype=np.uint64, count=count)
+    rows = table.rows
+    starts = table.start
+    sizes = table.end - starts
+    lasts = table.last
+    keys = table.key
     which = np.repeat(np.arange(count), sizes)
     at = np.arange(int(sizes.sum())) + np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
     ttl, code = rows.ttls[at], rows.codes[at]
     twice = np.flatnonzero((which[1:] == which[:-1]) & (ttl[1:] == ttl[:-1]))
-    by_sets = np.zeros(len(seqs), dtype=bool)
+    by_sets = np.zeros(len(table.groups), dtype=bool)
     by_sets[group[which[twice]]] = True
     width = int(lasts.max()) + 1
     column = np.arange(width)[None, :]
@@ -393,7 +469,7 @@ def _found_all(seqs: Sequence[Sequence[_Trace]], window: int
                        if c >= 0}, int(lasts[i - 1]))
         out[g].append((i - int(offset[g]), ref, np.flatnonzero(differ[i - 1]).tolist()))
     for g in np.flatnonzero(by_sets).tolist():
-        out[g] = _found_one_by_one(seqs[g], window)
+        out[g] = _found_one_by_one(table.sequence(g), window)
     return out
 
 

@@ -55,7 +55,9 @@ solves this small p-median-with-modes problem on a matrix with gaps and reports 
 
 **Per chosen set**: the weighted score with its 95 % interval (the ranking's bootstrap
 replicates: the same records, the same seeded draws; none when a used pair has fewer than
-two records, as in the ranking), the cost per region with the best single site and with
+two records, as in the ranking; re-centred on the score, as the ranking's, when the
+replicates lie to one side of it: :func:`netvantage.analysis.rank.bias_corrected`), the cost
+per region with the best single site and with
 the set, the regions that gain most, the best alternatives and how much worse they are,
 ``p_best`` (share of replicates in which the set beats every alternative kept), and the
 **stability to the client mix**: the share of perturbed mixes (Dirichlet draws around
@@ -73,6 +75,7 @@ import fnmatch
 import heapq
 import itertools
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -83,7 +86,7 @@ import pandas as pd
 
 from ..errors import NetvantageError
 from ..text import columns
-from .rank import CostMatrix, CostModel, Thresholds, cost_matrix
+from .rank import CostMatrix, CostModel, Thresholds, bias_corrected, cost_matrix
 from .readiness import DEFAULT_FAIL_ON
 
 __all__ = ["EXACT_LIMIT", "MODES", "Choice", "Placement", "PlacementError", "Search",
@@ -802,7 +805,11 @@ def place_costs(
             with np.errstate(invalid="ignore"):
                 bs = np.where(np.isinf(boot).any(axis=-1), np.nan, boot @ w)
             if _resampled(pr, order, rrec) and np.isfinite(bs).any():
-                lo, hi = (float(x) for x in np.nanpercentile(bs, [2.5, 97.5]))
+                # Re-centred on the score when it lies outside its own interval, as the
+                # ranking's (upper quantiles of few records bias the replicates low).
+                centred, _ = bias_corrected(bs[:, np.newaxis], np.array([score]),
+                                            np.ones(1, dtype=bool))
+                lo, hi = (float(x) for x in np.nanpercentile(centred[:, 0], [2.5, 97.5]))
         served = [_served_by(pr, order, i) for i in range(len(regions))]
         frame = pd.DataFrame({"region": regions, "weight": w, "served_by": served,
                               "cost": per})
@@ -882,11 +889,18 @@ def _interval(pr: _Problem, ranked: list[tuple[float, tuple[int, ...], bool]],
         for o in sets:
             per = _fixed_costs(pr, rep, o)
             boots.append(np.where(np.isinf(per).any(axis=-1), np.nan, per @ pr.w))
-    table = np.array(boots)  # sets × replicates
+    scores = np.array([float(_fixed_costs(pr, pr.cost, o) @ pr.w) for o in sets])
+    counted = np.array([_resampled(pr, o, rrec) for o in sets], dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a set without any replicate
+        # The ranking's correction, so that p(best) speaks of the scores that are ordered.
+        table, bias = bias_corrected(np.array(boots).T, scores, counted)  # replicates × sets
     filled = np.where(np.isnan(table), np.inf, table)
-    p_best = (float((np.argmin(filled, axis=0) == 0).mean()) if len(sets) > 1 else 1.0)
-    return ("bootstrap of the records (the ranking's replicates); p(best) among the "
-            f"{len(sets)} best sets"), p_best
+    p_best = (float((np.argmin(filled, axis=1) == 0).mean()) if len(sets) > 1 else 1.0)
+    corrected = (", bias-corrected as the ranking's (the replicates re-centred on the "
+                 "scores)" if not np.isnan(bias).all() else "")
+    return ("bootstrap of the records (the ranking's replicates)" + corrected
+            + f"; p(best) among the {len(sets)} best sets"), p_best
 
 
 def _mix_stability(pr: _Problem, ranked: list[tuple[float, tuple[int, ...], bool]],
@@ -1027,7 +1041,7 @@ def place_campaign(campaign: Any, *, weights: Mapping[str, float] | None = None,
     :mod:`.readiness`)."""
     from .coverage import same_city_pairs
     from .mix import client_regions, resolve_weights
-    from .readiness import failing_targets, readiness
+    from .readiness import readiness, with_readiness
     from .summary import equal_weights
 
     m = campaign.measurements
@@ -1046,12 +1060,10 @@ def place_campaign(campaign: Any, *, weights: Mapping[str, float] | None = None,
         if not measured & set(Thresholds().handshake_kinds):
             options["thresholds"] = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
-    failing = failing_targets(readiness(getattr(campaign, "readiness", None),
-                                        readiness_fail_on))
-    if failing:
-        base = options.get("thresholds") or Thresholds()
-        options["thresholds"] = replace(base, failing_targets=(*base.failing_targets, *failing))
-        notes.append("mail readiness fails " + ", ".join(sorted({t for t, _ in failing}))
+    ready = readiness(getattr(campaign, "readiness", None), readiness_fail_on)
+    if ready is not None and ready.failing:
+        options["thresholds"] = with_readiness(options.get("thresholds") or Thresholds(), ready)
+        notes.append("mail readiness fails " + ", ".join(sorted(ready.failing))
                      + " (as in the ranking; --readiness-fail-on none to ignore)")
     ranked = m
     if locations is not None:

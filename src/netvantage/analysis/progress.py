@@ -34,7 +34,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["DELAY_S", "Bar", "configure", "enabled", "note", "quiet", "step", "track"]
+__all__ = ["DELAY_S", "Bar", "configure", "enabled", "forkable", "note", "quiet", "step",
+           "track"]
 
 T = TypeVar("T")
 
@@ -107,30 +108,81 @@ def step(name: str, *, total: float | None = None, unit: str = "it",
         return
     from tqdm import tqdm  # type: ignore[import-untyped]
 
+    # tqdm's monitor thread only tunes miniters (these bars are refreshed by their own
+    # timer): without it, a step leaves no thread behind when its timer is paused.
+    tqdm.monitor_interval = 0
     # A step that counts nothing shows its name and the time elapsed.
     fmt = "{desc}: {elapsed}" if total is None and unit == "it" else None
     bar: Any = tqdm(desc=name, total=total, unit=unit, unit_scale=scale, delay=DELAY_S,
                     file=sys.stderr, leave=True, dynamic_ncols=True, bar_format=fmt)
-    done = threading.Event()
-
-    def refresh() -> None:
-        if done.wait(DELAY_S):
-            return
-        while not done.is_set():
-            bar.refresh()
-            done.wait(_REFRESH_S)
-
-    timer = threading.Thread(target=refresh, name=f"progress:{name}", daemon=True)
+    timer = _Refresher(bar, name)
+    _refreshers.append(timer)
     timer.start()
     try:
         yield bar
     finally:
-        done.set()
-        timer.join()
+        _refreshers.remove(timer)
+        timer.stop()
         if bar._time() >= bar.start_t + DELAY_S:
             # tqdm's close() ends the line only if update() printed; the timer may have.
             bar.last_print_t = max(bar.last_print_t, bar.start_t + DELAY_S)
         bar.close()
+
+
+class _Refresher:
+    """A step's timer thread: redraws its bar every :data:`_REFRESH_S` once the step has
+    run :data:`DELAY_S`; :meth:`stop` ends and joins the thread, :meth:`start` starts a
+    new one (after :func:`forkable`, the first redraw when the delay is over)."""
+
+    def __init__(self, bar: Any, name: str) -> None:
+        self.bar = bar
+        self.name = name
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.done = threading.Event()
+        wait = max(0.0, self.bar.start_t + DELAY_S - self.bar._time())
+        self.thread = threading.Thread(target=self._run, args=(self.done, wait),
+                                       name=f"progress:{self.name}", daemon=True)
+        self.thread.start()
+
+    def _run(self, done: threading.Event, wait: float) -> None:
+        if done.wait(wait):
+            return
+        while not done.is_set():
+            self.bar.refresh()
+            done.wait(_REFRESH_S)
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+
+#: The timers of the steps running now (innermost last).
+_refreshers: list[_Refresher] = []
+
+
+@contextmanager
+def forkable() -> Iterator[None]:
+    """No progress thread runs inside the block: every step's timer is stopped (joined)
+    on entry and started again on exit.
+
+    ``fork`` copies only the calling thread, and a lock another thread held at that
+    moment (a bar's, stderr's) would stay locked in the child; a process that forks
+    workers checks that it runs alone (``threading.active_count() == 1``).  The bars
+    stand still for as long as the block lasts (a fork: milliseconds).
+    """
+    paused = list(_refreshers)
+    for timer in paused:
+        timer.stop()
+    try:
+        yield
+    finally:
+        for timer in paused:
+            timer.start()
 
 
 def track(iterable: Iterable[T], name: str, *, total: float | None = None,

@@ -33,8 +33,9 @@ import pandas as pd
 
 from .fastagg import group_quantiles, replicate_quantiles
 
-__all__ = ["GAP_POLICIES", "MEDIAN_SE_FACTOR", "CostMatrix", "CostModel", "Ranking",
-           "Stability", "Thresholds", "cost_matrix", "pair_latency_kinds", "rank", "stability"]
+__all__ = ["GAP_POLICIES", "MEDIAN_SE_FACTOR", "CostMatrix", "CostModel", "PairCosts",
+           "Ranking", "Stability", "Thresholds", "bias_corrected", "cost_matrix",
+           "pair_latency_kinds", "rank", "stability"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -431,8 +432,12 @@ class _Costed:
 
 def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
                 thresholds: Thresholds, weights: Mapping[str, float],
-                assumed: Mapping[tuple[str, str], float] | None = None) -> _Costed:
-    strata = _strata(measurements)
+                assumed: Mapping[tuple[str, str], float] | None = None,
+                strata: _Strata | None = None) -> _Costed:
+    """The point costs of ``regions`` × every target (``strata``: the records' strata when
+    already built from ``measurements``)."""
+    if strata is None:
+        strata = _strata(measurements)
     targets = sorted({pair[1] for pair in strata.kinds})
     assumed = assumed or {}
     point = _point_metrics(strata, regions, targets, cost, thresholds)
@@ -518,6 +523,58 @@ def _cost_table(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
                    point, strata)
 
 
+class PairCosts:
+    """The per-pair cost tables of one ``measurements`` frame under one cost model,
+    thresholds and assumed same-city RTTs, each built once and handed to every function
+    that needs it (``pair_costs=``: :func:`rank`, :func:`stability`, :func:`cost_matrix`,
+    :func:`netvantage.analysis.mix.mixes`).
+
+    ``analyse`` ranks the same records for the same regions three times (the ranking, its
+    stability, the given mix) and for every region once more (the mixes' lines): the sort
+    of the records into strata (:func:`_strata`) is made once, and the cost table of a
+    set of regions and weights once per set.  The functions compute exactly what they do
+    without it (the same code on the same inputs); they refuse a ``PairCosts`` built from
+    other records or another model, which would give other figures.  The tables are
+    read-only: nothing here or in the callers writes into them.
+    """
+
+    def __init__(self, measurements: pd.DataFrame, *, cost: CostModel = CostModel(),
+                 thresholds: Thresholds = Thresholds(),
+                 assumed: Mapping[tuple[str, str], float] | None = None) -> None:
+        self.measurements = measurements
+        self.cost = cost
+        self.thresholds = thresholds
+        self.assumed = dict(assumed or {})
+        self._strata: _Strata | None = None
+        self._tables: dict[tuple[tuple[str, ...], tuple[float, ...]], _Costed] = {}
+
+    def table(self, measurements: pd.DataFrame, regions: list[str], cost: CostModel,
+              thresholds: Thresholds, weights: Mapping[str, float],
+              assumed: Mapping[tuple[str, str], float] | None) -> _Costed:
+        """:func:`_cost_table` of these arguments, built on the first call with them."""
+        if (measurements is not self.measurements or cost != self.cost
+                or thresholds != self.thresholds or dict(assumed or {}) != self.assumed):
+            raise ValueError("pair_costs were built from other measurements, cost model, "
+                             "thresholds or assumed RTTs than those given")
+        key = (tuple(regions), tuple(float(weights[r]) for r in regions))
+        if key not in self._tables:
+            if self._strata is None:
+                self._strata = _strata(measurements)
+            self._tables[key] = _cost_table(measurements, regions, cost, thresholds, weights,
+                                            assumed, self._strata)
+        return self._tables[key]
+
+
+def _costed(measurements: pd.DataFrame, regions: list[str], cost: CostModel,
+            thresholds: Thresholds, weights: Mapping[str, float],
+            assumed: Mapping[tuple[str, str], float] | None,
+            pair_costs: PairCosts | None) -> _Costed:
+    """The cost table, from ``pair_costs`` when given (built there once), else built here."""
+    if pair_costs is None:
+        return _cost_table(measurements, regions, cost, thresholds, weights, assumed)
+    return pair_costs.table(measurements, regions, cost, thresholds, weights, assumed)
+
+
 #: What a candidate's gaps (weighted regions that never measured it successfully) do:
 #: ``exclude`` — the candidate is not eligible to win (the default: coverage first);
 #: ``skip`` — its score is over the regions that measured it, their weights renormalised;
@@ -593,6 +650,7 @@ def rank(
     seed: int = 0,
     gaps: str = "exclude",
     assumed: Mapping[tuple[str, str], float] | None = None,
+    pair_costs: PairCosts | None = None,
 ) -> Ranking:
     """Rank every target in ``measurements`` for clients spread as ``weights`` (region → share).
 
@@ -610,11 +668,12 @@ def rank(
     two RTT records has none (NaN, ``ci_basis`` says why), and ``p_best`` is then NaN for
     every candidate (the replicates cannot compare them).  The random stream of each pair
     is seeded from ``seed`` and the pair, so other pairs never move a pair's replicates.
+    ``pair_costs`` (built from the same arguments) spares rebuilding the cost table.
     """
     _check_gaps(gaps)
     w = _normalise(weights)
     regions = sorted(w)
-    costed = _cost_table(measurements, regions, cost, thresholds, w, assumed)
+    costed = _costed(measurements, regions, cost, thresholds, w, assumed, pair_costs)
     wvec = np.array([w[r] for r in regions])
     active = wvec > 0
     if gaps == "fail":
@@ -647,7 +706,7 @@ def rank(
                                  cost, thresholds, n_boot, seed, gaps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            boot, bias = _bias_corrected(boot, scores, resampled)
+            boot, bias = bias_corrected(boot, scores, resampled)
             basis = [f"{b}, bias-corrected: the replicates averaged {bias[j]:+.1f} from the "
                      "score (upper quantiles of few records), the interval re-centred"
                      if not np.isnan(bias[j]) else b for j, b in enumerate(basis)]
@@ -793,10 +852,12 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
     return costs
 
 
-def _bias_corrected(boot: FloatArray, scores: FloatArray, resampled: npt.NDArray[np.bool_]
-                    ) -> tuple[FloatArray, FloatArray]:
-    """The replicates, each target's shifted by its bootstrap bias when some target's score
-    lies outside its own 95 % percentile interval; and the biases removed (NaN: none).
+def bias_corrected(boot: FloatArray, scores: FloatArray, resampled: npt.NDArray[np.bool_]
+                   ) -> tuple[FloatArray, FloatArray]:
+    """The replicates (replicates × candidates), each candidate's shifted by its bootstrap
+    bias when some candidate's score lies outside its own 95 % percentile interval; and the
+    biases removed (NaN: none).  ``resampled``: the candidates whose replicates count.
+    The ranking's targets and placement's sets of sites (:mod:`.place`) alike.
 
     A 95th percentile of a handful of records (a pair's handshakes, say) is close to their
     maximum, and a resample leaves the maximum out about a third of the time: its replicates
@@ -840,6 +901,7 @@ def stability(
     seed: int = 0,
     gaps: str = "exclude",
     assumed: Mapping[tuple[str, str], float] | None = None,
+    pair_costs: PairCosts | None = None,
 ) -> Stability:
     """How robust the winner is to the weights: Dirichlet perturbation and leave-one-region-out.
 
@@ -850,14 +912,14 @@ def stability(
     the weights, not the sampling noise: see ``p_best`` in :func:`rank` for that).
 
     With no eligible candidate (see :func:`rank`) ``winner`` is None and the shares are NaN:
-    nothing stays first.
+    nothing stays first.  ``pair_costs``: as for :func:`rank`.
     """
     if concentration <= 0:
         raise ValueError(f"concentration must be > 0, not {concentration}")
     _check_gaps(gaps)
     w = _normalise(weights)
     regions = sorted(w)
-    costed = _cost_table(measurements, regions, cost, thresholds, w, assumed)
+    costed = _costed(measurements, regions, cost, thresholds, w, assumed, pair_costs)
     if not costed.targets:
         raise ValueError("measurements hold no target to rank")
     wvec = np.array([w[r] for r in regions])
@@ -935,14 +997,15 @@ def cost_matrix(
     n_boot: int = 500,
     seed: int = 0,
     assumed: Mapping[tuple[str, str], float] | None = None,
+    pair_costs: PairCosts | None = None,
 ) -> CostMatrix:
     """The per-(region, target) costs and their bootstrap replicates, as :func:`rank` computes
     them for ``regions`` (in that order): ``rank(m, w).table["score"]`` is ``w @ cost`` for
     the eligible targets, and its replicates ``w @ replicates`` — the same records, the same
     seeded draws.  This is the narrow interface placement (:mod:`.place`) relies on."""
     regions = [str(r) for r in regions]
-    costed = _cost_table(measurements, regions, cost, thresholds, dict.fromkeys(regions, 1.0),
-                         assumed)
+    costed = _costed(measurements, regions, cost, thresholds, dict.fromkeys(regions, 1.0),
+                     assumed, pair_costs)
     replicates = None
     if n_boot > 0 and costed.targets and regions:
         replicates = _bootstrap_costs(measurements, regions, costed,

@@ -18,13 +18,15 @@ The other checks are shown, not enforced, unless named in ``fail_on`` (e.g. ``rd
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from ..results import READY_CHECKS, MailReadyRecord
+from .rank import Thresholds
 
-__all__ = ["DEFAULT_FAIL_ON", "Readiness", "failing_targets", "readiness", "readiness_frame"]
+__all__ = ["DEFAULT_FAIL_ON", "Readiness", "failing_targets", "readiness", "readiness_frame",
+           "with_readiness"]
 
 #: Checks whose failure fails a candidate by default.
 DEFAULT_FAIL_ON: tuple[str, ...] = ("dnsbl", "dkim")
@@ -126,3 +128,16 @@ def failing_targets(ready: Readiness | None) -> tuple[tuple[str, str], ...]:
     if ready is None:
         return ()
     return tuple((t, why) for t, reasons in sorted(ready.failing.items()) for why in reasons)
+
+
+def with_readiness(thresholds: Thresholds, ready: Readiness | None) -> Thresholds:
+    """``thresholds`` with the candidates that fail mail readiness added to its
+    ``failing_targets`` (after those already there); ``thresholds`` itself when none fails.
+
+    The one place where readiness becomes a service level, for ``analyse``, placement and
+    the cluster's ranking alike.
+    """
+    failing = failing_targets(ready)
+    if not failing:
+        return thresholds
+    return replace(thresholds, failing_targets=(*thresholds.failing_targets, *failing))

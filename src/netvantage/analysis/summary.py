@@ -8,10 +8,15 @@ is also available on its own in its module.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
+import sys
+import threading
 from collections import Counter
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,7 @@ import pandas as pd
 
 from ..errors import NetvantageError
 from ..text import columns, ms
+from . import progress
 from .coverage import Coverage, same_city_pairs
 from .coverage import coverage as coverage_of
 from .degrade import degradation_flags
@@ -35,8 +41,8 @@ from .physics import Physics
 from .physics import check as physics_check
 from .physics import json_keys as physics_keys
 from .pmtu import PathMtu, path_mtu
-from .rank import CostModel, Ranking, Stability, Thresholds, rank, stability
-from .readiness import DEFAULT_FAIL_ON, Readiness, failing_targets
+from .rank import CostModel, PairCosts, Ranking, Stability, Thresholds, rank, stability
+from .readiness import DEFAULT_FAIL_ON, Readiness, with_readiness
 from .readiness import readiness as readiness_of
 
 __all__ = ["Analysis", "NothingToAnalyse", "analyse", "condense_fails", "default_window",
@@ -344,6 +350,77 @@ def _path_evidence(campaign: Campaign, locations: pd.DataFrame | None) -> pd.Dat
     return path_evidence(campaign.hops, locations)
 
 
+#: From this many measurements on, :func:`analyse` computes the metrics table (its per-group
+#: bootstrap, about 45 % of the analysis' CPU) in a forked child process while it does the
+#: rest (:func:`_metrics_aside`).  Measured on seeded synthetic campaigns (2 CPUs, load
+#: about 4): the child costs more CPU than computing here — about 0.3 s at 30k records,
+#: 0.8 s at 100k, 1.5-2 s at 1M (the fork, copy-on-write faults) — and takes its share
+#: off the critical path: 1.0-1.2 s of CPU at 30k, 2.5 s at 100k, 10-11 s at 1M.  Below
+#: 100k the whole analysis takes a few seconds, and on a busy machine the extra CPU is
+#: a loss; above it the gain is many seconds.
+CONCURRENT_RECORDS = 100_000
+
+#: What the metrics child computes from: set just before it is forked (copy-on-write), so
+#: the campaign's frames are never pickled; only the small metrics frame comes back.
+_ASIDE: tuple[Campaign, int, int] | None = None
+
+
+def _metrics_of_aside() -> pd.DataFrame:
+    """The metrics table of :data:`_ASIDE` (run in the forked child)."""
+    assert _ASIDE is not None
+    campaign, n_boot, seed = _ASIDE
+    return metrics_table(campaign, n_boot=n_boot, seed=seed)
+
+
+def _may_fork() -> bool:
+    """Whether a forked child may compute beside this process: Linux (fork; other systems
+    spawn, which would pickle the whole campaign), more than one CPU in this process's
+    affinity mask, not a daemon process (a Dask worker's may start no children) and no
+    other thread running (fork copies only the calling thread: a lock another one held, a
+    progress bar's, would stay locked in the child) — the rules of the loader's and the
+    report figures' pools."""
+    if (sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon or threading.active_count() > 1):
+        return False
+    return len(os.sched_getaffinity(0)) > 1
+
+
+@contextmanager
+def _metrics_aside(campaign: Campaign, n_boot: int, seed: int
+                   ) -> Iterator[Callable[[], pd.DataFrame]]:
+    """Yields a function giving ``metrics_table(campaign, n_boot=n_boot, seed=seed)``.
+
+    The metrics depend on nothing else :func:`analyse` computes, so for a campaign of
+    :data:`CONCURRENT_RECORDS` measurements or more, where :func:`_may_fork`, a forked
+    child computes them from the moment this is entered and the function waits for its
+    pickled frame: the same computation on the same frames, so the same figures to the
+    bit.  Otherwise the function computes them here, when called.  The child is ended
+    when the block is left, whatever happens in it.
+    """
+    global _ASIDE
+    if len(campaign.measurements) < CONCURRENT_RECORDS:
+        yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
+        return
+    pool = None
+    # A progress bar's timer (the CLI's "analysing" step) is paused while the child is
+    # forked: the only other thread a command runs.
+    with progress.forkable():
+        if _may_fork():
+            _ASIDE = (campaign, n_boot, seed)
+            try:
+                pool = multiprocessing.get_context("fork").Pool(1)
+            except OSError:  # no child to be had (out of processes or memory): here
+                pool = None
+            finally:
+                _ASIDE = None  # the child has its copy; this process keeps no reference
+    if pool is None:
+        yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
+        return
+    with pool:  # leaving it terminates the child and joins the pool's threads
+        pending = pool.apply_async(_metrics_of_aside)
+        yield lambda: pending.get()
+
+
 class NothingToAnalyse(NetvantageError, ValueError):
     """The campaign holds nothing the analysis can compare; the message says why."""
 
@@ -404,6 +481,24 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     no_region = _check_input(campaign.measurements)
     if no_region:
         notes.append(no_region)
+    with _metrics_aside(campaign, min(n_boot, 500), seed) as metrics_of:
+        return _analysis(campaign, earlier, ready, notes, metrics_of, weights=weights,
+                         locations=locations, cost=cost, thresholds=thresholds,
+                         window=window, episode_min_rise=episode_min_rise,
+                         episode_min_windows=episode_min_windows, n_boot=n_boot, seed=seed,
+                         keep_impossible=keep_impossible, mixes=mixes, gaps=gaps,
+                         same_city_floor_ms=same_city_floor_ms)
+
+
+def _analysis(campaign: Campaign, earlier: Campaign | None, ready: Readiness | None,
+              notes: list[str], metrics_of: Callable[[], pd.DataFrame], *,
+              weights: Mapping[str, float] | None, locations: pd.DataFrame | None,
+              cost: CostModel | None, thresholds: Thresholds | None,
+              window: str | pd.Timedelta | None, episode_min_rise: float,
+              episode_min_windows: int, n_boot: int, seed: int, keep_impossible: bool,
+              mixes: Mapping[str, Mapping[str, float]] | None, gaps: str,
+              same_city_floor_ms: float | None) -> Analysis:
+    """:func:`analyse` past its input checks, the metrics table from ``metrics_of``."""
     if cost is None:
         cost = CostModel()  # traces stand in per pair only (CostModel.fallback_kinds)
     if thresholds is None:
@@ -413,9 +508,7 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
             # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
             thresholds = Thresholds(handshake_p95_ms=None)
             notes.append("no SMTP measurements: the handshake threshold is not applied")
-    if ready is not None and ready.failing:
-        thresholds = replace(thresholds, failing_targets=thresholds.failing_targets
-                             + failing_targets(ready))
+    thresholds = with_readiness(thresholds, ready)
     weights, groups = resolve_weights(weights, client_regions(campaign.measurements),
                                       locations) if weights else (None, ())
     w = dict(weights) if weights else equal_weights(campaign)
@@ -443,10 +536,12 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
                            locations)
     assumed = ({p: same_city_floor_ms for p in same} if same_city_floor_ms is not None
                else None)
+    # The ranking, its stability and the mixes score the same pairs: one cost table each.
+    shared = PairCosts(ranked, cost=cost, thresholds=thresholds, assumed=assumed)
     ranking = rank(ranked, w, cost=cost, thresholds=thresholds, n_boot=n_boot, seed=seed,
-                   gaps=gaps, assumed=assumed)
+                   gaps=gaps, assumed=assumed, pair_costs=shared)
     stable = stability(ranked, w, cost=cost, thresholds=thresholds, seed=seed, gaps=gaps,
-                       assumed=assumed)
+                       assumed=assumed, pair_costs=shared)
     covered = coverage_of(ranked, w, ranking, stable, gaps=gaps, same_city=same,
                           same_city_floor_ms=same_city_floor_ms)
     notes += _coverage_notes(ranking, covered)
@@ -459,9 +554,8 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     # Detours per trace and region (analysis.detours: probe places, light test, hop named).
     routes = detour_table(campaign.hops, locations, m)
     mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
-                       thresholds=thresholds, gaps=gaps, assumed=assumed)
-    return Analysis(weights=w, metrics=metrics_table(campaign, n_boot=min(n_boot, 500),
-                                                     seed=seed),
+                       thresholds=thresholds, gaps=gaps, assumed=assumed, pair_costs=shared)
+    return Analysis(weights=w, metrics=metrics_of(),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
                     physics=physics, detours=routes, coverage=covered,

@@ -1,0 +1,71 @@
+"""Integer codes for string keys, and memory handed back: helpers of the analysis steps
+that work on arrays of codes rather than frames of strings.
+
+The analysis's frames hold their keys (trace ids, regions, addresses) as Arrow-backed
+strings or as Categoricals, whichever the loader chose: these helpers accept both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow  # type: ignore[import-untyped]
+import pyarrow.compute  # type: ignore[import-untyped]
+
+from .load import _trim_heap
+
+__all__ = ["give_back", "positions", "sorted_codes"]
+
+
+def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
+    """Integer codes of a column's values that sort as the values do (-1: missing), and
+    the values (strings) they stand for — whether the column holds strings or is a
+    Categorical (the loader may hand the children's ids either way).
+
+    A Categorical's own codes follow its categories' order, which need not be sorted:
+    its categories are factorised and the codes mapped through them, keeping only the
+    values that occur.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        rank, names = pd.factorize(pd.Series(column.cat.categories).astype("string"), sort=True)
+        own = column.cat.codes.to_numpy()
+        codes = np.full(len(own), -1, dtype=np.intp)
+        codes[own >= 0] = rank[own[own >= 0]]
+        used = np.zeros(len(names), dtype=bool)
+        used[codes[codes >= 0]] = True
+        compact = np.cumsum(used) - 1
+        codes[codes >= 0] = compact[codes[codes >= 0]]
+        return codes, np.asarray(names, dtype=object)[used]
+    codes, names = pd.factorize(column.astype("string"), sort=True)
+    return codes, np.asarray(names, dtype=object)
+
+
+def positions(column: pd.Series, names: npt.NDArray[np.object_]) -> npt.NDArray[np.intp]:
+    """Where each of ``column``'s values is among ``names`` (distinct strings); -1: nowhere.
+
+    Arrow's hash lookup (``index_in``): a million record ids against the traces' in
+    0.04 s, where ``Index.get_indexer`` took 0.3 s.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        at = positions(pd.Series(column.cat.categories), names)
+        own = column.cat.codes.to_numpy()
+        out = np.full(len(own), -1, dtype=np.intp)
+        out[own >= 0] = at[own[own >= 0]]
+        return out
+    values = pyarrow.array(column.astype("string").array)
+    found = pyarrow.compute.index_in(
+        values, value_set=pyarrow.array(names.tolist(), type=values.type))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
+
+
+def give_back() -> None:
+    """Return the memory a step freed to the system: the C heap's free pages (glibc's
+    ``malloc_trim``, as the loader does) and Arrow's pool's unused memory.
+
+    Both allocators keep freed memory for reuse.  After the detours of 1M records that
+    was some 300 MiB of the process's RSS (measured: 1,132 MiB after the step, 904 MiB
+    after both calls, 787 before it; the result itself holds about 100 MiB).
+    """
+    _trim_heap()
+    pyarrow.default_memory_pool().release_unused()
