@@ -300,7 +300,7 @@ def run_one(args: argparse.Namespace, title: str, spec: str,
 def run(args: argparse.Namespace) -> int:
     only = set(args.only or ["sqlite", "postgresql", "busy"])
     results: dict[str, dict[str, float | bool]] = {}
-    print(f"collector ingest: uvicorn + Starlette, {os.cpu_count()} CPUs, loopback; "
+    print(f"collector ingest: uvicorn (httptools) + Starlette, {os.cpu_count()} CPUs, loopback; "
           f"SQLite synchronous={args.synchronous.upper()} (WAL)")
     with tempfile.TemporaryDirectory(prefix="nv-bench-") as tmp:
         if "sqlite" in only:

@@ -209,12 +209,63 @@ def test_incomplete_headers_over_the_limit_are_refused(store):
     with BackgroundCollector(store, limits=Limits(max_header_bytes=4096)) as c:
         s = socket.create_connection(("127.0.0.1", c.port), timeout=5)
         try:
-            # Incomplete headers past the limit: h11 stops buffering them.
+            # Incomplete headers past the limit: the server stops reading them.
             s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: c\r\nX-Big: " + b"a" * 8192)
             answer = read_until_closed(s, time.monotonic() + 3)
         finally:
             s.close()
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+
+
+def test_a_head_sent_in_pieces_past_the_limit_is_refused_before_its_deadline(store):
+    # The parser keeps no head buffer of its own: the server counts what it read.
+    limits = Limits(max_header_bytes=4096, header_timeout_s=30)
+    with BackgroundCollector(store, limits=limits) as c:
+        s = socket.create_connection(("127.0.0.1", c.port), timeout=5)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: c\r\nX-Big: ")
+            wait_until(lambda: c.connection_sockets(), 5, "the connection accepted")
+            t0 = time.monotonic()
+            answer = b""
+            for _ in range(16):  # 8 KiB of one header value, 512 bytes at a time
+                try:
+                    s.sendall(b"a" * 512)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                if select.select([s], [], [], 0.01)[0]:
+                    break
+            answer = read_until_closed(s, time.monotonic() + 3)
+        finally:
+            s.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+        assert b"request line and headers over 4096 bytes" in answer
+        assert time.monotonic() - t0 < 5
+        assert health(c.port)[0] == 200
+
+
+def test_a_keep_alive_request_after_an_early_refusal_still_has_a_header_deadline(collector):
+    # A 401 answers before the body is read; the body that follows ends that request,
+    # and the next request on the connection gets the header deadline as any other.
+    s = socket.create_connection(("127.0.0.1", collector.port), timeout=5)
+    try:
+        s.sendall(b"POST /v1/records HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer nope\r\n"
+                  b"Content-Type: application/x-ndjson\r\nContent-Length: 3\r\n\r\n")
+        first = b""
+        while b"unknown token" not in first:
+            ready, _, _ = select.select([s], [], [], 5)
+            assert ready, first
+            first += s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 401 "), first[:100]
+        s.sendall(b"{}\n")
+        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: c\r\n")  # never finished
+        started = time.monotonic()
+        answer = read_until_closed(s, started + HEADER_S + 3)
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"no complete request headers in 1 s" in answer
+    assert time.monotonic() - started < HEADER_S + 3
 
 
 def test_log_filter_strips_tracebacks_of_dropped_connections_and_counts_what_it_left_out():

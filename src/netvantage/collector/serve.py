@@ -24,8 +24,8 @@ same names) bound what a crowd of clients can hold:
   headers (``408`` and closed): uvicorn has no read timeout of its own, and
   the app reads the body as it streams in.
 * ``keep_alive_s`` (30 s): an idle keep-alive connection is closed after it.
-* ``max_header_bytes`` (16 KiB): request line and headers buffered at most
-  while incomplete (h11's incomplete-event limit; more is ``400``).
+* ``max_header_bytes`` (16 KiB): bytes a request's line and headers may take
+  while incomplete (more is ``400``, then closed).
 * ``backlog`` (1024): connections the kernel queues before they are accepted.
 
 Every accepted connection has ``TCP_NODELAY`` set: without it a keep-alive
@@ -59,9 +59,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
@@ -183,6 +182,8 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\
          b'{"error":"too many connections: try again later","problems":[]}')
 _SLOW = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
          b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
+_BAD_HEAD = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+             b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
 
 
 class _Config(uvicorn.Config):
@@ -194,18 +195,28 @@ class _Config(uvicorn.Config):
             app, http=_Protocol,
             limit_concurrency=limits.max_connections + 1,  # uvicorn counts the asking one too
             timeout_keep_alive=limits.keep_alive_s,
-            h11_max_incomplete_event_size=limits.max_header_bytes,
+            ws="none",  # no WebSocket route: an upgrade request is an ordinary request
             backlog=limits.backlog, **kwargs)
 
 
-class _Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 connection with TCP_NODELAY, a connection cap and read deadlines.
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 connection (httptools) with TCP_NODELAY, a connection cap,
+    read deadlines and a cap on incomplete request headers.
 
-    The deadline follows h11's view of the client: armed while a request's
-    headers are incomplete (from the connection's start, or from the first
-    byte of a keep-alive connection's next request) and while its body is
-    incomplete (from the end of the headers); none while the app answers or
-    while a keep-alive connection is idle (uvicorn's keep-alive timeout).
+    The parser calls back as a request goes by (``on_message_begin``,
+    ``on_headers_complete``, ``on_message_complete``); the deadline follows them:
+    armed while a request's line and headers are incomplete (from the
+    connection's start, or from the first byte of a keep-alive connection's next
+    request) and while its body is incomplete (from the end of the headers);
+    none while the app answers (``_answering``: requests complete and not yet
+    answered) or while a keep-alive connection is idle (uvicorn's keep-alive
+    timeout).
+
+    llhttp does not buffer a request's head (it hands over each piece as it is
+    parsed, and httptools joins a header's pieces), so nothing bounds it but
+    :attr:`Limits.max_header_bytes`: the bytes received while the head is
+    incomplete are counted, and past the limit the request is answered ``400``
+    and the connection closed.
     """
 
     def __init__(self, config: uvicorn.Config, server_state: ServerState,
@@ -216,6 +227,10 @@ class _Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = ""
         self._refused = False
+        self._in_message = False  # between on_message_begin and on_message_complete
+        self._head_done = False  # the current message's headers are complete
+        self._head_bytes = 0  # received while the current head was incomplete
+        self._answering = 0  # requests complete and not yet answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -238,24 +253,61 @@ class _Protocol(H11Protocol):
             super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self.transport.is_closing():
             return
-        if self._deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm("headers", self.limits.header_timeout_s)  # a keep-alive's next request
+        reading_head = not (self._in_message and self._head_done)
+        if reading_head and not self._answering:
+            if self._deadline is None:
+                self._arm("headers", self.limits.header_timeout_s)  # a keep-alive's next request
+            self._head_bytes += len(data)
         super().data_received(data)
+        if (self._head_bytes > self.limits.max_header_bytes and not self._answering
+                and not (self._in_message and self._head_done)
+                and not self.transport.is_closing()):
+            self._refuse_head()
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
-            if self._phase != "body":
-                self._arm("body", self.limits.body_timeout_s)
-        elif state is not h11.IDLE:
-            self._disarm()
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_message = True
+        self._head_done = False
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._head_bytes = 0
+        super().on_headers_complete()
+        if not self._answering:
+            self._arm("body", self.limits.body_timeout_s)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._disarm()
+        # A request answered before its body ended (a 401 or 413 answers without
+        # reading it) waits for no answer: only the others are counted.
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._answering += 1
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._answering = max(0, self._answering - 1)
         self._disarm()
+        if not self._answering and self._in_message:
+            # A pipelined request already begun: its deadline runs from now.
+            if self._head_done:
+                self._arm("body", self.limits.body_timeout_s)
+            else:
+                self._arm("headers", self.limits.header_timeout_s)
         super().on_response_complete()
+
+    def _refuse_head(self) -> None:
+        limit = self.limits.max_header_bytes
+        log.warning("closed a connection from %s: request line and headers over %d bytes",
+                    _peer(self.client), limit,
+                    extra={"netvantage_kind": "request head too large"})
+        self._disarm()
+        body = json.dumps({"error": f"request line and headers over {limit} bytes: closed",
+                           "problems": []}).encode()
+        self.transport.write(_BAD_HEAD % (len(body), body))
+        self.transport.close()
 
     def _arm(self, phase: str, seconds: float) -> None:
         self._disarm()
@@ -277,8 +329,8 @@ class _Protocol(H11Protocol):
         what = f"no complete request {phase} in {limit:g} s"
         log.warning("closed a connection from %s: %s", _peer(self.client), what,
                     extra={"netvantage_kind": f"read timeout ({phase})"})
-        started = self.cycle is not None and self.cycle.response_started
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not started:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
             body = json.dumps({"error": f"{what}: closed", "problems": []}).encode()
             self.transport.write(_SLOW % (len(body), body))
         self.transport.close()

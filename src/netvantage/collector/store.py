@@ -172,9 +172,12 @@ _get_status = operator.attrgetter("status")
 _get_source = operator.attrgetter("source")
 # msgspec writes a UTC time as RFC 3339 with "Z" and six fractional digits, or
 # none when the microseconds are 0: those get ".000000" (fixed width, see utc_text).
-# (A look-behind and a plain replacement: a group in the replacement costs a
-# Python call per match.)
-_WHOLE_SECOND = re.compile(rb'(?<=:[0-9]{2})Z"')
+# (A plain replacement: a group in the replacement costs a Python call per match.
+# The pattern starts with its literal 'Z"', so the search skips to each time's end
+# and only there looks back at the seconds; a look-behind first was tried at every
+# byte: 0.30 -> 0.04 µs per record for times with microseconds, 0.38 -> 0.16
+# without.)
+_WHOLE_SECOND = re.compile(rb'Z"(?<=:[0-9]{2}Z")')
 _texts = msgspec.json.Decoder(list[str])
 
 

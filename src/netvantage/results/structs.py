@@ -1073,6 +1073,15 @@ class PmtuBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 # --------------------------------------------------------------------------- envelope
 
 
+#: What a record's id may hold (its length, 8 to 64, is msgspec's to check).
+_ID_PATTERN = r"^[0-9A-Za-z._:-]+$"
+#: The pattern checked in ``Record.__post_init__`` rather than by msgspec's ``pattern``
+#: constraint, which calls into the ``re`` module through the C API per record: decoding
+#: ids alone took 0.33 µs per record with it and 0.06 without (msgspec takes about 1.4
+#: µs for a whole 640-byte record); ``check_batch`` went from 1.68 to 1.58 µs per record.
+_ID_SHAPE = re.compile(r"[0-9A-Za-z._:-]+").fullmatch
+
+
 class Record(
     msgspec.Struct,
     frozen=True,
@@ -1082,7 +1091,9 @@ class Record(
 ):
     """The envelope shared by every kind; subclasses add a typed ``body``."""
 
-    id: Annotated[str, msgspec.Meta(min_length=8, max_length=64, pattern=r"^[0-9A-Za-z._:-]+$")]
+    #: (The pattern is checked in ``__post_init__``, not by msgspec: see _ID_SHAPE.)
+    id: Annotated[str, msgspec.Meta(min_length=8, max_length=64,
+                                    extra_json_schema={"pattern": _ID_PATTERN})]
     schema: int = SCHEMA_VERSION
     agent: Name
     region: Name | None = None
@@ -1096,6 +1107,8 @@ class Record(
     source: Name = "netvantage"
 
     def __post_init__(self) -> None:
+        if _ID_SHAPE(self.id) is None:
+            raise ValueError(f"id {self.id!r} may hold only the characters 0-9 A-Z a-z . _ : -")
         if self.schema != SCHEMA_VERSION:
             if self.schema not in SCHEMA_VERSIONS:
                 raise ValueError(f"schema {self.schema} is not one of {list(SCHEMA_VERSIONS)}")
