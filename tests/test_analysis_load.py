@@ -219,3 +219,68 @@ def test_a_pool_reports_bad_lines_by_their_number(tmp_path: Path,
     where = [p.split(":")[0] for p in caught.value.problems]
     assert where == ["line 34", "line 52", "line 60"]
     assert "unterminated last line" in caught.value.problems[-1]
+
+
+def _children(camp: Any) -> dict[str, dict[str, pd.Series]]:
+    """The children's columns as the builder holds them before taking the record's: their
+    record number (``_rec``) and their own key columns."""
+    rec = pd.Index(camp.measurements["id"])
+    return {name: {"_rec": pd.Series(rec.get_indexer(frame["id"])),
+                   **{c: frame[c] for c in ("seq", "phase") if c in frame}}
+            for name, frame in (("samples", camp.samples), ("phases", camp.phases))}
+
+
+def test_keys_proved_on_record_numbers(whole: object) -> None:
+    """The builder proves the uniqueness checks on integers when it can, and says it
+    cannot when a (record, seq) or (record, phase) repeats or samples come out of order."""
+    builder = loader._Builder()
+    builder.add(read_jsonl(SAMPLE))
+    builder.campaign(dedup=True)
+    assert builder.keys_unique
+    children = _children(whole)
+    assert loader._keys_unique(children)
+    phases = children["phases"]
+    phases["phase"] = phases["phase"].copy()
+    phases["phase"].iloc[1] = phases["phase"].iloc[0]
+    assert phases["_rec"].iloc[0] == phases["_rec"].iloc[1]
+    assert not loader._keys_unique(children)
+    children = _children(whole)
+    children["samples"]["seq"] = children["samples"]["seq"].iloc[::-1].reset_index(drop=True)
+    assert not loader._keys_unique(children)
+
+
+def test_a_shared_id_is_not_proved(tmp_path: Path) -> None:
+    """Two agents' records with one id: the deduplication renames one, and the frames go
+    to the string checks (the integer proof needs ids unique as read)."""
+    import msgspec
+
+    records = read_jsonl(SAMPLE)[:30]
+    other = msgspec.structs.replace(records[0], agent="other-agent")
+    builder = loader._Builder()
+    builder.add([*records, other])
+    camp = builder.campaign(dedup=True)
+    assert not builder.keys_unique
+    assert camp.measurements["id"].is_unique
+
+
+def test_checks_without_the_proved_keys_find_the_same(whole: object) -> None:
+    """The check the loader runs when the keys are proved reports the problems of the
+    whole check, row by row, for every frame."""
+    import dataclasses
+
+    camp: Any = whole
+    m, s, h = camp.measurements.copy(), camp.samples.copy(), camp.hops.copy()
+    m.loc[1900, "rtt_ms"] = -1.0
+    s.loc[10, "rtt_ms"] = -5.0
+    h.loc[3, "ttl"] = 0
+    bad = dataclasses.replace(camp, measurements=m, samples=s, hops=h)
+    with pytest.raises(SchemaError) as full:
+        check_campaign(bad)
+    with pytest.raises(SchemaError) as keyed:
+        loader._check_loaded(bad, keyed=True)
+    assert any(x.startswith("hops.ttl: in_range(1, 255) failed for 1 value(s): 0 (row 3)")
+               for x in full.value.problems), full.value.problems
+    assert any(x.startswith("samples.rtt_ms") and "(row 10)" in x for x in full.value.problems)
+    assert keyed.value.problems == full.value.problems
+    empty = dataclasses.replace(camp, phases=camp.phases.iloc[:0])
+    assert loader._check_loaded(empty, keyed=True) is empty

@@ -427,6 +427,23 @@ def test_metrics_by_any_measurement_column(camp):
         metrics(camp, ci=95)
 
 
+def test_samples_find_their_record_however_the_ids_are_held(camp):
+    """The samples are matched to their records by id (Arrow's lookup): the same figures
+    with the ids as Python objects or as categories, and repeated record ids refused."""
+    import dataclasses
+
+    want = metrics(camp, n_boot=50, seed=1)
+    for cast in (object, "category"):
+        other = dataclasses.replace(
+            camp, measurements=camp.measurements.assign(id=camp.measurements["id"].astype(cast)),
+            samples=camp.samples.assign(id=camp.samples["id"].astype(cast)))
+        pd.testing.assert_frame_equal(metrics(other, n_boot=50, seed=1), want)
+    twice = camp.measurements.copy()
+    twice.loc[1, "id"] = twice.loc[0, "id"]
+    with pytest.raises(MetricsError, match="not unique"):
+        metrics(dataclasses.replace(camp, measurements=twice), n_boot=0)
+
+
 def test_phase_metrics_hand_computed(camp):
     out = phase_metrics(camp)
     smtp = out[out["kind"] == "smtp"].set_index("phase")

@@ -15,7 +15,7 @@ import pyarrow.compute  # type: ignore[import-untyped]
 
 from .load import _trim_heap
 
-__all__ = ["give_back", "positions", "sorted_codes"]
+__all__ = ["distinct", "give_back", "positions", "rows_of", "sorted_codes"]
 
 
 def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
@@ -53,9 +53,32 @@ def positions(column: pd.Series, names: npt.NDArray[np.object_]) -> npt.NDArray[
         out = np.full(len(own), -1, dtype=np.intp)
         out[own >= 0] = at[own[own >= 0]]
         return out
+    values = _arrow(column)
+    return _found(pyarrow.compute.index_in(
+        values, value_set=pyarrow.array(names.tolist(), type=values.type)))
+
+
+def rows_of(column: pd.Series, keys: pd.Series) -> npt.NDArray[np.intp]:
+    """Where each of ``column``'s values is in ``keys`` (a column of distinct strings, say
+    the records' ids); -1: nowhere.  Neither column becomes Python strings: the samples'
+    4.7M ids of 1M records were looked up by ``Index.get_indexer`` in 1.7 s and some
+    580 MiB of temporaries, by Arrow's ``index_in`` in a fraction of both."""
+    values = _arrow(column)
+    return _found(pyarrow.compute.index_in(values, value_set=_arrow(keys).cast(values.type)))
+
+
+def distinct(column: pd.Series) -> bool:
+    """Whether no value of ``column`` (strings, no missing value) occurs twice."""
+    return bool(pyarrow.compute.count_distinct(_arrow(column)).as_py() == len(column))
+
+
+def _arrow(column: pd.Series) -> pyarrow.Array:
+    """``column`` as one Arrow string array (its own buffers when it is Arrow-backed)."""
     values = pyarrow.array(column.astype("string").array)
-    found = pyarrow.compute.index_in(
-        values, value_set=pyarrow.array(names.tolist(), type=values.type))
+    return values.combine_chunks() if isinstance(values, pyarrow.ChunkedArray) else values
+
+
+def _found(found: pyarrow.Array) -> npt.NDArray[np.intp]:
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
 
 

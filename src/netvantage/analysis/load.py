@@ -49,7 +49,18 @@ the workers' CPU, then this process's tail; an estimate), against 26 s.  Per 100
 workers spend 0.7-0.85 s decoding and 0.73 s building columns (1.01 s before the rows
 per kind).  This process's peak RSS: 1,382 MiB (1,783 MiB before), the frames
 613 MiB (``memory_usage(deep=True)``; unchanged: 277 MiB of them are samples, whose
-``id`` strings repeat their record's).
+``id`` strings repeat their record's).  Then, same file, load average 5-7, two loads
+each, this code against the one before: 3.0-3.3 s of CPU in this process (4.3-4.7 s:
+the checks validate in place and prove uniqueness on record numbers, see
+:func:`_check_loaded`), peak RSS 915-969 MiB (1,393-1,422: the heap is trimmed as each
+frame is built), 864-887 MiB held after loading (942-943; the frames and some 190 MiB of
+imported modules), the workers' CPU 16.9-17.5 s (17.5-17.8 s).
+
+The children's ``id`` column stays strings.  As a categorical sharing the measurements'
+ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
+16, phases 28) at 1M records, but its consumers would pay: ``astype("string")`` of the
+samples' ids 0.98 s (free for strings), a group-by on it 1.03 s (0.16 s), and sorting by
+it would follow the categories' order, not the ids'.
 
 The frames' columns are those of :mod:`netvantage.analysis.frames`; their dtypes:
 
@@ -223,11 +234,13 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     with _no_gc():
         for part in _parts(source, kinds):
             builder.add_part(part)
+            del part  # its columns are the builder's now
         campaign = builder.campaign(dedup=True)
+    keyed = builder.keys_unique
     del builder
     _trim_heap()
     with progress.step("checking the frames"):
-        return check_campaign(campaign)
+        return _check_loaded(campaign, keyed)
 
 
 def _trim_heap() -> None:
@@ -238,7 +251,8 @@ def _trim_heap() -> None:
     heap until the frames are concatenated from them; freed, they leave holes that glibc
     keeps, while the frames and the analysis's big arrays are mapped apart.  Measured on
     1M synthetic records: the loading process held 1,160 MiB after building the frames
-    (613 MiB of them), 826 MiB after the trim, which took 0.04 s.  Since glibc 2.8 the
+    (613 MiB of them), 826 MiB after the trim, which took 0.04 s; trimmed after each
+    frame (:meth:`_Builder.campaign`), 7 calls take 0.05 s in all.  Since glibc 2.8 the
     call frees whole free pages anywhere in the heap, not only at its top (malloc_trim(3)).
     """
     try:
@@ -823,6 +837,12 @@ def _compact(spec: _Spec, values: list[Any]) -> Any:
         return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
     if spec in ("float64", "int64", "bool"):
         return np.asarray(values, dtype=spec)
+    if spec == "Int64":
+        # Through float64 (None is NaN), a third of pd.array's time; exact, as these
+        # integers (ports, counts, ICMP types, AS numbers) are far below 2**53.
+        floats = np.asarray(values, dtype=np.float64)
+        missing = np.isnan(floats)
+        return pd.arrays.IntegerArray(np.where(missing, 0, floats).astype(np.int64), missing)
     return pd.array(values, dtype=spec)  # type: ignore[call-overload]
 
 
@@ -983,6 +1003,8 @@ class _Builder:
         self.p = _Columns(_PHASE_OWN)
         self.n = 0
         self.ready: list[MailReadyRecord | PmtuRecord] = []
+        #: Set by :meth:`campaign`: the frames' uniqueness checks are known to pass.
+        self.keys_unique = False
 
     def add(self, records: Sequence[AnyRecord]) -> None:
         self.add_part(_part(records))
@@ -994,12 +1016,24 @@ class _Builder:
         self.ready += part.ready
 
     def campaign(self, *, dedup: bool) -> Campaign:
+        # Each column lets go of its parts as it is concatenated; the heap is trimmed after
+        # each frame so that their freed pages leave before the next frame is built (the
+        # parts and the frames were all in RSS at once: 1,405 MiB peak at 1M records, 937
+        # with these trims, 7 of them taking 0.05 s in all).
         measurements = self.m.frame(MEASUREMENT_COLUMNS)
-        children = {"samples": self.s.series(), "hops": self.h.series(),
-                    "phases": self.p.series()}
+        _trim_heap()
+        children = {}
+        for name, columns in (("samples", self.s), ("hops", self.h), ("phases", self.p)):
+            children[name] = columns.series()
+            _trim_heap()
+        unique = False
         if dedup:
-            measurements, children = _dedup(measurements, children)
-        frames = {name: _child(name, cols, measurements) for name, cols in children.items()}
+            measurements, children, unique = _dedup(measurements, children)
+        self.keys_unique = unique and _keys_unique(children)
+        frames = {}
+        for name in list(children):
+            frames[name] = _child(name, children.pop(name), measurements)
+            _trim_heap()
         apart = self.ready
         if dedup:  # each (agent, id) once, as for the measurements
             once: dict[tuple[str, str], MailReadyRecord | PmtuRecord] = {}
@@ -1047,16 +1081,41 @@ def _taken_categories(source: pd.Categorical, rows: np.ndarray, *, trim: bool) -
                                                ordered=source.ordered))
 
 
+def _keys_unique(children: dict[str, dict[str, pd.Series]]) -> bool:
+    """Whether (record, seq) of samples and (record, phase) of phases are unique, from the
+    record numbers (``_rec``): with unique ids in ``measurements``, exactly when the
+    schemas' "(id, seq) unique" and "(id, phase) unique" pass, in milliseconds rather
+    than a factorization of millions of id strings.
+
+    Samples come in record order, each record's seq counting up: a strictly increasing
+    (record, seq) is unique without a sort.  ``False`` sends the frames to the string
+    checks, which name the rows.
+    """
+    s = children["samples"]
+    rec, seq = s["_rec"].to_numpy(), s["seq"].to_numpy()
+    later = rec[1:] > rec[:-1]
+    if not (later | ((rec[1:] == rec[:-1]) & (seq[1:] > seq[:-1]))).all():
+        return False
+    p = children["phases"]
+    phase = p["phase"].array
+    if not isinstance(phase, pd.Categorical) or (phase.codes < 0).any():
+        return False
+    key = np.sort(p["_rec"].to_numpy() * len(phase.categories) + phase.codes)
+    # (a plain sort: np.unique's hashing took 2.1 s for the 1.6M phases of 1M records)
+    return bool((key[1:] != key[:-1]).all())
+
+
 def _dedup(measurements: pd.DataFrame, children: dict[str, dict[str, pd.Series]],
-           ) -> tuple[pd.DataFrame, dict[str, dict[str, pd.Series]]]:
-    """Each (agent, id) once, the later agents' ids renamed AGENT:ID (see read_records).
+           ) -> tuple[pd.DataFrame, dict[str, dict[str, pd.Series]], bool]:
+    """Each (agent, id) once, the later agents' ids renamed AGENT:ID (see read_records);
+    and whether the ids were unique already (the schema's uniqueness check then passes).
 
     Only the rows whose id occurs more than once are looked at one by one.
     """
     ids = measurements["id"]
     shared = ids.duplicated(keep=False).to_numpy()
     if not shared.any():
-        return measurements, children
+        return measurements, children, not ids.hasnans
     agents = np.array(measurements["agent"].astype(object).to_numpy(), dtype=object)
     new_ids = np.array(ids.astype(object).to_numpy(), dtype=object)  # a writable copy
     drop = np.zeros(len(ids), dtype=bool)
@@ -1081,7 +1140,7 @@ def _dedup(measurements: pd.DataFrame, children: dict[str, dict[str, pd.Series]]
         rows = keep[rec]
         out[name] = {c: (pd.Series(position[rec[rows]]) if c == "_rec"
                          else s[rows].reset_index(drop=True)) for c, s in columns.items()}
-    return measurements, out
+    return measurements, out, False
 
 
 # --------------------------------------------------------------------------- schemas
@@ -1180,7 +1239,20 @@ def check_frame(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def check_campaign(campaign: Campaign) -> Campaign:
     """Check all four frames; one SchemaError lists every problem of every frame."""
-    problems = [p for name in FRAME_NAMES for p in _problems(name, getattr(campaign, name))]
+    return _check_loaded(campaign, keyed=False)
+
+
+def _check_loaded(campaign: Campaign, keyed: bool) -> Campaign:
+    """:func:`check_campaign`; with ``keyed``, without the uniqueness checks (the ids of
+    ``measurements``, (id, seq) of ``samples``, (id, phase) of ``phases``), which the
+    builder proved on integer keys (:attr:`_Builder.keys_unique`).
+
+    Those checks factorize millions of id strings: at 1M synthetic records they took
+    about 1.9 s of the 3.5 s the checks took (cProfile).  The integer proof holds exactly
+    when the string checks pass, so the problems reported are the same either way.
+    """
+    problems = [p for name in FRAME_NAMES
+                for p in _problems(name, getattr(campaign, name), keys=not keyed)]
     if problems:
         raise SchemaError("the campaign's frames do not fit their schemas", problems)
     return campaign
@@ -1192,24 +1264,32 @@ def check_campaign(campaign: Campaign) -> Campaign:
 CHECK_ROWS = 250_000
 
 
-def _problems(name: str, frame: pd.DataFrame, per_check: int = 5) -> list[str]:
+def _problems(name: str, frame: pd.DataFrame, per_check: int = 5, *,
+              keys: bool = True) -> list[str]:
+    """The problems of ``frame`` against its schema (``keys``: its uniqueness checks too).
+
+    The frame is validated in place: pandera's default copies it first (measured at 1M
+    synthetic records: 2.6 s of the checks' 5.6 s, and 400 MiB more peak RSS), and these
+    schemas change nothing (no coercion, no defaults).
+    """
     import pandera.errors
 
     if name not in FRAME_NAMES:
         raise LoadError(f"no schema for a frame named {name!r} (known: {FRAME_NAMES})")
     schema = schemas()[name]
     parts: list[tuple[pa.DataFrameSchema, pd.DataFrame]]
-    if len(frame) <= CHECK_ROWS or list(frame.columns) != list(schema.columns):
+    if list(frame.columns) != list(schema.columns) or (keys and len(frame) <= CHECK_ROWS):
         parts = [(schema, frame)]
     else:
-        row_schema, keys = _sliced_schemas(name)
+        row_schema, key_schema = _sliced_schemas(name)
         parts = [(row_schema, frame.iloc[start:start + CHECK_ROWS])
-                 for start in range(0, len(frame), CHECK_ROWS)]
-        parts.append((keys, frame))
+                 for start in range(0, max(len(frame), 1), CHECK_ROWS)]
+        if keys:
+            parts.append((key_schema, frame))
     found: list[pd.DataFrame] = []
     for part_schema, part in parts:
         try:
-            part_schema.validate(part, lazy=True)
+            part_schema.validate(part, lazy=True, inplace=True)
         except pandera.errors.SchemaErrors as exc:
             found.append(exc.failure_cases)
     if not found:

@@ -81,6 +81,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
+from .codes import distinct, rows_of
 from .fastagg import quantile_column, row_quantiles, sample_quantiles
 from .frames import Campaign
 
@@ -326,10 +327,9 @@ def _observations(measurements: pd.DataFrame, samples: pd.DataFrame,
     """
     sampled = (measurements["kind"].isin(_SAMPLED_KINDS)
                & ~_is_summary(measurements)).to_numpy(dtype=bool)
-    ids = pd.Index(measurements["id"])
-    if not ids.is_unique:
+    if not distinct(measurements["id"]):
         raise MetricsError("record ids are not unique: samples cannot be told apart")
-    row = np.asarray(ids.get_indexer(samples["id"]), dtype=np.int64)
+    row = np.asarray(rows_of(samples["id"], measurements["id"]), dtype=np.int64)
     known = row >= 0
     known[known] = sampled[row[known]]
     rows = np.concatenate([row[known], np.flatnonzero(~sampled)])
