@@ -276,11 +276,17 @@ def equal_weights(campaign: Campaign,
     such target, all count.
     """
     m = campaign.measurements
-    m = m[m["kind"].astype(str).isin(kinds) & m["rtt_ms"].notna()]
-    regions = sorted(str(r) for r in m["region"].dropna().unique())
-    targets = {str(t) for t in m["target"].dropna().unique()}
-    complete = [r for r in regions
-                if {str(t) for t in m.loc[m["region"] == r, "target"].unique()} >= targets]
+    kept = (m["kind"].isin(kinds) & m["rtt_ms"].notna()).to_numpy(dtype=bool)
+    # The distinct (region, target) pairs answered, as strings: a pass over the codes,
+    # not a filter of the whole frame per region.
+    pairs = m.loc[kept, ["region", "target"]].drop_duplicates().dropna(subset=["region"])
+    regions = sorted(str(r) for r in pairs["region"].unique())
+    targets = {str(t) for t in pairs["target"].dropna().unique()}
+    answered: dict[str, set[str]] = {}
+    for region, target in zip(pairs["region"].tolist(), pairs["target"].tolist(),
+                              strict=True):
+        answered.setdefault(str(region), set()).add(str(target))
+    complete = [r for r in regions if answered.get(r, set()) >= targets]
     # Nothing answered anywhere: every region with records counts (and nothing can win).
     chosen = complete or regions or sorted(
         str(r) for r in campaign.measurements["region"].dropna().unique())
