@@ -894,9 +894,12 @@ class _Column:
             chunked = pyarrow.chunked_array(parts, type=pyarrow.string())
             return pd.Series(chunked.to_pandas(types_mapper=_STR_TYPES.get))
         if spec == "time":
-            return pd.Series(pd.DatetimeIndex(np.concatenate(parts).view("M8[ns]"), tz="UTC"))
+            return pd.Series(pd.DatetimeIndex(np.concatenate(parts).view("M8[ns]"), tz="UTC"),
+                             copy=False)
         if spec in ("float64", "int64", "bool"):
-            return pd.Series(np.concatenate(parts))
+            # copy=False: pandas 3 copies an array it is given by default, a second
+            # column-sized array for a moment.
+            return pd.Series(np.concatenate(parts), copy=False)
         return pd.concat([pd.Series(p) for p in parts], ignore_index=True)
 
 
@@ -1061,7 +1064,7 @@ def _child(name: str, own: dict[str, pd.Series], measurements: pd.DataFrame) -> 
         if isinstance(source, pd.Categorical):
             columns[column] = _taken_categories(source, rec, trim=dtypes[column] == "cat")
             continue
-        columns[column] = pd.Series(source.take(rec))
+        columns[column] = pd.Series(source.take(rec), copy=False)
     return pd.DataFrame(columns, copy=False)
 
 
