@@ -17,7 +17,7 @@ import pytest
 
 from conftest import invoke_cli
 from netvantage.analysis import progress
-from netvantage.analysis.load import FRAME_NAMES, check_campaign, load
+from netvantage.analysis.load import FRAME_NAMES, LoadError, check_campaign, load
 from netvantage.errors import SchemaError
 from netvantage.results import PingRecord, read_jsonl, write_jsonl
 
@@ -219,6 +219,32 @@ def test_a_pool_reports_bad_lines_by_their_number(tmp_path: Path,
     where = [p.split(":")[0] for p in caught.value.problems]
     assert where == ["line 34", "line 52", "line 60"]
     assert "unterminated last line" in caught.value.problems[-1]
+
+
+def test_a_killed_decoding_process_stops_the_load_with_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed while it decodes (the kernel, short of memory, say): the load
+    stops with an error naming the file, rather than waiting forever for its range."""
+    import multiprocessing
+    import signal
+    import time
+
+    monkeypatch.setattr(loader, "_workers", lambda path: 2)  # a pool even on one CPU
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 20_000)
+    parent = os.getpid()
+    decoding = loader.decode_record
+
+    def dying_in_a_worker(line: bytes) -> Any:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decoding(line)
+
+    monkeypatch.setattr(loader, "decode_record", dying_in_a_worker)
+    started = time.monotonic()
+    with pytest.raises(LoadError, match=r"ended without an answer.*nothing loaded"):
+        load(SAMPLE)
+    assert time.monotonic() - started < 60
+    assert multiprocessing.active_children() == []
 
 
 def _children(camp: Any) -> dict[str, dict[str, pd.Series]]:

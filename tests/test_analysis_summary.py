@@ -297,6 +297,64 @@ def test_a_failure_in_the_metrics_child_reaches_the_caller(
         summary.analyse(campaign, weights=AFRICA, n_boot=50)
 
 
+def test_a_killed_metrics_child_is_not_waited_for_forever(
+        campaign, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child is the biggest process of a big analysis, the one the kernel kills
+    when memory runs out: its death is noticed, said, and the metrics computed here."""
+    import os
+    import signal
+
+    from netvantage.analysis import summary
+    from netvantage.analysis.metrics import metrics as computing
+
+    parent = os.getpid()
+
+    def dying_in_the_child(*args, **kwargs):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return computing(*args, **kwargs)
+
+    serial = summary.analyse(campaign, weights=AFRICA, n_boot=100, seed=3)
+    monkeypatch.setattr(summary, "metrics_table", dying_in_the_child)
+    monkeypatch.setattr(summary, "CONCURRENT_RECORDS", 1)
+    monkeypatch.setattr(summary, "_may_fork", lambda: True)
+    result = summary.analyse(campaign, weights=AFRICA, n_boot=100, seed=3)
+    pd.testing.assert_frame_equal(result.metrics, serial.metrics, check_exact=True)
+    assert "metrics child process ended without an answer" in capsys.readouterr().err
+
+
+def test_a_failure_beside_the_metrics_child_ends_it(
+        campaign, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rest of the analysis failing while the child computes: the child is ended,
+    not waited for, and no process is left behind."""
+    import multiprocessing
+    import os
+    import time
+
+    from netvantage.analysis import summary
+
+    parent = os.getpid()
+
+    def slow_in_the_child(*args, **kwargs):
+        if os.getpid() != parent:
+            time.sleep(120)
+        raise AssertionError("not reached")
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("planted failure beside the child")
+
+    monkeypatch.setattr(summary, "metrics_table", slow_in_the_child)
+    monkeypatch.setattr(summary, "rank", failing)
+    monkeypatch.setattr(summary, "CONCURRENT_RECORDS", 1)
+    monkeypatch.setattr(summary, "_may_fork", lambda: True)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="planted failure beside"):
+        summary.analyse(campaign, weights=AFRICA, n_boot=50)
+    assert time.monotonic() - started < 60
+    assert multiprocessing.active_children() == []
+
+
 def test_no_child_is_forked_while_another_thread_runs() -> None:
     """fork copies only the calling thread: with another one running (a progress bar's
     timer, say) the metrics are computed in this process."""

@@ -170,3 +170,28 @@ def test_lab_sample_report_tables_are_whole() -> None:
     result = nva.analyse(nva.load(SAMPLE), n_boot=0)
     table = _breakdown_table(result)
     assert len(table.rows) == len(result.ranking.breakdown) and not table.note
+
+
+def test_a_killed_drawing_process_is_not_waited_for(big: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures are drawn by forked processes: one killed while drawing (the kernel,
+    short of memory, say) is noticed, and the figures are drawn here instead."""
+    import os
+    import signal
+
+    campaign, result, places = big
+    located = nva.locations(_csv(places, tmp_path))
+    parent = os.getpid()
+    drawing = F.latency_figure
+    drawn_here: list[int] = []
+
+    def dying_in_a_child(*args: Any) -> Any:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        drawn_here.append(os.getpid())
+        return drawing(*args)
+
+    monkeypatch.setattr(F, "latency_figure", dying_in_a_child)
+    figures = [f.name for f in F.draw_all(campaign, result, located)]
+    assert {"map", "latency", "loss", "timeseries"} <= set(figures)
+    assert drawn_here == [parent]  # the latency figure, drawn here after the death

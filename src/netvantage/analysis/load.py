@@ -131,10 +131,11 @@ import gc
 import itertools
 import math
 import multiprocessing
-import multiprocessing.pool
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
@@ -323,10 +324,16 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
     for path, label in _sources(source):
         workers = _workers(path)
         with ExitStack() as stack:
-            # The pool is forked before the progress bar's thread starts: fork copies only
-            # the calling thread, and a lock another thread held would stay locked.
-            pool = (stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
-                    if workers > 1 else None)
+            pool = None
+            if workers > 1:
+                pool = ProcessPoolExecutor(workers,
+                                           mp_context=multiprocessing.get_context("fork"))
+                # Left early (an error, Ctrl-C): the ranges not yet begun are dropped.
+                stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+                # The first task forks every worker, before the executor's own thread
+                # and the progress bar's start: fork copies only the calling thread, and
+                # a lock another thread held would stay locked in the child.
+                pool.submit(int).result()
             bar = stack.enter_context(progress.step(label, unit=" records", scale=True))
             parts = (_pooled(path, wanted, pool) if pool is not None
                      else map(_part, _read_one(path, wanted)))
@@ -356,7 +363,7 @@ def _workers(path: Path) -> int:
 
 
 def _pooled(path: Path, kinds: tuple[str, ...] | None,
-            pool: multiprocessing.pool.Pool) -> Iterator[_Part]:
+            pool: ProcessPoolExecutor) -> Iterator[_Part]:
     """A JSON Lines file decoded by a ``pool`` of forked processes, a range of lines each.
 
     The file is cut into ranges of about :data:`CHUNK_BYTES` at line starts; a worker
@@ -380,15 +387,21 @@ def _pooled(path: Path, kinds: tuple[str, ...] | None,
               for a, b in zip(starts, [*starts[1:], size], strict=True)]
     problems: list[str] = []
     bad = line = 0
-    results = pool.imap(_range_part, ranges)
+    results = pool.map(_range_part, ranges)
     schemas()  # pandera's import (about 1 s) while the workers decode, not after
-    for part, lines, failed, found in results:
-        bad += failed
-        problems += [f"line {line + n}{why}" for n, why in found][
-            :_MAX_PROBLEMS - len(problems)]
-        line += lines
-        if not bad and part is not None:
-            yield part
+    try:
+        for part, lines, failed, found in results:
+            bad += failed
+            problems += [f"line {line + n}{why}" for n, why in found][
+                :_MAX_PROBLEMS - len(problems)]
+            line += lines
+            if not bad and part is not None:
+                yield part
+    except BrokenProcessPool:
+        # A worker killed (the kernel, short of memory; a user): its range will never
+        # come, and waiting for it would be forever.
+        raise LoadError(f"{path}: a process decoding line {line + 1} or a later one ended "
+                        "without an answer (killed? out of memory?); nothing loaded") from None
     if bad:
         more = f" (showing {len(problems)})" if bad > len(problems) else ""
         raise SchemaError(f"{path}: {bad} bad line(s), nothing loaded{more}", problems)

@@ -15,6 +15,8 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -407,24 +409,50 @@ def _metrics_aside(campaign: Campaign, n_boot: int, seed: int
     if len(campaign.measurements) < CONCURRENT_RECORDS:
         yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
         return
-    pool = None
+    pool: ProcessPoolExecutor | None = None
+    pending: Future[pd.DataFrame] | None = None
     # A progress bar's timer (the CLI's "analysing" step) is paused while the child is
-    # forked: the only other thread a command runs.
+    # forked: the only other thread a command runs.  The executor forks its child at
+    # the first submit, before its own management thread starts.
     with progress.forkable():
         if _may_fork():
             _ASIDE = (campaign, n_boot, seed)
             try:
-                pool = multiprocessing.get_context("fork").Pool(1)
+                pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+                pending = pool.submit(_metrics_of_aside)
             except OSError:  # no child to be had (out of processes or memory): here
-                pool = None
+                if pool is not None:
+                    pool.shutdown(cancel_futures=True)
+                pool = pending = None
             finally:
                 _ASIDE = None  # the child has its copy; this process keeps no reference
-    if pool is None:
+    if pool is None or pending is None:
         yield lambda: metrics_table(campaign, n_boot=n_boot, seed=seed)
         return
-    with pool:  # leaving it terminates the child and joins the pool's threads
-        pending = pool.apply_async(_metrics_of_aside)
-        yield lambda: pending.get()
+    try:
+        yield lambda: _answer_of(pending, campaign, n_boot, seed)
+    finally:
+        # The child is done or dead by now, unless the block was left by an exception:
+        # then it is ended rather than waited for (the executor has no public way to end
+        # a running child before Python 3.14).
+        if not pending.done():
+            children = getattr(pool, "_processes", None) or {}
+            for child in list(children.values()):
+                child.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _answer_of(pending: Future[pd.DataFrame], campaign: Campaign, n_boot: int,
+               seed: int) -> pd.DataFrame:
+    """The child's metrics table; if the child died without answering (killed, say by
+    the kernel when memory ran out: the child is the biggest process of an analysis),
+    computed here after saying so, rather than waiting forever for a dead process."""
+    try:
+        return pending.result()
+    except BrokenProcessPool:
+        progress.note("the metrics child process ended without an answer (killed?): "
+                      "computing the metrics in this process")
+        return metrics_table(campaign, n_boot=n_boot, seed=seed)
 
 
 class NothingToAnalyse(NetvantageError, ValueError):

@@ -27,6 +27,8 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -766,11 +768,18 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
     workers = min(cpus, len(indices)) if sys.platform == "linux" else 1
     _DRAWING = (campaign, result, places)
     try:
-        if workers < 2 or threading.active_count() > 1:
+        drawn = None
+        if workers >= 2 and threading.active_count() == 1:
+            try:
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
+                        "fork")) as pool:
+                    drawn = list(pool.map(_draw, indices))
+            except BrokenProcessPool:
+                # A drawing process died without answering (killed): not waited for
+                # forever, the figures are drawn here instead.
+                drawn = None
+        if drawn is None:
             drawn = [_draw(i) for i in indices]
-        else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                drawn = pool.map(_draw, indices, chunksize=1)
     finally:
         _DRAWING = None
     return [f for f in drawn if f is not None]
