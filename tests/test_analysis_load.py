@@ -20,6 +20,7 @@ from netvantage.analysis import progress
 from netvantage.analysis.load import FRAME_NAMES, LoadError, check_campaign, load
 from netvantage.errors import SchemaError
 from netvantage.results import PingRecord, read_jsonl, write_jsonl
+from waiting import wait_until
 
 loader = importlib.import_module("netvantage.analysis.load")
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,25 +125,26 @@ def test_no_progress_thread_runs_inside_forkable(capsys: pytest.CaptureFixture[s
     """A step's timer is the only thread a bar adds; forkable() stops it (so a process may
     fork) and starts it again, and the bar goes on being drawn afterwards."""
     import threading
-    import time
 
     monkeypatch.setattr(progress, "DELAY_S", 0.0)
     monkeypatch.setattr(progress, "_REFRESH_S", 0.01)
     before = threading.active_count()
+
+    def redrawn() -> bool:
+        return "outer" in capsys.readouterr().err
+
     try:
         progress.configure(True)
-        with progress.step("outer", unit=" things") as bar:
+        with progress.step("outer", unit=" things"):
             assert threading.active_count() == before + 1  # the timer, no tqdm monitor
+            wait_until(redrawn, 10, "the timer's first redraw")
             with progress.forkable():
+                # No thread of the bar's is left to redraw it (or to hold a lock).
                 assert threading.active_count() == before
-                capsys.readouterr()
-                time.sleep(0.05)
-                assert "outer" not in capsys.readouterr().err  # nothing redrawn
             assert threading.active_count() == before + 1
-            bar.update(5)
-            time.sleep(0.05)
+            capsys.readouterr()
+            wait_until(redrawn, 10, "a redraw by the restarted timer")  # nothing updated
         assert threading.active_count() == before
-        assert "outer" in capsys.readouterr().err
     finally:
         progress.configure()
 

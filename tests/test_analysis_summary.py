@@ -338,6 +338,8 @@ def test_a_failure_beside_the_metrics_child_ends_it(
 
     def slow_in_the_child(*args, **kwargs):
         if os.getpid() != parent:
+            # The sleep is the thing under test: a child still computing, which must be
+            # ended when the rest fails (the test's 60 s bound fails if it is waited for).
             time.sleep(120)
         raise AssertionError("not reached")
 
