@@ -28,14 +28,16 @@ timer thread until the step ends — the only thing written here by hand.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["DELAY_S", "Bar", "configure", "enabled", "forkable", "note", "quiet", "step",
-           "track"]
+__all__ = ["DELAY_S", "Bar", "configure", "enabled", "fork_cpus", "forkable", "note", "quiet",
+           "step", "track"]
 
 T = TypeVar("T")
 
@@ -183,6 +185,23 @@ def forkable() -> Iterator[None]:
     finally:
         for timer in paused:
             timer.start()
+
+
+def fork_cpus() -> int:
+    """How many processes may work at once if this one forks helpers now: the CPUs of its
+    affinity mask; 1 when it may not fork (then it works alone, one thing after another).
+
+    Forking is for Linux (elsewhere ``fork`` is unsafe or absent, and spawning would
+    pickle the frames), never from a daemon process (a Dask worker's may start no
+    children) and only while no other thread runs: ``fork`` copies only the calling
+    thread, and a lock another one held (a bar's, see :func:`forkable`) would stay
+    locked in the child.  The rule of the analysis' metrics child and the report's
+    figure drawers.
+    """
+    if (sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon or threading.active_count() > 1):
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 def track(iterable: Iterable[T], name: str, *, total: float | None = None,

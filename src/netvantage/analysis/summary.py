@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -381,16 +378,9 @@ def _metrics_of_aside() -> pd.DataFrame:
 
 
 def _may_fork() -> bool:
-    """Whether a forked child may compute beside this process: Linux (fork; other systems
-    spawn, which would pickle the whole campaign), more than one CPU in this process's
-    affinity mask, not a daemon process (a Dask worker's may start no children) and no
-    other thread running (fork copies only the calling thread: a lock another one held, a
-    progress bar's, would stay locked in the child) — the rules of the loader's and the
-    report figures' pools."""
-    if (sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods()
-            or multiprocessing.current_process().daemon or threading.active_count() > 1):
-        return False
-    return len(os.sched_getaffinity(0)) > 1
+    """Whether a forked child may compute beside this process (:func:`progress.fork_cpus`:
+    Linux, not a daemon, no other thread running, more than one CPU)."""
+    return progress.fork_cpus() > 1
 
 
 @contextmanager

@@ -23,9 +23,6 @@ import colorsys
 import importlib
 import io
 import multiprocessing
-import os
-import sys
-import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -44,6 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from ..analysis import progress
 from ..analysis.frames import Campaign
 from ..analysis.metrics import phase_metrics, windowed
 from ..analysis.summary import Analysis
@@ -764,12 +762,11 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
     """
     global _DRAWING
     indices = range(7)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = min(cpus, len(indices)) if sys.platform == "linux" else 1
+    workers = min(progress.fork_cpus(), len(indices))
     _DRAWING = (campaign, result, places)
     try:
         drawn = None
-        if workers >= 2 and threading.active_count() == 1:
+        if workers >= 2:
             try:
                 with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
                         "fork")) as pool:
