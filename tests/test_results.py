@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -32,6 +34,7 @@ from netvantage.results import (
     new_id,
     read_jsonl,
     rtt_stats,
+    structs,
     write_jsonl,
 )
 
@@ -282,6 +285,28 @@ def test_decoder_uses_kind_to_pick_the_body():
         decode_record(json.dumps(data))
     assert isinstance(decode_record(encode_record(rec)), PingRecord)
     assert msgspec.json.decode(encode_record(rec))["kind"] == "ping"
+
+
+
+def test_schema_structs_stay_out_of_the_cycle_collector():
+    """Records hold no reference cycles (values, lists of values, other records'
+    parts), so their structs are built with ``gc=False``: a collector batch is
+    some 15,000 objects, and an analysis holds millions, which every full
+    collection would walk.  A struct class added without it fails here."""
+    classes = [c for _, c in inspect.getmembers(structs, inspect.isclass)
+               if issubclass(c, msgspec.Struct) and c.__module__ == structs.__name__]
+    assert len(classes) > 20
+    assert [c.__name__ for c in classes if c.__struct_config__.gc] == []
+    rec = decode_record(encode_record(ping_record([1.0, None, 2.0])))
+    assert isinstance(rec, PingRecord)
+    assert not any(map(gc.is_tracked, (rec, rec.body, rec.body.stats)))
+    assert gc.is_tracked(rec.body.rtts_ms)  # (a list is, as every list)
+    tcp = decode_record(encode_record(TcpRecord(
+        id=new_id(), agent="a1", target="t", started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        duration_ms=1.0, status="ok", body=TcpBody.from_attempts(
+            [TcpAttempt(status="ok", connect_ms=1.5)], port=25, ip_version=4, timeout_s=2.0))))
+    assert isinstance(tcp, TcpRecord)
+    assert not gc.is_tracked(tcp.body.attempts[0])
 
 
 # --------------------------------------------------------------------------- plausible values

@@ -149,7 +149,7 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-class RttStats(msgspec.Struct, frozen=True):
+class RttStats(msgspec.Struct, frozen=True, gc=False):
     """Summary of a sequence of RTT samples; every field is ``None`` without samples."""
 
     min_ms: TimeMs | None
@@ -295,7 +295,7 @@ def _check_rtts(where: str, values: Sequence[float | None]) -> None:
                              f"{MAX_RTT_MS:g} ms (a lost probe is null)")
 
 
-class RttSummary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RttSummary(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """Statistics of RTTs that were not kept one by one (a source that gives only a summary).
 
     ``samples`` is how many RTTs stand behind the figures, ``None`` when the
@@ -406,7 +406,7 @@ def _check_summary_body(where: str, summary: RttSummary, stats: RttStats, replie
 # --------------------------------------------------------------------------- ping
 
 
-class IcmpError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class IcmpError(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """An ICMP error received instead of an echo reply (e.g. type 3 destination unreachable)."""
 
     seq: NonNegInt
@@ -415,7 +415,7 @@ class IcmpError(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     icmp_code: NonNegInt
 
 
-class PingBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class PingBody(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """ICMP echo: every sample kept, in sending order, ``None`` where no reply came.
 
     Or, for a source that gives only statistics, a ``summary`` (schema 2): then
@@ -546,7 +546,7 @@ def _loss_matches(sent: int | None, received: int | None, given: float | None) -
 # --------------------------------------------------------------------------- tcp
 
 
-class TcpAttempt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TcpAttempt(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One TCP connect.
 
     ``connect_ms`` is what an application waits: from just before ``connect()``
@@ -574,7 +574,7 @@ _get_status = operator.attrgetter("status")
 _get_connect = operator.attrgetter("connect_ms")
 
 
-class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TcpBody(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """TCP connect time to one port, attempt by attempt.
 
     Or, for a source that gives only statistics, a ``summary`` (schema 2): then
@@ -656,7 +656,7 @@ class TcpBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 # --------------------------------------------------------------------------- trace
 
 
-class Annotation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Annotation(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """What databases say about an address; added by ``netvantage annotate``, never by probing.
 
     ``source`` names the databases (file names and build dates) so that a trace
@@ -673,7 +673,7 @@ class Annotation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     source: str | None = None
 
 
-class TraceProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TraceProbe(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One probe at one TTL: who answered, how fast, with which ICMP message.
 
     ``address`` and ``rtt_ms`` are ``None`` for a probe nobody answered.  For
@@ -690,7 +690,7 @@ class TraceProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     reply_ttl: NonNegInt | None = None
 
 
-class Responder(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Responder(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """Statistics of one address answering at one TTL (mtr keys them by TTL only: we don't,
     so a path that changes mid-run shows two responders, not false loss)."""
 
@@ -700,7 +700,7 @@ class Responder(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     annotation: Annotation | None = None
 
 
-class Hop(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Hop(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One TTL: every probe (answered or not) and the responders derived from them."""
 
     ttl: Annotated[int, msgspec.Meta(ge=1, le=255)]
@@ -730,7 +730,7 @@ class Hop(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
             raise ValueError(f"hop {self.ttl}: responders do not add up to the answered probes")
 
 
-class MdaLink(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class MdaLink(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A link seen by the MDA: one flow answered from ``near`` at ``ttl`` and from ``far`` at
     ``ttl + 1`` (``None``: that probe went unanswered); ``flows`` counts the flows seen on it."""
 
@@ -740,7 +740,7 @@ class MdaLink(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     flows: Annotated[int, msgspec.Meta(ge=1)]
 
 
-class Diamond(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Diamond(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """Load-balanced paths that split at ``divergence`` and meet again at ``convergence``.
 
     ``width`` is the most interfaces at one TTL between them, ``length`` the TTLs from the
@@ -756,7 +756,7 @@ class Diamond(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     length: Annotated[int, msgspec.Meta(ge=1)]
 
 
-class Multipath(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Multipath(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """What the Multipath Detection Algorithm found (``measure trace --mda``).
 
     The trace varies its flow identifier (``flow_field``: the UDP or TCP source port, or the
@@ -778,7 +778,7 @@ class Multipath(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     diamonds: list[Diamond] = []
 
 
-class TraceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TraceBody(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A Paris traceroute: one flow per trace, every TTL and probe kept.
 
     ``flow`` records the fields held constant (ports, ICMP identifier and
@@ -820,7 +820,7 @@ PHASES_IMAP = ("dns", "connect", "greeting", "capability", "starttls", "tls_hand
                "capability_tls", "login", "logout")
 
 
-class Phase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Phase(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One timed step of a dialogue: from the command sent (or the step begun) to its answer.
 
     ``duration_ms`` is ``None`` when the phase never ended (it failed or timed out
@@ -836,7 +836,7 @@ class Phase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     error: str | None = None
 
 
-class CertInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CertInfo(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """The server's leaf certificate as presented."""
 
     subject: str
@@ -850,7 +850,7 @@ class CertInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     key: str
 
 
-class TlsInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TlsInfo(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """What the TLS handshake agreed and whether the certificate verified.
 
     ``verified`` is checked against ``trust`` (``system`` or the CA file given)
@@ -870,7 +870,7 @@ class TlsInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     cert_from_second_handshake: bool = False
 
 
-class TlsStall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TlsStall(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """Why a TLS handshake timed out (see :mod:`netvantage.measure.blackhole`).
 
     ``verdict`` is ``pmtu_black_hole`` when the server's TCP acknowledged our
@@ -894,7 +894,7 @@ class TlsStall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     note: str | None = None
 
 
-class MailBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class MailBody(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """An SMTP or IMAP handshake, phase by phase.  Never sends mail; logs in only when asked."""
 
     port: Port
@@ -939,7 +939,7 @@ READY_CHECKS: tuple[str, ...] = ("dnsbl", "rhsbl", "rdns", "spf", "dkim", "dmarc
                                  "tls_rpt", "mx", "tls", "port25")
 
 
-class ReadyCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ReadyCheck(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One check of a mail host's readiness: its status, one line for people, the evidence.
 
     ``status``: ``pass``; ``warn`` (works, but a receiver may object, or something optional
@@ -954,7 +954,7 @@ class ReadyCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     evidence: list[str] = []
 
 
-class ZoneAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ZoneAnswer(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One blocklist zone's answer for the address (``ip``) or the domain (``domain``).
 
     ``result``: ``listed``, ``clean`` (NXDOMAIN) or ``unknown`` (timeout, SERVFAIL, a
@@ -972,7 +972,8 @@ class ZoneAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     elapsed_ms: NonNegFloat | None = None
 
 
-class MailReadyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class MailReadyBody(msgspec.Struct, frozen=True, gc=False, kw_only=True,
+                    forbid_unknown_fields=True):
     """Will mail flow from this host on day one?  One field per check (:data:`READY_CHECKS`).
 
     ``host`` is the host name checked (given, or the PTR name), ``domain`` the mail
@@ -1015,7 +1016,7 @@ class MailReadyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return check
 # --------------------------------------------------------------------------- pmtu
 
-class PmtuProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class PmtuProbe(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One Don't-Fragment probe: its total IP size, TTL and what came back.
 
     ``answer``: ``reply`` (the target answered: the size passed), ``ptb`` (ICMP
@@ -1031,7 +1032,7 @@ class PmtuProbe(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     rtt_ms: RttMs | None = None
 
 
-class PmtuBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class PmtuBody(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """Path MTU toward the target, and where a packet that does not fit stops.
 
     ``local_mtu`` is the MTU of the interface toward the target, ``cached_mtu``
@@ -1088,6 +1089,7 @@ class Record(
     kw_only=True,
     forbid_unknown_fields=True,
     tag_field="kind",
+    gc=False,
 ):
     """The envelope shared by every kind; subclasses add a typed ``body``."""
 
