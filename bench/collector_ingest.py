@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import http.client
+import importlib.util
 import json
 import os
 import pstats
@@ -300,8 +301,10 @@ def run_one(args: argparse.Namespace, title: str, spec: str,
 def run(args: argparse.Namespace) -> int:
     only = set(args.only or ["sqlite", "postgresql", "busy"])
     results: dict[str, dict[str, float | bool]] = {}
-    print(f"collector ingest: uvicorn (httptools) + Starlette, {os.cpu_count()} CPUs, loopback; "
-          f"SQLite synchronous={args.synchronous.upper()} (WAL)")
+    # uvicorn runs on uvloop when this environment has it (the collector extra does).
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(f"collector ingest: uvicorn (httptools, {loop}) + Starlette, {os.cpu_count()} CPUs, "
+          f"loopback; SQLite synchronous={args.synchronous.upper()} (WAL)")
     with tempfile.TemporaryDirectory(prefix="nv-bench-") as tmp:
         if "sqlite" in only:
             results["sqlite"] = run_one(args, "SQLite", str(Path(tmp) / "quiet.db"))
