@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from exposition import (
     value,
 )
 from netvantage.agent.metrics import MetricsListenError, parse_listen, serve_metrics
+from netvantage.collector.metrics import CollectorMetrics, MetricsMiddleware
 from netvantage.collector.serve import BackgroundCollector
 from netvantage.collector.store import Store
 from netvantage.results import (
@@ -277,6 +279,40 @@ def test_collector_counts_every_outcome_by_agent(served):
     seen_a = value(samples, "netvantage_collector_agent_last_seen_timestamp_seconds", agent="a")
     seen_b = value(samples, "netvantage_collector_agent_last_seen_timestamp_seconds", agent="b")
     assert seen_a is not None and seen_b is not None and seen_a <= seen_b
+
+
+def test_a_batch_is_counted_before_its_answer_reaches_the_client(tmp_path):
+    """The middleware counts a batch before the last byte of its answer goes out, so a
+    client holding its answer finds it counted by its next scrape, whichever worker
+    process answers it (counted after the answer, a scrape could race the count)."""
+    with Store(tmp_path / "c.db") as store:
+        metrics = CollectorMetrics(store)
+        answer = msgspec.json.encode({"accepted": 2, "duplicates": 0, "ids": ["x", "y"]})
+
+        async def app(scope, receive, send) -> None:
+            scope["state"]["agent"] = "a"  # (what post_records sets through request.state)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": answer[:5], "more_body": True})
+            await send({"type": "http.response.body", "body": answer[5:]})
+
+        seen: list[tuple[float | None, float | None]] = []
+
+        async def send(message) -> None:
+            if message["type"] == "http.response.body":
+                samples = parse(generate_latest(metrics.registry).decode())
+                seen.append((
+                    value(samples, "netvantage_collector_records_ingested_total", agent="a"),
+                    value(samples, "netvantage_collector_request_duration_seconds_count",
+                          route="/v1/records")))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "path": "/v1/records", "method": "POST", "headers": [],
+                 "state": {}}
+        asyncio.run(MetricsMiddleware(app, metrics)(scope, receive, send))
+    # Not yet while the answer is incomplete; counted once, before its end is sent.
+    assert seen == [(None, None), (2.0, 1.0)]
 
 
 def test_with_workers_every_scrape_adds_up_every_workers_counts(tmp_path):

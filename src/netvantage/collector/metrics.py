@@ -259,21 +259,16 @@ class MetricsMiddleware:
         status = 0
         chunks: list[bytes] = []
         size = 0
+        counted = False
 
-        async def sending(message: Message) -> None:
-            nonlocal status, size
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body" and ingest:
-                body = message.get("body", b"")
-                size += len(body)
-                if size <= MAX_ANSWER_BYTES:
-                    chunks.append(body)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
+        def count() -> None:
+            # Once per request, before its answer's last byte is handed to the
+            # client: a client that has its answer finds it counted (by any worker
+            # its next scrape reaches), never a moment later.
+            nonlocal counted
+            if counted:
+                return
+            counted = True
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
             if ingest and status:
                 state = scope.get("state") or {}
@@ -284,3 +279,22 @@ class MetricsMiddleware:
                 self.metrics.record_batch(agent if isinstance(agent, str) else "", status,
                                           b"".join(chunks) if size <= MAX_ANSWER_BYTES
                                           else b"", headers)
+
+        async def sending(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                if ingest:
+                    body = message.get("body", b"")
+                    size += len(body)
+                    if size <= MAX_ANSWER_BYTES:
+                        chunks.append(body)
+                if not message.get("more_body", False):
+                    count()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            count()  # (an answer never finished: an error, a client gone)
