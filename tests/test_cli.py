@@ -8,6 +8,7 @@ the entry point, bytes on a real stdout, and what a fresh interpreter imports.
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import subprocess
@@ -114,6 +115,23 @@ def test_a_refused_privilege_exits_3_with_the_advice(monkeypatch):
     assert result.exit_code == EXIT_PRIVILEGE
     assert result.stderr == ("netvantage: error: no ICMP socket: grant CAP_NET_RAW or widen "
                              "ping_group_range\n")
+    assert result.stdout == ""
+
+
+def test_running_out_of_memory_exits_2_with_what_to_do(monkeypatch, tmp_path):
+    """A campaign bigger than memory ends in a sentence, not a MemoryError traceback."""
+    load_module = importlib.import_module("netvantage.analysis.load")  # (not the function)
+
+    def too_big(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(load_module, "load", too_big)
+    data = tmp_path / "c.jsonl"
+    data.write_text("")
+    result = invoke("analyse", str(data), "--quiet")
+    assert result.exit_code == EXIT_USAGE
+    assert result.stderr.startswith("netvantage: error: out of memory: ")
+    assert "--dask local" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == ""
 
 

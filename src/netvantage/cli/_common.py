@@ -77,6 +77,16 @@ class Root(click.Group):
             return super().invoke(ctx)
         except NetvantageError as exc:
             die(str(exc), EXIT_PRIVILEGE if isinstance(exc, PrivilegeError) else EXIT_USAGE)
+        except MemoryError:
+            # Raised here or in a worker process of the loader; by now the frames that
+            # held the data are gone, so there is memory enough to say what to do.
+            command = ctx.invoked_subcommand or ""
+            cluster = (" or run the same analysis on a Dask cluster, whose workers each hold "
+                       "one partition ('netvantage analyse DATA --dask local')"
+                       if command in ("analyse", "report") else "")
+            die("out of memory: this input does not fit in the memory this process may use; "
+                "give it less at a time (one kind, as 'netvantage export --kind' writes it, or a "
+                "shorter period)" + cluster, EXIT_USAGE)
 
 
 def targets(texts: Sequence[str], *, require_port: bool) -> list[Target]:
