@@ -5,8 +5,10 @@ synthetic campaign is generated once (bench/make_synthetic.py: five kinds, gaps,
 regions, dead targets, 300 regions, 12 data centres) into ``--data-dir`` (kept) or a
 temporary directory (removed), and then, each in its own process:
 
-* ``netvantage analyse FILE --quiet`` — wall time and peak RSS (``os.wait4``'s
-  ``ru_maxrss``: the process and the children it waited for);
+* ``netvantage analyse FILE --quiet`` — wall time and memory: the peak of the summed
+  PSS of the command's processes (sampled every 50 ms), and beside it the peak RSS of
+  the largest of them (``os.wait4``'s ``ru_maxrss``); a memory goal is judged on the
+  larger of the two;
 * DuckDB computing the same per-(region, data centre, kind) figures — samples, lost,
   p50/p90/p95/p99 of the ping echoes and tcp connects (``quantile_cont``) — straight
   from the same JSON Lines, and from the same Parquet dataset where one was written;
@@ -47,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +67,74 @@ class Run:
     ok: bool
     out: str = ""
     err: str = ""
+    #: Peak of the summed PSS of the process and its descendants (see :class:`TreeMemory`).
+    tree_bytes: int = 0
 
     def __str__(self) -> str:
         if not self.ok:
             return f"FAILED ({self.err.strip().splitlines()[-1] if self.err.strip() else '?'})"
-        return f"{self.wall_s:8.1f} s {self.peak_bytes / 2**20:8.0f} MiB"
+        return (f"{self.wall_s:8.1f} s {self.tree_bytes / 2**20:6.0f} MiB "
+                f"(largest {self.peak_bytes / 2**20:.0f})")
+
+    @property
+    def memory(self) -> int:
+        """What the goals judge: the larger of the two peaks."""
+        return max(self.tree_bytes, self.peak_bytes)
+
+
+class TreeMemory(threading.Thread):
+    """Samples, every :data:`INTERVAL_S`, the summed PSS (``/proc/PID/smaps_rollup``) of a
+    process and all its descendants, and keeps the peak.
+
+    ``ru_maxrss`` alone says how big the largest single process got: it counts the pages a
+    forked child still shares with its parent as the child's own, and it never adds up
+    processes that hold memory at the same time (the loader's workers and the main
+    process).  PSS splits each shared page between the processes sharing it, so the sum is
+    the memory the whole command holds.  A peak shorter than the interval may be missed.
+    """
+
+    INTERVAL_S = 0.05
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self._done = threading.Event()
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak
+
+    def run(self) -> None:
+        while not self._done.wait(self.INTERVAL_S):
+            self.peak = max(self.peak, sum(map(_pss, _tree(self.pid))))
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (those alive now)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:  # gone meanwhile
+            continue
+    return out
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 #: Memory a child may take (RLIMIT_DATA, bytes; None: no limit): a 10M-record analysis
@@ -85,21 +151,27 @@ def _limit_data() -> None:
 
 
 def run(cmd: list[str], *, timeout: float | None = None) -> Run:
-    """Run ``cmd``; wall time and peak RSS from wait4 (stdout/stderr to temp files)."""
+    """Run ``cmd``; wall time, the largest process's peak RSS (wait4) and the peak summed
+    PSS of the process tree (:class:`TreeMemory`); stdout/stderr to temp files."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, preexec_fn=_limit_data)
+        sampler = TreeMemory(proc.pid)
+        sampler.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except KeyboardInterrupt:
             proc.kill()
             raise
+        finally:
+            tree = sampler.stop()
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         return Run(wall, usage.ru_maxrss * 1024, proc.returncode == 0,
-                   out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+                   out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                   tree)
 
 
 def size(text: str) -> int:
@@ -271,7 +343,7 @@ def main() -> int:
     print(goal("1M records: analyse <= 15 s", None if one is None else one.ok
                and one.wall_s <= 15, f"{one}" if one else ""))
     print(goal("1M records: analyse <= 1 GiB", None if one is None else one.ok
-               and one.peak_bytes <= GiB, f"{one}" if one else ""))
+               and one.memory <= GiB, f"{one}" if one else ""))
     ten = analyse.get(10_000_000)
     dp10 = duck_parquet.get(10_000_000)
     print(goal("10M: analyse <= 3 x DuckDB on the same Parquet",
@@ -279,10 +351,11 @@ def main() -> int:
                else ten.ok and ten.wall_s <= 3 * dp10.wall_s,
                f"{ten.wall_s:.1f} s vs DuckDB {dp10.wall_s:.2f} s" if ten and dp10 else ""))
     print(goal("10M: analyse <= 2 GiB", None if ten is None else ten.ok
-               and ten.peak_bytes <= 2 * GiB, f"{ten}" if ten else ""))
+               and ten.memory <= 2 * GiB, f"{ten}" if ten else ""))
     print(goal("exponent of time vs records <= 1.1", None if exponent is None
                else exponent <= 1.1, "" if exponent is None else f"{exponent:.2f}"))
-    print(goal(f"{args.matrix}x{args.matrix} matrix <= 20 s", None if matrix is None
+    side = args.matrix or 250
+    print(goal(f"{side}x{side} matrix <= 20 s", None if matrix is None
                else matrix.ok and matrix.wall_s <= 20, f"{matrix}" if matrix else ""))
     for n, rep in sorted(reports.items()):
         a = analyse[n]
