@@ -32,7 +32,12 @@ from hypothesis import strategies as st
 from conftest import NETVANTAGE, run_cli
 from netvantage.agent.spool import Spool
 from netvantage.agent.upload import Uploader
-from netvantage.collector.app import DEFAULT_MAX_BODY_BYTES, MAX_PROBLEMS, check_batch
+from netvantage.collector.app import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_PROBLEMS,
+    check_batch,
+    record_lines,
+)
 from netvantage.collector.serve import BackgroundCollector
 from netvantage.collector.store import Store, hash_token
 from netvantage.lab.pki import LabCA
@@ -881,3 +886,21 @@ def test_ingest_never_answers_5xx_never_stores_part_of_a_batch_and_stays_small(t
                     assert "error" in reply and len(reply["problems"]) <= MAX_PROBLEMS
 
             check()
+
+
+@pytest.mark.parametrize("layout", [
+    "{0}\n{1}\n",  # the usual body
+    "{0}\n{1}",  # no final newline
+    "\n{0}\n\n  \t\n{1}\n\n",  # blank lines and lines of JSON whitespace
+    "{0}\r\n{1}\r\n",  # CRLF: the carriage return is JSON whitespace, kept with its line
+])
+def test_the_stored_lines_are_the_lines_the_records_came_from(layout):
+    first, second = ping("a"), tcp("a")
+    texts = [encode_record(first).decode(), encode_record(second).decode()]
+    body = layout.format(*texts).encode()
+    records = check_batch(body, "a")
+    assert isinstance(records, list) and [r.id for r in records] == [first.id, second.id]
+    lines = record_lines(body, len(records))
+    assert lines is not None and [line.rstrip("\r") for line in lines] == texts
+    assert [decode_record(line) for line in lines] == records
+    assert record_lines(body, 3) is None  # a count that does not match: encode them again

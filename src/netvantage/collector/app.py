@@ -330,7 +330,14 @@ def record_lines(body: bytes, records: int) -> list[str] | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    lines = [line for line in text.split("\n") if line and not line.isspace()]
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()  # (the body's final newline)
+    if len(lines) == records:
+        # As many lines as records, each record from a line of its own: no line was
+        # blank (the usual batch; no line need be looked at again).
+        return lines
+    lines = [line for line in lines if line and not line.isspace()]
     return lines if len(lines) == records else None
 
 
