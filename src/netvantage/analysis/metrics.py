@@ -73,8 +73,8 @@ per-record table.  :func:`windowed` gives the same metrics per time window;
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -110,8 +110,6 @@ _SAMPLED_KINDS = ("ping", "tcp")
 _CHUNK_CELLS = 2_000_000
 # Observations per block of the replicates' order statistics (_Blocks).
 _BLOCK = 32
-# Groups of at most this many observations take one running sum over all of them.
-_FLAT_LIMIT = 128
 
 Frames = Campaign | Mapping[str, pd.DataFrame]
 FloatArray = npt.NDArray[np.float64]
@@ -381,10 +379,10 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
     counted_sent, counted_received = _counted(measurements)
     sent = counted_sent.to_numpy(dtype=np.float64, na_value=0.0)
     received = counted_received.to_numpy(dtype=np.float64, na_value=0.0)
-    rec_sent, rec_lost, rec_g = sent[order], (sent - received)[order], g[order]
+    rec_g = g[order]
     group_numbers = keys.index.to_numpy()
-    rec_bounds = np.searchsorted(rec_g, group_numbers, side="left").tolist()
-    rec_ends = np.searchsorted(rec_g, group_numbers, side="right").tolist()
+    rec_bounds = np.searchsorted(rec_g, group_numbers, side="left")
+    n_records = np.searchsorted(rec_g, group_numbers, side="right") - rec_bounds
 
     if observations is None:
         observations = _observations(measurements, samples, gid)
@@ -395,32 +393,24 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
     by_value = np.lexsort((obs_v, obs_g))  # by group, ascending value within it
     obs_g, obs_v = obs_g[by_value], obs_v[by_value]
     obs_r = observations["_r"].to_numpy(dtype=np.int64)[kept][by_value]
-    obs_bounds = np.searchsorted(obs_g, group_numbers, side="left").tolist()
-    obs_ends = np.searchsorted(obs_g, group_numbers, side="right").tolist()
+    del kept, by_value
+    obs_bounds = np.searchsorted(obs_g, group_numbers, side="left")
+    n_obs = np.searchsorted(obs_g, group_numbers, side="right") - obs_bounds
+    # Per record (in group order): probes sent, lost, and observations kept.
+    per_record = np.column_stack([
+        sent[order], (sent - received)[order],
+        np.bincount(rec_bounds[np.searchsorted(group_numbers, obs_g)] + obs_r,
+                    minlength=len(g)).astype(np.float64)])
+    del obs_g
 
+    plan = _Plan(n_boot, seed, _key_hashes(keys), rec_bounds, n_records, obs_bounds, n_obs,
+                 per_record, obs_r, obs_v)
     alpha = 1 - ci
     levels = (alpha / 2, 1 - alpha / 2)
-    hashes = _key_hashes(keys)
-    # Replicates of a block of groups (groups × statistics × replicates), their intervals
-    # taken at once by one sort per block: a few tens of MB whatever the campaign's size.
-    block = max(1, _CHUNK_CELLS // (3 * n_boot))
-    for first in range(0, len(keys), block):
-        last = min(first + block, len(keys))
-        replicates = np.full((last - first, 3, n_boot), np.nan)
-        for i in range(first, last):
-            lo_r, hi_r = rec_bounds[i], rec_ends[i]
-            n = hi_r - lo_r
-            if n < 2:
-                continue
-            rng = np.random.default_rng([seed, hashes[i]])
-            a, b = obs_bounds[i], obs_ends[i]
-            rtt, loss = _replicates(rng, n, obs_r[a:b], obs_v[a:b], rec_lost[lo_r:hi_r],
-                                    rec_sent[lo_r:hi_r], n_boot)
-            # in BOOTSTRAP_COLUMNS order: p50, p95, loss (each lo/hi)
-            replicates[i - first, 0:2] = rtt.T
-            replicates[i - first, 2] = loss
-        result[first:last] = row_quantiles(
-            replicates.reshape(-1, n_boot), levels).reshape(last - first, 6)
+    for numbers, replicates in plan.run():
+        # in BOOTSTRAP_COLUMNS order: p50, p95, loss (each lo/hi)
+        result[numbers] = row_quantiles(
+            replicates.reshape(-1, n_boot), levels).reshape(len(numbers), 6)
     return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
 
 
@@ -433,65 +423,230 @@ def _key_hash(key: tuple[Any, ...]) -> int:
     return zlib.crc32("\x1f".join(map(str, key)).encode("utf-8"))
 
 
-def _replicates(rng: np.random.Generator, n: int, rec: IntArray, values: FloatArray,
-                lost: FloatArray, sent: FloatArray, n_boot: int
-                ) -> tuple[FloatArray, FloatArray]:
-    """Bootstrap replicates of (p50, p95) and of the loss ratio, resampling ``n`` records.
+class _Unit(NamedTuple):
+    """Replicates ``start`` … ``start + size - 1`` of the group at position ``group``."""
 
-    ``values`` are the group's observations sorted ascending and ``rec`` the
-    record (0 … n-1) each belongs to; ``lost``/``sent`` are per record.
+    group: int
+    start: int
+    size: int
+
+
+class _Plan:
+    """The bootstrap replicates of every group of two records or more, computed batch by
+    batch: each batch holds many groups (or a part of one large group's replicates), and
+    every step but drawing (each group's own stream) and one matrix product per group is
+    one numpy operation over the whole batch.
+
+    A replicate draws the group's ``n`` records with replacement (uniform indices, as
+    ``rng.integers(0, n)`` gives them, counted per record: the multinomial counts) and
+    pools the drawn records' observations.  Its loss ratio is the drawn records' lost
+    over sent probes; its RTT quantiles are order statistics of the pooled observations.
+    Observation j of the group's sorted list appears counts[rec[j]] times in the
+    replicate; the k-th (0-based) value of the pooled replicate is the first
+    observation whose cumulative weight exceeds k.  The sorted observations are cut into
+    blocks of :data:`_BLOCK`: one matrix product per group gives each replicate's
+    weight before each block (draw counts × each record's observations in the earlier
+    blocks, exact integers in float64), which tells the block holding rank k, and only
+    that block's :data:`_BLOCK` weights are summed.
+
+    Per group the arithmetic is that of the point estimate (type-7 interpolation between
+    the two order statistics), the sums are of whole numbers (exact in any order), and
+    the draws are those of the group's stream in replicate order, however the group's
+    replicates are cut in batches: the replicates do not depend on the batching.
     """
-    m = len(values)
-    rtt = np.full((n_boot, len(_BOOT_QUANTILES)), np.nan)
-    loss = np.full(n_boot, np.nan)
-    chunk = max(1, _CHUNK_CELLS // max(n, m, 1))
-    blocks = _Blocks(rec, n) if m > _FLAT_LIMIT else None
-    per_record = np.column_stack([sent, lost]).astype(np.float64)
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        counts = _draw_counts(rng, n, size)  # (size, n): times each record is drawn
-        # Probe counts are whole numbers, so the sums are exact in any order: one product
-        # for both, in slices that keep BLAS on this thread (_product).
-        probes = _product(counts.astype(np.float64), per_record)
-        s = probes[:, 0]
+
+    def __init__(self, n_boot: int, seed: int, hashes: list[int], rec_bounds: IntArray,
+                 n_records: IntArray, obs_bounds: IntArray, n_obs: IntArray,
+                 per_record: FloatArray, obs_rec: IntArray, obs_v: FloatArray) -> None:
+        self.n_boot, self.seed, self.hashes = n_boot, seed, hashes
+        self.rec_bounds, self.n_records = rec_bounds.tolist(), n_records.tolist()
+        self.obs_bounds, self.n_obs = obs_bounds.tolist(), n_obs.tolist()
+        self.n_blocks = np.maximum(1, -(-n_obs // _BLOCK)).tolist()
+        self.per_record, self.obs_rec, self.obs_v = per_record, obs_rec, obs_v
+        self.levels = np.asarray(_BOOT_QUANTILES)[:, np.newaxis]
+        self._rng: np.random.Generator | None = None
+        self._matrix_of: tuple[int, FloatArray, IntArray] | None = None
+
+    def run(self) -> Iterator[tuple[IntArray, FloatArray]]:
+        """(group positions, their replicates: groups × (p50, p95, loss) × n_boot), for the
+        groups completed by each batch."""
+        pending: dict[int, FloatArray] = {}
+        for batch in self._batches():
+            for unit in batch:
+                if unit.start == 0:
+                    pending[unit.group] = np.full((3, self.n_boot), np.nan)
+            rtt, loss = self._replicates(batch)
+            done = []
+            row = 0
+            for unit in batch:
+                out = pending[unit.group]
+                stop = unit.start + unit.size
+                out[0:2, unit.start:stop] = rtt[:, row:row + unit.size]
+                out[2, unit.start:stop] = loss[row:row + unit.size]
+                row += unit.size
+                if stop == self.n_boot:
+                    done.append(unit.group)
+            if done:  # none when the batch is a part of a large group's replicates
+                yield (np.asarray(done, dtype=np.int64),
+                       np.stack([pending.pop(i) for i in done]))
+
+    def _batches(self) -> Iterator[list[_Unit]]:
+        """Units of at most about :data:`_CHUNK_CELLS` cells each, batched up to as many:
+        groups in order of their number of observations, so that a batch's rows have about
+        as many blocks (the block search runs over the batch's widest)."""
+        eligible = [i for i, n in enumerate(self.n_records) if n >= 2]
+        eligible.sort(key=self.n_obs.__getitem__)
+        batch: list[_Unit] = []
+        cells = 0
+        for i in eligible:
+            width = self._width(i)
+            rows = max(1, _CHUNK_CELLS // width)
+            for start in range(0, self.n_boot, rows):
+                size = min(rows, self.n_boot - start)
+                if batch and cells + size * width > _CHUNK_CELLS:
+                    yield batch
+                    batch, cells = [], 0
+                batch.append(_Unit(i, start, size))
+                cells += size * width
+        if batch:
+            yield batch
+
+    def _width(self, i: int) -> int:
+        """Cells per replicate: draws, counts, block weights and the searched blocks."""
+        return int(2 * self.n_records[i] + 2 + self.n_blocks[i] + 2 * _BLOCK)
+
+    def _matrix(self, i: int) -> tuple[FloatArray, IntArray]:
+        """The group's (records × (sent, lost, observations, observations before each
+        block but the first)) and its blocks' records (blocks × :data:`_BLOCK`, padded
+        with record n, whose count is always 0)."""
+        if self._matrix_of is not None and self._matrix_of[0] == i:
+            return self._matrix_of[1], self._matrix_of[2]
+        n, m, nb = self.n_records[i], self.n_obs[i], self.n_blocks[i]
+        rec = self.obs_rec[self.obs_bounds[i]:self.obs_bounds[i] + m]
+        matrix = np.empty((n, 2 + nb), dtype=np.float64)
+        matrix[:, :3] = self.per_record[self.rec_bounds[i]:self.rec_bounds[i] + n]
+        if nb > 1:
+            per_block = np.bincount(rec * nb + np.arange(m) // _BLOCK,
+                                    minlength=n * nb).reshape(n, nb)
+            np.cumsum(per_block[:, :-1], axis=1, out=matrix[:, 3:])
+        cells = np.full(nb * _BLOCK, n, dtype=np.int64)
+        cells[:m] = rec
+        self._matrix_of = (i, matrix, cells)
+        return matrix, cells
+
+    def _replicates(self, batch: list[_Unit]) -> tuple[FloatArray, FloatArray]:
+        """The batch's replicates, row after row in the units' order: ((p50, p95) × rows,
+        loss ratio per row)."""
+        sizes = np.array([u.size for u in batch], dtype=np.int64)
+        n = np.array([self.n_records[u.group] for u in batch], dtype=np.int64)
+        nb = np.array([self.n_blocks[u.group] for u in batch], dtype=np.int64)
+        rows = int(sizes.sum())
+        unit_of = np.repeat(np.arange(len(batch)), sizes)
+        row_in_unit = np.arange(rows) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        # Each row's draw counts: n + 1 cells, the last one always 0 (the blocks' padding).
+        unit_cells = sizes * (n + 1)
+        cell_start = (np.repeat(np.cumsum(unit_cells) - unit_cells, sizes)
+                      + row_in_unit * (n + 1)[unit_of])
+        draw_sizes = sizes * n
+        slots = np.empty(int(draw_sizes.sum()), dtype=np.int64)
+        at, row = 0, 0
+        for unit, k in zip(batch, n.tolist(), strict=True):
+            if unit.start == 0:
+                self._rng = np.random.default_rng([self.seed, self.hashes[unit.group]])
+            assert self._rng is not None
+            # The same values as int64 draws from the same stream, in half the memory.
+            drawn = self._rng.integers(0, k, size=(unit.size, k), dtype=np.int32)
+            np.add(drawn, cell_start[row:row + unit.size, np.newaxis],
+                   out=slots[at:at + unit.size * k].reshape(unit.size, k))
+            at += unit.size * k
+            row += unit.size
+        weights = np.bincount(slots, minlength=int(unit_cells.sum())).astype(np.float64)
+        del slots
+
+        # Per row: probes sent, lost, observations, and the weight before each block
+        # (columns past the row's last block: +inf, never at or below a rank).
+        sums = np.empty((rows, 3), dtype=np.float64)
+        before = np.full((rows, int(nb.max()) + 1), np.inf)
+        before[:, 0] = 0.0
+        first = np.empty(rows, dtype=np.int64)  # each row's first padded cell
+        tables = []
+        cells_at, at, row = 0, 0, 0
+        for unit, k, blocks in zip(batch, n.tolist(), nb.tolist(), strict=True):
+            matrix, cells = self._matrix(unit.group)
+            counts = weights[at:at + unit.size * (k + 1)].reshape(unit.size, k + 1)[:, :k]
+            product = _product(counts, matrix)
+            sums[row:row + unit.size] = product[:, :3]
+            before[row:row + unit.size, 1:blocks] = product[:, 3:]
+            first[row:row + unit.size] = cells_at
+            tables.append(cells)
+            cells_at += len(cells)
+            at += unit.size * (k + 1)
+            row += unit.size
+        total = sums[:, 2].astype(np.int64)
+        before[np.arange(rows), nb[unit_of]] = sums[:, 2]
         with np.errstate(invalid="ignore", divide="ignore"):
-            loss[start:start + size] = np.where(s > 0, probes[:, 1] / s, np.nan)
-        if m == 0:
-            continue
-        total, position = _running(counts, rec) if blocks is None else blocks.finder(counts)
-        # Observation j of the sorted list appears counts[rec[j]] times in the
-        # replicate; the k-th (0-based) value of the pooled replicate is the first
-        # observation whose cumulative weight exceeds k.
-        # Every quantile's two order statistics in one search (rows: p50 and p95 below,
-        # then above; columns: replicates).
-        h = (total - 1) * np.asarray(_BOOT_QUANTILES)[:, np.newaxis]
+            loss = np.where(sums[:, 0] > 0, sums[:, 1] / sums[:, 0], np.nan)
+        rtt = np.full((len(_BOOT_QUANTILES), rows), np.nan)
+        if len(self.obs_v) == 0:
+            return rtt, loss
+
+        table = np.concatenate(tables)
+        m_row = np.array([self.n_obs[u.group] for u in batch], dtype=np.int64)[unit_of]
+        obs_first = np.array([self.obs_bounds[u.group] for u in batch],
+                             dtype=np.int64)[unit_of]
+        nb_row = nb[unit_of]
+        # Rows of one block: every block of a group of several, the observations of the
+        # batch's largest group when each of its groups fits in one.
+        lanes = np.arange(_BLOCK if nb.max() > 1 else max(1, int(m_row.max())))[:, np.newaxis]
+        last = len(self.obs_v) - 1
+
+        def locate(rank: IntArray, which: IntArray | slice
+                   ) -> tuple[IntArray, FloatArray, FloatArray]:
+            """(block holding each rank, the rank within it, the block's running weights:
+            lanes × rows, a running sum down the columns)."""
+            edges = before[which]
+            block = np.clip((edges <= rank[:, np.newaxis]).sum(axis=1) - 1, 0,
+                            nb_row[which] - 1)
+            rest = rank - edges[np.arange(len(block)), block]
+            places = table[first[which] + block * _BLOCK + lanes] + cell_start[which]
+            running = weights[places]
+            # Row after row: numpy's cumsum down axis 0 walks each column on its own, a
+            # few times slower for these short columns.
+            for lane in range(1, len(running)):
+                np.add(running[lane], running[lane - 1], out=running[lane])
+            return block, rest, running
+
+        def position(block: IntArray, rest: FloatArray, running: FloatArray,
+                     which: IntArray | slice) -> IntArray:
+            """Index in ``obs_v`` of each rank's observation (clipped where a replicate has
+            none: its result is not used)."""
+            inside = (running <= rest).sum(axis=0)
+            found = obs_first[which] + np.clip(block * _BLOCK + inside, 0, m_row[which] - 1)
+            return np.asarray(np.clip(found, 0, last), dtype=np.int64)
+
+        h = (total - 1) * self.levels
         below = np.floor(h).astype(np.int64)
         frac = h - below
         above = np.minimum(below + 1, total - 1)
-        found = position(np.concatenate([below, above]))
-        lo, hi = found[:len(_BOOT_QUANTILES)], found[len(_BOOT_QUANTILES):]
-        est = values[lo] + frac * (values[hi] - values[lo])
-        rtt[start:start + size] = np.where(total > 0, est, np.nan).T
-    return rtt, loss
-
-
-def _running(counts: IntArray, rec: IntArray
-             ) -> tuple[IntArray, Callable[[IntArray], IntArray]]:
-    """(each replicate's number of observations, rank → position of that order statistic)
-    by one running sum over all the replicates' weights (row b starts where row b-1
-    ended, at ``offset[b]``) and a binary search: for groups of few observations."""
-    size, m = len(counts), len(rec)
-    flat = np.cumsum(counts[:, rec], axis=None, dtype=np.int64)
-    ends = flat[m - 1::m]
-    total = np.diff(ends, prepend=0)
-    offset = ends - total
-    base = np.arange(size, dtype=np.int64) * m
-
-    def position(rank: IntArray) -> IntArray:
-        found = np.searchsorted(flat, offset + rank, side="right") - base
-        return np.asarray(np.clip(found, 0, m - 1), dtype=np.int64)
-
-    return total, position
+        every = slice(None)
+        single = locate(np.zeros(rows, dtype=np.int64), every) if nb.max() == 1 else None
+        for q in range(len(_BOOT_QUANTILES)):
+            # The two order statistics are next to each other: the block of the lower
+            # one mostly holds the upper one too, whose position comes from the same
+            # running weights; the others search again.
+            if single is None:
+                block, rest, running = locate(below[q], every)
+            else:  # one block per group: the same running weights for every rank
+                block, rest, running = single[0], below[q].astype(np.float64), single[2]
+            lo = position(block, rest, running, every)
+            rest_above = rest + (above[q] - below[q])
+            hi = position(block, rest_above, running, every)
+            later = np.flatnonzero(rest_above >= running[-1])
+            if len(later):
+                hi[later] = position(*locate(above[q][later], later), later)
+            est = self.obs_v[lo] + frac[q] * (self.obs_v[hi] - self.obs_v[lo])
+            rtt[q] = np.where(total > 0, est, np.nan)
+        return rtt, loss
 
 
 def _product(a: FloatArray, b: FloatArray) -> FloatArray:
@@ -503,70 +658,3 @@ def _product(a: FloatArray, b: FloatArray) -> FloatArray:
     if len(a) <= rows:
         return np.asarray(a @ b, dtype=np.float64)
     return np.concatenate([a[i:i + rows] @ b for i in range(0, len(a), rows)])
-
-
-class _Blocks:
-    """The sorted observations of a group cut into blocks of :data:`_BLOCK` for the
-    replicates' order statistics.
-
-    The k-th value of a replicate is the first observation whose cumulative weight
-    (the draw counts of the records, observation by observation) exceeds k.  A running
-    sum over every observation of every replicate costs replicates × observations; here
-    one matrix product gives each replicate's weight before each block (``before``:
-    counts × observations of each record in the earlier blocks, exact integers in
-    float64), which tells the block holding rank k, and only that block's
-    :data:`_BLOCK` weights are summed.  The positions are those the running sum gives.
-    """
-
-    def __init__(self, rec: IntArray, n: int) -> None:
-        m = len(rec)
-        self.m = m
-        self.n_blocks = -(-m // _BLOCK)
-        per_block = np.bincount(rec * self.n_blocks + np.arange(m) // _BLOCK,
-                                minlength=n * self.n_blocks).reshape(n, self.n_blocks)
-        # Observations of each record before each block, and (last column) in all.
-        before = np.zeros((n, self.n_blocks + 1), dtype=np.float64)
-        np.cumsum(per_block, axis=1, out=before[:, 1:])
-        self.before = before
-        # The records of each block's places; past the last observation, record n (the
-        # zero column of position's counts).
-        padded = np.full(self.n_blocks * _BLOCK, n, dtype=np.int64)
-        padded[:m] = rec
-        self.cells = padded.reshape(self.n_blocks, _BLOCK)
-
-    def finder(self, counts: IntArray) -> tuple[IntArray, Callable[[IntArray], IntArray]]:
-        """(each replicate's number of observations, rank → position of that order
-        statistic) for the replicates' draw ``counts``."""
-        size, n = counts.shape
-        before = _product(counts.astype(np.float64), self.before)
-        total = before[:, -1].astype(np.int64)
-        padded = np.zeros((size, n + 1), dtype=np.int64)  # record n: the blocks' padding
-        padded[:, :-1] = counts
-        flat = padded.ravel()
-        return total, lambda rank: self.position(flat, n + 1, before, rank)
-
-    def position(self, counts: IntArray, width: int, before: FloatArray,
-                 rank: IntArray) -> IntArray:
-        """Index (0 … m-1) of each replicate's ``rank``-th value (clipped for a replicate
-        without values, whose result is not used); ``rank`` is (ranks × replicates).
-        ``counts`` are the draw counts, flattened rows of ``width`` with a zero for the
-        padding record last."""
-        size = rank.shape[-1]
-        block = np.clip((before <= rank[..., np.newaxis]).sum(axis=-1) - 1, 0,
-                        self.n_blocks - 1)
-        rows = np.arange(size)
-        rest = rank - before[rows, block].astype(np.int64)
-        weights = counts[self.cells[block] + (rows * width)[:, np.newaxis]]
-        running = np.cumsum(weights, axis=-1)
-        inside = (running <= rest[..., np.newaxis]).sum(axis=-1)
-        return np.asarray(np.clip(block * _BLOCK + inside, 0, self.m - 1), dtype=np.int64)
-
-
-def _draw_counts(rng: np.random.Generator, n: int, size: int) -> IntArray:
-    """``size`` bootstrap draws of ``n`` records with replacement, as counts per record.
-
-    (Uniform indices and a bincount: the same multinomial counts as
-    ``rng.multinomial`` gives, for a fraction of its cost with many records.)
-    """
-    drawn = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
-    return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
