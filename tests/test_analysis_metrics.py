@@ -499,7 +499,7 @@ def _plan(groups: list[list[list[float]]], n_boot: int, seed: int = 5) -> _Plan:
     return _Plan(n_boot, seed, [1000 + i for i in range(len(groups))], rec_bounds, n_records,
                  np.cumsum(counts) - counts, counts,
                  np.array(per_record, dtype=np.float64).reshape(-1, 3),
-                 np.array(obs_rec, dtype=np.int64), np.array(obs_v, dtype=np.float64))
+                 np.array(obs_rec, dtype=np.int32), np.array(obs_v, dtype=np.float64))
 
 
 def _replicates_of(plan: _Plan) -> dict[int, np.ndarray]:
