@@ -580,10 +580,11 @@ class _Plan:
         del slots
 
         # Per row: probes sent, lost, observations, and the weight before each block
-        # (columns past the row's last block: +inf, never at or below a rank).
+        # (block × row, so that the block search runs along rows; past the row's last
+        # block: +inf, never at or below a rank).
         sums = np.empty((rows, 3), dtype=np.float64)
-        before = np.full((rows, int(nb.max()) + 1), np.inf)
-        before[:, 0] = 0.0
+        before = np.full((int(nb.max()) + 1, rows), np.inf)
+        before[0] = 0.0
         first = np.empty(rows, dtype=np.int64)  # each row's first padded cell
         tables = []
         cells_at, at, row = 0, 0, 0
@@ -592,14 +593,14 @@ class _Plan:
             counts = weights[at:at + unit.size * (k + 1)].reshape(unit.size, k + 1)[:, :k]
             product = _product(counts, matrix)
             sums[row:row + unit.size] = product[:, :3]
-            before[row:row + unit.size, 1:blocks] = product[:, 3:]
+            before[1:blocks, row:row + unit.size] = product[:, 3:].T
             first[row:row + unit.size] = cells_at
             tables.append(cells)
             cells_at += len(cells)
             at += unit.size * (k + 1)
             row += unit.size
         total = sums[:, 2].astype(np.int64)
-        before[np.arange(rows), nb[unit_of]] = sums[:, 2]
+        before[nb[unit_of], np.arange(rows)] = sums[:, 2]
         with np.errstate(invalid="ignore", divide="ignore"):
             loss = np.where(sums[:, 0] > 0, sums[:, 1] / sums[:, 0], np.nan)
         rtt = np.full((len(_BOOT_QUANTILES), rows), np.nan)
@@ -620,12 +621,12 @@ class _Plan:
                    ) -> tuple[IntArray, FloatArray, FloatArray]:
             """(block holding each rank, the rank within it, the block's running weights:
             lanes × rows, a running sum down the columns)."""
-            edges = before[which]
-            block = np.clip((edges <= rank[:, np.newaxis]).sum(axis=1) - 1, 0,
-                            nb_row[which] - 1)
-            rest = rank - edges[np.arange(len(block)), block]
-            places = table[first[which] + block * _BLOCK + lanes] + cell_start[which]
-            running = weights[places]
+            edges = before[:, which]
+            block = np.clip((edges <= rank).sum(axis=0) - 1, 0, nb_row[which] - 1)
+            rest = rank - edges[block, np.arange(len(block))]
+            places = np.take(table, first[which] + block * _BLOCK + lanes)
+            places += cell_start[which]
+            running = np.take(weights, places)
             # Row after row: numpy's cumsum down axis 0 walks each column on its own, a
             # few times slower for these short columns.
             for lane in range(1, len(running)):
