@@ -482,18 +482,24 @@ def test_windowed_puts_each_record_and_its_samples_in_its_window(camp):
 # --------------------------------------------------------------------------- bootstrap
 
 
+def _sent(group: int, record: int) -> float:
+    """Probes record ``record`` of group ``group`` sent: in group 3, sums past 2**24,
+    which float32 cannot hold exactly (that group's batches compute in float64)."""
+    return (2.0 ** 24 if group == 3 else 10.0) + record
+
+
 def _plan(groups: list[list[list[float]]], n_boot: int, seed: int = 5) -> _Plan:
     """A bootstrap plan over ``groups`` (each a list of records, each a list of
-    observations); record r of a group sent 10 + r probes and lost r % 3."""
+    observations); record r of group i sent _sent(i, r) probes and lost r % 3."""
     n_records = np.array([len(records) for records in groups], dtype=np.int64)
     rec_bounds = np.cumsum(n_records) - n_records
     per_record, obs_rec, obs_v, n_obs = [], [], [], []
-    for records in groups:
+    for i, records in enumerate(groups):
         pairs = sorted((v, r) for r, vals in enumerate(records) for v in vals)
         obs_v += [v for v, _ in pairs]
         obs_rec += [r for _, r in pairs]
         n_obs.append(len(pairs))
-        per_record += [[10.0 + r, float(r % 3), float(len(vals))]
+        per_record += [[_sent(i, r), float(r % 3), float(len(vals))]
                        for r, vals in enumerate(records)]
     counts = np.array(n_obs, dtype=np.int64)
     return _Plan(n_boot, seed, [1000 + i for i in range(len(groups))], rec_bounds, n_records,
@@ -530,10 +536,11 @@ def test_vectorised_replicates_match_the_definition():
     n_boot = 60
     have = _replicates_of(_plan(groups, n_boot))
     assert sorted(have) == [0, 2, 3, 4, 5]  # every group of two records or more
+    assert _plan(groups, n_boot).narrow == [True, True, True, False, True, True]
     for i, rep in have.items():
         records = groups[i]
         n = len(records)
-        sent = np.array([10.0 + r for r in range(n)])
+        sent = np.array([_sent(i, r) for r in range(n)])
         lost = np.array([float(r % 3) for r in range(n)])
         drawn = np.random.default_rng([5, 1000 + i]).integers(0, n, size=(n_boot, n))
         for b, draw in enumerate(drawn):
