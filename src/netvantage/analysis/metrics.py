@@ -555,7 +555,7 @@ class _Plan:
         if nb > 1:
             per_block = np.bincount(rec * nb + np.arange(m) // _BLOCK,
                                     minlength=n * nb).reshape(n, nb)
-            np.cumsum(per_block[:, :-1], axis=1, out=matrix[:, 3:])
+            matrix[:, 3:] = np.cumsum(per_block[:, :-1], axis=1)  # exact: whole numbers
         cells = np.full(nb * _BLOCK, n, dtype=np.int64)
         cells[:m] = rec
         self._matrix_of = (i, matrix, cells)
