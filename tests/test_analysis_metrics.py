@@ -529,6 +529,7 @@ def _bootstrap_groups() -> list[list[list[float]]]:
     ]
 
 
+@pytest.mark.filterwarnings("error")
 def test_vectorised_replicates_match_the_definition():
     """Each replicate equals the naive computation from the group's own stream: draw the
     n records with replacement, pool the drawn records' observations, take quantiles."""
@@ -551,6 +552,7 @@ def test_vectorised_replicates_match_the_definition():
             assert rep[2, b] == pytest.approx((c @ lost) / (c @ sent), rel=1e-15)
 
 
+@pytest.mark.filterwarnings("error")
 def test_replicates_do_not_depend_on_the_batches(monkeypatch):
     """A group's replicates are the same whatever the batches it is cut in: alone or with
     others, its replicates in one piece or split over several batches."""
