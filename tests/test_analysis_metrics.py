@@ -559,7 +559,7 @@ def test_replicates_do_not_depend_on_the_batches(monkeypatch):
     groups = _bootstrap_groups()
     whole = _replicates_of(_plan(groups, 70))
     # Batches of several small groups, a group of 90 records in two parts.
-    monkeypatch.setattr(metrics_module, "_CHUNK_CELLS", 150 * (2 * metrics_module._BLOCK + 12))
+    monkeypatch.setattr(metrics_module, "_CHUNK_CELLS", 12_000)
     plan = _plan(groups, 70)
     assert max(len(batch) for batch in plan._batches()) > 1
     assert any(unit.start > 0 for batch in plan._batches() for unit in batch)

@@ -112,7 +112,7 @@ _CHUNK_CELLS = 2_000_000
 # Whole numbers of magnitude below this are exact in float32.
 _EXACT_FLOAT32 = 2 ** 24
 # Observations per block of the replicates' order statistics (_Plan).
-_BLOCK = 64
+_BLOCK = 32
 
 Frames = Campaign | Mapping[str, pd.DataFrame]
 FloatArray = npt.NDArray[np.float64]
