@@ -106,9 +106,10 @@ _RTT_QUANTILES = {"rtt_p50_ms": 0.50, "rtt_p90_ms": 0.90, "rtt_p95_ms": 0.95,
                   "rtt_p99_ms": 0.99}
 _BOOT_QUANTILES = (0.50, 0.95)
 _SAMPLED_KINDS = ("ping", "tcp")
-# Cells of one bootstrap chunk (replicates × observations): bounds memory to a
-# few tens of MB whatever the group's size.
-_CHUNK_CELLS = 2_000_000
+# Cells of one bootstrap batch (replicates × (draws, counts, blocks, searched lanes)):
+# bounds memory to some tens of MB whatever the groups' sizes.  1M rather than 2M:
+# measured 5-10 % less CPU at 1M records (the batch's arrays nearer the cache).
+_CHUNK_CELLS = 1_000_000
 # Whole numbers of magnitude below this are exact in float32.
 _EXACT_FLOAT32 = 2 ** 24
 # Observations per block of the replicates' order statistics (_Plan).
