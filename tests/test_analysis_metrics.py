@@ -7,6 +7,7 @@ q-quantile sits at position h = (n-1)·q, value x⌊h⌋ + (h-⌊h⌋)·(x⌊h�
 
 from __future__ import annotations
 
+import importlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,10 +36,7 @@ from netvantage.analysis.metrics import (
     BOOTSTRAP_COLUMNS,
     METRIC_COLUMNS,
     MetricsError,
-    _Blocks,
-    _draw_counts,
-    _replicates,
-    _running,
+    _Plan,
     bootstrap_ci,
     metrics,
     phase_metrics,
@@ -69,6 +67,8 @@ from netvantage.results import (
     new_id,
     write_jsonl,
 )
+
+metrics_module = importlib.import_module("netvantage.analysis.metrics")
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
@@ -482,48 +482,91 @@ def test_windowed_puts_each_record_and_its_samples_in_its_window(camp):
 # --------------------------------------------------------------------------- bootstrap
 
 
-def test_vectorised_replicates_match_the_definition():
-    """Each replicate equals the naive computation: pool the drawn records, take quantiles."""
-    per_record = [[3.0, 1.0], [2.0], [], [8.0, 5.0, 9.0]]
-    sent = np.array([3.0, 2.0, 1.0, 3.0])
-    lost = np.array([1.0, 1.0, 1.0, 0.0])
-    rec = np.array([r for r, vals in enumerate(per_record) for _ in vals], dtype=np.int64)
-    values = np.array([v for vals in per_record for v in vals])
-    order = np.argsort(values, kind="stable")
-    rtt, loss = _replicates(np.random.default_rng(7), 4, rec[order], values[order], lost, sent,
-                            50)
-    counts = _draw_counts(np.random.default_rng(7), 4, 50)
-    assert (counts.sum(axis=1) == 4).all()
-    for b, c in enumerate(counts):
-        pooled = [v for r, vals in enumerate(per_record) for v in vals * int(c[r])]
-        want = np.quantile(pooled, [0.5, 0.95]) if pooled else [np.nan, np.nan]
-        assert rtt[b] == pytest.approx(want, nan_ok=True)
-        assert loss[b] == pytest.approx((c @ lost) / (c @ sent))
+def _sent(group: int, record: int) -> float:
+    """Probes record ``record`` of group ``group`` sent: in group 3, sums past 2**24,
+    which float32 cannot hold exactly (that group's batches compute in float64)."""
+    return (2.0 ** 24 if group == 3 else 10.0) + record
 
 
-def test_blocked_order_statistics_equal_the_running_sum():
-    """Large groups find a replicate's order statistics block by block (_Blocks): every
-    rank gives the position the running sum over all observations gives, ties and
-    records drawn zero times included, and so the same replicates."""
+def _plan(groups: list[list[list[float]]], n_boot: int, seed: int = 5) -> _Plan:
+    """A bootstrap plan over ``groups`` (each a list of records, each a list of
+    observations); record r of group i sent _sent(i, r) probes and lost r % 3."""
+    n_records = np.array([len(records) for records in groups], dtype=np.int64)
+    rec_bounds = np.cumsum(n_records) - n_records
+    per_record, obs_rec, obs_v, n_obs = [], [], [], []
+    for i, records in enumerate(groups):
+        pairs = sorted((v, r) for r, vals in enumerate(records) for v in vals)
+        obs_v += [v for v, _ in pairs]
+        obs_rec += [r for _, r in pairs]
+        n_obs.append(len(pairs))
+        per_record += [[_sent(i, r), float(r % 3), float(len(vals))]
+                       for r, vals in enumerate(records)]
+    counts = np.array(n_obs, dtype=np.int64)
+    return _Plan(n_boot, seed, [1000 + i for i in range(len(groups))], rec_bounds, n_records,
+                 np.cumsum(counts) - counts, counts,
+                 np.array(per_record, dtype=np.float64).reshape(-1, 3),
+                 np.array(obs_rec, dtype=np.int32), np.array(obs_v, dtype=np.float64))
+
+
+def _replicates_of(plan: _Plan) -> dict[int, np.ndarray]:
+    return {int(i): rep for numbers, reps in plan.run()
+            for i, rep in zip(numbers, reps, strict=True)}
+
+
+def _bootstrap_groups() -> list[list[list[float]]]:
     rng = np.random.default_rng(3)
-    n, m = 40, 700  # several blocks, and a last one only partly filled
-    rec = rng.integers(0, n, m)
-    rec[:50] = 0  # one record with many observations: long runs of one weight
-    counts = _draw_counts(rng, n, 60)
-    counts[0] = 0  # a replicate without values
-    total, running = _running(counts, rec)
-    blocked_total, blocked = _Blocks(rec, n).finder(counts)
-    assert (blocked_total == total).all()
-    for rank in (np.zeros(60, dtype=np.int64), np.maximum(total - 1, 0), total // 2,
-                 rng.integers(0, np.maximum(total, 1))):
-        have = total > 0
-        assert (blocked(rank)[have] == running(rank)[have]).all()
-    values = np.asarray(np.round(np.sort(rng.lognormal(3.0, 0.5, m)), 1), dtype=np.float64)
-    sent, lost = np.full(n, 10.0), rng.integers(0, 3, n).astype(np.float64)
-    small = _replicates(np.random.default_rng(9), n, rec, values, lost, sent, 50)
-    for b, c in enumerate(_draw_counts(np.random.default_rng(9), n, 50)):
-        pooled = np.repeat(values, c[rec])
-        assert small[0][b] == pytest.approx(np.quantile(pooled, [0.5, 0.95]), rel=1e-12)
+    big: list[list[float]] = [[] for _ in range(40)]  # several blocks, the last one partly filled
+    for r in rng.integers(0, 40, 700):
+        big[r].append(float(np.round(rng.lognormal(3.0, 0.5), 1)))
+    big[0] += [30.0] * 50  # one record with many observations: long runs of one weight
+    return [
+        [[3.0, 1.0], [2.0], [], [8.0, 5.0, 9.0]],  # a record without observations
+        [[7.0]],  # one record: no interval
+        [[], []],  # records without observations: a loss interval only
+        [[4.0], [4.0], [6.0]],  # ties
+        big,
+        [[float(v)] for v in rng.integers(0, 50, 90)],  # one observation per record
+    ]
+
+
+@pytest.mark.filterwarnings("error")
+def test_vectorised_replicates_match_the_definition():
+    """Each replicate equals the naive computation from the group's own stream: draw the
+    n records with replacement, pool the drawn records' observations, take quantiles."""
+    groups = _bootstrap_groups()
+    n_boot = 60
+    have = _replicates_of(_plan(groups, n_boot))
+    assert sorted(have) == [0, 2, 3, 4, 5]  # every group of two records or more
+    assert _plan(groups, n_boot).narrow == [True, True, True, False, True, True]
+    for i, rep in have.items():
+        records = groups[i]
+        n = len(records)
+        sent = np.array([_sent(i, r) for r in range(n)])
+        lost = np.array([float(r % 3) for r in range(n)])
+        drawn = np.random.default_rng([5, 1000 + i]).integers(0, n, size=(n_boot, n))
+        for b, draw in enumerate(drawn):
+            c = np.bincount(draw, minlength=n)
+            pooled = [v for r, vals in enumerate(records) for v in vals * int(c[r])]
+            want = np.quantile(pooled, [0.5, 0.95]) if pooled else [np.nan, np.nan]
+            assert rep[:2, b] == pytest.approx(want, rel=1e-12, nan_ok=True)
+            assert rep[2, b] == pytest.approx((c @ lost) / (c @ sent), rel=1e-15)
+
+
+@pytest.mark.filterwarnings("error")
+def test_replicates_do_not_depend_on_the_batches(monkeypatch):
+    """A group's replicates are the same whatever the batches it is cut in: alone or with
+    others, its replicates in one piece or split over several batches."""
+    groups = _bootstrap_groups()
+    whole = _replicates_of(_plan(groups, 70))
+    # Batches of several small groups, a group of 90 records in two parts.
+    monkeypatch.setattr(metrics_module, "_CHUNK_CELLS", 12_000)
+    plan = _plan(groups, 70)
+    assert max(len(batch) for batch in plan._batches()) > 1
+    assert any(unit.start > 0 for batch in plan._batches() for unit in batch)
+    cut = _replicates_of(plan)
+    assert sorted(cut) == sorted(whole)
+    for i, rep in whole.items():
+        assert np.array_equal(cut[i], rep, equal_nan=True)
 
 
 def _pings(n: int, seed: int) -> list[PingRecord]:
