@@ -234,14 +234,14 @@ def test_a_killed_decoding_process_stops_the_load_with_an_error(
     monkeypatch.setattr(loader, "_workers", lambda path: 2)  # a pool even on one CPU
     monkeypatch.setattr(loader, "CHUNK_BYTES", 20_000)
     parent = os.getpid()
-    decoding = loader.decode_record
+    decoding = loader._block_records
 
-    def dying_in_a_worker(line: bytes) -> Any:
+    def dying_in_a_worker(block: memoryview) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
-        return decoding(line)
+        return decoding(block)
 
-    monkeypatch.setattr(loader, "decode_record", dying_in_a_worker)
+    monkeypatch.setattr(loader, "_block_records", dying_in_a_worker)
     started = time.monotonic()
     with pytest.raises(LoadError, match=r"ended without an answer.*nothing loaded"):
         load(SAMPLE)
