@@ -388,7 +388,7 @@ def test_figures_over_columns_are_those_of_the_records(whole: Any) -> None:
     m = whole.measurements.set_index("id")
     checked = {"sd": 0, "handshake": 0}
     for rid, row in m.iterrows():
-        body = records[str(rid)].body
+        body: Any = records[str(rid)].body
         if row["kind"] in ("ping", "tcp"):
             rtts = (body.rtts_ms if row["kind"] == "ping"
                     else [a.connect_ms for a in body.attempts])
@@ -399,7 +399,8 @@ def test_figures_over_columns_are_those_of_the_records(whole: Any) -> None:
             else:
                 assert math.isnan(row["rtt_sd_ms"]), rid
         elif row["kind"] in ("smtp", "imap") and not math.isnan(row["handshake_ms"]):
-            assert row["handshake_ms"] == float(sum(p.duration_ms for p in body.phases))
+            durations: list[float] = [p.duration_ms for p in body.phases]
+            assert row["handshake_ms"] == float(sum(durations)), rid
             checked["handshake"] += 1
     assert checked["sd"] > 100 and checked["handshake"] > 100, checked
 
