@@ -840,6 +840,8 @@ class _Column:
         if isinstance(spec, tuple) or spec == "cat":
             codes = (np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
             return codes.astype(np.int32, copy=False), list(self.codes)
+        if not parts:
+            return _compact(spec, [])
         if len(parts) == 1:
             return parts[0]
         if spec == "str":
@@ -1085,8 +1087,8 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
 def _merged(parts: list[_Part]) -> _Part:
     """Parts of consecutive chunks as one (category codes made common, ``_rec`` counted
     from the first part's first record): fewer, bigger parts to send and to add."""
-    if len(parts) == 1:
-        return parts[0]
+    if len(parts) <= 1:
+        return parts[0] if parts else _part([])
     frames = {}
     for key, specs in _OWN.items():
         columns = _Columns(specs)
