@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -237,10 +238,10 @@ def test_a_killed_decoding_process_stops_the_load_with_an_error(
     parent = os.getpid()
     decoding = loader._block_records
 
-    def dying_in_a_worker(block: memoryview) -> Any:
+    def dying_in_a_worker(block: memoryview, newlines: Any) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
-        return decoding(block)
+        return decoding(block, newlines)
 
     monkeypatch.setattr(loader, "_block_records", dying_in_a_worker)
     started = time.monotonic()
@@ -335,10 +336,16 @@ def test_lines_a_block_refuses_load_line_by_line(whole: object, tmp_path: Path,
     block decoder leaves them to the line-by-line one, which loads the same frames."""
     monkeypatch.setattr(loader, "BLOCK_BYTES", 3_000)
     lines = SAMPLE.read_bytes().splitlines()
-    assert loader._block_records(memoryview(b"\n".join(lines[:5]) + b"\n")) is not None
+
+    def decoded(block: bytes) -> Any:
+        newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+        return loader._block_records(memoryview(block), newlines)
+
+    assert decoded(b"\n".join(lines[:5]) + b"\n") is not None
+    assert decoded(b"\n".join(lines[:5])) is not None
     for block in (b"\r\n".join(lines[:5]) + b"\r\n", b"\n".join(lines[:5]) + b"\n\n",
                   b" " + b"\n".join(lines[:5])):
-        assert loader._block_records(memoryview(block)) is None, block[:40]
+        assert decoded(block) is None, block[:40]
     messy = list(lines)
     messy[10] = b"  " + messy[10] + b" \t"
     messy.insert(20, b"")
@@ -408,8 +415,6 @@ def test_figures_over_columns_are_those_of_the_records(whole: Any) -> None:
 def test_standard_deviations_to_the_last_bit() -> None:
     """Random RTTs of many magnitudes, some lost (NaN), 0 to 40 per record: each record's
     figure is the fsum arithmetic's, bit for bit; NaN under two RTTs."""
-    import numpy as np
-
     rng = np.random.default_rng(20)
     counts = rng.integers(0, 40, 3_000)
     rtt = np.round(rng.lognormal(3, 2, int(counts.sum())), rng.integers(0, 7))

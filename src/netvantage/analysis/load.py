@@ -32,13 +32,19 @@ record's columns.
 A JSON Lines file of :data:`POOL_BYTES` or more is decoded by a pool of forked
 processes, one per CPU (:func:`_pooled`): decoding and building columns is pure
 Python per record, so a second process is the one way to use a second CPU.  Each
-worker decodes a range of lines and sends back its chunk's compact columns (numpy
-and Arrow buffers: cheap to pickle); the chunks come back in file order and their
-category codes are made global here, so the frames are those of a one-process load
-(tests compare them exactly).  Smaller files, stores and Parquet datasets are read
-in this process (no pool to start for a campaign of a few thousand records; a Dask
-worker is a daemon process and may not start one).  Per chunk, rows are gathered as
-tuples per kind and turned into columns once (``None`` is NaN in a float column).
+worker decodes a range of lines and sends back its compact columns (numpy and Arrow
+buffers: cheap to pickle); the ranges come back in file order and their category
+codes are made global here, so the frames are those of a one-process load (tests
+compare them exactly).  A smaller JSON Lines file goes through the same code, range
+after range, in this process (no pool to start for a campaign of a few thousand
+records; a Dask worker is a daemon process and may not start one); stores and Parquet
+datasets are read a chunk at a time here.  A range is decoded a block of lines
+(:data:`BLOCK_BYTES`) per decoder call (:func:`_block_records`: msgspec's
+``decode_lines``, guarded so that it takes exactly the lines the line-by-line decoder
+takes; a block it refuses sends the range through :func:`decode_record` a line at a
+time, which names the bad lines as ever), and each block's records become columns a
+field at a time (:func:`_part`: ``map`` over an attrgetter, no row tuples), the hops
+excepted (rows, a tuple each: their nested objects measured slower field by field).
 Measured on the 1M-record synthetic file (``bench/make_synthetic.py``, 1.25 GB) on a
 machine with 2 CPUs busy with other jobs (load average 8-9), ``time.perf_counter`` and
 ``getrusage`` around :func:`load`: 17.2 s of CPU in the two workers and 4.0 s in this
@@ -440,23 +446,25 @@ def _range_part(task: tuple[str, int, int, bool, tuple[str, ...] | None],
         data = fh.read(end - start)
     with _no_gc():
         parts: list[_Part] = []
-        for block in _blocks(data):
-            records = _block_records(block)
+        lines = 0
+        for block, newlines in _blocks(data):
+            records = _block_records(block, newlines)
             if records is None:
                 break
+            lines += len(records)
             if kinds is not None:
                 records = [r for r in records if r.kind in kinds]
             parts.append(_part(records))
             del records
         else:
-            lines = data.count(b"\n") + (not data.endswith(b"\n"))
             return _merged(parts), lines, 0, []
         del parts
         return _range_by_lines(data, last, kinds)
 
 
-def _blocks(data: bytes) -> Iterator[memoryview]:
-    """``data`` (whole lines) cut into blocks of whole lines (see :data:`BLOCK_BYTES`)."""
+def _blocks(data: bytes) -> Iterator[tuple[memoryview, np.ndarray]]:
+    """``data`` (whole lines) cut into blocks of whole lines (see :data:`BLOCK_BYTES`),
+    each with the positions of its newlines."""
     view = memoryview(data)
     size = len(data)
     begin = 0
@@ -466,13 +474,15 @@ def _blocks(data: bytes) -> Iterator[memoryview]:
         newlines = np.flatnonzero(np.frombuffer(view[begin:stop], dtype=np.uint8) == 10)
         if len(newlines) >= CHUNK_RECORDS and begin + newlines[CHUNK_RECORDS - 1] + 1 < stop:
             stop = begin + int(newlines[CHUNK_RECORDS - 1]) + 1
-        yield view[begin:stop]
+            newlines = newlines[:CHUNK_RECORDS]
+        yield view[begin:stop], newlines
         begin = stop
 
 
-def _block_records(block: memoryview) -> list[AnyRecord] | None:
-    """The records of a block of JSON Lines decoded by one call (:func:`decode_many`), or
-    ``None`` if any line is not exactly one good record.
+def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] | None:
+    """The records of a block of JSON Lines (``newlines``: where its newlines are) decoded
+    by one call (:func:`decode_many`), or ``None`` if any line is not exactly one good
+    record.
 
     The decoder reads JSON values separated by any whitespace, so a record split over
     two lines or two records on one line would pass it: every line must start with
@@ -482,7 +492,6 @@ def _block_records(block: memoryview) -> list[AnyRecord] | None:
     data = np.frombuffer(block, dtype=np.uint8)
     if not len(data) or data[0] != 123:  # "{"
         return None
-    newlines = np.flatnonzero(data == 10)
     torn = data[-1] != 10
     starts = newlines + 1 if torn else newlines[:-1] + 1
     if ((torn and data[-1] != 125) or not (data[newlines - 1] == 125).all()  # "}"
