@@ -60,7 +60,12 @@ each, this code against the one before: 3.0-3.3 s of CPU in this process (4.3-4.
 the checks validate in place and prove uniqueness on record numbers, see
 :func:`_check_loaded`), peak RSS 915-969 MiB (1,393-1,422: the heap is trimmed as each
 frame is built), 864-887 MiB held after loading (942-943; the frames and some 190 MiB of
-imported modules), the workers' CPU 16.9-17.5 s (17.5-17.8 s).
+imported modules), the workers' CPU 16.9-17.5 s (17.5-17.8 s).  Then a block of lines
+per decoder call and columns a field at a time (medians, alternated with the code
+before, load average 2.5-4.7): one process 17.2 s of CPU (19.2); one forked worker on
+the 100k-record file 1.27 s (1.69); with the pool at 1M records the workers' 17.1 s
+(17.2: no difference through the machine's load), their system time 0.25 s (1.0),
+peak RSS 912 MiB (926).  See docs/analysis.md, "At size".
 
 The children's ``id`` column stays strings.  As a categorical sharing the measurements'
 ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
