@@ -63,9 +63,10 @@ frame is built), 864-887 MiB held after loading (942-943; the frames and some 19
 imported modules), the workers' CPU 16.9-17.5 s (17.5-17.8 s).  Then a block of lines
 per decoder call and columns a field at a time (medians, alternated with the code
 before, load average 2.5-4.7): one process 17.2 s of CPU (19.2); one forked worker on
-the 100k-record file 1.27 s (1.69); with the pool at 1M records the workers' 17.1 s
-(17.2: no difference through the machine's load), their system time 0.25 s (1.0),
-peak RSS 912 MiB (926).  See docs/analysis.md, "At size".
+the 100k-record file 1.27 s (1.69); with the pool at 1M records, load average 0.8-2.2,
+11.2 s wall (12.5), the workers 14.9 s of CPU (16.4), this process 3.5 s (4.1), peak
+RSS 917 MiB (926); at load average 2.8-4.7 no difference showed through the machine's
+load.  See docs/analysis.md, "At size".
 
 The children's ``id`` column stays strings.  As a categorical sharing the measurements'
 ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
