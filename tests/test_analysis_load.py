@@ -8,10 +8,12 @@ duplicate in another chunk, a bad line after good chunks) is crossed on small da
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -234,14 +236,14 @@ def test_a_killed_decoding_process_stops_the_load_with_an_error(
     monkeypatch.setattr(loader, "_workers", lambda path: 2)  # a pool even on one CPU
     monkeypatch.setattr(loader, "CHUNK_BYTES", 20_000)
     parent = os.getpid()
-    decoding = loader.decode_record
+    decoding = loader._block_records
 
-    def dying_in_a_worker(line: bytes) -> Any:
+    def dying_in_a_worker(block: memoryview, newlines: Any) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
-        return decoding(line)
+        return decoding(block, newlines)
 
-    monkeypatch.setattr(loader, "decode_record", dying_in_a_worker)
+    monkeypatch.setattr(loader, "_block_records", dying_in_a_worker)
     started = time.monotonic()
     with pytest.raises(LoadError, match=r"ended without an answer.*nothing loaded"):
         load(SAMPLE)
@@ -312,3 +314,117 @@ def test_checks_without_the_proved_keys_find_the_same(whole: object) -> None:
     assert keyed.value.problems == full.value.problems
     empty = dataclasses.replace(camp, phases=camp.phases.iloc[:0])
     assert loader._check_loaded(empty, keyed=True) is empty
+
+
+def test_blocks_and_lines_load_alike(whole: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges decoded a block of a few kB at a time, in a pool and in this process, give
+    the frames of the one-block load."""
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 3_000)
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 50_000)
+    here = load(SAMPLE)
+    monkeypatch.setattr(loader, "POOL_BYTES", 0)
+    pooled = load(SAMPLE)
+    for name in FRAME_NAMES:
+        for other in (here, pooled):
+            pd.testing.assert_frame_equal(getattr(other, name), getattr(whole, name),
+                                          check_exact=True, obj=name)
+
+
+def test_lines_a_block_refuses_load_line_by_line(whole: object, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """CRLF line ends, a blank line, spaces around a record, no newline at the end: the
+    block decoder leaves them to the line-by-line one, which loads the same frames."""
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 3_000)
+    lines = SAMPLE.read_bytes().splitlines()
+
+    def decoded(block: bytes) -> Any:
+        newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+        return loader._block_records(memoryview(block), newlines)
+
+    assert decoded(b"\n".join(lines[:5]) + b"\n") is not None
+    assert decoded(b"\n".join(lines[:5])) is not None
+    for block in (b"\r\n".join(lines[:5]) + b"\r\n", b"\n".join(lines[:5]) + b"\n\n",
+                  b" " + b"\n".join(lines[:5])):
+        assert decoded(block) is None, block[:40]
+    messy = list(lines)
+    messy[10] = b"  " + messy[10] + b" \t"
+    messy.insert(20, b"")
+    body = b"\r\n".join(messy[:100]) + b"\r\n" + b"\n".join(messy[100:])  # no final newline
+    odd = tmp_path / "odd.jsonl"
+    odd.write_bytes(body)
+    camp = load(odd)
+    for name in FRAME_NAMES:
+        pd.testing.assert_frame_equal(getattr(camp, name), getattr(whole, name),
+                                      check_exact=True, obj=name)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_what_only_a_stream_decoder_would_take_is_bad(tmp_path: Path, pooled: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two records on one line, or one record over two lines, would decode as a stream of
+    JSON values: they are bad lines, numbered as in the file, inside a block as at its
+    start."""
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 2_000)
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 20_000)
+    if pooled:
+        monkeypatch.setattr(loader, "POOL_BYTES", 0)
+    lines = SAMPLE.read_bytes().splitlines()[:80]
+    two_on_one = lines[12] + lines[13]
+    head, tail = lines[40].split(b',"id":', 1)
+    split = [head + b",", b'"id":' + tail]
+    file = tmp_path / "stream.jsonl"
+    file.write_bytes(b"\n".join([*lines[:12], two_on_one, *lines[14:40], *split,
+                                 *lines[41:]]) + b"\n")
+    with pytest.raises(SchemaError) as caught:
+        load(file)
+    assert "3 bad line(s), nothing loaded" in str(caught.value)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["line 13", "line 40",
+                                                                "line 41"]
+
+
+def _stdev(values: list[float]) -> float:
+    """The standard deviation as it was computed a record at a time (two passes, fsum)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum([(x - mean) ** 2 for x in values]) / (len(values) - 1))
+
+
+def test_figures_over_columns_are_those_of_the_records(whole: Any) -> None:
+    """rtt_sd_ms and handshake_ms, computed over the chunk's arrays, are to the last bit
+    the per-record arithmetic: fsum's standard deviation, the phases summed in order."""
+    records = {r.id: r for r in read_jsonl(SAMPLE)}
+    m = whole.measurements.set_index("id")
+    checked = {"sd": 0, "handshake": 0}
+    for rid, row in m.iterrows():
+        body: Any = records[str(rid)].body
+        if row["kind"] in ("ping", "tcp"):
+            rtts = (body.rtts_ms if row["kind"] == "ping"
+                    else [a.connect_ms for a in body.attempts])
+            got = [x for x in rtts if x is not None]
+            if len(got) >= 2:
+                assert row["rtt_sd_ms"] == _stdev(got), rid
+                checked["sd"] += 1
+            else:
+                assert math.isnan(row["rtt_sd_ms"]), rid
+        elif row["kind"] in ("smtp", "imap") and not math.isnan(row["handshake_ms"]):
+            durations: list[float] = [p.duration_ms for p in body.phases]
+            assert row["handshake_ms"] == float(sum(durations)), rid
+            checked["handshake"] += 1
+    assert checked["sd"] > 100 and checked["handshake"] > 100, checked
+
+
+def test_standard_deviations_to_the_last_bit() -> None:
+    """Random RTTs of many magnitudes, some lost (NaN), 0 to 40 per record: each record's
+    figure is the fsum arithmetic's, bit for bit; NaN under two RTTs."""
+    rng = np.random.default_rng(20)
+    counts = rng.integers(0, 40, 3_000)
+    rtt = np.round(rng.lognormal(3, 2, int(counts.sum())), rng.integers(0, 7))
+    rtt[rng.random(len(rtt)) < 0.1] = np.nan
+    rec = np.repeat(np.arange(len(counts)), counts)
+    out = np.full(len(counts), np.nan)
+    loader._standard_deviations(rec, rtt, out)
+    for i in range(len(counts)):
+        got = [x for x in rtt[rec == i].tolist() if not math.isnan(x)]
+        if len(got) >= 2:
+            assert out[i] == _stdev(got), (i, got)
+        else:
+            assert math.isnan(out[i]), i

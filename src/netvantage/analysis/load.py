@@ -32,13 +32,19 @@ record's columns.
 A JSON Lines file of :data:`POOL_BYTES` or more is decoded by a pool of forked
 processes, one per CPU (:func:`_pooled`): decoding and building columns is pure
 Python per record, so a second process is the one way to use a second CPU.  Each
-worker decodes a range of lines and sends back its chunk's compact columns (numpy
-and Arrow buffers: cheap to pickle); the chunks come back in file order and their
-category codes are made global here, so the frames are those of a one-process load
-(tests compare them exactly).  Smaller files, stores and Parquet datasets are read
-in this process (no pool to start for a campaign of a few thousand records; a Dask
-worker is a daemon process and may not start one).  Per chunk, rows are gathered as
-tuples per kind and turned into columns once (``None`` is NaN in a float column).
+worker decodes a range of lines and sends back its compact columns (numpy and Arrow
+buffers: cheap to pickle); the ranges come back in file order and their category
+codes are made global here, so the frames are those of a one-process load (tests
+compare them exactly).  A smaller JSON Lines file goes through the same code, range
+after range, in this process (no pool to start for a campaign of a few thousand
+records; a Dask worker is a daemon process and may not start one); stores and Parquet
+datasets are read a chunk at a time here.  A range is decoded a block of lines
+(:data:`BLOCK_BYTES`) per decoder call (:func:`_block_records`: msgspec's
+``decode_lines``, guarded so that it takes exactly the lines the line-by-line decoder
+takes; a block it refuses sends the range through :func:`decode_record` a line at a
+time, which names the bad lines as ever), and each block's records become columns a
+field at a time (:func:`_part`: ``map`` over an attrgetter, no row tuples), the hops
+excepted (rows, a tuple each: their nested objects measured slower field by field).
 Measured on the 1M-record synthetic file (``bench/make_synthetic.py``, 1.25 GB) on a
 machine with 2 CPUs busy with other jobs (load average 8-9), ``time.perf_counter`` and
 ``getrusage`` around :func:`load`: 17.2 s of CPU in the two workers and 4.0 s in this
@@ -54,7 +60,13 @@ each, this code against the one before: 3.0-3.3 s of CPU in this process (4.3-4.
 the checks validate in place and prove uniqueness on record numbers, see
 :func:`_check_loaded`), peak RSS 915-969 MiB (1,393-1,422: the heap is trimmed as each
 frame is built), 864-887 MiB held after loading (942-943; the frames and some 190 MiB of
-imported modules), the workers' CPU 16.9-17.5 s (17.5-17.8 s).
+imported modules), the workers' CPU 16.9-17.5 s (17.5-17.8 s).  Then a block of lines
+per decoder call and columns a field at a time (medians, alternated with the code
+before, load average 2.5-4.7): one process 17.2 s of CPU (19.2); one forked worker on
+the 100k-record file 1.27 s (1.69); with the pool at 1M records, load average 0.8-2.2,
+11.2 s wall (12.5), the workers 14.9 s of CPU (16.4), this process 3.5 s (4.1), peak
+RSS 917 MiB (926); at load average 2.8-4.7 no difference showed through the machine's
+load.  See docs/analysis.md, "At size".
 
 The children's ``id`` column stays strings.  As a categorical sharing the measurements'
 ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
@@ -129,8 +141,8 @@ from __future__ import annotations
 import ctypes
 import gc
 import itertools
-import math
 import multiprocessing
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -152,15 +164,14 @@ from ..results import (
     KINDS,
     STATUSES,
     AnyRecord,
-    ImapRecord,
     MailReadyRecord,
     PingRecord,
     PmtuRecord,
     RttSummary,
-    SmtpRecord,
     TcpBody,
     TcpRecord,
     TraceRecord,
+    decode_many,
     decode_record,
     rtt_stats,
 )
@@ -317,8 +328,9 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
            ) -> Iterator[_Part]:
     """Every source's records as compact columns (:func:`_part`), a chunk at a time.
 
-    A big JSON Lines file is decoded by a pool of worker processes (:func:`_pooled`);
-    everything else a chunk at a time here.
+    A big JSON Lines file is decoded by a pool of worker processes (:func:`_pooled`), a
+    smaller one here by the same code, a range of lines at a time; a store or a Parquet
+    dataset a chunk at a time here.
     """
     wanted = _kinds(kinds)
     for path, label in _sources(source):
@@ -335,7 +347,7 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
                 # a lock another thread held would stay locked in the child.
                 pool.submit(int).result()
             bar = stack.enter_context(progress.step(label, unit=" records", scale=True))
-            parts = (_pooled(path, wanted, pool) if pool is not None
+            parts = (_pooled(path, wanted, pool) if pool is not None or _is_jsonl(path)
                      else map(_part, _read_one(path, wanted)))
             for part in parts:
                 bar.update(part.n + len(part.ready))
@@ -362,9 +374,19 @@ def _workers(path: Path) -> int:
         os.cpu_count() or 1)
 
 
+def _is_jsonl(path: Path) -> bool:
+    """Whether ``path`` is a file that is neither a store nor a Parquet file."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    return head != _SQLITE_MAGIC and not head.startswith(_PARQUET_MAGIC)
+
+
 def _pooled(path: Path, kinds: tuple[str, ...] | None,
-            pool: ProcessPoolExecutor) -> Iterator[_Part]:
-    """A JSON Lines file decoded by a ``pool`` of forked processes, a range of lines each.
+            pool: ProcessPoolExecutor | None) -> Iterator[_Part]:
+    """A JSON Lines file decoded by a ``pool`` of forked processes, a range of lines each
+    (``None``: the ranges one after the other in this process).
 
     The file is cut into ranges of about :data:`CHUNK_BYTES` at line starts; a worker
     reads its range, decodes it with the one schema decoder and returns its compact
@@ -387,8 +409,9 @@ def _pooled(path: Path, kinds: tuple[str, ...] | None,
               for a, b in zip(starts, [*starts[1:], size], strict=True)]
     problems: list[str] = []
     bad = line = 0
-    results = pool.map(_range_part, ranges)
-    schemas()  # pandera's import (about 1 s) while the workers decode, not after
+    results = pool.map(_range_part, ranges) if pool is not None else map(_range_part, ranges)
+    if pool is not None:
+        schemas()  # pandera's import (about 1 s) while the workers decode, not after
     try:
         for part, lines, failed, found in results:
             bad += failed
@@ -407,47 +430,122 @@ def _pooled(path: Path, kinds: tuple[str, ...] | None,
         raise SchemaError(f"{path}: {bad} bad line(s), nothing loaded{more}", problems)
 
 
+#: A range is decoded and turned into columns a block of about this many bytes (and at
+#: most :data:`CHUNK_RECORDS` lines) at a time: the block's records are still in the
+#: processor's caches when their columns are read, field after field.
+BLOCK_BYTES = 2 * 2**20
+
+
 def _range_part(task: tuple[str, int, int, bool, tuple[str, ...] | None],
                 ) -> tuple[_Part | None, int, int, list[tuple[int, str]]]:
     """(compact columns, lines read, bad lines, the first bad ones: (line number in the
-    range, ": why")) of one range of a JSON Lines file (in a worker of :func:`_pooled`)."""
+    range, ": why")) of one range of a JSON Lines file (in a worker of :func:`_pooled`).
+
+    Each block of lines is decoded by one call (:func:`_block_records`); a block that
+    cannot be (a bad line, a blank one, spaces around a record) sends the whole range
+    through the decoder a line at a time, which finds and explains the bad lines exactly
+    as before (or, with none, loads the same records more slowly).
+    """
     name, start, end, last, kinds = task
     with open(name, "rb") as fh:
         fh.seek(start)
         data = fh.read(end - start)
+    with _no_gc():
+        parts: list[_Part] = []
+        lines = 0
+        for block, newlines in _blocks(data):
+            records = _block_records(block, newlines)
+            if records is None:
+                break
+            lines += len(records)
+            if kinds is not None:
+                records = [r for r in records if r.kind in kinds]
+            parts.append(_part(records))
+            del records
+        else:
+            return _merged(parts), lines, 0, []
+        del parts
+        return _range_by_lines(data, last, kinds)
+
+
+def _blocks(data: bytes) -> Iterator[tuple[memoryview, np.ndarray]]:
+    """``data`` (whole lines) cut into blocks of whole lines (see :data:`BLOCK_BYTES`),
+    each with the positions of its newlines."""
+    view = memoryview(data)
+    size = len(data)
+    begin = 0
+    while begin < size:
+        stop = data.find(b"\n", begin + BLOCK_BYTES - 1)
+        stop = size if stop < 0 else stop + 1
+        newlines = np.flatnonzero(np.frombuffer(view[begin:stop], dtype=np.uint8) == 10)
+        if len(newlines) >= CHUNK_RECORDS and begin + newlines[CHUNK_RECORDS - 1] + 1 < stop:
+            stop = begin + int(newlines[CHUNK_RECORDS - 1]) + 1
+            newlines = newlines[:CHUNK_RECORDS]
+        yield view[begin:stop], newlines
+        begin = stop
+
+
+def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] | None:
+    """The records of a block of JSON Lines (``newlines``: where its newlines are) decoded
+    by one call (:func:`decode_many`), or ``None`` if any line is not exactly one good
+    record.
+
+    The decoder reads JSON values separated by any whitespace, so a record split over
+    two lines or two records on one line would pass it: every line must start with
+    ``{`` and end with ``}`` (then no value spans lines, as ``}`` then ``{`` cannot occur
+    inside one), and there must be as many records as lines (then none holds two).
+    """
+    data = np.frombuffer(block, dtype=np.uint8)
+    if not len(data) or data[0] != 123:  # "{"
+        return None
+    torn = data[-1] != 10
+    starts = newlines + 1 if torn else newlines[:-1] + 1
+    if ((torn and data[-1] != 125) or not (data[newlines - 1] == 125).all()  # "}"
+            or not (data[starts] == 123).all()):
+        return None
+    try:
+        records = decode_many(block)
+    except Exception:
+        return None
+    return records if len(records) == len(newlines) + torn else None
+
+
+def _range_by_lines(data: bytes, last: bool, kinds: tuple[str, ...] | None,
+                    ) -> tuple[_Part | None, int, int, list[tuple[int, str]]]:
+    """:func:`_range_part`, a line at a time through :func:`decode_record`."""
     raws = data.split(b"\n")
     tail = raws.pop()  # b"" after the range's last newline, else a torn last line
     records: list[AnyRecord] = []
     found: list[tuple[int, str]] = []
     bad = 0
-    with _no_gc():
-        for number, raw in enumerate(raws, start=1):
-            line = raw.strip()
-            if not line:
-                continue
+    for number, raw in enumerate(raws, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            records.append(decode_record(line))
+        except SchemaError as exc:
+            bad += 1
+            if len(found) < _MAX_PROBLEMS:
+                found.append((number, f": {exc}"))
+    lines = len(raws)
+    if tail:
+        lines += 1
+        line = tail.strip()
+        if line:
             try:
                 records.append(decode_record(line))
             except SchemaError as exc:
                 bad += 1
                 if len(found) < _MAX_PROBLEMS:
-                    found.append((number, f": {exc}"))
-        lines = len(raws)
-        if tail:
-            lines += 1
-            line = tail.strip()
-            if line:
-                try:
-                    records.append(decode_record(line))
-                except SchemaError as exc:
-                    bad += 1
-                    if len(found) < _MAX_PROBLEMS:
-                        torn = ": unterminated last line (torn write?)" if last else ""
-                        found.append((lines, f"{torn}: {exc}"))
-        if bad:
-            return None, lines, bad, found
-        if kinds is not None:
-            records = [r for r in records if r.kind in kinds]
-        return _part(records), lines, 0, []
+                    torn = ": unterminated last line (torn write?)" if last else ""
+                    found.append((lines, f"{torn}: {exc}"))
+    if bad:
+        return None, lines, bad, found
+    if kinds is not None:
+        records = [r for r in records if r.kind in kinds]
+    return _merged([_part(records[at:at + CHUNK_RECORDS])
+                    for at in range(0, max(len(records), 1), CHUNK_RECORDS)]), lines, 0, []
 
 
 def _kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -653,147 +751,6 @@ def _summary_figure(summary: RttSummary) -> tuple[float | None, str | None]:
     return None, None
 
 
-def _ping_tcp(r: PingRecord | TcpRecord, rec: int, m: list[tuple[Any, ...]],
-              s: list[Any]) -> None:
-    """The measurements row of a ping or tcp record; its samples' RTTs onto ``s``."""
-    b = r.body
-    if isinstance(b, TcpBody):
-        port: int | None = b.port
-        sent, received = b.tried, b.succeeded
-        rtts: Sequence[float | None] = [a.connect_ms for a in b.attempts]
-    else:
-        port = None
-        sent, received = b.sent, b.received
-        rtts = b.rtts_ms
-    summary = b.summary
-    if summary is not None:
-        figure, rtt_stat = _summary_figure(summary)
-        # Unknown stays unknown (<NA>): never one sample by default.
-        tail: tuple[Any, ...] = (
-            figure, summary.min_ms, b.loss_ratio, None, sent, received, None, None, None,
-            None, True, rtt_stat, summary.samples if figure is not None else 0,
-            summary.stdev_ms)
-    else:
-        st = b.stats
-        got = [x for x in rtts if x is not None]
-        tail = (st.median_ms, st.min_ms, b.loss_ratio, st.jitter_ms, sent, received, None,
-                None, None, None, False, "median" if received else None, received,
-                _stdev(got) if len(got) >= 2 else None)
-        if rtts:
-            s.append((rec, rtts))
-    status = r.status
-    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, port, r.started_at,
-              r.duration_ms, status, status == "ok", r.source, *tail))
-
-
-def _trace(r: TraceRecord, rec: int, m: list[tuple[Any, ...]],
-           h: list[tuple[Any, ...]]) -> None:
-    """The measurements row of a trace record, and its hops' rows (see :func:`_hops`)."""
-    b = r.body
-    dest = _destination_probes(r)
-    if dest is not None:
-        tried, answered = dest
-        stats = rtt_stats(answered)
-        received = len(answered)
-        rtt_samples = sum(x is not None for x in answered)
-        tail: tuple[Any, ...] = (
-            stats.median_ms, stats.min_ms, 1 - received / tried if tried else None,
-            stats.jitter_ms, tried, received, None, None, None, None, False,
-            "median" if rtt_samples else None, rtt_samples, None)
-    else:
-        tail = _NO_FIGURES
-    status = r.status
-    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, b.port, r.started_at,
-              r.duration_ms, status, status == "ok", r.source, *tail))
-    _hops(rec, r, h)
-
-
-#: The figures of a record that has none (a trace that never reached its destination).
-_NO_FIGURES = (None, None, None, None, None, None, None, None, None, None, False, None,
-               None, None)
-
-
-def _mail(r: SmtpRecord | ImapRecord, rec: int, m: list[tuple[Any, ...]],
-          p: list[tuple[Any, ...]]) -> None:
-    """The measurements row of an smtp or imap record, and its phases' rows."""
-    mail = r.body
-    status = r.status
-    tls_version = cert_verified = None
-    if mail.tls is not None:
-        tls_version, cert_verified = mail.tls.version, mail.tls.verified
-    mode = mail.mode
-    durations: list[float | None] = []
-    for ph in mail.phases:
-        durations.append(ph.duration_ms)
-        p.append((rec, mode, ph.name, ph.duration_ms, ph.ok))
-    handshake = None
-    if (status == "ok" and mail.failed_phase is None and durations
-            and None not in durations):
-        handshake = float(sum(d for d in durations if d is not None))
-    m.append((r.id, r.kind, r.agent, r.region, r.target, r.address, mail.port, r.started_at,
-              r.duration_ms, status, status == "ok", r.source, handshake, None, None, None,
-              None, None, handshake, mail.failed_phase, tls_version, cert_verified, False,
-              None, 0 if handshake is None else 1, None))
-
-
-def _stdev(values: list[float]) -> float:
-    """The sample standard deviation (n - 1), two passes in floats: within a few ulps of
-    :func:`statistics.stdev` (exact rationals, a hundred times slower)."""
-    mean = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum([(x - mean) ** 2 for x in values]) / (len(values) - 1))
-
-
-def _destination_probes(r: TraceRecord) -> tuple[int, list[float | None]] | None:
-    """(probes sent at the destination's TTL, RTTs of the destination's answers), if reached."""
-    b = r.body
-    if not b.reached or b.dest_ttl is None or b.dest_ttl > len(b.hops):
-        return None
-    hop = b.hops[b.dest_ttl - 1]
-    answered = [p for p in hop.probes if p.address is not None]
-    own = [p for p in answered if p.address == r.address]
-    return len(hop.probes), [p.rtt_ms for p in (own or answered)]
-
-
-def _hops(rec: int, r: TraceRecord, h: list[tuple[Any, ...]]) -> None:
-    """A row per (TTL, responder), in the order of :data:`_HOP_OWN` (a silent TTL: one row)."""
-    b = r.body
-    dest_hop = b.dest_ttl if b.reached else None
-    protocol = b.protocol
-    address = r.address
-    for hop in b.hops:
-        ttl = hop.ttl
-        probes = hop.probes
-        sent = len(probes)
-        loss = hop.loss_ratio
-        responders = hop.responders
-        if not responders:  # a silent TTL is still a row
-            h.append((rec, protocol, ttl, None, 0, sent, loss, None, None, None, False,
-                      None, None, None, None, None, None))
-            continue
-        at_dest = ttl == dest_hop
-        # The destination is the record's address; failing that (it answered
-        # from another address), whoever answered at the destination's TTL.
-        own = at_dest and any(x.address == address for x in responders)
-        for resp in responders:
-            where = resp.address
-            icmp = None
-            for probe in probes:
-                if probe.address == where and probe.icmp_type is not None:
-                    icmp = probe.icmp_type
-                    break
-            st = resp.stats
-            note = resp.annotation
-            if note is None:
-                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
-                          st.median_ms, icmp, at_dest and (where == address or not own),
-                          None, None, None, None, None, None))
-            else:
-                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
-                          st.median_ms, icmp, at_dest and (where == address or not own),
-                          note.asn, note.as_org, note.country, note.city, note.lat,
-                          note.lon))
-
-
 # dtype per column; "cat" is a categorical of the values present, a tuple a
 # categorical with those categories first (in that order) and any others after.
 _Spec = str | tuple[str, ...]
@@ -833,7 +790,7 @@ _FROM_RECORD = {
 }
 
 
-def _compact(spec: _Spec, values: list[Any]) -> Any:
+def _compact(spec: _Spec, values: list[Any] | np.ndarray) -> Any:
     """A chunk's values of one column as a compact part (what a worker process returns).
 
     A categorical's part is (codes, the values they stand for): codes are made global
@@ -847,7 +804,14 @@ def _compact(spec: _Spec, values: list[Any]) -> Any:
     if spec == "str":
         return pyarrow.array(values, type=pyarrow.string())
     if spec == "time":
-        return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+        # Nanoseconds since the epoch of each instant.  DatetimeIndex reads aware datetimes
+        # of one zone (the decoder's UTC) in 0.14 µs each against to_datetime's 0.22; it
+        # refuses mixed zones, which to_datetime(utc=True) converts.
+        try:
+            index = pd.DatetimeIndex(values)
+        except (TypeError, ValueError):
+            index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+        return index.as_unit("ns").asi8
     if spec in ("float64", "int64", "bool"):
         return np.asarray(values, dtype=spec)
     if spec == "Int64":
@@ -883,6 +847,23 @@ class _Column:
         elif offset:
             part = part + offset
         self.parts.append(part)
+
+    def compact(self) -> Any:
+        """The parts added so far as one part, as :func:`_compact` makes it; let go."""
+        spec, parts = self.spec, self.parts
+        self.parts = []
+        if isinstance(spec, tuple) or spec == "cat":
+            codes = (np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
+            return codes.astype(np.int32, copy=False), list(self.codes)
+        if not parts:
+            return _compact(spec, [])
+        if len(parts) == 1:
+            return parts[0]
+        if spec == "str":
+            return pyarrow.concat_arrays(parts)
+        if spec in ("time", "float64", "int64", "bool"):
+            return np.concatenate(parts)
+        return type(parts[0])._concat_same_type(parts)
 
     def series(self) -> pd.Series:
         """The whole column; its parts are let go (the column is built once)."""
@@ -936,6 +917,10 @@ class _Columns:
     def frame(self, order: Sequence[str]) -> pd.DataFrame:
         return pd.DataFrame({name: self.built[name].series() for name in order}, copy=False)
 
+    def compact(self) -> dict[str, Any]:
+        """The parts added so far as one part (:func:`_compact`'s forms), let go."""
+        return {name: col.compact() for name, col in self.built.items()}
+
 
 _SAMPLE_OWN: dict[str, _Spec] = {"_rec": "int64", "seq": "int64", "rtt_ms": "float64"}
 _HOP_OWN: dict[str, _Spec] = {"_rec": "int64", **{
@@ -958,47 +943,384 @@ class _Part(NamedTuple):
     ready: list[MailReadyRecord | PmtuRecord]  # records kept apart, not measurements
 
 
+def _ping_tcp_figures(r: PingRecord | TcpRecord) -> tuple[Any, ...]:
+    """(port, sent, received, the measurements' figures in the order of :data:`_FIGURES`) of
+    a ping or tcp **summary** record (the rare path: one record at a time)."""
+    b = r.body
+    summary = b.summary
+    assert summary is not None
+    if isinstance(b, TcpBody):
+        port: int | None = b.port
+        sent, received = b.tried, b.succeeded
+    else:
+        port = None
+        sent, received = b.sent, b.received
+    figure, rtt_stat = _summary_figure(summary)
+    # Unknown stays unknown (<NA>): never one sample by default.
+    return (port, sent, received, figure, summary.min_ms, b.loss_ratio, summary.stdev_ms,
+            rtt_stat, summary.samples if figure is not None else 0)
+
+
+def _trace_figures(r: TraceRecord) -> tuple[Any, ...] | None:
+    """(rtt_ms, rtt_min_ms, loss_ratio, jitter_ms, sent, received, rtt_stat, rtt_samples) of
+    a trace from its destination's answers; ``None`` if it never reached the destination
+    (its TTL is unknown: its figures are missing, not 100 % loss)."""
+    dest = _destination_probes(r)
+    if dest is None:
+        return None
+    tried, answered = dest
+    stats = rtt_stats(answered)
+    received = len(answered)
+    rtt_samples = sum(x is not None for x in answered)
+    return (stats.median_ms, stats.min_ms, 1 - received / tried if tried else None,
+            stats.jitter_ms, tried, received, "median" if rtt_samples else None, rtt_samples)
+
+
+def _destination_probes(r: TraceRecord) -> tuple[int, list[float | None]] | None:
+    """(probes sent at the destination's TTL, RTTs of the destination's answers), if reached."""
+    b = r.body
+    if not b.reached or b.dest_ttl is None or b.dest_ttl > len(b.hops):
+        return None
+    hop = b.hops[b.dest_ttl - 1]
+    answered = [p for p in hop.probes if p.address is not None]
+    own = [p for p in answered if p.address == r.address]
+    return len(hop.probes), [p.rtt_ms for p in (own or answered)]
+
+
+# Fields read from every record of a chunk at once (``map`` over an attrgetter runs in C).
+_ID, _AGENT, _REGION, _TARGET, _ADDRESS, _STARTED, _DURATION, _STATUS, _SOURCE, _BODY = (
+    operator.attrgetter(name) for name in ("id", "agent", "region", "target", "address",
+                                           "started_at", "duration_ms", "status", "source",
+                                           "body"))
+_PORT, _STATS, _SUMMARY, _SENT, _RECEIVED, _LOSS, _RTTS, _ATTEMPTS, _SUCCEEDED, _CONNECT = (
+    operator.attrgetter(name) for name in ("port", "stats", "summary", "sent", "received",
+                                           "loss_ratio", "rtts_ms", "attempts", "succeeded",
+                                           "connect_ms"))
+_MEDIAN, _MIN, _JITTER = (operator.attrgetter(name)
+                          for name in ("median_ms", "min_ms", "jitter_ms"))
+_HOPS, _TTL, _PROBES, _RESPONDERS, _REPLIES, _ANNOTATION, _PROTOCOL = (
+    operator.attrgetter(name) for name in ("hops", "ttl", "probes", "responders", "replies",
+                                           "annotation", "protocol"))
+_PHASES, _MODE, _FAILED, _TLS, _NAME, _OK, _VERSION, _VERIFIED = (
+    operator.attrgetter(name) for name in ("phases", "mode", "failed_phase", "tls", "name",
+                                           "ok", "version", "verified"))
+_NOTE_FIELDS = ("asn", "as_org", "country", "city", "lat", "lon")
+
+
+class _KindOf(dict[type, str]):
+    """A record's kind by its class: a dictionary look-up, cheaper than the ``kind``
+    property's walk to the struct's configuration (filled on first sight of a class)."""
+
+    def __missing__(self, cls: type) -> str:
+        kind = str(cls.__struct_config__.tag)  # type: ignore[attr-defined]
+        self[cls] = kind
+        return kind
+
+
+_KIND_OF = _KindOf()
+_KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
+#: Kinds kept apart from the measurements (mail readiness and path MTU are not latency,
+#: loss or handshakes: frames of their own).
+_APART = frozenset({"mailready", "pmtu"})
+#: The measurements' columns that differ by kind, beyond the envelope: float64 (NaN
+#: missing; the Int64 ones are converted at the end), object (None missing).
+_FLOATS = ("port", "rtt_ms", "rtt_min_ms", "loss_ratio", "jitter_ms", "sent", "received",
+           "handshake_ms", "rtt_samples", "rtt_sd_ms")
+_OBJECTS = ("failed_phase", "tls_version", "cert_verified", "rtt_stat")
+
+
+def _floats(values: Iterable[Any]) -> np.ndarray:
+    """Numbers (``None``: NaN) as float64."""
+    return np.array(list(values), dtype=np.float64)
+
+
 def _part(records: Sequence[AnyRecord]) -> _Part:
     """The compact columns of a chunk of records (see :func:`load`).
 
-    Rows are gathered as tuples (a column's ``None`` is NaN in a float column) and turned
-    into columns once per chunk; a sample's record and number come from the count of
-    RTTs per record (``np.repeat``), not row by row.
+    Built a column at a time, never a row: each field is read from every record of a
+    kind at once (``map`` over an ``attrgetter``) into a list that becomes an array; the
+    figures that depend on a kind are written into column-sized arrays at that kind's
+    rows.  A sample's record and number, a phase's record and the hops' rows come from
+    counts per record (``np.repeat``); the standard deviation of a record's RTTs and a
+    handshake's sum of phases are computed over those arrays (:func:`_sums`), to the
+    last bit what the per-record arithmetic gave.
     """
-    m: list[tuple[Any, ...]] = []
-    s: list[tuple[int, Sequence[float | None]]] = []
-    h: list[tuple[Any, ...]] = []
-    p: list[tuple[Any, ...]] = []
-    # Mail readiness and path MTU are not latency, loss or handshakes: frames apart.
+    kinds = list(map(_KIND_OF.__getitem__, map(type, records)))
     ready: list[MailReadyRecord | PmtuRecord] = []
-    n = 0
-    for r in records:
-        kind = r.kind
-        if kind == "ping" or kind == "tcp":
-            _ping_tcp(r, n, m, s)  # type: ignore[arg-type]
-        elif kind == "trace":
-            _trace(r, n, m, h)  # type: ignore[arg-type]
-        elif kind == "smtp" or kind == "imap":
-            _mail(r, n, m, p)  # type: ignore[arg-type]
-        elif isinstance(r, MailReadyRecord | PmtuRecord):
-            ready.append(r)
+    if not _APART.isdisjoint(kinds):
+        ready = [r for r, k in zip(records, kinds, strict=True)  # type: ignore[misc]
+                 if k in _APART]
+        records = [r for r, k in zip(records, kinds, strict=True) if k not in _APART]
+        kinds = [k for k in kinds if k not in _APART]
+    n = len(records)
+    code = np.fromiter(map(_KIND_CODE.__getitem__, kinds), dtype=np.int32, count=n)
+    statuses = list(map(_STATUS, records))
+    status = _compact(STATUSES, statuses)
+    ok = np.array([s == "ok" for s in statuses], dtype=bool)
+    figures = {c: np.full(n, np.nan) for c in _FLOATS}
+    objects = {c: np.full(n, None, dtype=object) for c in _OBJECTS}
+    summary = np.zeros(n, dtype=bool)
+    measured: list[tuple[np.ndarray, list[int], list[float | None]]] = []
+    hops = phases = None
+    present = set(np.unique(code).tolist())
+    for kinds_of_group in (("ping",), ("tcp",), ("trace",), ("smtp", "imap")):
+        codes = [_KIND_CODE[k] for k in kinds_of_group if _KIND_CODE[k] in present]
+        if not codes:
             continue
+        rows = np.flatnonzero(np.isin(code, codes))
+        group = [records[i] for i in rows.tolist()]
+        if kinds_of_group[0] == "trace":
+            hops = _traces(rows, group, figures, objects)
+        elif kinds_of_group[0] == "smtp":
+            phases = _mails(rows, group, ok[rows], figures, objects)
         else:
-            continue
-        n += 1
-    counts = np.fromiter((len(x) for _, x in s), dtype=np.int64, count=len(s))
+            measured.append(_ping_tcp(rows, group, kinds_of_group[0] == "tcp", figures,
+                                      objects, summary))
+    samples = _samples(n, measured, figures["rtt_sd_ms"])
+    frame = {
+        "id": _compact("str", list(map(_ID, records))),
+        "kind": (code, list(KINDS)),
+        "agent": _compact("cat", list(map(_AGENT, records))),
+        "region": _compact("cat", list(map(_REGION, records))),
+        "target": _compact("cat", list(map(_TARGET, records))),
+        "address": _compact("str", list(map(_ADDRESS, records))),
+        "started_at": _compact("time", list(map(_STARTED, records))),
+        "duration_ms": _floats(map(_DURATION, records)),
+        "status": status, "ok": ok,
+        "source": _compact("cat", list(map(_SOURCE, records))),
+        "summary": summary,
+        **{c: _compact(_MEASUREMENT_DTYPES[c], figures[c]) for c in _FLOATS},
+        **{c: _compact(_MEASUREMENT_DTYPES[c], objects[c]) for c in _OBJECTS},
+    }
+    frames = {"m": {c: frame[c] for c in _MEASUREMENT_DTYPES},
+              "s": samples,
+              "h": hops if hops is not None else _empty(_HOP_OWN),
+              "p": phases if phases is not None else _empty(_PHASE_OWN)}
+    return _Part(n, frames, ready)
+
+
+def _merged(parts: list[_Part]) -> _Part:
+    """Parts of consecutive chunks as one (category codes made common, ``_rec`` counted
+    from the first part's first record): fewer, bigger parts to send and to add."""
+    if len(parts) <= 1:
+        return parts[0] if parts else _part([])
+    frames = {}
+    for key, specs in _OWN.items():
+        columns = _Columns(specs)
+        offset = 0
+        for part in parts:
+            columns.add(part.frames[key], offset)
+            offset += part.n
+        frames[key] = columns.compact()
+    return _Part(sum(p.n for p in parts), frames, [r for p in parts for r in p.ready])
+
+
+def _empty(specs: dict[str, _Spec]) -> dict[str, Any]:
+    return {name: _compact(spec, []) for name, spec in specs.items()}
+
+
+def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str, np.ndarray],
+              objects: dict[str, np.ndarray], summary: np.ndarray,
+              ) -> tuple[np.ndarray, list[int], list[float | None]]:
+    """The figures of ping or tcp records (at ``rows``); (the rows with samples, how many
+    each, their RTTs: ``None`` lost) for :func:`_samples`.
+
+    ping and tcp alike: rtt_ms, rtt_min_ms and jitter_ms from the body's statistics;
+    tcp's sent and received are its attempts and the successful ones.  A summary record
+    (statistics without samples) takes :func:`_ping_tcp_figures`, one at a time.
+    """
+    bodies = list(map(_BODY, records))
+    is_summary = np.array([s is not None for s in map(_SUMMARY, bodies)], dtype=bool)
+    if is_summary.any():
+        at = rows[is_summary]
+        summary[at] = True
+        table = list(zip(*map(_ping_tcp_figures, itertools.compress(records, is_summary)),
+                         strict=True))
+        for name, values in zip(("port", "sent", "received", "rtt_ms", "rtt_min_ms",
+                                 "loss_ratio", "rtt_sd_ms"), table[:7], strict=True):
+            figures[name][at] = _floats(values)
+        objects["rtt_stat"][at] = table[7]
+        figures["rtt_samples"][at] = _floats(table[8])
+        rows = rows[~is_summary]
+        bodies = list(itertools.compress(bodies, ~is_summary))
+    stats = list(map(_STATS, bodies))
+    figures["rtt_ms"][rows] = _floats(map(_MEDIAN, stats))
+    figures["rtt_min_ms"][rows] = _floats(map(_MIN, stats))
+    figures["jitter_ms"][rows] = _floats(map(_JITTER, stats))
+    figures["loss_ratio"][rows] = _floats(map(_LOSS, bodies))  # (tcp: a property)
+    rtts: list[float | None]
+    if tcp:
+        figures["port"][rows] = _floats(map(_PORT, bodies))
+        attempts = list(map(_ATTEMPTS, bodies))
+        counts = list(map(len, attempts))
+        received = _floats(map(_SUCCEEDED, bodies))
+        figures["sent"][rows] = counts
+        rtts = list(map(_CONNECT, itertools.chain.from_iterable(attempts)))
+    else:
+        lists = list(map(_RTTS, bodies))
+        counts = list(map(len, lists))
+        received = _floats(map(_RECEIVED, bodies))
+        figures["sent"][rows] = _floats(map(_SENT, bodies))
+        rtts = list(itertools.chain.from_iterable(lists))
+    figures["received"][rows] = received
+    figures["rtt_samples"][rows] = received
+    objects["rtt_stat"][rows] = np.where(received > 0, "median", None)  # type: ignore[call-overload]
+    return rows, counts, rtts
+
+
+def _samples(n: int, measured: list[tuple[np.ndarray, list[int], list[float | None]]],
+             sd: np.ndarray) -> dict[str, Any]:
+    """The samples' columns (``_rec``, seq, rtt_ms) in record order, from the ping and tcp
+    records' RTTs (:func:`_ping_tcp`); ``sd`` gets each record's standard deviation."""
+    counts = np.zeros(n, dtype=np.int64)
+    for rows, many, _ in measured:
+        counts[rows] = many
     total = int(counts.sum())
     starts = np.cumsum(counts) - counts
-    samples = {
-        "_rec": np.repeat(np.fromiter((i for i, _ in s), dtype=np.int64, count=len(s)),
-                          counts),
-        "seq": np.arange(total, dtype=np.int64) - np.repeat(starts, counts),
-        "rtt_ms": np.fromiter(itertools.chain.from_iterable(x for _, x in s),
-                              dtype=object, count=total).astype(np.float64),
-    }
-    frames = {"m": _transposed(m, _MEASUREMENT_DTYPES), "h": _transposed(h, _HOP_OWN),
-              "p": _transposed(p, _PHASE_OWN), "s": samples}
-    return _Part(n, frames, ready)
+    rec = np.repeat(np.arange(n, dtype=np.int64), counts)
+    rtt = np.empty(total, dtype=np.float64)
+    for rows, many, values in measured:
+        own = np.asarray(many, dtype=np.int64)
+        # Where each of these records' RTTs goes among all the chunk's samples.
+        rtt[np.repeat(starts[rows], own) + _ranks(own)] = np.array(values, dtype=np.float64)
+    _standard_deviations(rec, rtt, sd)
+    return {"_rec": rec, "seq": np.arange(total, dtype=np.int64) - np.repeat(starts, counts),
+            "rtt_ms": rtt}
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, … counts[i] - 1 for each i, end to end (an item's place in its group)."""
+    ends = np.cumsum(counts)
+    ranks: np.ndarray = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+    ranks -= np.repeat(ends - counts, counts)
+    return ranks
+
+
+def _sums(owner: np.ndarray, rank: np.ndarray, values: np.ndarray, n: int, *,
+          exact: bool) -> np.ndarray:
+    """Per owner (0 … n-1), the sum of its ``values`` taken in ``rank`` order.
+
+    With ``exact``, the sum :func:`math.fsum` gives: each addition's rounding error is
+    kept exactly (Knuth's TwoSum, TAOCP vol. 2, 4.2.2) and the errors added at the
+    end (Ogita, Rump and Oishi, "Accurate sum and dot product", SIAM J. Sci. Comput.
+    2005: as if in twice the working precision).  Its one rounding is then fsum's
+    correctly rounded one unless the values span so many orders of magnitude that
+    the errors' own sum rounds (not RTTs).  Without, plain left-to-right additions, as
+    Python 3.11's ``sum`` of floats makes them.  One vectorised step per rank: an
+    owner has at most one value of each rank.
+    """
+    total = np.zeros(n, dtype=np.float64)
+    error = np.zeros(n, dtype=np.float64)
+    if not len(rank):
+        return total
+    order = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[order], np.arange(int(rank.max()) + 2))
+    for lo, hi in itertools.pairwise(bounds.tolist()):
+        at = order[lo:hi]
+        who, x = owner[at], values[at]
+        s = total[who]
+        t = s + x
+        if exact:
+            back = t - s
+            error[who] += (s - (t - back)) + (x - back)
+        total[who] = t
+    return total + error if exact else total
+
+
+def _standard_deviations(rec: np.ndarray, rtt: np.ndarray, out: np.ndarray) -> None:
+    """Into ``out`` (per record), the sample standard deviation (n - 1) of the records'
+    received RTTs (not NaN) where there are two or more, computed as the per-record
+    arithmetic did: the mean of ``math.fsum``, squared deviations as Python's ``x ** 2``
+    (C's ``pow``, which is not always ``x * x`` to the last bit), their fsum.
+    """
+    got = ~np.isnan(rtt)
+    rec, x = rec[got], rtt[got]
+    n = len(out)
+    counts = np.bincount(rec, minlength=n)
+    two = counts >= 2
+    keep = two[rec]
+    rec, x = rec[keep], x[keep]
+    if not len(rec):
+        return
+    many = counts[two].astype(np.float64)
+    # Renumber the records that have two or more RTTs 0 … k-1 (rec is sorted).
+    owner = np.cumsum(two)[rec] - 1
+    rank = _ranks(counts[two])
+    k = len(many)
+    mean = _sums(owner, rank, x, k, exact=True) / many
+    deviation = x - mean[owner]
+    # float_power with an array of exponents calls C's pow as Python does (np.power and
+    # ** with a scalar 2 square instead).
+    squares = np.float_power(deviation, np.full(len(deviation), 2.0))
+    out[two] = np.sqrt(_sums(owner, rank, squares, k, exact=True) / (many - 1))
+
+
+def _traces(rows: np.ndarray, records: list[Any], figures: dict[str, np.ndarray],
+            objects: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The figures of trace records (at ``rows``: :func:`_trace_figures`) and their hops'
+    columns (:func:`_hops`).
+
+    The hops are gathered as rows, a tuple each, and turned into columns once: read
+    field after field instead (as the other kinds are), the nested hops, responders and
+    probes of a block's traces were fetched from memory again for every field, which
+    measured slower.
+    """
+    bodies = list(map(_BODY, records))
+    figures["port"][rows] = _floats(map(_PORT, bodies))
+    found = list(map(_trace_figures, records))
+    reached = [i for i, f in enumerate(found) if f is not None]
+    if reached:
+        at = rows[reached]
+        table = list(zip(*(found[i] for i in reached), strict=True))
+        for name, values in zip(("rtt_ms", "rtt_min_ms", "loss_ratio", "jitter_ms", "sent",
+                                 "received"), table[:6], strict=True):
+            figures[name][at] = _floats(values)
+        objects["rtt_stat"][at] = table[6]
+        figures["rtt_samples"][at] = _floats(table[7])
+    h: list[tuple[Any, ...]] = []
+    for rec, r in zip(rows.tolist(), records, strict=True):
+        _hops(rec, r, h)
+    return _transposed(h, _HOP_OWN)
+
+
+def _hops(rec: int, r: TraceRecord, h: list[tuple[Any, ...]]) -> None:
+    """A row per (TTL, responder), in the order of :data:`_HOP_OWN` (a silent TTL: one row)."""
+    b = r.body
+    dest_hop = b.dest_ttl if b.reached else None
+    protocol = b.protocol
+    address = r.address
+    for hop in b.hops:
+        ttl = hop.ttl
+        probes = hop.probes
+        sent = len(probes)
+        loss = hop.loss_ratio
+        responders = hop.responders
+        if not responders:  # a silent TTL is still a row
+            h.append((rec, protocol, ttl, None, 0, sent, loss, None, None, None, False,
+                      None, None, None, None, None, None))
+            continue
+        at_dest = ttl == dest_hop
+        # The destination is the record's address; failing that (it answered
+        # from another address), whoever answered at the destination's TTL.
+        own = at_dest and any(x.address == address for x in responders)
+        for resp in responders:
+            where = resp.address
+            icmp = None
+            for probe in probes:
+                if probe.address == where and probe.icmp_type is not None:
+                    icmp = probe.icmp_type
+                    break
+            st = resp.stats
+            note = resp.annotation
+            if note is None:
+                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
+                          st.median_ms, icmp, at_dest and (where == address or not own),
+                          None, None, None, None, None, None))
+            else:
+                h.append((rec, protocol, ttl, where, resp.replies, sent, loss, st.min_ms,
+                          st.median_ms, icmp, at_dest and (where == address or not own),
+                          note.asn, note.as_org, note.country, note.city, note.lat,
+                          note.lon))
 
 
 def _transposed(rows: list[tuple[Any, ...]], specs: dict[str, _Spec]) -> dict[str, Any]:
@@ -1007,6 +1329,58 @@ def _transposed(rows: list[tuple[Any, ...]], specs: dict[str, _Spec]) -> dict[st
         return {name: _compact(spec, []) for name, spec in specs.items()}
     return {name: _compact(spec, list(values)) for (name, spec), values in zip(
         specs.items(), zip(*rows, strict=True), strict=True)}
+
+
+def _repeated(values: list[Any], rows: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """A categorical part (:func:`_compact`) of ``values`` taken at ``rows``: only the
+    values taken among its uniques (a record with no rows adds no category)."""
+    codes, uniques = _compact("cat", values)
+    codes = codes[rows]
+    used = np.zeros(len(uniques) + 1, dtype=bool)
+    used[codes] = True  # (-1, missing, marks the extra last slot)
+    used = used[:-1]
+    if used.all():
+        return codes, uniques
+    renumbered = np.append(np.cumsum(used) - 1, -1).astype(np.int32)
+    return renumbered[codes], [u for u, keep in zip(uniques, used, strict=True) if keep]
+
+
+def _mails(rows: np.ndarray, records: list[Any], ok: np.ndarray,
+           figures: dict[str, np.ndarray], objects: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The figures of smtp and imap records (at ``rows``; ``ok``: their status is ok) and
+    their phases' columns, a row per phase in order.
+
+    handshake_ms (and rtt_ms) is the sum of the phases' durations, in order, when the
+    record is ok, no phase failed and every phase has its duration.
+    """
+    bodies = list(map(_BODY, records))
+    figures["port"][rows] = _floats(map(_PORT, bodies))
+    failed = list(map(_FAILED, bodies))
+    objects["failed_phase"][rows] = failed
+    tls = list(map(_TLS, bodies))
+    with_tls = [i for i, t in enumerate(tls) if t is not None]
+    if with_tls:
+        kept = [tls[i] for i in with_tls]
+        objects["tls_version"][rows[with_tls]] = list(map(_VERSION, kept))
+        objects["cert_verified"][rows[with_tls]] = list(map(_VERIFIED, kept))
+    listed = list(map(_PHASES, bodies))
+    counts = np.fromiter(map(len, listed), dtype=np.int64, count=len(listed))
+    phases = list(itertools.chain.from_iterable(listed))
+    record_of = np.repeat(np.arange(len(records), dtype=np.int64), counts)
+    durations = _floats(map(_DURATION, phases))
+    untimed = np.bincount(record_of[np.isnan(durations)], minlength=len(records))
+    complete = (ok & (counts > 0) & (untimed == 0)
+                & np.array([f is None for f in failed], dtype=bool))
+    summed = _sums(record_of, _ranks(counts), durations, len(records), exact=False)
+    handshake = np.where(complete, summed, np.nan)
+    figures["handshake_ms"][rows] = handshake
+    figures["rtt_ms"][rows] = handshake
+    figures["rtt_samples"][rows] = complete
+    return {"_rec": rows[record_of].astype(np.int64),
+            "mode": _repeated(list(map(_MODE, bodies)), record_of),
+            "phase": _compact(PHASE_ORDER, list(map(_NAME, phases))),
+            "duration_ms": durations,
+            "ok": np.array(list(map(_OK, phases)), dtype=bool)}
 
 
 class _Builder:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from .jsonl import (
     decode_all,
+    decode_many,
     decode_record,
     encode_record,
     read_jsonl,
@@ -145,6 +146,7 @@ __all__ = [
     "ZoneAnswer",
     "canonical_schema",
     "decode_all",
+    "decode_many",
     "decode_record",
     "encode_record",
     "json_schema",

@@ -13,7 +13,8 @@ from ..errors import SchemaError
 from ..files import replaced_whole
 from .structs import KINDS, SCHEMA_VERSION, AnyRecord, Record
 
-__all__ = ["decode_all", "decode_record", "encode_record", "read_jsonl", "write_jsonl"]
+__all__ = ["decode_all", "decode_many", "decode_record", "encode_record", "read_jsonl",
+           "write_jsonl"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyRecord)
@@ -47,6 +48,18 @@ def decode_record(data: bytes | str) -> AnyRecord:
         # ValueError msgspec translates (e.g. an overflow): still bad data.
         raise SchemaError(f"a value is out of range: {exc}") from None
     return record
+
+
+def decode_many(data: bytes | memoryview) -> list[AnyRecord]:
+    """Every record of ``data`` (JSON values with whitespace between them) decoded and
+    validated by one call (msgspec's ``decode_lines``): cheaper than a call per record.
+
+    A bad value raises whatever the decoder or a struct's check raised; it does not say
+    which value, and values need not be one per line: for JSON Lines, decode one line at
+    a time with :func:`decode_record` to find and explain a bad one.
+    """
+    records: list[AnyRecord] = _decoder.decode_lines(data)
+    return records
 
 
 #: Why a line nested deeper than the decoder's recursion guard is refused (a record
