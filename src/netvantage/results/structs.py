@@ -700,6 +700,10 @@ class Responder(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unkn
     annotation: Annotation | None = None
 
 
+_get_address = operator.attrgetter("address")
+_get_replies = operator.attrgetter("replies")
+
+
 class Hop(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One TTL: every probe (answered or not) and the responders derived from them."""
 
@@ -725,8 +729,10 @@ class Hop(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fi
         return cls(ttl=ttl, probes=list(probes), responders=responders, loss_ratio=loss)
 
     def __post_init__(self) -> None:
-        answered = sum(p.address is not None for p in self.probes)
-        if sum(r.replies for r in self.responders) != answered:
+        # (C loops: a trace's hops are checked for every trace the analysis loads.)
+        probes = self.probes
+        answered = len(probes) - list(map(_get_address, probes)).count(None)
+        if sum(map(_get_replies, self.responders)) != answered:
             raise ValueError(f"hop {self.ttl}: responders do not add up to the answered probes")
 
 
