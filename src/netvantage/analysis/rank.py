@@ -359,20 +359,43 @@ def _replicate_metrics(strata: _Strata, region: str, target: str, latency_kinds:
         return [(table[(region, target, k)], draws[k]) for k in kinds
                 if (region, target, k) in table]
 
-    served = (*cost.latency_kinds, *latency_kinds, *cost.handshake_kinds)
-    kinds_here = tuple(k for k in strata.kinds.get((region, target), ()) if k in served)
+    kinds_here = _served(strata, region, target, latency_kinds, cost)
     values, weights = _drawn(parts(strata.rtt, latency_kinds), n_boot)
     rtt_q = replicate_quantiles(values, weights, (0.50, 0.95))
     loss_values, loss_weights = _drawn(parts(strata.loss, latency_kinds), n_boot)
     hs_values, hs_weights = _drawn(parts(strata.handshake, cost.handshake_kinds), n_boot)
-    ok_values, ok_weights = _drawn(parts(strata.ok, kinds_here), n_boot)
     return {
         "rtt_p50_ms": rtt_q[:, 0],
         "rtt_p95_ms": rtt_q[:, 1],
         "loss_pct": 100.0 * _replicate_mean(loss_values, loss_weights),
         "handshake_p95_ms": replicate_quantiles(hs_values, hs_weights, (0.95,))[:, 0],
-        "failure_pct": 100.0 * (1.0 - _replicate_mean(ok_values, ok_weights)),
+        "failure_pct": 100.0 * (1.0 - _replicate_share(parts(strata.ok, kinds_here), n_boot)),
     }
+
+
+def _served(strata: _Strata, region: str, target: str, latency_kinds: tuple[str, ...],
+            cost: CostModel) -> tuple[str, ...]:
+    """The pair's kinds a client's service uses (its failures count): the latency kinds,
+    the kinds its latency comes from, the handshake kinds."""
+    served = (*cost.latency_kinds, *latency_kinds, *cost.handshake_kinds)
+    return tuple(k for k in strata.kinds.get((region, target), ()) if k in served)
+
+
+def _replicate_share(parts: list[tuple[FloatArray, npt.NDArray[np.int64]]], n_boot: int
+                     ) -> FloatArray:
+    """:func:`_replicate_mean` of 0/1 values (records' ``ok``) and their draw counts,
+    without sorting them: every sum is of whole numbers below 2**53, exact in any order,
+    so the figures are those of the product of :func:`_drawn`'s sorted columns."""
+    if not parts:
+        return np.full(n_boot, np.nan)
+    hits = np.zeros(n_boot, dtype=np.int64)
+    total = np.zeros(n_boot, dtype=np.int64)
+    for values, counts in parts:
+        hits += counts[:, values == 1.0].sum(axis=1)
+        total += counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(total > 0, hits.astype(np.float64) / np.maximum(total, 1),
+                                   np.nan), dtype=np.float64)
 
 
 def _costs(metrics: Mapping[str, FloatArray], cost: CostModel,
@@ -837,10 +860,15 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
                 continue
             rng = _pair_rng(seed, r, t)
             kinds = strata.kinds.get((r, t), ())
-            draws = {kind: _draw_counts(rng, len(strata.ok[(r, t, kind)]), n_boot)
-                     for kind in kinds}
             latency_kinds = (cost.latency_kinds if costed.point.latency[rows[i], j]
                              else cost.fallback_kinds)
+            # The kinds are drawn in sorted order from the pair's stream; those after the
+            # last kind a metric uses (the traces, mostly) are not drawn: what is drawn
+            # before them is the same.
+            used_kinds = _served(strata, r, t, latency_kinds, cost)
+            last = max((kinds.index(k) for k in used_kinds), default=-1)
+            draws = {kind: _draw_counts(rng, len(strata.ok[(r, t, kind)]), n_boot)
+                     for kind in kinds[:last + 1]}
             terms = _costs(_replicate_metrics(strata, r, t, latency_kinds, cost, draws, n_boot),
                            cost, used)
             total = np.zeros(n_boot)

@@ -527,7 +527,7 @@ def _analysis(campaign: Campaign, earlier: Campaign | None, ready: Readiness | N
         cost = CostModel()  # traces stand in per pair only (CostModel.fallback_kinds)
     if thresholds is None:
         thresholds = Thresholds()
-        measured = set(campaign.measurements["kind"].astype(str).unique())
+        measured = {str(k) for k in campaign.measurements["kind"].dropna().unique()}
         if not measured & set(thresholds.handshake_kinds):
             # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
             thresholds = Thresholds(handshake_p95_ms=None)
