@@ -333,7 +333,8 @@ def _draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> npt.NDArray[n
     """``n_boot`` draws of ``n`` records with replacement (uniform indices, one call to the
     pair's stream) as counts per record (replicates × records): one count matrix per
     stratum serves every metric of the pair."""
-    drawn = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, np.newaxis]
+    drawn = rng.integers(0, n, size=(n_boot, n))
+    drawn += (np.arange(n_boot) * n)[:, np.newaxis]  # in place: no second B × n array
     return np.bincount(drawn.ravel(), minlength=n_boot * n).reshape(n_boot, n)
 
 
@@ -388,11 +389,15 @@ def _replicate_share(parts: list[tuple[FloatArray, npt.NDArray[np.int64]]], n_bo
     so the figures are those of the product of :func:`_drawn`'s sorted columns."""
     if not parts:
         return np.full(n_boot, np.nan)
-    hits = np.zeros(n_boot, dtype=np.int64)
+    misses = np.zeros(n_boot, dtype=np.int64)
     total = np.zeros(n_boot, dtype=np.int64)
     for values, counts in parts:
-        hits += counts[:, values == 1.0].sum(axis=1)
-        total += counts.sum(axis=1)
+        # Most records succeed: the few failed ones' columns are summed, not the rest.
+        failed = np.flatnonzero(values != 1.0)
+        if len(failed):
+            misses += counts[:, failed].sum(axis=1)
+        total += counts.shape[1]  # each replicate draws as many records as there are
+    hits = total - misses
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.asarray(np.where(total > 0, hits.astype(np.float64) / np.maximum(total, 1),
                                    np.nan), dtype=np.float64)
