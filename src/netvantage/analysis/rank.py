@@ -575,6 +575,13 @@ class PairCosts:
         self.assumed = dict(assumed or {})
         self._strata: _Strata | None = None
         self._tables: dict[tuple[tuple[str, ...], tuple[float, ...]], _Costed] = {}
+        self._spreads: tuple[_Spreads | None] | None = None
+
+    def spreads(self) -> _Spreads | None:
+        """:func:`_record_spreads` of the measurements, computed on the first call."""
+        if self._spreads is None:
+            self._spreads = (_record_spreads(self.measurements),)
+        return self._spreads[0]
 
     def table(self, measurements: pd.DataFrame, regions: list[str], cost: CostModel,
               thresholds: Thresholds, weights: Mapping[str, float],
@@ -746,7 +753,10 @@ def rank(
             best = np.argmin(filled, axis=1)
             p_best = np.bincount(best, minlength=n_targets) / n_boot
             p_best[np.isnan(scores) | ~eligible] = np.nan
-    se = np.where(np.isnan(se), _spread_se(measurements, costed, active, wvec, cost), se)
+    if np.isnan(se).any():  # the records' own spreads only where the bootstrap gave none
+        spreads = pair_costs.spreads() if pair_costs is not None else None
+        se = np.where(np.isnan(se), _spread_se(measurements, costed, active, wvec, cost,
+                                               spreads), se)
 
     order = _order(scores, meets, eligible)
     bd = costed.breakdown
@@ -781,7 +791,8 @@ MEDIAN_SE_FACTOR = 1.2533
 
 
 def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[np.bool_],
-               wvec: FloatArray, cost: CostModel) -> FloatArray:
+               wvec: FloatArray, cost: CostModel, spreads: _Spreads | None = None
+               ) -> FloatArray:
     """Noise of each score from the spread *inside* single records (no records to resample).
 
     A pair with one RTT record whose spread (``rtt_sd_ms``) and sample count
@@ -790,8 +801,33 @@ def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[
     weighted squares over its pairs; NaN when any pair's spread is unknown.
     """
     out = np.full(len(costed.targets), np.nan)
-    if "rtt_sd_ms" not in measurements.columns or "rtt_samples" not in measurements.columns:
+    per = _record_spreads(measurements) if spreads is None else spreads
+    if per is None:
         return out
+    for j, t in enumerate(costed.targets):
+        total = 0.0
+        for i in np.flatnonzero(active):
+            if np.isnan(costed.cost[i, j]) or costed.assumed[i, j]:
+                continue
+            n, sd, n_samples = per.get((costed.regions[i], t), (0, np.nan, np.nan))
+            if n != 1 or not np.isfinite(sd) or not n_samples >= 2:
+                total = np.nan
+                break
+            pair_se = ((cost.rtt_p50_ms + cost.rtt_p95_ms) * MEDIAN_SE_FACTOR * sd
+                       / np.sqrt(n_samples))
+            total += float((wvec[i] * pair_se) ** 2)
+        out[j] = np.sqrt(total) if np.isfinite(total) else np.nan
+    return out
+
+
+_Spreads = dict[tuple[str, str], tuple[int, float, float]]
+
+
+def _record_spreads(measurements: pd.DataFrame) -> _Spreads | None:
+    """Per (region, target): its RTT records, and the spread and sample count of its first
+    one (:func:`_spread_se`); None when the records carry no spreads."""
+    if "rtt_sd_ms" not in measurements.columns or "rtt_samples" not in measurements.columns:
+        return None
     m = measurements.loc[measurements["rtt_ms"].notna(), ["region", "target", "rtt_sd_ms",
                                                            "rtt_samples"]]
     m = m[m["region"].notna() & m["target"].notna()]
@@ -807,20 +843,7 @@ def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[
         for r, t, sd, n in zip(first["region"], first["target"],
                                first["rtt_sd_ms"].to_numpy(dtype=np.float64, na_value=np.nan),
                                first["rtt_samples"].astype("Float64"), strict=True)}
-    for j, t in enumerate(costed.targets):
-        total = 0.0
-        for i in np.flatnonzero(active):
-            if np.isnan(costed.cost[i, j]) or costed.assumed[i, j]:
-                continue
-            n, sd, n_samples = per.get((costed.regions[i], t), (0, np.nan, np.nan))
-            if n != 1 or not np.isfinite(sd) or not n_samples >= 2:
-                total = np.nan
-                break
-            pair_se = ((cost.rtt_p50_ms + cost.rtt_p95_ms) * MEDIAN_SE_FACTOR * sd
-                       / np.sqrt(n_samples))
-            total += float((wvec[i] * pair_se) ** 2)
-        out[j] = np.sqrt(total) if np.isfinite(total) else np.nan
-    return out
+    return per
 
 
 def _pair_rng(seed: int, region: str, target: str) -> np.random.Generator:
