@@ -311,10 +311,22 @@ def _km(lat1: npt.NDArray[np.float64], lon1: npt.NDArray[np.float64],
 def _best(ids: npt.NDArray[np.intp], key: npt.NDArray[np.float64], n: int
           ) -> npt.NDArray[np.intp]:
     """Per id 0..n-1, the position of its row with the largest ``key`` (ties: the first
-    row; NaN only when all are); -1: no row.  ``ids`` are sorted."""
-    order = np.lexsort((-key, ids))
-    at = _first_of(ids[order], n)
-    return _pick(order, at, -1)
+    row; NaN only when all are); -1: no row.  ``ids`` are sorted.
+
+    Each id's largest key by one reduction over its run of rows, then its first row
+    holding it (not a sort of every row by id and key)."""
+    out = np.full(n, -1, dtype=np.intp)
+    if not len(ids):
+        return out
+    new = np.r_[True, ids[1:] != ids[:-1]]
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    top = np.fmax.reduceat(key, starts)  # NaN only when every key of the id is NaN
+    hit = np.flatnonzero(key == top[group])
+    first = np.full(len(starts), -1, dtype=np.intp)
+    first[group[hit][::-1]] = hit[::-1]  # written last to first: each id's first hit stays
+    out[ids[starts]] = np.where(first >= 0, first, starts)  # all NaN: the id's first row
+    return out
 
 
 def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
