@@ -385,6 +385,16 @@ def test_a_step_change_in_a_longer_series_is_flagged_in_every_kind() -> None:
         assert abs(since - step_at) <= pd.Timedelta("2min")
 
 
+def test_flags_are_the_same_with_categorical_and_plain_keys() -> None:
+    # The pairs are numbered from a Categorical's categories or from the strings themselves.
+    frame = _stepped(0, T0 + pd.Timedelta(seconds=490), extra_ms=54.0, loss_after=0.0975,
+                     minutes=16)
+    flags = degradation_flags(frame, window="1min")
+    assert len(flags)
+    plain = frame.assign(**{c: frame[c].astype(object) for c in ("region", "target", "kind")})
+    pd.testing.assert_frame_equal(degradation_flags(plain, window="1min"), flags)
+
+
 def test_a_steady_series_with_outliers_has_no_history_flag() -> None:
     frame = _stepped(11, T0 + pd.Timedelta(hours=1), extra_ms=54.0, loss_after=0.1)
     assert degradation_flags(frame, window="1min").empty
@@ -551,6 +561,57 @@ def test_bootstrap_interval_equals_the_straightforward_bootstrap() -> None:
             np.std(reference[:, j], ddof=1), rel=1e-9)
     best = np.bincount(np.argmin(reference, axis=1), minlength=2) / 120
     assert table.loc[["X", "Y"], "p_best"].tolist() == pytest.approx(best.tolist())
+
+
+def test_the_bootstrap_draws_every_kind_up_to_the_last_one_a_metric_reads() -> None:
+    # Traces sort after ping and tcp: a pair measured by ping does not draw them (nothing
+    # comes after them in its stream); "dns" sorts before them and no metric reads it, yet
+    # it is drawn (the stream goes on); target Z has traces only, which its latency terms
+    # then read.  The interval must be the reference's, which draws every kind.
+    frame = _noisy_campaign(5, {"ZM-LUN": {"X": 30.0, "Y": 60.0},
+                                "GB-LHR": {"X": 90.0, "Y": 20.0}}, n=15)
+    rng = np.random.default_rng(11)
+    extra = []
+    for region in ("ZM-LUN", "GB-LHR"):
+        for target in ("X", "Y", "Z"):
+            for i in range(8):
+                when = T0 + pd.Timedelta(seconds=20 * i)
+                extra.append(_record(region, target, "trace", when,
+                                     rtt=40.0 + rng.gamma(2.0, 3.0), loss=0.0, sent=3))
+                hs = 250.0 + rng.gamma(2.0, 30.0)
+                extra.append(_record(region, target, "smtp", when, rtt=hs, loss=None,
+                                     sent=None, handshake=hs))
+                extra.append(_record(region, target, "dns", when, rtt=rng.uniform(5, 9),
+                                     loss=None, sent=None, ok=bool(rng.random() > 0.2)))
+    frame = _frame([{str(k): v for k, v in r.items()} for r in frame.to_dict("records")] + extra)
+    weights = {"ZM-LUN": 0.6, "GB-LHR": 0.4}
+    ranking = rank(frame, weights, n_boot=80, seed=2)
+    assert set(ranking.breakdown.loc[ranking.breakdown["target"] == "Z", "latency_from"]) == {
+        "trace"}
+    table = ranking.table.set_index("target")
+    reference = _reference_bootstrap_scores(frame, weights, 80, 2)
+    for j, target in enumerate(["X", "Y", "Z"]):
+        assert table.loc[target, "score_lo"] == pytest.approx(
+            np.percentile(reference[:, j], 2.5), rel=1e-9)
+        assert table.loc[target, "score_hi"] == pytest.approx(
+            np.percentile(reference[:, j], 97.5), rel=1e-9)
+        assert table.loc[target, "score_se"] == pytest.approx(
+            np.std(reference[:, j], ddof=1), rel=1e-9)
+
+
+def test_the_success_share_is_the_product_of_the_sorted_draws() -> None:
+    # The share of successes in each replicate, from the failed records' counts alone,
+    # equals to the bit the mean of the drawn 0/1 values (sorted, as a product).
+    from netvantage.analysis.rank import _draw_counts, _drawn, _replicate_mean, _replicate_share
+
+    rng = np.random.default_rng(4)
+    for sizes in ([7], [5, 9, 1], [3, 3]):
+        for p_ok in (1.0, 0.0, 0.7):
+            parts = [((rng.random(n) < p_ok).astype(np.float64), _draw_counts(rng, n, 30))
+                     for n in sizes]
+            want = _replicate_mean(*_drawn(parts, 30))
+            assert np.array_equal(_replicate_share(parts, 30), want, equal_nan=True)
+    assert np.isnan(_replicate_share([], 5)).all()
 
 
 def test_ranking_is_the_same_with_categorical_and_plain_keys() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -224,3 +225,24 @@ def test_lab_campaign_detour_named_at_lisbon() -> None:
     assert d.to_dict()["dropped_hops"] == 0
     region = row(d.by_region.set_index("region"), "ZM-LUN")
     assert region["inflation_detoured"] > region["inflation_direct"]
+
+
+def test_best_row_per_trace_is_the_first_largest_key() -> None:
+    # The hop a detour is named by: per trace its row with the largest key, the first of
+    # equal ones, the first row when every key is NaN, -1 for a trace without rows.
+    from netvantage.analysis.detours import _best
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 12))
+        ids = np.sort(rng.integers(0, n, size=int(rng.integers(0, 40))))
+        key = rng.integers(-2, 3, size=len(ids)).astype(float)
+        key[rng.random(len(ids)) < 0.3] = np.nan
+        key[rng.random(len(ids)) < 0.1] = -np.inf
+        want = []
+        for i in range(n):
+            rows = np.flatnonzero(ids == i)
+            finite = [r for r in rows if not np.isnan(key[r])]
+            want.append(-1 if not len(rows) else rows[0] if not finite
+                        else max(finite, key=lambda r: (key[r], -r)))
+        assert _best(ids, key, n).tolist() == want

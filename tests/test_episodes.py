@@ -99,6 +99,34 @@ def test_the_window_follows_the_cadence() -> None:
     assert episode_window(weekly, EpisodeOptions(window=pd.Timedelta("2D"))) == 2 * DAY
 
 
+def test_series_shared_reads_the_series_once_with_the_same_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from netvantage.analysis import episodes
+
+    frame = _frame({("R", "dc"): [10.0] * 12 + [40.0] * 12, ("S", "dc"): [20.0] * 24},
+                   step=pd.Timedelta(minutes=1))
+    other = _frame({("R", "dc"): [10.0] * 24}, step=pd.Timedelta(minutes=2))
+    calls: list[int] = []
+    computed = episodes._series_rows_of
+
+    def counted(measurements: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+        calls.append(id(measurements))
+        return computed(measurements)
+
+    monkeypatch.setattr(episodes, "_series_rows_of", counted)
+    alone = repr((cadence(frame), find_episodes(frame), cadence(other)))
+    assert len(calls) == 3
+    calls.clear()
+    with episodes.series_shared():
+        with episodes.series_shared():  # nested: the outer block's table
+            shared = repr((cadence(frame), find_episodes(frame), cadence(other)))
+        assert cadence(frame) == pd.Timedelta(minutes=1)
+    assert shared == alone
+    assert calls == [id(frame), id(other)]  # each frame's series once
+    cadence(frame)  # past the block: computed again
+    assert len(calls) == 3
+
+
 def test_two_snapshots_in_one_dataset_are_recognised() -> None:
     hours = pd.Timedelta(hours=1)
     a = _frame({("R", "dc"): [10.0, 11.0, 10.0]}, step=hours)

@@ -15,7 +15,7 @@ import pyarrow.compute  # type: ignore[import-untyped]
 
 from .load import _trim_heap
 
-__all__ = ["distinct", "give_back", "positions", "rows_of", "sorted_codes"]
+__all__ = ["distinct", "give_back", "positions", "rows_of", "sorted_codes", "str_codes"]
 
 
 def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
@@ -39,6 +39,21 @@ def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[n
         return codes, np.asarray(names, dtype=object)[used]
     codes, names = pd.factorize(column.astype("string"), sort=True)
     return codes, np.asarray(names, dtype=object)
+
+
+def str_codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """Codes of ``column.astype(str)``'s values numbered in sorted order, and those values
+    (a missing key is ``"nan"``, as ``astype(str)`` writes it).  A Categorical's names are
+    its categories, used or not (and "nan"), converted and sorted once: no string per row.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.array([str(c) for c in column.cat.categories] + ["nan"], dtype=object)
+        distinct, inverse = np.unique(names, return_inverse=True)
+        return (np.asarray(inverse, dtype=np.int64)[column.cat.codes.to_numpy()],
+                np.asarray(distinct, dtype=object))
+    codes, uniques = pd.factorize(np.asarray(column.astype(str).to_numpy(), dtype=object),
+                                  sort=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
 
 
 def positions(column: pd.Series, names: npt.NDArray[np.object_]) -> npt.NDArray[np.intp]:

@@ -200,11 +200,14 @@ def coverage(measurements: pd.DataFrame, weights: Mapping[str, float], ranking: 
     weighted = sorted(r for r, w in weights.items() if w > 0)
     regions = sorted({str(r) for r in measurements["region"].dropna().unique()} | set(weighted))
     targets = sorted(str(t) for t in measurements["target"].dropna().unique())
-    answered = measurements[measurements["rtt_ms"].notna()
-                            & ~measurements["kind"].astype(str).isin(["smtp", "imap"])]
+    # Only the key columns are filtered (not the whole frame: its ids are a million
+    # strings), and the kinds compared as they are (no string copy of the column).
+    keys = measurements[["region", "target"]]
+    answered = keys[(measurements["rtt_ms"].notna()
+                     & ~measurements["kind"].isin(["smtp", "imap"])).to_numpy(dtype=bool)]
     measured_pairs = {(str(r), str(t)) for r, t in
-                      answered[["region", "target"]].drop_duplicates().itertuples(index=False)}
-    sizes = measurements.groupby(["region", "target"], observed=True).size().reset_index()
+                      answered.drop_duplicates().itertuples(index=False)}
+    sizes = keys.groupby(["region", "target"], observed=True).size().reset_index()
     counts: dict[tuple[str, str], int] = {
         (str(r), str(t)): int(n) for r, t, n in sizes.itertuples(index=False)}
     dead = [t for t in targets if not any(p[1] == t for p in measured_pairs)]

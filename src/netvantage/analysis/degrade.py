@@ -56,6 +56,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
+from .codes import str_codes
 from .fastagg import key_strings
 from .ranktests import fisher_greater, mwu_greater, tied_ranks
 
@@ -111,7 +112,10 @@ def degradation_flags(
                     min_windows, min_records)
     # No astype(str) of the whole kind column (0.2 s for a million-row categorical): isin
     # reads a categorical's categories; the kept rows' kinds as strings for the group-by.
-    data = measurements[measurements["kind"].isin(list(kinds)).to_numpy(dtype=bool)]
+    # Only the columns the tests read are filtered and split (not the records' ids).
+    used = [c for c in ("kind", "region", "target", "started_at", "rtt_ms", "rtt_min_ms",
+                        "loss_ratio", "sent") if c in measurements.columns]
+    data = measurements.loc[measurements["kind"].isin(list(kinds)).to_numpy(dtype=bool), used]
     flags: list[dict[str, Any]] = []
     floors = _floors(inflation) if inflation is not None else None
     for kind, frame in data.groupby(key_strings(data["kind"]), sort=True):
@@ -230,8 +234,8 @@ def _pairs(frame: pd.DataFrame, window: pd.Timedelta) -> dict[tuple[str, str], _
         return {}
     # The pair's code from the region's and the target's sorted codes: the order of the
     # (region, target) strings, without a MultiIndex of a million tuples (0.4 s at 1M).
-    regions, region_names = pd.factorize(key_strings(frame["region"]), sort=True)
-    targets, target_names = pd.factorize(key_strings(frame["target"]), sort=True)
+    regions, region_names = str_codes(frame["region"])
+    targets, target_names = str_codes(frame["target"])
     code = regions.astype(np.int64) * len(target_names) + targets
     order = np.argsort(code, kind="stable")
     code = code[order]

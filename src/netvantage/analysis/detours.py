@@ -297,13 +297,36 @@ def _firsts(ids: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
     return first
 
 
+def _km(lat1: npt.NDArray[np.float64], lon1: npt.NDArray[np.float64],
+        lat2: npt.NDArray[np.float64], lon2: npt.NDArray[np.float64]
+        ) -> npt.NDArray[np.float64]:
+    """``great_circle_km`` of arrays, all NaN at once when one of them is (no probe or
+    target placed: no locations given), which is what the trigonometry would give."""
+    arrays = [np.asarray(v, dtype=np.float64) for v in (lat1, lon1, lat2, lon2)]
+    if any(a.size and np.isnan(a).all() for a in arrays):
+        return np.full(np.broadcast_shapes(*(a.shape for a in arrays)), np.nan)
+    return great_circle_km(*arrays)
+
+
 def _best(ids: npt.NDArray[np.intp], key: npt.NDArray[np.float64], n: int
           ) -> npt.NDArray[np.intp]:
     """Per id 0..n-1, the position of its row with the largest ``key`` (ties: the first
-    row; NaN only when all are); -1: no row.  ``ids`` are sorted."""
-    order = np.lexsort((-key, ids))
-    at = _first_of(ids[order], n)
-    return _pick(order, at, -1)
+    row; NaN only when all are); -1: no row.  ``ids`` are sorted.
+
+    Each id's largest key by one reduction over its run of rows, then its first row
+    holding it (not a sort of every row by id and key)."""
+    out = np.full(n, -1, dtype=np.intp)
+    if not len(ids):
+        return out
+    new = np.r_[True, ids[1:] != ids[:-1]]
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    top = np.fmax.reduceat(key, starts)  # NaN only when every key of the id is NaN
+    hit = np.flatnonzero(key == top[group])
+    first = np.full(len(starts), -1, dtype=np.intp)
+    first[group[hit][::-1]] = hit[::-1]  # written last to first: each id's first hit stays
+    out[ids[starts]] = np.where(first >= 0, first, starts)  # all NaN: the id's first row
+    return out
 
 
 def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
@@ -341,7 +364,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     at_src = pd.Index(countries, dtype="string").get_indexer(pd.Index(src["src_country"]))
     at_src = np.where(src["src_country"].notna().to_numpy(), at_src, -1)[pid]
     located = ~np.isnan(lat) & ~np.isnan(lon)
-    km_src = great_circle_km(slat[pid], slon[pid], lat, lon)
+    km_src = _km(slat[pid], slon[pid], lat, lon)
     testable = located & ~np.isnan(km_src) & ~np.isnan(rtt)
     too_far = testable & (km_src > rtt / 2.0 * FIBRE_KM_PER_MS + tolerance_km)
     home = (country >= 0) & (country == at_src)
@@ -406,7 +429,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     start_lon = o["src_lon"].fillna(first["plon"])
     end_lat = o["dst_lat"].fillna(last["plat"])
     end_lon = o["dst_lon"].fillna(last["plon"])
-    tail = great_circle_km(last["plat"].to_numpy(), last["plon"].to_numpy(),
+    tail = _km(last["plat"].to_numpy(), last["plon"].to_numpy(),
                            o["dst_lat"].to_numpy(), o["dst_lon"].to_numpy())
     out["direct_km"] = great_circle_km(start_lat.to_numpy(), start_lon.to_numpy(),
                                        end_lat.to_numpy(), end_lon.to_numpy())
@@ -430,8 +453,8 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     dest_rtt = np.full(n, np.nan)
     np.fmin.at(dest_rtt, pid[per.dest], rtt[per.dest])
     out["rtt_ms"] = dest_rtt
-    direct_floor = rtt_floor_ms(great_circle_km(o["src_lat"].to_numpy(), o["src_lon"].to_numpy(),
-                                                o["dst_lat"].to_numpy(), o["dst_lon"].to_numpy()))
+    direct_floor = rtt_floor_ms(_km(o["src_lat"].to_numpy(), o["src_lon"].to_numpy(),
+                                    o["dst_lat"].to_numpy(), o["dst_lon"].to_numpy()))
     out["inflation"] = out["rtt_ms"].to_numpy() / np.maximum(direct_floor, MIN_FLOOR_MS)
 
     # Where the time goes: the largest RTT step beyond the fibre floor of its leg.

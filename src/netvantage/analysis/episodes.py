@@ -65,7 +65,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -80,7 +81,7 @@ from .pathchange import PathChange, find_path_changes
 
 __all__ = ["Changes", "Comparison", "Episode", "EpisodeOptions", "Improvement", "PairChange",
            "cadence", "compare", "episode_window", "find_changes", "find_episodes",
-           "snapshot_split", "snapshots"]
+           "series_shared", "snapshot_split", "snapshots"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -389,10 +390,43 @@ def _distinct(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
 
 
-def _series_rows(measurements: pd.DataFrame
-                 ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+_SeriesRows = tuple[pd.DataFrame, list[tuple[str, str, str]]]
+#: Inside :func:`series_shared`: measurements frame → (that frame, its :func:`_series_rows`).
+_SHARED: dict[int, tuple[pd.DataFrame, _SeriesRows]] | None = None
+
+
+@contextmanager
+def series_shared() -> Iterator[None]:
+    """Within the block, :func:`_series_rows` of a frame is computed once, however often it
+    is asked for (``analyse`` asks for the cadence and then for the episodes of the same
+    records).  The block must not change the frames it analyses; its results are those
+    computed without it.  Nested blocks share the outer one's."""
+    global _SHARED
+    if _SHARED is not None:
+        yield
+        return
+    _SHARED = {}
+    try:
+        yield
+    finally:
+        _SHARED = None
+
+
+def _series_rows(measurements: pd.DataFrame) -> _SeriesRows:
     """The records of every series (:func:`_series`) in one frame, numbered by ``_series``
     (an index into the keys, which are sorted by region and target)."""
+    if _SHARED is None:
+        return _series_rows_of(measurements)
+    # Keyed by the frame's identity while the memo holds the frame (the id is not reused).
+    hit = _SHARED.get(id(measurements))
+    if hit is None or hit[0] is not measurements:
+        hit = (measurements, _series_rows_of(measurements))
+        _SHARED[id(measurements)] = hit
+    return hit[1]
+
+
+def _series_rows_of(measurements: pd.DataFrame) -> _SeriesRows:
+    """:func:`_series_rows`, computed."""
     # Only the columns used, and no astype(str) of the whole kind column (isin reads a
     # categorical's categories): a filter of every column of a million records copied
     # some 100 MB.

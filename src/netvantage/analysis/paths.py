@@ -105,6 +105,31 @@ def _per_ttl(hops: pd.DataFrame) -> pd.DataFrame:
     sort and reductions over the (trace, TTL) runs: no copy of the hops frame, no group-by
     of its string columns (at 1M records this step took 2 s and some hundreds of MB).
     """
+    return _ttl_table(hops, full=True)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Runs:
+    """How :func:`_ttl_table`'s rows stand to the hops frame, as arrays (one entry per
+    (trace, TTL) row): ``rep`` its representative's hop row, ``trace`` its trace's code
+    (0, 1, … in row order: what ``pd.factorize(per["id"])`` gives), ``address`` the
+    representative's address code (codes that sort as the addresses do;
+    ``len(addresses)`` when silent), ``region``/``target`` the row's first non-missing
+    region and target as hop rows (-1: none)."""
+
+    rep: npt.NDArray[np.intp]
+    trace: npt.NDArray[np.intp]
+    address: npt.NDArray[np.intp]
+    addresses: npt.NDArray[np.object_]
+    region: npt.NDArray[np.intp]
+    target: npt.NDArray[np.intp]
+
+
+def _ttl_table(hops: pd.DataFrame, *, full: bool) -> tuple[pd.DataFrame, _Runs]:
+    """:func:`_per_ttl`'s table and its :class:`_Runs`.  Without ``full`` only the
+    numeric columns (ttl, lat, lon, rtt_ms, replies, sent, loss) and region and target
+    are built: :func:`path_evidence` reads the string columns of a few rows only, from
+    the hops frame through ``rep`` (building them took most of this step's time)."""
     ids, names = sorted_codes(hops["id"])
     ttl_all = hops["ttl"].to_numpy()
     rows = np.flatnonzero((ids >= 0) & ~pd.isna(ttl_all))
@@ -118,47 +143,65 @@ def _per_ttl(hops: pd.DataFrame) -> pd.DataFrame:
     starts[1:] = (trace[1:] != trace[:-1]) | (ttl[1:] != ttl[:-1])
     at = np.flatnonzero(starts)
     rep = rows[at]
-    out = pd.DataFrame({"id": pd.array(names[trace[at]], dtype="string"),
-                        "ttl": hops["ttl"].array.take(rep)})
-    for c in ("region", "target", "started_at", "protocol"):
+    new_trace = np.ones(len(at), dtype=bool)
+    new_trace[1:] = trace[at][1:] != trace[at][:-1]
+    runs = _Runs(rep, np.cumsum(new_trace) - 1, address[rep], addresses,
+                 _first_valid_rows(hops["region"], rows, at) if "region" in hops.columns
+                 else np.full(len(at), -1, dtype=np.intp),
+                 _first_valid_rows(hops["target"], rows, at) if "target" in hops.columns
+                 else np.full(len(at), -1, dtype=np.intp))
+    out = pd.DataFrame({"id": pd.array(names[trace[at]], dtype="string")} if full else {})
+    out["ttl"] = hops["ttl"].array.take(rep)
+    for c in ("region", "target", "started_at", "protocol") if full else ("region", "target"):
         out[c] = _first_valid(hops[c], rows, at) if c in hops.columns else pd.NA
-    for c in _HOP_INFO:
-        out[c] = hops[c].array.take(rep)
-    out["address"] = out["address"].astype("string")
+    if full:
+        for c in _HOP_INFO:
+            out[c] = hops[c].array.take(rep)
+        out["address"] = out["address"].astype("string")
     for c in ("lat", "lon"):
         out[c] = pd.to_numeric(hops[c]).astype("float64").to_numpy()[rep]
     rtt = pd.to_numeric(hops["rtt_min_ms"]).astype("float64").to_numpy()[rows]
     sent = pd.to_numeric(hops["sent"]).astype("float64").to_numpy()[rows]
-    dest = hops["is_destination"].astype("boolean").fillna(False).to_numpy(dtype=bool)[rows]
     if len(at):
         out["rtt_ms"] = np.fmin.reduceat(rtt, at)
         out["replies"] = np.add.reduceat(replies[rows], at)
         out["sent"] = np.fmax.reduceat(sent, at)
-        out["is_destination"] = pd.array(np.logical_or.reduceat(dest, at), dtype="boolean")
     else:
         for c in ("rtt_ms", "replies", "sent"):
             out[c] = np.empty(0)
-        out["is_destination"] = pd.array([], dtype="boolean")
+    if full:
+        dest = hops["is_destination"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        out["is_destination"] = pd.array(np.logical_or.reduceat(dest[rows], at) if len(at)
+                                         else np.empty(0, dtype=bool), dtype="boolean")
     out["loss"] = 1.0 - out["replies"] / out["sent"].where(out["sent"] > 0)
     silent = out["rtt_ms"].isna() & out["replies"].eq(0)
     out["loss"] = out["loss"].where(~(silent & out["loss"].isna()), 1.0)
+    if not full:
+        return out, runs
     out["responders"] = pd.Series(
         _responders(np.cumsum(starts) - 1, address[rows], addresses, len(at)), dtype=object)
     return out[["id", "ttl", "region", "target", "started_at", "protocol", *_HOP_INFO, "lat",
-                "lon", "rtt_ms", "replies", "sent", "loss", "is_destination", "responders"]]
+                "lon", "rtt_ms", "replies", "sent", "loss", "is_destination",
+                "responders"]], runs
+
+
+def _first_valid_rows(column: pd.Series, rows: npt.NDArray[np.intp],
+                      at: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Per run of ``rows`` (runs starting at ``at``), the row of ``column``'s first
+    non-missing value; -1 when the run has none."""
+    if not len(at):
+        return np.empty(0, dtype=np.intp)
+    valid = column.notna().to_numpy(dtype=bool)[rows]
+    position = np.where(valid, np.arange(len(rows)), len(rows))
+    first = np.minimum.reduceat(position, at)
+    return np.where(first < len(rows), rows[np.minimum(first, len(rows) - 1)], -1)
 
 
 def _first_valid(column: pd.Series, rows: npt.NDArray[np.intp], at: npt.NDArray[np.intp]
                  ) -> Any:
     """Per run of ``rows`` (runs starting at ``at``), ``column``'s first non-missing value
     (missing when the run has none), as ``GroupBy.first`` reads it."""
-    if not len(at):
-        return column.array.take(np.empty(0, dtype=np.intp))
-    valid = column.notna().to_numpy(dtype=bool)[rows]
-    position = np.where(valid, np.arange(len(rows)), len(rows))
-    first = np.minimum.reduceat(position, at)
-    return column.array.take(np.where(first < len(rows), rows[np.minimum(first, len(rows) - 1)],
-                                      -1), allow_fill=True)
+    return column.array.take(_first_valid_rows(column, rows, at), allow_fill=True)
 
 
 def _responders(group: npt.NDArray[np.intp], address: npt.NDArray[np.intp],
@@ -394,6 +437,16 @@ def where_it_starts(hops: pd.DataFrame, region: str, target: str,
 
 # --------------------------------------------------------------------------- every pair at once
 
+def _key_codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Integer codes of a key column (-1: missing) and the strings they stand for
+    (a Categorical's own codes, else one factorization)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return (np.asarray(column.cat.codes.to_numpy(), dtype=np.int64),
+                [str(c) for c in column.cat.categories])
+    codes, uniques = pd.factorize(column, sort=False, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), [str(u) for u in uniques]
+
+
 def _trace_jumps(per: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
                  jump_factor: float, geo_tolerance_km: float,
                  trace: npt.NDArray[np.intp] | None = None) -> pd.DataFrame:
@@ -478,44 +531,59 @@ def path_evidence(hops: pd.DataFrame, locations: pd.DataFrame | None = None, *,
 def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
                    jump_factor: float, geo_tolerance_km: float) -> list[dict[str, Any]]:
     """The rows of :func:`path_evidence` (the dicts :func:`where_it_starts` returns)."""
-    if hops.empty:
+    if hops.empty or "region" not in hops.columns or "target" not in hops.columns:
         return []
-    pairs = hops[["region", "target"]].dropna().drop_duplicates()
-    if pairs.empty:
+    # The pairs, in the order they first appear in the hops, from the keys' codes (not a
+    # frame of their strings); each per-TTL row's pair from its region's and target's rows.
+    region_code, regions = _key_codes(hops["region"])
+    target_code, targets = _key_codes(hops["target"])
+    width = max(len(targets), 1)
+    combined = region_code * width + target_code
+    keyed = (region_code >= 0) & (target_code >= 0)
+    distinct, first_at = np.unique(combined[keyed], return_index=True)
+    if not len(distinct):
         return []
-    per = _per_ttl(hops)
-    # Each trace belongs to the pair of its rows (one trace, one pair); rows without a
-    # region or target belong to no pair.
-    keys = pd.DataFrame({"region": per["region"].astype("string"),
-                         "target": per["target"].astype("string")})
-    names = pairs.astype("string").drop_duplicates().reset_index(drop=True)
-    index = pd.MultiIndex.from_frame(names)
-    pair = index.get_indexer(pd.MultiIndex.from_frame(keys.fillna("\x00")))
+    by_first = np.argsort(first_at, kind="stable")
+    number = np.empty(len(distinct), dtype=np.intp)
+    number[by_first] = np.arange(len(distinct))
+    names = [(regions[c // width], targets[c % width]) for c in distinct[by_first].tolist()]
+    per, runs = _ttl_table(hops, full=False)
+    keyed_run = (runs.region >= 0) & (runs.target >= 0)
+    run_code = np.where(keyed_run, region_code[np.maximum(runs.region, 0)] * width
+                        + target_code[np.maximum(runs.target, 0)], -1)
+    found_at = np.clip(np.searchsorted(distinct, run_code), 0, len(distinct) - 1)
+    pair = np.where(keyed_run & (distinct[found_at] == run_code), number[found_at], -1)
     per["_pair"] = pair
     per["_row"] = np.arange(len(per))
-    # Distinct traces per pair from the traces' integer codes (one factorization of the
+    # Distinct traces per pair from the traces' integer codes (one numbering of the
     # ids, shared with _trace_jumps), not a nunique over the id strings.
-    trace = pd.factorize(per["id"], sort=False)[0]
+    trace = runs.trace
     paired = pair >= 0
     combos = np.unique(pair[paired].astype(np.int64) * (int(trace.max(initial=0)) + 1)
                        + trace[paired])
     traces = np.bincount(combos // (int(trace.max(initial=0)) + 1), minlength=len(names))
-    # The hop fields of any row of ``per``, read column by column (not a row at a time).
-    hop_columns = {f: per[f].array for f in _HOP_INFO}
+    # The hop fields of any row of ``per``, read from its representative's hop row (the
+    # hops' columns as they are, not a per-TTL copy of them).
+    hop_columns = {f: hops[f].array for f in _HOP_INFO}
 
     def hop_info(at: int) -> dict[str, Any]:
-        return {f: _nz(hop_columns[f][at]) for f in _HOP_INFO}
+        row = int(runs.rep[at])
+        return {f: _nz(hop_columns[f][row]) for f in _HOP_INFO}
 
     out: list[dict[str, Any]] = []
     jumps = _trace_jumps(per, locations, jump_min_ms, jump_factor, geo_tolerance_km, trace)
-    found = per.iloc[jumps["row"].to_numpy()][["_pair", "_row", "ttl", "address"]].assign(
-        step=jumps["step"].to_numpy())
+    jump_rows = jumps["row"].to_numpy(dtype=np.intp)
+    # An address by its code (codes sort as the addresses; silent: its own code).
+    found = pd.DataFrame({"_pair": pair[jump_rows], "_row": jump_rows,
+                          "ttl": per["ttl"].array.take(jump_rows),
+                          "address": runs.address[jump_rows],
+                          "step": jumps["step"].to_numpy()})
     found = found[found["_pair"] >= 0]
     modal_jump: dict[int, tuple[int, int, float, int]] = {}
     if len(found):
         # The modal (TTL, address) of the traces' first jumps: most traces, then the lower
         # TTL, then the first seen; its hop fields from the first trace there.
-        by = found.groupby(["_pair", "ttl", found["address"].fillna("\x00")], sort=False)
+        by = found.groupby(["_pair", "ttl", "address"], sort=False)
         agg = by.agg(count=("_row", "size"), first=("_row", "min"), step=("step", "median"))
         agg = agg.reset_index().sort_values(["_pair", "count", "ttl", "first"],
                                             ascending=[True, False, True, True])
@@ -530,7 +598,10 @@ def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_
                            "lossy": (lost > 0).astype(np.int64)})[paired]
     pooled = pooled.groupby(["_pair", "ttl"], sort=True).agg(
         lost=("lost", "sum"), sent=("sent", "sum"), traces=("lossy", "sum"))
-    answered = per.loc[paired & per["address"].notna(), ["_pair", "ttl", "address", "_row"]]
+    # Addresses by their codes, which sort as the addresses do.
+    answered = pd.DataFrame({"_pair": pair, "ttl": per["ttl"], "address": runs.address,
+                             "_row": per["_row"]})[
+        paired & (runs.address < len(runs.addresses))]
     responders = answered.groupby(["_pair", "ttl", "address"], sort=True).agg(
         count=("_row", "size"), first=("_row", "min")).reset_index()
     # The modal responder of each (pair, TTL) (ties: the lowest address, as Series.mode
@@ -548,7 +619,7 @@ def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_
     bounds = np.flatnonzero(np.r_[True, pair_level[1:] != pair_level[:-1], True])
     pooled_of = {int(pair_level[a]): (a, b) for a, b in itertools.pairwise(bounds.tolist())}
 
-    for p, (region, target) in enumerate(names.itertuples(index=False)):
+    for p, (region, target) in enumerate(names):
         row: dict[str, Any] = {"region": str(region), "target": str(target),
                                "traces": int(traces[p])}
         row.update(_hop_fields("jump", None))

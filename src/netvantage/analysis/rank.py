@@ -333,7 +333,8 @@ def _draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> npt.NDArray[n
     """``n_boot`` draws of ``n`` records with replacement (uniform indices, one call to the
     pair's stream) as counts per record (replicates × records): one count matrix per
     stratum serves every metric of the pair."""
-    drawn = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, np.newaxis]
+    drawn = rng.integers(0, n, size=(n_boot, n))
+    drawn += (np.arange(n_boot) * n)[:, np.newaxis]  # in place: no second B × n array
     return np.bincount(drawn.ravel(), minlength=n_boot * n).reshape(n_boot, n)
 
 
@@ -359,20 +360,47 @@ def _replicate_metrics(strata: _Strata, region: str, target: str, latency_kinds:
         return [(table[(region, target, k)], draws[k]) for k in kinds
                 if (region, target, k) in table]
 
-    served = (*cost.latency_kinds, *latency_kinds, *cost.handshake_kinds)
-    kinds_here = tuple(k for k in strata.kinds.get((region, target), ()) if k in served)
+    kinds_here = _served(strata, region, target, latency_kinds, cost)
     values, weights = _drawn(parts(strata.rtt, latency_kinds), n_boot)
     rtt_q = replicate_quantiles(values, weights, (0.50, 0.95))
     loss_values, loss_weights = _drawn(parts(strata.loss, latency_kinds), n_boot)
     hs_values, hs_weights = _drawn(parts(strata.handshake, cost.handshake_kinds), n_boot)
-    ok_values, ok_weights = _drawn(parts(strata.ok, kinds_here), n_boot)
     return {
         "rtt_p50_ms": rtt_q[:, 0],
         "rtt_p95_ms": rtt_q[:, 1],
         "loss_pct": 100.0 * _replicate_mean(loss_values, loss_weights),
         "handshake_p95_ms": replicate_quantiles(hs_values, hs_weights, (0.95,))[:, 0],
-        "failure_pct": 100.0 * (1.0 - _replicate_mean(ok_values, ok_weights)),
+        "failure_pct": 100.0 * (1.0 - _replicate_share(parts(strata.ok, kinds_here), n_boot)),
     }
+
+
+def _served(strata: _Strata, region: str, target: str, latency_kinds: tuple[str, ...],
+            cost: CostModel) -> tuple[str, ...]:
+    """The pair's kinds a client's service uses (its failures count): the latency kinds,
+    the kinds its latency comes from, the handshake kinds."""
+    served = (*cost.latency_kinds, *latency_kinds, *cost.handshake_kinds)
+    return tuple(k for k in strata.kinds.get((region, target), ()) if k in served)
+
+
+def _replicate_share(parts: list[tuple[FloatArray, npt.NDArray[np.int64]]], n_boot: int
+                     ) -> FloatArray:
+    """:func:`_replicate_mean` of 0/1 values (records' ``ok``) and their draw counts,
+    without sorting them: every sum is of whole numbers below 2**53, exact in any order,
+    so the figures are those of the product of :func:`_drawn`'s sorted columns."""
+    if not parts:
+        return np.full(n_boot, np.nan)
+    misses = np.zeros(n_boot, dtype=np.int64)
+    total = np.zeros(n_boot, dtype=np.int64)
+    for values, counts in parts:
+        # Most records succeed: the few failed ones' columns are summed, not the rest.
+        failed = np.flatnonzero(values != 1.0)
+        if len(failed):
+            misses += counts[:, failed].sum(axis=1)
+        total += counts.shape[1]  # each replicate draws as many records as there are
+    hits = total - misses
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(total > 0, hits.astype(np.float64) / np.maximum(total, 1),
+                                   np.nan), dtype=np.float64)
 
 
 def _costs(metrics: Mapping[str, FloatArray], cost: CostModel,
@@ -547,6 +575,13 @@ class PairCosts:
         self.assumed = dict(assumed or {})
         self._strata: _Strata | None = None
         self._tables: dict[tuple[tuple[str, ...], tuple[float, ...]], _Costed] = {}
+        self._spreads: tuple[_Spreads | None] | None = None
+
+    def spreads(self) -> _Spreads | None:
+        """:func:`_record_spreads` of the measurements, computed on the first call."""
+        if self._spreads is None:
+            self._spreads = (_record_spreads(self.measurements),)
+        return self._spreads[0]
 
     def table(self, measurements: pd.DataFrame, regions: list[str], cost: CostModel,
               thresholds: Thresholds, weights: Mapping[str, float],
@@ -718,7 +753,10 @@ def rank(
             best = np.argmin(filled, axis=1)
             p_best = np.bincount(best, minlength=n_targets) / n_boot
             p_best[np.isnan(scores) | ~eligible] = np.nan
-    se = np.where(np.isnan(se), _spread_se(measurements, costed, active, wvec, cost), se)
+    if np.isnan(se).any():  # the records' own spreads only where the bootstrap gave none
+        spreads = pair_costs.spreads() if pair_costs is not None else None
+        se = np.where(np.isnan(se), _spread_se(measurements, costed, active, wvec, cost,
+                                               spreads), se)
 
     order = _order(scores, meets, eligible)
     bd = costed.breakdown
@@ -753,7 +791,8 @@ MEDIAN_SE_FACTOR = 1.2533
 
 
 def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[np.bool_],
-               wvec: FloatArray, cost: CostModel) -> FloatArray:
+               wvec: FloatArray, cost: CostModel, spreads: _Spreads | None = None
+               ) -> FloatArray:
     """Noise of each score from the spread *inside* single records (no records to resample).
 
     A pair with one RTT record whose spread (``rtt_sd_ms``) and sample count
@@ -762,8 +801,33 @@ def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[
     weighted squares over its pairs; NaN when any pair's spread is unknown.
     """
     out = np.full(len(costed.targets), np.nan)
-    if "rtt_sd_ms" not in measurements.columns or "rtt_samples" not in measurements.columns:
+    per = _record_spreads(measurements) if spreads is None else spreads
+    if per is None:
         return out
+    for j, t in enumerate(costed.targets):
+        total = 0.0
+        for i in np.flatnonzero(active):
+            if np.isnan(costed.cost[i, j]) or costed.assumed[i, j]:
+                continue
+            n, sd, n_samples = per.get((costed.regions[i], t), (0, np.nan, np.nan))
+            if n != 1 or not np.isfinite(sd) or not n_samples >= 2:
+                total = np.nan
+                break
+            pair_se = ((cost.rtt_p50_ms + cost.rtt_p95_ms) * MEDIAN_SE_FACTOR * sd
+                       / np.sqrt(n_samples))
+            total += float((wvec[i] * pair_se) ** 2)
+        out[j] = np.sqrt(total) if np.isfinite(total) else np.nan
+    return out
+
+
+_Spreads = dict[tuple[str, str], tuple[int, float, float]]
+
+
+def _record_spreads(measurements: pd.DataFrame) -> _Spreads | None:
+    """Per (region, target): its RTT records, and the spread and sample count of its first
+    one (:func:`_spread_se`); None when the records carry no spreads."""
+    if "rtt_sd_ms" not in measurements.columns or "rtt_samples" not in measurements.columns:
+        return None
     m = measurements.loc[measurements["rtt_ms"].notna(), ["region", "target", "rtt_sd_ms",
                                                            "rtt_samples"]]
     m = m[m["region"].notna() & m["target"].notna()]
@@ -779,20 +843,7 @@ def _spread_se(measurements: pd.DataFrame, costed: _Costed, active: npt.NDArray[
         for r, t, sd, n in zip(first["region"], first["target"],
                                first["rtt_sd_ms"].to_numpy(dtype=np.float64, na_value=np.nan),
                                first["rtt_samples"].astype("Float64"), strict=True)}
-    for j, t in enumerate(costed.targets):
-        total = 0.0
-        for i in np.flatnonzero(active):
-            if np.isnan(costed.cost[i, j]) or costed.assumed[i, j]:
-                continue
-            n, sd, n_samples = per.get((costed.regions[i], t), (0, np.nan, np.nan))
-            if n != 1 or not np.isfinite(sd) or not n_samples >= 2:
-                total = np.nan
-                break
-            pair_se = ((cost.rtt_p50_ms + cost.rtt_p95_ms) * MEDIAN_SE_FACTOR * sd
-                       / np.sqrt(n_samples))
-            total += float((wvec[i] * pair_se) ** 2)
-        out[j] = np.sqrt(total) if np.isfinite(total) else np.nan
-    return out
+    return per
 
 
 def _pair_rng(seed: int, region: str, target: str) -> np.random.Generator:
@@ -837,10 +888,15 @@ def _bootstrap_costs(measurements: pd.DataFrame, regions: list[str], costed: _Co
                 continue
             rng = _pair_rng(seed, r, t)
             kinds = strata.kinds.get((r, t), ())
-            draws = {kind: _draw_counts(rng, len(strata.ok[(r, t, kind)]), n_boot)
-                     for kind in kinds}
             latency_kinds = (cost.latency_kinds if costed.point.latency[rows[i], j]
                              else cost.fallback_kinds)
+            # The kinds are drawn in sorted order from the pair's stream; those after the
+            # last kind a metric uses (the traces, mostly) are not drawn: what is drawn
+            # before them is the same.
+            used_kinds = _served(strata, r, t, latency_kinds, cost)
+            last = max((kinds.index(k) for k in used_kinds), default=-1)
+            draws = {kind: _draw_counts(rng, len(strata.ok[(r, t, kind)]), n_boot)
+                     for kind in kinds[:last + 1]}
             terms = _costs(_replicate_metrics(strata, r, t, latency_kinds, cost, draws, n_boot),
                            cost, used)
             total = np.zeros(n_boot)

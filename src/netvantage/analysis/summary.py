@@ -29,7 +29,7 @@ from .coverage import coverage as coverage_of
 from .degrade import degradation_flags
 from .detours import Detours
 from .detours import detours as detour_table
-from .episodes import Changes, cadence, find_changes, snapshots
+from .episodes import Changes, cadence, find_changes, series_shared, snapshots
 from .frames import Campaign
 from .geo import inflation as inflation_table
 from .metrics import metrics as metrics_table
@@ -505,7 +505,8 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     no_region = _check_input(campaign.measurements)
     if no_region:
         notes.append(no_region)
-    with _metrics_aside(campaign, min(n_boot, 500), seed) as metrics_of:
+    # The cadence (default window) and the episodes read the same series of records.
+    with _metrics_aside(campaign, min(n_boot, 500), seed) as metrics_of, series_shared():
         return _analysis(campaign, earlier, ready, notes, metrics_of, weights=weights,
                          locations=locations, cost=cost, thresholds=thresholds,
                          window=window, episode_min_rise=episode_min_rise,
@@ -527,7 +528,7 @@ def _analysis(campaign: Campaign, earlier: Campaign | None, ready: Readiness | N
         cost = CostModel()  # traces stand in per pair only (CostModel.fallback_kinds)
     if thresholds is None:
         thresholds = Thresholds()
-        measured = set(campaign.measurements["kind"].astype(str).unique())
+        measured = {str(k) for k in campaign.measurements["kind"].dropna().unique()}
         if not measured & set(thresholds.handshake_kinds):
             # Nothing to hold a handshake threshold against (e.g. imported RIPE Atlas data).
             thresholds = Thresholds(handshake_p95_ms=None)
