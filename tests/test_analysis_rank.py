@@ -395,6 +395,27 @@ def test_flags_are_the_same_with_categorical_and_plain_keys() -> None:
     pd.testing.assert_frame_equal(degradation_flags(plain, window="1min"), flags)
 
 
+def test_records_without_a_region_are_left_out_of_the_flags() -> None:
+    # A region-less agent that loses much towards X: it is no peer of anyone (the analysis
+    # notes say so), neither as a region called "nan" nor credited to another region.
+    rtt = {r: {"X": 20.0, "Y": 30.0} for r in ("A", "B", "C")}
+    base = _noisy_campaign(3, rtt, loss={("A", "X"): 0.06})
+    rows = [_record(None, target, "ping", T0 + pd.Timedelta(seconds=15 * i),  # type: ignore[arg-type]
+                    rtt=200.0, loss=0.5, sent=10)
+            for target in ("X", "Y") for i in range(40)]
+    extra = _frame(rows)
+    with_none = pd.concat([base, extra], ignore_index=True)
+    for c in ("kind", "agent", "region", "target", "status"):
+        with_none[c] = with_none[c].astype("category")
+    assert with_none["region"].isna().sum() == 80
+    expected = degradation_flags(base, window="1min")
+    assert len(expected)
+    pd.testing.assert_frame_equal(degradation_flags(with_none, window="1min"), expected)
+    plain = with_none.assign(**{c: with_none[c].astype(object)
+                                for c in ("region", "target", "kind")})
+    pd.testing.assert_frame_equal(degradation_flags(plain, window="1min"), expected)
+
+
 def test_a_steady_series_with_outliers_has_no_history_flag() -> None:
     frame = _stepped(11, T0 + pd.Timedelta(hours=1), extra_ms=54.0, loss_after=0.1)
     assert degradation_flags(frame, window="1min").empty

@@ -115,7 +115,11 @@ def degradation_flags(
     # Only the columns the tests read are filtered and split (not the records' ids).
     used = [c for c in ("kind", "region", "target", "started_at", "rtt_ms", "rtt_min_ms",
                         "loss_ratio", "sent") if c in measurements.columns]
-    data = measurements.loc[measurements["kind"].isin(list(kinds)).to_numpy(dtype=bool), used]
+    # Records that name no client region are no region's: left out of every test (as the
+    # analysis's notes say), never a peer called "nan" nor credited to another region.
+    keep = (measurements["kind"].isin(list(kinds)).to_numpy(dtype=bool)
+            & measurements["region"].notna().to_numpy(dtype=bool))
+    data = measurements.loc[keep, used]
     flags: list[dict[str, Any]] = []
     floors = _floors(inflation) if inflation is not None else None
     for kind, frame in data.groupby(key_strings(data["kind"]), sort=True):
