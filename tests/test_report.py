@@ -9,13 +9,15 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import invoke_cli
 from netns import missing
 from netvantage import __version__
 from netvantage import analysis as nva
-from netvantage.report.content import anchor
+from netvantage.report.content import _typical_hops, _typical_paths, anchor
 from netvantage.report.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,3 +343,41 @@ def test_one_record_per_pair_report_says_what_it_cannot_tell(tmp_path: Path) -> 
     assert text_out.returncode == 0, text_out.stderr
     assert "Impossible measurements: nothing to check" in text_out.stdout
     assert "0 of 0 located pairs" not in text_out.stdout
+
+
+def test_a_flagged_pairs_typical_path_per_ttl() -> None:
+    """The usual responder of each TTL (the address of most traces' rows; of equals the first
+    in text order), its first row's AS and place, its median minimum RTT, the pooled loss
+    and the traces it answered in; a TTL nobody answered is silent."""
+    na = pd.NA
+    rows = [  # region, target, id, ttl, address, sent, replies, rtt_min_ms, asn, org, city
+        ("R", "T", "a", 1, "10.0.0.1", 2, 2, 1.0, 64500, "Lusaka Net", "Lusaka"),
+        ("R", "T", "a", 2, na, 2, 0, np.nan, na, na, na),
+        ("R", "T", "b", 1, "10.0.0.2", 2, 2, 3.0, na, na, "Harare"),
+        ("R", "T", "b", 2, "10.0.0.9", 2, 1, np.nan, 64501, "Transit", na),
+        ("R", "T", "c", 1, "10.0.0.2", 2, 1, 5.0, 64502, "Other", "Elsewhere"),
+        ("R", "U", "d", 1, "10.0.0.5", 2, 2, 7.0, na, na, na),
+        ("R", "U", "e", 1, "10.0.0.10", 2, 2, 9.0, na, na, na),
+        ("S", "T", "f", 1, na, 3, 0, np.nan, na, na, na),
+        ("Q", "T", "g", 1, "10.9.9.9", 1, 1, 2.0, na, na, na),  # not asked for
+    ]
+    hops = pd.DataFrame(rows, columns=["region", "target", "id", "ttl", "address", "sent",
+                                       "replies", "rtt_min_ms", "asn", "as_org", "city"])
+    hops["country"] = hops["city"].map({"Lusaka": "ZM", "Harare": "ZW"}).astype("string")
+    for c in ("region", "target"):
+        hops[c] = hops[c].astype("category")
+    hops["asn"] = hops["asn"].astype("Int64")
+    for c in ("address", "as_org", "city"):
+        hops[c] = hops[c].astype("string")
+    paths = _typical_paths(hops, {("R", "T"), ("R", "U"), ("S", "T"), ("S", "U")})
+    assert set(paths) == {("R", "T"), ("R", "U"), ("S", "T")}  # ("S", "U") has no hops
+    assert [cells for _, cells in paths[("R", "T")]] == [
+        ("1", "10.0.0.2", "", "", "Harare, ZW", "4.0", "16.7%", "2/3"),
+        ("2", "10.0.0.9", "AS64501", "Transit", "", "–", "75.0%", "1/3")]
+    assert [cells for _, cells in paths[("R", "U")]] == [
+        ("1", "10.0.0.10", "", "", "", "9.0", "0.0%", "1/2")]
+    assert [cells for _, cells in paths[("S", "T")]] == [
+        ("1", "(silent)", "", "", "", "–", "100.0%", "0/1")]
+    table = _typical_hops(paths[("R", "T")], [2])
+    assert table is not None and table.marks == ("", "flagged")
+    assert _typical_hops(paths.get(("S", "U")), [2]) is None

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from ..analysis.coverage import CONFIDENCE_RULE
@@ -434,49 +435,74 @@ def _flag_groups(flags: pd.DataFrame) -> list[FlagGroup]:
     return out
 
 
-def _hops_of_pairs(hops: pd.DataFrame, pairs: set[tuple[str, str]]
-                   ) -> dict[tuple[str, str], pd.DataFrame]:
-    """The hops of each of ``pairs`` (region, target), from one pass over the frame (a
-    filter per flagged pair over every hop took seconds at a million records)."""
+#: A flagged pair's typical path: per TTL, (TTL, the table row's cells).
+_PathRows = list[tuple[int, tuple[str, ...]]]
+
+
+def _typical_paths(hops: pd.DataFrame, pairs: set[tuple[str, str]]
+                   ) -> dict[tuple[str, str], _PathRows]:
+    """Per pair of ``pairs`` (region, target) that has hops: per TTL over all its traces,
+    the usual responder (the address of the most hop rows there, a row per trace and
+    responder; of equals, the first in text order) with its AS, place and median minimum
+    RTT, the pooled loss and the traces it answered in — every pair and TTL from one
+    group-by of the pairs' hops (a filter per pair and TTL took 0.85 s for the 93 flagged
+    pairs of 100k synthetic records; this takes 0.05 s)."""
     if hops.empty or not pairs:
         return {}
-    key = pd.MultiIndex.from_arrays([hops["region"].astype(str), hops["target"].astype(str)])
-    sel = hops[key.isin(list(pairs))]
-    return {(str(r), str(t)): g for (r, t), g in sel.groupby(["region", "target"],
-                                                             observed=True, sort=False)}
-
-
-def _typical_hops(sel: pd.DataFrame | None, marked_ttls: Sequence[int]) -> Table | None:
-    """Per TTL over all traces of a pair (``sel``: its hops): the usual responder, its RTT,
-    the pooled loss."""
-    if sel is None or sel.empty:
-        return None
-    traces = sel["id"].nunique()
-    rows: list[tuple[str, ...]] = []
-    marks: list[str] = []
-    for ttl, at in sel.groupby("ttl", sort=True):
-        sent = float(at["sent"].sum())
-        replies = float(at["replies"].sum())
-        answered = at[at["address"].notna()]
-        if len(answered):
-            counts = answered.groupby(answered["address"].astype(str)).size()
-            address = str(counts.idxmax())
-            rec = answered[answered["address"].astype(str) == address].iloc[0]
-            seen = answered.loc[answered["address"].astype(str) == address, "id"].nunique()
-            asn = "" if _missing(rec["asn"]) else f"AS{int(rec['asn'])}"
-            org = "" if _missing(rec["as_org"]) else str(rec["as_org"])
-            place = ", ".join(str(rec[c]) for c in ("city", "country") if not _missing(rec[c]))
-            rtt = _num(answered.loc[answered["address"].astype(str) == address,
-                                    "rtt_min_ms"].median(), 1)
+    region = hops["region"].astype(str)
+    target = hops["target"].astype(str)
+    mask = pd.MultiIndex.from_arrays([region, target]).isin(list(pairs))
+    sel = hops.loc[mask, ["id", "ttl", "address", "sent", "replies", "rtt_min_ms", "asn",
+                          "as_org", "city", "country"]].reset_index(drop=True)
+    sel["region"] = region[mask].to_numpy()
+    sel["target"] = target[mask].to_numpy()
+    sel["pos"] = np.arange(len(sel))  # frame order: the first row of each responder
+    keys = ["region", "target", "ttl"]
+    totals = sel.groupby(keys, sort=True)[["sent", "replies"]].sum()
+    traces = sel.groupby(["region", "target"], sort=False)["id"].nunique()
+    answered = sel[sel["address"].notna()]
+    by_address = answered.groupby([*(answered[k] for k in keys),
+                                   answered["address"].astype(str).rename("addr")], sort=True)
+    usual = pd.DataFrame({"n": by_address.size(),
+                          "first": by_address["pos"].min(),
+                          "seen": by_address["id"].nunique(),
+                          "rtt": by_address["rtt_min_ms"].median()}).reset_index()
+    usual = (usual.sort_values([*keys, "n", "addr"], ascending=[True, True, True, False, True],
+                               kind="stable")
+             .drop_duplicates(keys, keep="first"))
+    found = {(r, t, ttl): (addr, int(first), int(seen), rtt) for r, t, ttl, addr, first, seen, rtt
+             in zip(usual["region"], usual["target"], usual["ttl"], usual["addr"],
+                    usual["first"], usual["seen"], usual["rtt"], strict=True)}
+    out: dict[tuple[str, str], _PathRows] = {}
+    for (r, t, ttl), sent, replies in zip(totals.index, totals["sent"].to_numpy(dtype=float),
+                                          totals["replies"].to_numpy(dtype=float), strict=True):
+        responder = found.get((r, t, ttl))
+        if responder is not None:
+            addr, first, seen, rtt = responder
+            asn, org, city, country = (cast(Any, sel[c].iat[first])
+                                       for c in ("asn", "as_org", "city", "country"))
+            cells: tuple[str, ...] = (
+                str(addr), "" if _missing(asn) else f"AS{int(asn)}",
+                "" if _missing(org) else str(org),
+                ", ".join(str(v) for v in (city, country) if not _missing(v)), _num(rtt, 1))
         else:
-            address, seen, asn, org, place, rtt = "(silent)", 0, "", "", "", "–"
+            cells, seen = ("(silent)", "", "", "", "–"), 0
         ttl_i = int(cast(Any, ttl))
-        rows.append((str(ttl_i), address, asn, org, place, rtt,
-                     _pct(1 - replies / sent, 1) if sent > 0 else "–", f"{seen}/{traces}"))
-        marks.append("flagged" if ttl_i in marked_ttls else "")
+        out.setdefault((str(r), str(t)), []).append((ttl_i, (
+            str(ttl_i), *cells, _pct(1 - replies / sent, 1) if sent > 0 else "–",
+            f"{seen}/{traces[(r, t)]}")))
+    return out
+
+
+def _typical_hops(path: _PathRows | None, marked_ttls: Sequence[int]) -> Table | None:
+    """A flagged pair's typical path (:func:`_typical_paths`) as a table, the TTLs where
+    latency or loss jumps marked."""
+    if not path:
+        return None
     return Table(("TTL", "usual responder", "AS", "AS name", "place", "RTT min, median (ms)",
-                  "loss (pooled)", "traces seen"), tuple(rows),
-                 (True, False, False, False, False, True, True, True), tuple(marks))
+                  "loss (pooled)", "traces seen"), tuple(cells for _, cells in path),
+                 (True, False, False, False, False, True, True, True),
+                 tuple("flagged" if ttl in marked_ttls else "" for ttl, _ in path))
 
 
 def _flagged_pairs(result: Analysis, campaign: Campaign) -> list[FlaggedPair]:
@@ -485,7 +511,7 @@ def _flagged_pairs(result: Analysis, campaign: Campaign) -> list[FlaggedPair]:
     if flags.empty:
         return out
     paths = result.paths
-    hops = _hops_of_pairs(campaign.hops, set(zip(flags["region"].astype(str),
+    hops = _typical_paths(campaign.hops, set(zip(flags["region"].astype(str),
                                                  flags["target"].astype(str), strict=True)))
     for (region, target), group in flags.groupby(["region", "target"], sort=True):
         rows = tuple((str(f.test), str(f.kind), str(f.metric), str(f.evidence), _when(f.since),
