@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -109,18 +110,24 @@ def make_report(campaign: Campaign, *, weights: Mapping[str, float] | None = Non
                      episode_min_rise=episode_min_rise,
                      episode_min_windows=episode_min_windows,
                      readiness_fail_on=readiness_fail_on)
-    placement = _placement(campaign, result, locations, keep_impossible, same_city_floor_ms,
-                           readiness_fail_on, say)
+    here: dict[str, Any] = {}
+
+    def meanwhile() -> None:
+        # This process's part, done while other processes draw the figures.
+        placement = _placement(campaign, result, locations, keep_impossible,
+                               same_city_floor_ms, readiness_fail_on, say)
+        here["placement"] = placement_figure(placement)
+        here["content"] = collect_content(
+            campaign, result,
+            title=title or "Where should the service live? A netvantage report",
+            version=__version__, generated=now or pd.Timestamp.now(tz="UTC"),
+            sources=sources, placement=placement)
+
     say(f"drawing {len(FIGURES)} figures…")
-    figures = tuple(draw_all(campaign, result, locations))
-    drawn = placement_figure(placement)
-    if drawn is not None:
-        figures += (Figure("placement", *drawn),)
-    content = collect_content(
-        campaign, result, title=title or "Where should the service live? A netvantage report",
-        version=__version__, generated=now or pd.Timestamp.now(tz="UTC"), sources=sources,
-        placement=placement)
-    return Report(content, figures, result)
+    figures = tuple(draw_all(campaign, result, locations, meanwhile=meanwhile))
+    if here["placement"] is not None:
+        figures += (Figure("placement", *here["placement"]),)
+    return Report(here["content"], figures, result)
 
 
 def _placement(campaign: Campaign, result: Analysis, locations: pd.DataFrame | None,

@@ -23,7 +23,7 @@ import colorsys
 import importlib
 import io
 import multiprocessing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -750,8 +750,8 @@ def _draw(index: int) -> Figure | None:
             mix_figure)[index - 1](campaign, result)
 
 
-def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
-             ) -> list[Figure]:
+def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None, *,
+             meanwhile: Callable[[], object] | None = None) -> list[Figure]:
     """Every figure the data allow, in report order (:data:`FIGURES`).
 
     The figures are independent and most of their time is matplotlib's own (layout, text,
@@ -759,6 +759,10 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
     so they are drawn by one forked process per CPU, when this process runs no other
     thread (fork copies only the calling thread: a lock another one held, a progress
     bar's, would stay locked in the child); otherwise here, one after the other.
+
+    ``meanwhile``: this process's own work (the report's placement and words), called
+    once while the figures are drawn in the other processes, and before them when they
+    are drawn here.  The drawing processes are forked before it runs.
     """
     global _DRAWING
     indices = range(7)
@@ -770,11 +774,17 @@ def draw_all(campaign: Campaign, result: Analysis, places: pd.DataFrame | None,
             try:
                 with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
                         "fork")) as pool:
-                    drawn = list(pool.map(_draw, indices))
+                    pending = pool.map(_draw, indices)  # (submitted, and forked, now)
+                    if meanwhile is not None:
+                        work, meanwhile = meanwhile, None
+                        work()
+                    drawn = list(pending)
             except BrokenProcessPool:
                 # A drawing process died without answering (killed): not waited for
                 # forever, the figures are drawn here instead.
                 drawn = None
+        if meanwhile is not None:
+            meanwhile()
         if drawn is None:
             drawn = [_draw(i) for i in indices]
     finally:
