@@ -551,6 +551,18 @@ def _reference_bootstrap_scores(frame: pd.DataFrame, weights: dict[str, float], 
     return scores
 
 
+def _assert_the_references_interval(table: pd.DataFrame, reference: np.ndarray,
+                                    targets: list[str]) -> None:
+    """The ranking's interval and spread of each target are the reference bootstrap's."""
+    for j, target in enumerate(targets):
+        assert table.loc[target, "score_lo"] == pytest.approx(
+            np.percentile(reference[:, j], 2.5), rel=1e-9)
+        assert table.loc[target, "score_hi"] == pytest.approx(
+            np.percentile(reference[:, j], 97.5), rel=1e-9)
+        assert table.loc[target, "score_se"] == pytest.approx(
+            np.std(reference[:, j], ddof=1), rel=1e-9)
+
+
 def test_bootstrap_interval_equals_the_straightforward_bootstrap() -> None:
     # Ping and tcp with loss, smtp handshakes, failed records without an RTT: every cost
     # term is drawn.  The vectorised bootstrap (counts and order statistics) must give the
@@ -573,13 +585,7 @@ def test_bootstrap_interval_equals_the_straightforward_bootstrap() -> None:
     weights = {"ZM-LUN": 0.7, "GB-LHR": 0.3}
     table = rank(frame, weights, n_boot=120, seed=8).table.set_index("target")
     reference = _reference_bootstrap_scores(frame, weights, 120, 8)
-    for j, target in enumerate(["X", "Y"]):
-        assert table.loc[target, "score_lo"] == pytest.approx(
-            np.percentile(reference[:, j], 2.5), rel=1e-9)
-        assert table.loc[target, "score_hi"] == pytest.approx(
-            np.percentile(reference[:, j], 97.5), rel=1e-9)
-        assert table.loc[target, "score_se"] == pytest.approx(
-            np.std(reference[:, j], ddof=1), rel=1e-9)
+    _assert_the_references_interval(table, reference, ["X", "Y"])
     best = np.bincount(np.argmin(reference, axis=1), minlength=2) / 120
     assert table.loc[["X", "Y"], "p_best"].tolist() == pytest.approx(best.tolist())
 
@@ -611,13 +617,7 @@ def test_the_bootstrap_draws_every_kind_up_to_the_last_one_a_metric_reads() -> N
         "trace"}
     table = ranking.table.set_index("target")
     reference = _reference_bootstrap_scores(frame, weights, 80, 2)
-    for j, target in enumerate(["X", "Y", "Z"]):
-        assert table.loc[target, "score_lo"] == pytest.approx(
-            np.percentile(reference[:, j], 2.5), rel=1e-9)
-        assert table.loc[target, "score_hi"] == pytest.approx(
-            np.percentile(reference[:, j], 97.5), rel=1e-9)
-        assert table.loc[target, "score_se"] == pytest.approx(
-            np.std(reference[:, j], ddof=1), rel=1e-9)
+    _assert_the_references_interval(table, reference, ["X", "Y", "Z"])
 
 
 def test_the_success_share_is_the_product_of_the_sorted_draws() -> None:
