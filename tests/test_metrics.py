@@ -315,6 +315,34 @@ def test_a_batch_is_counted_before_its_answer_reaches_the_client(tmp_path):
     assert seen == [(None, None), (2.0, 1.0)]
 
 
+def test_a_count_that_fails_never_costs_the_agent_its_answer(tmp_path, caplog):
+    with Store(tmp_path / "c.db") as store:
+        metrics = CollectorMetrics(store)
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("a bug in the counting")
+
+        metrics.record_batch = broken  # type: ignore[method-assign, assignment]
+
+        async def app(scope, receive, send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b'{"accepted":1}'})
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "path": "/v1/records", "method": "POST", "headers": [],
+                 "state": {"agent": "a"}}
+        asyncio.run(MetricsMiddleware(app, metrics)(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert "counting a request for /metrics failed" in caplog.text
+
+
 def test_with_workers_every_scrape_adds_up_every_workers_counts(tmp_path):
     """``collector serve --workers 2``: whichever worker answers /metrics, it counts all."""
     db = tmp_path / "c.db"

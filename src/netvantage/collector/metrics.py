@@ -42,6 +42,7 @@ gauges take the latest (backlog) or highest (last seen) value of any worker.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -68,6 +69,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = ["CollectorMetrics", "MetricsMiddleware", "shared_metrics_dir"]
+
+log = logging.getLogger("netvantage.collector")
 
 #: The client library's switch to its multiprocess mode (read when it is first imported).
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -291,7 +294,10 @@ class MetricsMiddleware:
                     if size <= MAX_ANSWER_BYTES:
                         chunks.append(body)
                 if not message.get("more_body", False):
-                    count()
+                    try:
+                        count()
+                    except Exception:  # a count gone wrong never costs an agent its answer
+                        log.exception("counting a request for /metrics failed")
             await send(message)
 
         try:
