@@ -378,6 +378,8 @@ def test_a_flagged_pairs_typical_path_per_ttl() -> None:
         ("1", "10.0.0.10", "", "", "", "9.0", "0.0%", "1/2")]
     assert [cells for _, cells in paths[("S", "T")]] == [
         ("1", "(silent)", "", "", "", "–", "100.0%", "0/1")]
+    only_silent = _typical_paths(hops[hops["region"] == "S"], {("S", "T")})
+    assert only_silent == {("S", "T"): paths[("S", "T")]}  # no answered hop at all
     table = _typical_hops(paths[("R", "T")], [2])
     assert table is not None and table.marks == ("", "flagged")
     assert _typical_hops(paths.get(("S", "U")), [2]) is None
