@@ -334,7 +334,8 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
     """
     wanted = _kinds(kinds)
     for path, label in _sources(source):
-        workers = _workers(path)
+        jsonl = _is_jsonl(path)
+        workers = _workers(path) if jsonl else 1
         with ExitStack() as stack:
             pool = None
             if workers > 1:
@@ -347,7 +348,7 @@ def _parts(source: Source | Sequence[Source], kinds: Iterable[str] | None,
                 # a lock another thread held would stay locked in the child.
                 pool.submit(int).result()
             bar = stack.enter_context(progress.step(label, unit=" records", scale=True))
-            parts = (_pooled(path, wanted, pool) if pool is not None or _is_jsonl(path)
+            parts = (_pooled(path, wanted, pool) if jsonl
                      else map(_part, _read_one(path, wanted)))
             for part in parts:
                 bar.update(part.n + len(part.ready))
@@ -360,15 +361,12 @@ POOL_BYTES = 64 * 2**20
 
 
 def _workers(path: Path) -> int:
-    """How many processes decode ``path``: 1 unless it is a big JSON Lines file, this
-    process may start children (a Dask worker is a daemon and may not) and fork exists."""
-    if (not path.is_file() or path.stat().st_size < POOL_BYTES
+    """How many processes decode the JSON Lines file ``path`` (see :func:`_is_jsonl`): 1
+    unless it is big, this process may start children (a Dask worker is a daemon and may
+    not) and fork exists."""
+    if (path.stat().st_size < POOL_BYTES
             or multiprocessing.current_process().daemon
             or "fork" not in multiprocessing.get_all_start_methods()):
-        return 1
-    with open(path, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
-    if head == _SQLITE_MAGIC or head.startswith(_PARQUET_MAGIC):
         return 1
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
