@@ -1333,14 +1333,8 @@ def _repeated(values: list[Any], rows: np.ndarray) -> tuple[np.ndarray, list[Any
     """A categorical part (:func:`_compact`) of ``values`` taken at ``rows``: only the
     values taken among its uniques (a record with no rows adds no category)."""
     codes, uniques = _compact("cat", values)
-    codes = codes[rows]
-    used = np.zeros(len(uniques) + 1, dtype=bool)
-    used[codes] = True  # (-1, missing, marks the extra last slot)
-    used = used[:-1]
-    if used.all():
-        return codes, uniques
-    renumbered = np.append(np.cumsum(used) - 1, -1).astype(np.int32)
-    return renumbered[codes], [u for u, keep in zip(uniques, used, strict=True) if keep]
+    codes, used = _used_only(codes[rows], len(uniques))
+    return codes, uniques if used is None else list(itertools.compress(uniques, used))
 
 
 def _mails(rows: np.ndarray, records: list[Any], ok: np.ndarray,
@@ -1460,13 +1454,21 @@ def _taken_categories(source: pd.Categorical, rows: np.ndarray, *, trim: bool) -
     codes = source.codes[rows]
     categories = source.categories
     if trim:
-        used = np.bincount(codes[codes >= 0], minlength=len(categories)) > 0
-        if not used.all():
-            remap = (np.cumsum(used) - 1).astype(codes.dtype)
-            codes = np.where(codes >= 0, remap[codes], codes)
+        codes, used = _used_only(codes, len(categories))
+        if used is not None:
             categories = categories[used]
     return pd.Series(pd.Categorical.from_codes(codes, categories=categories,
                                                ordered=source.ordered))
+
+
+def _used_only(codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``codes`` into ``count`` categories (-1: missing) renumbered over the categories they
+    use, and which those are (``None``: all of them, the codes unchanged)."""
+    used = np.bincount(codes[codes >= 0], minlength=count) > 0
+    if used.all():
+        return codes, None
+    remap = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)  # (-1 stays -1)
+    return remap[codes], used
 
 
 def _keys_unique(children: dict[str, dict[str, pd.Series]]) -> bool:
