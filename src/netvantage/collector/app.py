@@ -73,7 +73,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import SchemaError
-from ..results import AnyRecord, decode_record
+from ..results import AnyRecord, decode_many, decode_record
 from ..results.jsonl import NESTED_TOO_DEEP
 from .store import AgentReport, RecordStore
 
@@ -98,7 +98,6 @@ MAX_REASON_CHARS = 300
 
 log = logging.getLogger("netvantage.collector")
 
-_batch_decoder = msgspec.json.Decoder(AnyRecord)
 # Checks that a line is JSON without building Python objects for its contents.
 _syntax_decoder = msgspec.json.Decoder(msgspec.Raw)
 
@@ -175,7 +174,7 @@ def check_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
     """
     try:
         # Fast path: one call for the whole batch (the usual case, all good).
-        records: list[AnyRecord] = _batch_decoder.decode_lines(body)
+        records = decode_many(body)
     except (msgspec.DecodeError, RecursionError, ArithmeticError, ValueError):
         # (Finding a record's "kind" skips the fields before it, and skipping a
         # value nested past the decoder's guard raises RecursionError.)
