@@ -437,16 +437,6 @@ def where_it_starts(hops: pd.DataFrame, region: str, target: str,
 
 # --------------------------------------------------------------------------- every pair at once
 
-def _key_codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], list[str]]:
-    """Integer codes of a key column (-1: missing) and the strings they stand for
-    (a Categorical's own codes, else one factorization)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return (np.asarray(column.cat.codes.to_numpy(), dtype=np.int64),
-                [str(c) for c in column.cat.categories])
-    codes, uniques = pd.factorize(column, sort=False, use_na_sentinel=True)
-    return np.asarray(codes, dtype=np.int64), [str(u) for u in uniques]
-
-
 def _trace_jumps(per: pd.DataFrame, locations: pd.DataFrame | None, jump_min_ms: float,
                  jump_factor: float, geo_tolerance_km: float,
                  trace: npt.NDArray[np.intp] | None = None) -> pd.DataFrame:
@@ -535,8 +525,8 @@ def _evidence_rows(hops: pd.DataFrame, locations: pd.DataFrame | None, jump_min_
         return []
     # The pairs, in the order they first appear in the hops, from the keys' codes (not a
     # frame of their strings); each per-TTL row's pair from its region's and target's rows.
-    region_code, regions = _key_codes(hops["region"])
-    target_code, targets = _key_codes(hops["target"])
+    region_code, regions = sorted_codes(hops["region"])
+    target_code, targets = sorted_codes(hops["target"])
     width = max(len(targets), 1)
     combined = region_code * width + target_code
     keyed = (region_code >= 0) & (target_code >= 0)
