@@ -39,7 +39,7 @@ from netvantage.collector.app import (
     record_lines,
 )
 from netvantage.collector.serve import BackgroundCollector
-from netvantage.collector.store import Store, hash_token
+from netvantage.collector.store import Store, hash_token, utc_text
 from netvantage.lab.pki import LabCA
 from netvantage.results import (
     AnyRecord,
@@ -755,8 +755,29 @@ def test_a_store_keyed_by_id_alone_is_migrated_to_agent_and_id(tmp_path):
         indexes = [r[1] for r in conn.execute("PRAGMA index_list(records)")]
     conn.close()
     assert (pk["agent"], pk["id"]) == (1, 2)
-    assert "records_kind_started" in indexes
+    assert "records_started" in indexes and "records_kind_started" not in indexes
     Store(path).close()  # opening again: nothing left to migrate
+
+
+def test_a_store_with_the_kind_and_time_index_moves_to_the_time_index(tmp_path):
+    # A store of the version before: keyed by (agent, id), indexed by (kind, started_at).
+    path = tmp_path / "before.db"
+    with Store(path) as store:
+        records = [ping("harare-1") for _ in range(3)]
+        store.add_records(records)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX records_started")
+        conn.execute("CREATE INDEX records_kind_started ON records (kind, started_at)")
+    conn.close()
+    with Store(path) as store:
+        assert sorted(r.id for r in store.iter_records()) == sorted(r.id for r in records)
+        reader = store._reader()
+        indexes = {r[1] for r in reader.execute("PRAGMA index_list(records)")}
+        sql, args = store._rows_query("ping", DAY1, "?", utc_text)
+        plan = " | ".join(str(r[-1]) for r in reader.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+    assert "records_started" in indexes and "records_kind_started" not in indexes
+    # The export's read walks the index: no sort of the whole table.
+    assert "records_started" in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan
 
 
 def test_uploader_keeps_conflicting_records_and_says_so(collector, store, tokens, tmp_path):

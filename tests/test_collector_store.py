@@ -179,6 +179,52 @@ def test_iter_rows_filters_by_kind_and_start_and_orders_by_time(store):
         list(store.iter_rows(since=DAY.replace(tzinfo=None)))
 
 
+def test_iter_rows_gives_every_kind_in_one_time_order_ties_by_id(store):
+    # Kinds interleaved in time, and three records started at the same instant: the
+    # store reads them in (started_at, id) order whatever the kind or the batch order.
+    at = [DAY + timedelta(seconds=s) for s in (5, 1, 3, 3, 3, 0, 4)]
+    records = [(ping if i % 2 else tcp)("a-1", started=t) for i, t in enumerate(at)]
+    store.add_records(records[:4])
+    store.add_records(records[4:])
+    want = sorted(records, key=lambda r: (r.started_at, r.id))
+    assert [r.id for r in store.iter_records()] == [r.id for r in want]
+    assert [r.id for r in store.iter_records(kind="tcp")] == [
+        r.id for r in want if r.kind == "tcp"]
+    assert [r.id for r in store.iter_records(since=DAY + timedelta(seconds=3))] == [
+        r.id for r in want if r.started_at >= DAY + timedelta(seconds=3)]
+
+
+def test_parquet_export_never_holds_more_rows_than_a_file_takes(store, tmp_path):
+    # Kinds interleaved over two days, exported with room for 3 rows: every file holds
+    # at most 3, each partition holds its own kind and date only, every record once,
+    # and a partition's files, read in order, are in time order.
+    from netvantage.collector.export import export_parquet
+
+    day2 = DAY + timedelta(days=1)
+    records = [(ping if i % 3 else tcp)("a-1", started=base + timedelta(minutes=i))
+               for base in (DAY, day2) for i in range(11)]
+    store.add_records(records)
+    written = export_parquet(store, tmp_path / "pq", rows_per_file=3)
+    by_id = {r.id: r for r in records}
+    seen: list[str] = []
+    for part in sorted((tmp_path / "pq").rglob("*.parquet")):
+        kind = part.parent.parent.name.removeprefix("kind=")
+        date = part.parent.name.removeprefix("date=")
+        ids = ds.dataset(part).to_table().column("id").to_pylist()
+        assert 1 <= len(ids) <= 3
+        assert {(by_id[i].kind, by_id[i].started_at.date().isoformat()) for i in ids} == {
+            (kind, date)}
+        seen += ids
+    assert sorted(seen) == sorted(by_id)
+    assert written == {("ping", "2026-11-28"): 7, ("tcp", "2026-11-28"): 4,
+                       ("ping", "2026-11-29"): 7, ("tcp", "2026-11-29"): 4}
+    for (kind, date) in written:
+        files = sorted((tmp_path / "pq" / f"kind={kind}" / f"date={date}").iterdir(),
+                       key=lambda p: int(p.stem.removeprefix("part-")))
+        ids = [i for f in files for i in ds.dataset(f).to_table().column("id").to_pylist()]
+        assert [by_id[i].started_at for i in ids] == sorted(by_id[i].started_at for i in ids)
+
+
 # --------------------------------------------------------------------------- agents
 
 
@@ -248,7 +294,7 @@ def test_export_command_reads_a_postgresql_store(postgres, tmp_path):
                       str(tmp_path / "out.jsonl"))
     assert done.returncode == 0, done.stderr
     assert [r.id for r in read_jsonl(tmp_path / "out.jsonl")] == [
-        r.id for r in sorted(records, key=lambda r: (r.kind, r.started_at, r.id))]
+        r.id for r in sorted(records, key=lambda r: (r.started_at, r.id))]
 
 
 # --------------------------------------------------------------------------- columns
@@ -302,10 +348,32 @@ def test_postgresql_tables_are_created_once_and_a_newer_schema_is_refused(postgr
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM netvantage_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM netvantage_schema").fetchall() == [(2,)]
         conn.execute("UPDATE netvantage_schema SET version = 99")
     with pytest.raises(StoreError, match="schema 99, newer"):
         open_store(url)
+
+
+def test_a_version_1_postgresql_database_moves_to_the_started_at_index(postgres):
+    import psycopg
+
+    from netvantage.collector import pgstore
+
+    url = postgres.create_database(f"t{next(_names)}")
+    old = ping("lusaka-1")
+    with psycopg.connect(url, autocommit=True) as conn:  # as a collector of version 1 left it
+        for statement in pgstore._SCHEMA_V1.split(";"):
+            conn.execute(statement)
+        conn.execute("CREATE TABLE netvantage_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO netvantage_schema VALUES (1)")
+    with open_store(url) as s:
+        s.add_records([old])
+        assert list(s.iter_records()) == [old]
+    with psycopg.connect(url, autocommit=True) as conn:
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'records'")}
+        assert conn.execute("SELECT version FROM netvantage_schema").fetchall() == [(2,)]
+    assert "records_started" in indexes and "records_kind_started" not in indexes
 
 
 def test_a_wrong_postgresql_url_is_a_clear_error(postgres):

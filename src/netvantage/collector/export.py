@@ -144,23 +144,32 @@ def _write_csv(store: RecordStore, fh: IO[str], kind: str | None, since: datetim
 
 def _partitions(store: RecordStore, kind: str | None, since: datetime | None, size: int
                 ) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
-    """(kind, date, rows) chunks of at most ``size`` rows.
+    """(kind, date, rows) chunks, holding at most ``size`` rows at any time.
 
-    The store yields rows ordered by kind then ``started_at``, so each
-    (kind, date) arrives as one run and memory holds one chunk at a time.
+    The store yields rows in time order, so each date arrives as one run, its
+    kinds interleaved: a chunk per kind is kept until the date ends, or until the
+    chunks together reach ``size`` rows, when the largest one goes out.
     """
-    key: tuple[str, str] | None = None
-    rows: list[dict[str, Any]] = []
+    day: str | None = None
+    chunks: dict[str, list[dict[str, Any]]] = {}
+    held = 0
     for stored in store.iter_rows(kind=kind, since=since):
         flat = flat_row(stored) | _summary_columns(stored.record)
-        here = (flat["kind"], flat["started_at"].date().isoformat())
-        if key is not None and (here != key or len(rows) >= size):
-            yield key[0], key[1], rows
-            rows = []
-        key = here
-        rows.append(flat)
-    if key is not None and rows:
-        yield key[0], key[1], rows
+        here = flat["started_at"].date().isoformat()
+        if here != day:
+            if day is not None:
+                for k, rows in sorted(chunks.items()):
+                    yield k, day, rows
+            chunks, held, day = {}, 0, here
+        elif held >= size:
+            largest = max(chunks, key=lambda k: len(chunks[k]))
+            held -= len(chunks[largest])
+            yield largest, day, chunks.pop(largest)
+        chunks.setdefault(flat["kind"], []).append(flat)
+        held += 1
+    if day is not None:
+        for k, rows in sorted(chunks.items()):
+            yield k, day, rows
 
 
 def export_parquet(store: RecordStore, out_dir: str | Path, *, kind: str | None = None,
