@@ -150,16 +150,15 @@ def _partitions(store: RecordStore, kind: str | None, since: datetime | None, si
     kinds interleaved: a chunk per kind is kept until the date ends, or until the
     chunks together reach ``size`` rows, when the largest one goes out.
     """
-    day: str | None = None
+    day = ""
     chunks: dict[str, list[dict[str, Any]]] = {}
     held = 0
     for stored in store.iter_rows(kind=kind, since=since):
         flat = flat_row(stored) | _summary_columns(stored.record)
         here = flat["started_at"].date().isoformat()
         if here != day:
-            if day is not None:
-                for k, rows in sorted(chunks.items()):
-                    yield k, day, rows
+            for k, rows in sorted(chunks.items()):
+                yield k, day, rows
             chunks, held, day = {}, 0, here
         elif held >= size:
             largest = max(chunks, key=lambda k: len(chunks[k]))
@@ -167,9 +166,8 @@ def _partitions(store: RecordStore, kind: str | None, since: datetime | None, si
             yield largest, day, chunks.pop(largest)
         chunks.setdefault(flat["kind"], []).append(flat)
         held += 1
-    if day is not None:
-        for k, rows in sorted(chunks.items()):
-            yield k, day, rows
+    for k, rows in sorted(chunks.items()):
+        yield k, day, rows
 
 
 def export_parquet(store: RecordStore, out_dir: str | Path, *, kind: str | None = None,
