@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -95,11 +94,17 @@ def test_every_port_mode_against_real_servers(lab, protocol, port, mode):
                 assert "LOGINDISABLED" not in keywords(body["capabilities_tls"])
 
 
-def _path_rtt(lab, node: str, address: str) -> float:
-    out = subprocess.run(["ip", "netns", "exec", lab.ns(node), "ping", "-n", "-c", "10", "-i",
-                          "0.05", address], capture_output=True, text=True, timeout=30).stdout
+def _path_rtt(lab, node: str, address: str, sched: list[str]) -> float:
+    """The path's round trip as the phases are judged: the fastest of ten pings, run with
+    the probes' scheduling (``sched``).  A ping, too, is only ever made slower by a busy
+    CPU: their median, from a normal process, came out at 14.65 ms for London, whose
+    fastest EHLO took 9.3 ms, beside a full test run and other jobs (load 7-8)."""
+    out = subprocess.run([*sched, "ip", "netns", "exec", lab.ns(node), "ping", "-n", "-c", "10",
+                          "-i", "0.05", address], capture_output=True, text=True,
+                         timeout=30).stdout
     rtts = [float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x]
-    return statistics.median(rtts)
+    assert rtts, out
+    return min(rtts)
 
 
 def realtime() -> list[str]:
@@ -132,7 +137,7 @@ def test_phase_times_grow_by_round_trips_with_the_path(lab):
     ams = lab.topology.nodes["dc-ams"].v4
     sched = realtime()
     for region in ("lon", "yyz"):
-        rtt = _path_rtt(lab, region, ams)
+        rtt = _path_rtt(lab, region, ams, sched)
         runs = [probe(lab, region, "smtp", ams, 25, "--ca", ca, sched=sched) for _ in range(3)]
         assert all(rec["status"] == "ok" for rec in runs), runs
         fastest = {name: min(p["duration_ms"] for rec in runs for p in rec["body"]["phases"]
