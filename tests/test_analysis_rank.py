@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cells import number, row
-from netvantage.analysis.degrade import FLAG_COLUMNS, degradation_flags
+from netvantage.analysis.degrade import FLAG_COLUMNS, _kind_rows, degradation_flags
 from netvantage.analysis.rank import (
     CostModel,
     PairCosts,
@@ -393,6 +393,19 @@ def test_flags_are_the_same_with_categorical_and_plain_keys() -> None:
     assert len(flags)
     plain = frame.assign(**{c: frame[c].astype(object) for c in ("region", "target", "kind")})
     pd.testing.assert_frame_equal(degradation_flags(plain, window="1min"), flags)
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_the_flags_read_each_kind_s_kept_rows_in_frame_order(categorical: bool) -> None:
+    # The rows a group-by of the kept rows by kind (as strings) gives: kinds sorted, each
+    # kind's rows in frame order; rows not kept (another kind, no region) in no group.
+    kind = pd.Series(["tcp", "ping", "trace", "ping", None, "tcp", "ping"])
+    if categorical:
+        kind = kind.astype(pd.CategoricalDtype(["trace", "tcp", "ping", "smtp"]))
+    keep = np.array([True, True, False, False, False, True, True])
+    got = [(k, rows.tolist()) for k, rows in _kind_rows(kind, keep)]
+    assert got == [("ping", [1, 6]), ("tcp", [0, 5])]
+    assert _kind_rows(kind, np.zeros(len(kind), dtype=bool)) == []
 
 
 def test_records_without_a_region_are_left_out_of_the_flags() -> None:

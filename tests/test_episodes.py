@@ -22,7 +22,7 @@ from netvantage.analysis.episodes import (
     find_episodes,
     snapshot_split,
 )
-from netvantage.analysis.events import group_events
+from netvantage.analysis.events import PathFacts, group_events, path_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "campaigns" / "lab-sample.jsonl"
@@ -179,6 +179,41 @@ def test_flags_starting_together_and_sharing_a_dc_are_one_event() -> None:
     (event,) = group_events(flags, pd.Timedelta(days=7), hops)
     assert len(event.pairs) == 3 and event.common_asns == ("64710",)
     assert event.common_hops == ("192.0.2.7 (Lisbon, 64710)",)
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_path_facts_of_some_pairs_read_only_their_answered_hops(categorical: bool) -> None:
+    # Three pairs traced; the facts of two asked for ("R1", "dcY" is never traced, a hop
+    # without a region matches no pair, a silent hop is no hop of the path).
+    rows = [("t1", "R1", "dcX", 1, "10.0.0.1", 65001, "Paris"),
+            ("t1", "R1", "dcX", 2, None, None, None),
+            ("t1", "R1", "dcX", 3, "192.0.2.7", 64710, "Lisbon"),
+            ("t2", "R1", "dcX", 1, "10.0.0.1", 65001, "Rome"),
+            ("t2", "R1", "dcX", 2, "10.0.0.9", 65001, None),
+            ("t3", "R2", "dcX", 1, "10.0.2.1", 65002, None),
+            ("t3", "R2", "dcX", 2, "192.0.2.7", 64710, "Lisbon"),
+            ("t4", "R3", "dcY", 1, "10.0.3.1", 65003, None),
+            ("t5", None, "dcX", 1, "10.9.9.9", 65009, None)]
+    hops = pd.DataFrame(rows, columns=["id", "region", "target", "ttl", "address", "asn",
+                                       "city"]).astype({"asn": "Int64"})
+    if categorical:
+        hops = hops.astype({"region": "category", "target": "category"})
+    facts = path_facts(hops, {("R1", "dcX"), ("R2", "dcX"), ("R1", "dcY")})
+    assert facts == {
+        ("R1", "dcX"): PathFacts(
+            frozenset({"65001", "64710"}), frozenset({"10.0.0.1", "192.0.2.7", "10.0.0.9"}),
+            # t1's answering TTLs 1 and 3 follow each other; t2's 1 and 2.
+            frozenset({("10.0.0.1", "192.0.2.7"), ("10.0.0.1", "10.0.0.9")}),
+            # An address's city and AS from its first row (t1's Paris, not t2's Rome).
+            (("10.0.0.1", "10.0.0.1 (Paris, 65001)"), ("10.0.0.9", "10.0.0.9 (65001)"),
+             ("192.0.2.7", "192.0.2.7 (Lisbon, 64710)"))),
+        ("R2", "dcX"): PathFacts(
+            frozenset({"65002", "64710"}), frozenset({"10.0.2.1", "192.0.2.7"}),
+            frozenset({("10.0.2.1", "192.0.2.7")}),
+            (("10.0.2.1", "10.0.2.1 (65002)"), ("192.0.2.7", "192.0.2.7 (Lisbon, 64710)")))}
+    assert path_facts(hops, {("R9", "dcX")}) == {}
+    assert set(path_facts(hops.dropna(subset=["region"]))) == {
+        ("R1", "dcX"), ("R2", "dcX"), ("R3", "dcY")}
 
 
 # --------------------------------------------------------------------------- planted truth

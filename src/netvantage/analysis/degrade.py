@@ -119,10 +119,12 @@ def degradation_flags(
     # analysis's notes say), never a peer called "nan" nor credited to another region.
     keep = (measurements["kind"].isin(list(kinds)).to_numpy(dtype=bool)
             & measurements["region"].notna().to_numpy(dtype=bool))
-    data = measurements.loc[keep, used]
     flags: list[dict[str, Any]] = []
     floors = _floors(inflation) if inflation is not None else None
-    for kind, frame in data.groupby(key_strings(data["kind"]), sort=True):
+    for kind, rows in _kind_rows(measurements["kind"], keep):
+        # One kind's rows and columns at a time (the rows a group-by by kind would give):
+        # not a copy of every kept record and a second one sorted by kind at once.
+        frame = measurements[used].iloc[rows]
         pairs = _pairs(_with_counts(frame), pd.Timedelta(window))
         if floors is not None:
             flags += _peers_rtt(pairs, str(kind), floors, opts)
@@ -226,6 +228,16 @@ class _Pair:
     lost: FloatArray
     trials: FloatArray
     bins: npt.NDArray[np.int64]  # the window each record starts in (ns since the epoch)
+
+
+def _kind_rows(kind: pd.Series, keep: npt.NDArray[np.bool_]
+               ) -> list[tuple[str, npt.NDArray[np.intp]]]:
+    """The positions of ``keep``'s rows by their kind as a string (``astype(str)``), kinds
+    in sorted order and each kind's rows in frame order: the groups of a group-by of the
+    kept rows by :func:`key_strings` of their kind."""
+    names = key_strings(kind)
+    kept = np.flatnonzero(keep)
+    return [(str(k), kept[names[kept] == k]) for k in sorted(set(names[kept].tolist()))]
 
 
 def _pairs(frame: pd.DataFrame, window: pd.Timedelta) -> dict[tuple[str, str], _Pair]:

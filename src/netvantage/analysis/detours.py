@@ -354,6 +354,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     n = len(names)
     src = _sources_by_code(hops, codes, names, measurements, locations)
     per = _per_ttl(hops, codes)
+    del codes
     pid, rtt = per.trace, per.rtt
     slat, slon = src["src_lat"].to_numpy(), src["src_lon"].to_numpy()
     lat = pd.to_numeric(hops["lat"]).astype("float64").to_numpy()[per.row]
@@ -385,6 +386,9 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     out["country_only_hops"] = np.bincount(pid, weights=country_only, minlength=n).astype(
         "int64")
     out["unchecked"] = np.bincount(pid, weights=located & np.isnan(km_src), minlength=n) > 0
+    # Each (trace, TTL) array goes once read for the last time: at 1M records each is some
+    # 5 MB, and the step's peak comes at its end, while the metrics child holds its own.
+    del lat, lon, km_src, testable, too_far, home, at_src, use, located, country_only
 
     # Countries and continents crossed, in path order, consecutive repeats dropped.
     b = np.flatnonzero(believed)
@@ -411,6 +415,7 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
     # The exit hop: the first believed hop off the home continent.
     exit_at = _first_of(pid[bc][away], n)
     exit_at = _pick(bc[away], exit_at, -1)
+    del continent, away, prev_away, home_at
 
     # Proven path length: probe -> believed located hops -> target, leg by leg.
     p = np.flatnonzero(~np.isnan(plat))
@@ -466,13 +471,16 @@ def trace_detours(hops: pd.DataFrame, locations: pd.DataFrame | None = None,
                                              _previous(plon[a], a_first, slon[aid]),
                                              plat[a], plon[a]))
     excess = (rtt[a] - prev_rtt) - np.nan_to_num(leg_floor)
+    del prev_rtt, leg_floor, a_first
     worst = _best(aid, excess, n)
     worst_at = _pick(a, worst, -1)
 
     # Farthest off the direct route: max of d(start, hop) + d(hop, end).
-    st = [s.to_numpy()[pp] for s in (start_lat, start_lon, end_lat, end_lon)]
-    off = (great_circle_km(st[0], st[1], plat[p], plon[p])
-           + great_circle_km(plat[p], plon[p], st[2], st[3]))
+    hop_lat, hop_lon = plat[p], plon[p]
+    off = great_circle_km(start_lat.to_numpy()[pp], start_lon.to_numpy()[pp], hop_lat,
+                          hop_lon)
+    off += great_circle_km(hop_lat, hop_lon, end_lat.to_numpy()[pp], end_lon.to_numpy()[pp])
+    del hop_lat, hop_lon
     via = _best(pp, off, n)
     via_at = _pick(p, via, -1)
     out["via_city"] = _taken(hops["city"], _pick(per.row, via_at, -1))

@@ -19,6 +19,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -105,11 +107,12 @@ def path_facts(hops: pd.DataFrame | None,
     """
     if hops is None or hops.empty:
         return {}
-    h = hops.loc[hops["address"].notna()]
-    region, target = h["region"].astype(str), h["target"].astype(str)
+    keep = hops["address"].notna().to_numpy(dtype=bool)
     if pairs is not None:
-        keep = pd.MultiIndex.from_arrays([region, target]).isin(list(pairs))
-        h, region, target = h[keep], region[keep], target[keep]
+        keep = keep & _of_pairs(hops["region"], hops["target"], pairs)
+    # Only the rows and columns read below: the flagged pairs are a few of the hops'.
+    h = hops.loc[keep, [c for c in _FACT_COLUMNS if c in hops.columns]]
+    region, target = h["region"].astype(str), h["target"].astype(str)
     if h.empty:
         return {}
     pair_code, pair_keys = pd.MultiIndex.from_arrays([region, target]).factorize(sort=True)
@@ -151,6 +154,41 @@ def path_facts(hops: pd.DataFrame | None,
             frozenset(zip(seg["a"].astype(str), seg["b"].astype(str), strict=True)),
             tuple(sorted(names.items())))
     return out
+
+
+#: The hops' columns :func:`path_facts` reads.
+_FACT_COLUMNS = ("id", "region", "target", "ttl", "address", "asn", "city")
+
+
+def _of_pairs(region: pd.Series, target: pd.Series, pairs: Collection[tuple[str, str]]
+              ) -> npt.NDArray[np.bool_]:
+    """Which rows' (region, target), as strings (``astype(str)``; a missing key matches
+    nothing), is one of ``pairs``.
+
+    Compared on the keys' codes, a categorical's categories turned into strings once: at
+    1M records the two flagged pairs' rows were found by a string per hop row and a
+    MultiIndex of them, which cost most of this step (0.5-1 s).
+    """
+    (rc, r_names), (tc, t_names) = _codes(region), _codes(target)
+    width = max(len(t_names), 1)
+    at_region: dict[str, list[int]] = {}
+    at_target: dict[str, list[int]] = {}
+    for at, names in ((at_region, r_names), (at_target, t_names)):
+        for i, name in enumerate(names):
+            at.setdefault(name, []).append(i)
+    wanted = [i * width + j for r, t in pairs for i in at_region.get(r, ())
+              for j in at_target.get(t, ())]
+    return np.asarray((rc >= 0) & (tc >= 0) & np.isin(rc * width + tc, wanted), dtype=bool)
+
+
+def _codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Codes of ``column.astype(str)``'s values (-1: missing) and the strings they stand for
+    (a categorical's own codes and its categories as strings)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return (np.asarray(column.cat.codes.to_numpy(), dtype=np.int64),
+                [str(c) for c in column.cat.categories])
+    codes, uniques = pd.factorize(column.astype(str))
+    return np.asarray(codes, dtype=np.int64), [str(u) for u in uniques]
 
 
 def _shares(a: Episode, b: Episode, facts: dict[tuple[str, str], PathFacts]) -> bool:

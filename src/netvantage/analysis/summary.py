@@ -24,6 +24,7 @@ import pandas as pd
 from ..errors import NetvantageError
 from ..text import columns, ms
 from . import progress
+from .codes import give_back
 from .coverage import Coverage, same_city_pairs
 from .coverage import coverage as coverage_of
 from .degrade import degradation_flags
@@ -570,16 +571,22 @@ def _analysis(campaign: Campaign, earlier: Campaign | None, ready: Readiness | N
     covered = coverage_of(ranked, w, ranking, stable, gaps=gaps, same_city=same,
                           same_city_floor_ms=same_city_floor_ms)
     notes += _coverage_notes(ranking, covered)
+    mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
+                       thresholds=thresholds, gaps=gaps, assumed=assumed, pair_costs=shared)
+    # The cost tables' records (some 60 MB at 1M records) and the memory the steps freed go
+    # back before the steps over the hops, which peak while the metrics child holds its own
+    # (codes.give_back; the hops' steps give theirs back themselves).
+    del shared
+    give_back()
     flags = degradation_flags(m, inflation=infl,
                               path_evidence=evidence if not evidence.empty else None,
                               window=win)
+    give_back()
     changes = find_changes(m, flags=flags, hops=campaign.hops, earlier=earlier, window=window,
                            min_rise=episode_min_rise, min_windows=episode_min_windows)
     notes += changes.notes
     # Detours per trace and region (analysis.detours: probe places, light test, hop named).
     routes = detour_table(campaign.hops, locations, m)
-    mixed = mix_answer(ranked, w, named=mixes, groups=groups, locations=locations, cost=cost,
-                       thresholds=thresholds, gaps=gaps, assumed=assumed, pair_costs=shared)
     return Analysis(weights=w, metrics=metrics_of(),
                     inflation=infl, paths=evidence, ranking=ranking, stability=stable,
                     flags=flags, window=win, span=span, notes=notes, mixes=mixed,
