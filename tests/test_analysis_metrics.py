@@ -479,6 +479,42 @@ def test_windowed_puts_each_record_and_its_samples_in_its_window(camp):
         windowed(camp, "1ME")
 
 
+@pytest.mark.filterwarnings("error")
+def test_sorted_observations_give_the_point_percentiles():
+    """One sort of the observations serves the point percentiles and the bootstrap: group 0
+    holds 4, 1, lost, 3, 2 → sorted 1 2 3 4 (n 4): p50 at h = 1.5 → 2 + 0.5·(3 − 2) = 2.5,
+    p90 at h = 2.7 → 3 + 0.7·(4 − 3) = 3.7; group 1 only a lost sample → no percentile;
+    group 2 no observation at all; group 3 one value, every percentile that value."""
+    observed = metrics_module._Observed(
+        np.array([4.0, 7.5, 1.0, np.nan, 3.0, np.nan, 2.0]),
+        np.array([0, 3, 0, 0, 0, 1, 0], dtype=np.int64),
+        np.array([0, 0, 1, 1, 2, 0, 3], dtype=np.int32))
+    ordered = metrics_module._sorted(observed, 4)
+    assert ordered.values.tolist() == [1.0, 2.0, 3.0, 4.0, 7.5]
+    assert ordered.record.tolist() == [1, 3, 2, 0, 0]
+    assert ordered.counts.tolist() == [4, 0, 0, 1]
+    assert ordered.starts.tolist() == [0, 4, 4, 4]
+    got = ordered.quantiles((0.5, 0.9))
+    assert got[0].tolist() == [2.5, pytest.approx(3.7, rel=1e-15)]
+    assert np.isnan(got[1:3]).all()
+    assert got[3].tolist() == [7.5, 7.5]
+
+
+def test_point_percentiles_are_those_of_the_group_by():
+    """The percentiles read from the sorted observations are, to the bit, pandas' group-by
+    quantiles of the same observations (ping echoes with lost ones, several groups)."""
+    records = [*_pings(30, 2), *_pings(25, 4), *_pings(7, 5)]
+    regions = ["R1"] * 30 + ["R2"] * 25 + ["R3"] * 7
+    camp = frames_from_records(records)
+    m = camp.measurements.assign(region=regions)
+    s = camp.samples.merge(m[["id"]].assign(r=regions), on="id")
+    out = point_metrics({"measurements": m, "samples": s}, by=("region",))
+    want = s.groupby("r")["rtt_ms"].quantile(np.array([0.5, 0.9, 0.95, 0.99])).unstack()
+    for column, q in (("rtt_p50_ms", 0.5), ("rtt_p90_ms", 0.9), ("rtt_p95_ms", 0.95),
+                      ("rtt_p99_ms", 0.99)):
+        assert out[column].to_numpy().tobytes() == want[q].to_numpy().tobytes(), column
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 
