@@ -82,7 +82,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
-from .codes import distinct, rows_of
+from .codes import rows_of
 from .fastagg import _group_order, row_quantiles
 from .frames import Campaign
 
@@ -337,9 +337,9 @@ def _observations(measurements: pd.DataFrame, samples: pd.DataFrame,
     """
     sampled = (measurements["kind"].isin(_SAMPLED_KINDS)
                & ~_is_summary(measurements)).to_numpy(dtype=bool)
-    if not distinct(measurements["id"]):
+    row = rows_of(samples["id"], measurements["id"])
+    if row is None:
         raise MetricsError("record ids are not unique: samples cannot be told apart")
-    row = np.asarray(rows_of(samples["id"], measurements["id"]), dtype=np.int64)
     known = row >= 0
     known[known] = sampled[row[known]]
     rows = np.concatenate([row[known], np.flatnonzero(~sampled)])
