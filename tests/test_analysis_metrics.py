@@ -589,6 +589,25 @@ def test_vectorised_replicates_match_the_definition():
 
 
 @pytest.mark.filterwarnings("error")
+def test_replicates_of_a_group_of_many_blocks_match_the_definition():
+    """A group of more than 127 blocks of observations (4,400 over 30 records: 138
+    blocks), whose block counts no longer fit the int8 the search uses for fewer: each
+    replicate is still the naive computation."""
+    rng = np.random.default_rng(8)
+    records: list[list[float]] = [[] for _ in range(30)]
+    for r in rng.integers(0, 30, 4400):
+        records[r].append(float(np.round(rng.lognormal(3.0, 0.4), 2)))
+    plan = _plan([records], n_boot=12)
+    assert plan.n_blocks == [138]
+    (rep,) = _replicates_of(plan).values()
+    drawn = np.random.default_rng([5, 1000]).integers(0, 30, size=(12, 30))
+    for b, draw in enumerate(drawn):
+        c = np.bincount(draw, minlength=30)
+        pooled = [v for r, vals in enumerate(records) for v in vals * int(c[r])]
+        assert rep[:2, b] == pytest.approx(np.quantile(pooled, [0.5, 0.95]), rel=1e-12)
+
+
+@pytest.mark.filterwarnings("error")
 def test_replicates_do_not_depend_on_the_batches(monkeypatch):
     """A group's replicates are the same whatever the batches it is cut in: alone or with
     others, its replicates in one piece or split over several batches."""

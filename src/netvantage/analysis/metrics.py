@@ -655,13 +655,18 @@ class _Plan:
         # batch's largest group when each of its groups fits in one.
         lanes = np.arange(_BLOCK if nb.max() > 1 else max(1, int(m_row.max())))[:, np.newaxis]
         last = len(self.obs_v) - 1
+        # The counts of blocks and lanes at or below a rank are summed in the narrowest
+        # integer that holds them (int8 for up to 127): the sums cast their booleans to
+        # it, several times faster than to int64.
+        block_count = _counter(int(nb.max()) + 1)
 
         def locate(rank: IntArray, which: IntArray | slice
                    ) -> tuple[IntArray, FloatArray, FloatArray]:
             """(block holding each rank, the rank within it, the block's running weights:
             lanes × rows, a running sum down the columns)."""
             edges = before[:, which]
-            block = np.clip((edges <= rank).sum(axis=0) - 1, 0, nb_row[which] - 1)
+            block = np.clip((edges <= rank).sum(axis=0, dtype=block_count) - 1, 0,
+                            nb_row[which] - 1)
             rest = rank - edges[block, np.arange(len(block))]
             places = np.take(table, first[which] + block * _BLOCK + lanes)
             places += cell_start[which]
@@ -676,7 +681,11 @@ class _Plan:
                      which: IntArray | slice) -> IntArray:
             """Index in ``obs_v`` of each rank's observation (clipped where a replicate has
             none: its result is not used)."""
-            inside = (running <= rest).sum(axis=0)
+            # The rank in the weights' dtype: a whole number exact in it (float32 only
+            # where every weight sum is below 2**24), so the comparison does not cast
+            # the lanes × rows weights to float64.
+            inside = (running <= rest.astype(running.dtype)).sum(
+                axis=0, dtype=_counter(len(running)))
             found = obs_first[which] + np.clip(block * _BLOCK + inside, 0, m_row[which] - 1)
             return np.asarray(np.clip(found, 0, last), dtype=np.int64)
 
@@ -703,6 +712,14 @@ class _Plan:
             est = self.obs_v[lo] + frac[q] * (self.obs_v[hi] - self.obs_v[lo])
             rtt[q] = np.where(total > 0, est, np.nan)
         return rtt, loss
+
+
+def _counter(largest: int) -> type[np.signedinteger[Any]]:
+    """The narrowest signed integer type holding ``largest``."""
+    for kind in (np.int8, np.int16, np.int32):
+        if largest <= np.iinfo(kind).max:
+            return kind
+    return np.int64
 
 
 def _product(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
