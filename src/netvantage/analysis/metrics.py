@@ -714,10 +714,14 @@ class _Plan:
         return rtt, loss
 
 
+_COUNTERS: tuple[tuple[int, type[np.signedinteger[Any]]], ...] = (
+    (2**7 - 1, np.int8), (2**15 - 1, np.int16), (2**31 - 1, np.int32))
+
+
 def _counter(largest: int) -> type[np.signedinteger[Any]]:
     """The narrowest signed integer type holding ``largest``."""
-    for kind in (np.int8, np.int16, np.int32):
-        if largest <= np.iinfo(kind).max:
+    for top, kind in _COUNTERS:
+        if largest <= top:
             return kind
     return np.int64
 
