@@ -481,15 +481,16 @@ def test_windowed_puts_each_record_and_its_samples_in_its_window(camp):
 
 @pytest.mark.filterwarnings("error")
 def test_sorted_observations_give_the_point_percentiles():
-    """One sort of the observations serves the point percentiles and the bootstrap: group 0
-    holds 4, 1, lost, 3, 2 → sorted 1 2 3 4 (n 4): p50 at h = 1.5 → 2 + 0.5·(3 − 2) = 2.5,
-    p90 at h = 2.7 → 3 + 0.7·(4 − 3) = 3.7; group 1 only a lost sample → no percentile;
-    group 2 no observation at all; group 3 one value, every percentile that value."""
-    observed = metrics_module._Observed(
-        np.array([4.0, 7.5, 1.0, np.nan, 3.0, np.nan, 2.0]),
-        np.array([0, 3, 0, 0, 0, 1, 0], dtype=np.int64),
-        np.array([0, 0, 1, 1, 2, 0, 3], dtype=np.int32))
-    ordered = metrics_module._sorted(observed, 4)
+    """One sort of the observations serves the point percentiles and the bootstrap.  Six
+    records in groups 0 0 3 0 1 0 (positions in their group 0 1 0 2 0 3); group 0 holds
+    4 (record 0), 1 (record 1), 3 (record 2), 2 (record 3) → sorted 1 2 3 4 (n 4): p50 at
+    h = 1.5 → 2 + 0.5·(3 − 2) = 2.5, p90 at h = 2.7 → 3 + 0.7·(4 − 3) = 3.7; group 1's
+    record has no observation (its samples lost) → no percentile; group 2 no record at
+    all; group 3 one value, every percentile that value."""
+    g = np.array([0, 0, 3, 0, 1, 0], dtype=np.int64)
+    observed = metrics_module._Observed(np.array([4.0, 7.5, 1.0, 3.0, 2.0]),
+                                        np.array([0, 2, 1, 3, 5], dtype=np.int32))
+    ordered = metrics_module._sorted(observed, g, 4)
     assert ordered.values.tolist() == [1.0, 2.0, 3.0, 4.0, 7.5]
     assert ordered.record.tolist() == [1, 3, 2, 0, 0]
     assert ordered.counts.tolist() == [4, 0, 0, 1]
