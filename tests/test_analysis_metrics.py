@@ -479,6 +479,43 @@ def test_windowed_puts_each_record_and_its_samples_in_its_window(camp):
         windowed(camp, "1ME")
 
 
+@pytest.mark.filterwarnings("error")
+def test_sorted_observations_give_the_point_percentiles():
+    """One sort of the observations serves the point percentiles and the bootstrap.  Six
+    records in groups 0 0 3 0 1 0 (positions in their group 0 1 0 2 0 3); group 0 holds
+    4 (record 0), 1 (record 1), 3 (record 2), 2 (record 3) → sorted 1 2 3 4 (n 4): p50 at
+    h = 1.5 → 2 + 0.5·(3 − 2) = 2.5, p90 at h = 2.7 → 3 + 0.7·(4 − 3) = 3.7; group 1's
+    record has no observation (its samples lost) → no percentile; group 2 no record at
+    all; group 3 one value, every percentile that value."""
+    g = np.array([0, 0, 3, 0, 1, 0], dtype=np.int64)
+    observed = metrics_module._Observed(np.array([4.0, 7.5, 1.0, 3.0, 2.0]),
+                                        np.array([0, 2, 1, 3, 5], dtype=np.int32))
+    ordered = metrics_module._sorted(observed, g, 4)
+    assert ordered.values.tolist() == [1.0, 2.0, 3.0, 4.0, 7.5]
+    assert ordered.record.tolist() == [1, 3, 2, 0, 0]
+    assert ordered.counts.tolist() == [4, 0, 0, 1]
+    assert ordered.starts.tolist() == [0, 4, 4, 4]
+    got = ordered.quantiles((0.5, 0.9))
+    assert got[0].tolist() == [2.5, pytest.approx(3.7, rel=1e-15)]
+    assert np.isnan(got[1:3]).all()
+    assert got[3].tolist() == [7.5, 7.5]
+
+
+def test_point_percentiles_are_those_of_the_group_by():
+    """The percentiles read from the sorted observations are, to the bit, pandas' group-by
+    quantiles of the same observations (ping echoes with lost ones, several groups)."""
+    records = [*_pings(30, 2), *_pings(25, 4), *_pings(7, 5)]
+    regions = ["R1"] * 30 + ["R2"] * 25 + ["R3"] * 7
+    camp = frames_from_records(records)
+    m = camp.measurements.assign(region=regions)
+    s = camp.samples.merge(m[["id"]].assign(r=regions), on="id")
+    out = point_metrics({"measurements": m, "samples": s}, by=("region",))
+    want = s.groupby("r")["rtt_ms"].quantile(np.array([0.5, 0.9, 0.95, 0.99])).unstack()
+    for column, q in (("rtt_p50_ms", 0.5), ("rtt_p90_ms", 0.9), ("rtt_p95_ms", 0.95),
+                      ("rtt_p99_ms", 0.99)):
+        assert out[column].to_numpy().tobytes() == want[q].to_numpy().tobytes(), column
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 
@@ -550,6 +587,25 @@ def test_vectorised_replicates_match_the_definition():
             want = np.quantile(pooled, [0.5, 0.95]) if pooled else [np.nan, np.nan]
             assert rep[:2, b] == pytest.approx(want, rel=1e-12, nan_ok=True)
             assert rep[2, b] == pytest.approx((c @ lost) / (c @ sent), rel=1e-15)
+
+
+@pytest.mark.filterwarnings("error")
+def test_replicates_of_a_group_of_many_blocks_match_the_definition():
+    """A group of more than 127 blocks of observations (4,400 over 30 records: 138
+    blocks), whose block counts no longer fit the int8 the search uses for fewer: each
+    replicate is still the naive computation."""
+    rng = np.random.default_rng(8)
+    records: list[list[float]] = [[] for _ in range(30)]
+    for r in rng.integers(0, 30, 4400):
+        records[r].append(float(np.round(rng.lognormal(3.0, 0.4), 2)))
+    plan = _plan([records], n_boot=12)
+    assert plan.n_blocks == [138]
+    (rep,) = _replicates_of(plan).values()
+    drawn = np.random.default_rng([5, 1000]).integers(0, 30, size=(12, 30))
+    for b, draw in enumerate(drawn):
+        c = np.bincount(draw, minlength=30)
+        pooled = [v for r, vals in enumerate(records) for v in vals * int(c[r])]
+        assert rep[:2, b] == pytest.approx(np.quantile(pooled, [0.5, 0.95]), rel=1e-12)
 
 
 @pytest.mark.filterwarnings("error")

@@ -64,9 +64,9 @@ the ``records`` column beside them.
 
 The point metrics are plain group-by aggregations (size, sum, mean, quantile)
 over records and over observations — the operations a Dask DataFrame offers as
-well; the RTT quantiles of every group come from one vectorised pass
-(:func:`netvantage.analysis.fastagg.sample_quantiles`, the same figures as
-``groupby(...).quantile``) — and the bootstrap is a separate step (:func:`bootstrap_ci`) over the
+well; the RTT quantiles of every group are read from the observations sorted by
+group and value (the same figures as ``groupby(...).quantile``), one sort that the
+bootstrap reads too — and the bootstrap is a separate step (:func:`bootstrap_ci`) over the
 per-record table.  :func:`windowed` gives the same metrics per time window;
 :func:`phase_metrics` gives one row per (group, handshake phase).
 """
@@ -82,8 +82,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
-from .codes import distinct, rows_of
-from .fastagg import _group_order, quantile_column, row_quantiles, sample_quantiles
+from .codes import rows_of
+from .fastagg import _group_order, row_quantiles
 from .frames import Campaign
 
 __all__ = ["BOOTSTRAP_COLUMNS", "DEFAULT_BY", "METRIC_COLUMNS", "MetricsError",
@@ -284,7 +284,7 @@ def _groups(frame: pd.DataFrame, by: tuple[str, ...]) -> tuple[pd.DataFrame, pd.
 
 
 def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
-           gid: pd.Series, obs: _Observed | None = None) -> pd.DataFrame:
+           gid: pd.Series, ordered: _Sorted | None = None) -> pd.DataFrame:
     g = gid.to_numpy()
     per = measurements.groupby(g, sort=True)
     counted_sent, counted_received = _counted(measurements)
@@ -296,22 +296,17 @@ def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame
         "records": records.astype(np.int64),
         "success_rate": per["ok"].sum() / records,
     })
-    if obs is None:
-        obs = _observations(measurements, samples, gid)
-    # One vectorised pass for every group's count and exact quantiles (fastagg: the same
-    # figures as groupby(...).quantile, without a Python call per group).
-    frame = pd.DataFrame({"rtt_ms": obs.values, "_g": obs.group}, copy=False)
-    stats = sample_quantiles(frame, by=["_g"],
-                             qs=tuple(_RTT_QUANTILES.values())).set_index("_g")
-    del frame
-    observed = (stats["count"] - stats["lost"]).reindex(out.index, fill_value=0)
+    if ordered is None:
+        ordered = _ordered(measurements, samples, gid, len(keys))
+    observed = pd.Series(ordered.counts, index=keys.index).reindex(out.index, fill_value=0)
     # A summary record is one observation standing for its declared samples.
     n_summary, declared, unknown = _summary_counts(measurements, g, out.index)
     rtt_samples = (observed - n_summary + declared).astype("Int64")
     out["rtt_samples"] = rtt_samples.mask(unknown.to_numpy(dtype=bool))
     out["summary_records"] = n_summary.astype(np.int64)
-    for column, q in _RTT_QUANTILES.items():
-        out[column] = stats[quantile_column(q)].reindex(out.index).astype(np.float64)
+    quantiles = ordered.quantiles(tuple(_RTT_QUANTILES.values()))
+    for j, column in enumerate(_RTT_QUANTILES):
+        out[column] = pd.Series(quantiles[:, j], index=keys.index).reindex(out.index)
     out["sent"] = sent
     out["lost"] = lost
     ratio = lost.astype("Float64") / sent.astype("Float64").where(sent > 0)
@@ -323,36 +318,35 @@ def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame
 
 
 class _Observed(NamedTuple):
-    """The RTT observations: value (NaN = lost), their record's group number and the
-    record's position in its group (int32: 5M observations of 1M records take 60 MiB
-    instead of 120; no group holds 2**31 records)."""
+    """The received RTT observations (a lost sample is no observation and is left out
+    here: the figures count only received ones) and the row of each one's record among
+    the measurements (int32: 5M observations take 19 MiB instead of 38; no frame holds
+    2**31 records)."""
 
     values: FloatArray
-    group: IntArray
-    record: npt.NDArray[np.int32]
+    rows: npt.NDArray[np.int32]
 
 
-def _observations(measurements: pd.DataFrame, samples: pd.DataFrame,
-                  gid: pd.Series) -> _Observed:
-    """The observations of :func:`rtt_observations` with their record's group number and
-    position in the group.
+def _observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> _Observed:
+    """The received observations of :func:`rtt_observations` with their record's row.
 
     The samples find their record by one lookup of their ids in the records' (a record
     position per sample), not by a merge on the id strings.
     """
     sampled = (measurements["kind"].isin(_SAMPLED_KINDS)
                & ~_is_summary(measurements)).to_numpy(dtype=bool)
-    if not distinct(measurements["id"]):
+    row = rows_of(samples["id"], measurements["id"])
+    if row is None:
         raise MetricsError("record ids are not unique: samples cannot be told apart")
-    row = np.asarray(rows_of(samples["id"], measurements["id"]), dtype=np.int64)
+    from_samples = samples["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
+    from_records = measurements["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
     known = row >= 0
     known[known] = sampled[row[known]]
-    rows = np.concatenate([row[known], np.flatnonzero(~sampled)])
-    values = np.concatenate([
-        samples["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)[known],
-        measurements["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)[~sampled]])
-    g = gid.to_numpy(dtype=np.int64)
-    return _Observed(values, g[rows], _positions(g).astype(np.int32)[rows])
+    known &= ~np.isnan(from_samples)
+    headline = ~sampled & ~np.isnan(from_records)
+    return _Observed(
+        np.concatenate([from_samples[known], from_records[headline]]),
+        np.concatenate([row[known], np.flatnonzero(headline).astype(np.int32)]))
 
 
 def _positions(g: IntArray) -> IntArray:
@@ -365,13 +359,63 @@ def _positions(g: IntArray) -> IntArray:
     return out
 
 
+class _Sorted(NamedTuple):
+    """The received observations ordered by group, ascending value within one (a lost
+    sample, NaN, is left out): what both the point percentiles and the bootstrap's order
+    statistics read.  Group ``i`` is ``values[starts[i]:starts[i] + counts[i]]``."""
+
+    values: FloatArray
+    record: npt.NDArray[np.int32]
+    counts: IntArray
+    starts: IntArray
+
+    def quantiles(self, qs: Sequence[float]) -> FloatArray:
+        """Each group's quantiles (groups × ``qs``), linear interpolation between order
+        statistics ("type 7": numpy's and pandas' default), NaN for a group without a
+        received value: the arithmetic of :func:`fastagg.sample_quantiles`, on every
+        group at once."""
+        out = np.full((len(self.counts), len(qs)), np.nan)
+        present = np.flatnonzero(self.counts)
+        n = self.counts[present][:, np.newaxis]
+        start = self.starts[present][:, np.newaxis]
+        position = np.asarray(qs, dtype=np.float64) * (n - 1)
+        low = np.floor(position).astype(np.int64)
+        below = self.values[start + low]
+        above = self.values[start + np.minimum(low + 1, n - 1)]
+        out[present] = below + (above - below) * (position - low)
+        return out
+
+
+def _sorted(observations: _Observed, g: IntArray, n_groups: int) -> _Sorted:
+    """The observations as :class:`_Sorted` (``g``: each record's group number): sorted by
+    value, then stably by group with a counting sort (twice as fast as a lexsort of
+    both).  Tied values may come in any order: order statistics are values, the same
+    whatever it.  A few temporaries of the observations' size at a time besides the
+    result."""
+    by_value = np.argsort(observations.values)
+    by_group, counts = _group_order(g[observations.rows[by_value]], n_groups)
+    kept = by_value[by_group]
+    del by_value, by_group
+    rows = observations.rows[kept]
+    return _Sorted(observations.values[kept], _positions(g).astype(np.int32)[rows], counts,
+                   np.cumsum(counts) - counts)
+
+
+def _ordered(measurements: pd.DataFrame, samples: pd.DataFrame, gid: pd.Series,
+             n_groups: int) -> _Sorted:
+    """:func:`_sorted` of the observations of ``measurements`` and ``samples``."""
+    return _sorted(_observations(measurements, samples), gid.to_numpy(dtype=np.int64),
+                   n_groups)
+
+
 def _with_intervals(measurements: pd.DataFrame, samples: pd.DataFrame, by: tuple[str, ...],
                     ci: float, n_boot: int, seed: int) -> pd.DataFrame:
     _check_level(ci, n_boot)
     keys, gid = _groups(measurements, by)
-    obs = _observations(measurements, samples, gid)  # once, for both steps
-    point = _point(measurements, samples, keys, gid, obs)
-    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed, obs)
+    # Sorted once, for both steps (the unsorted observations are not kept).
+    ordered = _ordered(measurements, samples, gid, len(keys))
+    point = _point(measurements, samples, keys, gid, ordered)
+    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed, ordered)
     return pd.concat([point, boot.reset_index(drop=True)], axis=1)
 
 
@@ -387,7 +431,7 @@ def _check_level(ci: float, n_boot: int) -> None:
 
 def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
                gid: pd.Series, ci: float, n_boot: int, seed: int,
-               observations: _Observed | None = None) -> pd.DataFrame:
+               ordered: _Sorted | None = None) -> pd.DataFrame:
     result = np.full((len(keys), len(BOOTSTRAP_COLUMNS)), np.nan)
     if n_boot == 0 or keys.empty:
         return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
@@ -401,26 +445,14 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
     rec_bounds = np.searchsorted(rec_g, group_numbers, side="left")
     n_records = np.searchsorted(rec_g, group_numbers, side="right") - rec_bounds
 
-    if observations is None:
-        observations = _observations(measurements, samples, gid)
+    if ordered is None:
+        ordered = _ordered(measurements, samples, gid, len(keys))
     # Groups are numbered 0 … len(keys) - 1 (_groups), records by group (rec_bounds).
-    # The received observations by group, ascending value within it: sorted by value (NaN,
-    # a lost sample, sorts last and is left out), then stably by group with a counting sort
-    # (twice as fast as a lexsort of both).  Tied values may come in any order: the pooled
-    # replicate's order statistics are values, the same whatever it.  One temporary of the
-    # observations' size at a time besides the result.
-    values = observations.values
-    by_value = np.argsort(values)[:int(np.count_nonzero(~np.isnan(values)))]
-    by_group, n_obs = _group_order(observations.group[by_value], len(keys))
-    kept = by_value[by_group]
-    del by_value, by_group
-    obs_v, obs_r = values[kept], observations.record[kept]
-    obs_bounds = np.cumsum(n_obs) - n_obs
+    obs_v, obs_r, n_obs, obs_bounds = ordered
     # Per record (in group order): probes sent, lost, and observations kept.
     per_record = np.column_stack([
         sent[order], (sent - received)[order],
         np.bincount(np.repeat(rec_bounds, n_obs) + obs_r, minlength=len(g)).astype(np.float64)])
-    del kept
 
     plan = _Plan(n_boot, seed, _key_hashes(keys), rec_bounds, n_records, obs_bounds, n_obs,
                  per_record, obs_r, obs_v)
@@ -630,13 +662,18 @@ class _Plan:
         # batch's largest group when each of its groups fits in one.
         lanes = np.arange(_BLOCK if nb.max() > 1 else max(1, int(m_row.max())))[:, np.newaxis]
         last = len(self.obs_v) - 1
+        # The counts of blocks and lanes at or below a rank are summed in the narrowest
+        # integer that holds them (int8 for up to 127): the sums cast their booleans to
+        # it, several times faster than to int64.
+        block_count = _counter(int(nb.max()) + 1)
 
         def locate(rank: IntArray, which: IntArray | slice
                    ) -> tuple[IntArray, FloatArray, FloatArray]:
             """(block holding each rank, the rank within it, the block's running weights:
             lanes × rows, a running sum down the columns)."""
             edges = before[:, which]
-            block = np.clip((edges <= rank).sum(axis=0) - 1, 0, nb_row[which] - 1)
+            block = np.clip((edges <= rank).sum(axis=0, dtype=block_count) - 1, 0,
+                            nb_row[which] - 1)
             rest = rank - edges[block, np.arange(len(block))]
             places = np.take(table, first[which] + block * _BLOCK + lanes)
             places += cell_start[which]
@@ -651,7 +688,11 @@ class _Plan:
                      which: IntArray | slice) -> IntArray:
             """Index in ``obs_v`` of each rank's observation (clipped where a replicate has
             none: its result is not used)."""
-            inside = (running <= rest).sum(axis=0)
+            # The rank in the weights' dtype: a whole number exact in it (float32 only
+            # where every weight sum is below 2**24), so the comparison does not cast
+            # the lanes × rows weights to float64.
+            inside = (running <= rest.astype(running.dtype)).sum(
+                axis=0, dtype=_counter(len(running)))
             found = obs_first[which] + np.clip(block * _BLOCK + inside, 0, m_row[which] - 1)
             return np.asarray(np.clip(found, 0, last), dtype=np.int64)
 
@@ -678,6 +719,18 @@ class _Plan:
             est = self.obs_v[lo] + frac[q] * (self.obs_v[hi] - self.obs_v[lo])
             rtt[q] = np.where(total > 0, est, np.nan)
         return rtt, loss
+
+
+_COUNTERS: tuple[tuple[int, type[np.signedinteger[Any]]], ...] = (
+    (2**7 - 1, np.int8), (2**15 - 1, np.int16), (2**31 - 1, np.int32))
+
+
+def _counter(largest: int) -> type[np.signedinteger[Any]]:
+    """The narrowest signed integer type holding ``largest``."""
+    for top, kind in _COUNTERS:
+        if largest <= top:
+            return kind
+    return np.int64
 
 
 def _product(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
