@@ -68,6 +68,11 @@ the 100k-record file 1.27 s (1.69); with the pool at 1M records, load average 0.
 RSS 917 MiB (926); at load average 2.8-4.7 no difference showed through the machine's
 load.  See docs/analysis.md, "At size".
 
+Ping and tcp records are decoded from a block as lean structs (the record types' fields
+and constraints without their ``__post_init__``), their checks made over the block's
+columns; a record those checks are not sure of is decoded again by the structs, which
+decide and explain as ever (:mod:`netvantage.analysis.bulk`).
+
 The children's ``id`` column stays strings.  As a categorical sharing the measurements'
 ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
 16, phases 28) at 1M records, but its consumers would pay: ``astype("string")`` of the
@@ -171,11 +176,11 @@ from ..results import (
     TcpBody,
     TcpRecord,
     TraceRecord,
-    decode_many,
     decode_record,
     rtt_stats,
 )
 from . import progress
+from .bulk import decode_block
 from .frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -485,8 +490,9 @@ def _blocks(data: bytes) -> Iterator[tuple[memoryview, np.ndarray]]:
 
 def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] | None:
     """The records of a block of JSON Lines (``newlines``: where its newlines are) decoded
-    by one call (:func:`decode_many`), or ``None`` if any line is not exactly one good
-    record.
+    by one call (:func:`netvantage.analysis.bulk.decode_block`: ping and tcp records as
+    lean structs, checked over the block's columns), or ``None`` if any line is not
+    exactly one good record.
 
     The decoder reads JSON values separated by any whitespace, so a record split over
     two lines or two records on one line would pass it: every line must start with
@@ -501,11 +507,11 @@ def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] |
     if ((torn and data[-1] != 125) or not (data[newlines - 1] == 125).all()  # "}"
             or not (data[starts] == 123).all()):
         return None
+    ends = np.append(newlines, len(data)) if torn else newlines
     try:
-        records = decode_many(block)
+        return decode_block(block, np.append(0, starts), ends)
     except Exception:
         return None
-    return records if len(records) == len(newlines) + torn else None
 
 
 def _range_by_lines(data: bytes, last: bool, kinds: tuple[str, ...] | None,
