@@ -32,7 +32,7 @@ import operator
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -57,7 +57,7 @@ from ..results.structs import (
     TraceRecord,
 )
 
-__all__ = ["LEAN_TYPES", "decode_block"]
+__all__ = ["LEAN_TYPES", "Columns", "decode_block"]
 
 
 def _lean(cls: Any, types: dict[str, Any] | None = None,
@@ -114,8 +114,24 @@ _STAT_FIELDS = ("min_ms", "median_ms", "mean_ms", "max_ms", "jitter_ms")
 _STAT_GETTERS = tuple(operator.attrgetter(name) for name in _STAT_FIELDS)
 
 
-def decode_block(data: bytes | memoryview, starts: np.ndarray,
-                 ends: np.ndarray) -> list[AnyRecord]:
+class Columns(NamedTuple):
+    """What the checks read of a block's ping (or tcp) records, in block order, for the
+    loader's frames: each array as the loader's own reading gives it (``np.array`` of
+    the values, ``None`` NaN), so the frames are those of the records' fields."""
+
+    summary: np.ndarray  #: bool: the body is a summary
+    counts: np.ndarray  #: int64: samples (ping) or attempts (tcp) per record
+    values: np.ndarray  #: the RTTs (ping) or connect times (tcp), end to end
+    got: np.ndarray  #: received (ping) or succeeded (tcp)
+    sent: np.ndarray  #: sent (ping); tcp: ``counts``
+    loss: np.ndarray | None  #: loss_ratio (ping); tcp: ``None`` (a property, rounded)
+    min_ms: np.ndarray  #: the statistics' minimum, median and jitter
+    median_ms: np.ndarray
+    jitter_ms: np.ndarray
+
+
+def decode_block(data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray,
+                 columns: dict[str, Columns] | None = None) -> list[AnyRecord]:
     """The records of ``data``, a block of JSON Lines whose line ``i`` is
     ``data[starts[i]:ends[i]]`` (one JSON object each, as the caller has checked).
 
@@ -124,31 +140,39 @@ def decode_block(data: bytes | memoryview, starts: np.ndarray,
     record (a :class:`~netvantage.errors.SchemaError` for a lean one the column checks
     left to :func:`~netvantage.results.decode_record`), or ``ValueError`` if ``data``
     does not hold one value per line; it does not say which line: decode a line at a
-    time to know.
+    time to know.  ``columns``, if given, receives the :class:`Columns` of the block's
+    ping and tcp records (keys "ping", "tcp"), every one of them, sure or not (a record
+    decoded again has the same fields).
     """
     now = time.time()
     records: list[Any] = _decoder.decode_lines(data)
     if len(records) != len(starts):
         raise ValueError(f"{len(records)} values on {len(starts)} lines")
-    for i in _unsure(records, now):
+    for i in _unsure(records, now, columns):
         records[i] = decode_record(bytes(data[int(starts[i]):int(ends[i])]))
     return records
 
 
-def _unsure(records: list[Any], now: float) -> list[int]:
+def _unsure(records: list[Any], now: float,
+            columns: dict[str, Columns] | None = None) -> list[int]:
     """The positions of the lean records of ``records`` that the column checks do not
-    surely accept (``now``: the clock, read before they were decoded)."""
+    surely accept (``now``: the clock, read before they were decoded); their
+    :class:`Columns` into ``columns``."""
     where = {LeanPingRecord: [], LeanTcpRecord: []}  # type: dict[Any, list[int]]
     for i, cls in enumerate(map(type, records)):
         if cls in where:
             where[cls].append(i)
     unsure: list[int] = []
-    for cls, check in ((LeanPingRecord, _ping_sure), (LeanTcpRecord, _tcp_sure)):
+    for kind, cls, check in (("ping", LeanPingRecord, _ping_sure),
+                             ("tcp", LeanTcpRecord, _tcp_sure)):
         at = where[cls]
         if not at:
             continue
         lean = [records[i] for i in at]
-        sure = _envelope_sure(lean, now) & check(list(map(_BODY, lean)))
+        body_sure, read = check(list(map(_BODY, lean)))
+        if columns is not None:
+            columns[kind] = read
+        sure = _envelope_sure(lean, now) & body_sure
         unsure += [at[k] for k in np.flatnonzero(~sure).tolist()]
     return sorted(unsure)
 
@@ -159,11 +183,12 @@ def _is_none(values: list[Any]) -> np.ndarray:
 
 
 def _numbers(values: list[Any]) -> np.ndarray:
-    """Numbers as float64 (``None``: NaN); anything float64 cannot hold as a count or a
-    figure the records could mean (an integer past 2**53) is NaN too, so never sure."""
-    out = np.array(values, dtype=np.float64)
-    out[np.abs(out) >= 2.0**53] = np.nan
-    return out
+    """Numbers as float64 (``None``: NaN), as the loader reads them.
+
+    A count past 2**53 is rounded, but is never sure: it is compared with the length of
+    a list (exact below 2**53, and an integer above rounds to 2**53 or more).
+    """
+    return np.array(values, dtype=np.float64)
 
 
 def _envelope_sure(lean: list[Any], now: float) -> np.ndarray:
@@ -193,12 +218,13 @@ def _envelope_sure(lean: list[Any], now: float) -> np.ndarray:
     return sure
 
 
-def _ping_sure(bodies: list[Any]) -> np.ndarray:
+def _ping_sure(bodies: list[Any]) -> tuple[np.ndarray, Columns]:
     """PingBody's usual body, surely: no summary, as many samples as sent (some), as many
     replies as received (some), loss_ratio within 4e-7 of 1 - received / sent, and the
     statistics of the replies (:func:`_samples_sure`)."""
     n = len(bodies)
-    sure = _is_none(list(map(_SUMMARY, bodies)))
+    no_summary = _is_none(list(map(_SUMMARY, bodies)))
+    sure = no_summary.copy()
     sent = _numbers(list(map(_SENT, bodies)))
     received = _numbers(list(map(_RECEIVED, bodies)))
     loss = _numbers(list(map(_LOSS, bodies)))
@@ -208,17 +234,18 @@ def _ping_sure(bodies: list[Any]) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         sure &= (counts == sent) & (counts > 0)
         sure &= np.abs(1 - received / sent - loss) < 4e-7
-    sure &= _samples_sure(counts, rtts, received, list(map(_STATS, bodies)))
-    return sure
+    samples_sure, stats = _samples_sure(counts, rtts, received, list(map(_STATS, bodies)))
+    return sure & samples_sure, Columns(~no_summary, counts, rtts, received, sent, loss,
+                                        **stats)
 
 
-def _tcp_sure(bodies: list[Any]) -> np.ndarray:
+def _tcp_sure(bodies: list[Any]) -> tuple[np.ndarray, Columns]:
     """TcpBody's usual body, surely: no summary, no ``attempted``, every attempt ok with
     a connect time or not ok without one (TcpAttempt's rule), as many ok as
     ``succeeded`` (some), and the statistics of the connect times (:func:`_samples_sure`)."""
     n = len(bodies)
-    sure: np.ndarray = (_is_none(list(map(_SUMMARY, bodies)))
-                        & _is_none(list(map(_ATTEMPTED, bodies))))
+    no_summary = _is_none(list(map(_SUMMARY, bodies)))
+    sure = no_summary & _is_none(list(map(_ATTEMPTED, bodies)))
     succeeded = _numbers(list(map(_SUCCEEDED, bodies)))
     lists = list(map(_ATTEMPTS, bodies))
     counts = np.fromiter(map(len, lists), dtype=np.int64, count=n)
@@ -229,29 +256,35 @@ def _tcp_sure(bodies: list[Any]) -> np.ndarray:
     owner = np.repeat(np.arange(n), counts)
     consistent = ok == ~np.isnan(connects)
     sure &= np.bincount(owner[~consistent], minlength=n) == 0
-    sure &= _samples_sure(counts, connects, succeeded, list(map(_STATS, bodies)))
-    return sure
+    samples_sure, stats = _samples_sure(counts, connects, succeeded,
+                                        list(map(_STATS, bodies)))
+    return sure & samples_sure, Columns(~no_summary, counts, connects, succeeded,
+                                        counts.astype(np.float64), None, **stats)
 
 
 def _samples_sure(counts: np.ndarray, values: np.ndarray, got: np.ndarray,
-                  stats: list[Any]) -> np.ndarray:
+                  stats: list[Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per body (``counts`` of its ``values``, NaN lost), whether its received values
     number ``got`` (at least one), each in (0, MAX_RTT_MS], and ``stats`` is within the
     structs' sure tolerance of them: min and max equal, median, mean and (two or more)
-    jitter within 0.0009 ms, no jitter for one (structs._surely_fits).
+    jitter within 0.0009 ms, no jitter for one (structs._surely_fits); and the given
+    min_ms, median_ms and jitter_ms (NaN: null).
 
     The bodies with the same number of replies are taken together, their values as the
     rows of a matrix (sorted along the rows: a sort of a whole block's values by body and
     value took 1.7 µs per ping record, this 0.1).
     """
     n = len(counts)
+    given = {name: _numbers(list(map(get, stats)))
+             for name, get in zip(_STAT_FIELDS, _STAT_GETTERS, strict=True)}
+    read = {name: given[name] for name in ("min_ms", "median_ms", "jitter_ms")}
     owner = np.repeat(np.arange(n), counts)
     kept = ~np.isnan(values)
     owner, x = owner[kept], values[kept]
     many = np.bincount(owner, minlength=n)
     sure: np.ndarray = (many == got) & (many > 0)
     if not len(x):
-        return sure
+        return sure, read
     sure &= np.bincount(owner[~((x > 0) & (x <= MAX_RTT_MS))], minlength=n) == 0
     first = np.cumsum(many) - many  # where each body's values start in x
     low, high, median, mean, jitter = (np.full(n, np.nan) for _ in range(5))
@@ -265,12 +298,10 @@ def _samples_sure(counts: np.ndarray, values: np.ndarray, got: np.ndarray,
         mean[rows] = sent.sum(axis=1) / m
         if m >= 2:
             jitter[rows] = np.abs(sent[:, 1:] - sent[:, :-1]).sum(axis=1) / (m - 1)
-    given = {name: _numbers(list(map(get, stats)))
-             for name, get in zip(_STAT_FIELDS, _STAT_GETTERS, strict=True)}
     with np.errstate(invalid="ignore"):
         sure &= (given["min_ms"] == low) & (given["max_ms"] == high)
         sure &= np.abs(given["median_ms"] - median) <= _SURELY_CLOSE_MS
         sure &= np.abs(given["mean_ms"] - mean) <= _SURELY_CLOSE_MS
         sure &= np.where(many >= 2, np.abs(given["jitter_ms"] - jitter) <= _SURELY_CLOSE_MS,
                          np.isnan(given["jitter_ms"]))
-    return sure
+    return sure, read

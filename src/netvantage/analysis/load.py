@@ -180,7 +180,7 @@ from ..results import (
     rtt_stats,
 )
 from . import progress
-from .bulk import decode_block
+from .bulk import Columns, decode_block
 from .frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -457,14 +457,15 @@ def _range_part(task: tuple[str, int, int, bool, tuple[str, ...] | None],
         parts: list[_Part] = []
         lines = 0
         for block, newlines in _blocks(data):
-            records = _block_records(block, newlines)
-            if records is None:
+            decoded = _block_records(block, newlines)
+            if decoded is None:
                 break
+            records, read = decoded
             lines += len(records)
             if kinds is not None:
                 records = [r for r in records if r.kind in kinds]
-            parts.append(_part(records))
-            del records
+            parts.append(_part(records, read))
+            del records, decoded
         else:
             return _merged(parts), lines, 0, []
         del parts
@@ -488,11 +489,13 @@ def _blocks(data: bytes) -> Iterator[tuple[memoryview, np.ndarray]]:
         begin = stop
 
 
-def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] | None:
+def _block_records(block: memoryview, newlines: np.ndarray,
+                   ) -> tuple[list[AnyRecord], dict[str, Columns]] | None:
     """The records of a block of JSON Lines (``newlines``: where its newlines are) decoded
     by one call (:func:`netvantage.analysis.bulk.decode_block`: ping and tcp records as
-    lean structs, checked over the block's columns), or ``None`` if any line is not
-    exactly one good record.
+    lean structs, checked over the block's columns), with what those checks read of
+    them (:class:`~netvantage.analysis.bulk.Columns`, by kind); or ``None`` if any line is
+    not exactly one good record.
 
     The decoder reads JSON values separated by any whitespace, so a record split over
     two lines or two records on one line would pass it: every line must start with
@@ -508,8 +511,9 @@ def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] |
             or not (data[starts] == 123).all()):
         return None
     ends = np.append(newlines, len(data)) if torn else newlines
+    read: dict[str, Columns] = {}
     try:
-        return decode_block(block, np.append(0, starts), ends)
+        return decode_block(block, np.append(0, starts), ends, read), read
     except Exception:
         return None
 
@@ -1038,8 +1042,9 @@ def _floats(values: Iterable[Any]) -> np.ndarray:
     return np.array(list(values), dtype=np.float64)
 
 
-def _part(records: Sequence[AnyRecord]) -> _Part:
-    """The compact columns of a chunk of records (see :func:`load`).
+def _part(records: Sequence[AnyRecord], read: dict[str, Columns] | None = None) -> _Part:
+    """The compact columns of a chunk of records (see :func:`load`); ``read``: what the
+    block decoder read of its ping and tcp records (:func:`_block_records`), not read again.
 
     Built a column at a time, never a row: each field is read from every record of a
     kind at once (``map`` over an ``attrgetter``) into a list that becomes an array; the
@@ -1064,7 +1069,7 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
     figures = {c: np.full(n, np.nan) for c in _FLOATS}
     objects = {c: np.full(n, None, dtype=object) for c in _OBJECTS}
     summary = np.zeros(n, dtype=bool)
-    measured: list[tuple[np.ndarray, list[int], list[float | None]]] = []
+    measured: list[tuple[np.ndarray, Any, Any]] = []
     hops = phases = None
     present = set(np.unique(code).tolist())
     for kinds_of_group in (("ping",), ("tcp",), ("trace",), ("smtp", "imap")):
@@ -1079,7 +1084,8 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
             phases = _mails(rows, group, ok[rows], figures, objects)
         else:
             measured.append(_ping_tcp(rows, group, kinds_of_group[0] == "tcp", figures,
-                                      objects, summary))
+                                      objects, summary,
+                                      (read or {}).get(kinds_of_group[0])))
     samples = _samples(n, measured, figures["rtt_sd_ms"])
     frame = {
         "id": _compact("str", list(map(_ID, records))),
@@ -1125,16 +1131,20 @@ def _empty(specs: dict[str, _Spec]) -> dict[str, Any]:
 
 def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str, np.ndarray],
               objects: dict[str, np.ndarray], summary: np.ndarray,
-              ) -> tuple[np.ndarray, list[int], list[float | None]]:
+              read: Columns | None = None) -> tuple[np.ndarray, Any, Any]:
     """The figures of ping or tcp records (at ``rows``); (the rows with samples, how many
-    each, their RTTs: ``None`` lost) for :func:`_samples`.
+    each, their RTTs: ``None`` or NaN lost) for :func:`_samples`.
 
     ping and tcp alike: rtt_ms, rtt_min_ms and jitter_ms from the body's statistics;
     tcp's sent and received are its attempts and the successful ones.  A summary record
     (statistics without samples) takes :func:`_ping_tcp_figures`, one at a time.
+    ``read``: these fields as the block decoder read them (the same arrays).
     """
     bodies = list(map(_BODY, records))
-    is_summary = np.array([s is not None for s in map(_SUMMARY, bodies)], dtype=bool)
+    if read is not None and len(read.counts) != len(records):
+        read = None
+    is_summary = (read.summary if read is not None else
+                  np.array([s is not None for s in map(_SUMMARY, bodies)], dtype=bool))
     if is_summary.any():
         at = rows[is_summary]
         summary[at] = True
@@ -1147,6 +1157,8 @@ def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str
         figures["rtt_samples"][at] = _floats(table[8])
         rows = rows[~is_summary]
         bodies = list(itertools.compress(bodies, ~is_summary))
+    if read is not None:
+        return _ping_tcp_read(rows, bodies, tcp, figures, objects, read, ~is_summary)
     stats = list(map(_STATS, bodies))
     figures["rtt_ms"][rows] = _floats(map(_MEDIAN, stats))
     figures["rtt_min_ms"][rows] = _floats(map(_MIN, stats))
@@ -1172,7 +1184,29 @@ def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str
     return rows, counts, rtts
 
 
-def _samples(n: int, measured: list[tuple[np.ndarray, list[int], list[float | None]]],
+def _ping_tcp_read(rows: np.ndarray, bodies: list[Any], tcp: bool,
+                   figures: dict[str, np.ndarray], objects: dict[str, np.ndarray],
+                   read: Columns, keep: np.ndarray) -> tuple[np.ndarray, Any, Any]:
+    """:func:`_ping_tcp`'s figures of the records without summary (``keep``: which of
+    ``read``'s they are; ``rows``, ``bodies``: theirs) from the decoder's arrays."""
+    figures["rtt_ms"][rows] = read.median_ms[keep]
+    figures["rtt_min_ms"][rows] = read.min_ms[keep]
+    figures["jitter_ms"][rows] = read.jitter_ms[keep]
+    if tcp:
+        figures["loss_ratio"][rows] = _floats(map(_LOSS, bodies))  # (a property, rounded)
+        figures["port"][rows] = _floats(map(_PORT, bodies))
+    else:
+        figures["loss_ratio"][rows] = read.loss[keep]  # type: ignore[index]
+    counts = read.counts[keep]
+    received = read.got[keep]
+    figures["sent"][rows] = read.sent[keep]
+    figures["received"][rows] = received
+    figures["rtt_samples"][rows] = received
+    objects["rtt_stat"][rows] = np.where(received > 0, "median", None)  # type: ignore[call-overload]
+    return rows, counts, read.values[np.repeat(keep, read.counts)]
+
+
+def _samples(n: int, measured: list[tuple[np.ndarray, Any, Any]],
              sd: np.ndarray) -> dict[str, Any]:
     """The samples' columns (``_rec``, seq, rtt_ms) in record order, from the ping and tcp
     records' RTTs (:func:`_ping_tcp`); ``sd`` gets each record's standard deviation."""
