@@ -313,3 +313,18 @@ def test_the_loader_reports_the_bad_lines_of_the_line_by_line_decoder(
                                       check_exact=True, obj=name)
         assert getattr(fast, name).dtypes.equals(getattr(slow, name).dtypes)
     assert not math.isnan(fast.measurements["rtt_ms"].iloc[0])
+
+
+def test_kinds_kept_load_alike_by_blocks_and_by_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some kinds kept: the ping and tcp columns the block decoder read go to the frames
+    as the records' own fields would."""
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 20_000)
+    for kinds in (["tcp", "smtp"], ["ping"], ["trace", "ping", "tcp"]):
+        fast = load(SAMPLE, kinds=kinds)
+        with monkeypatch.context() as patch:
+            patch.setattr(loader, "_block_records", _lines_only)
+            slow = load(SAMPLE, kinds=kinds)
+        assert set(fast.measurements["kind"].astype(str)) == set(kinds)
+        for name in FRAME_NAMES:
+            pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name),
+                                          check_exact=True, obj=name)
