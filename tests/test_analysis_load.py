@@ -428,3 +428,20 @@ def test_standard_deviations_to_the_last_bit() -> None:
             assert out[i] == _stdev(got), (i, got)
         else:
             assert math.isnan(out[i]), i
+
+
+def test_numpy_asks_for_no_huge_pages_while_frames_are_built() -> None:
+    """Off inside the loader's block (the kernel's huge-page faults cost more there), as
+    it was afterwards."""
+    setter = importlib.import_module("numpy._core.multiarray")._set_madvise_hugepage
+    before = setter(True)
+    try:
+        with loader._small_pages():
+            assert setter(False) is False  # (returns the setting it replaces)
+        assert setter(True) is True
+        setter(False)
+        with loader._small_pages():
+            pass
+        assert setter(False) is False
+    finally:
+        setter(before)

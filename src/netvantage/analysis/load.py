@@ -68,6 +68,11 @@ the 100k-record file 1.27 s (1.69); with the pool at 1M records, load average 0.
 RSS 917 MiB (926); at load average 2.8-4.7 no difference showed through the machine's
 load.  See docs/analysis.md, "At size".
 
+Ping and tcp records are decoded from a block as lean structs (the record types' fields
+and constraints without their ``__post_init__``), their checks made over the block's
+columns; a record those checks are not sure of is decoded again by the structs, which
+decide and explain as ever (:mod:`netvantage.analysis.bulk`).
+
 The children's ``id`` column stays strings.  As a categorical sharing the measurements'
 ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
 16, phases 28) at 1M records, but its consumers would pay: ``astype("string")`` of the
@@ -140,6 +145,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib
 import itertools
 import multiprocessing
 import operator
@@ -171,11 +177,11 @@ from ..results import (
     TcpBody,
     TcpRecord,
     TraceRecord,
-    decode_many,
     decode_record,
     rtt_stats,
 )
 from . import progress
+from .bulk import Columns, decode_block
 from .frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -243,7 +249,7 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     A record whose (agent, id) was already read is kept once (see :func:`read_records`).
     """
     builder = _Builder()
-    with _no_gc():
+    with _small_pages(), _no_gc():
         for part in _parts(source, kinds):
             builder.add_part(part)
             del part  # its columns are the builder's now
@@ -253,6 +259,32 @@ def load(source: Source | Sequence[Source], *, kinds: Iterable[str] | None = Non
     _trim_heap()
     with progress.step("checking the frames"):
         return _check_loaded(campaign, keyed)
+
+
+@contextmanager
+def _small_pages() -> Iterator[None]:
+    """numpy's arrays on ordinary 4 kB pages while the frames are built (numpy otherwise
+    asks the kernel for huge pages for every big array, ``madvise(MADV_HUGEPAGE)``).
+
+    Building the frames is mostly the kernel's work: each column, concatenated or taken,
+    is new memory whose pages are faulted in.  Measured on 1M synthetic records (this
+    machine: transparent huge pages on request, their defragmentation on request too,
+    load average 8-9), ``getrusage`` around :meth:`_Builder.campaign`: 0.2 s of user time
+    and 2.1 s of system time with huge pages (two runs), 1.2-1.3 s without (the kernel
+    compacting memory to find a huge page at each fault costs more than 512 small faults);
+    other phases unchanged.  The setting is numpy's own (``NUMPY_MADVISE_HUGEPAGE``) and
+    is given back afterwards; without it (another numpy), nothing changes.
+    """
+    multiarray = importlib.import_module("numpy._core.multiarray")
+    setter = getattr(multiarray, "_set_madvise_hugepage", None)
+    if setter is None:
+        yield
+        return
+    was = setter(False)
+    try:
+        yield
+    finally:
+        setter(was)
 
 
 def _trim_heap() -> None:
@@ -452,14 +484,15 @@ def _range_part(task: tuple[str, int, int, bool, tuple[str, ...] | None],
         parts: list[_Part] = []
         lines = 0
         for block, newlines in _blocks(data):
-            records = _block_records(block, newlines)
-            if records is None:
+            decoded = _block_records(block, newlines)
+            if decoded is None:
                 break
+            records, read = decoded
             lines += len(records)
             if kinds is not None:
                 records = [r for r in records if r.kind in kinds]
-            parts.append(_part(records))
-            del records
+            parts.append(_part(records, read))
+            del records, decoded
         else:
             return _merged(parts), lines, 0, []
         del parts
@@ -483,10 +516,13 @@ def _blocks(data: bytes) -> Iterator[tuple[memoryview, np.ndarray]]:
         begin = stop
 
 
-def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] | None:
+def _block_records(block: memoryview, newlines: np.ndarray,
+                   ) -> tuple[list[AnyRecord], dict[str, Columns]] | None:
     """The records of a block of JSON Lines (``newlines``: where its newlines are) decoded
-    by one call (:func:`decode_many`), or ``None`` if any line is not exactly one good
-    record.
+    by one call (:func:`netvantage.analysis.bulk.decode_block`: ping and tcp records as
+    lean structs, checked over the block's columns), with what those checks read of
+    them (:class:`~netvantage.analysis.bulk.Columns`, by kind); or ``None`` if any line is
+    not exactly one good record.
 
     The decoder reads JSON values separated by any whitespace, so a record split over
     two lines or two records on one line would pass it: every line must start with
@@ -501,11 +537,12 @@ def _block_records(block: memoryview, newlines: np.ndarray) -> list[AnyRecord] |
     if ((torn and data[-1] != 125) or not (data[newlines - 1] == 125).all()  # "}"
             or not (data[starts] == 123).all()):
         return None
+    ends = np.append(newlines, len(data)) if torn else newlines
+    read: dict[str, Columns] = {}
     try:
-        records = decode_many(block)
+        return decode_block(block, np.append(0, starts), ends, read), read
     except Exception:
         return None
-    return records if len(records) == len(newlines) + torn else None
 
 
 def _range_by_lines(data: bytes, last: bool, kinds: tuple[str, ...] | None,
@@ -1032,8 +1069,9 @@ def _floats(values: Iterable[Any]) -> np.ndarray:
     return np.array(list(values), dtype=np.float64)
 
 
-def _part(records: Sequence[AnyRecord]) -> _Part:
-    """The compact columns of a chunk of records (see :func:`load`).
+def _part(records: Sequence[AnyRecord], read: dict[str, Columns] | None = None) -> _Part:
+    """The compact columns of a chunk of records (see :func:`load`); ``read``: what the
+    block decoder read of its ping and tcp records (:func:`_block_records`), not read again.
 
     Built a column at a time, never a row: each field is read from every record of a
     kind at once (``map`` over an ``attrgetter``) into a list that becomes an array; the
@@ -1058,7 +1096,7 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
     figures = {c: np.full(n, np.nan) for c in _FLOATS}
     objects = {c: np.full(n, None, dtype=object) for c in _OBJECTS}
     summary = np.zeros(n, dtype=bool)
-    measured: list[tuple[np.ndarray, list[int], list[float | None]]] = []
+    measured: list[tuple[np.ndarray, Any, Any]] = []
     hops = phases = None
     present = set(np.unique(code).tolist())
     for kinds_of_group in (("ping",), ("tcp",), ("trace",), ("smtp", "imap")):
@@ -1073,7 +1111,8 @@ def _part(records: Sequence[AnyRecord]) -> _Part:
             phases = _mails(rows, group, ok[rows], figures, objects)
         else:
             measured.append(_ping_tcp(rows, group, kinds_of_group[0] == "tcp", figures,
-                                      objects, summary))
+                                      objects, summary,
+                                      (read or {}).get(kinds_of_group[0])))
     samples = _samples(n, measured, figures["rtt_sd_ms"])
     frame = {
         "id": _compact("str", list(map(_ID, records))),
@@ -1119,16 +1158,20 @@ def _empty(specs: dict[str, _Spec]) -> dict[str, Any]:
 
 def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str, np.ndarray],
               objects: dict[str, np.ndarray], summary: np.ndarray,
-              ) -> tuple[np.ndarray, list[int], list[float | None]]:
+              read: Columns | None = None) -> tuple[np.ndarray, Any, Any]:
     """The figures of ping or tcp records (at ``rows``); (the rows with samples, how many
-    each, their RTTs: ``None`` lost) for :func:`_samples`.
+    each, their RTTs: ``None`` or NaN lost) for :func:`_samples`.
 
     ping and tcp alike: rtt_ms, rtt_min_ms and jitter_ms from the body's statistics;
     tcp's sent and received are its attempts and the successful ones.  A summary record
     (statistics without samples) takes :func:`_ping_tcp_figures`, one at a time.
+    ``read``: these fields as the block decoder read them (the same arrays).
     """
     bodies = list(map(_BODY, records))
-    is_summary = np.array([s is not None for s in map(_SUMMARY, bodies)], dtype=bool)
+    if read is not None and len(read.counts) != len(records):
+        read = None
+    is_summary = (read.summary if read is not None else
+                  np.array([s is not None for s in map(_SUMMARY, bodies)], dtype=bool))
     if is_summary.any():
         at = rows[is_summary]
         summary[at] = True
@@ -1141,6 +1184,8 @@ def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str
         figures["rtt_samples"][at] = _floats(table[8])
         rows = rows[~is_summary]
         bodies = list(itertools.compress(bodies, ~is_summary))
+    if read is not None:
+        return _ping_tcp_read(rows, bodies, tcp, figures, objects, read, ~is_summary)
     stats = list(map(_STATS, bodies))
     figures["rtt_ms"][rows] = _floats(map(_MEDIAN, stats))
     figures["rtt_min_ms"][rows] = _floats(map(_MIN, stats))
@@ -1166,7 +1211,29 @@ def _ping_tcp(rows: np.ndarray, records: list[Any], tcp: bool, figures: dict[str
     return rows, counts, rtts
 
 
-def _samples(n: int, measured: list[tuple[np.ndarray, list[int], list[float | None]]],
+def _ping_tcp_read(rows: np.ndarray, bodies: list[Any], tcp: bool,
+                   figures: dict[str, np.ndarray], objects: dict[str, np.ndarray],
+                   read: Columns, keep: np.ndarray) -> tuple[np.ndarray, Any, Any]:
+    """:func:`_ping_tcp`'s figures of the records without summary (``keep``: which of
+    ``read``'s they are; ``rows``, ``bodies``: theirs) from the decoder's arrays."""
+    figures["rtt_ms"][rows] = read.median_ms[keep]
+    figures["rtt_min_ms"][rows] = read.min_ms[keep]
+    figures["jitter_ms"][rows] = read.jitter_ms[keep]
+    if tcp:
+        figures["loss_ratio"][rows] = _floats(map(_LOSS, bodies))  # (a property, rounded)
+        figures["port"][rows] = _floats(map(_PORT, bodies))
+    else:
+        figures["loss_ratio"][rows] = read.loss[keep]  # type: ignore[index]
+    counts = read.counts[keep]
+    received = read.got[keep]
+    figures["sent"][rows] = read.sent[keep]
+    figures["received"][rows] = received
+    figures["rtt_samples"][rows] = received
+    objects["rtt_stat"][rows] = np.where(received > 0, "median", None)  # type: ignore[call-overload]
+    return rows, counts, read.values[np.repeat(keep, read.counts)]
+
+
+def _samples(n: int, measured: list[tuple[np.ndarray, Any, Any]],
              sd: np.ndarray) -> dict[str, Any]:
     """The samples' columns (``_rec``, seq, rtt_ms) in record order, from the ping and tcp
     records' RTTs (:func:`_ping_tcp`); ``sd`` gets each record's standard deviation."""
