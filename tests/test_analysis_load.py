@@ -436,11 +436,11 @@ def test_numpy_asks_for_no_huge_pages_while_frames_are_built() -> None:
     setter = importlib.import_module("numpy._core.multiarray")._set_madvise_hugepage
     before = setter(True)
     try:
-        with loader._small_pages():
+        with loader.small_pages():
             assert setter(False) is False  # (returns the setting it replaces)
         assert setter(True) is True
         setter(False)
-        with loader._small_pages():
+        with loader.small_pages():
             pass
         assert setter(False) is False
     finally:

@@ -237,6 +237,52 @@ def test_metrics_computed_aside_in_a_forked_child_are_those_of_one_process(
     pd.testing.assert_frame_equal(here.metrics, serial.metrics, check_exact=True)
 
 
+def test_the_analysis_and_its_metrics_child_ask_numpy_for_no_huge_pages(
+        campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off for the whole analysis, in this process and in the forked metrics child (the
+    kernel's huge-page faults cost more than they save here), and as it was afterwards."""
+    import importlib
+    import os
+
+    from netvantage.analysis import summary
+    from netvantage.analysis.metrics import metrics as computing
+
+    setter = importlib.import_module("numpy._core.multiarray")._set_madvise_hugepage
+    where = tmp_path / "settings"
+
+    def noting(step: str) -> None:
+        was = setter(False)  # (returns the setting it replaces)
+        setter(was)
+        with open(where, "a") as fh:
+            fh.write(f"{step} {os.getpid()} {was}\n")
+
+    def metrics_noting(*args, **kwargs):
+        noting("metrics")
+        return computing(*args, **kwargs)
+
+    analysing = summary._analysis
+
+    def analysis_noting(*args, **kwargs):
+        noting("analysis")
+        return analysing(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "metrics_table", metrics_noting)
+    monkeypatch.setattr(summary, "_analysis", analysis_noting)
+    monkeypatch.setattr(summary, "CONCURRENT_RECORDS", 1)
+    monkeypatch.setattr(summary, "_may_fork", lambda: True)
+    before = setter(True)
+    try:
+        summary.analyse(campaign, weights=AFRICA, n_boot=50)
+        after = setter(before)
+    finally:
+        setter(before)
+    seen = {step: (int(pid), was) for step, pid, was in
+            (line.split() for line in where.read_text().splitlines())}
+    assert seen["analysis"] == (os.getpid(), "False")
+    assert seen["metrics"][0] != os.getpid() and seen["metrics"][1] == "False"
+    assert after is True
+
+
 #: Run in a fresh interpreter: threads other tests leave behind in this one (a Dask
 #: client's) would rightly forbid the fork.
 _UNDER_A_BAR = """

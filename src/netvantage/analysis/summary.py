@@ -33,6 +33,7 @@ from .detours import detours as detour_table
 from .episodes import Changes, cadence, find_changes, series_shared, snapshots
 from .frames import Campaign
 from .geo import inflation as inflation_table
+from .load import small_pages
 from .metrics import metrics as metrics_table
 from .mix import Mixes, client_regions, resolve_weights
 from .mix import mixes as mix_answer
@@ -507,7 +508,9 @@ def analyse(campaign: Campaign, *, weights: Mapping[str, float] | None = None,
     if no_region:
         notes.append(no_region)
     # The cadence (default window) and the episodes read the same series of records.
-    with _metrics_aside(campaign, min(n_boot, 500), seed) as metrics_of, series_shared():
+    # Huge pages off before the metrics child is forked, so that it runs without them too.
+    with small_pages(), _metrics_aside(campaign, min(n_boot, 500), seed) as metrics_of, \
+            series_shared():
         return _analysis(campaign, earlier, ready, notes, metrics_of, weights=weights,
                          locations=locations, cost=cost, thresholds=thresholds,
                          window=window, episode_min_rise=episode_min_rise,
