@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from netvantage import analysis as nva
@@ -129,6 +130,34 @@ def test_time_axis_reads_as_dates(start: str, end: str, expect: str) -> None:
     assert len(labels) >= 3, labels
     assert any(expect in text for text in labels), labels
     assert not any(text.strip("0:") == "" for text in labels), labels
+
+
+def _rgba(fig: MplFigure) -> np.ndarray:
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def test_stacked_bars_draw_what_barh_draws() -> None:
+    # Gaps (NaN: a phase a pair never reached, drawn as 0) and a last layer of 0 on the
+    # longest bar (its right end is then a sticky left edge).
+    widths = np.array([[3.0, 0.0, 1.5, 7.0], [2.0, np.nan, 0.5, 4.0], [1.0, 2.5, np.nan, 0.0]])
+    filled = np.nan_to_num(widths, nan=0.0)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+    old, new = MplFigure(figsize=(4, 3), dpi=80), MplFigure(figsize=(4, 3), dpi=80)
+    ax_old, ax_new = old.add_subplot(), new.add_subplot()
+    left = np.zeros(widths.shape[1])
+    for layer, colour in zip(filled, palette, strict=True):
+        ax_old.barh(np.arange(widths.shape[1]), layer, left=left, color=colour, height=0.7)
+        left += layer
+    F._stacked_barh(ax_new, filled, palette, height=0.7)
+    for ax in (ax_old, ax_new):
+        ax.invert_yaxis()
+    # The same limits (barh's go through each patch's transform: an ulp apart).
+    assert np.allclose(ax_new.get_xlim(), ax_old.get_xlim(), rtol=1e-12, atol=0)
+    assert np.allclose(ax_new.get_ylim(), ax_old.get_ylim(), rtol=1e-12, atol=0)
+    assert ax_new.get_xlim()[0] == 0.0  # no margin left of the bars
+    assert np.array_equal(_rgba(new), _rgba(old))
 
 
 def test_labels_never_overlap() -> None:

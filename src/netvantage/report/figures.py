@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
@@ -523,13 +523,10 @@ def phases_figure(campaign: Campaign, result: Analysis) -> Figure | None:
         durations = {(r, t, ph_): float(v) for r, t, ph_, v in zip(
             sub["region"], sub["target"], sub["phase"],
             sub["duration_p50_ms"].to_numpy(dtype=float), strict=True)}
-        left = np.zeros(len(labels))
-        for phase in order:
-            vals = np.nan_to_num(np.array([durations.get((r, t, phase), np.nan)
-                                           for r, t in keys]), nan=0.0)
-            ax.barh(np.arange(len(labels)), vals, left=left, color=palette[phase], label=phase,
-                    height=0.7)
-            left += vals
+        widths = np.array([[durations.get((r, t, phase), np.nan) for r, t in keys]
+                           for phase in order]).reshape(len(order), len(keys))
+        _stacked_barh(ax, np.nan_to_num(widths, nan=0.0), [palette[p] for p in order],
+                      height=0.7)
         ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
         for tick, key in zip(ax.get_yticklabels(), keys, strict=True):
             if key in flagged:
@@ -540,13 +537,37 @@ def phases_figure(campaign: Campaign, result: Analysis) -> Figure | None:
                      loc="left")
         ax.set_xlabel("ms")
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="phase",
-                  title_fontsize=8)
+        ax.legend(handles=[Patch(facecolor=palette[p], label=p) for p in order], fontsize=8,
+                  loc="upper left", bbox_to_anchor=(1.0, 1.0), title="phase", title_fontsize=8)
     fig.tight_layout()
     return Figure("phases", "Handshake phases",
                   "Median duration of each phase of the SMTP and IMAP handshakes (connect, "
                   "greeting, EHLO/CAPABILITY, STARTTLS, TLS handshake, …), stacked, per client "
                   "region and data centre; flagged pairs in red." + chosen.note(), _png(fig))
+
+
+def _stacked_barh(ax: Axes, widths: FloatArray, colours: Sequence[Any], *,
+                  height: float) -> PolyCollection:
+    """Horizontal bars stacked left to right: ``widths[i, j]`` is layer ``i`` (drawn in
+    ``colours[i]``) of the bar at y = ``j``; what ``barh`` draws layer by layer, as one
+    artist (a figure of 96 pairs and six phases per kind made 1,152 patches, whose data
+    limits and drawing were a third of the figure's time).
+
+    The same rectangles in the same order (each layer's bars, one layer after the other),
+    without edges, with the same data limits and the bars' left ends as sticky edges (no
+    margin left of 0): the same pixels as ``barh``'s."""
+    layers, bars = widths.shape
+    y = np.arange(bars, dtype=float)
+    lefts = np.vstack([np.zeros((1, bars)), np.cumsum(widths, axis=0)[:-1]])
+    x0, x1 = lefts.ravel(), (lefts + widths).ravel()
+    y0, y1 = np.tile(y - height / 2, layers), np.tile(y + height / 2, layers)
+    verts = np.stack([np.column_stack(c) for c in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))],
+                     axis=1)
+    bars_artist = PolyCollection(list(verts), closed=True, linewidths=0.0, edgecolors="none",
+                                 facecolors=[c for c in colours for _ in range(bars)])
+    bars_artist.sticky_edges.x.extend(np.unique(x0).tolist())
+    ax.add_collection(bars_artist)
+    return bars_artist
 
 
 def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
