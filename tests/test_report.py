@@ -17,7 +17,7 @@ from conftest import invoke_cli
 from netns import missing
 from netvantage import __version__
 from netvantage import analysis as nva
-from netvantage.report.content import _typical_hops, _typical_paths, anchor
+from netvantage.report.content import _by_pair, _flag_groups, _typical_hops, _typical_paths, anchor
 from netvantage.report.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -383,3 +383,37 @@ def test_a_flagged_pairs_typical_path_per_ttl() -> None:
     table = _typical_hops(paths[("R", "T")], [2])
     assert table is not None and table.marks == ("", "flagged")
     assert _typical_hops(paths.get(("S", "U")), [2]) is None
+
+
+def test_flags_read_per_pair_in_one_pass() -> None:
+    """The pairs' flags come in the group-by's order (pairs sorted, a row without a region
+    left out), each pair's rows in frame order; the headline prefers the ping flag per (test,
+    metric), dates a history-only pair by its earliest 'since', and quotes the first 'where'."""
+    t0 = pd.Timestamp("2026-11-28 20:05", tz="UTC")
+    cols = ["region", "target", "kind", "metric", "test", "value", "reference", "effect",
+            "evidence", "since", "p_value", "where"]
+    flags = pd.DataFrame([
+        ("S", "dc-b", "tcp", "rtt_ms", "history", 90.0, 40.0, 50.0, "e1", t0, 1e-4, pd.NA),
+        ("R", "dc-b", "tcp", "loss_ratio", "peers", 0.3, 0.01, 0.29, "e2", pd.NaT, 1e-3,
+         "loss first shows at TTL 4, 10.0.0.4: x"),
+        (None, "dc-b", "ping", "rtt_ms", "peers", 1.0, 1.0, 0.0, "e3", pd.NaT, 0.5, pd.NA),
+        ("S", "dc-b", "ping", "rtt_ms", "history", 80.0, 40.0, 40.0, "e4",
+         t0 - pd.Timedelta(minutes=2), 1e-5, "RTT first jumps at TTL 3, 10.0.0.3: y"),
+        ("R", "dc-b", "ping", "loss_ratio", "peers", 0.2, 0.01, 0.19, "e5", pd.NaT, 1e-3,
+         "RTT first jumps at TTL 2, 10.0.0.2: z"),
+        ("R", "dc-a", "ping", "rtt_ms", "peers", 70.0, 30.0, 40.0, "e6", pd.NaT, 1e-6, pd.NA),
+    ], columns=cols).astype({"where": "string"})
+    pairs = _by_pair(flags)
+    assert [key for key, _ in pairs] == [("R", "dc-a"), ("R", "dc-b"), ("S", "dc-b")]
+    assert [[f.evidence for f in rows] for _, rows in pairs] == [["e6"], ["e2", "e5"],
+                                                                 ["e1", "e4"]]
+    reference = [((str(r), str(t)), list(g["evidence"]))
+                 for (r, t), g in flags.groupby(["region", "target"], sort=True)]
+    assert [(key, [f.evidence for f in rows]) for key, rows in pairs] == reference
+    groups = _flag_groups(flags)
+    assert [(g.target, g.since) for g in groups] == [
+        ("dc-a", None), ("dc-b", None), ("dc-b", "2026-11-28 20:03:00 UTC")]
+    assert groups[1].lines == (
+        "R: loss 20.0% vs 1.0% at peers — loss first shows at TTL 4, 10.0.0.4",)
+    assert groups[2].lines[0].startswith("S: median RTT 80 ms since 20:03:00 UTC vs 40 ms")
+    assert groups[2].lines[0].endswith(" — RTT first jumps at TTL 3, 10.0.0.3")

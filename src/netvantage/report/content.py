@@ -396,13 +396,12 @@ def _where_short(where: Any) -> str | None:
     return parts[0].split(": ", 1)[0] if parts else None
 
 
-def _pair_summary(group: pd.DataFrame) -> str:
+def _pair_summary(rows: Sequence[Any]) -> str:
     # One phrase per (test, metric), the ping flag preferred: ping and tcp usually agree.
-    order = group.assign(_k=(group["kind"] != "ping").astype(int)).sort_values(
-        ["test", "metric", "_k"], kind="stable")
+    order = sorted(rows, key=lambda f: (f.test, f.metric, int(f.kind != "ping")))
     seen: set[tuple[str, str]] = set()
     phrases: list[str] = []
-    for f in order.itertuples():
+    for f in order:
         key = (str(f.test), str(f.metric))
         if key in seen:
             continue
@@ -411,16 +410,39 @@ def _pair_summary(group: pd.DataFrame) -> str:
     return "; ".join(phrases)
 
 
+def _by_pair(flags: pd.DataFrame) -> list[tuple[tuple[str, str], list[Any]]]:
+    """The flags' rows (``itertuples``) per (region, target), in the order and with the
+    keys of ``flags.groupby(["region", "target"], sort=True)``, rows in frame order: one
+    pass over the frame instead of a frame per pair (a sort, a filter and an ``itertuples``
+    per pair were most of the words' time: 0.3 s for the 93 flagged pairs of 100k
+    synthetic records)."""
+    grouped = flags.groupby(["region", "target"], sort=True)
+    codes = grouped.ngroup().to_numpy()  # -1: a row without a region or a target
+    rows = list(flags.itertuples())
+    out: list[tuple[tuple[str, str], list[Any]]] = []
+    for g in range(grouped.ngroups):
+        mine = [rows[i] for i in np.flatnonzero(codes == g)]
+        if mine:
+            out.append(((str(mine[0].region), str(mine[0].target)), mine))
+    return out
+
+
+def _first_where(rows: Sequence[Any]) -> Any:
+    """The first ``where`` text of a pair's flags (None when none has one)."""
+    return next((f.where for f in rows if not _missing(f.where)), None)
+
+
 def _flag_groups(flags: pd.DataFrame) -> list[FlagGroup]:
     if flags.empty:
         return []
     pairs: list[tuple[str, str, str | None, str, str | None]] = []
-    for (region, target), group in flags.groupby(["region", "target"], sort=True):
-        history_only = bool((group["test"] == "history").all())
-        since = _when(group["since"].min()) if history_only else None
-        where = group["where"].dropna()
-        pairs.append((str(region), str(target), since, _pair_summary(group),
-                      _where_short(where.iloc[0]) if len(where) else None))
+    for (region, target), rows in _by_pair(flags):
+        history_only = all(f.test == "history" for f in rows)
+        since = (_when(min((f.since for f in rows if not _missing(f.since)), default=None))
+                 if history_only else None)
+        where = _first_where(rows)
+        pairs.append((region, target, since, _pair_summary(rows),
+                      None if where is None else _where_short(where)))
     out: list[FlagGroup] = []
     # Standing problems first (they are what a choice of site must live with), then changes.
     keys = sorted({(t, s) for _, t, s, _, _ in pairs}, key=lambda k: (k[1] is not None, k))
@@ -510,24 +532,27 @@ def _flagged_pairs(result: Analysis, campaign: Campaign) -> list[FlaggedPair]:
     flags = result.flags
     if flags.empty:
         return out
+    by_pair = _by_pair(flags)
+    hops = _typical_paths(campaign.hops, {key for key, _ in by_pair})
+    # Each pair's first row of the path diagnosis: its TTLs where latency or loss jumps.
     paths = result.paths
-    hops = _typical_paths(campaign.hops, set(zip(flags["region"].astype(str),
-                                                 flags["target"].astype(str), strict=True)))
-    for (region, target), group in flags.groupby(["region", "target"], sort=True):
-        rows = tuple((str(f.test), str(f.kind), str(f.metric), str(f.evidence), _when(f.since),
-                      f"{float(cast(Any, f.p_value)):.1e}") for f in group.itertuples())
-        table = Table(("test", "kind", "metric", "evidence", "since", "p-value"), rows,
+    jumps: dict[tuple[str, str], list[int]] = {}
+    if not paths.empty:
+        for region, target, *ttls in zip(paths["region"], paths["target"], paths["jump_ttl"],
+                                         paths["loss_ttl"], strict=True):
+            jumps.setdefault((str(region), str(target)),
+                             [int(v) for v in ttls if not _missing(v)])
+    for (region, target), rows in by_pair:
+        table = Table(("test", "kind", "metric", "evidence", "since", "p-value"),
+                      tuple((str(f.test), str(f.kind), str(f.metric), str(f.evidence),
+                             _when(f.since), f"{float(cast(Any, f.p_value)):.1e}")
+                            for f in rows),
                       (False, False, False, False, False, True))
-        where = group["where"].dropna()
-        marked: list[int] = []
-        if not paths.empty:
-            row = paths[(paths["region"] == region) & (paths["target"] == target)]
-            for col in ("jump_ttl", "loss_ttl"):
-                if len(row) and not _missing(row.iloc[0][col]):
-                    marked.append(int(row.iloc[0][col]))
-        out.append(FlaggedPair(str(region), str(target), anchor(str(region), str(target)),
-                               table, tuple(_where_parts(where.iloc[0])) if len(where) else (),
-                               _typical_hops(hops.get((str(region), str(target))), marked)))
+        where = _first_where(rows)
+        out.append(FlaggedPair(region, target, anchor(region, target), table,
+                               () if where is None else tuple(_where_parts(where)),
+                               _typical_hops(hops.get((region, target)),
+                                             jumps.get((region, target), []))))
     return out
 
 
