@@ -652,11 +652,22 @@ PATH_COLOUR = "#6a1b9a"
 
 def _mark_path_changes(top: Axes, bottom: Axes, result: Analysis, target: str) -> None:
     """A dotted line and a "path" label where an agent's path to ``target`` changed."""
-    changes = result.changes.paths if result.changes is not None else ()
-    for change in (c for c in changes if c.target == target):
-        at: Any = pd.Timestamp(change.at).tz_localize(None)
-        for ax in (top, bottom):
-            ax.axvline(at, color=PATH_COLOUR, linestyle=":", linewidth=1.4, zorder=3)
+    changes = [c for c in (result.changes.paths if result.changes is not None else ())
+               if c.target == target]
+    if not changes:
+        return
+    stamps: list[Any] = [pd.Timestamp(c.at).tz_localize(None) for c in changes]
+    for ax in (top, bottom):
+        # One artist per panel, not an axvline per change (94 changes made 188 lines):
+        # vertical lines over the whole height (axes coordinates), their times as the
+        # date axis' numbers; like axvline's, they count in the x data limits.
+        xs = [float(_DATES.date2num(at)) for at in stamps]
+        ax.add_collection(LineCollection([[(x, 0.0), (x, 1.0)] for x in xs],
+                                         transform=ax.get_xaxis_transform(),
+                                         colors=PATH_COLOUR, linestyles=":", linewidths=1.4,
+                                         zorder=3), autolim=False)
+        ax.update_datalim([(x, 0.0) for x in xs], updatey=False)
+    for change, at in zip(changes, stamps, strict=True):
         top.annotate(f"path: {change.region}", (at, 1.0), xycoords=("data", "axes fraction"),
                      xytext=(3, -11), textcoords="offset points", fontsize=7,
                      color=PATH_COLOUR)
