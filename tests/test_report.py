@@ -17,7 +17,14 @@ from conftest import invoke_cli
 from netns import missing
 from netvantage import __version__
 from netvantage import analysis as nva
-from netvantage.report.content import _by_pair, _flag_groups, _typical_hops, _typical_paths, anchor
+from netvantage.report.content import (
+    _by_pair,
+    _flag_groups,
+    _text_in,
+    _typical_hops,
+    _typical_paths,
+    anchor,
+)
 from netvantage.report.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -417,3 +424,17 @@ def test_flags_read_per_pair_in_one_pass() -> None:
         "R: loss 20.0% vs 1.0% at peers — loss first shows at TTL 4, 10.0.0.4",)
     assert groups[2].lines[0].startswith("S: median RTT 80 ms since 20:03:00 UTC vs 40 ms")
     assert groups[2].lines[0].endswith(" — RTT first jumps at TTL 3, 10.0.0.3")
+
+
+def test_text_in_reads_categories_as_text() -> None:
+    values = ["R1", None, "R2", "R1", "R3"]
+    categorical = pd.Series(values, dtype="category")
+    for column in (categorical, pd.Series(values, dtype="string"),
+                   pd.Series(values, dtype="object")):
+        for texts in ({"R1"}, {"R2", "R3"}, {"R9"}, {"R1", "nan", "None"}):
+            got = _text_in(column, texts)
+            assert got.dtype == bool
+            # Never fewer rows than the text of every row would give (a prefilter).
+            assert not (column.astype(str).isin(list(texts)).to_numpy() & ~got).any()
+            assert list(got[[0, 2, 3, 4]]) == [v in texts for v in ("R1", "R2", "R1", "R3")]
+    assert _text_in(categorical, {"R9"})[1]  # no value: kept, for the exact test after

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ..analysis.coverage import CONFIDENCE_RULE
@@ -457,6 +458,17 @@ def _flag_groups(flags: pd.DataFrame) -> list[FlagGroup]:
     return out
 
 
+def _text_in(column: pd.Series, texts: set[str]) -> npt.NDArray[np.bool_]:
+    """Whether each value of ``column``, as text (``astype(str)``), may be one of ``texts``
+    (a prefilter: False only where it is not): a categorical column's categories are
+    converted, not its every row, and its rows without a value are kept."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        known = column.cat.categories.astype(str).isin(list(texts))
+        return np.where(codes >= 0, known[codes], True)
+    return column.astype(str).isin(list(texts)).to_numpy()
+
+
 #: A flagged pair's typical path: per TTL, (TTL, the table row's cells).
 _PathRows = list[tuple[int, tuple[str, ...]]]
 
@@ -471,11 +483,15 @@ def _typical_paths(hops: pd.DataFrame, pairs: set[tuple[str, str]]
     pairs of 100k synthetic records; this takes 0.05 s)."""
     if hops.empty or not pairs:
         return {}
-    region = hops["region"].astype(str)
-    target = hops["target"].astype(str)
+    # The rows whose region may be one of the pairs' and whose target one of theirs (each
+    # column's text read once per category), then of those the pairs' own rows.
+    near = (_text_in(hops["region"], {r for r, _ in pairs})
+            & _text_in(hops["target"], {t for _, t in pairs}))
+    region = hops["region"][near].astype(str)
+    target = hops["target"][near].astype(str)
     mask = pd.MultiIndex.from_arrays([region, target]).isin(list(pairs))
-    sel = hops.loc[mask, ["id", "ttl", "address", "sent", "replies", "rtt_min_ms", "asn",
-                          "as_org", "city", "country"]].reset_index(drop=True)
+    sel = hops.loc[near, ["id", "ttl", "address", "sent", "replies", "rtt_min_ms", "asn",
+                          "as_org", "city", "country"]][mask].reset_index(drop=True)
     sel["region"] = region[mask].to_numpy()
     sel["target"] = target[mask].to_numpy()
     sel["pos"] = np.arange(len(sel))  # frame order: the first row of each responder
@@ -495,14 +511,14 @@ def _typical_paths(hops: pd.DataFrame, pairs: set[tuple[str, str]]
     found = {(r, t, ttl): (addr, int(first), int(seen), rtt) for r, t, ttl, addr, first, seen, rtt
              in zip(usual["region"], usual["target"], usual["ttl"], usual["addr"],
                     usual["first"], usual["seen"], usual["rtt"], strict=True)}
+    places = [sel[c].array for c in ("asn", "as_org", "city", "country")]
     out: dict[tuple[str, str], _PathRows] = {}
     for (r, t, ttl), sent, replies in zip(totals.index, totals["sent"].to_numpy(dtype=float),
                                           totals["replies"].to_numpy(dtype=float), strict=True):
         responder = found.get((r, t, ttl))
         if responder is not None:
             addr, first, seen, rtt = responder
-            asn, org, city, country = (cast(Any, sel[c].iat[first])
-                                       for c in ("asn", "as_org", "city", "country"))
+            asn, org, city, country = (cast(Any, where[first]) for where in places)
             cells: tuple[str, ...] = (
                 str(addr), "" if _missing(asn) else f"AS{int(asn)}",
                 "" if _missing(org) else str(org),
