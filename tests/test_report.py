@@ -24,6 +24,7 @@ from netvantage.report.content import (
     _typical_hops,
     _typical_paths,
     anchor,
+    distinct_text,
 )
 from netvantage.report.figures import FIGURES
 
@@ -438,3 +439,14 @@ def test_text_in_reads_categories_as_text() -> None:
             assert not (column.astype(str).isin(list(texts)).to_numpy() & ~got).any()
             assert list(got[[0, 2, 3, 4]]) == [v in texts for v in ("R1", "R2", "R1", "R3")]
     assert _text_in(categorical, {"R9"})[1]  # no value: kept, for the exact test after
+
+
+def test_distinct_text_is_the_rows_text() -> None:
+    values = ["R2", None, "R1", "R2", "R3"]
+    categorical = pd.Series(pd.Categorical(values, categories=["R0", "R1", "R2", "R3"]))
+    for column in (categorical, pd.Series(values, dtype="string"),
+                   pd.Series(values, dtype="object"), pd.Series([3, 1, None, 3])):
+        got = distinct_text(column)
+        assert got == list(column.dropna().astype(str).unique())
+        assert all(isinstance(v, str) for v in got)
+    assert distinct_text(categorical) == ["R2", "R1", "R3"]  # no unused category, no NaN

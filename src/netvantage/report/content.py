@@ -32,7 +32,7 @@ from .pmtu import PmtuSection, pmtu_section
 from .readiness import ReadinessSection, readiness_section
 
 __all__ = ["FlagGroup", "FlaggedPair", "Recommendation", "ReportContent", "Table", "anchor",
-           "collect_content", "duration_text"]
+           "collect_content", "distinct_text", "duration_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +151,13 @@ def duration_text(td: Any) -> str:
     if hours:
         return f"{hours} h {minutes} min"
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def distinct_text(column: pd.Series) -> list[str]:
+    """The distinct values of ``column`` that are not missing, as text (those of
+    ``column.dropna().astype(str)``), in order of appearance: the values are found first
+    and only they converted, not every row (a samples frame has hundreds of thousands)."""
+    return [str(v) for v in pd.Series(column.unique()).dropna().astype(str).unique()]
 
 
 def _and(items: Sequence[str]) -> str:
@@ -636,7 +643,7 @@ def _gathering(campaign: Campaign, result: Analysis, sources: Sequence[str],
               .sort_values(["region", "agent"]))
     out.append(("agents", f"{len(agents)}: " + ", ".join(
         f"{a.agent} ({a.region})" for a in agents.itertuples())))
-    regions = sorted(m["region"].dropna().astype(str).unique())
+    regions = sorted(distinct_text(m["region"]))
     out.append(("client regions", f"{len(regions)}: " + ", ".join(regions)))
     dcs = m[["target", "address"]].astype(str).drop_duplicates().sort_values("target")
     out.append(("data centres", ", ".join(

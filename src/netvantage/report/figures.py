@@ -45,7 +45,7 @@ from ..analysis import progress
 from ..analysis.frames import Campaign
 from ..analysis.metrics import phase_metrics, windowed
 from ..analysis.summary import Analysis
-from .content import duration_text
+from .content import distinct_text, duration_text
 from .worldmap import coastlines
 
 __all__ = ["FIGURES", "MAX_REGIONS", "MAX_TARGETS", "Figure", "Shown", "colours", "draw_all",
@@ -400,13 +400,12 @@ def latency_figure(campaign: Campaign, result: Analysis) -> Figure | None:
         s, kind = s[received], "RTT samples"
     if s.empty:
         return None
-    chosen = shown(result, s["region"].dropna().astype(str).unique(),
-                   s["target"].dropna().astype(str).unique())
+    chosen = shown(result, distinct_text(s["region"]), distinct_text(s["target"]))
     s = s[s["region"].isin(chosen.regions) & s["target"].isin(chosen.targets)]
-    # One pass over the samples: each shown pair's RTTs by group, not a filter per pair.
+    # One pass over the samples: each shown pair's RTTs by group, not a filter per pair
+    # (grouped by the columns' own values, named as text after: not a text per row).
     groups = {(str(r), str(t)): g.to_numpy(dtype=float) for (r, t), g in
-              s.groupby([s["region"].astype(str), s["target"].astype(str)], sort=False,
-                        observed=True)["rtt_ms"]}
+              s.groupby(["region", "target"], sort=False, observed=True)["rtt_ms"]}
     regions = list(chosen.regions)
     targets = list(chosen.targets)
     loss = result.ranking.breakdown.set_index(["region", "target"])["loss_pct"]
@@ -578,8 +577,8 @@ def timeseries_figure(campaign: Campaign, result: Analysis) -> Figure | None:
     sub = m[(m["kind"] == kind).to_numpy(dtype=bool)]
     if sub.empty:
         return None
-    chosen = shown(result, sub["region"].dropna().astype(str).unique(),
-                   sub["target"].dropna().astype(str).unique(), max_targets=4)
+    chosen = shown(result, distinct_text(sub["region"]), distinct_text(sub["target"]),
+                   max_targets=4)
     sub = sub[sub["region"].isin(chosen.regions) & sub["target"].isin(chosen.targets)]
     freq = f"{max(1, int(result.window.total_seconds()))}s"
     w = windowed(Campaign(sub, campaign.samples, campaign.hops, campaign.phases), freq,
