@@ -17,7 +17,15 @@ from conftest import invoke_cli
 from netns import missing
 from netvantage import __version__
 from netvantage import analysis as nva
-from netvantage.report.content import _typical_hops, _typical_paths, anchor
+from netvantage.report.content import (
+    _by_pair,
+    _flag_groups,
+    _text_in,
+    _typical_hops,
+    _typical_paths,
+    anchor,
+    distinct_text,
+)
 from netvantage.report.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -383,3 +391,62 @@ def test_a_flagged_pairs_typical_path_per_ttl() -> None:
     table = _typical_hops(paths[("R", "T")], [2])
     assert table is not None and table.marks == ("", "flagged")
     assert _typical_hops(paths.get(("S", "U")), [2]) is None
+
+
+def test_flags_read_per_pair_in_one_pass() -> None:
+    """The pairs' flags come in the group-by's order (pairs sorted, a row without a region
+    left out), each pair's rows in frame order; the headline prefers the ping flag per (test,
+    metric), dates a history-only pair by its earliest 'since', and quotes the first 'where'."""
+    t0 = pd.Timestamp("2026-11-28 20:05", tz="UTC")
+    cols = ["region", "target", "kind", "metric", "test", "value", "reference", "effect",
+            "evidence", "since", "p_value", "where"]
+    flags = pd.DataFrame([
+        ("S", "dc-b", "tcp", "rtt_ms", "history", 90.0, 40.0, 50.0, "e1", t0, 1e-4, pd.NA),
+        ("R", "dc-b", "tcp", "loss_ratio", "peers", 0.3, 0.01, 0.29, "e2", pd.NaT, 1e-3,
+         "loss first shows at TTL 4, 10.0.0.4: x"),
+        (None, "dc-b", "ping", "rtt_ms", "peers", 1.0, 1.0, 0.0, "e3", pd.NaT, 0.5, pd.NA),
+        ("S", "dc-b", "ping", "rtt_ms", "history", 80.0, 40.0, 40.0, "e4",
+         t0 - pd.Timedelta(minutes=2), 1e-5, "RTT first jumps at TTL 3, 10.0.0.3: y"),
+        ("R", "dc-b", "ping", "loss_ratio", "peers", 0.2, 0.01, 0.19, "e5", pd.NaT, 1e-3,
+         "RTT first jumps at TTL 2, 10.0.0.2: z"),
+        ("R", "dc-a", "ping", "rtt_ms", "peers", 70.0, 30.0, 40.0, "e6", pd.NaT, 1e-6, pd.NA),
+    ], columns=cols).astype({"where": "string"})
+    pairs = _by_pair(flags)
+    assert [key for key, _ in pairs] == [("R", "dc-a"), ("R", "dc-b"), ("S", "dc-b")]
+    assert [[f.evidence for f in rows] for _, rows in pairs] == [["e6"], ["e2", "e5"],
+                                                                 ["e1", "e4"]]
+    reference = [((str(r), str(t)), list(g["evidence"]))
+                 for (r, t), g in flags.groupby(["region", "target"], sort=True)]
+    assert [(key, [f.evidence for f in rows]) for key, rows in pairs] == reference
+    groups = _flag_groups(flags)
+    assert [(g.target, g.since) for g in groups] == [
+        ("dc-a", None), ("dc-b", None), ("dc-b", "2026-11-28 20:03:00 UTC")]
+    assert groups[1].lines == (
+        "R: loss 20.0% vs 1.0% at peers — loss first shows at TTL 4, 10.0.0.4",)
+    assert groups[2].lines[0].startswith("S: median RTT 80 ms since 20:03:00 UTC vs 40 ms")
+    assert groups[2].lines[0].endswith(" — RTT first jumps at TTL 3, 10.0.0.3")
+
+
+def test_text_in_reads_categories_as_text() -> None:
+    values = ["R1", None, "R2", "R1", "R3"]
+    categorical = pd.Series(values, dtype="category")
+    for column in (categorical, pd.Series(values, dtype="string"),
+                   pd.Series(values, dtype="object")):
+        for texts in ({"R1"}, {"R2", "R3"}, {"R9"}, {"R1", "nan", "None"}):
+            got = _text_in(column, texts)
+            assert got.dtype == bool
+            # Never fewer rows than the text of every row would give (a prefilter).
+            assert not (column.astype(str).isin(list(texts)).to_numpy() & ~got).any()
+            assert list(got[[0, 2, 3, 4]]) == [v in texts for v in ("R1", "R2", "R1", "R3")]
+    assert _text_in(categorical, {"R9"})[1]  # no value: kept, for the exact test after
+
+
+def test_distinct_text_is_the_rows_text() -> None:
+    values = ["R2", None, "R1", "R2", "R3"]
+    categorical = pd.Series(pd.Categorical(values, categories=["R0", "R1", "R2", "R3"]))
+    for column in (categorical, pd.Series(values, dtype="string"),
+                   pd.Series(values, dtype="object"), pd.Series([3, 1, None, 3])):
+        got = distinct_text(column)
+        assert got == list(column.dropna().astype(str).unique())
+        assert all(isinstance(v, str) for v in got)
+    assert distinct_text(categorical) == ["R2", "R1", "R3"]  # no unused category, no NaN

@@ -12,11 +12,13 @@ import json
 import random
 import struct
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from netvantage import analysis as nva
@@ -129,6 +131,72 @@ def test_time_axis_reads_as_dates(start: str, end: str, expect: str) -> None:
     assert len(labels) >= 3, labels
     assert any(expect in text for text in labels), labels
     assert not any(text.strip("0:") == "" for text in labels), labels
+
+
+def _rgba(fig: MplFigure) -> np.ndarray:
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def test_stacked_bars_draw_what_barh_draws() -> None:
+    # Gaps (NaN: a phase a pair never reached, drawn as 0) and a last layer of 0 on the
+    # longest bar (its right end is then a sticky left edge).
+    widths = np.array([[3.0, 0.0, 1.5, 7.0], [2.0, np.nan, 0.5, 4.0], [1.0, 2.5, np.nan, 0.0]])
+    filled = np.nan_to_num(widths, nan=0.0)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+    old, new = MplFigure(figsize=(4, 3), dpi=80), MplFigure(figsize=(4, 3), dpi=80)
+    ax_old, ax_new = old.add_subplot(), new.add_subplot()
+    left = np.zeros(widths.shape[1])
+    for layer, colour in zip(filled, palette, strict=True):
+        ax_old.barh(np.arange(widths.shape[1]), layer, left=left, color=colour, height=0.7)
+        left += layer
+    F._stacked_barh(ax_new, filled, palette, height=0.7)
+    for ax in (ax_old, ax_new):
+        ax.invert_yaxis()
+    # The same limits (barh's go through each patch's transform: an ulp apart).
+    assert np.allclose(ax_new.get_xlim(), ax_old.get_xlim(), rtol=1e-12, atol=0)
+    assert np.allclose(ax_new.get_ylim(), ax_old.get_ylim(), rtol=1e-12, atol=0)
+    assert ax_new.get_xlim()[0] == 0.0  # no margin left of the bars
+    assert np.array_equal(_rgba(new), _rgba(old))
+
+
+@pytest.mark.parametrize("last", [9, 16])
+def test_path_changes_draw_what_axvline_draws(last: int) -> None:
+    # A change at minute 9 is inside the plotted span; one at minute 16 after it: its line
+    # widens the x limits, as an axvline does.
+    when = pd.date_range("2026-11-28 20:00", periods=12, freq="min")
+    later = when[0] + pd.Timedelta(minutes=last)
+    changes = [SimpleNamespace(target="dc-a", region="R1", at=when[4].tz_localize("UTC")),
+               SimpleNamespace(target="dc-b", region="R2", at=when[6].tz_localize("UTC")),
+               SimpleNamespace(target="dc-a", region="R3", at=later.tz_localize("UTC"))]
+    result = cast(Any, SimpleNamespace(changes=SimpleNamespace(paths=changes)))
+
+    def panels() -> tuple[MplFigure, Any, Any]:
+        fig = MplFigure(figsize=(4, 3), dpi=80)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        for ax in (top, bottom):
+            ax.plot(when.to_pydatetime(), np.arange(len(when)))
+        return fig, top, bottom
+
+    old, old_top, old_bottom = panels()
+    for change in changes[::2]:
+        at = pd.Timestamp(change.at).tz_localize(None)
+        for ax in (old_top, old_bottom):
+            ax.axvline(at, color=F.PATH_COLOUR, linestyle=":", linewidth=1.4, zorder=3)
+        old_top.annotate(f"path: {change.region}", (at, 1.0),
+                         xycoords=("data", "axes fraction"), xytext=(3, -11),
+                         textcoords="offset points", fontsize=7, color=F.PATH_COLOUR)
+    new, new_top, new_bottom = panels()
+    F._mark_path_changes(new_top, new_bottom, result, "dc-a")
+    assert [t.get_text() for t in new_top.texts] == ["path: R1", "path: R3"]
+    # axvline's limits go through the axes' transforms and back (an ulp away).
+    assert np.allclose(new_top.get_xlim(), old_top.get_xlim(), rtol=1e-12, atol=0)
+    if when[-1] < later:
+        assert new_top.get_xlim()[1] > float(F._DATES.date2num(later))
+    else:
+        assert new_top.get_xlim() == old_top.get_xlim()
+        assert np.array_equal(_rgba(new), _rgba(old))
 
 
 def test_labels_never_overlap() -> None:
