@@ -56,6 +56,7 @@ from netvantage.results import (
 
 NDJSON = "application/x-ndjson"
 DAY1 = datetime(2026, 11, 27, 23, 59, 59, tzinfo=UTC)
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "campaigns" / "lab-sample.jsonl"
 DAY2 = datetime(2026, 11, 28, 0, 0, 1, tzinfo=UTC)
 
 
@@ -407,7 +408,36 @@ def test_check_batch_prefers_the_most_basic_problem():
     assert not isinstance(result, list) and result.status == 422
     result = check_batch(b"\n".join([good, foreign]), "a")
     assert not isinstance(result, list) and result.status == 403
-    assert check_batch(good, "a") == [decode_record(good)]
+    accepted = check_batch(good, "a")
+    assert isinstance(accepted, list)
+    assert msgspec.to_builtins(accepted) == msgspec.to_builtins([decode_record(good)])
+
+
+def test_check_batch_gives_every_kind_s_records_as_the_schema_reads_them():
+    # The lab campaign's records (every kind), as one agent's batch: the ping and tcp
+    # records come as results.bulk's lean structs, with the same fields and encoded to the
+    # same text as the schema's classes; the kind the store files each under is its own.
+    from netvantage.collector.store import _KIND
+
+    lines = SAMPLE.read_bytes().splitlines()
+    records = [msgspec.structs.replace(r, agent="a") for r in map(decode_record, lines)]
+    body = b"\n".join(encode_record(r) for r in records) + b"\n"
+    got = check_batch(body, "a")
+    assert isinstance(got, list) and len(got) == len(records)
+    assert {r.kind for r in records} >= {"ping", "tcp", "trace", "smtp", "imap"}
+    assert any(type(r).__name__.startswith("Lean") for r in got)
+    assert [msgspec.json.encode(r) for r in got] == [encode_record(r) for r in records]
+    assert [_KIND[type(r)] for r in got] == [r.kind for r in records]
+    # A ping whose mean is off its samples, in the middle: refused, with its line.
+    ping_at = next(i for i, r in enumerate(records) if r.kind == "ping")
+    off = encode_record(records[ping_at])
+    mean = msgspec.json.decode(off)["body"]["stats"]["mean_ms"]
+    wrong = off.replace(f'"mean_ms":{mean}'.encode(), f'"mean_ms":{mean + 1}'.encode())
+    assert wrong != off
+    body = b"\n".join([*body.splitlines()[:ping_at], wrong, *body.splitlines()[ping_at + 1:]])
+    refused = check_batch(body, "a")
+    assert not isinstance(refused, list) and refused.status == 422
+    assert [p.line for p in refused.problems] == [ping_at + 1]
 
 
 # --------------------------------------------------------------------------- commands
@@ -923,5 +953,6 @@ def test_the_stored_lines_are_the_lines_the_records_came_from(layout):
     assert isinstance(records, list) and [r.id for r in records] == [first.id, second.id]
     lines = record_lines(body, len(records))
     assert lines is not None and [line.rstrip("\r") for line in lines] == texts
-    assert [decode_record(line) for line in lines] == records
+    assert msgspec.to_builtins([decode_record(line) for line in lines]) == msgspec.to_builtins(
+        records)
     assert record_lines(body, 3) is None  # a count that does not match: encode them again

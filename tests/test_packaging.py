@@ -32,6 +32,8 @@ SRC = ROOT / "src" / "netvantage"
 ROOMS: list[tuple[str, frozenset[str]]] = [
     ("measure/", frozenset({"agent"})),
     ("agent/", frozenset({"agent"})),
+    # Block decoding (numpy) for the collector's batches and the loader's blocks.
+    ("results/bulk.py", frozenset({"collector"})),
     ("results", frozenset()),
     ("errors.py", frozenset()),
     ("files.py", frozenset()),

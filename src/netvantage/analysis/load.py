@@ -71,7 +71,7 @@ load.  See docs/analysis.md, "At size".
 Ping and tcp records are decoded from a block as lean structs (the record types' fields
 and constraints without their ``__post_init__``), their checks made over the block's
 columns; a record those checks are not sure of is decoded again by the structs, which
-decide and explain as ever (:mod:`netvantage.analysis.bulk`).
+decide and explain as ever (:mod:`netvantage.results.bulk`).
 
 The children's ``id`` column stays strings.  As a categorical sharing the measurements'
 ids as categories (codes int32) it would take 25 MiB instead of 153 (samples 109, hops
@@ -180,8 +180,8 @@ from ..results import (
     decode_record,
     rtt_stats,
 )
+from ..results.bulk import Columns, decode_block
 from . import progress
-from .bulk import Columns, decode_block
 from .frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -523,9 +523,9 @@ def _blocks(data: bytes) -> Iterator[tuple[memoryview, np.ndarray]]:
 def _block_records(block: memoryview, newlines: np.ndarray,
                    ) -> tuple[list[AnyRecord], dict[str, Columns]] | None:
     """The records of a block of JSON Lines (``newlines``: where its newlines are) decoded
-    by one call (:func:`netvantage.analysis.bulk.decode_block`: ping and tcp records as
+    by one call (:func:`netvantage.results.bulk.decode_block`: ping and tcp records as
     lean structs, checked over the block's columns), with what those checks read of
-    them (:class:`~netvantage.analysis.bulk.Columns`, by kind); or ``None`` if any line is
+    them (:class:`~netvantage.results.bulk.Columns`, by kind); or ``None`` if any line is
     not exactly one good record.
 
     The decoder reads JSON values separated by any whitespace, so a record split over

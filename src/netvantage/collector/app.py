@@ -73,7 +73,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import SchemaError
-from ..results import AnyRecord, decode_many, decode_record
+from ..results import AnyRecord, decode_record
+from ..results.bulk import decode_block
 from ..results.jsonl import NESTED_TOO_DEEP
 from .store import AgentReport, RecordStore
 
@@ -169,15 +170,21 @@ def _cut(reason: str) -> str:
 def check_batch(body: bytes, agent: str) -> list[AnyRecord] | Rejection:
     """Decode and validate a JSON Lines batch sent with ``agent``'s token.
 
-    Returns every record, or the :class:`Rejection` listing the bad lines (at
-    most :data:`MAX_PROBLEMS`: reading stops there).
+    Returns every record (ping and tcp ones usually as :mod:`netvantage.results.bulk`'s
+    lean structs: the same fields and values, encoded to the same text, without the
+    schema classes' methods), or the :class:`Rejection` listing the bad lines (at most
+    :data:`MAX_PROBLEMS`: reading stops there).
     """
     try:
-        # Fast path: one call for the whole batch (the usual case, all good).
-        records = decode_many(body)
-    except (msgspec.DecodeError, RecursionError, ArithmeticError, ValueError):
+        # Fast path: one call for the whole batch (the usual case, all good), the ping
+        # and tcp records as results.bulk's lean structs (the same fields, encoded alike),
+        # their checks made over the batch's columns: about 1 µs less per record than
+        # each record's own (bench/collector_ingest.py --profile).
+        records = decode_block(body)
+    except (msgspec.DecodeError, RecursionError, ArithmeticError, ValueError, SchemaError):
         # (Finding a record's "kind" skips the fields before it, and skipping a
-        # value nested past the decoder's guard raises RecursionError.)
+        # value nested past the decoder's guard raises RecursionError.  A blank line
+        # in the body also comes here: the block decoder takes one value per line.)
         return _explain_batch(body, agent)
     if set(map(_agent_of, records)) - {agent}:  # (a C loop: this runs for every record)
         return _explain_batch(body, agent)

@@ -67,6 +67,7 @@ import msgspec
 
 from ..errors import NetvantageError
 from ..results import AnyRecord, decode_record
+from ..results.bulk import LEAN_TYPES
 
 __all__ = [
     "AgentExistsError",
@@ -159,8 +160,10 @@ Synchronous = Literal["full", "normal"]
 #: of 1,000 records from 50 agents; 3 runs each, alternated, at load averages of 9-10).
 PAGE_SIZE = 16384
 
-#: The record kind of each record class (faster than the ``kind`` property).
-_KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in typing.get_args(AnyRecord)}
+#: The record kind of each record class (faster than the ``kind`` property), the
+#: collector's lean ping and tcp structs (:mod:`netvantage.results.bulk`) included.
+_KIND: dict[type, str] = {t: str(t.__struct_config__.tag) for t in
+                          (*typing.get_args(AnyRecord), *LEAN_TYPES.values())}
 _encoder = msgspec.json.Encoder()
 _get_id = operator.attrgetter("id")
 _get_agent = operator.attrgetter("agent")

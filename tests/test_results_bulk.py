@@ -5,7 +5,7 @@ reports the same bad lines as the line-by-line decoder.
 Each case takes a valid record of the lab sample, changes its JSON into a value near a
 rule or past it, and decodes it among valid lines both ways: by
 :func:`netvantage.results.decode_many` (the structs, checks and all) and by
-:func:`netvantage.analysis.bulk.decode_block`.
+:func:`netvantage.results.bulk.decode_block`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netvantage.analysis.bulk import LEAN_TYPES, decode_block
 from netvantage.analysis.load import FRAME_NAMES, load
 from netvantage.errors import SchemaError
 from netvantage.results import PingBody, TcpAttempt, TcpBody, decode_many
+from netvantage.results.bulk import LEAN_TYPES, decode_block
 
 loader = importlib.import_module("netvantage.analysis.load")
 

@@ -1,5 +1,7 @@
 """Many records at once: the ping and tcp checks of the result schema made over a block's
-columns, for the loader (:mod:`netvantage.analysis.load`; numpy is the analysis's).
+columns, for the loader (:mod:`netvantage.analysis.load`) and the collector's batches
+(:mod:`netvantage.collector.app`).  numpy, which both of their extras install; the rest of
+:mod:`netvantage.results` needs none and never imports this module.
 
 :func:`decode_block` reads a block of JSON Lines as :func:`~netvantage.results.decode_many`
 does and returns records with the same field values, for a loader that reads millions.
@@ -21,7 +23,7 @@ raises as ever; every other kind is decoded as the full struct in the first plac
 record accepted here passes the structs' own checks (the column checks are those of the
 structs' "usual body" path, ``PingBody.__post_init__`` and ``TcpBody.__post_init__``;
 their sums are not ``math.fsum``'s to the last bit, which the 0.0005 ms between that
-path's 0.0009 and the exact check's 0.0015 absorbs).  ``tests/test_analysis_bulk.py``
+path's 0.0009 and the exact check's 0.0015 absorbs).  ``tests/test_results_bulk.py``
 compares the two on valid records and on records breaking each rule.
 """
 
@@ -37,9 +39,9 @@ from typing import Any, NamedTuple
 import msgspec
 import numpy as np
 
-from ..results.jsonl import decode_record
-from ..results.structs import _EARLIEST_TS as EARLIEST_TS
-from ..results.structs import (
+from .jsonl import decode_record
+from .structs import _EARLIEST_TS as EARLIEST_TS
+from .structs import (
     MAX_AHEAD_S,
     MAX_RTT_MS,
     SCHEMA_VERSIONS,
@@ -130,10 +132,13 @@ class Columns(NamedTuple):
     jitter_ms: np.ndarray
 
 
-def decode_block(data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray,
+def decode_block(data: bytes | memoryview, starts: np.ndarray | None = None,
+                 ends: np.ndarray | None = None,
                  columns: dict[str, Columns] | None = None) -> list[AnyRecord]:
     """The records of ``data``, a block of JSON Lines whose line ``i`` is
-    ``data[starts[i]:ends[i]]`` (one JSON object each, as the caller has checked).
+    ``data[starts[i]:ends[i]]`` (one JSON object each, as the caller has checked), or,
+    without ``starts`` and ``ends``, whose lines end at its newlines (the last one's
+    optional), found only once its values are decoded and as many as its lines.
 
     Ping and tcp records come as lean structs (:data:`LEAN_TYPES`: the same fields, read
     alike), the others as their full structs.  Raises what the decoders raise for a bad
@@ -146,11 +151,30 @@ def decode_block(data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray,
     """
     now = time.time()
     records: list[Any] = _decoder.decode_lines(data)
+    if starts is None or ends is None:
+        starts, ends = _lines(data, len(records))
     if len(records) != len(starts):
         raise ValueError(f"{len(records)} values on {len(starts)} lines")
     for i in _unsure(records, now, columns):
         records[i] = decode_record(bytes(data[int(starts[i]):int(ends[i])]))
     return records
+
+
+def _lines(data: bytes | memoryview, values: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``data``'s lines start and end, if it has as many as ``values`` (else a
+    ``ValueError``): counted first, so that a body of countless short lines costs no
+    array of their positions (a collector's batch is any client's bytes)."""
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+    if lines != values:
+        raise ValueError(f"{values} values on {lines} lines")
+    ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == _NEWLINE)
+    if not raw.endswith(b"\n"):
+        ends = np.append(ends, len(raw))
+    return np.concatenate(([0], ends[:-1] + 1)), ends
+
+
+_NEWLINE = ord("\n")
 
 
 def _unsure(records: list[Any], now: float,
