@@ -33,6 +33,7 @@ from conftest import NETVANTAGE, run_cli
 from netvantage.agent.spool import Spool
 from netvantage.agent.upload import Uploader
 from netvantage.collector.app import (
+    BLOCK_MIN_BYTES,
     DEFAULT_MAX_BODY_BYTES,
     MAX_PROBLEMS,
     check_batch,
@@ -425,7 +426,12 @@ def test_check_batch_gives_every_kind_s_records_as_the_schema_reads_them():
     got = check_batch(body, "a")
     assert isinstance(got, list) and len(got) == len(records)
     assert {r.kind for r in records} >= {"ping", "tcp", "trace", "smtp", "imap"}
-    assert any(type(r).__name__.startswith("Lean") for r in got)
+    assert any(type(r).__name__.startswith("Lean") for r in got)  # a large batch
+    small = b"\n".join(body.splitlines()[:20]) + b"\n"
+    assert len(body) >= BLOCK_MIN_BYTES > len(small)
+    few = check_batch(small, "a")  # a small one: record by record, the schema's classes
+    assert isinstance(few, list) and not any(type(r).__name__.startswith("Lean") for r in few)
+    assert msgspec.to_builtins(few) == msgspec.to_builtins(records[:20])
     assert [msgspec.json.encode(r) for r in got] == [encode_record(r) for r in records]
     assert [_KIND[type(r)] for r in got] == [r.kind for r in records]
     # A ping whose mean is off its samples, in the middle: refused, with its line.
