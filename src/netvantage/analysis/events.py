@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from .codes import sorted_codes
+
 if TYPE_CHECKING:
     from .episodes import Episode
     from .pathchange import PathChange
@@ -162,33 +164,20 @@ _FACT_COLUMNS = ("id", "region", "target", "ttl", "address", "asn", "city")
 
 def _of_pairs(region: pd.Series, target: pd.Series, pairs: Collection[tuple[str, str]]
               ) -> npt.NDArray[np.bool_]:
-    """Which rows' (region, target), as strings (``astype(str)``; a missing key matches
-    nothing), is one of ``pairs``.
+    """Which rows' (region, target), as strings (a missing key matches nothing), is one of
+    ``pairs``.
 
-    Compared on the keys' codes, a categorical's categories turned into strings once: at
-    1M records the two flagged pairs' rows were found by a string per hop row and a
-    MultiIndex of them, which cost most of this step (0.5-1 s).
+    Compared on the keys' codes (:func:`codes.sorted_codes`: a categorical's categories
+    turned into strings once): at 1M records the two flagged pairs' rows were found by a
+    string per hop row and a MultiIndex of them, which cost most of this step (0.5-1 s).
     """
-    (rc, r_names), (tc, t_names) = _codes(region), _codes(target)
+    (rc, r_names), (tc, t_names) = sorted_codes(region), sorted_codes(target)
+    at_region = {str(name): i for i, name in enumerate(r_names)}
+    at_target = {str(name): j for j, name in enumerate(t_names)}
     width = max(len(t_names), 1)
-    at_region: dict[str, list[int]] = {}
-    at_target: dict[str, list[int]] = {}
-    for at, names in ((at_region, r_names), (at_target, t_names)):
-        for i, name in enumerate(names):
-            at.setdefault(name, []).append(i)
-    wanted = [i * width + j for r, t in pairs for i in at_region.get(r, ())
-              for j in at_target.get(t, ())]
+    wanted = [at_region[r] * width + at_target[t] for r, t in pairs
+              if r in at_region and t in at_target]
     return np.asarray((rc >= 0) & (tc >= 0) & np.isin(rc * width + tc, wanted), dtype=bool)
-
-
-def _codes(column: pd.Series) -> tuple[npt.NDArray[np.int64], list[str]]:
-    """Codes of ``column.astype(str)``'s values (-1: missing) and the strings they stand for
-    (a categorical's own codes and its categories as strings)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return (np.asarray(column.cat.codes.to_numpy(), dtype=np.int64),
-                [str(c) for c in column.cat.categories])
-    codes, uniques = pd.factorize(column.astype(str))
-    return np.asarray(codes, dtype=np.int64), [str(u) for u in uniques]
 
 
 def _shares(a: Episode, b: Episode, facts: dict[tuple[str, str], PathFacts]) -> bool:
