@@ -37,6 +37,8 @@ workers within their memory limits.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -55,7 +57,7 @@ from ..errors import NetvantageError
 from .frames import Campaign
 from .rank import Ranking
 
-__all__ = ["CLIENT_COLUMNS", "ClusterAnalysis", "ClusterError", "PartitionResult",
+__all__ = ["CLIENT_COLUMNS", "ClusterAnalysis", "ClusterError", "PartitionResult", "SeenKeys",
            "analyse_on_cluster", "analyse_partition", "concat_frames", "connect", "partitions",
            "write_partitioned"]
 
@@ -69,6 +71,58 @@ ROW_GROUP_BYTES = 8 * 2**20
 
 class ClusterError(NetvantageError):
     """A dataset or a cluster that cannot be used (not partitioned by region, no scheduler)."""
+
+
+class SeenKeys:
+    """The ``(agent, id)`` keys of the records met so far, in memory bounded per key.
+
+    A set of Python tuples costs about 250 bytes a record (the tuple, two strings, the
+    set's slot): 2.5 GB for a 10M-record campaign.  Here a key is its 128-bit BLAKE2b
+    digest (16 bytes; two distinct keys share one with a chance of about n²/2¹²⁹, some
+    10⁻²⁴ for 10M keys), kept in sorted runs of sizes that at least double from the
+    newest to the oldest, merged when a run grows as big as the one before it (the
+    levels of a log-structured merge): 10M keys take 160 MB, a merge at most as much
+    again, and a chunk is checked against O(log n) runs by binary search.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []  # sorted, dtype S16, oldest (largest) first
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self._runs)
+
+    def first_met(self, records: Sequence[Any]) -> list[bool]:
+        """For each record, whether its (agent, id) is met here for the first time
+        (the first of several in ``records`` too); those keys are remembered."""
+        keys = np.array([_digest(r.agent, r.id) for r in records], dtype="S16")
+        if not len(keys):
+            return []
+        unique, first = np.unique(keys, return_index=True)  # sorted; first of each
+        fresh = np.ones(len(unique), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, unique), len(run) - 1)
+            fresh &= run[at] != unique
+        new = np.zeros(len(keys), dtype=bool)
+        new[first[fresh]] = True
+        self._add(unique[fresh])
+        return new.tolist()
+
+    def _add(self, run: np.ndarray) -> None:
+        """Keep the sorted keys ``run``, merging runs while the newest is as big as the one
+        before it (a stable sort of two sorted runs is a merge)."""
+        if not len(run):
+            return
+        self._runs.append(run)
+        while len(self._runs) > 1 and len(self._runs[-1]) >= len(self._runs[-2]):
+            newer = self._runs.pop()
+            older = self._runs.pop()
+            self._runs.append(np.sort(np.concatenate([older, newer]), kind="stable"))
+
+
+def _digest(agent: str, rid: str) -> bytes:
+    """A record's key as 16 bytes; the agent's length first, so that no two distinct
+    (agent, id) pairs give the same text."""
+    return hashlib.blake2b(f"{len(agent)}:{agent}{rid}".encode(), digest_size=16).digest()
 
 
 def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str | Path, *,
@@ -100,7 +154,7 @@ def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str |
     tmp.mkdir(parents=True)
     rows: dict[str, dict[str, list[Any]]] = {}
     counts: dict[str, int] = {}
-    seen: set[tuple[str, str]] = set()
+    seen = SeenKeys()
     buffered = size = 0
     flushes = 0
 
@@ -121,11 +175,7 @@ def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str |
     try:
         with _no_gc():
             for chunk in _chunks(sources, None, show=True):
-                for r in chunk:
-                    key = (r.agent, r.id)
-                    if key in seen:
-                        continue
-                    seen.add(key)
+                for r in itertools.compress(chunk, seen.first_met(chunk)):
                     region = r.region if r.region is not None else "__none__"
                     columns = rows.get(region)
                     if columns is None:
