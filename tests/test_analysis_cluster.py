@@ -139,7 +139,9 @@ def test_seen_keys_answer_as_a_set_of_tuples_would() -> None:
     import random
     from types import SimpleNamespace
 
-    from netvantage.analysis.cluster import SeenKeys
+    import numpy as np
+
+    from netvantage.analysis.cluster import SeenKeys, _digest
 
     rng = random.Random(7)
     agents = ["a", "ab", "b", "a1", "1"]
@@ -149,17 +151,19 @@ def test_seen_keys_answer_as_a_set_of_tuples_would() -> None:
     records += [SimpleNamespace(agent="a", id="10000000"), SimpleNamespace(agent="a1",
                                                                            id="0000000")]
     seen, reference = SeenKeys(), set()
-    got, expected = [], []
+    got: list[bool] = []
+    expected: list[bool] = []
     for at in range(0, len(records), 333):
         chunk = records[at:at + 333]
-        got += seen.first_met(chunk)
+        got += seen.first_met(np.array([_digest(r.agent, r.id) for r in chunk],
+                                       dtype="S16")).tolist()
         for r in chunk:
             expected.append((r.agent, r.id) not in reference)
             reference.add((r.agent, r.id))
     assert got == expected
     assert len(seen) == len(reference)
     assert got[-1] is True  # ("a1", "0000000") is new, whatever ("a", "10000000") was
-    assert seen.first_met([]) == []
+    assert len(seen.first_met(np.empty(0, dtype="S16"))) == 0
 
 
 def test_partition_keeps_each_record_once_the_first_met(tmp_path: Path) -> None:
@@ -176,3 +180,50 @@ def test_partition_keeps_each_record_once_the_first_met(tmp_path: Path) -> None:
     assert len(back) == len(records) + len(other)
     # (the loader names an id met from two agents "AGENT:ID": see analysis.load)
     assert Counter(back["agent"].astype(str)) == Counter(r.agent for r in [*records, *other])
+
+
+def test_partition_by_workers_writes_what_one_process_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forked workers decoding ranges of lines (small ones here, so that there are many)
+    write the same rows, in the same order, as the records read in this process; a
+    record repeated in a later range is kept once."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    from netvantage.analysis import cluster
+
+    records = read_jsonl(SAMPLE)
+    source = tmp_path / "campaign.jsonl"
+    write_jsonl([*records, *records[:300]], source)
+    one = write_partitioned(source, tmp_path / "one", workers=1)
+    monkeypatch.setattr(cluster, "RANGE_BYTES", 64 * 2**10)
+    assert len(load_module().line_ranges(source, cluster.RANGE_BYTES)) > 10
+    two = write_partitioned(source, tmp_path / "two", workers=2, flush_rows=500)
+    assert one == two and sum(one.values()) == len(records)
+    for part in partitions(tmp_path / "one"):
+        a = pq.read_table(part).sort_by("started_at").to_pandas()
+        b = pq.read_table(tmp_path / "two" / part.name).sort_by("started_at").to_pandas()
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_partition_by_workers_refuses_a_bad_line_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netvantage.analysis import cluster
+    from netvantage.errors import SchemaError
+
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    lines[700] = b'{"kind": "ping", "id": "broken"}\n'
+    source = tmp_path / "campaign.jsonl"
+    source.write_bytes(b"".join(lines))
+    monkeypatch.setattr(cluster, "RANGE_BYTES", 64 * 2**10)
+    with pytest.raises(SchemaError) as caught:
+        write_partitioned(source, tmp_path / "out", workers=2)
+    assert "1 bad line(s), nothing written" in str(caught.value)
+    assert caught.value.problems[0].startswith("line 701: ")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def load_module() -> Any:
+    import importlib
+
+    return importlib.import_module("netvantage.analysis.load")

@@ -9,8 +9,9 @@ Two parts:
   text), so every (region, data
   centre) pair is whole in one partition and :func:`netvantage.analysis.load` reads
   the directory, or one partition of it, like any export.  Records are streamed
-  through the loader (validated, each (agent, id) once) and written a few hundred
-  thousand at a time.
+  through the loader's decoder (validated, each (agent, id) once: :class:`SeenKeys`)
+  and written a few hundred thousand at a time; a big JSON Lines file is decoded by
+  a process per CPU, a range of lines each, as the loader does.
 * :func:`analyse_on_cluster` (``netvantage analyse --dask SCHEDULER|local DIR``) runs
   the per-partition work on the cluster's workers — decoding the records, building the
   frames (samples, hops, phases are most of the memory), the per-pair statistics
@@ -38,7 +39,6 @@ workers within their memory limits.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import NetvantageError
+from . import progress
 from .frames import Campaign
 from .rank import Ranking
 
@@ -67,6 +68,9 @@ _json = msgspec.json.Encoder()
 FLUSH_ROWS = 250_000
 FLUSH_BYTES = 128 * 2**20
 ROW_GROUP_BYTES = 8 * 2**20
+#: A worker of :func:`write_partitioned` decodes about this many bytes of JSON Lines at a
+#: time (None: the loader's ``CHUNK_BYTES``).
+RANGE_BYTES: int | None = None
 
 
 class ClusterError(NetvantageError):
@@ -91,12 +95,11 @@ class SeenKeys:
     def __len__(self) -> int:
         return sum(len(run) for run in self._runs)
 
-    def first_met(self, records: Sequence[Any]) -> list[bool]:
-        """For each record, whether its (agent, id) is met here for the first time
-        (the first of several in ``records`` too); those keys are remembered."""
-        keys = np.array([_digest(r.agent, r.id) for r in records], dtype="S16")
+    def first_met(self, keys: np.ndarray) -> np.ndarray:
+        """For each key (:func:`_digest`, dtype S16), whether it is met here for the first
+        time (the first of several in ``keys`` too); those keys are remembered."""
         if not len(keys):
-            return []
+            return np.zeros(0, dtype=bool)
         unique, first = np.unique(keys, return_index=True)  # sorted; first of each
         fresh = np.ones(len(unique), dtype=bool)
         for run in self._runs:
@@ -105,7 +108,7 @@ class SeenKeys:
         new = np.zeros(len(keys), dtype=bool)
         new[first[fresh]] = True
         self._add(unique[fresh])
-        return new.tolist()
+        return new
 
     def _add(self, run: np.ndarray) -> None:
         """Keep the sorted keys ``run``, merging runs while the newest is as big as the one
@@ -126,33 +129,32 @@ def _digest(agent: str, rid: str) -> bytes:
 
 
 def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str | Path, *,
-                      flush_rows: int = FLUSH_ROWS) -> dict[str, int]:
+                      flush_rows: int = FLUSH_ROWS, workers: int | None = None
+                      ) -> dict[str, int]:
     """Write ``sources`` as a Parquet dataset partitioned by region; returns rows per region.
 
     ``out_dir`` must not exist yet (or be empty); the dataset is built beside it and
     renamed into place when complete.  A record without a region goes to
-    ``region=__none__``.
+    ``region=__none__``.  A big JSON Lines file is decoded by ``workers`` forked
+    processes (default: as :func:`netvantage.analysis.load.load` has it, one per CPU from
+    64 MiB on), a range of lines each (:func:`_range_table`); this process keeps each
+    record's first (agent, id), cuts the rows by region and writes them, the ranges in
+    file order, so the dataset is the one a single process writes.  Any bad line: one
+    SchemaError lists the first ones with their line numbers, and nothing is written.
     """
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    from .load import _chunks, _no_gc
+    from ..errors import SchemaError
+    from .load import _MAX_PROBLEMS, _chunks, _is_jsonl, _no_gc, _sources, _workers, line_ranges
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ClusterError(f"{out} already exists and is not an empty directory")
-    utc = pa.timestamp("us", tz="UTC")
-    schema = pa.schema([
-        ("id", pa.string()), ("schema", pa.int32()), ("kind", pa.string()),
-        ("agent", pa.string()), ("region", pa.string()), ("target", pa.string()),
-        ("address", pa.string()),
-        ("started_at", utc), ("duration_ms", pa.float64()), ("status", pa.string()),
-        ("error", pa.string()), ("source", pa.string()), ("body", pa.string()),
-    ])
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    rows: dict[str, dict[str, list[Any]]] = {}
+    held: dict[str, list[Any]] = {}  # region -> tables not yet written
     counts: dict[str, int] = {}
     seen = SeenKeys()
     buffered = size = 0
@@ -160,42 +162,67 @@ def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str |
 
     def flush() -> None:
         nonlocal buffered, size, flushes
-        for region, columns in rows.items():
+        for region, tables in held.items():
             part = tmp / f"region={region}"
             part.mkdir(exist_ok=True)
-            table = pa.Table.from_pydict(columns, schema=schema)
+            table = pa.concat_tables(tables)
             # Row groups of about ROW_GROUP_BYTES of text: a reader decompresses one at a time.
             per_row = max(1, table.nbytes // max(1, table.num_rows))
             pq.write_table(table, part / f"part-{flushes}.parquet", compression="zstd",
                            row_group_size=max(1, ROW_GROUP_BYTES // per_row))
-        rows.clear()
+        held.clear()
         buffered = size = 0
         flushes += 1
 
+    def keep(table: Any, keys: np.ndarray) -> None:
+        """The rows of ``table`` whose key is met for the first time, held by region."""
+        nonlocal buffered, size
+        fresh = seen.first_met(keys)
+        if not fresh.all():
+            table = table.filter(pa.array(fresh))
+        if not table.num_rows:
+            return
+        regions = table.column("region").to_numpy(zero_copy_only=False)
+        codes, names = pd.factorize(regions, use_na_sentinel=False)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        table = table.take(pa.array(order))
+        for at, stop in zip([0, *bounds], [*bounds, len(order)], strict=True):
+            name = names[codes[order[at]]]
+            region = "__none__" if name is None else str(name)
+            held.setdefault(region, []).append(table.slice(at, stop - at))
+            counts[region] = counts.get(region, 0) + (stop - at)
+        buffered += table.num_rows
+        size += table.column("body").nbytes
+        if buffered >= flush_rows or size >= FLUSH_BYTES:
+            flush()
+
     try:
-        with _no_gc():
-            for chunk in _chunks(sources, None, show=True):
-                for r in itertools.compress(chunk, seen.first_met(chunk)):
-                    region = r.region if r.region is not None else "__none__"
-                    columns = rows.get(region)
-                    if columns is None:
-                        columns = rows[region] = {name: [] for name in schema.names}
-                    body = _json.encode(r.body).decode("utf-8")
-                    size += len(body)
-                    for name, value in (
-                        ("id", r.id), ("schema", r.schema), ("kind", r.kind),
-                        ("agent", r.agent), ("region", r.region), ("target", r.target),
-                        ("address", r.address),
-                        ("started_at", r.started_at), ("duration_ms", r.duration_ms),
-                        ("status", r.status), ("error", r.error), ("source", r.source),
-                        ("body", body),
-                    ):
-                        columns[name].append(value)
-                    counts[region] = counts.get(region, 0) + 1
-                    buffered += 1
-                    if buffered >= flush_rows or size >= FLUSH_BYTES:
-                        flush()
-        if rows:
+        for path, label in _sources(sources):
+            n = (workers or _workers(path)) if _is_jsonl(path) else 1
+            if n <= 1:
+                with _no_gc():
+                    for chunk in _chunks(path, None, show=True):
+                        keep(*_table_of(chunk))
+                continue
+            problems: list[str] = []
+            bad = line = 0
+            ranges = [(str(path), a, b, last)
+                      for a, b, last in line_ranges(path, RANGE_BYTES)]
+            with progress.step(label, unit=" records", scale=True) as bar:
+                for table, keys, lines, failed, found in _in_order(_range_table, ranges, n):
+                    bad += failed
+                    problems += [f"line {line + k}{why}" for k, why in found][
+                        :_MAX_PROBLEMS - len(problems)]
+                    line += lines
+                    bar.update(lines)
+                    if not bad:
+                        keep(table, keys)
+            if bad:
+                more = f" (showing {len(problems)})" if bad > len(problems) else ""
+                raise SchemaError(f"{path}: {bad} bad line(s), nothing written{more}",
+                                  problems)
+        if held:
             flush()
         if out.exists():
             out.rmdir()
@@ -203,6 +230,91 @@ def write_partitioned(sources: str | Path | Sequence[str | Path], out_dir: str |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts
+
+
+def _schema() -> Any:
+    """The dataset's columns: ``netvantage export``'s, the body as JSON text."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("id", pa.string()), ("schema", pa.int32()), ("kind", pa.string()),
+        ("agent", pa.string()), ("region", pa.string()), ("target", pa.string()),
+        ("address", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")), ("duration_ms", pa.float64()),
+        ("status", pa.string()), ("error", pa.string()), ("source", pa.string()),
+        ("body", pa.string()),
+    ])
+
+
+def _table_of(records: Sequence[Any]) -> tuple[Any, np.ndarray]:
+    """Records as the dataset's columns (an Arrow table), with their keys (:class:`SeenKeys`)."""
+    import pyarrow as pa
+
+    schema = _schema()
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for r in records:
+        for name, value in (
+            ("id", r.id), ("schema", r.schema), ("kind", r.kind), ("agent", r.agent),
+            ("region", r.region), ("target", r.target), ("address", r.address),
+            ("started_at", r.started_at), ("duration_ms", r.duration_ms),
+            ("status", r.status), ("error", r.error), ("source", r.source),
+            ("body", _json.encode(r.body).decode("utf-8")),
+        ):
+            columns[name].append(value)
+    keys = np.array([_digest(r.agent, r.id) for r in records], dtype="S16")
+    return pa.Table.from_pydict(columns, schema=schema), keys
+
+
+def _range_table(task: tuple[str, int, int, bool]
+                 ) -> tuple[Any, np.ndarray, int, int, list[tuple[int, str]]]:
+    """(the dataset's columns, their keys, lines read, bad lines, the first bad ones) of one
+    range of a JSON Lines file, in a worker of :func:`write_partitioned`: decoded a block
+    at a time as the loader does (:func:`netvantage.analysis.load._range_part`), a line at
+    a time where a block is not all good records, which finds and explains the bad ones."""
+    from .load import _block_records, _blocks, _no_gc, lines_records
+
+    name, start, end, last = task
+    with open(name, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    with _no_gc():
+        records: list[Any] = []
+        for block, newlines in _blocks(data):
+            decoded = _block_records(block, newlines)
+            if decoded is None:
+                break
+            records += decoded[0]
+        else:
+            return (*_table_of(records), len(records), 0, [])
+        records, lines, bad, found = lines_records(data, last)
+        if bad:
+            return None, np.empty(0, dtype="S16"), lines, bad, found
+        return (*_table_of(records), lines, 0, [])
+
+
+def _in_order(work: Any, tasks: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``map(work, tasks)`` by ``workers`` forked processes, in order, with at most two
+    tasks per worker begun and not yet taken (the answers wait in memory until taken)."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pending: deque[Future[Any]] = deque()
+    try:
+        pool.submit(int).result()  # every worker forked before the progress bar's thread
+        for task in tasks:
+            pending.append(pool.submit(work, task))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise ClusterError("a process decoding the records ended without an answer "
+                           "(killed? out of memory?); nothing written") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def partitions(dataset: str | Path) -> list[Path]:

@@ -417,6 +417,23 @@ def _is_jsonl(path: Path) -> bool:
     return head != _SQLITE_MAGIC and not head.startswith(_PARQUET_MAGIC)
 
 
+def line_ranges(path: Path, size_hint: int | None = None) -> list[tuple[int, int, bool]]:
+    """``path`` cut at line starts into ranges of about ``size_hint`` bytes
+    (:data:`CHUNK_BYTES` by default): (start, end, whether it is the last range)."""
+    step = size_hint or CHUNK_BYTES
+    size = path.stat().st_size
+    starts = [0]
+    with open(path, "rb") as fh:
+        for at in range(step, size, step):
+            if at <= starts[-1]:
+                continue
+            fh.seek(at - 1)
+            fh.readline()  # to the end of the line holding byte ``at - 1``
+            if fh.tell() < size:
+                starts.append(fh.tell())
+    return [(a, b, b == size) for a, b in zip(starts, [*starts[1:], size], strict=True)]
+
+
 def _pooled(path: Path, kinds: tuple[str, ...] | None,
             pool: ProcessPoolExecutor | None) -> Iterator[_Part]:
     """A JSON Lines file decoded by a ``pool`` of forked processes, a range of lines each
@@ -429,18 +446,7 @@ def _pooled(path: Path, kinds: tuple[str, ...] | None,
     load in one process.  Any bad line: after every range is read, one SchemaError
     lists the first :data:`_MAX_PROBLEMS` with their line numbers, and nothing loads.
     """
-    size = path.stat().st_size
-    starts = [0]
-    with open(path, "rb") as fh:
-        for at in range(CHUNK_BYTES, size, CHUNK_BYTES):
-            if at <= starts[-1]:
-                continue
-            fh.seek(at - 1)
-            fh.readline()  # to the end of the line holding byte ``at - 1``
-            if fh.tell() < size:
-                starts.append(fh.tell())
-    ranges = [(str(path), a, b, b == size, kinds)
-              for a, b in zip(starts, [*starts[1:], size], strict=True)]
+    ranges = [(str(path), a, b, last, kinds) for a, b, last in line_ranges(path)]
     problems: list[str] = []
     bad = line = 0
     results = pool.map(_range_part, ranges) if pool is not None else map(_range_part, ranges)
@@ -552,6 +558,20 @@ def _block_records(block: memoryview, newlines: np.ndarray,
 def _range_by_lines(data: bytes, last: bool, kinds: tuple[str, ...] | None,
                     ) -> tuple[_Part | None, int, int, list[tuple[int, str]]]:
     """:func:`_range_part`, a line at a time through :func:`decode_record`."""
+    records, lines, bad, found = lines_records(data, last)
+    if bad:
+        return None, lines, bad, found
+    if kinds is not None:
+        records = [r for r in records if r.kind in kinds]
+    return _merged([_part(records[at:at + CHUNK_RECORDS])
+                    for at in range(0, max(len(records), 1), CHUNK_RECORDS)]), lines, 0, []
+
+
+def lines_records(data: bytes, last: bool,
+                  ) -> tuple[list[AnyRecord], int, int, list[tuple[int, str]]]:
+    """(records, lines read, bad lines, the first bad ones: (line number in ``data``,
+    ": why")) of whole JSON Lines ``data``, a line at a time through
+    :func:`decode_record`; ``last``: ``data`` ends the file (a torn last line is said so)."""
     raws = data.split(b"\n")
     tail = raws.pop()  # b"" after the range's last newline, else a torn last line
     records: list[AnyRecord] = []
@@ -579,12 +599,7 @@ def _range_by_lines(data: bytes, last: bool, kinds: tuple[str, ...] | None,
                 if len(found) < _MAX_PROBLEMS:
                     torn = ": unterminated last line (torn write?)" if last else ""
                     found.append((lines, f"{torn}: {exc}"))
-    if bad:
-        return None, lines, bad, found
-    if kinds is not None:
-        records = [r for r in records if r.kind in kinds]
-    return _merged([_part(records[at:at + CHUNK_RECORDS])
-                    for at in range(0, max(len(records), 1), CHUNK_RECORDS)]), lines, 0, []
+    return records, lines, bad, found
 
 
 def _kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:
