@@ -73,7 +73,6 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from .codes import give_back
 from .events import Event, group_events
@@ -829,6 +828,8 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, options: EpisodeOptions |
         ma, mb = float(np.median(xa)), float(np.median(xb))
         p: float | None = None
         if len(xa) >= o.min_records and len(xb) >= o.min_records:
+            from scipy import stats  # here: its import costs more than most analyses
+
             p = float(stats.mannwhitneyu(xb, xa, alternative="two-sided").pvalue)
         big = abs(mb - ma) >= max(o.min_rise * ma, o.min_rise_ms)
         if big and (p is None or p < o.alpha):

@@ -31,6 +31,7 @@ __all__ = [
     "Root",
     "common_options",
     "die",
+    "echo_json",
     "emit",
     "load_campaign_and_places",
     "origin",
@@ -219,6 +220,32 @@ def load_campaign_and_places(data: Sequence[str], locations_path: Path | None) -
     except OSError as exc:
         die(str(exc), EXIT_USAGE)
     return campaign, places
+
+
+#: How much JSON text :func:`echo_json` writes at a time.
+JSON_WRITE_CHARS = 1 << 16
+
+
+def echo_json(value: Any) -> None:
+    """``click.echo(json.dumps(value, indent=2, default=str))``, written as it is encoded.
+
+    With an indent, the standard encoder joins a list of every piece of the text (a few
+    million small strings for an analysis of 1M records, far more memory than the text);
+    here the pieces are joined and written :data:`JSON_WRITE_CHARS` at a time.  The text
+    is the same to the byte.
+    """
+    import json
+
+    batch: list[str] = []
+    size = 0
+    for piece in json.JSONEncoder(indent=2, default=str).iterencode(value):
+        batch.append(piece)
+        size += len(piece)
+        if size >= JSON_WRITE_CHARS:
+            click.echo("".join(batch), nl=False)
+            batch.clear()
+            size = 0
+    click.echo("".join(batch))
 
 
 def readiness_checks(text: str) -> tuple[str, ...]:
