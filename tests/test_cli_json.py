@@ -41,7 +41,7 @@ def test_echo_json_is_json_dumps(value: Any) -> None:
 
 def test_echo_json_writes_a_long_text_in_pieces() -> None:
     """Many records (written in several pieces), nested, with the awkward floats."""
-    rows = [{"i": i, "x": i / 7, "gap": math.nan if i % 5 == 0 else -math.inf,
+    rows: list[dict[Any, Any]] = [{"i": i, "x": i / 7, "gap": math.nan if i % 5 == 0 else -math.inf,
              "path": ["a", ("b", i)], "empty": {}, "none": [], 3: True, 0.5: None}
             for i in range(3 * JSON_WRITE_PIECES // 10)]
     value = {"rows": rows, "notes": ["é \u2028 \"quoted\""], "when": dt.date(2026, 1, 2)}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -160,9 +161,9 @@ def fisher_greater(a: IntArray, b: IntArray, c: IntArray, d: IntArray) -> FloatA
     return p
 
 
-def _whole(x: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
+def _whole(x: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     """Where ``x`` is a whole number (scipy's ``_isintegral``)."""
-    return np.asarray(x == np.round(x), dtype=bool)
+    return np.asarray(np.equal(x, np.round(x)), dtype=np.bool_)
 
 
 def binom_sf(k: npt.ArrayLike, n: npt.ArrayLike, p: npt.ArrayLike) -> FloatArray:
