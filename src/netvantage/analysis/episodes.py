@@ -317,11 +317,16 @@ def _cadence(rows: pd.DataFrame) -> pd.Timedelta | None:
     """:func:`cadence` of the rows of :func:`_series_rows`."""
     started = pd.to_datetime(rows["started_at"], utc=True)
     known = started.notna().to_numpy()
-    frame = pd.DataFrame({
-        "series": rows["_series"].to_numpy()[known],
-        "t": started.to_numpy(dtype="datetime64[ns]")[known].astype(np.int64),
-    }).drop_duplicates().sort_values(["series", "t"], kind="stable")
-    series, t = frame["series"].to_numpy(), frame["t"].to_numpy()
+    series = rows["_series"].to_numpy()[known]
+    t = started.to_numpy(dtype="datetime64[ns]")[known].astype(np.int64)
+    if not len(t):
+        return None
+    # Each series' distinct times in order: one sort of the integer pairs, repeats dropped
+    # (a frame's drop_duplicates and sort_values hashed and sorted them as objects).
+    order = np.lexsort((t, series))
+    series, t = series[order], t[order]
+    distinct = np.r_[True, (series[1:] != series[:-1]) | (t[1:] != t[:-1])]
+    series, t = series[distinct], t[distinct]
     same = series[1:] == series[:-1]
     if not same.any():
         return None
