@@ -11,7 +11,13 @@ import pytest
 from scipy import stats
 
 from netvantage.analysis.degrade import degradation_flags
-from netvantage.analysis.ranktests import fisher_greater, mwu_greater, tied_ranks
+from netvantage.analysis.ranktests import (
+    binom_sf,
+    fisher_greater,
+    hypergeom_cdf,
+    mwu_greater,
+    tied_ranks,
+)
 
 
 def _groups(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -184,3 +190,33 @@ def test_binom_sf_is_binomtest_greater() -> None:
     expected = [stats.binomtest(int(a), int(b), float(c), alternative="greater").pvalue
                 for a, b, c in zip(k, n, p, strict=True)]
     assert np.asarray(stats.binom.sf(k - 1, n, p)).tolist() == expected
+    assert binom_sf(k - 1, n, p).tolist() == expected
+
+
+def test_binom_sf_is_scipys_at_the_edges() -> None:
+    """Below, at and past the support, p at 0 and 1, impossible arguments (NaN)."""
+    rng = np.random.default_rng(8)
+    n = np.concatenate([rng.integers(0, 50, 400), [5, 5, 5, 5, 3, -1, 4, 0]])
+    k = np.concatenate([rng.integers(-3, 55, 400), [-1, 0, 4, 5, 2, 1, 2, 0]])
+    p = np.concatenate([rng.choice([0.0, 1.0, 0.3, 0.999, 1e-9], 400),
+                        [0.5, 0.0, 1.0, 0.5, 1.5, 0.5, -0.1, 0.5]])
+    for args in ((k, n, p), (k.astype(float) + 0.5, n, p), (k, n.astype(float) + 0.25, p)):
+        got, expected = binom_sf(*args), np.asarray(stats.binom.sf(*args))
+        assert np.array_equal(got, expected, equal_nan=True)
+
+
+def test_hypergeom_cdf_is_scipys_at_the_edges() -> None:
+    """Fisher's tables and beyond: below, inside and past the support, bad arguments."""
+    rng = np.random.default_rng(9)
+    total = rng.integers(1, 60, 600)
+    good = (total * rng.random(600)).round().astype(np.int64)
+    drawn = (total * rng.random(600)).round().astype(np.int64)
+    k = (drawn * rng.random(600)).round().astype(np.int64) + rng.integers(-2, 3, 600)
+    total[:30] = 0  # no population
+    good[30:60] = total[30:60] + 1  # more good ones than there are
+    drawn[60:90] = -1
+    got = hypergeom_cdf(k, total, good, drawn)
+    expected = np.asarray(stats.hypergeom.cdf(k, total, good, drawn))
+    inside = (expected > 0) & (expected < 1)
+    assert inside.sum() > 150 and np.isnan(expected).sum() >= 90  # both reached
+    assert np.array_equal(got, expected, equal_nan=True)

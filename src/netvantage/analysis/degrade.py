@@ -54,11 +54,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from .codes import str_codes
 from .fastagg import key_strings
-from .ranktests import fisher_greater, mwu_greater, tied_ranks
+from .ranktests import binom_sf, fisher_greater, mwu_greater, tied_ranks
 
 __all__ = ["FLAG_COLUMNS", "degradation_flags"]
 
@@ -203,6 +202,8 @@ def _fit_line(floor: FloatArray, rtt: FloatArray) -> tuple[float, float]:
     ok = np.isfinite(floor) & np.isfinite(rtt)
     floor, rtt = floor[ok], rtt[ok]
     if len(np.unique(floor)) >= 3:
+        from scipy import stats  # here: its import costs more than most analyses (ranktests)
+
         slope, intercept, _, _ = stats.theilslopes(rtt, floor)
         if np.isfinite(slope) and slope > 0:
             return float(intercept), float(slope)
@@ -290,6 +291,8 @@ def _one_sided_mwu(worse: FloatArray, better: FloatArray) -> float:
     better = better[np.isfinite(better)]
     if len(worse) == 0 or len(better) == 0:
         return 1.0
+    from scipy import stats  # here: its import costs more than most analyses (ranktests)
+
     return float(stats.mannwhitneyu(worse, better, alternative="greater").pvalue)
 
 
@@ -346,6 +349,8 @@ def _bound(every: Mapping[tuple[str, str], _Pair], kind: str,
     resid = minimum - expected
     scale = _mad_scale(resid, opts.min_scale_ms)
     candidates = []
+    from scipy import stats  # here: its import costs more than most analyses (ranktests)
+
     for i, (region, target) in enumerate(keys):
         effect = float(resid[i])
         if not (opts.big_rtt(effect, float(expected[i])) and effect / scale >= opts.z_min):
@@ -371,9 +376,9 @@ def _peers_loss(every: Mapping[tuple[str, str], _Pair], kind: str,
     Each target's loss ratios are sorted once; the median without one of them is read from
     that order (the middle one or two of the others), so a target measured from hundreds of
     regions costs one sort, not one median of hundreds per region.  The binomial p-values
-    of the candidates come from one ``binom.sf`` call (what ``binomtest(alternative=
-    "greater")`` computes), and the evidence, which names every peer, is written only for
-    the flags that survive Bonferroni's correction.
+    of the candidates come from one ``binom.sf`` call (:func:`.ranktests.binom_sf`: what
+    ``binomtest(alternative="greater")`` computes), and the evidence, which names every
+    peer, is written only for the flags that survive Bonferroni's correction.
     """
     pairs = {k: g for k, g in every.items() if float(g.trials.sum()) > 0}
     keys = list(pairs)
@@ -400,7 +405,7 @@ def _peers_loss(every: Mapping[tuple[str, str], _Pair], kind: str,
     p0 = np.minimum(np.maximum(reference[ix], 0.5 / peer_trials[ix]), 1.0)
     k = np.array([int(lost[i]) for i in candidates], dtype=np.int64)
     n = np.array([int(trials[i]) for i in candidates], dtype=np.int64)
-    p_values = np.asarray(stats.binom.sf(k - 1, n, p0), dtype=np.float64)
+    p_values = np.asarray(binom_sf(k - 1, n, p0), dtype=np.float64)
     flags = []
     for i, p in zip(candidates, p_values.tolist(), strict=True):
         if min(1.0, p * len(keys)) >= opts.alpha:

@@ -73,7 +73,6 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from .codes import give_back
 from .events import Event, group_events
@@ -318,11 +317,16 @@ def _cadence(rows: pd.DataFrame) -> pd.Timedelta | None:
     """:func:`cadence` of the rows of :func:`_series_rows`."""
     started = pd.to_datetime(rows["started_at"], utc=True)
     known = started.notna().to_numpy()
-    frame = pd.DataFrame({
-        "series": rows["_series"].to_numpy()[known],
-        "t": started.to_numpy(dtype="datetime64[ns]")[known].astype(np.int64),
-    }).drop_duplicates().sort_values(["series", "t"], kind="stable")
-    series, t = frame["series"].to_numpy(), frame["t"].to_numpy()
+    series = rows["_series"].to_numpy()[known]
+    t = started.to_numpy(dtype="datetime64[ns]")[known].astype(np.int64)
+    if not len(t):
+        return None
+    # Each series' distinct times in order: one sort of the integer pairs, repeats dropped
+    # (a frame's drop_duplicates and sort_values hashed and sorted them as objects).
+    order = np.lexsort((t, series))
+    series, t = series[order], t[order]
+    distinct = np.r_[True, (series[1:] != series[:-1]) | (t[1:] != t[:-1])]
+    series, t = series[distinct], t[distinct]
     same = series[1:] == series[:-1]
     if not same.any():
         return None
@@ -829,6 +833,8 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, options: EpisodeOptions |
         ma, mb = float(np.median(xa)), float(np.median(xb))
         p: float | None = None
         if len(xa) >= o.min_records and len(xb) >= o.min_records:
+            from scipy import stats  # here: its import costs more than most analyses
+
             p = float(stats.mannwhitneyu(xb, xa, alternative="two-sided").pvalue)
         big = abs(mb - ma) >= max(o.min_rise * ma, o.min_rise_ms)
         if big and (p is None or p < o.alpha):

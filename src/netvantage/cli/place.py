@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from ._common import CONTEXT, load_campaign_and_places, parse_weights, readiness_checks
+from ._common import (
+    CONTEXT,
+    echo_json,
+    load_campaign_and_places,
+    parse_weights,
+    readiness_checks,
+)
 
 __all__ = ["place_cmd"]
 
@@ -74,8 +80,6 @@ def place_cmd(data: tuple[str, ...], locations_path: Path | None, weights: str |
                             failure_prob=failure_prob, alternatives=alternatives,
                             readiness_fail_on=fail_on)
     if fmt == "json":
-        import json
-
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        echo_json(result.to_dict())
     else:
         click.echo(result.to_text())
