@@ -220,3 +220,23 @@ def test_hypergeom_cdf_is_scipys_at_the_edges() -> None:
     inside = (expected > 0) & (expected < 1)
     assert inside.sum() > 150 and np.isnan(expected).sum() >= 90  # both reached
     assert np.array_equal(got, expected, equal_nan=True)
+
+
+def test_the_tails_without_scipys_private_kernels_call_scipy_stats(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scipy without the private kernels: the same figures, through scipy.stats."""
+    from netvantage.analysis import ranktests
+
+    rng = np.random.default_rng(11)
+    n = rng.integers(1, 80, 200)
+    k = rng.integers(-2, 82, 200)
+    p = rng.random(200)
+    total = rng.integers(1, 60, 200)
+    good = (total * rng.random(200)).round().astype(np.int64)
+    drawn = (total * rng.random(200)).round().astype(np.int64)
+    with_kernels = binom_sf(k, n, p), hypergeom_cdf(k % 30, total, good, drawn)
+    monkeypatch.setattr(ranktests, "_binom_sf", None)
+    monkeypatch.setattr(ranktests, "_hypergeom_cdf", None)
+    without = binom_sf(k, n, p), hypergeom_cdf(k % 30, total, good, drawn)
+    for a, b in zip(with_kernels, without, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)

@@ -27,7 +27,8 @@ The binomial and hypergeometric tails (:func:`binom_sf`, :func:`hypergeom_cdf`) 
 that import costs 0.5-0.8 s (it builds every distribution and its docstring), more than
 all the tests of a million records, and the distributions' methods do no more than call
 the Boost kernels of ``scipy.special._ufuncs`` where the argument is inside the support
-and write 0, 1 or NaN elsewhere.  These do the same in the same order.
+and write 0, 1 or NaN elsewhere.  These do the same in the same order.  Those kernels
+are private: a scipy without them makes these call ``scipy.stats`` itself.
 
 tests/test_ranktests.py checks all of them against scipy on seeded random samples with
 ties, tiny and equal-valued groups, and edge cases of the tails.
@@ -42,7 +43,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy import special
-from scipy.special import _ufuncs
+
+# Private kernels: with a scipy that has them not, these functions call scipy.stats.
+_binom_sf: Any = getattr(getattr(special, "_ufuncs", None), "_binom_sf", None)
+_hypergeom_cdf: Any = getattr(getattr(special, "_ufuncs", None), "_hypergeom_cdf", None)
 
 __all__ = ["binom_sf", "fisher_greater", "hypergeom_cdf", "mwu_greater", "tied_ranks"]
 
@@ -173,6 +177,11 @@ def binom_sf(k: npt.ArrayLike, n: npt.ArrayLike, p: npt.ArrayLike) -> FloatArray
     p is outside [0, 1]; inside, the Boost kernel scipy calls on ``floor(k)``, clipped to
     [0, 1] as scipy clips it.
     """
+    if _binom_sf is None:
+        from scipy import stats
+
+        return np.asarray(stats.binom.sf(*(np.asarray(x, dtype=np.float64) for x in (k, n, p))),
+                          dtype=np.float64)
     k, n, p = np.broadcast_arrays(np.asarray(k), np.asarray(n), np.asarray(p))
     valid = (n >= 0) & _whole(n) & (p >= 0) & (p <= 1)
     out = np.zeros(k.shape, dtype=np.float64)
@@ -180,7 +189,7 @@ def binom_sf(k: npt.ArrayLike, n: npt.ArrayLike, p: npt.ArrayLike) -> FloatArray
     out[((k < 0) | np.isneginf(k)) & valid] = 1.0
     inside = valid & (k >= 0) & (k < n) & np.isfinite(k)
     if inside.any():
-        out[inside] = np.clip(_ufuncs._binom_sf(np.floor(k[inside]), n[inside], p[inside]),
+        out[inside] = np.clip(_binom_sf(np.floor(k[inside]), n[inside], p[inside]),
                               0, 1)
     return out
 
@@ -193,6 +202,12 @@ def hypergeom_cdf(k: npt.ArrayLike, total: npt.ArrayLike, good: npt.ArrayLike,
     0 below the support (max(0, drawn − (total − good)) … min(good, drawn)), 1 from its
     top on, NaN for impossible arguments; inside, scipy's Boost kernel clipped to [0, 1].
     """
+    if _hypergeom_cdf is None:
+        from scipy import stats
+
+        return np.asarray(stats.hypergeom.cdf(*(np.asarray(x, dtype=np.float64)
+                                                 for x in (k, total, good, drawn))),
+                          dtype=np.float64)
     k, total, good, drawn = np.broadcast_arrays(np.asarray(k), np.asarray(total),
                                                 np.asarray(good), np.asarray(drawn))
     valid = ((total > 0) & (good >= 0) & (drawn >= 0) & (good <= total) & (drawn <= total)
@@ -205,6 +220,6 @@ def hypergeom_cdf(k: npt.ArrayLike, total: npt.ArrayLike, good: npt.ArrayLike,
     out[~valid | np.isnan(k)] = np.nan
     inside = valid & (k >= low) & (k < high) & np.isfinite(k)
     if inside.any():
-        out[inside] = np.clip(_ufuncs._hypergeom_cdf(k[inside], good[inside], drawn[inside],
+        out[inside] = np.clip(_hypergeom_cdf(k[inside], good[inside], drawn[inside],
                                                      total[inside]), 0, 1)
     return out
