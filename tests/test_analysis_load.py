@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +22,15 @@ from conftest import invoke_cli
 from netvantage.analysis import progress
 from netvantage.analysis.load import FRAME_NAMES, LoadError, check_campaign, load
 from netvantage.errors import SchemaError
-from netvantage.results import PingRecord, read_jsonl, write_jsonl
+from netvantage.results import (
+    Hop,
+    PingRecord,
+    TraceProbe,
+    TraceRecord,
+    read_jsonl,
+    rtt_stats,
+    write_jsonl,
+)
 from waiting import wait_until
 
 loader = importlib.import_module("netvantage.analysis.load")
@@ -428,6 +437,70 @@ def test_standard_deviations_to_the_last_bit() -> None:
             assert out[i] == _stdev(got), (i, got)
         else:
             assert math.isnan(out[i]), i
+
+
+def _destination_figures(r: TraceRecord) -> tuple[Any, ...]:
+    """A trace's figures as the per-record arithmetic gives them: rtt_stats over the RTTs
+    of the destination TTL's probes answered by the record's address (all the answered
+    ones if none came from it); NaN and None where it never reached it."""
+    b = r.body
+    if not b.reached or b.dest_ttl is None or b.dest_ttl > len(b.hops):
+        return (math.nan,) * 7 + (None,)
+    probes = b.hops[b.dest_ttl - 1].probes
+    answered = [p for p in probes if p.address is not None]
+    chosen = [p.rtt_ms for p in ([p for p in answered if p.address == r.address]
+                                 or answered)]
+    stats = rtt_stats(chosen)
+    samples = sum(x is not None for x in chosen)
+    nan = math.nan
+    return (nan if stats.median_ms is None else stats.median_ms,
+            nan if stats.min_ms is None else stats.min_ms,
+            1 - len(chosen) / len(probes) if probes else nan,
+            nan if stats.jitter_ms is None else stats.jitter_ms,
+            len(probes), len(chosen), samples, "median" if samples else None)
+
+
+def test_trace_figures_over_columns_are_those_of_the_records() -> None:
+    """Traces whose destination TTL has 0 to 6 probes, answered by the destination, by
+    another address or by nobody, with or without an RTT, of many magnitudes: each
+    trace's figures are rtt_stats' over its destination's answers, bit for bit (the
+    loader computes one or two RTTs over columns, more by rtt_stats)."""
+    rng = np.random.default_rng(7)
+    base = next(r for r in read_jsonl(SAMPLE)
+                if isinstance(r, TraceRecord) and r.body.reached and r.address)
+    dest = base.body.dest_ttl
+    assert dest is not None and base.address is not None
+    records = []
+    for i in range(600):
+        probes = []
+        for _ in range(int(rng.integers(0, 7))):
+            who = rng.choice(["dest", "dest", "other", "none"])
+            if who == "none":
+                probes.append(TraceProbe())
+                continue
+            rtt = (None if rng.random() < 0.1
+                   else float(np.round(rng.lognormal(2, 2), rng.integers(0, 8))) or 0.001)
+            probes.append(TraceProbe(address=base.address if who == "dest" else "192.0.2.99",
+                                     rtt_ms=rtt, icmp_type=0))
+        hops = [*base.body.hops[:dest - 1], Hop.from_probes(dest, probes)]
+        reached = bool(rng.random() < 0.9)
+        body = msgspec.structs.replace(base.body, hops=hops, reached=reached,
+                                       dest_ttl=dest if reached else None,
+                                       stop_reason="reached" if reached else "gap")
+        records.append(msgspec.structs.replace(base, id=f"trace-figures-{i:04d}", body=body))
+    m = loader.frames_from_records(records).measurements
+    columns = ["rtt_ms", "rtt_min_ms", "loss_ratio", "jitter_ms", "sent", "received",
+               "rtt_samples"]
+    lengths = set()
+    for r, row in zip(records, m[[*columns, "rtt_stat"]].itertuples(index=False),
+                      strict=True):
+        want = [float(x) for x in _destination_figures(r)[:-1]]
+        got = [math.nan if pd.isna(x) else float(x) for x in row[:-1]]
+        assert all((math.isnan(a) and math.isnan(b)) or a == b
+                   for a, b in zip(got, want, strict=True)), (r.id, got, want)
+        assert (None if pd.isna(row[-1]) else row[-1]) == _destination_figures(r)[-1], r.id
+        lengths.add(-1 if math.isnan(want[6]) else int(want[6]))
+    assert {-1, 0, 1, 2, 3, 4} <= lengths  # every path: unreached, none, one, two, more
 
 
 def test_numpy_asks_for_no_huge_pages_while_frames_are_built() -> None:
