@@ -82,7 +82,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
-from .codes import rows_of
+from .codes import record_rows, rows_of
 from .fastagg import _group_order, row_quantiles
 from .frames import Campaign
 
@@ -185,9 +185,16 @@ def phase_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFra
         raise MetricsError("phase_metrics needs the phases frame")
     by = tuple(by)
     _need(measurements, by)
-    # The group's columns come from the record, so any measurement column can group.
-    rows = phases[["id", "phase", "duration_ms", "ok"]].merge(
-        measurements[["id", *by]], on="id", how="inner", validate="many_to_one")
+    # The group's columns come from the record, so any measurement column can group:
+    # taken at the phases' record rows when their ids' codes are those (the loader's
+    # frames), else by a merge on the id strings.
+    at = record_rows(phases["id"], measurements["id"]) if "id" not in by else None
+    if at is not None:
+        rows = pd.concat([phases[["phase", "duration_ms", "ok"]].reset_index(drop=True),
+                          measurements[list(by)].take(at).reset_index(drop=True)], axis=1)
+    else:
+        rows = phases[["id", "phase", "duration_ms", "ok"]].merge(
+            measurements[["id", *by]], on="id", how="inner", validate="many_to_one")
     keys, gid = _groups(rows, (*by, "phase"))
     grouped = rows.groupby(gid.to_numpy(), sort=True)
     out = pd.DataFrame({
@@ -206,8 +213,14 @@ def rtt_observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> pd.Da
     summary records (which have no samples).
     """
     sampled = measurements["kind"].isin(_SAMPLED_KINDS) & ~_is_summary(measurements)
-    ids = measurements.loc[sampled, "id"]
-    from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
+    at = record_rows(samples["id"], measurements["id"])
+    if at is None:
+        ids = measurements.loc[sampled, "id"]
+        from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
+    else:  # the samples' record rows are their ids' codes; the ids as the records' strings
+        keep = sampled.to_numpy(dtype=bool)[at]
+        from_samples = pd.DataFrame({"id": measurements["id"].array.take(at[keep]),
+                                     "rtt_ms": samples["rtt_ms"].array[keep]})
     from_records = measurements.loc[~sampled, ["id", "rtt_ms"]]
     return pd.concat([from_samples, from_records], ignore_index=True)
 
