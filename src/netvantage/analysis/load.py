@@ -1541,8 +1541,9 @@ def record_ids(measurements: pd.DataFrame, *, distinct: bool = False,
     values = measurements["id"]
     if not distinct and (values.hasnans or not values.is_unique):
         return None
-    return pd.CategoricalDtype._from_fastpath(pd.Index(values.array, copy=False),
-                                              ordered=False)
+    dtype: pd.CategoricalDtype = pd.CategoricalDtype._from_fastpath(  # type: ignore[attr-defined]
+        pd.Index(values.array, copy=False), ordered=False)
+    return dtype
 
 
 def _taken_categories(source: pd.Categorical, rows: np.ndarray, *, trim: bool) -> pd.Series:
