@@ -124,6 +124,13 @@ def rows_of(column: pd.Series, keys: pd.Series) -> npt.NDArray[np.int32] | None:
     rows = record_rows(column, keys)
     if rows is not None:  # the codes are the rows: the keys are distinct categories
         return rows
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # the categories looked up (fewer than the rows), each row's found by its code
+        at = rows_of(pd.Series(column.cat.categories), keys)
+        if at is None:
+            return None
+        own = column.cat.codes.to_numpy()
+        return np.where(own >= 0, at[own], -1).astype(np.int32)
     values = _arrow(column)
     own = _arrow(keys).cast(values.type)
     found = pyarrow.compute.index_in(pyarrow.chunked_array([values, own], type=values.type),
