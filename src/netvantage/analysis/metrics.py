@@ -82,7 +82,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
-from .codes import record_rows, rows_of
+from .codes import rows_of
 from .fastagg import _group_order, row_quantiles
 from .frames import Campaign
 
@@ -186,12 +186,15 @@ def phase_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFra
     by = tuple(by)
     _need(measurements, by)
     # The group's columns come from the record, so any measurement column can group:
-    # taken at the phases' record rows when their ids' codes are those (the loader's
-    # frames), else by a merge on the id strings.
-    at = record_rows(phases["id"], measurements["id"]) if "id" not in by else None
-    if at is not None:
-        rows = pd.concat([phases[["phase", "duration_ms", "ok"]].reset_index(drop=True),
-                          measurements[list(by)].take(at).reset_index(drop=True)], axis=1)
+    # taken at the phases' record rows when their ids are the loader's codes, else by a
+    # merge on the id strings.
+    at = _record_rows(phases["id"], measurements["id"]) if "id" not in by else None
+    if at is not None:  # (the rows of a merge "inner": the phases' with a record, in order)
+        found = np.flatnonzero(at >= 0)
+        rows = pd.concat([phases[["phase", "duration_ms", "ok"]].take(found)
+                          .reset_index(drop=True),
+                          measurements[list(by)].take(at[found]).reset_index(drop=True)],
+                         axis=1)
     else:
         rows = phases[["id", "phase", "duration_ms", "ok"]].merge(
             measurements[["id", *by]], on="id", how="inner", validate="many_to_one")
@@ -213,16 +216,27 @@ def rtt_observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> pd.Da
     summary records (which have no samples).
     """
     sampled = measurements["kind"].isin(_SAMPLED_KINDS) & ~_is_summary(measurements)
-    at = record_rows(samples["id"], measurements["id"])
+    at = _record_rows(samples["id"], measurements["id"])
     if at is None:
         ids = measurements.loc[sampled, "id"]
         from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
-    else:  # the samples' record rows are their ids' codes; the ids as the records' strings
-        keep = sampled.to_numpy(dtype=bool)[at]
+    else:  # the samples of sampled records, their ids as the records' strings
+        keep = at >= 0
+        keep[keep] = sampled.to_numpy(dtype=bool)[at[keep]]
         from_samples = pd.DataFrame({"id": measurements["id"].array.take(at[keep]),
                                      "rtt_ms": samples["rtt_ms"].array[keep]})
     from_records = measurements.loc[~sampled, ["id", "rtt_ms"]]
     return pd.concat([from_samples, from_records], ignore_index=True)
+
+
+def _record_rows(ids: pd.Series, records: pd.Series) -> npt.NDArray[np.int32] | None:
+    """A child frame's rows' record rows (-1: none) when its ``ids`` are a Categorical (the
+    loader's codes, or their categories looked up: no string per row, and no hash table
+    left on the shared categories as ``isin`` or a merge would build); ``None`` for ids
+    held as strings or records' ids not distinct (the caller matches the strings)."""
+    if not isinstance(ids.dtype, pd.CategoricalDtype):
+        return None
+    return rows_of(ids, records)
 
 
 # --------------------------------------------------------------------------- point metrics
