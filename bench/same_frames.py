@@ -4,7 +4,8 @@ Each tree's ``netvantage.analysis.load.load`` runs in its own process (``PYTHONP
 and pickles the frames into a temporary directory; they are then compared frame by frame:
 ``DataFrame.equals``, the dtypes, each categorical's categories in order, and
 ``pandas.testing.assert_frame_equal`` with ``check_exact``.  Exit status 0 when every frame
-is identical.
+is identical.  ``--ids-as-text`` compares the child frames' ``id`` by its strings (a tree
+whose loader holds it as a Categorical of the records' ids against one that holds strings).
 
     .venv/bin/python bench/same_frames.py OLD_TREE NEW_TREE campaign.jsonl
 """
@@ -45,10 +46,19 @@ def main() -> None:
     parser.add_argument("old", type=Path, help="a source tree (holding src/netvantage)")
     parser.add_argument("new", type=Path, help="the other tree")
     parser.add_argument("source", type=Path, help="what load() reads")
+    parser.add_argument("--ids-as-text", action="store_true",
+                        help="compare the samples', hops' and phases' id as strings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         old = _frames(args.old, args.source, Path(tmp) / "old.pkl")
         new = _frames(args.new, args.source, Path(tmp) / "new.pkl")
+    if args.ids_as_text:
+        for frames in (old, new):
+            text = frames["measurements"]["id"].dtype  # type: ignore[index]
+            for name in ("samples", "hops", "phases"):
+                f = frames[name]
+                assert isinstance(f, pd.DataFrame)
+                frames[name] = f.assign(id=f["id"].astype(text))
     same_all = True
     for name, a in old.items():
         b = new[name]

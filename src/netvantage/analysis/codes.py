@@ -15,7 +15,39 @@ import pyarrow.compute  # type: ignore[import-untyped]
 
 from .load import _trim_heap
 
-__all__ = ["give_back", "positions", "rows_of", "sorted_codes", "str_codes"]
+__all__ = ["give_back", "positions", "record_rows", "rows_of", "sorted_codes", "str_codes"]
+
+
+def record_rows(column: pd.Series, ids: pd.Series) -> npt.NDArray[np.int32] | None:
+    """Each of ``column``'s values' row in ``ids`` (the records' ids, ``measurements["id"]``),
+    read off its codes when ``column`` is a Categorical whose categories are ``ids``'
+    values in their row order — a child frame's id as the loader builds it
+    (:func:`netvantage.analysis.load.record_ids`); ``None`` otherwise (the caller looks
+    the strings up).
+
+    The categories are compared with ``ids`` before their codes are trusted: a frame of
+    measurements filtered, reordered or built anew no longer has the rows the codes
+    count.  The same array is known equal at once; another is compared value by value
+    (Arrow, some milliseconds for 1M ids).
+    """
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return None
+    categories = column.cat.categories
+    if len(categories) != len(ids) or not _same(categories.array, ids.array):
+        return None
+    return np.asarray(column.cat.codes.to_numpy(), dtype=np.int32)
+
+
+def _same(a: pd.api.extensions.ExtensionArray | np.ndarray,
+          b: pd.api.extensions.ExtensionArray | np.ndarray) -> bool:
+    """Whether two columns of the same length hold the same strings, none missing."""
+    if a is b:
+        return not pd.isna(a).any()
+    if not (pd.api.types.is_string_dtype(a.dtype) and pd.api.types.is_string_dtype(b.dtype)):
+        return False
+    equal = pyarrow.compute.equal(_arrow(pd.Series(a, copy=False)),
+                                  _arrow(pd.Series(b, copy=False)))
+    return bool(equal.null_count == 0 and equal.false_count == 0)
 
 
 def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
@@ -28,15 +60,18 @@ def sorted_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[n
     values that occur.
     """
     if isinstance(column.dtype, pd.CategoricalDtype):
-        rank, names = pd.factorize(pd.Series(column.cat.categories).astype("string"), sort=True)
+        # Only the categories used are sorted: a child frame's id has every record's id
+        # as a category (1M at 1M records) and uses a fraction of them (the hops' 150k).
         own = column.cat.codes.to_numpy()
+        known = own >= 0
+        used = np.flatnonzero(np.bincount(own[known], minlength=len(column.cat.categories)))
+        values = _arrow(pd.Series(column.cat.categories.take(used)))
+        order = np.asarray(pyarrow.compute.sort_indices(values), dtype=np.intp)
+        rank = np.full(len(column.cat.categories), -1, dtype=np.intp)
+        rank[used[order]] = np.arange(len(order), dtype=np.intp)
         codes = np.full(len(own), -1, dtype=np.intp)
-        codes[own >= 0] = rank[own[own >= 0]]
-        used = np.zeros(len(names), dtype=bool)
-        used[codes[codes >= 0]] = True
-        compact = np.cumsum(used) - 1
-        codes[codes >= 0] = compact[codes[codes >= 0]]
-        return codes, np.asarray(names, dtype=object)[used]
+        codes[known] = rank[own[known]]
+        return codes, np.asarray(values.take(order).to_pylist(), dtype=object)
     codes, names = pd.factorize(column.astype("string"), sort=True)
     return codes, np.asarray(names, dtype=object)
 
@@ -86,6 +121,16 @@ def rows_of(column: pd.Series, keys: pd.Series) -> npt.NDArray[np.int32] | None:
     150 MiB more.)  The lookup's freed memory goes back to the system before returning:
     Arrow's allocator would keep it.
     """
+    rows = record_rows(column, keys)
+    if rows is not None:  # the codes are the rows: the keys are distinct categories
+        return rows
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # the categories looked up (fewer than the rows), each row's found by its code
+        at = rows_of(pd.Series(column.cat.categories), keys)
+        if at is None:
+            return None
+        own = column.cat.codes.to_numpy()
+        return np.where(own >= 0, at[own], -1).astype(np.int32)
     values = _arrow(column)
     own = _arrow(keys).cast(values.type)
     found = pyarrow.compute.index_in(pyarrow.chunked_array([values, own], type=values.type),

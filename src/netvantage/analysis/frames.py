@@ -47,6 +47,16 @@ from JSON Lines, the collector's store or an exported Parquet dataset:
 
 Categorical dtypes are used for the repeated strings (kind, agent, region,
 target, status, phase): the group-bys over millions of rows are made of them.
+
+The child frames' ``id`` (samples, hops, phases) is a Categorical too when the loader
+builds them from records whose ids are distinct (always, after :func:`load`'s dedup):
+its categories are the measurements' ids — the same Index for the three frames, in the
+measurements' row order — so that a row's code is its record's row in ``measurements``
+(:func:`netvantage.analysis.codes.record_rows`).  The codes are 4 bytes a row where the
+strings were some 24 (at 1M records, the samples' id took 109 MiB as strings).  Frames
+built by hand may hold the ids as strings: every analysis function takes either.
+A frame of measurements filtered or reordered no longer matches those codes; the
+functions then look the ids up as strings.
 """
 
 from __future__ import annotations

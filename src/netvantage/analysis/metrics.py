@@ -185,9 +185,19 @@ def phase_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFra
         raise MetricsError("phase_metrics needs the phases frame")
     by = tuple(by)
     _need(measurements, by)
-    # The group's columns come from the record, so any measurement column can group.
-    rows = phases[["id", "phase", "duration_ms", "ok"]].merge(
-        measurements[["id", *by]], on="id", how="inner", validate="many_to_one")
+    # The group's columns come from the record, so any measurement column can group:
+    # taken at the phases' record rows when their ids are the loader's codes, else by a
+    # merge on the id strings.
+    at = _record_rows(phases["id"], measurements["id"]) if "id" not in by else None
+    if at is not None:  # (the rows of a merge "inner": the phases' with a record, in order)
+        found = np.flatnonzero(at >= 0)
+        rows = pd.concat([phases[["phase", "duration_ms", "ok"]].take(found)
+                          .reset_index(drop=True),
+                          measurements[list(by)].take(at[found]).reset_index(drop=True)],
+                         axis=1)
+    else:
+        rows = phases[["id", "phase", "duration_ms", "ok"]].merge(
+            measurements[["id", *by]], on="id", how="inner", validate="many_to_one")
     keys, gid = _groups(rows, (*by, "phase"))
     grouped = rows.groupby(gid.to_numpy(), sort=True)
     out = pd.DataFrame({
@@ -206,10 +216,27 @@ def rtt_observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> pd.Da
     summary records (which have no samples).
     """
     sampled = measurements["kind"].isin(_SAMPLED_KINDS) & ~_is_summary(measurements)
-    ids = measurements.loc[sampled, "id"]
-    from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
+    at = _record_rows(samples["id"], measurements["id"])
+    if at is None:
+        ids = measurements.loc[sampled, "id"]
+        from_samples = samples.loc[samples["id"].isin(ids), ["id", "rtt_ms"]]
+    else:  # the samples of sampled records, their ids as the records' strings
+        keep = at >= 0
+        keep[keep] = sampled.to_numpy(dtype=bool)[at[keep]]
+        from_samples = pd.DataFrame({"id": measurements["id"].array.take(at[keep]),
+                                     "rtt_ms": samples["rtt_ms"].array[keep]})
     from_records = measurements.loc[~sampled, ["id", "rtt_ms"]]
     return pd.concat([from_samples, from_records], ignore_index=True)
+
+
+def _record_rows(ids: pd.Series, records: pd.Series) -> npt.NDArray[np.int32] | None:
+    """A child frame's rows' record rows (-1: none) when its ``ids`` are a Categorical (the
+    loader's codes, or their categories looked up: no string per row, and no hash table
+    left on the shared categories as ``isin`` or a merge would build); ``None`` for ids
+    held as strings or records' ids not distinct (the caller matches the strings)."""
+    if not isinstance(ids.dtype, pd.CategoricalDtype):
+        return None
+    return rows_of(ids, records)
 
 
 # --------------------------------------------------------------------------- point metrics
