@@ -9,6 +9,7 @@ by hand with string ids must analyse exactly as the loaded ones.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,16 @@ def test_codes_not_trusted_for_other_measurements(loaded: Campaign) -> None:
     want_codes, want_names = sorted_codes(loaded.hops["id"].astype(str))
     np.testing.assert_array_equal(codes, want_codes)
     assert names.tolist() == want_names.tolist()
+
+
+def test_record_ids_without_pandas_private_fast_path(loaded: Campaign,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pandas without ``CategoricalDtype._from_fastpath``: the public constructor gives
+    the same categories, in the records' row order."""
+    load_module = importlib.import_module("netvantage.analysis.load")
+    fast = load_module.record_ids(loaded.measurements)
+    monkeypatch.delattr(pd.CategoricalDtype, "_from_fastpath")
+    public = load_module.record_ids(loaded.measurements)
+    assert fast is not None and public is not None
+    assert list(public.categories) == list(fast.categories) == list(
+        loaded.measurements["id"].astype(str))

@@ -1593,13 +1593,18 @@ def record_ids(measurements: pd.DataFrame, *, distinct: bool = False,
     to be (the loader's dedup found no id twice and none missing).
 
     The categories are not validated again: the check (a hash table of every id) stayed
-    cached on the Index, some 80 MiB at 1M records, as long as the frames.
+    cached on the Index, some 80 MiB at 1M records, as long as the frames.  That skips it
+    through pandas' private ``CategoricalDtype._from_fastpath``; a pandas without it gets
+    the public constructor (the same dtype, and the hash table).
     """
     values = measurements["id"]
     if not distinct and (values.hasnans or not values.is_unique):
         return None
-    dtype: pd.CategoricalDtype = pd.CategoricalDtype._from_fastpath(  # type: ignore[attr-defined]
-        pd.Index(values.array, copy=False), ordered=False)
+    categories = pd.Index(values.array, copy=False)
+    fast = getattr(pd.CategoricalDtype, "_from_fastpath", None)  # private: may go away
+    if fast is None:  # a pandas without it: the public check, and its hash table
+        return pd.CategoricalDtype(categories, ordered=False)
+    dtype: pd.CategoricalDtype = fast(categories, ordered=False)
     return dtype
 
 
