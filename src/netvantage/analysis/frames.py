@@ -56,7 +56,9 @@ measurements' row order — so that a row's code is its record's row in ``measur
 strings were some 24 (at 1M records, the samples' id took 109 MiB as strings).  Frames
 built by hand may hold the ids as strings: every analysis function takes either.
 A frame of measurements filtered or reordered no longer matches those codes; the
-functions then look the ids up as strings.
+functions then look the ids up as strings.  Sorting or grouping a child frame by ``id``
+orders it as the categories are, the records' row order, not by the ids' text: sort by
+``frame["id"].astype(str)`` for that.
 """
 
 from __future__ import annotations
