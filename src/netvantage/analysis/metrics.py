@@ -112,7 +112,7 @@ _SAMPLED_KINDS = ("ping", "tcp")
 _CHUNK_CELLS = 1_000_000
 # Observations and records of one batch of groups (_summarise): bounds the memory of the
 # batch's gathered, sorted observations and its records' columns.
-_BATCH_OBSERVATIONS = 1 << 19
+_BATCH_OBSERVATIONS = 1 << 18
 # Cells of a group-number column counted at a time (_group_sizes).
 _SCAN = 1 << 20
 # Whole numbers of magnitude below this are exact in float32.
@@ -239,7 +239,7 @@ def _counted(measurements: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return sent.where(both), received.where(both)
 
 
-def _summary_counts(measurements: pd.DataFrame, g: npt.NDArray[Any],
+def _summary_counts(measurements: pd.DataFrame, g: pd.CategoricalIndex,
                     index: pd.Index) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Per group: summary records with an RTT figure, the samples they declare
     (known ones summed), and whether any of them does not say."""
@@ -252,7 +252,7 @@ def _summary_counts(measurements: pd.DataFrame, g: npt.NDArray[Any],
         "n": figure.to_numpy(dtype=np.int64),
         "samples": declared.where(figure, 0).fillna(0).to_numpy(dtype=np.int64),
         "unknown": (figure & declared.isna()).to_numpy(dtype=bool),
-    }).groupby(g, sort=True)
+    }).groupby(g, observed=True, sort=True)
     return (per["n"].sum().reindex(index, fill_value=0),
             per["samples"].sum().reindex(index, fill_value=0),
             per["unknown"].any().reindex(index, fill_value=False))
@@ -295,33 +295,50 @@ def _point(measurements: pd.DataFrame, keys: pd.DataFrame, gid: pd.Series,
            observed_counts: IntArray, quantiles: FloatArray) -> pd.DataFrame:
     """The point metrics, given each group's received observations and their RTT
     quantiles (groups × :data:`_RTT_QUANTILES`, from :func:`_summarise`)."""
-    g = gid.to_numpy()
-    per = measurements.groupby(g, sort=True)
+    # The group numbers (0 … groups - 1, each with records) as a Categorical's codes:
+    # pandas groups by those as they are, where it hashes an integer key first (at 1M
+    # records some 40 MiB of temporaries for each group-by).
+    g = pd.CategoricalIndex(pd.Categorical.from_codes(
+        gid.to_numpy(dtype=_code(len(keys))), categories=pd.RangeIndex(len(keys))))
+    per = measurements.groupby(g, observed=True, sort=True)
     counted_sent, counted_received = _counted(measurements)
-    sent = counted_sent.groupby(g, sort=True).sum(min_count=1).astype("Int64")
-    received = counted_received.groupby(g, sort=True).sum(min_count=1).astype("Int64")
+    sent = counted_sent.groupby(g, observed=True, sort=True).sum(min_count=1).astype("Int64")
+    received = counted_received.groupby(g, observed=True, sort=True).sum(
+        min_count=1).astype("Int64")
+    del counted_sent, counted_received
     lost = sent - received
     records = per.size()
     out = pd.DataFrame({
         "records": records.astype(np.int64),
         "success_rate": per["ok"].sum() / records,
     })
-    observed = pd.Series(observed_counts, index=keys.index).reindex(out.index, fill_value=0)
+    observed = pd.Series(observed_counts, index=out.index)
     # A summary record is one observation standing for its declared samples.
     n_summary, declared, unknown = _summary_counts(measurements, g, out.index)
     rtt_samples = (observed - n_summary + declared).astype("Int64")
     out["rtt_samples"] = rtt_samples.mask(unknown.to_numpy(dtype=bool))
     out["summary_records"] = n_summary.astype(np.int64)
     for j, column in enumerate(_RTT_QUANTILES):
-        out[column] = pd.Series(quantiles[:, j], index=keys.index).reindex(out.index)
+        out[column] = quantiles[:, j]
     out["sent"] = sent
     out["lost"] = lost
     ratio = lost.astype("Float64") / sent.astype("Float64").where(sent > 0)
     out["loss_ratio"] = ratio.astype(np.float64)
     out["jitter_ms"] = per["jitter_ms"].mean()
-    out["handshake_p50_ms"] = per["handshake_ms"].quantile(0.50)
-    out["handshake_p95_ms"] = per["handshake_ms"].quantile(0.95)
-    return pd.concat([keys, out.reindex(keys.index)], axis=1).reset_index(drop=True)
+    # Over the records that have a handshake only (a quantile skips NaN: the same
+    # figures), a group without one NaN: the group-by's sort of every record took some
+    # 40 MiB of temporaries at 1M records.
+    timed = measurements["handshake_ms"].notna().to_numpy(dtype=bool)
+    handshakes = measurements.loc[timed, "handshake_ms"].groupby(g[timed], observed=True,
+                                                                 sort=True)
+    for column, q in (("handshake_p50_ms", 0.50), ("handshake_p95_ms", 0.95)):
+        out[column] = handshakes.quantile(q).reindex(out.index)
+    return pd.concat([keys, out.set_axis(keys.index)], axis=1).reset_index(drop=True)
+
+
+def _code(n_groups: int) -> type[np.signedinteger[Any]]:
+    """The narrowest integer type for group numbers 0 … ``n_groups`` - 1 and -1 (none)."""
+    return np.int16 if n_groups < np.iinfo(np.int16).max else np.int32
 
 
 class _Observations:
@@ -349,7 +366,7 @@ class _Observations:
                                                              na_value=np.nan)
         self.sample_record = row
         # int16 halves the group numbers' memory and scans for up to 32,766 groups.
-        code = np.int16 if n_groups < np.iinfo(np.int16).max else np.int32
+        code = _code(n_groups)
         # The group of each sampled record, and a last cell for the samples whose id is
         # no record's (row -1 reads it).
         of_record = np.full(len(g) + 1, -1, dtype=code)
@@ -506,7 +523,10 @@ def _summarise(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
             intervals[g0:g1] = _intervals(
                 ordered, records.bounds[g0:g1] - first, records.sizes[g0:g1], sent[at],
                 sent[at] - received[at], hashes[g0:g1], ci, n_boot, seed)
-    return observations.counts, quantiles, intervals
+    counts = observations.counts
+    del observations, records
+    give_back()
+    return counts, quantiles, intervals
 
 
 def _with_intervals(measurements: pd.DataFrame, samples: pd.DataFrame, by: tuple[str, ...],
