@@ -67,8 +67,11 @@ over records and over observations — the operations a Dask DataFrame offers as
 well; the RTT quantiles of every group are read from the observations sorted by
 group and value (the same figures as ``groupby(...).quantile``), one sort that the
 bootstrap reads too — and the bootstrap is a separate step (:func:`bootstrap_ci`) over the
-per-record table.  :func:`windowed` gives the same metrics per time window;
-:func:`phase_metrics` gives one row per (group, handshake phase).
+per-record table.  Both go a batch of groups at a time (:func:`_summarise`): a batch's
+observations are gathered from the frames' columns, sorted and resampled, then dropped,
+so memory follows the batch, not the campaign; no figure depends on the batches.
+:func:`windowed` gives the same metrics per time window; :func:`phase_metrics` gives one
+row per (group, handshake phase).
 """
 
 from __future__ import annotations
