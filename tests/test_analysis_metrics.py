@@ -488,7 +488,7 @@ def test_sorted_observations_give_the_point_percentiles():
     record has no observation (its samples lost) → no percentile; group 2 no record at
     all; group 3 one value, every percentile that value."""
     g = np.array([0, 0, 3, 0, 1, 0], dtype=np.int64)
-    records = metrics_module._records(g, 4)
+    _, records = metrics_module._records(g, 4)
     assert records.position.tolist() == [0, 1, 0, 2, 0, 3]
     rows = np.array([0, 2, 1, 3, 5])
     ordered = metrics_module._sorted(np.array([4.0, 7.5, 1.0, 3.0, 2.0]), g[rows],
@@ -643,6 +643,23 @@ def test_metrics_do_not_depend_on_the_batches_of_groups(monkeypatch):
     assert whole["rtt_p50_lo"].notna().sum() > 10
     for limit in (1, 600):
         pd.testing.assert_frame_equal(runs[limit][0], whole, check_exact=True)
+
+
+def test_probe_counts_are_narrowed_only_where_exact():
+    """The records' sent and lost probes go through the batches in float32 only when every
+    figure is a whole number float32 holds exactly (below 2**24); one larger count keeps
+    them all in float64.  Unknown counts are 0; the records come in the order given."""
+    def frame(big: int) -> pd.DataFrame:
+        return pd.DataFrame({"sent": pd.array([10, big, None], dtype="Int64"),
+                             "received": pd.array([7, 3, 5], dtype="Int64")})
+
+    order = np.array([2, 0, 1])
+    sent, lost = metrics_module._probes(frame(2**24 - 1), order)
+    assert sent.dtype == lost.dtype == np.float32
+    assert sent.tolist() == [0.0, 10.0, 2**24 - 1] and lost.tolist() == [0.0, 3.0, 2**24 - 4]
+    sent, lost = metrics_module._probes(frame(2**24 + 1), order)
+    assert sent.dtype == lost.dtype == np.float64
+    assert sent.tolist() == [0.0, 10.0, 2**24 + 1] and lost.tolist() == [0.0, 3.0, 2**24 - 2]
 
 
 def _pings(n: int, seed: int) -> list[PingRecord]:

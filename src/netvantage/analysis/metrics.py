@@ -457,22 +457,37 @@ def _sorted(values: FloatArray, groups: IntArray, records: npt.NDArray[np.int32]
 
 class _Records(NamedTuple):
     """The records by group (stably: in their frame order within a group): group ``i``'s
-    are ``order[bounds[i]:bounds[i] + sizes[i]]``; ``position``: each record's place in
-    its group."""
+    are ``bounds[i]`` … ``bounds[i] + sizes[i] - 1`` in that order; ``position``: each
+    record's place in its group."""
 
-    order: IntArray
     bounds: IntArray
     sizes: IntArray
     position: npt.NDArray[np.int32]
 
 
-def _records(g: IntArray, n_groups: int) -> _Records:
+def _records(g: IntArray, n_groups: int) -> tuple[IntArray, _Records]:
+    """(the records' rows by group, :class:`_Records`)."""
     order = np.argsort(g, kind="stable")
     sizes = np.bincount(g, minlength=n_groups).astype(np.int64)
     bounds = np.cumsum(sizes) - sizes
     position = np.empty(len(g), dtype=np.int32)
     position[order] = np.arange(len(g), dtype=np.int32) - np.repeat(bounds, sizes)
-    return _Records(order, bounds, sizes, position)
+    return order, _Records(bounds, sizes, position)
+
+
+def _probes(measurements: pd.DataFrame, order: IntArray
+            ) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]]]:
+    """Each record's probes sent and lost (0 where unknown: :func:`_counted`), the records
+    in ``order``: in float32 when every figure is exact in it (whole numbers below 2**24:
+    half the memory through the batches), else in float64."""
+    counted_sent, counted_received = _counted(measurements)
+    sent = counted_sent.to_numpy(dtype=np.float64, na_value=0.0)[order]
+    del counted_sent
+    lost = sent - counted_received.to_numpy(dtype=np.float64, na_value=0.0)[order]
+    del counted_received
+    if not len(sent) or max(np.abs(sent).max(), np.abs(lost).max()) < _EXACT_FLOAT32:
+        return sent.astype(np.float32), lost.astype(np.float32)
+    return sent, lost
 
 
 def _batches(weights: IntArray, limit: int) -> Iterator[tuple[int, int]]:
@@ -504,15 +519,13 @@ def _summarise(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
     quantiles = np.full((n_groups, len(_RTT_QUANTILES)), np.nan)
     intervals = np.full((n_groups, len(BOOTSTRAP_COLUMNS)), np.nan)
     observations = _Observations(measurements, samples, g, n_groups)
-    records = _records(g, n_groups)
+    order, records = _records(g, n_groups)
     # As before the batches: no intervals without key columns either (``keys.empty``).
     boot = n_boot > 0 and not keys.empty
     if boot:
-        counted_sent, counted_received = _counted(measurements)
-        sent = counted_sent.to_numpy(dtype=np.float64, na_value=0.0)
-        received = counted_received.to_numpy(dtype=np.float64, na_value=0.0)
-        del counted_sent, counted_received
+        sent, lost = _probes(measurements, order)
         hashes = _key_hashes(keys)
+    del order
     give_back()  # the look-up's and the masks' freed memory, before the batches
     qs = tuple(_RTT_QUANTILES.values())
     for g0, g1 in _batches(observations.counts + records.sizes, _BATCH_OBSERVATIONS):
@@ -522,10 +535,11 @@ def _summarise(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
         quantiles[g0:g1] = ordered.quantiles(qs)
         if boot:
             first = int(records.bounds[g0])
-            at = records.order[first:int(records.bounds[g1 - 1] + records.sizes[g1 - 1])]
+            last = int(records.bounds[g1 - 1] + records.sizes[g1 - 1])
             intervals[g0:g1] = _intervals(
-                ordered, records.bounds[g0:g1] - first, records.sizes[g0:g1], sent[at],
-                sent[at] - received[at], hashes[g0:g1], ci, n_boot, seed)
+                ordered, records.bounds[g0:g1] - first, records.sizes[g0:g1],
+                sent[first:last].astype(np.float64), lost[first:last].astype(np.float64),
+                hashes[g0:g1], ci, n_boot, seed)
     counts = observations.counts
     del observations, records
     give_back()
