@@ -662,6 +662,19 @@ def test_probe_counts_are_narrowed_only_where_exact():
     assert sent.tolist() == [0.0, 10.0, 2**24 + 1] and lost.tolist() == [0.0, 3.0, 2**24 - 2]
 
 
+def test_many_groups_without_handshakes():
+    """Groups past int8's 127 (their numbers in a wider Categorical code) none of which
+    has a handshake: every handshake figure NaN, the rest computed (pandas could not
+    reindex a CategoricalIndex by one whose codes have another width)."""
+    camp = frames_from_records(_pings(260, 6))
+    regions = [f"R{i // 2:03d}" for i in range(260)]
+    m = camp.measurements.assign(region=regions)
+    out = metrics({"measurements": m, "samples": camp.samples}, by=("region",), n_boot=20)
+    assert len(out) == 130 and (out["records"] == 2).all()
+    assert out[["handshake_p50_ms", "handshake_p95_ms"]].isna().all().all()
+    assert out["rtt_p50_ms"].notna().all() and out["rtt_p50_lo"].notna().all()
+
+
 def _pings(n: int, seed: int) -> list[PingRecord]:
     rng = np.random.default_rng(seed)
     out = []
