@@ -493,9 +493,11 @@ def test_sorted_observations_give_the_point_percentiles():
     record has no observation (its samples lost) → no percentile; group 2 no record at
     all; group 3 one value, every percentile that value."""
     g = np.array([0, 0, 3, 0, 1, 0], dtype=np.int64)
-    observed = metrics_module._Observed(np.array([4.0, 7.5, 1.0, 3.0, 2.0]),
-                                        np.array([0, 2, 1, 3, 5], dtype=np.int32))
-    ordered = metrics_module._sorted(observed, g, 4)
+    _, records = metrics_module._records(g, 4)
+    assert records.position.tolist() == [0, 1, 0, 2, 0, 3]
+    rows = np.array([0, 2, 1, 3, 5])
+    ordered = metrics_module._sorted(np.array([4.0, 7.5, 1.0, 3.0, 2.0]), g[rows],
+                                     records.position[rows], 4)
     assert ordered.values.tolist() == [1.0, 2.0, 3.0, 4.0, 7.5]
     assert ordered.record.tolist() == [1, 3, 2, 0, 0]
     assert ordered.counts.tolist() == [4, 0, 0, 1]
@@ -628,6 +630,54 @@ def test_replicates_do_not_depend_on_the_batches(monkeypatch):
     assert sorted(cut) == sorted(whole)
     for i, rep in whole.items():
         assert np.array_equal(cut[i], rep, equal_nan=True)
+
+
+@pytest.mark.filterwarnings("error")
+def test_metrics_do_not_depend_on_the_batches_of_groups(monkeypatch):
+    """The groups' observations are gathered, sorted and resampled a batch of groups at a
+    time: every figure is the same, to the bit, whether each group is a batch of its own,
+    a few groups make one, or one batch holds them all."""
+    camp = load(LAB_SAMPLE)
+    runs = {}
+    for limit in (1, 600, 10**9):
+        monkeypatch.setattr(metrics_module, "_BATCH_OBSERVATIONS", limit)
+        batches = list(metrics_module._batches(np.array([300, 300, 300, 300]), limit))
+        runs[limit] = (metrics(camp, n_boot=200, seed=3), batches)
+    assert [len(batches) for _, batches in runs.values()] == [4, 2, 1]
+    whole = runs[10**9][0]
+    assert whole["rtt_p50_lo"].notna().sum() > 10
+    for limit in (1, 600):
+        pd.testing.assert_frame_equal(runs[limit][0], whole, check_exact=True)
+
+
+def test_probe_counts_are_narrowed_only_where_exact():
+    """The records' sent and lost probes go through the batches in float32 only when every
+    figure is a whole number float32 holds exactly (below 2**24); one larger count keeps
+    them all in float64.  Unknown counts are 0; the records come in the order given."""
+    def frame(big: int) -> pd.DataFrame:
+        return pd.DataFrame({"sent": pd.array([10, big, None], dtype="Int64"),
+                             "received": pd.array([7, 3, 5], dtype="Int64")})
+
+    order = np.array([2, 0, 1])
+    sent, lost = metrics_module._probes(frame(2**24 - 1), order)
+    assert sent.dtype == lost.dtype == np.float32
+    assert sent.tolist() == [0.0, 10.0, 2**24 - 1] and lost.tolist() == [0.0, 3.0, 2**24 - 4]
+    sent, lost = metrics_module._probes(frame(2**24 + 1), order)
+    assert sent.dtype == lost.dtype == np.float64
+    assert sent.tolist() == [0.0, 10.0, 2**24 + 1] and lost.tolist() == [0.0, 3.0, 2**24 - 2]
+
+
+def test_many_groups_without_handshakes():
+    """Groups past int8's 127 (their numbers in a wider Categorical code) none of which
+    has a handshake: every handshake figure NaN, the rest computed (pandas could not
+    reindex a CategoricalIndex by one whose codes have another width)."""
+    camp = frames_from_records(_pings(260, 6))
+    regions = [f"R{i // 2:03d}" for i in range(260)]
+    m = camp.measurements.assign(region=regions)
+    out = metrics({"measurements": m, "samples": camp.samples}, by=("region",), n_boot=20)
+    assert len(out) == 130 and (out["records"] == 2).all()
+    assert out[["handshake_p50_ms", "handshake_p95_ms"]].isna().all().all()
+    assert out["rtt_p50_ms"].notna().all() and out["rtt_p50_lo"].notna().all()
 
 
 def _pings(n: int, seed: int) -> list[PingRecord]:

@@ -67,8 +67,11 @@ over records and over observations — the operations a Dask DataFrame offers as
 well; the RTT quantiles of every group are read from the observations sorted by
 group and value (the same figures as ``groupby(...).quantile``), one sort that the
 bootstrap reads too — and the bootstrap is a separate step (:func:`bootstrap_ci`) over the
-per-record table.  :func:`windowed` gives the same metrics per time window;
-:func:`phase_metrics` gives one row per (group, handshake phase).
+per-record table.  Both go a batch of groups at a time (:func:`_summarise`): a batch's
+observations are gathered from the frames' columns, sorted and resampled, then dropped,
+so memory follows the batch, not the campaign; no figure depends on the batches.
+:func:`windowed` gives the same metrics per time window; :func:`phase_metrics` gives one
+row per (group, handshake phase).
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import NetvantageError
-from .codes import rows_of
+from .codes import give_back, rows_of
 from .fastagg import _group_order, row_quantiles
 from .frames import Campaign
 
@@ -110,6 +113,11 @@ _SAMPLED_KINDS = ("ping", "tcp")
 # bounds memory to some tens of MB whatever the groups' sizes.  1M rather than 2M:
 # measured 5-10 % less CPU at 1M records (the batch's arrays nearer the cache).
 _CHUNK_CELLS = 1_000_000
+# Observations and records of one batch of groups (_summarise): bounds the memory of the
+# batch's gathered, sorted observations and its records' columns.
+_BATCH_OBSERVATIONS = 1 << 18
+# Cells of a group-number column counted at a time (_group_sizes).
+_SCAN = 1 << 20
 # Whole numbers of magnitude below this are exact in float32.
 _EXACT_FLOAT32 = 2 ** 24
 # Observations per block of the replicates' order statistics (_Plan).
@@ -118,6 +126,7 @@ _BLOCK = 32
 Frames = Campaign | Mapping[str, pd.DataFrame]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+Codes = npt.NDArray[np.signedinteger[Any]]
 
 
 class MetricsError(NetvantageError, ValueError):
@@ -156,7 +165,8 @@ def point_metrics(data: Frames, *, by: Sequence[str] = DEFAULT_BY) -> pd.DataFra
     """The point metrics of :func:`metrics` without the intervals (no resampling)."""
     measurements, samples = _frames(data)
     keys, gid = _groups(measurements, tuple(by))
-    return _point(measurements, samples, keys, gid)
+    counts, quantiles, _ = _summarise(measurements, samples, keys, gid, 0.95, 0, 0)
+    return _point(measurements, keys, gid, counts, quantiles)
 
 
 def bootstrap_ci(data: Frames, *, by: Sequence[str] = DEFAULT_BY, ci: float = 0.95,
@@ -165,7 +175,8 @@ def bootstrap_ci(data: Frames, *, by: Sequence[str] = DEFAULT_BY, ci: float = 0.
     measurements, samples = _frames(data)
     keys, gid = _groups(measurements, tuple(by))
     _check_level(ci, n_boot)
-    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed)
+    _, _, intervals = _summarise(measurements, samples, keys, gid, ci, n_boot, seed)
+    boot = pd.DataFrame(intervals, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
     return pd.concat([keys, boot], axis=1).reset_index(drop=True)
 
 
@@ -258,7 +269,7 @@ def _counted(measurements: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return sent.where(both), received.where(both)
 
 
-def _summary_counts(measurements: pd.DataFrame, g: npt.NDArray[Any],
+def _summary_counts(measurements: pd.DataFrame, g: pd.CategoricalIndex,
                     index: pd.Index) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Per group: summary records with an RTT figure, the samples they declare
     (known ones summed), and whether any of them does not say."""
@@ -271,10 +282,9 @@ def _summary_counts(measurements: pd.DataFrame, g: npt.NDArray[Any],
         "n": figure.to_numpy(dtype=np.int64),
         "samples": declared.where(figure, 0).fillna(0).to_numpy(dtype=np.int64),
         "unknown": (figure & declared.isna()).to_numpy(dtype=bool),
-    }).groupby(g, sort=True)
-    return (per["n"].sum().reindex(index, fill_value=0),
-            per["samples"].sum().reindex(index, fill_value=0),
-            per["unknown"].any().reindex(index, fill_value=False))
+    }).groupby(g, observed=False, sort=True)  # every group, in order: as ``index``
+    return (per["n"].sum().set_axis(index), per["samples"].sum().set_axis(index),
+            per["unknown"].any().set_axis(index))
 
 
 def _frames(data: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -310,80 +320,126 @@ def _groups(frame: pd.DataFrame, by: tuple[str, ...]) -> tuple[pd.DataFrame, pd.
     return keys, gid.astype(np.int64)
 
 
-def _point(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
-           gid: pd.Series, ordered: _Sorted | None = None) -> pd.DataFrame:
-    g = gid.to_numpy()
-    per = measurements.groupby(g, sort=True)
+def _point(measurements: pd.DataFrame, keys: pd.DataFrame, gid: pd.Series,
+           observed_counts: IntArray, quantiles: FloatArray) -> pd.DataFrame:
+    """The point metrics, given each group's received observations and their RTT
+    quantiles (groups × :data:`_RTT_QUANTILES`, from :func:`_summarise`)."""
+    # The group numbers (0 … groups - 1, each with records) as a Categorical's codes:
+    # pandas groups by those as they are, where it hashes an integer key first (at 1M
+    # records some 40 MiB of temporaries for each group-by).
+    g = pd.CategoricalIndex(pd.Categorical.from_codes(
+        gid.to_numpy(dtype=_code(len(keys))), categories=pd.RangeIndex(len(keys))))
+    per = measurements.groupby(g, observed=True, sort=True)
     counted_sent, counted_received = _counted(measurements)
-    sent = counted_sent.groupby(g, sort=True).sum(min_count=1).astype("Int64")
-    received = counted_received.groupby(g, sort=True).sum(min_count=1).astype("Int64")
+    sent = counted_sent.groupby(g, observed=True, sort=True).sum(min_count=1).astype("Int64")
+    received = counted_received.groupby(g, observed=True, sort=True).sum(
+        min_count=1).astype("Int64")
+    del counted_sent, counted_received
     lost = sent - received
     records = per.size()
     out = pd.DataFrame({
         "records": records.astype(np.int64),
         "success_rate": per["ok"].sum() / records,
     })
-    if ordered is None:
-        ordered = _ordered(measurements, samples, gid, len(keys))
-    observed = pd.Series(ordered.counts, index=keys.index).reindex(out.index, fill_value=0)
+    observed = pd.Series(observed_counts, index=out.index)
     # A summary record is one observation standing for its declared samples.
     n_summary, declared, unknown = _summary_counts(measurements, g, out.index)
     rtt_samples = (observed - n_summary + declared).astype("Int64")
     out["rtt_samples"] = rtt_samples.mask(unknown.to_numpy(dtype=bool))
     out["summary_records"] = n_summary.astype(np.int64)
-    quantiles = ordered.quantiles(tuple(_RTT_QUANTILES.values()))
     for j, column in enumerate(_RTT_QUANTILES):
-        out[column] = pd.Series(quantiles[:, j], index=keys.index).reindex(out.index)
+        out[column] = quantiles[:, j]
     out["sent"] = sent
     out["lost"] = lost
     ratio = lost.astype("Float64") / sent.astype("Float64").where(sent > 0)
     out["loss_ratio"] = ratio.astype(np.float64)
     out["jitter_ms"] = per["jitter_ms"].mean()
-    out["handshake_p50_ms"] = per["handshake_ms"].quantile(0.50)
-    out["handshake_p95_ms"] = per["handshake_ms"].quantile(0.95)
-    return pd.concat([keys, out.reindex(keys.index)], axis=1).reset_index(drop=True)
+    # Over the records that have a handshake only (a quantile skips NaN: the same
+    # figures), a group without one NaN (every group kept: ``observed=False``): the
+    # group-by's sort of every record took some 40 MiB of temporaries at 1M records.
+    timed = measurements["handshake_ms"].notna().to_numpy(dtype=bool)
+    handshakes = measurements.loc[timed, "handshake_ms"].groupby(g[timed], observed=False,
+                                                                 sort=True)
+    for column, q in (("handshake_p50_ms", 0.50), ("handshake_p95_ms", 0.95)):
+        # By position: the groups in the categories' order, as ``out``'s rows (reindexing
+        # a CategoricalIndex by another whose codes have another width fails in pandas).
+        out[column] = handshakes.quantile(q).to_numpy(dtype=np.float64)
+    return pd.concat([keys, out.set_axis(keys.index)], axis=1).reset_index(drop=True)
 
 
-class _Observed(NamedTuple):
-    """The received RTT observations (a lost sample is no observation and is left out
-    here: the figures count only received ones) and the row of each one's record among
-    the measurements (int32: 5M observations take 19 MiB instead of 38; no frame holds
-    2**31 records)."""
-
-    values: FloatArray
-    rows: npt.NDArray[np.int32]
+def _code(n_groups: int) -> type[np.signedinteger[Any]]:
+    """The narrowest integer type for group numbers 0 … ``n_groups`` - 1 and -1 (none)."""
+    return np.int16 if n_groups < np.iinfo(np.int16).max else np.int32
 
 
-def _observations(measurements: pd.DataFrame, samples: pd.DataFrame) -> _Observed:
-    """The received observations of :func:`rtt_observations` with their record's row.
+class _Observations:
+    """Where the received RTT observations of :func:`rtt_observations` are, and the group
+    of each, without copying them: the samples' RTTs (ping and tcp records but summaries)
+    and the other records' headline ``rtt_ms``, read in place from the frames' columns.
 
-    The samples find their record by one lookup of their ids in the records' (a record
-    position per sample), not by a merge on the id strings.
+    Each observation's group number is kept in the narrowest integer that holds it (-1:
+    no observation: a lost sample, a sample of a record measured otherwise, a record
+    whose RTT is in its samples).  :meth:`take` gathers the observations of a range of
+    groups, so that the observations of a campaign are never copied all at once (at 1M
+    records they were 4.7M values and record rows, 57 MiB, and their sort as much again
+    in temporaries).
     """
-    sampled = (measurements["kind"].isin(_SAMPLED_KINDS)
-               & ~_is_summary(measurements)).to_numpy(dtype=bool)
-    row = rows_of(samples["id"], measurements["id"])
-    if row is None:
-        raise MetricsError("record ids are not unique: samples cannot be told apart")
-    from_samples = samples["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
-    from_records = measurements["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
-    known = row >= 0
-    known[known] = sampled[row[known]]
-    known &= ~np.isnan(from_samples)
-    headline = ~sampled & ~np.isnan(from_records)
-    return _Observed(
-        np.concatenate([from_samples[known], from_records[headline]]),
-        np.concatenate([row[known], np.flatnonzero(headline).astype(np.int32)]))
+
+    def __init__(self, measurements: pd.DataFrame, samples: pd.DataFrame, g: IntArray,
+                 n_groups: int) -> None:
+        sampled = (measurements["kind"].isin(_SAMPLED_KINDS)
+                   & ~_is_summary(measurements)).to_numpy(dtype=bool)
+        row = rows_of(samples["id"], measurements["id"])
+        if row is None:
+            raise MetricsError("record ids are not unique: samples cannot be told apart")
+        self.sample_values = samples["rtt_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
+        self.record_values = measurements["rtt_ms"].to_numpy(dtype=np.float64,
+                                                             na_value=np.nan)
+        self.sample_record = row
+        # int16 halves the group numbers' memory and scans for up to 32,766 groups.
+        code = _code(n_groups)
+        # The group of each sampled record, and a last cell for the samples whose id is
+        # no record's (row -1 reads it).
+        of_record = np.full(len(g) + 1, -1, dtype=code)
+        of_record[:-1][sampled] = g[sampled]
+        self.sample_group: Codes = np.asarray(of_record[row])
+        del of_record
+        self.sample_group[np.isnan(self.sample_values)] = -1
+        headline = ~sampled & ~np.isnan(self.record_values)
+        self.record_group: Codes = np.full(len(g), -1, dtype=code)
+        self.record_group[headline] = g[headline]
+        #: Received observations per group.
+        self.counts = (_group_sizes(self.sample_group, n_groups)
+                       + _group_sizes(self.record_group, n_groups))
+        self.n_groups = n_groups
+
+    def take(self, g0: int, g1: int) -> tuple[FloatArray, IntArray, IntArray]:
+        """The observations of groups ``g0`` … ``g1 - 1``: (values, their records' rows
+        among the measurements, their groups less ``g0``), in no particular order."""
+        whole = g0 == 0 and g1 == self.n_groups
+        values, rows, groups = [], [], []
+        for group, source, record in ((self.sample_group, self.sample_values,
+                                       self.sample_record),
+                                      (self.record_group, self.record_values, None)):
+            inside = group >= g0
+            if not whole:
+                inside &= group < g1
+            at = np.flatnonzero(inside)
+            del inside
+            values.append(source[at])
+            rows.append(np.asarray(record[at] if record is not None else at, dtype=np.int64))
+            groups.append(group[at].astype(np.int64) - g0)
+        return np.concatenate(values), np.concatenate(rows), np.concatenate(groups)
 
 
-def _positions(g: IntArray) -> IntArray:
-    """Each row's position among the rows of its group, in frame order (a cumcount)."""
-    order = np.argsort(g, kind="stable")
-    ordered = g[order]
-    first = np.searchsorted(ordered, ordered, side="left")
-    out = np.empty(len(g), dtype=np.int64)
-    out[order] = np.arange(len(g), dtype=np.int64) - first
-    return out
+def _group_sizes(group: Codes, n_groups: int) -> IntArray:
+    """How many of ``group``'s cells hold each group number (-1 left out), counted a
+    slice at a time: ``bincount`` copies its input to int64 first."""
+    counts = np.zeros(n_groups + 1, dtype=np.int64)
+    for start in range(0, len(group), _SCAN):
+        counts += np.bincount(group[start:start + _SCAN].astype(np.int64) + 1,
+                              minlength=n_groups + 1)
+    return counts[1:]
 
 
 class _Sorted(NamedTuple):
@@ -413,37 +469,138 @@ class _Sorted(NamedTuple):
         return out
 
 
-def _sorted(observations: _Observed, g: IntArray, n_groups: int) -> _Sorted:
-    """The observations as :class:`_Sorted` (``g``: each record's group number): sorted by
+def _sorted(values: FloatArray, groups: IntArray, records: npt.NDArray[np.int32],
+            n_groups: int) -> _Sorted:
+    """The observations ``values`` of groups ``groups`` (0 … ``n_groups`` - 1) as
+    :class:`_Sorted`, ``records`` their records' positions in their group: sorted by
     value, then stably by group with a counting sort (twice as fast as a lexsort of
     both).  Tied values may come in any order: order statistics are values, the same
-    whatever it.  A few temporaries of the observations' size at a time besides the
-    result."""
-    by_value = np.argsort(observations.values)
-    by_group, counts = _group_order(g[observations.rows[by_value]], n_groups)
+    whatever it."""
+    by_value = np.argsort(values)
+    by_group, counts = _group_order(groups[by_value], n_groups)
     kept = by_value[by_group]
     del by_value, by_group
-    rows = observations.rows[kept]
-    return _Sorted(observations.values[kept], _positions(g).astype(np.int32)[rows], counts,
-                   np.cumsum(counts) - counts)
+    return _Sorted(values[kept], records[kept], counts, np.cumsum(counts) - counts)
 
 
-def _ordered(measurements: pd.DataFrame, samples: pd.DataFrame, gid: pd.Series,
-             n_groups: int) -> _Sorted:
-    """:func:`_sorted` of the observations of ``measurements`` and ``samples``."""
-    return _sorted(_observations(measurements, samples), gid.to_numpy(dtype=np.int64),
-                   n_groups)
+class _Records(NamedTuple):
+    """The records by group (stably: in their frame order within a group): group ``i``'s
+    are ``bounds[i]`` … ``bounds[i] + sizes[i] - 1`` in that order; ``position``: each
+    record's place in its group."""
+
+    bounds: IntArray
+    sizes: IntArray
+    position: npt.NDArray[np.int32]
+
+
+def _records(g: IntArray, n_groups: int) -> tuple[IntArray, _Records]:
+    """(the records' rows by group, :class:`_Records`)."""
+    order = np.argsort(g, kind="stable")
+    sizes = np.bincount(g, minlength=n_groups).astype(np.int64)
+    bounds = np.cumsum(sizes) - sizes
+    position = np.empty(len(g), dtype=np.int32)
+    # int32 throughout (no frame holds 2**31 records): half the temporaries.
+    position[order] = (np.arange(len(g), dtype=np.int32)
+                       - np.repeat(bounds.astype(np.int32), sizes))
+    return order, _Records(bounds, sizes, position)
+
+
+def _probes(measurements: pd.DataFrame, order: IntArray
+            ) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]]]:
+    """Each record's probes sent and lost, the records in ``order``: the counts of
+    :func:`_counted`, 0 where unknown, in float32 when every figure is exact in it (whole
+    numbers below 2**24: half the memory through the batches), else in float64.
+
+    One column at a time, as floats (whole numbers below 2**53, exact): :func:`_counted`'s
+    masked columns took some 40 MiB of temporaries at 1M records."""
+    def counts(column: str) -> FloatArray:
+        values = measurements[column]
+        if not isinstance(values.dtype, pd.Int64Dtype):
+            values = values.astype("Int64")
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)[order]
+
+    sent = counts("sent")
+    lost = counts("received")
+    unknown = np.isnan(sent)
+    unknown |= np.isnan(lost)
+    np.subtract(sent, lost, out=lost)
+    sent[unknown] = 0.0
+    lost[unknown] = 0.0
+    del unknown
+    if not len(sent) or max(np.abs(sent).max(), np.abs(lost).max()) < _EXACT_FLOAT32:
+        return sent.astype(np.float32), lost.astype(np.float32)
+    return sent, lost
+
+
+def _batches(weights: IntArray, limit: int) -> Iterator[tuple[int, int]]:
+    """Ranges ``(g0, g1)`` of consecutive groups whose ``weights`` add up to at most
+    ``limit`` (a group weighing more alone)."""
+    ends = np.cumsum(weights)
+    g0 = 0
+    while g0 < len(weights):
+        base = int(ends[g0 - 1]) if g0 else 0
+        g1 = max(g0 + 1, int(np.searchsorted(ends, base + limit, side="right")))
+        yield g0, g1
+        g0 = g1
+
+
+def _summarise(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
+               gid: pd.Series, ci: float, n_boot: int, seed: int
+               ) -> tuple[IntArray, FloatArray, FloatArray]:
+    """(each group's received observations, its RTT quantiles: groups ×
+    :data:`_RTT_QUANTILES`, its intervals: groups × :data:`BOOTSTRAP_COLUMNS`, NaN when
+    ``n_boot`` is 0).
+
+    The groups are taken a batch at a time, about :data:`_BATCH_OBSERVATIONS`
+    observations and records each: the batch's observations are gathered and sorted,
+    its percentiles read and its replicates drawn (each group from its own stream, so
+    the batches change no figure), and the batch's arrays dropped before the next.
+    """
+    n_groups = len(keys)
+    g = gid.to_numpy(dtype=np.int64)
+    quantiles = np.full((n_groups, len(_RTT_QUANTILES)), np.nan)
+    intervals = np.full((n_groups, len(BOOTSTRAP_COLUMNS)), np.nan)
+    # The observations first: the look-up of the samples' records takes Arrow's memory,
+    # which does not reuse the C heap's freed pages (measured at 1M records: 151 MiB at
+    # its peak when it comes first, 182 MiB after the records' columns).
+    observations = _Observations(measurements, samples, g, n_groups)
+    give_back()  # the look-up's and the masks' freed memory
+    order, records = _records(g, n_groups)
+    # As before the batches: no intervals without key columns either (``keys.empty``).
+    boot = n_boot > 0 and not keys.empty
+    if boot:
+        sent, lost = _probes(measurements, order)
+        hashes = _key_hashes(keys)
+    del order
+    give_back()  # the temporaries of the records' columns, before the batches
+    qs = tuple(_RTT_QUANTILES.values())
+    for g0, g1 in _batches(observations.counts + records.sizes, _BATCH_OBSERVATIONS):
+        values, rows, groups = observations.take(g0, g1)
+        ordered = _sorted(values, groups, records.position[rows], g1 - g0)
+        del values, rows, groups
+        quantiles[g0:g1] = ordered.quantiles(qs)
+        if boot:
+            first = int(records.bounds[g0])
+            last = int(records.bounds[g1 - 1] + records.sizes[g1 - 1])
+            intervals[g0:g1] = _intervals(
+                ordered, records.bounds[g0:g1] - first, records.sizes[g0:g1],
+                sent[first:last].astype(np.float64), lost[first:last].astype(np.float64),
+                hashes[g0:g1], ci, n_boot, seed)
+    counts = observations.counts
+    del observations, records
+    give_back()
+    return counts, quantiles, intervals
 
 
 def _with_intervals(measurements: pd.DataFrame, samples: pd.DataFrame, by: tuple[str, ...],
                     ci: float, n_boot: int, seed: int) -> pd.DataFrame:
     _check_level(ci, n_boot)
     keys, gid = _groups(measurements, by)
-    # Sorted once, for both steps (the unsorted observations are not kept).
-    ordered = _ordered(measurements, samples, gid, len(keys))
-    point = _point(measurements, samples, keys, gid, ordered)
-    boot = _bootstrap(measurements, samples, keys, gid, ci, n_boot, seed, ordered)
-    return pd.concat([point, boot.reset_index(drop=True)], axis=1)
+    counts, quantiles, intervals = _summarise(measurements, samples, keys, gid, ci, n_boot,
+                                              seed)
+    point = _point(measurements, keys, gid, counts, quantiles)
+    boot = pd.DataFrame(intervals, columns=list(BOOTSTRAP_COLUMNS))
+    return pd.concat([point, boot], axis=1)
 
 
 def _check_level(ci: float, n_boot: int) -> None:
@@ -456,32 +613,19 @@ def _check_level(ci: float, n_boot: int) -> None:
 # --------------------------------------------------------------------------- bootstrap
 
 
-def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataFrame,
-               gid: pd.Series, ci: float, n_boot: int, seed: int,
-               ordered: _Sorted | None = None) -> pd.DataFrame:
-    result = np.full((len(keys), len(BOOTSTRAP_COLUMNS)), np.nan)
-    if n_boot == 0 or keys.empty:
-        return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
-    g = gid.to_numpy()
-    order = np.argsort(g, kind="stable")  # records by group, in their frame order
-    counted_sent, counted_received = _counted(measurements)
-    sent = counted_sent.to_numpy(dtype=np.float64, na_value=0.0)
-    received = counted_received.to_numpy(dtype=np.float64, na_value=0.0)
-    rec_g = g[order]
-    group_numbers = keys.index.to_numpy()
-    rec_bounds = np.searchsorted(rec_g, group_numbers, side="left")
-    n_records = np.searchsorted(rec_g, group_numbers, side="right") - rec_bounds
-
-    if ordered is None:
-        ordered = _ordered(measurements, samples, gid, len(keys))
-    # Groups are numbered 0 … len(keys) - 1 (_groups), records by group (rec_bounds).
+def _intervals(ordered: _Sorted, rec_bounds: IntArray, n_records: IntArray, sent: FloatArray,
+               lost: FloatArray, hashes: list[int], ci: float, n_boot: int, seed: int
+               ) -> FloatArray:
+    """The intervals (groups × :data:`BOOTSTRAP_COLUMNS`) of the groups of ``ordered``:
+    their records are ``rec_bounds``/``n_records`` into ``sent`` and ``lost``, grouped."""
+    result = np.full((len(n_records), len(BOOTSTRAP_COLUMNS)), np.nan)
     obs_v, obs_r, n_obs, obs_bounds = ordered
     # Per record (in group order): probes sent, lost, and observations kept.
     per_record = np.column_stack([
-        sent[order], (sent - received)[order],
-        np.bincount(np.repeat(rec_bounds, n_obs) + obs_r, minlength=len(g)).astype(np.float64)])
-
-    plan = _Plan(n_boot, seed, _key_hashes(keys), rec_bounds, n_records, obs_bounds, n_obs,
+        sent, lost,
+        np.bincount(np.repeat(rec_bounds, n_obs) + obs_r,
+                    minlength=len(sent)).astype(np.float64)])
+    plan = _Plan(n_boot, seed, hashes, rec_bounds, n_records, obs_bounds, n_obs,
                  per_record, obs_r, obs_v)
     alpha = 1 - ci
     levels = (alpha / 2, 1 - alpha / 2)
@@ -489,7 +633,7 @@ def _bootstrap(measurements: pd.DataFrame, samples: pd.DataFrame, keys: pd.DataF
         # in BOOTSTRAP_COLUMNS order: p50, p95, loss (each lo/hi)
         result[numbers] = row_quantiles(
             replicates.reshape(-1, n_boot), levels).reshape(len(numbers), 6)
-    return pd.DataFrame(result, index=keys.index, columns=list(BOOTSTRAP_COLUMNS))
+    return result
 
 
 def _key_hashes(keys: pd.DataFrame) -> list[int]:
