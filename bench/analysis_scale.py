@@ -29,7 +29,7 @@ their memory limit.
 The machine may be shared: the load average is printed beside the figures.
 
     .venv/bin/python bench/analysis_scale.py [--sizes 10k,100k,1M] [--big] [--data-dir DIR]
-        [--report-sizes 10k,100k] [--matrix 250] [--dask-size 10M] [--dask-workers 2]
+        [--report-sizes 10k,100k,1M] [--matrix 250] [--dask-size 10M] [--dask-workers 2]
         [--dask-memory 2GiB] [--skip-dask] [--max-data 8]
 
 Every child runs with a memory limit (``--max-data`` GiB of RLIMIT_DATA, 8 by default): a
@@ -249,7 +249,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="10k,100k,1M")
     parser.add_argument("--big", action="store_true", help="add the 10M campaign")
     parser.add_argument("--data-dir", type=Path, help="keep the campaigns here (reused)")
-    parser.add_argument("--report-sizes", default="10k,100k")
+    parser.add_argument("--report-sizes", default="10k,100k,1M")
     parser.add_argument("--matrix", type=int, default=250)
     parser.add_argument("--dask-size", default="10M")
     parser.add_argument("--dask-workers", type=int, default=2)
