@@ -227,3 +227,36 @@ def load_module() -> Any:
     import importlib
 
     return importlib.import_module("netvantage.analysis.load")
+
+
+_THREADS_AT_FORK: list[int] = []
+
+
+def _count_threads_at_fork() -> None:
+    import threading
+
+    if _THREADS_AT_FORK and _THREADS_AT_FORK[0] == -1:  # recording (this test only)
+        _THREADS_AT_FORK.append(threading.active_count())
+
+
+def test_partition_forks_its_workers_with_no_other_thread_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a progress bar drawn (its timer is a thread), the workers are forked while
+    this process runs alone: fork copies only the calling thread, and a lock another
+    one held would stay locked in the workers."""
+    from netvantage.analysis import cluster, progress
+
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.setattr(cluster, "RANGE_BYTES", 64 * 2**10)
+    source = tmp_path / "campaign.jsonl"
+    write_jsonl(read_jsonl(SAMPLE), source)
+    os.register_at_fork(before=_count_threads_at_fork)
+    _THREADS_AT_FORK[:] = [-1]
+    try:
+        progress.configure(True)
+        write_partitioned(source, tmp_path / "out", workers=2)
+    finally:
+        progress.configure()
+        recorded, _THREADS_AT_FORK[:] = _THREADS_AT_FORK[1:], []
+    assert len(recorded) >= 2  # both workers forked here
+    assert recorded == [1] * len(recorded), recorded

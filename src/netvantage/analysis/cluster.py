@@ -303,7 +303,11 @@ def _in_order(work: Any, tasks: Sequence[Any], workers: int) -> Iterator[Any]:
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     pending: deque[Future[Any]] = deque()
     try:
-        pool.submit(int).result()  # every worker forked before the progress bar's thread
+        # The first task forks every worker (before the executor's own thread starts),
+        # with the progress bar's timer stopped: fork copies only the calling thread, and
+        # a lock another one held would stay locked in the child.
+        with progress.forkable():
+            pool.submit(int).result()
         for task in tasks:
             pending.append(pool.submit(work, task))
             if len(pending) >= 2 * workers:
