@@ -126,3 +126,19 @@ def lab():
         yield lab
     finally:
         lab.down()
+
+
+def campaign_sources(records: list[object], folder: Path) -> dict[str, Path]:
+    """``records`` written in ``folder`` as each source the loader reads: a JSON Lines file
+    ("jsonl"), the collector's SQLite store ("store") and its Parquet export ("parquet")."""
+    from netvantage.collector.export import export_parquet
+    from netvantage.collector.store import Store
+    from netvantage.results import write_jsonl
+
+    jsonl = folder / "campaign.jsonl"
+    write_jsonl(records, jsonl)  # type: ignore[arg-type]
+    db = folder / "collector.db"
+    with Store(db, synchronous="normal") as store:
+        store.add_records(records)  # type: ignore[arg-type]
+        export_parquet(store, folder / "parquet")
+    return {"jsonl": jsonl, "store": db, "parquet": folder / "parquet"}

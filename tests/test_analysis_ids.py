@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import campaign_sources
 from netvantage.analysis.cluster import partitions, write_partitioned
 from netvantage.analysis.codes import record_rows, rows_of, sorted_codes
 from netvantage.analysis.detours import trace_detours
@@ -27,8 +28,6 @@ from netvantage.analysis.load import check_campaign, frames_from_records, load
 from netvantage.analysis.metrics import metrics, phase_metrics, rtt_observations
 from netvantage.analysis.paths import path_summary
 from netvantage.analysis.summary import analyse
-from netvantage.collector.export import export_parquet
-from netvantage.collector.store import Store
 from netvantage.importers.atlas import import_atlas, load_probes
 from netvantage.results import read_jsonl, write_jsonl
 
@@ -91,13 +90,7 @@ def sources(records: list[Any], tmp_path_factory: pytest.TempPathFactory) -> dic
     tmp = tmp_path_factory.mktemp("ids")
     # the records shuffled: the measurements' order is not the ids' sorted order
     shuffled = [records[i] for i in np.random.default_rng(7).permutation(len(records))]
-    jsonl = tmp / "campaign.jsonl"
-    write_jsonl(shuffled, jsonl)
-    db = tmp / "collector.db"
-    with Store(db, synchronous="normal") as store:
-        store.add_records(shuffled)
-        export_parquet(store, tmp / "parquet")
-    return {"jsonl": jsonl, "store": db, "parquet": tmp / "parquet"}
+    return campaign_sources(shuffled, tmp)
 
 
 @pytest.mark.parametrize("form", ["jsonl", "store", "parquet"])

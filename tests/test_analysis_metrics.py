@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from cells import number, row
+from conftest import campaign_sources
 from netvantage.analysis.frames import (
     HOP_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -43,8 +44,6 @@ from netvantage.analysis.metrics import (
     point_metrics,
     windowed,
 )
-from netvantage.collector.export import export_parquet
-from netvantage.collector.store import Store
 from netvantage.errors import SchemaError
 from netvantage.results import (
     PHASES_IMAP,
@@ -299,14 +298,7 @@ def _same(a: Campaign, b: Campaign) -> None:
 
 @pytest.fixture(scope="module")
 def sources(records, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sources")
-    jsonl = tmp / "campaign.jsonl"
-    write_jsonl(records, jsonl)
-    db = tmp / "collector.db"
-    with Store(db, synchronous="normal") as store:
-        store.add_records(records)
-        export_parquet(store, tmp / "parquet")
-    return {"jsonl": jsonl, "store": db, "parquet": tmp / "parquet"}
+    return campaign_sources(records, tmp_path_factory.mktemp("sources"))
 
 
 @pytest.mark.parametrize("form", ["jsonl", "store", "parquet"])
